@@ -1,0 +1,51 @@
+//! `chat-server PORT`: parse the options, bind, and run the server until
+//! `exit`, SIGINT or SIGTERM.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use pmchat::exit_codes;
+use pmchat::server::{self, cli::ServerArgs, Server};
+use smol::{Async, Executor};
+
+fn main() -> ExitCode {
+    let args = ServerArgs::parse();
+    pmchat::logging::init(args.verbosity(), args.color.enabled_for(&std::io::stderr()));
+
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = match Async::<TcpListener>::bind(addr) {
+        Ok(listener) => listener,
+        Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
+    };
+    let local = match listener.get_ref().local_addr() {
+        Ok(local) => local,
+        Err(e) => return fail(&format!("cannot read the listening address: {e}")),
+    };
+    let stop_signal = match server::termination_signal() {
+        Ok(signal) => signal,
+        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+    };
+    // Scripts and tests read the real port from this first line.
+    println!("listening on {local}");
+    tracing::info!("listening on {local}");
+
+    let threads = args
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let executor = Arc::new(Executor::new());
+    let server = Server::new(args.config(), Arc::clone(&executor));
+    let console_color = args.color.enabled_for(&std::io::stdout());
+    if let Err(e) = server::console::spawn(server.handle(), console_color) {
+        return fail(&format!("cannot start the console: {e}"));
+    }
+    server::block_on_threads(&executor, threads, server.run(listener, stop_signal));
+    ExitCode::from(exit_codes::SUCCESS as u8)
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("chat-server: {message}");
+    ExitCode::from(exit_codes::FAILURE as u8)
+}

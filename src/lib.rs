@@ -1,0 +1,20 @@
+//! pmchat: a private-message chat server (and, later, client) speaking the
+//! v1 binary protocol.
+//!
+//! # Layout
+//! - [`protocol`]: frames, limits, the sans-IO codec and the read buffer.
+//! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
+//! - [`args`]: argument types the binaries share (durations, `--color`).
+//! - [`logging`]: `tracing` set-up for the binaries.
+//! - [`exit_codes`]: what each binary's exit status means.
+//! - [`server`]: the server: listener, registry, sessions, console.
+//!
+//! The binaries in `src/bin/` only parse arguments, call into this library
+//! and map errors to exit codes.
+
+pub mod args;
+pub mod exit_codes;
+pub mod logging;
+pub mod protocol;
+pub mod sanitize;
+pub mod server;

@@ -1,0 +1,670 @@
+//! The pmchat v1 wire protocol: frames, limits, a sans-IO codec and a
+//! reusable read buffer.
+//!
+//! Everything here works on byte slices: decoding never touches a socket and
+//! never allocates, so it can be unit-tested and fuzzed in isolation. The
+//! only I/O helper is [`fill`], which reads once from an async reader into a
+//! [`ReadBuffer`].
+//!
+//! All integers are big-endian.
+//!
+//! | frame | direction | layout |
+//! |---|---|---|
+//! | handshake | client → server | `u8 name_len`, name |
+//! | message | client → server | `u16 0`, `u16 to_len`, `u16 content_len`, to, content |
+//! | message | server → client | `u16 0`, `u16 from_len`, `u16 content_len`, from, content |
+//! | error | server → client | `u16 1`, `u16 text_len`, text (ends with `\n`) |
+//!
+//! A decoder checks every header against the [`Limits`] *before* it looks at
+//! the body, so a peer can never make us buffer more than one maximum-sized
+//! frame.
+
+use smol::io::{AsyncRead, AsyncReadExt};
+
+/// Opcode of a message frame (both directions).
+pub const OP_MESSAGE: u16 = 0;
+/// Opcode of an error frame (server → client).
+pub const OP_ERROR: u16 = 1;
+
+/// Bytes before the names in a message frame: opcode and two lengths.
+pub const MESSAGE_HEADER_LEN: usize = 6;
+/// Bytes before the text in an error frame: opcode and one length.
+pub const ERROR_HEADER_LEN: usize = 4;
+
+/// The error text v1 clients expect when their username is held by someone.
+pub const USERNAME_TAKEN: &str = "Username is taken\n";
+
+/// Size limits on what a peer may send; headers over them are rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest username (and recipient name) in bytes, at most 255.
+    pub max_username: u8,
+    /// Longest message content in bytes, at most 65535.
+    pub max_message: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_username: 32,
+            max_message: 2048,
+        }
+    }
+}
+
+impl Limits {
+    /// Longest client → server frame these limits allow, header included.
+    pub fn max_client_frame(&self) -> usize {
+        MESSAGE_HEADER_LEN + usize::from(self.max_username) + usize::from(self.max_message)
+    }
+}
+
+/// A frame sent by a client, borrowed from the read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFrame<'a> {
+    /// A direct message to `to`.
+    Message { to: &'a [u8], content: &'a [u8] },
+}
+
+/// A frame sent by a server, borrowed from the read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerFrame<'a> {
+    /// A message from the registered user `from`.
+    Message { from: &'a [u8], content: &'a [u8] },
+    /// An error report; the text normally ends with `\n`.
+    Error { text: &'a [u8] },
+}
+
+/// The outcome of decoding from the front of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded<F> {
+    /// A whole frame, and how many bytes of the buffer it used.
+    Frame(F, usize),
+    /// More bytes are needed. `header_complete` says whether the header has
+    /// already arrived (and passed the limits), which starts the body timer.
+    Incomplete { header_complete: bool },
+}
+
+/// A frame header that breaks the protocol; the connection cannot go on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The opcode is not one this side understands.
+    #[error("unknown opcode {0}")]
+    UnknownOpcode(u16),
+    /// The recipient name is longer than the username limit.
+    #[error("recipient name too long: {len} bytes (limit {limit})")]
+    NameTooLong { len: usize, limit: usize },
+    /// The content is longer than the message limit.
+    #[error("message too long: {len} bytes (limit {limit})")]
+    ContentTooLong { len: usize, limit: usize },
+}
+
+/// Why a username is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsernameError {
+    /// Zero bytes long.
+    #[error("invalid username: it is empty")]
+    Empty,
+    /// Longer than the limit.
+    #[error("invalid username: {len} bytes long (limit {limit})")]
+    TooLong { len: usize, limit: usize },
+    /// Contains a byte outside printable ASCII, such as a space.
+    #[error(
+        "invalid username: byte 0x{byte:02x} at position {position} is not allowed \
+         (printable ASCII without spaces only)"
+    )]
+    InvalidByte { byte: u8, position: usize },
+}
+
+/// A field too long for its length prefix; only a caller's bug or unchecked
+/// user input can cause it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("field of {len} bytes does not fit its {max}-byte length prefix")]
+pub struct FieldTooLong {
+    /// Length of the offending field.
+    pub len: usize,
+    /// Largest length the prefix can carry.
+    pub max: usize,
+}
+
+/// Checks a username (or recipient name) against the v1 rules:
+/// 1..=`limit` bytes of printable ASCII without spaces (0x21..=0x7E).
+pub fn validate_username(name: &[u8], limit: usize) -> Result<(), UsernameError> {
+    if name.is_empty() {
+        return Err(UsernameError::Empty);
+    }
+    if name.len() > limit {
+        return Err(UsernameError::TooLong {
+            len: name.len(),
+            limit,
+        });
+    }
+    match name.iter().position(|b| !(0x21..=0x7e).contains(b)) {
+        Some(position) => Err(UsernameError::InvalidByte {
+            byte: name[position],
+            position,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn be16(buf: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+/// Decodes the handshake (`u8 len`, name) from the front of `buf`.
+///
+/// A length over the limit is refused before the name is read; the name is
+/// then checked with [`validate_username`].
+pub fn decode_handshake<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Decoded<&'a [u8]>, UsernameError> {
+    let Some(&len) = buf.first() else {
+        return Ok(Decoded::Incomplete {
+            header_complete: false,
+        });
+    };
+    let len = usize::from(len);
+    let limit = usize::from(limits.max_username);
+    if len == 0 {
+        return Err(UsernameError::Empty);
+    }
+    if len > limit {
+        return Err(UsernameError::TooLong { len, limit });
+    }
+    let Some(name) = buf.get(1..1 + len) else {
+        return Ok(Decoded::Incomplete {
+            header_complete: true,
+        });
+    };
+    validate_username(name, limit)?;
+    Ok(Decoded::Frame(name, 1 + len))
+}
+
+/// Decodes one client → server frame from the front of `buf`.
+pub fn decode_client_frame<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
+    if buf.len() < 2 {
+        return Ok(Decoded::Incomplete {
+            header_complete: false,
+        });
+    }
+    let opcode = be16(buf, 0);
+    if opcode != OP_MESSAGE {
+        return Err(FrameError::UnknownOpcode(opcode));
+    }
+    if buf.len() < MESSAGE_HEADER_LEN {
+        return Ok(Decoded::Incomplete {
+            header_complete: false,
+        });
+    }
+    let to_len = usize::from(be16(buf, 2));
+    let content_len = usize::from(be16(buf, 4));
+    let name_limit = usize::from(limits.max_username);
+    if to_len > name_limit {
+        return Err(FrameError::NameTooLong {
+            len: to_len,
+            limit: name_limit,
+        });
+    }
+    let content_limit = usize::from(limits.max_message);
+    if content_len > content_limit {
+        return Err(FrameError::ContentTooLong {
+            len: content_len,
+            limit: content_limit,
+        });
+    }
+    let end = MESSAGE_HEADER_LEN + to_len + content_len;
+    if buf.len() < end {
+        return Ok(Decoded::Incomplete {
+            header_complete: true,
+        });
+    }
+    let to = &buf[MESSAGE_HEADER_LEN..MESSAGE_HEADER_LEN + to_len];
+    let content = &buf[MESSAGE_HEADER_LEN + to_len..end];
+    Ok(Decoded::Frame(ClientFrame::Message { to, content }, end))
+}
+
+/// Decodes one server → client frame from the front of `buf`.
+///
+/// Every field is bounded by its 16-bit length prefix, so a client needs no
+/// further limits to stay within 64 KiB per field.
+pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, FrameError> {
+    if buf.len() < 2 {
+        return Ok(Decoded::Incomplete {
+            header_complete: false,
+        });
+    }
+    match be16(buf, 0) {
+        OP_MESSAGE => {
+            if buf.len() < MESSAGE_HEADER_LEN {
+                return Ok(Decoded::Incomplete {
+                    header_complete: false,
+                });
+            }
+            let from_len = usize::from(be16(buf, 2));
+            let content_len = usize::from(be16(buf, 4));
+            let end = MESSAGE_HEADER_LEN + from_len + content_len;
+            if buf.len() < end {
+                return Ok(Decoded::Incomplete {
+                    header_complete: true,
+                });
+            }
+            let from = &buf[MESSAGE_HEADER_LEN..MESSAGE_HEADER_LEN + from_len];
+            let content = &buf[MESSAGE_HEADER_LEN + from_len..end];
+            Ok(Decoded::Frame(ServerFrame::Message { from, content }, end))
+        }
+        OP_ERROR => {
+            if buf.len() < ERROR_HEADER_LEN {
+                return Ok(Decoded::Incomplete {
+                    header_complete: false,
+                });
+            }
+            let end = ERROR_HEADER_LEN + usize::from(be16(buf, 2));
+            if buf.len() < end {
+                return Ok(Decoded::Incomplete {
+                    header_complete: true,
+                });
+            }
+            let text = &buf[ERROR_HEADER_LEN..end];
+            Ok(Decoded::Frame(ServerFrame::Error { text }, end))
+        }
+        other => Err(FrameError::UnknownOpcode(other)),
+    }
+}
+
+fn u16_len(field: &[u8]) -> Result<[u8; 2], FieldTooLong> {
+    u16::try_from(field.len())
+        .map(u16::to_be_bytes)
+        .map_err(|_| FieldTooLong {
+            len: field.len(),
+            max: usize::from(u16::MAX),
+        })
+}
+
+/// Appends a handshake for `name` to `out`.
+pub fn encode_handshake(name: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
+    let len = u8::try_from(name.len()).map_err(|_| FieldTooLong {
+        len: name.len(),
+        max: usize::from(u8::MAX),
+    })?;
+    out.push(len);
+    out.extend_from_slice(name);
+    Ok(())
+}
+
+/// Appends a message frame to `out`. The layout is the same both ways: a
+/// client puts the recipient in `name`, the server puts the sender.
+pub fn encode_message(name: &[u8], content: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
+    let name_len = u16_len(name)?;
+    let content_len = u16_len(content)?;
+    out.reserve(MESSAGE_HEADER_LEN + name.len() + content.len());
+    out.extend_from_slice(&OP_MESSAGE.to_be_bytes());
+    out.extend_from_slice(&name_len);
+    out.extend_from_slice(&content_len);
+    out.extend_from_slice(name);
+    out.extend_from_slice(content);
+    Ok(())
+}
+
+/// Appends an error frame to `out`. A text longer than a frame can carry is
+/// cut at a character boundary, so this never fails.
+pub fn encode_error(text: &str, out: &mut Vec<u8>) {
+    let mut end = text.len().min(usize::from(u16::MAX));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text.as_bytes()[..end];
+    out.extend_from_slice(&OP_ERROR.to_be_bytes());
+    // `end` was clamped to u16::MAX above.
+    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    out.extend_from_slice(text);
+}
+
+/// Encoded size of a message frame with these fields.
+pub fn message_frame_len(name: &[u8], content: &[u8]) -> usize {
+    MESSAGE_HEADER_LEN + name.len() + content.len()
+}
+
+/// Bytes read per `read` call when the buffer has to grow: big enough to
+/// pull many small frames per syscall under load.
+pub const READ_CHUNK: usize = 32 * 1024;
+
+/// A reusable input buffer: the socket fills its tail, the decoder consumes
+/// whole frames from its head, and a partial frame is moved to the front only
+/// when room is needed.
+///
+/// It holds no memory while empty ([`ReadBuffer::release`]), so an idle
+/// connection costs nothing here, and never grows past
+/// `max(READ_CHUNK, max_frame)`, because the decoder refuses any header
+/// that promises a bigger frame.
+#[derive(Debug)]
+pub struct ReadBuffer {
+    /// Backing storage; `data[start..end]` is unread input.
+    data: Vec<u8>,
+    /// First unconsumed byte.
+    start: usize,
+    /// One past the last byte read from the socket.
+    end: usize,
+    /// Capacity to allocate: at least one maximum-sized frame.
+    capacity: usize,
+}
+
+impl ReadBuffer {
+    /// A buffer able to hold any frame up to `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        ReadBuffer {
+            data: Vec::new(),
+            start: 0,
+            end: 0,
+            capacity: max_frame.max(READ_CHUNK),
+        }
+    }
+
+    /// The bytes received but not yet consumed.
+    pub fn data(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// True when no unconsumed byte is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Marks `n` bytes at the head as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Space to read into, allocating or compacting as needed. Never empty.
+    pub fn unfilled(&mut self) -> &mut [u8] {
+        if self.data.is_empty() {
+            self.data = vec![0; self.capacity];
+        }
+        if self.end == self.data.len() {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.data[self.end..]
+    }
+
+    /// Records that `n` bytes were written into [`ReadBuffer::unfilled`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
+    /// Frees the storage if nothing is buffered (an idle connection keeps no
+    /// read buffer).
+    pub fn release(&mut self) {
+        if self.is_empty() {
+            self.data = Vec::new();
+        }
+    }
+
+    /// Bytes of storage currently allocated.
+    pub fn allocated(&self) -> usize {
+        self.data.capacity()
+    }
+}
+
+/// Reads once from `reader` into `buf`; `Ok(0)` means end of input.
+pub async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut ReadBuffer,
+) -> std::io::Result<usize> {
+    let n = reader.read(buf.unfilled()).await?;
+    buf.filled(n);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // Vectors captured from the original implementation (../shared/v1-vectors.json).
+    const V_HANDSHAKE_ALICE: &str = "05616c696365";
+    const V_SEND_BOB_HELLO: &str = "00000003000b626f6268656c6c6f207468657265";
+    const V_SEND_BOB_UNICODE: &str =
+        "000000030018626f6268c3a96c6c6f20f09f8c8d202074776f2020737061636573";
+    const V_DELIVER_FROM_ALICE: &str = "00000005000b616c69636568656c6c6f207468657265";
+    const V_NOT_CONNECTED: &str = "0001001a276e6f626f647927206973206e6f7420636f6e6e65637465640a";
+    const V_TAKEN: &str = "00010012557365726e616d652069732074616b656e0a";
+
+    #[test]
+    fn v1_vectors_encode_byte_exact() {
+        let mut out = Vec::new();
+        encode_handshake(b"alice", &mut out).unwrap();
+        assert_eq!(out, hex(V_HANDSHAKE_ALICE));
+
+        out.clear();
+        encode_message(b"bob", b"hello there", &mut out).unwrap();
+        assert_eq!(out, hex(V_SEND_BOB_HELLO));
+
+        out.clear();
+        encode_message(b"bob", "héllo 🌍  two  spaces".as_bytes(), &mut out).unwrap();
+        assert_eq!(out, hex(V_SEND_BOB_UNICODE));
+
+        out.clear();
+        encode_message(b"alice", b"hello there", &mut out).unwrap();
+        assert_eq!(out, hex(V_DELIVER_FROM_ALICE));
+
+        out.clear();
+        encode_error("'nobody' is not connected\n", &mut out);
+        assert_eq!(out, hex(V_NOT_CONNECTED));
+
+        out.clear();
+        encode_error(USERNAME_TAKEN, &mut out);
+        assert_eq!(out, hex(V_TAKEN));
+    }
+
+    #[test]
+    fn v1_vectors_decode() {
+        let limits = Limits::default();
+        let bytes = hex(V_HANDSHAKE_ALICE);
+        assert_eq!(
+            decode_handshake(&bytes, &limits).unwrap(),
+            Decoded::Frame(&b"alice"[..], 6)
+        );
+        let bytes = hex(V_SEND_BOB_UNICODE);
+        assert_eq!(
+            decode_client_frame(&bytes, &limits).unwrap(),
+            Decoded::Frame(
+                ClientFrame::Message {
+                    to: b"bob",
+                    content: "héllo 🌍  two  spaces".as_bytes()
+                },
+                bytes.len()
+            )
+        );
+        let bytes = hex(V_DELIVER_FROM_ALICE);
+        assert_eq!(
+            decode_server_frame(&bytes).unwrap(),
+            Decoded::Frame(
+                ServerFrame::Message {
+                    from: b"alice",
+                    content: b"hello there"
+                },
+                bytes.len()
+            )
+        );
+        let bytes = hex(V_NOT_CONNECTED);
+        assert_eq!(
+            decode_server_frame(&bytes).unwrap(),
+            Decoded::Frame(
+                ServerFrame::Error {
+                    text: b"'nobody' is not connected\n"
+                },
+                bytes.len()
+            )
+        );
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_is_incomplete() {
+        let limits = Limits::default();
+        let bytes = hex(V_SEND_BOB_HELLO);
+        for cut in 0..bytes.len() {
+            match decode_client_frame(&bytes[..cut], &limits).unwrap() {
+                Decoded::Incomplete { header_complete } => {
+                    assert_eq!(header_complete, cut >= MESSAGE_HEADER_LEN, "cut {cut}")
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_the_body_arrives() {
+        let limits = Limits::default();
+        // Header only: to_len 33, no body at all.
+        let header = [0, 0, 0, 33, 0, 1];
+        assert_eq!(
+            decode_client_frame(&header, &limits),
+            Err(FrameError::NameTooLong { len: 33, limit: 32 })
+        );
+        let header = [0, 0, 0, 3, 0x08, 0x01];
+        assert_eq!(
+            decode_client_frame(&header, &limits),
+            Err(FrameError::ContentTooLong {
+                len: 2049,
+                limit: 2048
+            })
+        );
+        // An unknown opcode is known after two bytes.
+        assert_eq!(
+            decode_client_frame(&[0, 7], &limits),
+            Err(FrameError::UnknownOpcode(7))
+        );
+    }
+
+    #[test]
+    fn handshake_rules() {
+        let limits = Limits::default();
+        assert_eq!(decode_handshake(&[0], &limits), Err(UsernameError::Empty));
+        assert_eq!(
+            decode_handshake(&[33], &limits),
+            Err(UsernameError::TooLong { len: 33, limit: 32 })
+        );
+        assert_eq!(
+            decode_handshake(b"\x03a b", &limits),
+            Err(UsernameError::InvalidByte {
+                byte: b' ',
+                position: 1
+            })
+        );
+        assert_eq!(
+            decode_handshake(b"\x03ab", &limits),
+            Ok(Decoded::Incomplete {
+                header_complete: true
+            })
+        );
+        assert!(validate_username(b"\x7f", 32).is_err());
+        assert!(validate_username("é".as_bytes(), 32).is_err());
+        assert!(validate_username(b"!~", 32).is_ok());
+    }
+
+    #[test]
+    fn error_text_is_cut_to_fit_a_frame() {
+        let text = "é".repeat(40_000);
+        let mut out = Vec::new();
+        encode_error(&text, &mut out);
+        let Decoded::Frame(ServerFrame::Error { text }, _) = decode_server_frame(&out).unwrap()
+        else {
+            panic!("not an error frame")
+        };
+        assert!(text.len() <= 65535);
+        assert!(std::str::from_utf8(text).is_ok());
+    }
+
+    #[test]
+    fn read_buffer_compacts_partial_frames() {
+        let mut buf = ReadBuffer::new(16);
+        let cap = buf.unfilled().len();
+        buf.filled(cap);
+        buf.consume(cap - 3);
+        assert_eq!(buf.data().len(), 3);
+        // Full at the tail: asking for room moves the 3 bytes to the front.
+        assert_eq!(buf.unfilled().len(), cap - 3);
+        buf.consume(3);
+        buf.release();
+        assert_eq!(buf.allocated(), 0);
+    }
+
+    /// Feeds `stream` to a server-side decoder in chunks, as a socket would.
+    /// Returns the decoded frames, or stops at the first error.
+    fn drive_decoder(stream: &[u8], chunks: &[usize], limits: &Limits) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut buf = ReadBuffer::new(limits.max_client_frame());
+        let bound = limits.max_client_frame().max(READ_CHUNK);
+        let mut frames = Vec::new();
+        let mut pos = 0;
+        let mut chunk_iter = chunks.iter().cycle();
+        while pos < stream.len() {
+            let room = buf.unfilled();
+            let want = (*chunk_iter.next().unwrap()).clamp(1, room.len());
+            let n = want.min(stream.len() - pos);
+            room[..n].copy_from_slice(&stream[pos..pos + n]);
+            buf.filled(n);
+            pos += n;
+            assert!(buf.allocated() <= bound, "allocated {}", buf.allocated());
+            loop {
+                match decode_client_frame(buf.data(), limits) {
+                    Ok(Decoded::Frame(ClientFrame::Message { to, content }, used)) => {
+                        assert!(used <= limits.max_client_frame());
+                        frames.push((to.to_vec(), content.to_vec()));
+                        buf.consume(used);
+                    }
+                    Ok(Decoded::Incomplete { .. }) => break,
+                    Err(_) => return frames,
+                }
+            }
+        }
+        frames
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_or_overallocate(
+            stream in proptest::collection::vec(any::<u8>(), 0..4096),
+            chunks in proptest::collection::vec(1usize..300, 1..8),
+            max_username in 1u8..=255,
+            max_message in 0u16..=4096,
+        ) {
+            let limits = Limits { max_username, max_message };
+            let _ = decode_handshake(&stream, &limits);
+            let _ = decode_server_frame(&stream);
+            drive_decoder(&stream, &chunks, &limits);
+        }
+
+        #[test]
+        fn encode_then_decode_round_trips(
+            messages in proptest::collection::vec(
+                (proptest::collection::vec(0x21u8..=0x7e, 1..=32),
+                 proptest::collection::vec(any::<u8>(), 0..=2048)),
+                1..20),
+            chunks in proptest::collection::vec(1usize..5000, 1..8),
+        ) {
+            let limits = Limits::default();
+            let mut stream = Vec::new();
+            for (to, content) in &messages {
+                encode_message(to, content, &mut stream).unwrap();
+            }
+            prop_assert_eq!(drive_decoder(&stream, &chunks, &limits), messages);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Command-line options of `chat-server`; the doc comments are `--help`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::config::Config;
+use crate::args::{parse_duration, ColorChoice};
+use crate::protocol::Limits;
+
+/// A private-message chat server speaking the pmchat v1 protocol.
+///
+/// Clients connect with a unique username; every direct message is routed
+/// through the server to its recipient. The first line on stdout is
+/// `listening on ADDR:PORT`. Logs go to stderr.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-server",
+    version,
+    after_long_help = "\
+Console commands (typed on stdin):
+  users        list who is online
+  kick NAME    disconnect NAME with an error frame saying so
+  help         list the console commands
+  exit         shut down (same as SIGINT or SIGTERM)
+End of stdin does not stop the server.
+
+Exit status: 0 after a clean shutdown, 1 when the server cannot start
+(for example the port is in use), 2 for a usage error."
+)]
+pub struct ServerArgs {
+    /// TCP port to listen on; 0 picks a free port (see the first stdout line).
+    pub port: u16,
+
+    /// Address to listen on (`::` for all IPv6 and IPv4 addresses).
+    #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub bind: IpAddr,
+
+    /// Worker threads [default: number of available cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// Most connections at once; one more is told `server is full`.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_clients: usize,
+
+    /// Longest username and recipient name, in bytes (1-255).
+    #[arg(long, value_name = "BYTES", default_value_t = 32,
+          value_parser = clap::value_parser!(u8).range(1..))]
+    pub max_username_bytes: u8,
+
+    /// Longest message content, in bytes (1-65535).
+    #[arg(long, value_name = "BYTES", default_value_t = 2048,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_message_bytes: u16,
+
+    /// Close connections that have not sent their username within this time.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Close a connection whose frame body has not arrived this long after
+    /// its header.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub frame_timeout: Duration,
+
+    /// How long a sender waits for a recipient whose queue is full before
+    /// that recipient is disconnected as a slow consumer.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub slow_consumer_timeout: Duration,
+
+    /// Bytes of outgoing frames queued per client before senders must wait
+    /// (at least 65536 + 512, so any one frame fits).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u64).range(66_048..=1 << 30))]
+    pub queue_bytes: u64,
+
+    /// More log output (-v logs each routed message, -vv everything).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only, -qqq nothing).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Colour the log and console output.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+impl ServerArgs {
+    /// The server settings these options describe.
+    pub fn config(&self) -> Config {
+        let queue_bytes = usize::try_from(self.queue_bytes).unwrap_or(usize::MAX);
+        Config {
+            limits: Limits {
+                max_username: self.max_username_bytes,
+                max_message: self.max_message_bytes,
+            },
+            max_clients: self.max_clients,
+            handshake_timeout: self.handshake_timeout,
+            frame_timeout: self.frame_timeout,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+            queue_bytes,
+            // The smallest frame is 7 bytes; a frame bound tighter than the
+            // byte bound keeps per-frame bookkeeping bounded as well.
+            queue_frames: (queue_bytes / 16).max(1),
+            ..Config::default()
+        }
+    }
+
+    /// Log level offset: positive is more verbose.
+    pub fn verbosity(&self) -> i8 {
+        i8::try_from(self.verbose).unwrap_or(i8::MAX) - i8::try_from(self.quiet).unwrap_or(i8::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        ServerArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let args = ServerArgs::parse_from(["chat-server", "0"]);
+        let config = args.config();
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.max_clients, 10_000);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert!(ServerArgs::try_parse_from(["s", "0", "--max-username-bytes", "256"]).is_err());
+        assert!(ServerArgs::try_parse_from(["s", "0", "--max-message-bytes", "65536"]).is_err());
+        assert!(ServerArgs::try_parse_from(["s", "0", "--max-username-bytes", "0"]).is_err());
+    }
+}

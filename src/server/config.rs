@@ -1,0 +1,49 @@
+//! Server settings, independent of how they were given (flags, tests).
+
+use std::time::Duration;
+
+use crate::protocol::Limits;
+
+/// Everything a running server needs to know; built from the command line
+/// by [`super::cli::ServerArgs::config`] or directly by tests.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Size limits checked on every header a client sends.
+    pub limits: Limits,
+    /// Connections allowed at once (logged in or still handshaking); one more
+    /// is told `server is full` and closed.
+    pub max_clients: usize,
+    /// How long a new connection may take to send its handshake.
+    pub handshake_timeout: Duration,
+    /// How long the body of a frame may take once its header has arrived.
+    pub frame_timeout: Duration,
+    /// How long a sender waits for room in a full recipient queue before the
+    /// recipient is disconnected as a slow consumer.
+    pub slow_consumer_timeout: Duration,
+    /// Bytes of encoded frames one session may have waiting to be written.
+    pub queue_bytes: usize,
+    /// Frames one session may have waiting to be written.
+    pub queue_frames: usize,
+    /// How long queued frames may take to flush when a connection or the
+    /// whole server closes.
+    pub flush_timeout: Duration,
+    /// How long input is read and discarded after an error frame, so the
+    /// close does not turn into a reset that destroys the error in flight.
+    pub linger: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            max_clients: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            slow_consumer_timeout: Duration::from_secs(5),
+            queue_bytes: 256 * 1024,
+            queue_frames: 16 * 1024,
+            flush_timeout: Duration::from_secs(2),
+            linger: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The operator's console: commands typed on the server's stdin.
+//!
+//! It runs on a plain thread (stdin reads block) and talks to the server
+//! only through a [`ServerHandle`]. End of input ends the console, not the
+//! server, so the server can run as a daemon with stdin closed.
+
+use std::io::{BufRead, Write};
+
+use owo_colors::OwoColorize;
+use tracing::debug;
+
+use super::ServerHandle;
+
+/// One parsed console line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConsoleCommand<'a> {
+    /// Shut the server down.
+    Exit,
+    /// List online users.
+    Users,
+    /// Disconnect a user.
+    Kick(&'a str),
+    /// List the commands.
+    Help,
+    /// A blank line.
+    Nothing,
+    /// Anything else, with a hint of what went wrong.
+    Invalid(String),
+}
+
+/// Parses one console line.
+pub fn parse(line: &str) -> ConsoleCommand<'_> {
+    let mut words = line.split_whitespace();
+    let Some(command) = words.next() else {
+        return ConsoleCommand::Nothing;
+    };
+    let rest: Vec<&str> = words.collect();
+    match (command, rest.as_slice()) {
+        ("exit" | "quit", []) => ConsoleCommand::Exit,
+        ("users", []) => ConsoleCommand::Users,
+        ("help", []) => ConsoleCommand::Help,
+        ("kick", [name]) => ConsoleCommand::Kick(name),
+        ("kick", _) => ConsoleCommand::Invalid("usage: kick NAME".into()),
+        ("exit" | "quit" | "users" | "help", _) => {
+            ConsoleCommand::Invalid(format!("'{command}' takes no arguments"))
+        }
+        _ => ConsoleCommand::Invalid(format!("unknown command '{command}' (try 'help')")),
+    }
+}
+
+const HELP: &str = "\
+commands:
+  users        list who is online
+  kick NAME    disconnect NAME
+  help         show this list
+  exit         shut the server down";
+
+/// Starts the console on its own thread, reading `stdin` until it ends.
+pub fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("pmchat-console".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            run(stdin.lock(), std::io::stdout(), &handle, color);
+        })
+        .map(drop)
+}
+
+/// Executes console lines from `input` until it ends or says `exit`.
+pub fn run(mut input: impl BufRead, mut out: impl Write, handle: &ServerHandle, color: bool) {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => {
+                debug!("console input ended; the server keeps running");
+                return;
+            }
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let reply = match parse(&text) {
+            ConsoleCommand::Exit => {
+                handle.shutdown();
+                return;
+            }
+            ConsoleCommand::Nothing => continue,
+            ConsoleCommand::Help => HELP.to_string(),
+            ConsoleCommand::Invalid(why) => why,
+            ConsoleCommand::Users => {
+                let names = handle.online();
+                let mut reply = format!("{} online", names.len());
+                for name in names {
+                    reply.push_str("\n  ");
+                    if color {
+                        reply.push_str(&name.bold().to_string());
+                    } else {
+                        reply.push_str(&name);
+                    }
+                }
+                reply
+            }
+            ConsoleCommand::Kick(name) => {
+                if handle.kick(name) {
+                    format!("kicked '{name}'")
+                } else {
+                    format!("'{name}' is not online")
+                }
+            }
+        };
+        // The console's output going away is no reason to stop serving.
+        let _ = writeln!(out, "{reply}").and_then(|()| out.flush());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse("exit\n"), ConsoleCommand::Exit);
+        assert_eq!(parse("  users "), ConsoleCommand::Users);
+        assert_eq!(parse("kick bob"), ConsoleCommand::Kick("bob"));
+        assert_eq!(parse(""), ConsoleCommand::Nothing);
+        assert_eq!(parse("help"), ConsoleCommand::Help);
+        assert!(matches!(parse("kick"), ConsoleCommand::Invalid(_)));
+        assert!(matches!(parse("kick a b"), ConsoleCommand::Invalid(_)));
+        assert_eq!(
+            parse("dance"),
+            ConsoleCommand::Invalid("unknown command 'dance' (try 'help')".into())
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! The chat server: accept loop, shared state and shutdown.
+//!
+//! Event flow, one way only: socket → a session's reader decodes a frame →
+//! [`Registry`] lookup (cached per sender) → the recipient's bounded
+//! [`outbound::OutboundQueue`] → the recipient's writer task → socket.
+//! There is no central router task: every session routes its own messages.
+//!
+//! [`Server::run`] takes its listener and its shutdown signal from the
+//! caller, so tests and the binary alike bind where they want (port 0
+//! included) and stop it when they want.
+
+pub mod cli;
+pub mod config;
+pub mod console;
+pub mod outbound;
+pub mod registry;
+pub mod session;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_listener::{listener, Event};
+use smol::future::FutureExt;
+use smol::{Async, Executor, Timer};
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use registry::Registry;
+
+/// State every connection task shares.
+pub(crate) struct Shared {
+    /// Settings, fixed for the server's life.
+    pub(crate) config: Config,
+    /// Who is online.
+    pub(crate) registry: Registry,
+    /// Runs the per-session writer tasks.
+    pub(crate) executor: Arc<Executor<'static>>,
+    /// Fires once when the server begins to stop.
+    pub(crate) shutdown: ShutdownSignal,
+    /// Open connections, for `--max-clients` and for waiting at shutdown.
+    connections: ConnectionCount,
+}
+
+/// A one-shot broadcast: "stop now".
+#[derive(Default)]
+pub(crate) struct ShutdownSignal {
+    triggered: AtomicBool,
+    event: Event,
+}
+
+impl ShutdownSignal {
+    pub(crate) fn trigger(&self) {
+        self.triggered.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    pub(crate) async fn wait(&self) {
+        while !self.triggered.load(Ordering::SeqCst) {
+            listener!(self.event => fired);
+            if self.triggered.load(Ordering::SeqCst) {
+                return;
+            }
+            fired.await;
+        }
+    }
+}
+
+/// Counts open connections and says when the last one is gone.
+#[derive(Default)]
+struct ConnectionCount {
+    open: AtomicUsize,
+    drained: Event,
+}
+
+/// One counted connection; dropping it uncounts it.
+struct ConnectionSlot<'a>(&'a ConnectionCount);
+
+impl ConnectionCount {
+    fn try_open(&self, max: usize) -> Option<ConnectionSlot<'_>> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ConnectionSlot(self))
+    }
+
+    async fn wait_drained(&self) {
+        while self.open.load(Ordering::Acquire) > 0 {
+            listener!(self.drained => drained);
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify(usize::MAX);
+        }
+    }
+}
+
+/// A chat server, ready to [`run`](Server::run) on a listener.
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+/// A cheap handle for controlling a running server (the console uses it).
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// A server with these settings whose tasks run on `executor`.
+    pub fn new(config: Config, executor: Arc<Executor<'static>>) -> Self {
+        Server {
+            shared: Arc::new(Shared {
+                config,
+                registry: Registry::default(),
+                executor,
+                shutdown: ShutdownSignal::default(),
+                connections: ConnectionCount::default(),
+            }),
+        }
+    }
+
+    /// A handle for listing and kicking users and for stopping the server.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Accepts connections until `shutdown` completes (or a handle asks to
+    /// stop), then tells every client, flushes and closes within the flush
+    /// timeout.
+    pub async fn run(self, listener: Async<TcpListener>, shutdown: impl Future<Output = ()>) {
+        let shared = &self.shared;
+        let accept_loop = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => self.admit(stream, peer),
+                    Err(e) => {
+                        // Typically out of file descriptors: back off rather
+                        // than spin, the existing clients keep working.
+                        warn!("accept failed: {e}");
+                        Timer::after(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
+        accept_loop.or(shutdown).or(shared.shutdown.wait()).await;
+        drop(listener);
+        let open = shared.connections.open.load(Ordering::Acquire);
+        info!("shutting down; closing {open} connection(s)");
+        shared.shutdown.trigger();
+        let all_closed = async {
+            shared.connections.wait_drained().await;
+            true
+        }
+        .or(async {
+            Timer::after(shared.config.flush_timeout).await;
+            false
+        })
+        .await;
+        if !all_closed {
+            warn!(
+                "{} connection(s) still open after {:?}; closing them",
+                shared.connections.open.load(Ordering::Acquire),
+                shared.config.flush_timeout
+            );
+        }
+        info!("stopped");
+    }
+
+    fn admit(&self, stream: Async<TcpStream>, peer: SocketAddr) {
+        // Chat messages are small and latency matters more than packet count;
+        // batching already happens in the writer.
+        let _ = stream.get_ref().set_nodelay(true);
+        let shared = Arc::clone(&self.shared);
+        self.shared
+            .executor
+            .spawn(async move {
+                let Some(_slot) = shared.connections.try_open(shared.config.max_clients) else {
+                    info!(%peer, "rejected: server is full");
+                    session::reject(&stream, "server is full\n", shared.config.linger).await;
+                    return;
+                };
+                info!(%peer, "connected");
+                session::serve(Arc::clone(&shared), stream, peer).await;
+            })
+            .detach();
+    }
+}
+
+impl ServerHandle {
+    /// Online usernames, sorted.
+    pub fn online(&self) -> Vec<String> {
+        self.shared.registry.names()
+    }
+
+    /// Disconnects `name` with an error frame saying so; false if nobody by
+    /// that name is online.
+    pub fn kick(&self, name: &str) -> bool {
+        let Some(session) = self.shared.registry.get(name.as_bytes()) else {
+            return false;
+        };
+        self.shared.registry.remove(&session);
+        if session.close_with_error(session::KICKED) {
+            info!(peer = %session.peer(), user = name, "kicked by the operator");
+        }
+        true
+    }
+
+    /// Starts a shutdown, as `exit` on the console or SIGTERM does.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.trigger();
+    }
+}
+
+/// Runs `future` to completion on `executor`, with `threads` threads in all
+/// (this one included) working on the executor's tasks.
+pub fn block_on_threads<T>(
+    executor: &Arc<Executor<'static>>,
+    threads: usize,
+    future: impl Future<Output = T>,
+) -> T {
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    for i in 1..threads.max(1) {
+        let executor = Arc::clone(executor);
+        let stopped = stopped.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("pmchat-worker-{i}"))
+            .spawn(move || smol::block_on(executor.run(stopped.recv())));
+        if let Err(e) = spawned {
+            warn!("could not start worker thread {i}: {e}");
+        }
+    }
+    let result = smol::block_on(executor.run(future));
+    // Dropping the sender ends every worker's `recv`.
+    drop(stop);
+    result
+}
+
+/// Installs SIGINT and SIGTERM handlers now and returns a future that
+/// completes at the first of them.
+pub fn termination_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use async_signal::{Signal, Signals};
+    use smol::stream::StreamExt;
+    let mut signals = Signals::new([Signal::Int, Signal::Term])?;
+    Ok(async move {
+        if let Some(Ok(signal)) = signals.next().await {
+            info!("received {signal:?}");
+        }
+    })
+}

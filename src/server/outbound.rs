@@ -1,0 +1,324 @@
+//! A session's bounded queue of encoded frames waiting to be written.
+//!
+//! Producers (other sessions' readers, the console) encode each frame once,
+//! straight into the queue's byte buffer. The session's writer swaps the
+//! whole buffer out and writes it with one call, so under load many frames
+//! share a syscall and no frame is ever allocated on its own; when idle, each
+//! frame is written as soon as it arrives.
+//!
+//! The queue is bounded in bytes and in frames. A producer that finds it
+//! full waits for room (backpressure) with a deadline; what happens after the
+//! deadline is the caller's decision (see `session`).
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use event_listener::{listener, Event};
+use smol::Timer;
+
+use smol::future::FutureExt;
+
+/// Why a frame was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The session is closing or closed; it takes no more frames.
+    Closed,
+    /// The queue stayed full until the deadline.
+    Full,
+}
+
+/// Where a queue is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Accepting frames.
+    Open,
+    /// No new frames; what is queued is still written, then the writer stops.
+    Draining,
+    /// No new frames and whatever was queued has been dropped.
+    Aborted,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Encoded frames, in order, not yet taken by the writer.
+    bytes: Vec<u8>,
+    /// Number of frames in `bytes`.
+    frames: usize,
+    phase: Phase,
+}
+
+/// A bounded, closable byte queue with one consumer (the writer task).
+#[derive(Debug)]
+pub struct OutboundQueue {
+    state: Mutex<State>,
+    /// Wakes the writer when the queue turns non-empty or closes.
+    data_ready: Event,
+    /// Wakes producers waiting for room after the writer took a batch.
+    room: Event,
+    /// Wakes whoever waits for the session to close (its reader).
+    closed: Event,
+    /// Most bytes queued at once (a single frame larger than this is still
+    /// accepted into an empty queue, so it can never wait forever).
+    max_bytes: usize,
+    /// Most frames queued at once.
+    max_frames: usize,
+}
+
+impl OutboundQueue {
+    /// An empty open queue with the given bounds.
+    pub fn new(max_bytes: usize, max_frames: usize) -> Self {
+        OutboundQueue {
+            state: Mutex::new(State {
+                bytes: Vec::new(),
+                frames: 0,
+                phase: Phase::Open,
+            }),
+            data_ready: Event::new(),
+            room: Event::new(),
+            closed: Event::new(),
+            max_bytes,
+            max_frames: max_frames.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the byte buffer in a
+        // state worse than a truncated frame, and no code here panics.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one frame of `len` bytes written by `encode`, if there is room.
+    pub fn try_push(&self, len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), PushError> {
+        let mut state = self.lock();
+        if state.phase != Phase::Open {
+            return Err(PushError::Closed);
+        }
+        let was_empty = state.bytes.is_empty();
+        if !was_empty
+            && (state.frames >= self.max_frames || state.bytes.len() + len > self.max_bytes)
+        {
+            return Err(PushError::Full);
+        }
+        encode(&mut state.bytes);
+        state.frames += 1;
+        drop(state);
+        // The writer only sleeps on an empty queue, so only the first frame
+        // after a drain needs to wake it.
+        if was_empty {
+            self.data_ready.notify(1);
+        }
+        Ok(())
+    }
+
+    /// Like [`OutboundQueue::try_push`], but waits for room until `deadline`.
+    pub async fn push(
+        &self,
+        len: usize,
+        deadline: Instant,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), PushError> {
+        let mut encode = Some(encode);
+        loop {
+            // `encode` is only consumed on success, which ends the loop.
+            let result = self.try_push(len, |out| {
+                if let Some(encode) = encode.take() {
+                    encode(out)
+                }
+            });
+            if result != Err(PushError::Full) {
+                return result;
+            }
+            listener!(self.room => room);
+            // Room may have appeared between the failed try and listening.
+            let result = self.try_push(len, |out| {
+                if let Some(encode) = encode.take() {
+                    encode(out)
+                }
+            });
+            if result != Err(PushError::Full) {
+                return result;
+            }
+            let timed_out = async {
+                room.await;
+                false
+            }
+            .or(async {
+                Timer::at(deadline).await;
+                true
+            })
+            .await;
+            if timed_out {
+                return Err(PushError::Full);
+            }
+        }
+    }
+
+    /// Stops taking frames; `last` (typically an error frame telling the
+    /// client why) is queued past the bounds, and everything queued is still
+    /// written. Returns false if the queue was already closed.
+    pub fn close(&self, last: Option<&[u8]>) -> bool {
+        let mut state = self.lock();
+        if state.phase != Phase::Open {
+            return false;
+        }
+        if let Some(frame) = last {
+            state.bytes.extend_from_slice(frame);
+            state.frames += 1;
+        }
+        state.phase = Phase::Draining;
+        drop(state);
+        self.notify_closed();
+        true
+    }
+
+    /// Stops taking frames and drops everything queued (the peer is gone or
+    /// too slow). Returns false if the queue was already aborted.
+    pub fn abort(&self) -> bool {
+        let mut state = self.lock();
+        if state.phase == Phase::Aborted {
+            return false;
+        }
+        state.phase = Phase::Aborted;
+        state.bytes = Vec::new();
+        state.frames = 0;
+        drop(state);
+        self.notify_closed();
+        true
+    }
+
+    fn notify_closed(&self) {
+        self.data_ready.notify(usize::MAX);
+        self.room.notify(usize::MAX);
+        self.closed.notify(usize::MAX);
+    }
+
+    /// True once [`close`](Self::close) or [`abort`](Self::abort) was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().phase != Phase::Open
+    }
+
+    /// Waits until the queue is closed or aborted.
+    pub async fn wait_closed(&self) {
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            listener!(self.closed => closed);
+            if self.is_closed() {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    /// For the writer: waits for frames and moves all of them into `batch`
+    /// (which must be empty). Returns false when the queue is closed and
+    /// nothing is left to write.
+    pub async fn next_batch(&self, batch: &mut Vec<u8>) -> bool {
+        loop {
+            if let Some(more) = self.take(batch) {
+                return more;
+            }
+            listener!(self.data_ready => ready);
+            if let Some(more) = self.take(batch) {
+                return more;
+            }
+            ready.await;
+        }
+    }
+
+    /// Swaps the queued bytes into `batch`; `None` means "nothing yet, wait".
+    fn take(&self, batch: &mut Vec<u8>) -> Option<bool> {
+        let mut state = self.lock();
+        if state.phase == Phase::Aborted {
+            return Some(false);
+        }
+        if state.bytes.is_empty() {
+            return match state.phase {
+                Phase::Open => None,
+                _ => Some(false),
+            };
+        }
+        std::mem::swap(batch, &mut state.bytes);
+        state.frames = 0;
+        // An idle session should not pin a large buffer it used once.
+        if state.bytes.capacity() > 64 * 1024 {
+            state.bytes = Vec::new();
+        }
+        drop(state);
+        self.room.notify(usize::MAX);
+        Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn frame(byte: u8, len: usize) -> impl FnOnce(&mut Vec<u8>) {
+        move |out: &mut Vec<u8>| out.extend(std::iter::repeat_n(byte, len))
+    }
+
+    #[test]
+    fn bounded_by_bytes_and_frames() {
+        let queue = OutboundQueue::new(10, 3);
+        assert_eq!(queue.try_push(6, frame(1, 6)), Ok(()));
+        assert_eq!(queue.try_push(6, frame(2, 6)), Err(PushError::Full));
+        assert_eq!(queue.try_push(2, frame(3, 2)), Ok(()));
+        assert_eq!(queue.try_push(1, frame(4, 1)), Ok(()));
+        assert_eq!(queue.try_push(1, frame(5, 1)), Err(PushError::Full));
+    }
+
+    #[test]
+    fn oversized_frame_fits_an_empty_queue() {
+        let queue = OutboundQueue::new(4, 4);
+        assert_eq!(queue.try_push(100, frame(1, 100)), Ok(()));
+    }
+
+    #[test]
+    fn writer_takes_everything_in_order_then_sees_close() {
+        let queue = OutboundQueue::new(100, 100);
+        queue.try_push(2, frame(1, 2)).unwrap();
+        queue.try_push(1, frame(2, 1)).unwrap();
+        assert!(queue.close(Some(&[9])));
+        assert_eq!(queue.try_push(1, frame(3, 1)), Err(PushError::Closed));
+        let mut batch = Vec::new();
+        assert!(smol::block_on(queue.next_batch(&mut batch)));
+        assert_eq!(batch, [1, 1, 2, 9]);
+        batch.clear();
+        assert!(!smol::block_on(queue.next_batch(&mut batch)));
+    }
+
+    #[test]
+    fn abort_drops_what_was_queued() {
+        let queue = OutboundQueue::new(100, 100);
+        queue.try_push(2, frame(1, 2)).unwrap();
+        assert!(queue.abort());
+        let mut batch = Vec::new();
+        assert!(!smol::block_on(queue.next_batch(&mut batch)));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn full_push_times_out_then_succeeds_after_a_drain() {
+        let queue = OutboundQueue::new(4, 10);
+        queue.try_push(4, frame(1, 4)).unwrap();
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(
+            smol::block_on(queue.push(4, soon, frame(2, 4))),
+            Err(PushError::Full)
+        );
+        let mut batch = Vec::new();
+        smol::block_on(async {
+            let waiter = queue.push(4, Instant::now() + Duration::from_secs(10), frame(3, 4));
+            let drain = async {
+                Timer::after(Duration::from_millis(10)).await;
+                assert!(queue.next_batch(&mut batch).await);
+            };
+            let (pushed, ()) = smol::future::zip(waiter, drain).await;
+            assert_eq!(pushed, Ok(()));
+        });
+        assert_eq!(batch, [1; 4]);
+    }
+}
