@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn log_display_shows_invalid_bytes_exactly() {
-        assert_eq!(Escaped(b"a\nb\x1b[31m\xff").to_string(), "a\\nb\\x1b[31m\\xff");
+        assert_eq!(
+            Escaped(b"a\nb\x1b[31m\xff").to_string(),
+            "a\\nb\\x1b[31m\\xff"
+        );
     }
 
     #[test]

@@ -81,7 +81,9 @@ struct ConnectionSlot<'a>(&'a ConnectionCount);
 impl ConnectionCount {
     fn try_open(&self, max: usize) -> Option<ConnectionSlot<'_>> {
         self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| ConnectionSlot(self))
     }

@@ -69,7 +69,10 @@ impl Registry {
 
     /// Number of users online.
     pub fn len(&self) -> usize {
-        self.sessions.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// True when nobody is online.

@@ -446,7 +446,12 @@ impl<'a> Router<'a> {
             };
             match pushed {
                 Ok(()) => {
-                    debug!("{} -> {}: {}", self.me.name, recipient.name, Escaped(content));
+                    debug!(
+                        "{} -> {}: {}",
+                        self.me.name,
+                        recipient.name,
+                        Escaped(content)
+                    );
                     return Ok(());
                 }
                 Err(PushError::Closed) => self.forget(to),

@@ -1,0 +1,371 @@
+//! Helpers shared by the integration tests: a `chat-server` child process on
+//! an ephemeral port, and a raw v1 client that speaks bytes.
+//!
+//! Every wait is bounded (a test fails, it never hangs) and every child
+//! process is killed when its handle drops, even on a failed assertion.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single expected event may take before a test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Like `assert_eq!`, but labels both sides so a failure reads clearly.
+#[macro_export]
+macro_rules! eqnice {
+    ($expected:expr, $got:expr) => {{
+        let expected = $expected;
+        let got = $got;
+        if expected != got {
+            panic!(
+                "\n\nexpected:\n{:?}\n\ngot:\n{:?}\n\n(at {}:{})\n",
+                expected,
+                got,
+                file!(),
+                line!()
+            );
+        }
+    }};
+}
+
+/// A running `chat-server`; killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// The port from the `listening on ADDR:PORT` line.
+    pub port: u16,
+    stdin: Option<ChildStdin>,
+    /// Lines the server prints on stdout, read by a helper thread so that
+    /// waiting for one can time out.
+    stdout: Receiver<String>,
+    /// Everything the server logged so far.
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `chat-server 0 ARGS…` and waits for its first line.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .arg("0")
+            .args(["--bind", "127.0.0.1"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat-server");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let stdin = child.stdin.take();
+        let stdout = lines_of(child.stdout.take().expect("stdout"));
+        let first = stdout.recv_timeout(TIMEOUT);
+        let mut server = ServerProcess {
+            child,
+            port: 0,
+            stdin,
+            stdout,
+            stderr,
+        };
+        let first = first.unwrap_or_else(|_| {
+            thread::sleep(Duration::from_millis(100));
+            panic!("no 'listening on' line; stderr: {}", server.stderr())
+        });
+        server.port = first
+            .trim_end()
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        server
+    }
+
+    /// A raw client logged in as `name` (the handshake has been sent; v1
+    /// has no acknowledgement, so the server may not have processed it yet).
+    pub fn connect(&self, name: &str) -> RawClient {
+        let mut client = RawClient::open(self.port);
+        client.handshake(name.as_bytes());
+        client
+    }
+
+    /// Connects `name` and waits until the server lists it online, so a
+    /// following message to it cannot race its login.
+    pub fn login(&mut self, name: &str) -> RawClient {
+        let client = self.connect(name);
+        self.wait_online(name);
+        client
+    }
+
+    /// Waits until the console's `users` lists `name`.
+    pub fn wait_online(&mut self, name: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if self.users().iter().any(|n| n == name) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{name} never came online; log:\n{}", self.stderr());
+    }
+
+    /// Types `line` on the server's console.
+    pub fn console(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("console already closed");
+        writeln!(stdin, "{line}").expect("write to console");
+        stdin.flush().expect("flush console");
+    }
+
+    /// Closes the server's stdin (end of console input).
+    pub fn close_console(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Reads one line the server printed on stdout.
+    pub fn stdout_line(&mut self) -> String {
+        self.stdout
+            .recv_timeout(TIMEOUT)
+            .expect("a line on the server's stdout")
+    }
+
+    /// Runs `users` on the console and returns the names.
+    pub fn users(&mut self) -> Vec<String> {
+        self.console("users");
+        let header = self.stdout_line();
+        let count: usize = header
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected users header {header:?}"));
+        (0..count)
+            .map(|_| self.stdout_line().trim().to_string())
+            .collect()
+    }
+
+    /// What the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if self.stderr().contains(needle) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("log never showed {needle:?}; log:\n{}", self.stderr());
+    }
+
+    /// Sends a signal with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, failing after `TIMEOUT`.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit; log:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// True while the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `pipe` line by line on a helper thread.
+fn lines_of(pipe: ChildStdout) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A frame received from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Message { from: Vec<u8>, content: Vec<u8> },
+    Error(String),
+}
+
+impl Frame {
+    /// A message frame, for comparisons.
+    pub fn msg(from: &str, content: &str) -> Frame {
+        Frame::Message {
+            from: from.into(),
+            content: content.into(),
+        }
+    }
+
+    /// An error frame, for comparisons.
+    pub fn err(text: &str) -> Frame {
+        Frame::Error(text.into())
+    }
+}
+
+/// A v1 client working at the byte level, with every read bounded in time.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    /// Connects without a handshake.
+    pub fn open(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient { stream }
+    }
+
+    /// Sends a v1 handshake.
+    pub fn handshake(&mut self, name: &[u8]) {
+        let mut bytes = vec![name.len() as u8];
+        bytes.extend_from_slice(name);
+        self.write(&bytes);
+    }
+
+    /// Sends raw bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to server");
+    }
+
+    /// Sends a v1 message frame.
+    pub fn send(&mut self, to: &str, content: &str) {
+        self.write(&message(to.as_bytes(), content.as_bytes()));
+    }
+
+    /// Reads exactly `n` bytes, failing on timeout or close.
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.stream
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+        buf
+    }
+
+    /// Reads one frame.
+    pub fn frame(&mut self) -> Frame {
+        let head = self.read_exact(4);
+        let opcode = u16::from_be_bytes([head[0], head[1]]);
+        match opcode {
+            0 => {
+                let from_len = u16::from_be_bytes([head[2], head[3]]) as usize;
+                let len = self.read_exact(2);
+                let content_len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                let from = self.read_exact(from_len);
+                let content = self.read_exact(content_len);
+                Frame::Message { from, content }
+            }
+            1 => {
+                let text_len = u16::from_be_bytes([head[2], head[3]]) as usize;
+                Frame::Error(String::from_utf8(self.read_exact(text_len)).expect("utf-8 error"))
+            }
+            other => panic!("unexpected opcode {other}"),
+        }
+    }
+
+    /// Asserts the server closes the connection (EOF or reset) within the
+    /// timeout, without sending anything more.
+    pub fn expect_closed(&mut self) {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Ok(_) => panic!("expected close, got byte {:#04x}", byte[0]),
+            Err(e) => panic!("expected close, got {e}"),
+        }
+    }
+
+    /// Asserts an orderly close (FIN, not a reset) with nothing more sent.
+    pub fn expect_eof(&mut self) {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            other => panic!("expected an orderly close, got {other:?}"),
+        }
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("expected silence, got {other:?}"),
+        }
+        self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    }
+
+    /// Shuts down the write side (end of input), keeping the read side.
+    pub fn finish(&mut self) {
+        self.stream
+            .shutdown(Shutdown::Write)
+            .expect("shutdown write");
+    }
+}
+
+/// Encodes a client → server message frame.
+pub fn message(to: &[u8], content: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0];
+    out.extend_from_slice(&(to.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    out.extend_from_slice(to);
+    out.extend_from_slice(content);
+    out
+}
+
+/// Decodes a hex string (test vectors).
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! Integration tests of `chat-server`, through the real binary and raw v1
+//! bytes on ephemeral ports.
+
+mod common;
+
+#[path = "server/lifecycle.rs"]
+mod lifecycle;
+#[path = "server/limits.rs"]
+mod limits;
+#[path = "server/routing.rs"]
+mod routing;

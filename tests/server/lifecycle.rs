@@ -1,0 +1,142 @@
+//! Start-up, console, signals and shutdown.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{Frame, ServerProcess};
+use crate::eqnice;
+
+#[test]
+fn console_exit_tells_every_client_and_exits_zero() {
+    let mut server = ServerProcess::start(&[]);
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    server.console("exit");
+    eqnice!(Frame::err("server is shutting down\n"), alice.frame());
+    eqnice!(Frame::err("server is shutting down\n"), bob.frame());
+    alice.expect_closed();
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn sigterm_shuts_down_like_exit() {
+    let mut server = ServerProcess::start(&[]);
+    let mut alice = server.login("alice");
+    server.signal("TERM");
+    eqnice!(Frame::err("server is shutting down\n"), alice.frame());
+    alice.expect_closed();
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn sigint_shuts_down_like_exit() {
+    let mut server = ServerProcess::start(&[]);
+    let mut alice = server.login("alice");
+    server.signal("INT");
+    eqnice!(Frame::err("server is shutting down\n"), alice.frame());
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn kick_disconnects_with_an_error_frame() {
+    let mut server = ServerProcess::start(&[]);
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    server.console("kick bob");
+    eqnice!("kicked 'bob'", server.stdout_line());
+    eqnice!(
+        Frame::err("you were disconnected by the server operator\n"),
+        bob.frame()
+    );
+    bob.expect_closed();
+    eqnice!(vec!["alice".to_string()], server.users());
+    alice.send("bob", "hello?");
+    eqnice!(Frame::err("'bob' is not connected\n"), alice.frame());
+    server.console("kick nobody");
+    eqnice!("'nobody' is not online", server.stdout_line());
+}
+
+#[test]
+fn users_lists_who_is_online_sorted() {
+    let mut server = ServerProcess::start(&[]);
+    eqnice!(Vec::<String>::new(), server.users());
+    let _carol = server.login("carol");
+    let _alice = server.login("alice");
+    eqnice!(
+        vec!["alice".to_string(), "carol".to_string()],
+        server.users()
+    );
+}
+
+#[test]
+fn unknown_console_command_prints_a_hint() {
+    let mut server = ServerProcess::start(&[]);
+    server.console("dance");
+    eqnice!("unknown command 'dance' (try 'help')", server.stdout_line());
+}
+
+#[test]
+fn end_of_stdin_leaves_the_server_running() {
+    let mut server = ServerProcess::start(&[]);
+    server.close_console();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.is_running());
+    let mut alice = server.connect("alice");
+    alice.send("alice", "still serving");
+    eqnice!(Frame::msg("alice", "still serving"), alice.frame());
+}
+
+#[test]
+fn port_in_use_is_one_clear_line_and_a_failure_status() {
+    let server = ServerProcess::start(&[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--bind", "127.0.0.1", &server.port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "chat-server: cannot listen on 127.0.0.1:{}",
+            server.port
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn bad_arguments_are_a_usage_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--bind", "not-an-address", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn ipv6_any_address_works() {
+    // `::` may be unavailable in a sandbox without IPv6; skip quietly then.
+    let probe = std::net::TcpListener::bind("[::1]:0");
+    if probe.is_err() {
+        return;
+    }
+    drop(probe);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--bind", "::", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("listening on [::]:"), "{line}");
+}
