@@ -1,5 +1,5 @@
-//! pmchat: a private-message chat server (and, later, client) speaking the
-//! v1 binary protocol.
+//! pmchat: a private-message chat server and client speaking the v1 binary
+//! protocol.
 //!
 //! # Layout
 //! - [`protocol`]: frames, limits, the sans-IO codec and the read buffer.
@@ -7,14 +7,18 @@
 //! - [`args`]: argument types the binaries share (durations, `--color`).
 //! - [`logging`]: `tracing` set-up for the binaries.
 //! - [`exit_codes`]: what each binary's exit status means.
+//! - [`signals`]: SIGINT/SIGTERM as a future.
 //! - [`server`]: the server: listener, registry, sessions, console.
+//! - [`client`]: the client: commands, connection, REPL, batch, output.
 //!
 //! The binaries in `src/bin/` only parse arguments, call into this library
 //! and map errors to exit codes.
 
 pub mod args;
+pub mod client;
 pub mod exit_codes;
 pub mod logging;
 pub mod protocol;
 pub mod sanitize;
 pub mod server;
+pub mod signals;

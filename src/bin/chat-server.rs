@@ -23,8 +23,13 @@ fn main() -> ExitCode {
         Ok(local) => local,
         Err(e) => return fail(&format!("cannot read the listening address: {e}")),
     };
-    let stop_signal = match server::termination_signal() {
-        Ok(signal) => signal,
+    let stop_signal = match pmchat::signals::termination() {
+        Ok(signal) => {
+            async {
+                signal.await;
+                tracing::info!("received a termination signal");
+            }
+        }
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
     // Scripts and tests read the real port from this first line.

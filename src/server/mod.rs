@@ -249,16 +249,3 @@ pub fn block_on_threads<T>(
     drop(stop);
     result
 }
-
-/// Installs SIGINT and SIGTERM handlers now and returns a future that
-/// completes at the first of them.
-pub fn termination_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use async_signal::{Signal, Signals};
-    use smol::stream::StreamExt;
-    let mut signals = Signals::new([Signal::Int, Signal::Term])?;
-    Ok(async move {
-        if let Some(Ok(signal)) = signals.next().await {
-            info!("received {signal:?}");
-        }
-    })
-}

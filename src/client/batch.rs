@@ -1,0 +1,179 @@
+//! Batch mode: commands from stdin (a file or a pipe), received frames to
+//! stdout.
+//!
+//! Encoded frames pile up in one buffer that is written when stdin has
+//! nothing more buffered (or the buffer is large), so a 100,000-line script
+//! costs a handful of writes while a slow pipe still sends each line at
+//! once. At the end of input the client half-closes and keeps printing until
+//! the server closes the connection (it does so once every frame we sent
+//! has been routed and every error about them delivered) or the drain
+//! timeout passes. With `--follow` it keeps the connection open instead.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use smol::future::FutureExt;
+use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use smol::{Async, Timer, Unblock};
+
+use super::command::{self, Command};
+use super::connection::receive;
+use super::output::{Output, Renderer};
+use super::state::ChatState;
+use crate::protocol::{self, Limits};
+
+/// Settings for one batch run.
+pub struct BatchOptions {
+    /// Keep receiving after the end of input.
+    pub follow: bool,
+    /// How long to wait for the server to close after the end of input.
+    pub drain_timeout: Duration,
+    /// How frames are shown.
+    pub renderer: Renderer,
+    /// Limits for the local checks.
+    pub limits: Limits,
+}
+
+/// Bytes of encoded frames gathered before a write even if stdin still has
+/// lines buffered.
+const SEND_BUFFER: usize = 64 * 1024;
+
+/// How the sending half ended.
+enum Sent {
+    /// The drain timeout passed after the end of input.
+    DrainTimedOut,
+    /// SIGINT or SIGTERM in `--follow` mode.
+    Interrupted,
+}
+
+/// Runs a script from stdin over `stream`, whose first bytes must be
+/// `hello` (the handshake). Returns the exit status.
+pub fn run(
+    stream: Async<TcpStream>,
+    hello: Vec<u8>,
+    options: BatchOptions,
+    state: &ChatState,
+) -> i32 {
+    smol::block_on(async {
+        let mut output = Output::new(options.renderer);
+        // Set once the whole script has been handed to the socket.
+        let input_done = Cell::new(false);
+        let receiving = async { Ok(receive(&stream, &mut output, state).await) };
+        let sending = async {
+            // A failed write means the server went away; the receiver will
+            // read why, so wait for it (bounded) rather than end here.
+            let _ = send_script(&stream, hello, &options.limits, state).await;
+            input_done.set(true);
+            if options.follow {
+                return Err(wait_for_signal().await);
+            }
+            let _ = stream.get_ref().shutdown(Shutdown::Write);
+            Timer::after(options.drain_timeout).await;
+            Err(Sent::DrainTimedOut)
+        };
+        let ended = receiving.or(sending).await;
+        let _ = output.flush();
+        let expected = input_done.get() && !options.follow;
+        if let Some(notice) = ended
+            .as_ref()
+            .ok()
+            .and_then(|r| super::close_notice(r, expected))
+        {
+            output.notice(&notice);
+            let _ = output.flush();
+        }
+        super::exit_status(state, ended.as_ref().ok(), expected)
+    })
+}
+
+/// Reads, checks and sends every command on stdin until its end or `exit`.
+async fn send_script(
+    stream: &Async<TcpStream>,
+    hello: Vec<u8>,
+    limits: &Limits,
+    state: &ChatState,
+) -> io::Result<()> {
+    let stdin = Unblock::with_capacity(SEND_BUFFER, io::stdin());
+    let mut script = BufReader::with_capacity(SEND_BUFFER, stdin);
+    let mut out = hello;
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        match script.read_until(b'\n', &mut line).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("chat-client: cannot read stdin: {e}");
+                state.fail();
+                break;
+            }
+        }
+        number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let flow = std::str::from_utf8(text)
+            .map_err(|_| "line is not valid UTF-8".to_string())
+            .and_then(|text| encode_line(text, limits, state, &mut out));
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Exit) => break,
+            Err(why) => {
+                eprintln!("<stdin>:{number}: {why}");
+                state.fail();
+            }
+        }
+        if out.len() >= SEND_BUFFER || script.buffer().is_empty() {
+            (&*stream).write_all(&out).await?;
+            out.clear();
+        }
+    }
+    (&*stream).write_all(&out).await
+}
+
+/// What the script does after a line.
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Appends the frame for one script line to `out`; `Err` says why the line
+/// was refused.
+fn encode_line(
+    text: &str,
+    limits: &Limits,
+    state: &ChatState,
+    out: &mut Vec<u8>,
+) -> Result<Flow, String> {
+    let (to, message) = match command::parse(text, limits).map_err(|e| e.to_string())? {
+        None => return Ok(Flow::Continue),
+        Some(Command::Exit) => return Ok(Flow::Exit),
+        Some(Command::Help) => {
+            eprintln!("{}", command::HELP);
+            return Ok(Flow::Continue);
+        }
+        Some(Command::Send { to, message }) => (to.to_string(), message),
+        Some(Command::Reply { message }) => {
+            let to = state
+                .last_sender()
+                .ok_or("nobody has sent you a message yet; nothing to reply to")?;
+            (to, message)
+        }
+    };
+    protocol::encode_message(to.as_bytes(), message.as_bytes(), out)
+        .map(|()| Flow::Continue)
+        .map_err(|e| e.to_string())
+}
+
+async fn wait_for_signal() -> Sent {
+    match crate::signals::termination() {
+        Ok(signal) => signal.await,
+        Err(e) => {
+            eprintln!("chat-client: cannot watch for signals: {e}");
+            std::future::pending::<()>().await;
+        }
+    }
+    Sent::Interrupted
+}

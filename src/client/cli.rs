@@ -1,0 +1,139 @@
+//! Command-line options of `chat-client`; the doc comments are `--help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::command::describe_name_error;
+use crate::args::{parse_duration, ColorChoice};
+use crate::protocol::{validate_username, Limits};
+
+/// A scriptable, line-oriented client for pmchat servers (and any v1 server).
+///
+/// With a terminal on stdin it is an interactive editor (history, tab
+/// completion, incoming messages above the prompt); otherwise it reads
+/// commands from stdin as a script. Received messages are printed on stdout
+/// as `from: content`, one per line; errors go to stderr as `error: TEXT`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-client",
+    version,
+    after_long_help = "\
+Commands:
+  send <user> <message>   the message is the rest of the line, verbatim
+  reply <message>         answer whoever last messaged you
+  help                    list the commands
+  exit, quit              leave
+
+Exit status:
+  0  everything was sent and no error was received
+  1  a line was rejected, the server reported an error, or the connection was lost
+  2  usage error
+  3  could not connect, or the server refused the username
+
+Examples:
+  chat-client localhost 9000 alice
+  chat-client localhost 9000 alice < script.txt
+  chat-client localhost 9000 alice --follow < /dev/null | grep --line-buffered bob"
+)]
+pub struct ClientArgs {
+    /// Server host name or IP address.
+    pub host: String,
+
+    /// Server port.
+    pub port: u16,
+
+    /// Your username: 1-32 bytes of printable ASCII without spaces.
+    #[arg(value_parser = parse_username)]
+    pub username: String,
+
+    /// Interactive editor even if stdin is not a terminal.
+    #[arg(long, conflicts_with = "batch")]
+    pub interactive: bool,
+
+    /// Read commands from stdin as a script even if it is a terminal.
+    #[arg(long)]
+    pub batch: bool,
+
+    /// After the end of input keep receiving until the server closes the
+    /// connection or SIGINT/SIGTERM arrives.
+    #[arg(long, conflicts_with = "interactive")]
+    pub follow: bool,
+
+    /// At the end of input, how long to wait for the server to deliver the
+    /// outcome of what was sent before giving up.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How long to wait for the TCP connection.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Print one JSON object per line instead of plain text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Colour usernames and errors.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    /// Interactive history file [default: $XDG_STATE_HOME/pmchat/history,
+    /// else ~/.local/state/pmchat/history].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_history")]
+    pub history_file: Option<PathBuf>,
+
+    /// Keep no interactive history.
+    #[arg(long)]
+    pub no_history: bool,
+}
+
+fn parse_username(name: &str) -> Result<String, String> {
+    let limit = usize::from(Limits::default().max_username);
+    validate_username(name.as_bytes(), limit)
+        .map(|()| name.to_string())
+        .map_err(|e| describe_name_error(&e))
+}
+
+impl ClientArgs {
+    /// Where interactive history lives, or `None` without history.
+    pub fn history_path(&self) -> Option<PathBuf> {
+        if self.no_history {
+            return None;
+        }
+        if let Some(path) = &self.history_file {
+            return Some(path.clone());
+        }
+        let state_dir = std::env::var_os("XDG_STATE_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|home| !home.is_empty())
+                    .map(|home| PathBuf::from(home).join(".local/state"))
+            })?;
+        Some(state_dir.join("pmchat/history"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        ClientArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_usernames_are_usage_errors() {
+        for name in ["", "two words", &"a".repeat(33), "tab\there"] {
+            assert!(
+                ClientArgs::try_parse_from(["c", "localhost", "9000", name]).is_err(),
+                "{name:?}"
+            );
+        }
+        assert!(ClientArgs::try_parse_from(["c", "::1", "9000", "alice"]).is_ok());
+    }
+}

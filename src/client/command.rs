@@ -1,0 +1,223 @@
+//! The client's command language, shared by the REPL and batch mode.
+//!
+//! `send <user> <message>`: the message is everything after the single space
+//! that follows the user, kept verbatim. Checks happen here, before anything
+//! is sent, with the same rules the server applies.
+
+use crate::protocol::{validate_username, Limits, UsernameError};
+use crate::sanitize::escape;
+
+/// One parsed line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Send `message` to `to`.
+    Send { to: &'a str, message: &'a str },
+    /// Send `message` to whoever last sent us a message.
+    Reply { message: &'a str },
+    /// Print the command list.
+    Help,
+    /// Stop reading commands.
+    Exit,
+}
+
+/// Why a line was refused; nothing is sent for it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The first word is not a command.
+    #[error("unknown command '{0}' (try 'help')")]
+    Unknown(String),
+    /// `send` without a user and a message.
+    #[error("usage: send <user> <message>")]
+    SendUsage,
+    /// `reply` without a message.
+    #[error("usage: reply <message>")]
+    ReplyUsage,
+    /// The recipient breaks the username rules.
+    #[error("bad recipient '{name}': {reason}")]
+    Recipient { name: String, reason: String },
+    /// Nothing after the recipient.
+    #[error("message is empty")]
+    EmptyMessage,
+    /// The content is over the server's limit.
+    #[error("message is too long: {len} bytes (limit {limit})")]
+    TooLong { len: usize, limit: usize },
+    /// `help`, `exit` or `quit` followed by something.
+    #[error("'{0}' takes no arguments")]
+    NoArguments(&'static str),
+}
+
+/// The commands, for `help` and for completion.
+pub const COMMANDS: [&str; 5] = ["send", "reply", "help", "exit", "quit"];
+
+/// The text `help` prints.
+pub const HELP: &str = "\
+commands:
+  send <user> <message>   send a private message (the rest of the line, verbatim)
+  reply <message>         answer whoever last messaged you
+  help                    show this list
+  exit, quit              leave (batch scripts end here too)";
+
+/// Parses one line (without its line terminator). Blank lines and lines
+/// whose first non-blank character is `#` give `Ok(None)`.
+pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, CommandError> {
+    let line = line.trim_start();
+    if line.trim_end().is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (word, rest) = match line.split_once(' ') {
+        Some((word, rest)) => (word, Some(rest)),
+        None => (line, None),
+    };
+    let no_arguments = |name: &'static str, command: Command<'a>| match rest {
+        Some(rest) if !rest.trim().is_empty() => Err(CommandError::NoArguments(name)),
+        _ => Ok(Some(command)),
+    };
+    match word.trim_end() {
+        "send" => {
+            let (to, message) = rest
+                .and_then(|rest| rest.split_once(' '))
+                .ok_or(CommandError::SendUsage)?;
+            check_recipient(to, limits)?;
+            check_message(message, limits)?;
+            Ok(Some(Command::Send { to, message }))
+        }
+        "reply" => {
+            let message = rest.ok_or(CommandError::ReplyUsage)?;
+            check_message(message, limits)?;
+            Ok(Some(Command::Reply { message }))
+        }
+        "help" => no_arguments("help", Command::Help),
+        "exit" => no_arguments("exit", Command::Exit),
+        "quit" => no_arguments("quit", Command::Exit),
+        other => Err(CommandError::Unknown(escape(other.as_bytes()))),
+    }
+}
+
+/// Checks a recipient name with the server's username rules.
+pub fn check_recipient(name: &str, limits: &Limits) -> Result<(), CommandError> {
+    validate_username(name.as_bytes(), usize::from(limits.max_username)).map_err(|e| {
+        CommandError::Recipient {
+            name: escape(name.as_bytes()),
+            reason: describe_name_error(&e),
+        }
+    })
+}
+
+/// A name error without the "invalid username" prefix of the server's text.
+pub fn describe_name_error(error: &UsernameError) -> String {
+    match error {
+        UsernameError::Empty => "it is empty".into(),
+        UsernameError::TooLong { len, limit } => format!("{len} bytes long (limit {limit})"),
+        UsernameError::InvalidByte { byte, position } => format!(
+            "byte 0x{byte:02x} at position {position} is not allowed (printable ASCII without spaces only)"
+        ),
+    }
+}
+
+/// Checks message content: not empty, within the byte limit.
+pub fn check_message(message: &str, limits: &Limits) -> Result<(), CommandError> {
+    let limit = usize::from(limits.max_message);
+    if message.is_empty() {
+        Err(CommandError::EmptyMessage)
+    } else if message.len() > limit {
+        Err(CommandError::TooLong {
+            len: message.len(),
+            limit,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Result<Option<Command<'_>>, CommandError> {
+        parse(line, &Limits::default())
+    }
+
+    #[test]
+    fn send_keeps_the_message_verbatim() {
+        assert_eq!(
+            p("send bob  two  spaces and trailing  "),
+            Ok(Some(Command::Send {
+                to: "bob",
+                message: " two  spaces and trailing  "
+            }))
+        );
+        assert_eq!(
+            p("send bob héllo 🌍"),
+            Ok(Some(Command::Send {
+                to: "bob",
+                message: "héllo 🌍"
+            }))
+        );
+    }
+
+    #[test]
+    fn send_needs_a_user_and_a_message() {
+        assert_eq!(p("send"), Err(CommandError::SendUsage));
+        assert_eq!(p("send bob"), Err(CommandError::SendUsage));
+        assert_eq!(p("send bob "), Err(CommandError::EmptyMessage));
+        assert!(matches!(
+            p("send  bob hi"),
+            Err(CommandError::Recipient { .. })
+        ));
+    }
+
+    #[test]
+    fn recipient_rules_match_the_server() {
+        let long = format!("send {} hi", "a".repeat(33));
+        assert!(matches!(p(&long), Err(CommandError::Recipient { .. })));
+        let err = p("send b\u{7f}b hi").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad recipient 'b\\x7fb': byte 0x7f at position 1 is not allowed (printable ASCII without spaces only)"
+        );
+    }
+
+    #[test]
+    fn length_is_counted_in_utf8_bytes() {
+        let fits = format!("send bob {}", "é".repeat(1024));
+        assert!(p(&fits).is_ok());
+        let over = format!("send bob {}", "é".repeat(1025));
+        assert_eq!(
+            p(&over),
+            Err(CommandError::TooLong {
+                len: 2050,
+                limit: 2048
+            })
+        );
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(
+            p("reply ok then"),
+            Ok(Some(Command::Reply { message: "ok then" }))
+        );
+        assert_eq!(p("reply"), Err(CommandError::ReplyUsage));
+        assert_eq!(p("help"), Ok(Some(Command::Help)));
+        assert_eq!(p("exit"), Ok(Some(Command::Exit)));
+        assert_eq!(p("quit "), Ok(Some(Command::Exit)));
+        assert_eq!(p("exit now"), Err(CommandError::NoArguments("exit")));
+        assert_eq!(p("dance bob"), Err(CommandError::Unknown("dance".into())));
+    }
+
+    #[test]
+    fn blank_and_comment_lines_are_skipped() {
+        assert_eq!(p(""), Ok(None));
+        assert_eq!(p("   "), Ok(None));
+        assert_eq!(p("# send bob hi"), Ok(None));
+        assert_eq!(p("  # note"), Ok(None));
+    }
+
+    #[test]
+    fn unknown_command_cannot_inject_escapes() {
+        assert_eq!(
+            p("\x1b[2Jboom"),
+            Err(CommandError::Unknown("\\x1b[2Jboom".into()))
+        );
+    }
+}

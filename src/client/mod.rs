@@ -1,0 +1,107 @@
+//! The chat client: connect, then run the REPL or a batch script.
+//!
+//! - [`cli`]: command-line options.
+//! - [`command`]: the command language, shared by both modes.
+//! - [`connection`]: connecting and the receiving loop.
+//! - [`output`]: rendering of received frames (plain, JSON, colour).
+//! - [`state`]: what the receiving side tells the command side.
+//! - [`batch`]: scripts from stdin.
+//! - [`repl`]: the interactive editor.
+
+pub mod batch;
+pub mod cli;
+pub mod command;
+pub mod connection;
+pub mod output;
+pub mod repl;
+pub mod state;
+
+use std::io::{self, IsTerminal};
+use std::sync::Arc;
+
+use crate::exit_codes;
+use crate::protocol::{self, Limits};
+use cli::ClientArgs;
+use connection::Received;
+use output::Renderer;
+use state::ChatState;
+
+/// Runs the client as the command line asks; returns the exit status.
+pub fn run(args: ClientArgs) -> i32 {
+    let interactive = args.interactive || (!args.batch && io::stdin().is_terminal());
+    let renderer = Renderer {
+        json: args.json,
+        color_stdout: args.color.enabled_for(&io::stdout()),
+        color_stderr: args.color.enabled_for(&io::stderr()),
+    };
+    let stream = match smol::block_on(connection::connect(
+        &args.host,
+        args.port,
+        args.connect_timeout,
+    )) {
+        Ok(stream) => stream,
+        Err(e) => {
+            eprintln!("chat-client: {e}");
+            return exit_codes::NOT_CONNECTED;
+        }
+    };
+    let mut hello = Vec::new();
+    if let Err(e) = protocol::encode_handshake(args.username.as_bytes(), &mut hello) {
+        eprintln!("chat-client: {e}");
+        return exit_codes::USAGE;
+    }
+    let state = Arc::new(ChatState::default());
+    let limits = Limits::default();
+    if interactive {
+        let options = repl::ReplOptions {
+            history: args.history_path(),
+            server: format!("{}:{}", args.host, args.port),
+            username: args.username,
+            drain_timeout: args.drain_timeout,
+            renderer,
+            limits,
+        };
+        repl::run(stream, hello, options, state)
+    } else {
+        let options = batch::BatchOptions {
+            follow: args.follow,
+            drain_timeout: args.drain_timeout,
+            renderer,
+            limits,
+        };
+        batch::run(stream, hello, options, &state)
+    }
+}
+
+/// What to tell the user about how the connection ended, if anything.
+/// `expected` is true when we had finished and were waiting for the close.
+pub(crate) fn close_notice(received: &Received, expected: bool) -> Option<String> {
+    match received {
+        // The error line already said why.
+        Received::Closed { after_error: true } => None,
+        Received::Closed { after_error: false } => {
+            (!expected).then(|| "connection closed by server".to_string())
+        }
+        Received::Failed(e) => Some(format!("connection lost: {e}")),
+        Received::Protocol(e) => Some(format!("the server sent an invalid frame: {e}")),
+        Received::OutputGone => None,
+    }
+}
+
+/// The exit status for a session that ended with `received` (`None`: we
+/// stopped waiting first).
+pub(crate) fn exit_status(state: &ChatState, received: Option<&Received>, expected: bool) -> i32 {
+    if state.login_refused() {
+        return exit_codes::NOT_CONNECTED;
+    }
+    let lost = match received {
+        Some(Received::Closed { .. }) => !expected,
+        Some(Received::Failed(_) | Received::Protocol(_)) => true,
+        Some(Received::OutputGone) | None => false,
+    };
+    if lost || state.failed() {
+        exit_codes::FAILURE
+    } else {
+        exit_codes::SUCCESS
+    }
+}
