@@ -101,6 +101,12 @@ async fn send_script(
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
+        // Send what we have before stdin may make us wait, so a slow pipe
+        // sends each line (and the handshake) at once.
+        if out.len() >= SEND_BUFFER || (!out.is_empty() && script.buffer().is_empty()) {
+            (&*stream).write_all(&out).await?;
+            out.clear();
+        }
         line.clear();
         match script.read_until(b'\n', &mut line).await {
             Ok(0) => break,
@@ -124,10 +130,6 @@ async fn send_script(
                 eprintln!("<stdin>:{number}: {why}");
                 state.fail();
             }
-        }
-        if out.len() >= SEND_BUFFER || script.buffer().is_empty() {
-            (&*stream).write_all(&out).await?;
-            out.clear();
         }
     }
     (&*stream).write_all(&out).await

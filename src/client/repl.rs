@@ -276,7 +276,8 @@ pub fn run(
         match editor.readline(&prompt) {
             Ok(line) => {
                 if let Some(path) = &options.history {
-                    if !line.trim().is_empty() {
+                    // `exit` would only ever be recalled by mistake.
+                    if !matches!(line.trim(), "" | "exit" | "quit") {
                         let _ = editor.add_history_entry(line.as_str());
                         save_history(&mut editor, path);
                     }

@@ -216,7 +216,7 @@ impl Drop for ServerProcess {
 }
 
 /// Reads `pipe` line by line on a helper thread.
-fn lines_of(pipe: ChildStdout) -> Receiver<String> {
+fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
@@ -368,4 +368,129 @@ pub fn hex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
+}
+
+/// What a finished `chat-client` run produced.
+#[derive(Debug)]
+pub struct ClientOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A `chat-client HOST PORT NAME` command with a predictable environment.
+pub fn client_command(port: u16, name: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-client"));
+    command
+        .args(["127.0.0.1", &port.to_string(), name])
+        .env_remove("NO_COLOR")
+        .env("HOME", std::env::temp_dir())
+        .env_remove("XDG_STATE_HOME");
+    command
+}
+
+/// Runs `command` with `stdin` as its input, bounded by `TIMEOUT`.
+pub fn run_client(mut command: Command, stdin: &[u8]) -> ClientOutput {
+    let mut child = ChildGuard(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat-client"),
+    );
+    let mut input = child.0.stdin.take().expect("stdin");
+    let script = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&script);
+    });
+    let mut out = child.0.stdout.take().expect("stdout");
+    let mut err = child.0.stderr.take().expect("stderr");
+    let out_reader = thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = out.read_to_end(&mut text);
+        text
+    });
+    let err_reader = thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = err.read_to_end(&mut text);
+        text
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chat-client did not finish in time"
+        );
+        thread::sleep(Duration::from_millis(5));
+    };
+    let _ = feeder.join();
+    ClientOutput {
+        status: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned(),
+    }
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `chat-client … --follow` listener whose stdout lines can be awaited.
+pub struct Follower {
+    pub child: ChildGuard,
+    lines: Receiver<String>,
+}
+
+impl Follower {
+    /// Starts `name` as a follower and waits until the server lists it.
+    pub fn start(server: &mut ServerProcess, name: &str, extra: &[&str]) -> Follower {
+        let mut command = client_command(server.port, name);
+        let mut child = ChildGuard(
+            command
+                .arg("--follow")
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn follower"),
+        );
+        let lines = lines_of(child.0.stdout.take().expect("stdout"));
+        server.wait_online(name);
+        Follower { child, lines }
+    }
+
+    /// The next stdout line.
+    pub fn line(&self) -> String {
+        self.lines
+            .recv_timeout(TIMEOUT)
+            .expect("a line from the follower")
+    }
+
+    /// Stops it with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> i32 {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "follower ignored SIGTERM");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }

@@ -1,0 +1,8 @@
+//! Integration tests of `chat-client` against the real `chat-server`.
+
+mod common;
+
+#[path = "client/batch.rs"]
+mod batch;
+#[path = "client/interactive.rs"]
+mod interactive;

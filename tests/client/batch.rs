@@ -1,0 +1,250 @@
+//! Batch mode: scripts on stdin, output on stdout, exit statuses.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use crate::common::{client_command, run_client, ChildGuard, Follower, Frame, ServerProcess};
+use crate::eqnice;
+
+#[test]
+fn a_script_is_delivered_in_order_to_a_follower() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let mut script = String::from("# greetings\n\n");
+    for i in 0..1000 {
+        script.push_str(&format!("send bob line {i}  with  spaces \n"));
+    }
+    let run = run_client(client_command(server.port, "alice"), script.as_bytes());
+    eqnice!(0, run.status);
+    eqnice!("", run.stderr);
+    for i in 0..1000 {
+        eqnice!(format!("alice: line {i}  with  spaces "), bob.line());
+    }
+    eqnice!(0, bob.stop());
+}
+
+#[test]
+fn reply_answers_the_last_sender() {
+    let mut server = ServerProcess::start(&[]);
+    let mut bob = server.login("bob");
+    let mut alice = ChildGuard(
+        client_command(server.port, "alice")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    server.wait_online("alice");
+    bob.send("alice", "ping");
+    let mut stdout = BufReader::new(alice.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    eqnice!("bob: ping\n", line);
+    let mut stdin = alice.0.stdin.take().unwrap();
+    stdin.write_all(b"reply pong\n").unwrap();
+    drop(stdin);
+    eqnice!(Frame::msg("alice", "pong"), bob.frame());
+    eqnice!(0, alice.0.wait().unwrap().code().unwrap());
+}
+
+#[test]
+fn reply_with_nobody_to_answer_is_a_rejected_line() {
+    let server = ServerProcess::start(&[]);
+    let run = run_client(client_command(server.port, "alice"), b"reply hi\n");
+    eqnice!(1, run.status);
+    eqnice!(
+        "<stdin>:1: nobody has sent you a message yet; nothing to reply to\n",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_lines_are_reported_with_line_numbers_and_later_lines_still_go_out() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let long = "x".repeat(2049);
+    let script = format!(
+        "send bob first\nfrobnicate\nsend bob\nsend héllo hi\nsend bob {long}\nsend bob last\n"
+    );
+    let run = run_client(client_command(server.port, "alice"), script.as_bytes());
+    eqnice!(1, run.status);
+    eqnice!(
+        "<stdin>:2: unknown command 'frobnicate' (try 'help')\n\
+         <stdin>:3: usage: send <user> <message>\n\
+         <stdin>:4: bad recipient 'héllo': byte 0xc3 at position 1 is not allowed \
+         (printable ASCII without spaces only)\n\
+         <stdin>:5: message is too long: 2049 bytes (limit 2048)\n",
+        run.stderr
+    );
+    eqnice!("alice: first", bob.line());
+    eqnice!("alice: last", bob.line());
+}
+
+#[test]
+fn exit_status_0_when_everything_went_out() {
+    let mut server = ServerProcess::start(&[]);
+    let _bob = Follower::start(&mut server, "bob", &[]);
+    let run = run_client(
+        client_command(server.port, "alice"),
+        b"send bob hi\nexit\nsend bob never\n",
+    );
+    eqnice!(0, run.status);
+}
+
+#[test]
+fn exit_status_1_and_the_error_after_draining() {
+    let server = ServerProcess::start(&[]);
+    let run = run_client(
+        client_command(server.port, "alice"),
+        b"send carol are you there\n",
+    );
+    eqnice!(1, run.status);
+    eqnice!("error: 'carol' is not connected\n", run.stderr);
+}
+
+#[test]
+fn exit_status_2_for_usage_errors() {
+    let run = run_client(client_command(1, "bad name"), b"");
+    eqnice!(2, run.status);
+    let run = run_client(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_chat-client"));
+            c.args(["localhost", "not-a-port", "alice"]);
+            c
+        },
+        b"",
+    );
+    eqnice!(2, run.status);
+}
+
+#[test]
+fn exit_status_3_when_the_username_is_taken() {
+    let mut server = ServerProcess::start(&[]);
+    let _alice = server.login("alice");
+    let run = run_client(client_command(server.port, "alice"), b"send alice hi\n");
+    eqnice!(3, run.status);
+    eqnice!("error: Username is taken\n", run.stderr);
+}
+
+#[test]
+fn exit_status_3_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = run_client(client_command(port, "alice"), b"");
+    eqnice!(3, run.status);
+    eqnice!(
+        format!("chat-client: cannot connect to 127.0.0.1:{port}: connection refused\n"),
+        run.stderr
+    );
+}
+
+#[test]
+fn control_characters_from_a_raw_sender_are_escaped() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let mut mallory = server.login("mallory");
+    mallory.send("bob", "\x1b[31mred\nmallory: fake\r\x07");
+    eqnice!("mallory: \\x1b[31mred\\nmallory: fake\\r\\x07", bob.line());
+}
+
+#[test]
+fn json_output_parses_back() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &["--json"]);
+    let mut alice = server.login("alice");
+    alice.send("bob", "quote \" backslash \\ newline \n é");
+    let line = bob.line();
+    let value: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+    eqnice!(
+        serde_json::json!({
+            "type": "message",
+            "from": "alice",
+            "content": "quote \" backslash \\ newline \n é"
+        }),
+        value
+    );
+    let run = run_client(
+        {
+            let mut c = client_command(server.port, "carol");
+            c.arg("--json");
+            c
+        },
+        b"send nobody hi\n",
+    );
+    let value: serde_json::Value = serde_json::from_str(run.stdout.trim_end()).expect("valid JSON");
+    eqnice!(
+        serde_json::json!({"type": "error", "text": "'nobody' is not connected"}),
+        value
+    );
+}
+
+#[test]
+fn no_colour_when_piped_unless_forced() {
+    let mut server = ServerProcess::start(&[]);
+    let plain = Follower::start(&mut server, "plain", &[]);
+    let forced = Follower::start(&mut server, "forced", &["--color", "always"]);
+    let run = run_client(
+        client_command(server.port, "alice"),
+        b"send plain hi\nsend forced hi\nsend nobody hi\n",
+    );
+    eqnice!("alice: hi", plain.line());
+    assert!(
+        forced.line().contains("\x1b["),
+        "--color always must colour"
+    );
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+}
+
+#[test]
+fn a_broken_stdout_pipe_is_a_normal_exit() {
+    let mut server = ServerProcess::start(&[]);
+    let mut listener = ChildGuard(
+        client_command(server.port, "bob")
+            .arg("--follow")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    server.wait_online("bob");
+    // Close the read end of bob's stdout, like `| head -n 0` would.
+    drop(listener.0.stdout.take());
+    let mut alice = server.login("alice");
+    for i in 0..50 {
+        alice.send("bob", &format!("message {i}"));
+    }
+    let deadline = std::time::Instant::now() + crate::common::TIMEOUT;
+    let status = loop {
+        if let Some(status) = listener.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "client kept running");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    eqnice!(Some(0), status.code());
+}
+
+#[test]
+fn follower_exits_when_the_server_shuts_down() {
+    let mut server = ServerProcess::start(&[]);
+    let mut bob = ChildGuard(
+        client_command(server.port, "bob")
+            .arg("--follow")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    server.wait_online("bob");
+    server.console("exit");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bob.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    eqnice!("error: server is shutting down\n", stderr);
+    eqnice!(Some(1), bob.0.wait().unwrap().code());
+}
