@@ -77,3 +77,38 @@ fn readme_documents_every_server_option() {
         .collect();
     assert!(missing.is_empty(), "README.md does not mention {missing:?}");
 }
+
+#[test]
+fn chat_client_man_page_documents_every_option() {
+    man_page_covers_help(env!("CARGO_BIN_EXE_chat-client"), "man/chat-client.1");
+}
+
+#[test]
+fn chat_client_man_page_has_the_required_sections() {
+    let man = std::fs::read_to_string("man/chat-client.1").unwrap();
+    for section in [
+        "SYNOPSIS",
+        "OPTIONS",
+        "COMMANDS",
+        "INTERACTIVE USE",
+        "BATCH USE",
+        "OUTPUT",
+        "EXIT STATUS",
+        "EXAMPLES",
+    ] {
+        assert!(
+            man.contains(&format!(".SH {section}\n")),
+            "missing section {section}"
+        );
+    }
+}
+
+#[test]
+fn readme_documents_every_client_option() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let missing: Vec<String> = flags_in_help(env!("CARGO_BIN_EXE_chat-client"))
+        .into_iter()
+        .filter(|flag| !readme.contains(flag.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "README.md does not mention {missing:?}");
+}
