@@ -15,6 +15,19 @@
 //! | message | server → client | `u16 0`, `u16 from_len`, `u16 content_len`, from, content |
 //! | error | server → client | `u16 1`, `u16 text_len`, text (ends with `\n`) |
 //!
+//! Extensions, negotiated so that v1 peers never see them (a session gets
+//! no frame with opcode ≥ 2 unless it sent HELLO first). Every extension
+//! frame has the v1 message header shape, `u16 opcode`, `u16 len_a`,
+//! `u16 len_b`, a, b, so a v1 server stays in frame sync:
+//!
+//! | frame | direction | opcode | a | b |
+//! |---|---|---|---|---|
+//! | HELLO | client → server | 2 | empty | features, e.g. `pmchat/1 presence` |
+//! | WELCOME | server → client | 2 | server name/version | limits, `max_username=32 max_message=2048` |
+//! | WHO | client → server | 3 | empty | empty |
+//! | ONLINE | server → client | 3 | `more` or `end` | usernames separated by `\n` |
+//! | PRESENCE | server → client | 4 | `joined` or `left` | username |
+//!
 //! A decoder checks every header against the [`Limits`] *before* it looks at
 //! the body, so a peer can never make us buffer more than one maximum-sized
 //! frame.
@@ -25,6 +38,24 @@ use smol::io::{AsyncRead, AsyncReadExt};
 pub const OP_MESSAGE: u16 = 0;
 /// Opcode of an error frame (server → client).
 pub const OP_ERROR: u16 = 1;
+
+/// Opcode of HELLO (client → server) and WELCOME (server → client).
+pub const OP_HELLO: u16 = 2;
+/// Opcode of WHO (client → server) and ONLINE (server → client).
+pub const OP_WHO: u16 = 3;
+/// Opcode of PRESENCE (server → client).
+pub const OP_PRESENCE: u16 = 4;
+
+/// Longest feature list a HELLO may carry.
+pub const MAX_HELLO: usize = 1024;
+
+/// Features our client asks for and our server offers.
+pub const FEATURE_BASE: &str = "pmchat/1";
+/// Feature: the online list, then joined/left events.
+pub const FEATURE_PRESENCE: &str = "presence";
+
+/// The text a v1 server answers a HELLO with (a message to the empty name).
+pub const V1_HELLO_ANSWER: &[u8] = b"'' is not connected\n";
 
 /// Bytes before the names in a message frame: opcode and two lengths.
 pub const MESSAGE_HEADER_LEN: usize = 6;
@@ -53,9 +84,11 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Longest client → server frame these limits allow, header included.
+    /// Longest client → server frame these limits allow, header included
+    /// (a message, or a HELLO with its longest feature list).
     pub fn max_client_frame(&self) -> usize {
-        MESSAGE_HEADER_LEN + usize::from(self.max_username) + usize::from(self.max_message)
+        let message = usize::from(self.max_username) + usize::from(self.max_message);
+        MESSAGE_HEADER_LEN + message.max(MAX_HELLO)
     }
 }
 
@@ -64,6 +97,10 @@ impl Limits {
 pub enum ClientFrame<'a> {
     /// A direct message to `to`.
     Message { to: &'a [u8], content: &'a [u8] },
+    /// Extension negotiation, with the features the client wants.
+    Hello { features: &'a [u8] },
+    /// A request for the online list.
+    Who,
 }
 
 /// A frame sent by a server, borrowed from the read buffer.
@@ -73,6 +110,12 @@ pub enum ServerFrame<'a> {
     Message { from: &'a [u8], content: &'a [u8] },
     /// An error report; the text normally ends with `\n`.
     Error { text: &'a [u8] },
+    /// The answer to HELLO: who the server is and its limits.
+    Welcome { server: &'a [u8], limits: &'a [u8] },
+    /// One page of the online list; `last` on the final page.
+    Online { last: bool, names: &'a [u8] },
+    /// A user joined (`joined`) or left.
+    Presence { joined: bool, name: &'a [u8] },
 }
 
 /// The outcome of decoding from the front of a buffer.
@@ -97,6 +140,12 @@ pub enum FrameError {
     /// The content is longer than the message limit.
     #[error("message too long: {len} bytes (limit {limit})")]
     ContentTooLong { len: usize, limit: usize },
+    /// An extension frame whose fields do not fit its opcode.
+    #[error("malformed {frame} frame: {why}")]
+    Malformed {
+        frame: &'static str,
+        why: &'static str,
+    },
 }
 
 /// Why a username is refused.
@@ -182,6 +231,25 @@ pub fn decode_handshake<'a>(
     Ok(Decoded::Frame(name, 1 + len))
 }
 
+/// Reads the shared header (`u16 opcode`, `u16 len_a`, `u16 len_b`).
+fn header(buf: &[u8]) -> Option<(u16, usize, usize)> {
+    (buf.len() >= MESSAGE_HEADER_LEN).then(|| {
+        (
+            be16(buf, 0),
+            usize::from(be16(buf, 2)),
+            usize::from(be16(buf, 4)),
+        )
+    })
+}
+
+/// Splits the two fields after a header, or says the body is incomplete.
+fn fields(buf: &[u8], len_a: usize, len_b: usize) -> Option<(&[u8], &[u8], usize)> {
+    let end = MESSAGE_HEADER_LEN + len_a + len_b;
+    let body = buf.get(MESSAGE_HEADER_LEN..end)?;
+    let (a, b) = body.split_at(len_a);
+    Some((a, b, end))
+}
+
 /// Decodes one client → server frame from the front of `buf`.
 pub fn decode_client_frame<'a>(
     buf: &'a [u8],
@@ -193,39 +261,65 @@ pub fn decode_client_frame<'a>(
         });
     }
     let opcode = be16(buf, 0);
-    if opcode != OP_MESSAGE {
+    if !matches!(opcode, OP_MESSAGE | OP_HELLO | OP_WHO) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
-    if buf.len() < MESSAGE_HEADER_LEN {
+    let Some((_, len_a, len_b)) = header(buf) else {
         return Ok(Decoded::Incomplete {
             header_complete: false,
         });
+    };
+    match opcode {
+        OP_MESSAGE => {
+            let name_limit = usize::from(limits.max_username);
+            if len_a > name_limit {
+                return Err(FrameError::NameTooLong {
+                    len: len_a,
+                    limit: name_limit,
+                });
+            }
+            let content_limit = usize::from(limits.max_message);
+            if len_b > content_limit {
+                return Err(FrameError::ContentTooLong {
+                    len: len_b,
+                    limit: content_limit,
+                });
+            }
+        }
+        OP_HELLO => {
+            if len_a != 0 {
+                return Err(FrameError::Malformed {
+                    frame: "HELLO",
+                    why: "its first field must be empty",
+                });
+            }
+            if len_b > MAX_HELLO {
+                return Err(FrameError::Malformed {
+                    frame: "HELLO",
+                    why: "feature list over 1024 bytes",
+                });
+            }
+        }
+        _ => {
+            if len_a != 0 || len_b != 0 {
+                return Err(FrameError::Malformed {
+                    frame: "WHO",
+                    why: "its fields must be empty",
+                });
+            }
+        }
     }
-    let to_len = usize::from(be16(buf, 2));
-    let content_len = usize::from(be16(buf, 4));
-    let name_limit = usize::from(limits.max_username);
-    if to_len > name_limit {
-        return Err(FrameError::NameTooLong {
-            len: to_len,
-            limit: name_limit,
-        });
-    }
-    let content_limit = usize::from(limits.max_message);
-    if content_len > content_limit {
-        return Err(FrameError::ContentTooLong {
-            len: content_len,
-            limit: content_limit,
-        });
-    }
-    let end = MESSAGE_HEADER_LEN + to_len + content_len;
-    if buf.len() < end {
+    let Some((a, b, end)) = fields(buf, len_a, len_b) else {
         return Ok(Decoded::Incomplete {
             header_complete: true,
         });
-    }
-    let to = &buf[MESSAGE_HEADER_LEN..MESSAGE_HEADER_LEN + to_len];
-    let content = &buf[MESSAGE_HEADER_LEN + to_len..end];
-    Ok(Decoded::Frame(ClientFrame::Message { to, content }, end))
+    };
+    let frame = match opcode {
+        OP_MESSAGE => ClientFrame::Message { to: a, content: b },
+        OP_HELLO => ClientFrame::Hello { features: b },
+        _ => ClientFrame::Who,
+    };
+    Ok(Decoded::Frame(frame, end))
 }
 
 /// Decodes one server → client frame from the front of `buf`.
@@ -238,42 +332,77 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             header_complete: false,
         });
     }
-    match be16(buf, 0) {
-        OP_MESSAGE => {
-            if buf.len() < MESSAGE_HEADER_LEN {
-                return Ok(Decoded::Incomplete {
-                    header_complete: false,
-                });
-            }
-            let from_len = usize::from(be16(buf, 2));
-            let content_len = usize::from(be16(buf, 4));
-            let end = MESSAGE_HEADER_LEN + from_len + content_len;
-            if buf.len() < end {
-                return Ok(Decoded::Incomplete {
-                    header_complete: true,
-                });
-            }
-            let from = &buf[MESSAGE_HEADER_LEN..MESSAGE_HEADER_LEN + from_len];
-            let content = &buf[MESSAGE_HEADER_LEN + from_len..end];
-            Ok(Decoded::Frame(ServerFrame::Message { from, content }, end))
+    let opcode = be16(buf, 0);
+    if opcode == OP_ERROR {
+        if buf.len() < ERROR_HEADER_LEN {
+            return Ok(Decoded::Incomplete {
+                header_complete: false,
+            });
         }
-        OP_ERROR => {
-            if buf.len() < ERROR_HEADER_LEN {
-                return Ok(Decoded::Incomplete {
-                    header_complete: false,
-                });
-            }
-            let end = ERROR_HEADER_LEN + usize::from(be16(buf, 2));
-            if buf.len() < end {
-                return Ok(Decoded::Incomplete {
-                    header_complete: true,
-                });
-            }
-            let text = &buf[ERROR_HEADER_LEN..end];
-            Ok(Decoded::Frame(ServerFrame::Error { text }, end))
-        }
-        other => Err(FrameError::UnknownOpcode(other)),
+        let end = ERROR_HEADER_LEN + usize::from(be16(buf, 2));
+        let Some(text) = buf.get(ERROR_HEADER_LEN..end) else {
+            return Ok(Decoded::Incomplete {
+                header_complete: true,
+            });
+        };
+        return Ok(Decoded::Frame(ServerFrame::Error { text }, end));
     }
+    if !matches!(opcode, OP_MESSAGE | OP_HELLO | OP_WHO | OP_PRESENCE) {
+        return Err(FrameError::UnknownOpcode(opcode));
+    }
+    let Some((_, len_a, len_b)) = header(buf) else {
+        return Ok(Decoded::Incomplete {
+            header_complete: false,
+        });
+    };
+    let Some((a, b, end)) = fields(buf, len_a, len_b) else {
+        return Ok(Decoded::Incomplete {
+            header_complete: true,
+        });
+    };
+    let frame = match opcode {
+        OP_MESSAGE => ServerFrame::Message {
+            from: a,
+            content: b,
+        },
+        OP_HELLO => ServerFrame::Welcome {
+            server: a,
+            limits: b,
+        },
+        OP_WHO => match a {
+            b"more" => ServerFrame::Online {
+                last: false,
+                names: b,
+            },
+            b"end" => ServerFrame::Online {
+                last: true,
+                names: b,
+            },
+            _ => {
+                return Err(FrameError::Malformed {
+                    frame: "ONLINE",
+                    why: "first field must be 'more' or 'end'",
+                })
+            }
+        },
+        _ => match a {
+            b"joined" => ServerFrame::Presence {
+                joined: true,
+                name: b,
+            },
+            b"left" => ServerFrame::Presence {
+                joined: false,
+                name: b,
+            },
+            _ => {
+                return Err(FrameError::Malformed {
+                    frame: "PRESENCE",
+                    why: "first field must be 'joined' or 'left'",
+                })
+            }
+        },
+    };
+    Ok(Decoded::Frame(frame, end))
 }
 
 fn u16_len(field: &[u8]) -> Result<[u8; 2], FieldTooLong> {
@@ -296,18 +425,102 @@ pub fn encode_handshake(name: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLo
     Ok(())
 }
 
+/// Appends a frame of the shared shape (`u16 opcode`, `u16 len_a`,
+/// `u16 len_b`, a, b) to `out`.
+pub fn encode_pair(opcode: u16, a: &[u8], b: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
+    let len_a = u16_len(a)?;
+    let len_b = u16_len(b)?;
+    out.reserve(MESSAGE_HEADER_LEN + a.len() + b.len());
+    out.extend_from_slice(&opcode.to_be_bytes());
+    out.extend_from_slice(&len_a);
+    out.extend_from_slice(&len_b);
+    out.extend_from_slice(a);
+    out.extend_from_slice(b);
+    Ok(())
+}
+
 /// Appends a message frame to `out`. The layout is the same both ways: a
 /// client puts the recipient in `name`, the server puts the sender.
 pub fn encode_message(name: &[u8], content: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
-    let name_len = u16_len(name)?;
-    let content_len = u16_len(content)?;
-    out.reserve(MESSAGE_HEADER_LEN + name.len() + content.len());
-    out.extend_from_slice(&OP_MESSAGE.to_be_bytes());
-    out.extend_from_slice(&name_len);
-    out.extend_from_slice(&content_len);
-    out.extend_from_slice(name);
-    out.extend_from_slice(content);
-    Ok(())
+    encode_pair(OP_MESSAGE, name, content, out)
+}
+
+/// Appends a HELLO asking for `features` (space-separated).
+pub fn encode_hello(features: &str, out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
+    encode_pair(OP_HELLO, b"", features.as_bytes(), out)
+}
+
+/// Appends a WHO request.
+pub fn encode_who(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, OP_WHO as u8, 0, 0, 0, 0]);
+}
+
+/// Appends the ONLINE pages listing `names`, each page's name list within a
+/// 16-bit field; an empty list is one empty final page.
+pub fn encode_online<S: AsRef<str>>(names: &[S], out: &mut Vec<u8>) {
+    let mut page = Vec::new();
+    let mut iter = names.iter().peekable();
+    loop {
+        page.clear();
+        while let Some(name) = iter.peek() {
+            let name = name.as_ref().as_bytes();
+            let extra = name.len() + usize::from(!page.is_empty());
+            if !page.is_empty() && page.len() + extra > usize::from(u16::MAX) {
+                break;
+            }
+            if !page.is_empty() {
+                page.push(b'\n');
+            }
+            page.extend_from_slice(name);
+            iter.next();
+        }
+        let marker: &[u8] = if iter.peek().is_none() {
+            b"end"
+        } else {
+            b"more"
+        };
+        // A page is cut at 65535 bytes and a username is at most 255.
+        let _ = encode_pair(OP_WHO, marker, &page, out);
+        if iter.peek().is_none() {
+            return;
+        }
+    }
+}
+
+/// Appends a PRESENCE event.
+pub fn encode_presence(joined: bool, name: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
+    let kind: &[u8] = if joined { b"joined" } else { b"left" };
+    encode_pair(OP_PRESENCE, kind, name, out)
+}
+
+/// Server limits as WELCOME states them: `max_username=N max_message=M`.
+pub fn format_limits(limits: &Limits) -> String {
+    format!(
+        "max_username={} max_message={}",
+        limits.max_username, limits.max_message
+    )
+}
+
+/// Reads limits back from a WELCOME; unknown keys are ignored and missing
+/// ones keep the v1 defaults.
+pub fn parse_limits(text: &[u8]) -> Limits {
+    let mut limits = Limits::default();
+    for pair in String::from_utf8_lossy(text).split_whitespace() {
+        match pair.split_once('=') {
+            Some(("max_username", n)) => {
+                if let Ok(n) = n.parse() {
+                    limits.max_username = n;
+                }
+            }
+            Some(("max_message", n)) => {
+                if let Ok(n) = n.parse() {
+                    limits.max_message = n;
+                }
+            }
+            _ => {}
+        }
+    }
+    limits
 }
 
 /// Appends an error frame to `out`. A text longer than a frame can carry is
@@ -554,6 +767,113 @@ mod tests {
     }
 
     #[test]
+    fn extension_frames_round_trip() {
+        let limits = Limits::default();
+        let mut out = Vec::new();
+        encode_hello("pmchat/1 presence", &mut out).unwrap();
+        assert_eq!(&out[..6], &[0, 2, 0, 0, 0, 17]);
+        assert_eq!(
+            decode_client_frame(&out, &limits).unwrap(),
+            Decoded::Frame(
+                ClientFrame::Hello {
+                    features: b"pmchat/1 presence"
+                },
+                out.len()
+            )
+        );
+        out.clear();
+        encode_who(&mut out);
+        assert_eq!(
+            decode_client_frame(&out, &limits).unwrap(),
+            Decoded::Frame(ClientFrame::Who, 6)
+        );
+        out.clear();
+        encode_presence(false, b"bob", &mut out).unwrap();
+        assert_eq!(
+            decode_server_frame(&out).unwrap(),
+            Decoded::Frame(
+                ServerFrame::Presence {
+                    joined: false,
+                    name: b"bob"
+                },
+                out.len()
+            )
+        );
+        assert_eq!(
+            parse_limits(
+                format_limits(&Limits {
+                    max_username: 9,
+                    max_message: 70
+                })
+                .as_bytes()
+            ),
+            Limits {
+                max_username: 9,
+                max_message: 70
+            }
+        );
+    }
+
+    #[test]
+    fn a_v1_server_sees_hello_as_a_message_to_the_empty_name() {
+        // The shape that keeps v1 servers in frame sync.
+        let mut out = Vec::new();
+        encode_hello("pmchat/1", &mut out).unwrap();
+        let (opcode, to_len, content_len) = header(&out).unwrap();
+        assert_eq!(
+            (opcode, to_len, content_len, out.len()),
+            (2, 0, 8, MESSAGE_HEADER_LEN + 8)
+        );
+    }
+
+    #[test]
+    fn online_list_is_paged_under_the_field_limit() {
+        let names: Vec<String> = (0..10_000)
+            .map(|i| format!("user-{i:05}-{}", "x".repeat(20)))
+            .collect();
+        let mut out = Vec::new();
+        encode_online(&names, &mut out);
+        let mut rest = &out[..];
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let Decoded::Frame(ServerFrame::Online { last, names }, used) =
+                decode_server_frame(rest).unwrap()
+            else {
+                panic!("not an ONLINE frame");
+            };
+            pages += 1;
+            seen.extend(
+                names
+                    .split(|&b| b == b'\n')
+                    .map(|n| String::from_utf8(n.to_vec()).unwrap()),
+            );
+            rest = &rest[used..];
+            if last {
+                break;
+            }
+        }
+        assert!(rest.is_empty());
+        assert!(pages > 1);
+        assert_eq!(seen, names);
+        out.clear();
+        encode_online::<&str>(&[], &mut out);
+        assert_eq!(out, [0, 3, 0, 3, 0, 0, b'e', b'n', b'd']);
+    }
+
+    #[test]
+    fn extension_headers_are_checked_before_their_bodies() {
+        let limits = Limits::default();
+        assert!(decode_client_frame(&[0, 2, 0, 1, 0, 0], &limits).is_err());
+        assert!(decode_client_frame(&[0, 2, 0, 0, 0x10, 0], &limits).is_err());
+        assert!(decode_client_frame(&[0, 3, 0, 0, 0, 1], &limits).is_err());
+        assert_eq!(
+            decode_client_frame(&[0, 4], &limits),
+            Err(FrameError::UnknownOpcode(4))
+        );
+    }
+
+    #[test]
     fn handshake_rules() {
         let limits = Limits::default();
         assert_eq!(decode_handshake(&[0], &limits), Err(UsernameError::Empty));
@@ -624,9 +944,11 @@ mod tests {
             assert!(buf.allocated() <= bound, "allocated {}", buf.allocated());
             loop {
                 match decode_client_frame(buf.data(), limits) {
-                    Ok(Decoded::Frame(ClientFrame::Message { to, content }, used)) => {
+                    Ok(Decoded::Frame(frame, used)) => {
                         assert!(used <= limits.max_client_frame());
-                        frames.push((to.to_vec(), content.to_vec()));
+                        if let ClientFrame::Message { to, content } = frame {
+                            frames.push((to.to_vec(), content.to_vec()));
+                        }
                         buf.consume(used);
                     }
                     Ok(Decoded::Incomplete { .. }) => break,

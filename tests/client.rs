@@ -4,5 +4,7 @@ mod common;
 
 #[path = "client/batch.rs"]
 mod batch;
+#[path = "client/extensions.rs"]
+mod extensions;
 #[path = "client/interactive.rs"]
 mod interactive;

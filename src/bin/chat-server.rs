@@ -1,21 +1,25 @@
 //! `chat-server PORT`: parse the options, bind, and run the server until
 //! `exit`, SIGINT or SIGTERM.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use pmchat::exit_codes;
 use pmchat::server::{self, cli::ServerArgs, Server};
-use smol::{Async, Executor};
+use smol::Executor;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
     pmchat::logging::init(args.verbosity(), args.color.enabled_for(&std::io::stderr()));
 
+    match server::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!("open files limit: {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = match Async::<TcpListener>::bind(addr) {
+    let listener = match server::bind(addr) {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };

@@ -19,9 +19,10 @@ use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use smol::{Async, Timer, Unblock};
 
 use super::command::{self, Command};
-use super::connection::receive;
+use super::connection::{await_login, receive, Negotiation};
 use super::output::{Output, Renderer};
 use super::state::ChatState;
+use super::Greeting;
 use crate::protocol::{self, Limits};
 
 /// Settings for one batch run.
@@ -32,8 +33,6 @@ pub struct BatchOptions {
     pub drain_timeout: Duration,
     /// How frames are shown.
     pub renderer: Renderer,
-    /// Limits for the local checks.
-    pub limits: Limits,
 }
 
 /// Bytes of encoded frames gathered before a write even if stdin still has
@@ -48,11 +47,11 @@ enum Sent {
     Interrupted,
 }
 
-/// Runs a script from stdin over `stream`, whose first bytes must be
-/// `hello` (the handshake). Returns the exit status.
+/// Runs a script from stdin over `stream`, after the handshake and HELLO
+/// in `greeting`. Returns the exit status.
 pub fn run(
     stream: Async<TcpStream>,
-    hello: Vec<u8>,
+    greeting: Greeting,
     options: BatchOptions,
     state: &ChatState,
 ) -> i32 {
@@ -60,11 +59,26 @@ pub fn run(
         let mut output = Output::new(options.renderer);
         // Set once the whole script has been handed to the socket.
         let input_done = Cell::new(false);
-        let receiving = async { Ok(receive(&stream, &mut output, state).await) };
+        let (told, outcome) = async_channel::bounded(1);
+        let negotiation = Negotiation {
+            outcome: Some(told),
+            presence: greeting.presence,
+        };
+        let receiving = async { Ok(receive(&stream, &mut output, state, negotiation).await) };
         let sending = async {
+            // Nothing of the script goes out before the login is confirmed
+            // (or a v1 server is recognised): a refused name sends nothing.
+            let login = match (&stream).write_all(&greeting.bytes).await {
+                Ok(()) => await_login(&outcome, greeting.timeout).await,
+                Err(_) => None,
+            };
+            if login.is_none() {
+                // The server closed the connection; the receiver says why.
+                std::future::pending::<()>().await;
+            }
             // A failed write means the server went away; the receiver will
             // read why, so wait for it (bounded) rather than end here.
-            let _ = send_script(&stream, hello, &options.limits, state).await;
+            let _ = send_script(&stream, &state.limits(), state).await;
             input_done.set(true);
             if options.follow {
                 return Err(wait_for_signal().await);
@@ -91,18 +105,17 @@ pub fn run(
 /// Reads, checks and sends every command on stdin until its end or `exit`.
 async fn send_script(
     stream: &Async<TcpStream>,
-    hello: Vec<u8>,
     limits: &Limits,
     state: &ChatState,
 ) -> io::Result<()> {
     let stdin = Unblock::with_capacity(SEND_BUFFER, io::stdin());
     let mut script = BufReader::with_capacity(SEND_BUFFER, stdin);
-    let mut out = hello;
+    let mut out = Vec::new();
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
         // Send what we have before stdin may make us wait, so a slow pipe
-        // sends each line (and the handshake) at once.
+        // sends each line at once.
         if out.len() >= SEND_BUFFER || (!out.is_empty() && script.buffer().is_empty()) {
             (&*stream).write_all(&out).await?;
             out.clear();
@@ -156,6 +169,11 @@ fn encode_line(
             eprintln!("{}", command::HELP);
             return Ok(Flow::Continue);
         }
+        Some(Command::Who) if state.extended() => {
+            protocol::encode_who(out);
+            return Ok(Flow::Continue);
+        }
+        Some(Command::Who) => return Err(command::WHO_UNSUPPORTED.to_string()),
         Some(Command::Send { to, message }) => (to.to_string(), message),
         Some(Command::Reply { message }) => {
             let to = state

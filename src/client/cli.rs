@@ -23,6 +23,7 @@ use crate::protocol::{validate_username, Limits};
 Commands:
   send <user> <message>   the message is the rest of the line, verbatim
   reply <message>         answer whoever last messaged you
+  who                     list who is online (pmchat servers only)
   help                    list the commands
   exit, quit              leave
 
@@ -65,6 +66,15 @@ pub struct ClientArgs {
     /// outcome of what was sent before giving up.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// How long to wait for the server's answer to our extension
+    /// handshake (HELLO) before assuming a v1 server.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+
+    /// Do not show users joining and leaving in the interactive editor.
+    #[arg(long)]
+    pub no_presence: bool,
 
     /// How long to wait for the TCP connection.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]

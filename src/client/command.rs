@@ -14,11 +14,16 @@ pub enum Command<'a> {
     Send { to: &'a str, message: &'a str },
     /// Send `message` to whoever last sent us a message.
     Reply { message: &'a str },
+    /// List who is online (needs a server with extensions).
+    Who,
     /// Print the command list.
     Help,
     /// Stop reading commands.
     Exit,
 }
+
+/// The answer to `who` on a server without extensions.
+pub const WHO_UNSUPPORTED: &str = "who is not supported by this server";
 
 /// Why a line was refused; nothing is sent for it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,13 +52,14 @@ pub enum CommandError {
 }
 
 /// The commands, for `help` and for completion.
-pub const COMMANDS: [&str; 5] = ["send", "reply", "help", "exit", "quit"];
+pub const COMMANDS: [&str; 6] = ["send", "reply", "who", "help", "exit", "quit"];
 
 /// The text `help` prints.
 pub const HELP: &str = "\
 commands:
   send <user> <message>   send a private message (the rest of the line, verbatim)
   reply <message>         answer whoever last messaged you
+  who                     list who is online (pmchat servers only)
   help                    show this list
   exit, quit              leave (batch scripts end here too)";
 
@@ -86,6 +92,7 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
             check_message(message, limits)?;
             Ok(Some(Command::Reply { message }))
         }
+        "who" => no_arguments("who", Command::Who),
         "help" => no_arguments("help", Command::Help),
         "exit" => no_arguments("exit", Command::Exit),
         "quit" => no_arguments("quit", Command::Exit),
@@ -199,6 +206,7 @@ mod tests {
         );
         assert_eq!(p("reply"), Err(CommandError::ReplyUsage));
         assert_eq!(p("help"), Ok(Some(Command::Help)));
+        assert_eq!(p("who"), Ok(Some(Command::Who)));
         assert_eq!(p("exit"), Ok(Some(Command::Exit)));
         assert_eq!(p("quit "), Ok(Some(Command::Exit)));
         assert_eq!(p("exit now"), Err(CommandError::NoArguments("exit")));

@@ -76,6 +76,10 @@ pub trait Sink {
     fn message(&mut self, from: &[u8], content: &[u8]);
     /// An error reported by the server.
     fn error(&mut self, text: &[u8]);
+    /// The answer to a `who`: the online users, sorted.
+    fn online(&mut self, names: &[String]);
+    /// A presence event.
+    fn presence(&mut self, joined: bool, name: &[u8]);
     /// No further frame is immediately waiting: show what is pending.
     fn flush(&mut self) -> io::Result<()>;
 }
@@ -87,6 +91,14 @@ impl Sink for Output {
 
     fn error(&mut self, text: &[u8]) {
         Output::error(self, text);
+    }
+
+    fn online(&mut self, names: &[String]) {
+        Output::online(self, names);
+    }
+
+    fn presence(&mut self, joined: bool, name: &[u8]) {
+        Output::presence(self, joined, name);
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -111,29 +123,90 @@ pub enum Received {
 /// Largest server frame: two 16-bit fields after the header.
 const MAX_SERVER_FRAME: usize = protocol::MESSAGE_HEADER_LEN + 2 * u16::MAX as usize;
 
+/// How the server answered our HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// WELCOME (and, if asked, the presence snapshot) arrived.
+    Extended,
+    /// A v1 server answered `'' is not connected`.
+    V1,
+}
+
+/// The receiving side's view of the HELLO exchange.
+pub struct Negotiation {
+    /// Told the outcome once it is known; `None` once it was told (or when
+    /// no HELLO was sent).
+    pub outcome: Option<async_channel::Sender<Login>>,
+    /// We asked for presence, so the first ONLINE list after WELCOME is the
+    /// snapshot, not an answer to `who`.
+    pub presence: bool,
+}
+
 /// Reads frames until the server closes the connection, handing each to
 /// `sink` and flushing the sink whenever the socket has nothing more ready.
 pub async fn receive(
     stream: &Async<TcpStream>,
     sink: &mut impl Sink,
     state: &ChatState,
+    mut negotiation: Negotiation,
 ) -> Received {
     let mut input = ReadBuffer::new(MAX_SERVER_FRAME);
     let mut after_error = false;
+    // ONLINE pages collected so far, and whether they are the snapshot.
+    let mut online: Vec<String> = Vec::new();
+    let mut awaiting_snapshot = false;
     loop {
         loop {
             match protocol::decode_server_frame(input.data()) {
                 Ok(Decoded::Frame(frame, used)) => {
+                    after_error = matches!(frame, ServerFrame::Error { .. });
                     match frame {
                         ServerFrame::Message { from, content } => {
-                            after_error = false;
                             state.received_from(&String::from_utf8_lossy(from));
                             sink.message(from, content);
                         }
+                        // A v1 server's answer to HELLO: swallowed.
+                        ServerFrame::Error { text }
+                            if negotiation.outcome.is_some()
+                                && text == protocol::V1_HELLO_ANSWER =>
+                        {
+                            after_error = false;
+                            tell(&mut negotiation.outcome, Login::V1);
+                        }
                         ServerFrame::Error { text } => {
-                            after_error = true;
                             state.server_error(text);
                             sink.error(text);
+                        }
+                        ServerFrame::Welcome { limits, .. } => {
+                            state.set_extended(protocol::parse_limits(limits));
+                            if negotiation.presence {
+                                awaiting_snapshot = true;
+                            } else {
+                                tell(&mut negotiation.outcome, Login::Extended);
+                            }
+                        }
+                        ServerFrame::Online { last, names } => {
+                            online.extend(
+                                names
+                                    .split(|&b| b == b'\n')
+                                    .filter(|n| !n.is_empty())
+                                    .map(|n| String::from_utf8_lossy(n).into_owned()),
+                            );
+                            if last {
+                                online.sort_unstable();
+                                if awaiting_snapshot {
+                                    awaiting_snapshot = false;
+                                    state.set_online(&online);
+                                    tell(&mut negotiation.outcome, Login::Extended);
+                                } else {
+                                    sink.online(&online);
+                                }
+                                online.clear();
+                            }
+                        }
+                        ServerFrame::Presence { joined, name } => {
+                            state.presence(joined, &String::from_utf8_lossy(name));
+                            sink.presence(joined, name);
                         }
                     }
                     input.consume(used);
@@ -172,4 +245,25 @@ pub async fn receive(
             }
         }
     }
+}
+
+fn tell(outcome: &mut Option<async_channel::Sender<Login>>, login: Login) {
+    if let Some(outcome) = outcome.take() {
+        let _ = outcome.try_send(login);
+    }
+}
+
+/// Waits for the outcome of HELLO: the receiving side's verdict, or v1 if
+/// nothing came within `timeout` (some servers never answer). `None` means
+/// the receiving side ended first (the server closed the connection).
+pub async fn await_login(
+    outcome: &async_channel::Receiver<Login>,
+    timeout: Duration,
+) -> Option<Login> {
+    async { outcome.recv().await.ok() }
+        .or(async {
+            Timer::after(timeout).await;
+            Some(Login::V1)
+        })
+        .await
 }

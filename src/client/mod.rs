@@ -20,7 +20,7 @@ use std::io::{self, IsTerminal};
 use std::sync::Arc;
 
 use crate::exit_codes;
-use crate::protocol::{self, Limits};
+use crate::protocol;
 use cli::ClientArgs;
 use connection::Received;
 use output::Renderer;
@@ -45,32 +45,63 @@ pub fn run(args: ClientArgs) -> i32 {
             return exit_codes::NOT_CONNECTED;
         }
     };
-    let mut hello = Vec::new();
-    if let Err(e) = protocol::encode_handshake(args.username.as_bytes(), &mut hello) {
-        eprintln!("chat-client: {e}");
-        return exit_codes::USAGE;
-    }
+    // The REPL wants presence for completion; a batch run only shows it
+    // in JSON.
+    let presence = interactive || args.json;
+    let hello = match greeting(&args.username, presence) {
+        Ok(hello) => hello,
+        Err(e) => {
+            eprintln!("chat-client: {e}");
+            return exit_codes::USAGE;
+        }
+    };
     let state = Arc::new(ChatState::default());
-    let limits = Limits::default();
+    let login = Greeting {
+        bytes: hello,
+        presence,
+        timeout: args.hello_timeout,
+    };
     if interactive {
         let options = repl::ReplOptions {
             history: args.history_path(),
             server: format!("{}:{}", args.host, args.port),
             username: args.username,
             drain_timeout: args.drain_timeout,
+            show_presence: !args.no_presence,
             renderer,
-            limits,
         };
-        repl::run(stream, hello, options, state)
+        repl::run(stream, login, options, state)
     } else {
         let options = batch::BatchOptions {
             follow: args.follow,
             drain_timeout: args.drain_timeout,
             renderer,
-            limits,
         };
-        batch::run(stream, hello, options, &state)
+        batch::run(stream, login, options, &state)
     }
+}
+
+/// The first bytes we send, and how to wait for the answer.
+pub struct Greeting {
+    /// The v1 handshake followed by HELLO.
+    pub bytes: Vec<u8>,
+    /// HELLO asked for presence.
+    pub presence: bool,
+    /// How long to wait for an answer before assuming a v1 server.
+    pub timeout: std::time::Duration,
+}
+
+/// The v1 handshake for `username`, then a HELLO asking for our features.
+fn greeting(username: &str, presence: bool) -> Result<Vec<u8>, protocol::FieldTooLong> {
+    let mut bytes = Vec::new();
+    protocol::encode_handshake(username.as_bytes(), &mut bytes)?;
+    let mut features = protocol::FEATURE_BASE.to_string();
+    if presence {
+        features.push(' ');
+        features.push_str(protocol::FEATURE_PRESENCE);
+    }
+    protocol::encode_hello(&features, &mut bytes)?;
+    Ok(bytes)
 }
 
 /// What to tell the user about how the connection ended, if anything.

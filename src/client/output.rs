@@ -70,6 +70,72 @@ impl Renderer {
         }
     }
 
+    /// Appends the answer to `who`: one name per line, or one line
+    /// `N online: a, b` when `compact` (the REPL); JSON: one object.
+    pub fn online(&self, names: &[String], compact: bool, out: &mut String) -> Stream {
+        if self.json {
+            out.push_str("{\"type\":\"online\",\"users\":[");
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_string(out, name.as_bytes());
+            }
+            out.push_str("]}\n");
+            return Stream::Stdout;
+        }
+        if compact {
+            out.push_str(&format!("{} online: ", names.len()));
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_escaped(out, name.as_bytes());
+            }
+            out.push('\n');
+            return Stream::Stderr;
+        }
+        for name in names {
+            push_escaped(out, name.as_bytes());
+            out.push('\n');
+        }
+        Stream::Stdout
+    }
+
+    /// Appends a presence event: JSON, or a quiet notice when `notice`;
+    /// `None` when plain output shows no presence.
+    pub fn presence(
+        &self,
+        joined: bool,
+        name: &[u8],
+        notice: bool,
+        out: &mut String,
+    ) -> Option<Stream> {
+        let event = if joined { "joined" } else { "left" };
+        if self.json {
+            out.push_str(&format!(
+                "{{\"type\":\"presence\",\"event\":\"{event}\",\"user\":"
+            ));
+            push_json_string(out, name);
+            out.push_str("}\n");
+            return Some(Stream::Stdout);
+        }
+        if !notice {
+            return None;
+        }
+        let mut line = String::new();
+        push_escaped(&mut line, name);
+        line.push(' ');
+        line.push_str(event);
+        if self.color_stderr {
+            out.push_str(&line.dimmed().to_string());
+        } else {
+            out.push_str(&line);
+        }
+        out.push('\n');
+        Some(Stream::Stderr)
+    }
+
     /// Appends `label: ` in red when stderr is coloured.
     pub fn label(&self, out: &mut String, label: &str) {
         if self.color_stderr {
@@ -136,6 +202,23 @@ impl Output {
         match self.renderer.error(text, &mut line) {
             Stream::Stdout => self.stdout.push_str(&line),
             Stream::Stderr => self.stderr.push_str(&line),
+        }
+    }
+
+    /// Queues the answer to `who`, one name per line (JSON: one object).
+    pub fn online(&mut self, names: &[String]) {
+        let mut text = String::new();
+        match self.renderer.online(names, false, &mut text) {
+            Stream::Stdout => self.stdout.push_str(&text),
+            Stream::Stderr => self.stderr.push_str(&text),
+        }
+    }
+
+    /// Queues a presence event; plain batch output shows none.
+    pub fn presence(&mut self, joined: bool, name: &[u8]) {
+        let mut text = String::new();
+        if self.renderer.presence(joined, name, false, &mut text) == Some(Stream::Stdout) {
+            self.stdout.push_str(&text);
         }
     }
 

@@ -29,9 +29,10 @@ use smol::io::AsyncWriteExt;
 use smol::{Async, Timer};
 
 use super::command::{self, Command, COMMANDS};
-use super::connection::{receive, Sink};
+use super::connection::{await_login, receive, Login, Negotiation, Sink};
 use super::output::{Output, Renderer, Stream};
 use super::state::ChatState;
+use super::Greeting;
 use crate::protocol::{self, Limits};
 
 /// Most history entries kept.
@@ -47,10 +48,10 @@ pub struct ReplOptions {
     pub history: Option<PathBuf>,
     /// How long to wait for the server after `exit`.
     pub drain_timeout: Duration,
+    /// Show users joining and leaving.
+    pub show_presence: bool,
     /// How frames are shown.
     pub renderer: Renderer,
-    /// Limits for the local checks.
-    pub limits: Limits,
 }
 
 /// Tab completion: command names, then usernames after `send `.
@@ -146,6 +147,8 @@ struct ReplSink {
     for_printer: String,
     /// Plain stdout and stderr, when the printer is not theirs.
     plain: Output,
+    /// Show presence events as notices.
+    show_presence: bool,
 }
 
 impl ReplSink {
@@ -182,6 +185,22 @@ impl Sink for ReplSink {
         self.route(stream, line);
     }
 
+    fn online(&mut self, names: &[String]) {
+        let mut line = String::new();
+        let stream = self.renderer.online(names, true, &mut line);
+        self.route(stream, line);
+    }
+
+    fn presence(&mut self, joined: bool, name: &[u8]) {
+        let mut line = String::new();
+        if let Some(stream) = self
+            .renderer
+            .presence(joined, name, self.show_presence, &mut line)
+        {
+            self.route(stream, line);
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         if !self.for_printer.is_empty() {
             let text = std::mem::take(&mut self.for_printer);
@@ -198,12 +217,12 @@ impl Sink for ReplSink {
     }
 }
 
-/// Runs the interactive session over `stream` (handshake `hello` first).
-/// Returns the exit status; exits the process itself if the server closes
-/// the connection first.
+/// Runs the interactive session over `stream`, after the handshake and
+/// HELLO in `greeting`. Returns the exit status; exits the process itself
+/// if the server closes the connection first.
 pub fn run(
     stream: Async<TcpStream>,
-    hello: Vec<u8>,
+    greeting: Greeting,
     options: ReplOptions,
     state: Arc<ChatState>,
 ) -> i32 {
@@ -245,10 +264,16 @@ pub fn run(
         printer,
         for_printer: String::new(),
         plain: Output::new(options.renderer),
+        show_presence: options.show_presence,
     };
     let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
     // The handshake goes first; the channel is open, so this cannot fail.
-    let _ = frames.send_blocking(hello);
+    let _ = frames.send_blocking(greeting.bytes);
+    let (told, outcome) = async_channel::bounded(1);
+    let negotiation = Negotiation {
+        outcome: Some(told),
+        presence: greeting.presence,
+    };
     let repl_done = Arc::new(AtomicBool::new(false));
     let network = {
         let state = Arc::clone(&state);
@@ -257,7 +282,17 @@ pub fn run(
         let drain = options.drain_timeout;
         thread::Builder::new()
             .name("pmchat-network".into())
-            .spawn(move || network(stream, outgoing, sink, &state, &repl_done, drain, terminal))
+            .spawn(move || {
+                network(
+                    stream,
+                    outgoing,
+                    (sink, negotiation),
+                    &state,
+                    &repl_done,
+                    drain,
+                    terminal,
+                )
+            })
     };
     let network = match network {
         Ok(handle) => handle,
@@ -267,10 +302,20 @@ pub fn run(
         }
     };
 
-    eprintln!(
-        "connected to {} as {}; type 'help' for commands",
-        options.server, options.username
-    );
+    match smol::block_on(await_login(&outcome, greeting.timeout)) {
+        Some(Login::Extended) => match state.online_count() {
+            Some(n) => eprintln!("connected as {} ({n} online)", options.username),
+            None => eprintln!("connected as {}", options.username),
+        },
+        Some(Login::V1) => eprintln!(
+            "connected to {} as {} (a v1 server: login not confirmed, no online list)",
+            options.server, options.username
+        ),
+        // The server closed the connection: the network thread says why
+        // and ends the process.
+        None => return network.join().unwrap_or(crate::exit_codes::FAILURE),
+    }
+    eprintln!("type 'help' for commands");
     let prompt = format!("{}> ", options.username);
     loop {
         match editor.readline(&prompt) {
@@ -282,7 +327,7 @@ pub fn run(
                         save_history(&mut editor, path);
                     }
                 }
-                if !handle_line(&line, &options.limits, &state, &frames) {
+                if !handle_line(&line, &state, &frames) {
                     break;
                 }
             }
@@ -302,12 +347,23 @@ pub fn run(
 }
 
 /// Acts on one typed line; false means "leave".
-fn handle_line(line: &str, limits: &Limits, state: &ChatState, frames: &Sender<Vec<u8>>) -> bool {
-    let (to, message) = match command::parse(line, limits) {
+fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> bool {
+    let (to, message) = match command::parse(line, &state.limits()) {
         Ok(None) => return true,
         Ok(Some(Command::Exit)) => return false,
         Ok(Some(Command::Help)) => {
             eprintln!("{}", command::HELP);
+            return true;
+        }
+        Ok(Some(Command::Who)) => {
+            if state.extended() {
+                let mut frame = Vec::new();
+                protocol::encode_who(&mut frame);
+                let _ = frames.send_blocking(frame);
+            } else {
+                eprintln!("error: {}", command::WHO_UNSUPPORTED);
+                state.fail();
+            }
             return true;
         }
         Ok(Some(Command::Send { to, message })) => (to.to_string(), message),
@@ -346,7 +402,7 @@ fn load_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &Path, state
     }
     for entry in editor.history().iter() {
         if let Some(to) = recipient_in(entry) {
-            state.know(to);
+            state.know_from_history(to);
         }
     }
 }
@@ -372,14 +428,14 @@ fn save_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &Path) {
 fn network(
     stream: Async<TcpStream>,
     outgoing: Receiver<Vec<u8>>,
-    mut sink: ReplSink,
+    (mut sink, negotiation): (ReplSink, Negotiation),
     state: &ChatState,
     repl_done: &AtomicBool,
     drain: Duration,
     terminal: Option<SavedTerminal>,
 ) -> i32 {
     smol::block_on(async {
-        let receiving = async { Some(receive(&stream, &mut sink, state).await) };
+        let receiving = async { Some(receive(&stream, &mut sink, state, negotiation).await) };
         let sending = async {
             if write_frames(&stream, &outgoing).await.is_ok() {
                 let _ = stream.get_ref().shutdown(Shutdown::Write);

@@ -1,18 +1,29 @@
 //! What the network side learns and the command side needs: who last wrote
-//! to us, which usernames we know, and how the session is going (for the
-//! exit status).
+//! to us, which usernames we know, what the server negotiated, and how the
+//! session is going (for the exit status).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
+
+use crate::protocol::Limits;
 
 /// Shared between the receiving task and the REPL or batch loop.
 #[derive(Debug, Default)]
 pub struct ChatState {
     /// Sender of the most recent message, the target of `reply`.
     last_sender: Mutex<Option<String>>,
-    /// Usernames seen this session or in history, for tab completion.
+    /// Usernames seen this session (messaged us or messaged by us).
     known_users: RwLock<BTreeSet<String>>,
+    /// Recipients found in the history file.
+    history_users: RwLock<BTreeSet<String>>,
+    /// Who is online, kept current by presence events; `None` without
+    /// presence (a v1 server, or not asked for).
+    online: RwLock<Option<BTreeSet<String>>>,
+    /// The server answered HELLO: extension frames may be sent.
+    extended: AtomicBool,
+    /// Limits for local checks: v1's, or the server's from WELCOME.
+    limits: RwLock<Limits>,
     /// A line was rejected or the server reported an error (exit status 1).
     failed: AtomicBool,
     /// The server refused our username or had no room (exit status 3).
@@ -51,14 +62,79 @@ impl ChatState {
             .insert(name.to_string());
     }
 
-    /// Known usernames starting with `prefix`, sorted.
+    /// Adds a recipient found in the history file.
+    pub fn know_from_history(&self, name: &str) {
+        self.history_users
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+    }
+
+    /// Completion candidates starting with `prefix`, sorted: history
+    /// recipients plus, with presence, exactly the online users, and
+    /// without it everyone seen this session.
     pub fn users_starting_with(&self, prefix: &str) -> Vec<String> {
-        let known = self.known_users.read().unwrap_or_else(|e| e.into_inner());
-        known
-            .range(prefix.to_string()..)
-            .take_while(|name| name.starts_with(prefix))
-            .cloned()
-            .collect()
+        let mut names = BTreeSet::new();
+        let mut add = |set: &BTreeSet<String>| {
+            names.extend(
+                set.range(prefix.to_string()..)
+                    .take_while(|name| name.starts_with(prefix))
+                    .cloned(),
+            );
+        };
+        add(&self.history_users.read().unwrap_or_else(|e| e.into_inner()));
+        match &*self.online.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(online) => add(online),
+            None => add(&self.known_users.read().unwrap_or_else(|e| e.into_inner())),
+        }
+        names.into_iter().collect()
+    }
+
+    /// Records the online list (presence snapshot).
+    pub fn set_online(&self, names: &[String]) {
+        *self.online.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(names.iter().cloned().collect());
+    }
+
+    /// Applies a presence event.
+    pub fn presence(&self, joined: bool, name: &str) {
+        if let Some(online) = self
+            .online
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            if joined {
+                online.insert(name.to_string());
+            } else {
+                online.remove(name);
+            }
+        }
+    }
+
+    /// Number of users online, when presence is on.
+    pub fn online_count(&self) -> Option<usize> {
+        self.online
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(BTreeSet::len)
+    }
+
+    /// Records a WELCOME: extensions are on and these are the limits.
+    pub fn set_extended(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+        self.extended.store(true, Ordering::SeqCst);
+    }
+
+    /// True if the server negotiated extensions.
+    pub fn extended(&self) -> bool {
+        self.extended.load(Ordering::SeqCst)
+    }
+
+    /// Limits for local checks.
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Marks the session as failed (exit status 1).
@@ -105,6 +181,19 @@ mod tests {
         assert_eq!(state.users_starting_with("bo"), ["bo", "bob", "bobby"]);
         assert_eq!(state.users_starting_with("c"), Vec::<String>::new());
         assert_eq!(state.users_starting_with("").len(), 4);
+    }
+
+    #[test]
+    fn with_presence_completion_offers_exactly_online_and_history_users() {
+        let state = ChatState::default();
+        state.know("bob-seen");
+        state.know_from_history("bob-history");
+        state.set_online(&["bob".to_string(), "alice".to_string()]);
+        assert_eq!(state.users_starting_with("bob"), ["bob", "bob-history"]);
+        state.presence(false, "bob");
+        state.presence(true, "bobby");
+        assert_eq!(state.users_starting_with("bob"), ["bob-history", "bobby"]);
+        assert_eq!(state.online_count(), Some(2));
     }
 
     #[test]

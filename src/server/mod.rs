@@ -159,6 +159,7 @@ impl Server {
         };
         accept_loop.or(shutdown).or(shared.shutdown.wait()).await;
         drop(listener);
+        shared.registry.go_quiet();
         let open = shared.connections.open.load(Ordering::Acquire);
         info!("shutting down; closing {open} connection(s)");
         shared.shutdown.trigger();
@@ -248,4 +249,45 @@ pub fn block_on_threads<T>(
     // Dropping the sender ends every worker's `recv`.
     drop(stop);
     result
+}
+
+/// Binds a listening socket with a deep accept queue: the standard
+/// library's 128 overflows when thousands of clients connect at once (each
+/// overflow costs a client a one-second SYN retransmission).
+pub fn bind(addr: SocketAddr) -> std::io::Result<Async<TcpListener>> {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind(addr)?;
+    // SAFETY: listen() on a socket we own; calling it again only changes
+    // the backlog (the kernel caps it at net.core.somaxconn).
+    if unsafe { libc::listen(listener.as_raw_fd(), 65_535) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Async::new(listener)
+}
+
+/// Raises the soft limit on open files to the hard limit, so the default
+/// `--max-clients` fits on systems whose soft limit is 1024. Returns the
+/// limit now in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit = raised;
+        }
+        Ok(limit.rlim_cur)
+    }
 }

@@ -110,6 +110,24 @@ impl OutboundQueue {
         Ok(())
     }
 
+    /// Queues pre-encoded `frames` (`count` of them) past the bounds. Only
+    /// for what the server itself must say in one piece, with a size bounded
+    /// by the server, never by a peer (a presence snapshot).
+    pub fn push_unbounded(&self, frames: &[u8], count: usize) -> Result<(), PushError> {
+        let mut state = self.lock();
+        if state.phase != Phase::Open {
+            return Err(PushError::Closed);
+        }
+        let was_empty = state.bytes.is_empty();
+        state.bytes.extend_from_slice(frames);
+        state.frames += count;
+        drop(state);
+        if was_empty {
+            self.data_ready.notify(1);
+        }
+        Ok(())
+    }
+
     /// Like [`OutboundQueue::try_push`], but waits for room until `deadline`.
     pub async fn push(
         &self,

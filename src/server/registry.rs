@@ -2,12 +2,20 @@
 //!
 //! The lock is a plain `RwLock` held only for a map operation, never across
 //! an `.await`. Readers look recipients up here only on a miss in their own
-//! small cache (see `session::Recipients`), so routing does not contend on it.
+//! small cache (see `session::Router`), so routing does not contend on it.
+//!
+//! The registry also tells presence watchers (sessions that asked for
+//! `presence` in HELLO) who joins and leaves. Events are queued while the
+//! lock is held, so every watcher sees its snapshot first and then each
+//! change exactly once, in order. With no watchers this costs nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use tracing::warn;
+
 use super::session::Session;
+use crate::protocol;
 
 /// The name is held by another session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -17,18 +25,64 @@ pub struct NameTaken;
 /// The online list.
 #[derive(Debug, Default)]
 pub struct Registry {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
     /// Logged-in sessions by username.
-    sessions: RwLock<HashMap<Box<str>, Arc<Session>>>,
+    sessions: HashMap<Box<str>, Arc<Session>>,
+    /// Sessions that receive joined/left events.
+    watchers: Vec<Arc<Session>>,
+    /// Set at shutdown, when everyone leaving at once is not news.
+    quiet: bool,
+}
+
+impl Inner {
+    /// Queues a PRESENCE event to every watcher, encoded once. A watcher
+    /// whose queue is full is not reading at all: it is disconnected as a
+    /// slow consumer rather than allowed to grow without bound.
+    fn announce(&self, joined: bool, name: &str) {
+        if self.watchers.is_empty() || self.quiet {
+            return;
+        }
+        let mut frame = Vec::new();
+        if protocol::encode_presence(joined, name.as_bytes(), &mut frame).is_err() {
+            return;
+        }
+        for watcher in &self.watchers {
+            let pushed = watcher
+                .outbound()
+                .try_push(frame.len(), |out| out.extend_from_slice(&frame));
+            if pushed == Err(super::outbound::PushError::Full) && watcher.outbound().abort() {
+                warn!(
+                    peer = %watcher.peer(), user = watcher.name(),
+                    "disconnected slow consumer: presence events not read"
+                );
+            }
+        }
+    }
 }
 
 impl Registry {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds `session` under its name unless the name is held.
     pub fn insert(&self, session: &Arc<Session>) -> Result<(), NameTaken> {
-        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        if sessions.contains_key(session.name()) {
+        let mut inner = self.write();
+        if inner.sessions.contains_key(session.name()) {
             return Err(NameTaken);
         }
-        sessions.insert(session.name().into(), Arc::clone(session));
+        inner
+            .sessions
+            .insert(session.name().into(), Arc::clone(session));
+        inner.announce(true, session.name());
         Ok(())
     }
 
@@ -36,47 +90,62 @@ impl Registry {
     /// session with the same name must not be evicted by an old one).
     /// Returns true if it was online.
     pub fn remove(&self, session: &Arc<Session>) -> bool {
-        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        match sessions.get(session.name()) {
+        let mut inner = self.write();
+        inner.watchers.retain(|w| !Arc::ptr_eq(w, session));
+        match inner.sessions.get(session.name()) {
             Some(current) if Arc::ptr_eq(current, session) => {
-                sessions.remove(session.name());
+                inner.sessions.remove(session.name());
+                inner.announce(false, session.name());
                 true
             }
             _ => false,
         }
     }
 
+    /// Makes `session` a presence watcher: queues `welcome`, then the
+    /// current online list, then (later) every change.
+    pub fn watch(&self, session: &Arc<Session>, welcome: &[u8]) {
+        let mut inner = self.write();
+        if inner.watchers.iter().any(|w| Arc::ptr_eq(w, session)) {
+            return;
+        }
+        let mut frames = welcome.to_vec();
+        protocol::encode_online(&sorted_names(&inner.sessions), &mut frames);
+        // Bounded by the number of users, not by anything a peer sends.
+        if session.outbound().push_unbounded(&frames, 2).is_ok() {
+            inner.watchers.push(Arc::clone(session));
+        }
+    }
+
+    /// Stops presence events (at shutdown).
+    pub fn go_quiet(&self) {
+        self.write().quiet = true;
+    }
+
     /// The session logged in as `name`, if any.
     pub fn get(&self, name: &[u8]) -> Option<Arc<Session>> {
         let name = std::str::from_utf8(name).ok()?;
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        sessions.get(name).cloned()
+        self.read().sessions.get(name).cloned()
     }
 
     /// Online usernames, sorted.
     pub fn names(&self) -> Vec<String> {
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<String> = sessions.keys().map(|k| k.to_string()).collect();
-        names.sort_unstable();
-        names
-    }
-
-    /// Every online session (for broadcasting a shutdown).
-    pub fn all(&self) -> Vec<Arc<Session>> {
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        sessions.values().cloned().collect()
+        sorted_names(&self.read().sessions)
     }
 
     /// Number of users online.
     pub fn len(&self) -> usize {
-        self.sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.read().sessions.len()
     }
 
     /// True when nobody is online.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn sorted_names(sessions: &HashMap<Box<str>, Arc<Session>>) -> Vec<String> {
+    let mut names: Vec<String> = sessions.keys().map(|k| k.to_string()).collect();
+    names.sort_unstable();
+    names
 }

@@ -63,6 +63,11 @@ impl Session {
         self.peer
     }
 
+    /// Frames waiting to be written to this user.
+    pub(crate) fn outbound(&self) -> &OutboundQueue {
+        &self.outbound
+    }
+
     /// Ends the session after a last error frame with `text`; frames already
     /// queued are still written first. False if it was already closing.
     pub fn close_with_error(&self, text: &str) -> bool {
@@ -253,9 +258,19 @@ async fn read_loop(
     loop {
         loop {
             match protocol::decode_client_frame(input.data(), &limits) {
-                Ok(Decoded::Frame(ClientFrame::Message { to, content }, used)) => {
+                Ok(Decoded::Frame(frame, used)) => {
                     body_deadline = None;
-                    if router.route(to, content).await.is_err() {
+                    let handled = match frame {
+                        ClientFrame::Message { to, content } => router.route(to, content).await,
+                        ClientFrame::Hello { features } => router.hello(features).await,
+                        // WHO is an extension: a session that did not
+                        // negotiate gets v1 behaviour, an unknown opcode.
+                        ClientFrame::Who if !router.extended => {
+                            return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_WHO))
+                        }
+                        ClientFrame::Who => router.who().await,
+                    };
+                    if handled.is_err() {
                         return ReadEnd::Closed;
                     }
                     input.consume(used);
@@ -375,6 +390,9 @@ struct Router<'a> {
     last: Option<Arc<Session>>,
     /// Recipients seen recently, by name.
     cache: HashMap<Box<[u8]>, Arc<Session>>,
+    /// The client negotiated extensions with HELLO, so it may be sent
+    /// frames with opcodes of 2 and above.
+    extended: bool,
 }
 
 /// Recipients remembered per sender before the cache is reset.
@@ -387,7 +405,41 @@ impl<'a> Router<'a> {
             me,
             last: None,
             cache: HashMap::new(),
+            extended: false,
         }
+    }
+
+    /// Answers HELLO with WELCOME (and, if asked, the online list followed
+    /// by presence events).
+    async fn hello(&mut self, features: &[u8]) -> Result<(), SenderClosed> {
+        self.extended = true;
+        let features = String::from_utf8_lossy(features);
+        let presence = features
+            .split_whitespace()
+            .any(|f| f == protocol::FEATURE_PRESENCE);
+        let server = concat!("pmchat-server/", env!("CARGO_PKG_VERSION"));
+        let limits = protocol::format_limits(&self.shared.config.limits);
+        let mut welcome = Vec::new();
+        // Both fields are short server-made strings.
+        let _ = protocol::encode_pair(
+            protocol::OP_HELLO,
+            server.as_bytes(),
+            limits.as_bytes(),
+            &mut welcome,
+        );
+        debug!(user = self.me.name(), %features, "negotiated extensions");
+        if presence {
+            self.shared.registry.watch(self.me, &welcome);
+            return Ok(());
+        }
+        self.reply(&welcome).await
+    }
+
+    /// Answers WHO with the online list.
+    async fn who(&mut self) -> Result<(), SenderClosed> {
+        let mut frames = Vec::new();
+        protocol::encode_online(&self.shared.registry.names(), &mut frames);
+        self.reply(&frames).await
     }
 
     fn lookup(&mut self, to: &[u8]) -> Option<Arc<Session>> {
@@ -481,14 +533,20 @@ impl<'a> Router<'a> {
         }
     }
 
-    /// Queues an error frame for the sender itself, waiting for room like
-    /// any other frame: a sender that never reads its errors is a slow
-    /// consumer too.
+    /// Queues an error frame for the sender itself.
     async fn reply_error(&mut self, text: &str) -> Result<(), SenderClosed> {
-        let len = protocol::ERROR_HEADER_LEN + text.len();
-        let encode = |out: &mut Vec<u8>| protocol::encode_error(text, out);
+        let mut frame = Vec::with_capacity(protocol::ERROR_HEADER_LEN + text.len());
+        protocol::encode_error(text, &mut frame);
+        self.reply(&frame).await
+    }
+
+    /// Queues encoded frames for the sender itself, waiting for room like
+    /// any other frame: a sender that never reads its replies is a slow
+    /// consumer too. A reply larger than the queue goes into an empty one.
+    async fn reply(&mut self, frames: &[u8]) -> Result<(), SenderClosed> {
+        let encode = |out: &mut Vec<u8>| out.extend_from_slice(frames);
         let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
-        match self.me.outbound.push(len, deadline, encode).await {
+        match self.me.outbound.push(frames.len(), deadline, encode).await {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SenderClosed),
             Err(PushError::Full) => {

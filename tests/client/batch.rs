@@ -156,6 +156,12 @@ fn json_output_parses_back() {
     let mut server = ServerProcess::start(&[]);
     let bob = Follower::start(&mut server, "bob", &["--json"]);
     let mut alice = server.login("alice");
+    // JSON output includes presence events.
+    let value: serde_json::Value = serde_json::from_str(&bob.line()).expect("valid JSON");
+    eqnice!(
+        serde_json::json!({"type": "presence", "event": "joined", "user": "alice"}),
+        value
+    );
     alice.send("bob", "quote \" backslash \\ newline \n é");
     let line = bob.line();
     let value: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");

@@ -12,10 +12,10 @@ use crate::common::{Frame, ServerProcess};
 use crate::eqnice;
 
 /// A directory removed when dropped.
-struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
+    pub fn new(tag: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("pmchat-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -30,7 +30,14 @@ impl Drop for TempDir {
 }
 
 /// `chat-client` as `name` in a pseudo-terminal, history in `dir`.
-fn repl(server: &ServerProcess, name: &str, dir: &TempDir) -> OsSession {
+pub fn repl(server: &ServerProcess, name: &str, dir: &TempDir) -> OsSession {
+    let mut session = spawn_repl(server, name, dir);
+    session.expect(format!("{name}> ")).expect("the prompt");
+    session
+}
+
+/// Like [`repl`], without waiting for the prompt.
+pub fn spawn_repl(server: &ServerProcess, name: &str, dir: &TempDir) -> OsSession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-client"));
     command
         .args(["127.0.0.1", &server.port.to_string(), name])
@@ -40,7 +47,6 @@ fn repl(server: &ServerProcess, name: &str, dir: &TempDir) -> OsSession {
         .env("NO_COLOR", "1");
     let mut session = OsSession::spawn(command).expect("spawn in a pty");
     session.set_expect_timeout(Some(Duration::from_secs(20)));
-    session.expect(format!("{name}> ")).expect("the prompt");
     session
 }
 
