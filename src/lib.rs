@@ -8,13 +8,16 @@
 //! - [`logging`]: `tracing` set-up for the binaries.
 //! - [`exit_codes`]: what each binary's exit status means.
 //! - [`signals`]: SIGINT/SIGTERM as a future.
+//! - [`sys`]: process limits and `/proc` readings (open files, CPU, RSS).
 //! - [`server`]: the server: listener, registry, sessions, console.
 //! - [`client`]: the client: commands, connection, REPL, batch, output.
+//! - [`bench`]: `chat-bench`, the load generator.
 //!
 //! The binaries in `src/bin/` only parse arguments, call into this library
 //! and map errors to exit codes.
 
 pub mod args;
+pub mod bench;
 pub mod client;
 pub mod exit_codes;
 pub mod logging;
@@ -22,3 +25,4 @@ pub mod protocol;
 pub mod sanitize;
 pub mod server;
 pub mod signals;
+pub mod sys;

@@ -546,14 +546,20 @@ pub fn message_frame_len(name: &[u8], content: &[u8]) -> usize {
 /// pull many small frames per syscall under load.
 pub const READ_CHUNK: usize = 32 * 1024;
 
+/// Bytes allocated for the first read after the buffer was released: an
+/// idle connection woken for one small message (or for its close) should
+/// not cost a full-size allocation.
+pub const FIRST_READ: usize = 1024;
+
 /// A reusable input buffer: the socket fills its tail, the decoder consumes
 /// whole frames from its head, and a partial frame is moved to the front only
 /// when room is needed.
 ///
 /// It holds no memory while empty ([`ReadBuffer::release`]), so an idle
-/// connection costs nothing here, and never grows past
-/// `max(READ_CHUNK, max_frame)`, because the decoder refuses any header
-/// that promises a bigger frame.
+/// connection costs nothing here. The first read after that gets a small
+/// allocation; a read that fills it grows the buffer to full size, which is
+/// never more than `max(READ_CHUNK, max_frame)`, because the decoder refuses
+/// any header that promises a bigger frame.
 #[derive(Debug)]
 pub struct ReadBuffer {
     /// Backing storage; `data[start..end]` is unread input.
@@ -562,8 +568,11 @@ pub struct ReadBuffer {
     start: usize,
     /// One past the last byte read from the socket.
     end: usize,
-    /// Capacity to allocate: at least one maximum-sized frame.
+    /// Full size: at least one maximum-sized frame.
     capacity: usize,
+    /// The last read filled all the room it was given: more is coming, so
+    /// the next read gets the full size.
+    grow: bool,
 }
 
 impl ReadBuffer {
@@ -574,6 +583,7 @@ impl ReadBuffer {
             start: 0,
             end: 0,
             capacity: max_frame.max(READ_CHUNK),
+            grow: false,
         }
     }
 
@@ -596,21 +606,27 @@ impl ReadBuffer {
         }
     }
 
-    /// Space to read into, allocating or compacting as needed. Never empty.
+    /// Space to read into, allocating, growing or compacting as needed.
+    /// Never empty.
     pub fn unfilled(&mut self) -> &mut [u8] {
         if self.data.is_empty() {
-            self.data = vec![0; self.capacity];
+            self.data = vec![0; FIRST_READ.min(self.capacity)];
         }
-        if self.end == self.data.len() {
+        if self.end == self.data.len() && self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
+        if (self.grow || self.end == self.data.len()) && self.data.len() < self.capacity {
+            self.data.resize(self.capacity, 0);
+        }
+        self.grow = false;
         &mut self.data[self.end..]
     }
 
     /// Records that `n` bytes were written into [`ReadBuffer::unfilled`].
     pub fn filled(&mut self, n: usize) {
+        self.grow = self.end + n == self.data.len();
         self.end = (self.end + n).min(self.data.len());
     }
 
@@ -619,6 +635,7 @@ impl ReadBuffer {
     pub fn release(&mut self) {
         if self.is_empty() {
             self.data = Vec::new();
+            self.grow = false;
         }
     }
 
@@ -913,17 +930,24 @@ mod tests {
     }
 
     #[test]
-    fn read_buffer_compacts_partial_frames() {
+    fn read_buffer_starts_small_and_grows_when_reads_fill_it() {
         let mut buf = ReadBuffer::new(16);
-        let cap = buf.unfilled().len();
-        buf.filled(cap);
-        buf.consume(cap - 3);
-        assert_eq!(buf.data().len(), 3);
-        // Full at the tail: asking for room moves the 3 bytes to the front.
-        assert_eq!(buf.unfilled().len(), cap - 3);
-        buf.consume(3);
+        assert_eq!(buf.unfilled().len(), FIRST_READ);
+        buf.filled(FIRST_READ);
+        buf.consume(FIRST_READ - 3);
+        assert_eq!(buf.data(), &[0, 0, 0]);
+        // The read filled the buffer: the partial frame moves to the front
+        // and the buffer grows to full size.
+        assert_eq!(buf.unfilled().len(), READ_CHUNK - 3);
+        buf.filled(10);
+        buf.consume(13);
         buf.release();
         assert_eq!(buf.allocated(), 0);
+        // A short read does not grow it.
+        buf.unfilled();
+        buf.filled(5);
+        buf.consume(5);
+        assert_eq!(buf.unfilled().len(), FIRST_READ);
     }
 
     /// Feeds `stream` to a server-side decoder in chunks, as a socket would.

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let args = ServerArgs::parse();
     pmchat::logging::init(args.verbosity(), args.color.enabled_for(&std::io::stderr()));
 
-    match server::raise_open_files_limit() {
+    match pmchat::sys::raise_open_files_limit() {
         Ok(limit) => tracing::debug!("open files limit: {limit}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }

@@ -103,7 +103,19 @@ impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.drained.notify(usize::MAX);
+            release_free_memory();
         }
+    }
+}
+
+/// Hands memory freed by closed connections back to the system once the
+/// last one is gone; glibc keeps freed heap pages otherwise, and the RSS
+/// of a server that once held many connections would never come down.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -229,10 +241,14 @@ impl ServerHandle {
 
 /// Runs `future` to completion on `executor`, with `threads` threads in all
 /// (this one included) working on the executor's tasks.
-pub fn block_on_threads<T>(
+///
+/// The future runs as a task of its own: the calling thread's `block_on`
+/// future is polled on every wake-up of that thread, and an accept loop
+/// there would retry `accept` (and a signal stream its pipe) each time.
+pub fn block_on_threads<T: Send + 'static>(
     executor: &Arc<Executor<'static>>,
     threads: usize,
-    future: impl Future<Output = T>,
+    future: impl Future<Output = T> + Send + 'static,
 ) -> T {
     let (stop, stopped) = async_channel::bounded::<()>(1);
     for i in 1..threads.max(1) {
@@ -245,7 +261,8 @@ pub fn block_on_threads<T>(
             warn!("could not start worker thread {i}: {e}");
         }
     }
-    let result = smol::block_on(executor.run(future));
+    let task = executor.spawn(future);
+    let result = smol::block_on(executor.run(task));
     // Dropping the sender ends every worker's `recv`.
     drop(stop);
     result
@@ -263,31 +280,4 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Async<TcpListener>> {
         return Err(std::io::Error::last_os_error());
     }
     Async::new(listener)
-}
-
-/// Raises the soft limit on open files to the hard limit, so the default
-/// `--max-clients` fits on systems whose soft limit is 1024. Returns the
-/// limit now in force.
-pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    // SAFETY: getrlimit and setrlimit only read and write the struct given.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            limit = raised;
-        }
-        Ok(limit.rlim_cur)
-    }
 }

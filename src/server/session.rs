@@ -255,6 +255,7 @@ async fn read_loop(
     // Set while a frame's header has arrived but its body has not.
     let mut body_deadline: Option<Instant> = None;
     let mut reads: u32 = 0;
+    let mut short_read = false;
     loop {
         loop {
             match protocol::decode_client_frame(input.data(), &limits) {
@@ -286,7 +287,14 @@ async fn read_loop(
         }
         // Try the socket directly and only register for readiness when it
         // is empty: under load this is one syscall per buffer of frames.
-        match stream.get_ref().read(input.unfilled()) {
+        let room = input.unfilled().len();
+        let attempt = if short_read {
+            short_read = false;
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            stream.get_ref().read(input.unfilled())
+        };
+        match attempt {
             Ok(0) => {
                 if !input.is_empty() {
                     debug!(user = session.name(), "input ended inside a frame");
@@ -294,6 +302,11 @@ async fn read_loop(
                 return ReadEnd::PeerClosed;
             }
             Ok(n) => {
+                // A read that did not fill the buffer most likely emptied
+                // the socket: skip the read that would only say EAGAIN and
+                // wait for readiness after routing (if data did arrive in
+                // between, readiness fires at once).
+                short_read = n < room;
                 input.filled(n);
                 reads = reads.wrapping_add(1);
                 // A client that never lets the socket run dry must not keep
@@ -363,7 +376,9 @@ pub(crate) async fn reject(stream: &Async<TcpStream>, text: &str, linger_for: Du
 /// socket with unread input makes the kernel send a reset, which can destroy
 /// the error frame we just sent before the client reads it.
 async fn linger(stream: &Async<TcpStream>, limit: Duration) {
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would make every connection's future 4 KiB
+    // bigger for its whole life.
+    let mut sink = vec![0u8; 4096];
     async {
         while let Ok(n) = (&*stream).read(&mut sink).await {
             if n == 0 {

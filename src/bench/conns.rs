@@ -1,0 +1,120 @@
+//! Idle connections: hold K logged-in connections, check the server still
+//! routes, and measure its memory per connection (with `--pid`).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::io::AsyncWriteExt;
+use smol::{Async, Executor, Timer};
+use socket2::{Domain, Socket, Type};
+
+use super::report::{Report, Usage};
+use super::{await_registered, ConnsArgs};
+use crate::protocol;
+use crate::sys;
+
+/// Connections opened at once.
+const CONCURRENCY: usize = 256;
+/// Connections per loopback source address (the ephemeral port range has
+/// about 28,000 ports per source address and destination).
+const PER_SOURCE: usize = 10_000;
+/// Connections checked for liveness once all are up.
+const PROBES: usize = 100;
+
+/// Runs the case.
+pub async fn run(
+    ex: &Arc<Executor<'static>>,
+    addr: SocketAddr,
+    args: &ConnsArgs,
+) -> io::Result<Report> {
+    let limit = sys::raise_open_files_limit()?;
+    if (limit as usize) < args.count + 64 {
+        return Err(io::Error::other(format!(
+            "open files limit {limit} is too low for {} connections",
+            args.count
+        )));
+    }
+    let tag = std::process::id() % 100_000;
+    let pid = args.common.pid;
+    let rss_before = pid.and_then(sys::rss_kib);
+    let usage = Usage::start(pid);
+    let started = Instant::now();
+    let mut streams: Vec<Async<TcpStream>> = Vec::with_capacity(args.count);
+    for chunk_start in (0..args.count).step_by(CONCURRENCY) {
+        let chunk_end = (chunk_start + CONCURRENCY).min(args.count);
+        let tasks: Vec<_> = (chunk_start..chunk_end)
+            .map(|i| ex.spawn(open(addr, i, format!("c{tag}-{i}"))))
+            .collect();
+        for task in tasks {
+            streams.push(task.await?);
+        }
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    // Liveness: a spread of connections each get their own message back.
+    let step = (args.count / PROBES).max(1);
+    let mut live = 0;
+    for i in (0..args.count).step_by(step) {
+        await_registered(&streams[i], &format!("c{tag}-{i}"), args.common.timeout).await?;
+        live += 1;
+    }
+    Timer::after(args.hold).await;
+    let rss_held = pid.and_then(sys::rss_kib);
+    let mut report = Report::new("conns");
+    usage.finish(&mut report);
+    drop(streams);
+    // Give the server a moment to notice every close.
+    Timer::after(Duration::from_secs(2)).await;
+    let rss_after = pid.and_then(sys::rss_kib);
+
+    report.int("count", args.count as u64);
+    report.float("connect_s", connect_s);
+    report.int("live_checks", live);
+    report.line(format!(
+        "conns: {} idle connections up in {connect_s:.2} s; {live} liveness checks passed",
+        args.count
+    ));
+    if let (Some(before), Some(held), Some(after)) = (rss_before, rss_held, rss_after) {
+        let per_conn = (held.saturating_sub(before) * 1024) as f64 / args.count as f64;
+        report.int("rss_before_kib", before);
+        report.int("rss_held_kib", held);
+        report.int("rss_after_kib", after);
+        report.float("bytes_per_conn", per_conn);
+        report.line(format!(
+            "server RSS: {before} KiB before, {held} KiB with them ({per_conn:.0} bytes each), {after} KiB after they left"
+        ));
+    }
+    Ok(report)
+}
+
+/// Opens connection `i`, from its own loopback source address when the
+/// server is on loopback, and logs in as `name`.
+async fn open(addr: SocketAddr, i: usize, name: String) -> io::Result<Async<TcpStream>> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let IpAddr::V4(ip) = addr.ip() {
+        if ip.is_loopback() {
+            // A fresh range of source addresses per run: the previous
+            // run's ports may still be in TIME_WAIT.
+            let run = (std::process::id() % 250) as u8;
+            let source = Ipv4Addr::new(127, 1 + run, (i / PER_SOURCE) as u8, 1);
+            socket.bind(&SocketAddr::new(IpAddr::V4(source), 0).into())?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = Async::new(TcpStream::from(socket))?;
+    stream.writable().await?;
+    if let Some(e) = stream.get_ref().take_error()? {
+        return Err(e);
+    }
+    let mut hello = Vec::new();
+    protocol::encode_handshake(name.as_bytes(), &mut hello)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    (&stream).write_all(&hello).await?;
+    Ok(stream)
+}

@@ -1,0 +1,207 @@
+//! Latency: an aggregate rate spread over N pairs; each message carries its
+//! send time, and receivers record one-way latency in an HDR histogram.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use smol::io::AsyncWriteExt;
+use smol::{Async, Executor, Timer};
+
+use super::report::{Report, Usage};
+use super::{await_registered, get_hex, login, FrameTemplate, LatencyArgs};
+use crate::protocol::{self, Decoded, ReadBuffer, ServerFrame};
+
+/// Latencies, in nanoseconds: 1 ns to 60 s at three significant figures.
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Percentiles of `histogram` in microseconds: p50, p90, p99, p99.9, max.
+pub fn percentiles_us(histogram: &Histogram<u64>) -> [f64; 5] {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    [
+        us(histogram.value_at_quantile(0.50)),
+        us(histogram.value_at_quantile(0.90)),
+        us(histogram.value_at_quantile(0.99)),
+        us(histogram.value_at_quantile(0.999)),
+        us(histogram.max()),
+    ]
+}
+
+/// One pair's shared counters.
+struct Pair {
+    sent: AtomicU64,
+    received: AtomicU64,
+    latencies: Mutex<Histogram<u64>>,
+}
+
+/// Runs the case.
+pub async fn run(
+    ex: &Arc<Executor<'static>>,
+    addr: SocketAddr,
+    args: &LatencyArgs,
+) -> io::Result<Report> {
+    let tag = std::process::id() % 100_000;
+    let timeout = args.common.timeout;
+    let mut streams = Vec::new();
+    for i in 0..args.pairs {
+        let (sender, receiver) = (format!("l{tag}s{i}"), format!("l{tag}r{i}"));
+        let r = login(addr, &receiver).await?;
+        let s = login(addr, &sender).await?;
+        await_registered(&r, &receiver, timeout).await?;
+        await_registered(&s, &sender, timeout).await?;
+        streams.push((s, r, receiver));
+    }
+    let origin = Instant::now();
+    let usage = Usage::start(args.common.pid);
+    let per_pair = args.rate as f64 / args.pairs as f64;
+    let end = origin + args.duration;
+    let mut pairs = Vec::new();
+    let mut tasks = Vec::new();
+    for (s, r, receiver) in streams {
+        let pair = Arc::new(Pair {
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            latencies: Mutex::new(new_histogram()),
+        });
+        ex.spawn(receive(r, origin, Arc::clone(&pair))).detach();
+        let template = FrameTemplate::new(&receiver, usize::from(args.size));
+        tasks.push(ex.spawn(send(s, template, origin, end, per_pair, Arc::clone(&pair))));
+        pairs.push(pair);
+    }
+    let mut streams_kept = Vec::new();
+    for task in tasks {
+        streams_kept.push(task.await?);
+    }
+    // Let what is in flight arrive.
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < drain_until
+        && pairs
+            .iter()
+            .any(|p| p.received.load(Ordering::Acquire) < p.sent.load(Ordering::Acquire))
+    {
+        Timer::after(Duration::from_millis(10)).await;
+    }
+
+    let mut all = new_histogram();
+    let (mut sent, mut received) = (0, 0);
+    for pair in &pairs {
+        sent += pair.sent.load(Ordering::Acquire);
+        received += pair.received.load(Ordering::Acquire);
+        if let Ok(h) = pair.latencies.lock() {
+            let _ = all.add(&*h);
+        }
+    }
+    let lost = sent.saturating_sub(received);
+    let [p50, p90, p99, p999, max] = percentiles_us(&all);
+    let achieved = sent as f64 / args.duration.as_secs_f64();
+    let mut report = Report::new("latency");
+    report.ok = lost == 0 && received > 0;
+    report.int("pairs", args.pairs as u64);
+    report.int("rate", args.rate);
+    report.float("achieved_rate", achieved);
+    report.int("size", u64::from(args.size));
+    report.int("sent", sent);
+    report.int("received", received);
+    report.int("lost", lost);
+    report.float("p50_us", p50);
+    report.float("p90_us", p90);
+    report.float("p99_us", p99);
+    report.float("p999_us", p999);
+    report.float("max_us", max);
+    report.line(format!(
+        "latency: {} pairs at {} msgs/s ({achieved:.0} achieved) for {:?}, {} bytes",
+        args.pairs, args.rate, args.duration, args.size
+    ));
+    report.line(format!(
+        "one-way µs: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}"
+    ));
+    report.line(format!("sent {sent}, received {received}, lost {lost}"));
+    usage.finish(&mut report);
+    drop(streams_kept);
+    Ok(report)
+}
+
+/// Sends at `rate` messages per second until `end`, each stamped with its
+/// send time (nanoseconds since `origin`). Returns the stream so it stays
+/// open while the last messages arrive.
+async fn send(
+    stream: Async<TcpStream>,
+    template: FrameTemplate,
+    origin: Instant,
+    end: Instant,
+    rate: f64,
+    pair: Arc<Pair>,
+) -> io::Result<Async<TcpStream>> {
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    let mut sent: u64 = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return Ok(stream);
+        }
+        let due = ((now - started).as_secs_f64() * rate) as u64 + 1;
+        if due > sent {
+            batch.clear();
+            let stamp = origin.elapsed().as_nanos() as u64;
+            for seq in sent..due {
+                template.push(&mut batch, &[seq, stamp]);
+            }
+            (&stream).write_all(&batch).await?;
+            sent = due;
+            pair.sent.store(sent, Ordering::Release);
+        }
+        let next = started + Duration::from_secs_f64(sent as f64 / rate);
+        Timer::at(next).await;
+    }
+}
+
+/// Records the latency of every message that arrives.
+async fn receive(stream: Async<TcpStream>, origin: Instant, pair: Arc<Pair>) -> io::Result<()> {
+    let mut input = ReadBuffer::new(64 * 1024);
+    let mut received = 0;
+    loop {
+        if protocol::fill(&mut &stream, &mut input).await? == 0 {
+            return Ok(());
+        }
+        let now = origin.elapsed().as_nanos() as u64;
+        let mut latencies = pair.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        while let Ok(Decoded::Frame(frame, used)) = protocol::decode_server_frame(input.data()) {
+            if let ServerFrame::Message { content, .. } = frame {
+                if let Some(stamp) = content.get(16..).and_then(get_hex) {
+                    let _ = latencies.record(now.saturating_sub(stamp).max(1));
+                }
+                received += 1;
+            }
+            input.consume(used);
+        }
+        drop(latencies);
+        pair.received.store(received, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_out_in_microseconds() {
+        let mut h = new_histogram();
+        for ns in 1..=1000u64 {
+            h.record(ns * 1000).unwrap();
+        }
+        let [p50, p90, p99, p999, max] = percentiles_us(&h);
+        assert!((p50 - 500.0).abs() < 1.0, "{p50}");
+        assert!((p90 - 900.0).abs() < 1.0, "{p90}");
+        assert!((p99 - 990.0).abs() < 1.0, "{p99}");
+        assert!((p999 - 999.0).abs() < 1.0, "{p999}");
+        assert!((max - 1000.0).abs() < 1.0, "{max}");
+    }
+}

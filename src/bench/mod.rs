@@ -1,0 +1,359 @@
+//! `chat-bench`: a load generator speaking v1 to any chat server.
+//!
+//! - [`throughput`]: sender → receiver pairs, as fast as a window allows.
+//! - [`latency`]: a fixed aggregate rate, one-way latency percentiles.
+//! - [`conns`]: many idle connections, and the server's memory for them.
+//!
+//! The generator must not be the bottleneck: frames are built from a
+//! pre-encoded template (only the sequence digits change), written and read
+//! in large buffers, on a small smol executor. Each run reports its own CPU
+//! time next to the server's (with `--pid`), so a reader can tell which side
+//! was saturated. The human summary goes to stderr, one JSON object to
+//! stdout.
+
+pub mod conns;
+pub mod latency;
+pub mod report;
+pub mod throughput;
+
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use smol::future::FutureExt;
+use smol::io::AsyncWriteExt;
+use smol::{Async, Executor, Timer};
+
+use crate::args::parse_duration;
+use crate::protocol::{self, Decoded, ReadBuffer, ServerFrame};
+
+/// Load generator and benchmark for pmchat and other v1 chat servers.
+#[derive(Debug, Parser)]
+#[command(name = "chat-bench", version)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub case: Case,
+}
+
+/// The benchmark to run.
+#[derive(Debug, Subcommand)]
+pub enum Case {
+    /// Sender → receiver pairs sending as fast as the window allows.
+    Throughput(ThroughputArgs),
+    /// Messages at a fixed aggregate rate; one-way latency percentiles.
+    Latency(LatencyArgs),
+    /// Many idle logged-in connections; the server's memory per connection.
+    Conns(ConnsArgs),
+}
+
+/// Options every case shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Server address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+
+    /// The server's process id, to report its CPU time and memory.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Generator threads [default: number of available cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Give up waiting for messages after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `chat-bench throughput`.
+#[derive(Debug, Args)]
+pub struct ThroughputArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Sender → receiver pairs.
+    #[arg(long, default_value_t = 1)]
+    pub pairs: usize,
+    /// Messages each sender sends.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Content bytes per message (at least 16: the sequence number).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(16..))]
+    pub size: u16,
+    /// Messages in flight (sent, not yet received) per pair.
+    #[arg(long, default_value_t = 4096)]
+    pub window: u64,
+}
+
+/// `chat-bench latency`.
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Sender → receiver pairs.
+    #[arg(long, default_value_t = 10)]
+    pub pairs: usize,
+    /// Aggregate messages per second over all pairs.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// How long to send.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Content bytes per message (at least 32: sequence and timestamp).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(32..))]
+    pub size: u16,
+}
+
+/// `chat-bench conns`.
+#[derive(Debug, Args)]
+pub struct ConnsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Idle connections to hold.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// How long to hold them once all are up.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub hold: Duration,
+}
+
+/// Runs the chosen case; returns the exit status (0 when every message
+/// arrived in order).
+pub fn run(args: BenchArgs) -> i32 {
+    let common = match &args.case {
+        Case::Throughput(a) => &a.common,
+        Case::Latency(a) => &a.common,
+        Case::Conns(a) => &a.common,
+    };
+    let addr = match resolve(&common.addr) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("chat-bench: {e}");
+            return crate::exit_codes::USAGE;
+        }
+    };
+    let threads = common
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let executor = Arc::new(Executor::new());
+    let ex = Arc::clone(&executor);
+    let outcome = crate::server::block_on_threads(&executor, threads, async move {
+        match &args.case {
+            Case::Throughput(a) => throughput::run(&ex, addr, a).await,
+            Case::Latency(a) => latency::run(&ex, addr, a).await,
+            Case::Conns(a) => conns::run(&ex, addr, a).await,
+        }
+    });
+    match outcome {
+        Ok(report) => {
+            eprintln!("{}", report.human());
+            println!("{}", report.json());
+            if report.ok {
+                crate::exit_codes::SUCCESS
+            } else {
+                crate::exit_codes::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("chat-bench: {e}");
+            crate::exit_codes::FAILURE
+        }
+    }
+}
+
+fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))
+}
+
+/// A connected, logged-in v1 client.
+pub(crate) async fn login(addr: SocketAddr, name: &str) -> io::Result<Async<TcpStream>> {
+    let stream = Async::<TcpStream>::connect(addr).await?;
+    stream.get_ref().set_nodelay(true)?;
+    let mut hello = Vec::new();
+    protocol::encode_handshake(name.as_bytes(), &mut hello)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    (&stream).write_all(&hello).await?;
+    Ok(stream)
+}
+
+/// Sends `stream` a message to itself and waits for it: proof that the
+/// server has registered the name (v1 has no login acknowledgement).
+pub(crate) async fn await_registered(
+    stream: &Async<TcpStream>,
+    name: &str,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut ping = Vec::new();
+    protocol::encode_message(name.as_bytes(), b"ping", &mut ping)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut input = ReadBuffer::new(protocol::MESSAGE_HEADER_LEN + 2 * 65535);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        (&*stream).write_all(&ping).await?;
+        // Our own name may not be registered yet: then the server says we
+        // are "not connected"; try again shortly.
+        let answer = async {
+            loop {
+                match protocol::decode_server_frame(input.data()) {
+                    Ok(Decoded::Frame(frame, used)) => {
+                        let done = matches!(frame, ServerFrame::Message { from, .. } if from == name.as_bytes());
+                        input.consume(used);
+                        return Ok(done);
+                    }
+                    Ok(Decoded::Incomplete { .. }) => {}
+                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                }
+                if protocol::fill(&mut &*stream, &mut input).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+        .or(async {
+            Timer::at(deadline).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await?;
+        if answer {
+            return Ok(());
+        }
+        Timer::after(Duration::from_millis(5)).await;
+    }
+}
+
+/// Writes `value` as 16 lowercase hex digits into `out`.
+pub fn put_hex(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().take(16).enumerate() {
+        *byte = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// Reads 16 hex digits written by [`put_hex`].
+pub fn get_hex(digits: &[u8]) -> Option<u64> {
+    let digits = digits.get(..16)?;
+    let text = std::str::from_utf8(digits).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// A pre-encoded message frame to one recipient whose content starts with
+/// slots for 16-hex-digit numbers; copies of it differ only in those slots.
+#[derive(Clone, Debug)]
+pub struct FrameTemplate {
+    /// The encoded frame.
+    bytes: Vec<u8>,
+    /// Offset of the content within `bytes`.
+    content_at: usize,
+}
+
+impl FrameTemplate {
+    /// A frame to `to` with `size` bytes of content (padding is `x`).
+    pub fn new(to: &str, size: usize) -> Self {
+        let content = vec![b'x'; size];
+        let mut bytes = Vec::new();
+        // Names and sizes come from our own arguments, within the limits.
+        let _ = protocol::encode_message(to.as_bytes(), &content, &mut bytes);
+        FrameTemplate {
+            content_at: bytes.len() - size,
+            bytes,
+        }
+    }
+
+    /// Encoded length of one frame.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True for an empty template (never: a frame has a header).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Appends a copy with `numbers` written into the content's first slots.
+    pub fn push(&self, out: &mut Vec<u8>, numbers: &[u64]) {
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        for (i, number) in numbers.iter().enumerate() {
+            let at = start + self.content_at + 16 * i;
+            put_hex(&mut out[at..at + 16], *number);
+        }
+    }
+}
+
+/// Checks that one sender's messages arrive in order.
+#[derive(Debug, Default)]
+pub struct OrderCheck {
+    /// The sequence number expected next.
+    pub next: u64,
+    /// Messages that were not the one expected.
+    pub errors: u64,
+}
+
+impl OrderCheck {
+    /// Records the arrival of `seq`.
+    pub fn arrived(&mut self, seq: Option<u64>) {
+        match seq {
+            Some(seq) if seq == self.next => self.next += 1,
+            Some(seq) => {
+                self.errors += 1;
+                self.next = seq + 1;
+            }
+            None => self.errors += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_frames_decode_with_their_numbers() {
+        let template = FrameTemplate::new("r0", 40);
+        let mut out = Vec::new();
+        template.push(&mut out, &[7, u64::MAX]);
+        template.push(&mut out, &[8, 0]);
+        assert_eq!(out.len(), 2 * template.len());
+        let Ok(Decoded::Frame(ServerFrame::Message { from, content }, used)) =
+            protocol::decode_server_frame(&out)
+        else {
+            panic!("not a message frame");
+        };
+        assert_eq!(from, b"r0");
+        assert_eq!(content.len(), 40);
+        assert_eq!(get_hex(content), Some(7));
+        assert_eq!(get_hex(&content[16..]), Some(u64::MAX));
+        assert_eq!(&content[32..], b"xxxxxxxx");
+        assert!(std::str::from_utf8(content).is_ok());
+        let Ok(Decoded::Frame(ServerFrame::Message { content, .. }, _)) =
+            protocol::decode_server_frame(&out[used..])
+        else {
+            panic!("second frame");
+        };
+        assert_eq!(get_hex(content), Some(8));
+    }
+
+    #[test]
+    fn order_check_counts_gaps_and_repeats() {
+        let mut check = OrderCheck::default();
+        for seq in [0, 1, 2, 4, 5, 5, 6] {
+            check.arrived(Some(seq));
+        }
+        check.arrived(None);
+        assert_eq!(check.errors, 3);
+        assert_eq!(check.next, 7);
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let mut digits = [0u8; 16];
+        for value in [0, 1, 0xdead_beef, u64::MAX] {
+            put_hex(&mut digits, value);
+            assert_eq!(get_hex(&digits), Some(value));
+        }
+        assert_eq!(get_hex(b"zz"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Throughput: N sender → receiver pairs; each sender sends M messages with
+//! at most W in flight; receivers check sender, content and order.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use event_listener::{listener, Event};
+use smol::future::FutureExt;
+use smol::io::AsyncWriteExt;
+use smol::{Async, Executor, Timer};
+
+use super::report::{Report, Usage};
+use super::{await_registered, get_hex, login, FrameTemplate, OrderCheck, ThroughputArgs};
+use crate::protocol::{self, Decoded, ReadBuffer, ServerFrame};
+
+/// Bytes of frames per sender write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What a pair's receiver tells its sender and the summary.
+#[derive(Default)]
+struct Progress {
+    /// Messages received so far.
+    received: AtomicU64,
+    /// Wakes the sender when `received` moves.
+    moved: Event,
+}
+
+/// A receiver's final counts.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    ordering_errors: u64,
+    error_frames: u64,
+}
+
+/// Runs the case.
+pub async fn run(
+    ex: &Arc<Executor<'static>>,
+    addr: SocketAddr,
+    args: &ThroughputArgs,
+) -> io::Result<Report> {
+    let tag = std::process::id() % 100_000;
+    let names: Vec<(String, String)> = (0..args.pairs)
+        .map(|i| (format!("t{tag}s{i}"), format!("t{tag}r{i}")))
+        .collect();
+    let timeout = args.common.timeout;
+    // Receivers first, each proven registered, then the senders.
+    let mut pairs = Vec::new();
+    for (sender, receiver) in &names {
+        let r = login(addr, receiver).await?;
+        let s = login(addr, sender).await?;
+        pairs.push((s, r));
+    }
+    for ((s, r), (sender, receiver)) in pairs.iter().zip(&names) {
+        await_registered(r, receiver, timeout).await?;
+        await_registered(s, sender, timeout).await?;
+    }
+
+    let usage = Usage::start(args.common.pid);
+    let started = Instant::now();
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    let sender_errors = Arc::new(AtomicU64::new(0));
+    for ((s, r), (sender, receiver)) in pairs.into_iter().zip(names) {
+        let progress = Arc::new(Progress::default());
+        let s = Arc::new(s);
+        receivers.push(ex.spawn(receive(r, sender, args.messages, Arc::clone(&progress))));
+        ex.spawn(count_errors(Arc::clone(&s), Arc::clone(&sender_errors)))
+            .detach();
+        let template = FrameTemplate::new(&receiver, usize::from(args.size));
+        senders.push(ex.spawn(send(s, template, args.messages, args.window, progress)));
+    }
+    let mut tally = Tally::default();
+    let deadline = Instant::now() + timeout;
+    for receiver in receivers {
+        let done = async { Some(receiver.await) }
+            .or(async {
+                Timer::at(deadline).await;
+                None
+            })
+            .await;
+        if let Some(Ok(t)) = done {
+            tally.received += t.received;
+            tally.ordering_errors += t.ordering_errors;
+            tally.error_frames += t.error_frames;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(senders);
+
+    let expected = args.messages * args.pairs as u64;
+    let error_frames = tally.error_frames + sender_errors.load(Ordering::Relaxed);
+    let complete = tally.received == expected;
+    let rate = tally.received as f64 / elapsed;
+    let mb = rate * f64::from(args.size) / 1e6;
+    let mut report = Report::new("throughput");
+    report.ok = complete && tally.ordering_errors == 0 && error_frames == 0;
+    report.int("pairs", args.pairs as u64);
+    report.int("messages", args.messages);
+    report.int("size", u64::from(args.size));
+    report.int("window", args.window);
+    report.int("delivered", tally.received);
+    report.float("elapsed_s", elapsed);
+    report.float("msgs_per_s", rate);
+    report.float("mb_per_s", mb);
+    report.int("ordering_errors", tally.ordering_errors);
+    report.int("error_frames", error_frames);
+    report.flag("complete", complete);
+    report.line(format!(
+        "throughput: {} pairs x {} messages of {} bytes (window {})",
+        args.pairs, args.messages, args.size, args.window
+    ));
+    report.line(format!(
+        "delivered {}/{} in {elapsed:.3} s: {rate:.0} msgs/s, {mb:.1} MB/s of content",
+        tally.received, expected
+    ));
+    report.line(format!(
+        "ordering errors {}, error frames {}, {}",
+        tally.ordering_errors,
+        error_frames,
+        if complete {
+            "all arrived"
+        } else {
+            "INCOMPLETE"
+        }
+    ));
+    usage.finish(&mut report);
+    Ok(report)
+}
+
+/// Sends `messages` copies of `template` numbered 0.., keeping at most
+/// `window` in flight.
+async fn send(
+    stream: Arc<Async<TcpStream>>,
+    template: FrameTemplate,
+    messages: u64,
+    window: u64,
+    progress: Arc<Progress>,
+) -> io::Result<()> {
+    let per_write = (WRITE_BATCH / template.len()).max(1) as u64;
+    let mut batch = Vec::with_capacity(WRITE_BATCH + template.len());
+    let mut sent = 0;
+    while sent < messages {
+        let room = loop {
+            let in_flight = sent - progress.received.load(Ordering::Acquire);
+            if in_flight < window {
+                break window - in_flight;
+            }
+            listener!(progress.moved => moved);
+            if sent - progress.received.load(Ordering::Acquire) < window {
+                continue;
+            }
+            moved.await;
+        };
+        let n = room.min(messages - sent).min(per_write);
+        batch.clear();
+        for seq in sent..sent + n {
+            template.push(&mut batch, &[seq]);
+        }
+        (&*stream).write_all(&batch).await?;
+        sent += n;
+    }
+    Ok(())
+}
+
+/// Reads a sender's socket only to count error frames (and so that the
+/// server never sees it as a slow consumer).
+async fn count_errors(stream: Arc<Async<TcpStream>>, errors: Arc<AtomicU64>) {
+    let mut input = ReadBuffer::new(protocol::MESSAGE_HEADER_LEN + 2 * 65535);
+    while let Ok(n) = protocol::fill(&mut &*stream, &mut input).await {
+        if n == 0 {
+            return;
+        }
+        while let Ok(Decoded::Frame(frame, used)) = protocol::decode_server_frame(input.data()) {
+            if matches!(frame, ServerFrame::Error { .. }) {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            input.consume(used);
+        }
+    }
+}
+
+/// Receives `messages` from `sender`, checking name and order.
+async fn receive(
+    stream: Async<TcpStream>,
+    sender: String,
+    messages: u64,
+    progress: Arc<Progress>,
+) -> io::Result<Tally> {
+    let mut input = ReadBuffer::new(256 * 1024);
+    let mut order = OrderCheck::default();
+    let mut tally = Tally::default();
+    while tally.received < messages {
+        if protocol::fill(&mut &stream, &mut input).await? == 0 {
+            break;
+        }
+        loop {
+            match protocol::decode_server_frame(input.data()) {
+                Ok(Decoded::Frame(frame, used)) => {
+                    match frame {
+                        ServerFrame::Message { from, content } => {
+                            if from == sender.as_bytes() {
+                                order.arrived(get_hex(content));
+                            } else {
+                                order.errors += 1;
+                            }
+                            tally.received += 1;
+                        }
+                        _ => tally.error_frames += 1,
+                    }
+                    input.consume(used);
+                }
+                Ok(Decoded::Incomplete { .. }) => break,
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+        progress.received.store(tally.received, Ordering::Release);
+        progress.moved.notify(usize::MAX);
+    }
+    tally.ordering_errors = order.errors;
+    Ok(tally)
+}

@@ -1,0 +1,75 @@
+//! Process-level helpers: the open-files limit, and CPU time and resident
+//! memory read from `/proc` (Linux) for the benchmark's reports.
+
+use std::io;
+
+/// Raises the open-files limit as far as allowed: to the kernel's maximum
+/// when privileged, else the soft limit to the hard limit. Returns the soft
+/// limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let wanted = nr_open.max(limit.rlim_max);
+        for max in [wanted, limit.rlim_max] {
+            if limit.rlim_cur >= max {
+                break;
+            }
+            let raised = libc::rlimit {
+                rlim_cur: max,
+                rlim_max: max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+                break;
+            }
+        }
+        Ok(limit.rlim_cur)
+    }
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_process() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
+        assert!(cpu_seconds(pid).is_some_and(|s| s >= 0.0));
+        assert!(raise_open_files_limit().is_ok_and(|n| n > 0));
+    }
+}
