@@ -1,15 +1,23 @@
 //! A session's bounded queue of encoded frames waiting to be written.
 //!
 //! Producers (other sessions' readers, the console) encode each frame once,
-//! straight into the queue's byte buffer. The session's writer swaps the
-//! whole buffer out and writes it with one call, so under load many frames
-//! share a syscall and no frame is ever allocated on its own; when idle, each
-//! frame is written as soon as it arrives.
+//! straight into the queue's byte buffer. Whoever writes swaps the whole
+//! buffer out and writes it with one call, so under load many frames share
+//! a syscall and no frame is ever allocated on its own.
+//!
+//! Two kinds of writer take turns, never both at once (`busy`): a sender's
+//! reader, which after routing a batch of frames writes an idle
+//! recipient's queue straight to its socket ([`OutboundQueue::flush_direct`],
+//! no task hop and no thread wake-up on the common path), and the session's
+//! writer task, which takes over whatever the socket could not accept at
+//! once and waits for it to drain.
 //!
 //! The queue is bounded in bytes and in frames. A producer that finds it
 //! full waits for room (backpressure) with a deadline; what happens after the
 //! deadline is the caller's decision (see `session`).
 
+use std::io::{self, Write};
+use std::net::TcpStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -45,6 +53,9 @@ struct State {
     /// Number of frames in `bytes`.
     frames: usize,
     phase: Phase,
+    /// Someone (the writer task or a direct flush) is writing a batch taken
+    /// from this queue; nobody else may write until it is done.
+    busy: bool,
 }
 
 /// A bounded, closable byte queue with one consumer (the writer task).
@@ -72,6 +83,7 @@ impl OutboundQueue {
                 bytes: Vec::new(),
                 frames: 0,
                 phase: Phase::Open,
+                busy: false,
             }),
             data_ready: Event::new(),
             room: Event::new(),
@@ -87,8 +99,24 @@ impl OutboundQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues one frame of `len` bytes written by `encode`, if there is room.
+    /// Queues one frame of `len` bytes written by `encode`, if there is
+    /// room, and wakes the writer task if it was idle.
     pub fn try_push(&self, len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), PushError> {
+        if self.try_push_deferred(len, encode)? {
+            self.wake_writer();
+        }
+        Ok(())
+    }
+
+    /// Queues one frame like [`OutboundQueue::try_push`], but leaves the
+    /// writing to the caller: `Ok(true)` means the queue was idle and the
+    /// caller must later call [`OutboundQueue::flush_direct`] or
+    /// [`OutboundQueue::wake_writer`].
+    pub fn try_push_deferred(
+        &self,
+        len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<bool, PushError> {
         let mut state = self.lock();
         if state.phase != Phase::Open {
             return Err(PushError::Closed);
@@ -101,13 +129,74 @@ impl OutboundQueue {
         }
         encode(&mut state.bytes);
         state.frames += 1;
-        drop(state);
-        // The writer only sleeps on an empty queue, so only the first frame
-        // after a drain needs to wake it.
-        if was_empty {
-            self.data_ready.notify(1);
+        // A busy writer picks new frames up when it is done; otherwise only
+        // the first frame after a drain needs someone to write it.
+        Ok(was_empty && !state.busy)
+    }
+
+    /// Wakes the writer task to write what is queued.
+    pub fn wake_writer(&self) {
+        self.data_ready.notify(1);
+    }
+
+    /// Writes what is queued straight to `socket` without blocking, unless
+    /// a writer is already busy. What the socket does not take at once is
+    /// left (in order) for the writer task, which is woken for it.
+    pub fn flush_direct(&self, socket: &TcpStream) {
+        let mut state = self.lock();
+        if state.busy || state.bytes.is_empty() || state.phase == Phase::Aborted {
+            return;
         }
-        Ok(())
+        state.busy = true;
+        let mut batch = std::mem::take(&mut state.bytes);
+        let frames = std::mem::take(&mut state.frames);
+        drop(state);
+        self.room.notify(usize::MAX);
+
+        let mut written = 0;
+        let mut failed = false;
+        while written < batch.len() {
+            match (&*socket).write(&batch[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+
+        let mut state = self.lock();
+        state.busy = false;
+        if failed {
+            drop(state);
+            self.abort();
+            return;
+        }
+        if state.phase == Phase::Aborted {
+            return;
+        }
+        if written < batch.len() {
+            // The rest goes first, then whatever was queued meanwhile.
+            batch.drain(..written);
+            batch.extend_from_slice(&state.bytes);
+            state.frames += frames.max(1);
+            state.bytes = batch;
+        } else if state.bytes.is_empty() && batch.capacity() <= 64 * 1024 {
+            // Keep the allocation for the next frames.
+            batch.clear();
+            state.bytes = batch;
+        }
+        let hand_over = !state.bytes.is_empty() || state.phase != Phase::Open;
+        drop(state);
+        if hand_over {
+            self.wake_writer();
+        }
     }
 
     /// Queues pre-encoded `frames` (`count` of them) past the bounds. Only
@@ -118,12 +207,12 @@ impl OutboundQueue {
         if state.phase != Phase::Open {
             return Err(PushError::Closed);
         }
-        let was_empty = state.bytes.is_empty();
+        let idle = state.bytes.is_empty() && !state.busy;
         state.bytes.extend_from_slice(frames);
         state.frames += count;
         drop(state);
-        if was_empty {
-            self.data_ready.notify(1);
+        if idle {
+            self.wake_writer();
         }
         Ok(())
     }
@@ -230,8 +319,9 @@ impl OutboundQueue {
     }
 
     /// For the writer: waits for frames and moves all of them into `batch`
-    /// (which must be empty). Returns false when the queue is closed and
-    /// nothing is left to write.
+    /// (which must be empty), marking the queue busy until
+    /// [`OutboundQueue::finish_write`]. Returns false when the queue is
+    /// closed and nothing is left to write.
     pub async fn next_batch(&self, batch: &mut Vec<u8>) -> bool {
         loop {
             if let Some(more) = self.take(batch) {
@@ -245,11 +335,21 @@ impl OutboundQueue {
         }
     }
 
+    /// For the writer: the batch taken by [`OutboundQueue::next_batch`] has
+    /// been written; others may write again.
+    pub fn finish_write(&self) {
+        self.lock().busy = false;
+    }
+
     /// Swaps the queued bytes into `batch`; `None` means "nothing yet, wait".
     fn take(&self, batch: &mut Vec<u8>) -> Option<bool> {
         let mut state = self.lock();
         if state.phase == Phase::Aborted {
             return Some(false);
+        }
+        if state.busy {
+            // A direct flush is writing; it wakes us if it leaves anything.
+            return None;
         }
         if state.bytes.is_empty() {
             return match state.phase {
@@ -259,6 +359,7 @@ impl OutboundQueue {
         }
         std::mem::swap(batch, &mut state.bytes);
         state.frames = 0;
+        state.busy = true;
         // An idle session should not pin a large buffer it used once.
         if state.bytes.capacity() > 64 * 1024 {
             state.bytes = Vec::new();
@@ -305,7 +406,54 @@ mod tests {
         assert!(smol::block_on(queue.next_batch(&mut batch)));
         assert_eq!(batch, [1, 1, 2, 9]);
         batch.clear();
+        queue.finish_write();
         assert!(!smol::block_on(queue.next_batch(&mut batch)));
+    }
+
+    #[test]
+    fn direct_flush_writes_in_order_and_hands_the_rest_to_the_writer() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut reader, _) = listener.accept().unwrap();
+        writer.set_nonblocking(true).unwrap();
+        let queue = OutboundQueue::new(1 << 20, 1 << 20);
+        assert_eq!(queue.try_push_deferred(3, frame(1, 3)), Ok(true));
+        // Not idle any more: the first push already made someone responsible.
+        assert_eq!(queue.try_push_deferred(2, frame(2, 2)), Ok(false));
+        queue.flush_direct(&writer);
+        let mut got = [0u8; 5];
+        reader.read_exact(&mut got).unwrap();
+        assert_eq!(got, [1, 1, 1, 2, 2]);
+        assert_eq!(queue.try_push_deferred(1, frame(3, 1)), Ok(true));
+
+        // Far more than the socket buffers hold: the rest is left queued,
+        // in order, for the writer task.
+        let big = 64 << 20;
+        let queue = OutboundQueue::new(big, big);
+        queue.try_push_deferred(big, frame(7, big)).unwrap();
+        queue.flush_direct(&writer);
+        let mut rest = Vec::new();
+        assert!(smol::block_on(queue.next_batch(&mut rest)));
+        assert!(!rest.is_empty() && rest.len() < big);
+        assert!(rest.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_busy_writer_blocks_direct_flushes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let queue = OutboundQueue::new(100, 100);
+        queue.try_push(1, frame(1, 1)).unwrap();
+        let mut batch = Vec::new();
+        assert!(smol::block_on(queue.next_batch(&mut batch)));
+        // The writer task holds the batch: a new frame waits for it.
+        assert_eq!(queue.try_push_deferred(1, frame(2, 1)), Ok(false));
+        queue.flush_direct(&socket);
+        queue.finish_write();
+        batch.clear();
+        assert!(smol::block_on(queue.next_batch(&mut batch)));
+        assert_eq!(batch, [2]);
     }
 
     #[test]

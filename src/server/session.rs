@@ -42,14 +42,23 @@ pub struct Session {
     peer: SocketAddr,
     /// Frames waiting to be written to this user.
     outbound: OutboundQueue,
+    /// The connection, for direct flushes by senders' readers (the writer
+    /// task holds it too).
+    socket: Arc<Async<TcpStream>>,
 }
 
 impl Session {
-    fn new(name: Box<str>, peer: SocketAddr, shared: &Shared) -> Self {
+    fn new(
+        name: Box<str>,
+        peer: SocketAddr,
+        socket: Arc<Async<TcpStream>>,
+        shared: &Shared,
+    ) -> Self {
         Session {
             name,
             peer,
             outbound: OutboundQueue::new(shared.config.queue_bytes, shared.config.queue_frames),
+            socket,
         }
     }
 
@@ -139,7 +148,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Async<TcpStream>, peer: S
         }
     };
 
-    let session = Arc::new(Session::new(name, peer, &shared));
+    let session = Arc::new(Session::new(name, peer, Arc::clone(&stream), &shared));
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
         reject(&stream, protocol::USERNAME_TAKEN, shared.config.linger).await;
@@ -285,6 +294,9 @@ async fn read_loop(
                 Err(e) => return ReadEnd::Protocol(e),
             }
         }
+        // Everything this buffer held is routed: write it out, one write
+        // per recipient.
+        router.flush();
         // Try the socket directly and only register for readiness when it
         // is empty: under load this is one syscall per buffer of frames.
         let room = input.unfilled().len();
@@ -352,6 +364,7 @@ async fn write_loop(stream: Arc<Async<TcpStream>>, session: Arc<Session>) {
             return;
         }
         batch.clear();
+        session.outbound.finish_write();
     }
     let _ = stream.get_ref().shutdown(Shutdown::Write);
 }
@@ -408,6 +421,18 @@ struct Router<'a> {
     /// The client negotiated extensions with HELLO, so it may be sent
     /// frames with opcodes of 2 and above.
     extended: bool,
+    /// Recipients whose idle queues got frames in this batch; written at
+    /// the end of the batch by [`Router::flush`].
+    to_flush: Vec<Arc<Session>>,
+}
+
+impl Drop for Router<'_> {
+    fn drop(&mut self) {
+        // Cancelled mid-batch (the session is closing): the writers write.
+        for session in self.to_flush.drain(..) {
+            session.outbound.wake_writer();
+        }
+    }
 }
 
 /// Recipients remembered per sender before the cache is reset.
@@ -421,7 +446,29 @@ impl<'a> Router<'a> {
             last: None,
             cache: HashMap::new(),
             extended: false,
+            to_flush: Vec::new(),
         }
+    }
+
+    /// Writes every queue this batch made non-empty straight to its socket.
+    fn flush(&mut self) {
+        for session in self.to_flush.drain(..) {
+            session.outbound.flush_direct(session.socket.get_ref());
+        }
+    }
+
+    /// Queues a frame for `session` without waiting; an idle queue is
+    /// remembered for the end-of-batch flush.
+    fn push_now(
+        &mut self,
+        session: &Arc<Session>,
+        len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), PushError> {
+        if session.outbound.try_push_deferred(len, encode)? {
+            self.to_flush.push(Arc::clone(session));
+        }
+        Ok(())
     }
 
     /// Answers HELLO with WELCOME (and, if asked, the online list followed
@@ -504,8 +551,10 @@ impl<'a> Router<'a> {
             let Some(recipient) = self.lookup(to) else {
                 break;
             };
-            let pushed = match recipient.outbound.try_push(len, encode) {
+            let pushed = match self.push_now(&recipient, len, encode) {
                 Err(PushError::Full) => {
+                    // Write out what this batch routed so far before waiting.
+                    self.flush();
                     let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
                     recipient.outbound.push(len, deadline, encode).await
                 }
@@ -560,8 +609,16 @@ impl<'a> Router<'a> {
     /// consumer too. A reply larger than the queue goes into an empty one.
     async fn reply(&mut self, frames: &[u8]) -> Result<(), SenderClosed> {
         let encode = |out: &mut Vec<u8>| out.extend_from_slice(frames);
-        let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
-        match self.me.outbound.push(frames.len(), deadline, encode).await {
+        let me = self.me;
+        let pushed = match self.push_now(me, frames.len(), encode) {
+            Err(PushError::Full) => {
+                self.flush();
+                let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
+                me.outbound.push(frames.len(), deadline, encode).await
+            }
+            other => other,
+        };
+        match pushed {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SenderClosed),
             Err(PushError::Full) => {

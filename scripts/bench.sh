@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The standard benchmark suite: builds in release mode, starts a fresh
+# chat-server per case on a free port (quiet log level), runs chat-bench
+# against it on this machine, stops it, and prints a Markdown table.
+#
+#   scripts/bench.sh            # the whole suite (a few minutes)
+#   LATENCY_SECONDS=3 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+latency_seconds=${LATENCY_SECONDS:-10}
+cargo build --release --quiet --bins
+bin=target/release
+work=$(mktemp -d)
+server_pid=
+console_pid=
+
+cleanup() {
+    stop_server
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_server() {
+    rm -f "$work/console" "$work/server.out"
+    mkfifo "$work/console"
+    # Keep the console open so that the server keeps running.
+    sleep 3600 > "$work/console" &
+    console_pid=$!
+    "$bin/chat-server" 0 --bind 127.0.0.1 -q --max-clients 100000 "$@" \
+        < "$work/console" > "$work/server.out" 2> "$work/server.log" &
+    server_pid=$!
+    for _ in $(seq 200); do
+        grep -q '^listening on' "$work/server.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/server.out")
+    [ -n "$port" ] || { echo "server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
+}
+
+stop_server() {
+    if [ -n "$server_pid" ]; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=
+    fi
+    if [ -n "$console_pid" ]; then
+        kill "$console_pid" 2>/dev/null || true
+        wait "$console_pid" 2>/dev/null || true
+        console_pid=
+    fi
+}
+
+# cpu_seconds PID: user+system CPU time of a process, from /proc.
+cpu_seconds() {
+    awk -v tck="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / tck }' "/proc/$1/stat"
+}
+
+rss_mib() {
+    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# json FILE KEY: one field of chat-bench's JSON line.
+json() {
+    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"
+}
+
+rows=()
+row() { rows+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); }
+fmt() { python3 -c 'import sys; print(format(float(sys.argv[1]), sys.argv[2]))' "$1" "$2"; }
+
+bench() {
+    local name=$1; shift
+    echo "== $name" >&2
+    start_server
+    "$bin/chat-bench" "$@" --addr "127.0.0.1:$port" --pid "$server_pid" > "$work/result.json"
+    stop_server
+}
+
+throughput() {
+    local name=$1; shift
+    bench "$name" throughput "$@"
+    local r="$work/result.json"
+    local rate mb
+    rate=$(fmt "$(json "$r" msgs_per_s)" ',.0f')
+    mb=$(fmt "$(json "$r" mb_per_s)" ',.0f')
+    row "$name" "$rate msgs/s ($mb MB/s)" "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" \
+        "$(fmt "$(json "$r" bench_cpu_s)" .2f)" "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"
+}
+
+latency() {
+    local name=$1; shift
+    bench "$name" latency "$@"
+    local r="$work/result.json"
+    row "$name" "$(fmt "$(json "$r" achieved_rate)" ',.0f') msgs/s, lost $(json "$r" lost)" \
+        "$(fmt "$(json "$r" p50_us)" .0f) / $(fmt "$(json "$r" p99_us)" .0f) / $(fmt "$(json "$r" p999_us)" .0f) µs" \
+        "$(fmt "$(json "$r" server_cpu_s)" .2f)" "$(fmt "$(json "$r" bench_cpu_s)" .2f)" \
+        "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"
+}
+
+conns() {
+    local name=$1 count=$2
+    bench "$name" conns --count "$count"
+    local r="$work/result.json"
+    row "$name" "$(fmt "$(json "$r" bytes_per_conn)" ',.0f') bytes/conn, RSS $(fmt "$(json "$r" rss_held_kib)" ',.0f') → $(fmt "$(json "$r" rss_after_kib)" ',.0f') KiB after" \
+        "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" "$(fmt "$(json "$r" bench_cpu_s)" .2f)" \
+        "$(fmt "$(json "$r" rss_held_kib)" ',.0f') KiB"
+}
+
+batch_client() {
+    local lines=1000000
+    echo "== batch client, $lines lines" >&2
+    awk -v n=$lines 'BEGIN { for (i = 0; i < n; i++) printf "send bob message number %d\n", i }' > "$work/script.txt"
+    start_server
+    "$bin/chat-client" 127.0.0.1 "$port" bob --follow < /dev/null > "$work/bob.out" 2>/dev/null &
+    local follower=$!
+    sleep 0.5
+    local cpu0 t0 t1 count
+    cpu0=$(cpu_seconds "$server_pid")
+    t0=$(date +%s.%N)
+    "$bin/chat-client" 127.0.0.1 "$port" alice < "$work/script.txt"
+    for _ in $(seq 3000); do
+        count=$(wc -l < "$work/bob.out")
+        [ "$count" -ge "$lines" ] && break
+        sleep 0.01
+    done
+    t1=$(date +%s.%N)
+    local cpu rss seconds
+    cpu=$(python3 -c "print(f'{$(cpu_seconds "$server_pid") - $cpu0:.2f}')")
+    rss=$(rss_mib "$server_pid")
+    seconds=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+    kill "$follower" 2>/dev/null || true
+    wait "$follower" 2>/dev/null || true
+    stop_server
+    row "batch client, 1,000,000-line script to a --follow receiver" \
+        "$count delivered in $seconds s" "" "$cpu" "" "$rss MiB"
+}
+
+throughput "throughput, 1 pair, 32 B" --pairs 1 --messages 5000000 --size 32
+throughput "throughput, 100 pairs, 32 B" --pairs 100 --messages 100000 --size 32
+throughput "throughput, 1000 pairs, 32 B" --pairs 1000 --messages 10000 --size 32
+throughput "throughput, 10 pairs, 1 KiB" --pairs 10 --messages 200000 --size 1024
+latency "latency, 10 pairs, 10,000 msgs/s" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
+latency "latency, 10 pairs, 30,000 msgs/s" --pairs 10 --rate 30000 --duration "${latency_seconds}s"
+conns "10,000 idle connections" 10000
+# Both processes need one descriptor per connection; a hard limit below
+# 50,000 (which only a privileged user can raise) caps this case.
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 50100 ]; then
+    conns "50,000 idle connections" 50000
+else
+    held=$(( (hard - 200) / 1000 * 1000 ))
+    conns "50,000 idle connections (capped at $held: open-files hard limit $hard)" "$held"
+fi
+batch_client
+
+echo
+echo "| case | result | latency p50 / p99 / p99.9 | server CPU s | bench CPU s | server RSS |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"

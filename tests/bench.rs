@@ -1,0 +1,88 @@
+//! `chat-bench` end to end against the real server: tiny runs that check it
+//! works, never how fast (no timing assertions here).
+
+mod common;
+
+use std::process::Command;
+
+use common::ServerProcess;
+
+fn bench(server: &ServerProcess, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(&args[..1])
+        .args(["--addr", &format!("127.0.0.1:{}", server.port)])
+        .args(["--pid", &server.pid().to_string()])
+        .args(&args[1..])
+        .output()
+        .expect("run chat-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chat-bench failed:\n{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout}");
+    serde_json::from_str(&stdout).expect("valid JSON")
+}
+
+#[test]
+fn throughput_delivers_everything_in_order() {
+    let server = ServerProcess::start(&["-q"]);
+    let report = bench(
+        &server,
+        &[
+            "throughput",
+            "--pairs",
+            "3",
+            "--messages",
+            "300",
+            "--size",
+            "40",
+            "--window",
+            "16",
+        ],
+    );
+    assert_eq!(report["delivered"], 900);
+    assert_eq!(report["ordering_errors"], 0);
+    assert_eq!(report["error_frames"], 0);
+    assert_eq!(report["complete"], true);
+    assert!(report["server_cpu_s"].as_f64().is_some());
+}
+
+#[test]
+fn latency_reports_percentiles_and_nothing_lost() {
+    let server = ServerProcess::start(&["-q"]);
+    let report = bench(
+        &server,
+        &[
+            "latency",
+            "--pairs",
+            "2",
+            "--rate",
+            "400",
+            "--duration",
+            "500ms",
+        ],
+    );
+    assert_eq!(report["lost"], 0);
+    assert!(report["received"].as_u64().unwrap() > 100);
+    let p50 = report["p50_us"].as_f64().unwrap();
+    let p99 = report["p99_us"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99, "{report}");
+}
+
+#[test]
+fn conns_holds_idle_connections_and_checks_liveness() {
+    let server = ServerProcess::start(&["-q"]);
+    let report = bench(&server, &["conns", "--count", "300", "--hold", "100ms"]);
+    assert_eq!(report["count"], 300);
+    assert_eq!(report["live_checks"], 100);
+    assert!(report["bytes_per_conn"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn an_unreachable_server_is_a_clean_failure() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["throughput", "--addr", "127.0.0.1:1", "--messages", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("chat-bench: "));
+}
