@@ -104,6 +104,10 @@ pub struct LatencyArgs {
     /// Content bytes per message (at least 32: sequence and timestamp).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(32..))]
     pub size: u16,
+    /// Receive by busy-polling on a dedicated thread (costs a core), so the
+    /// generator's own wake-up latency stays out of the figures.
+    #[arg(long)]
+    pub spin: bool,
 }
 
 /// `chat-bench conns`.
