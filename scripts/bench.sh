@@ -153,9 +153,10 @@ throughput "throughput, 10 pairs, 1 KiB" --pairs 10 --messages 200000 --size 102
 latency "latency, 10 pairs, 10,000 msgs/s" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
 latency "latency, 10 pairs, 30,000 msgs/s" --pairs 10 --rate 30000 --duration "${latency_seconds}s"
 # The same with the generator's receivers busy-polling on a thread of their
-# own: the generator's wake-up latency leaves the figures, a core goes to it.
+# own: the generator's wake-up latency leaves the figures, a core goes to it
+# (at 30,000 msgs/s that core is missed by the server and the figures get
+# worse, so only the light case runs this way).
 latency "latency, 10 pairs, 10,000 msgs/s, busy-polling receiver" --pairs 10 --rate 10000 --duration "${latency_seconds}s" --spin
-latency "latency, 10 pairs, 30,000 msgs/s, busy-polling receiver" --pairs 10 --rate 30000 --duration "${latency_seconds}s" --spin
 conns "10,000 idle connections" 10000
 # Both processes need one descriptor per connection; a hard limit below
 # 50,000 (which only a privileged user can raise) caps this case.
