@@ -188,18 +188,7 @@ impl ServerProcess {
 
     /// Waits for the process to exit, failing after `TIMEOUT`.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit; log:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_within(&mut self.child, "chat-server")
     }
 
     /// The server's process id.
@@ -421,17 +410,7 @@ pub fn run_client(mut command: Command, stdin: &[u8]) -> ClientOutput {
         let _ = err.read_to_end(&mut text);
         text
     });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chat-client did not finish in time"
-        );
-        thread::sleep(Duration::from_millis(5));
-    };
+    let status = child.wait();
     let _ = feeder.join();
     ClientOutput {
         status: status.code().unwrap_or(-1),
@@ -442,6 +421,25 @@ pub fn run_client(mut command: Command, stdin: &[u8]) -> ClientOutput {
 
 /// A child process killed on drop.
 pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Waits for the process to exit, failing after `TIMEOUT`.
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_within(&mut self.0, "chat-client")
+    }
+}
+
+/// Waits for `child` to exit, failing the test after `TIMEOUT`.
+fn wait_within(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not exit in time");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -489,13 +487,6 @@ impl Follower {
             .status()
             .expect("kill");
         assert!(status.success());
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "follower ignored SIGTERM");
-            thread::sleep(Duration::from_millis(5));
-        }
+        self.child.wait().code().unwrap_or(-1)
     }
 }
