@@ -299,6 +299,11 @@ impl OutboundQueue {
         self.closed.notify(usize::MAX);
     }
 
+    /// True once [`abort`](Self::abort) was called: nothing is left to write.
+    pub fn is_aborted(&self) -> bool {
+        self.lock().phase == Phase::Aborted
+    }
+
     /// True once [`close`](Self::close) or [`abort`](Self::abort) was called.
     pub fn is_closed(&self) -> bool {
         self.lock().phase != Phase::Open

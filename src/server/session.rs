@@ -2,9 +2,11 @@
 //!
 //! The connection's own task reads: it decodes frames in place from a reused
 //! buffer and routes each message straight into the recipient's
-//! [`OutboundQueue`]. A second task, the writer, owns the socket's write
-//! side and drains this session's queue. Nothing else touches the socket, and
-//! no lock is held across an `.await`.
+//! [`OutboundQueue`]. At the end of each read batch it writes the queues it
+//! made non-empty directly to their sockets if nobody is writing them; a
+//! second task per session, the writer, takes over whatever a socket could
+//! not accept at once. The queue's `busy` flag keeps the two from writing at
+//! the same time, and no lock is held across an `.await`.
 //!
 //! Closing is always the same dance, whoever starts it: leave the online
 //! list, let the writer flush what is queued (bounded by the flush timeout),
@@ -15,7 +17,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use smol::future::{self, FutureExt};
@@ -42,16 +44,17 @@ pub struct Session {
     peer: SocketAddr,
     /// Frames waiting to be written to this user.
     outbound: OutboundQueue,
-    /// The connection, for direct flushes by senders' readers (the writer
-    /// task holds it too).
-    socket: Arc<Async<TcpStream>>,
+    /// The connection, for direct flushes by senders' readers. Weak: other
+    /// sessions may cache this one after it ended and must not keep its
+    /// socket open (the connection task and the writer own it).
+    socket: Weak<Async<TcpStream>>,
 }
 
 impl Session {
     fn new(
         name: Box<str>,
         peer: SocketAddr,
-        socket: Arc<Async<TcpStream>>,
+        socket: Weak<Async<TcpStream>>,
         shared: &Shared,
     ) -> Self {
         Session {
@@ -148,7 +151,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Async<TcpStream>, peer: S
         }
     };
 
-    let session = Arc::new(Session::new(name, peer, Arc::clone(&stream), &shared));
+    let session = Arc::new(Session::new(name, peer, Arc::downgrade(&stream), &shared));
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
         reject(&stream, protocol::USERNAME_TAKEN, shared.config.linger).await;
@@ -199,8 +202,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Async<TcpStream>, peer: S
     };
     info!(%peer, user = session.name(), "disconnected: {}", describe(&end));
 
-    // The writer flushes what is queued and shuts down the write side; an
-    // aborted queue has nothing worth waiting for.
+    // The writer flushes what is queued and shuts down the write side. An
+    // aborted queue (slow consumer, failed socket) has nothing worth
+    // waiting for: its writer may be stuck on a full socket.
+    if session.outbound.is_aborted() {
+        writer.cancel().await;
+        return;
+    }
     let flushed = async {
         writer.await;
         true
@@ -453,7 +461,10 @@ impl<'a> Router<'a> {
     /// Writes every queue this batch made non-empty straight to its socket.
     fn flush(&mut self) {
         for session in self.to_flush.drain(..) {
-            session.outbound.flush_direct(session.socket.get_ref());
+            match session.socket.upgrade() {
+                Some(socket) => session.outbound.flush_direct(socket.get_ref()),
+                None => session.outbound.wake_writer(),
+            }
         }
     }
 

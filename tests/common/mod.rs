@@ -318,6 +318,25 @@ impl RawClient {
         }
     }
 
+    /// Reads and discards everything until the server closes the
+    /// connection (EOF or reset), failing after `TIMEOUT`.
+    pub fn drain_until_closed(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut sink = vec![0u8; 1 << 16];
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the server never closed the connection"
+            );
+            match self.stream.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+                Err(e) => panic!("reading until closed: {e}"),
+            }
+        }
+    }
+
     /// Asserts an orderly close (FIN, not a reset) with nothing more sent.
     pub fn expect_eof(&mut self) {
         let mut byte = [0u8; 1];

@@ -180,7 +180,7 @@ fn a_slow_consumer_is_disconnected_and_the_sender_told() {
     let mut server =
         ServerProcess::start(&["--slow-consumer-timeout", "300ms", "--queue-bytes", "70000"]);
     // `sleepy` never reads; its socket buffers and then its queue fill up.
-    let sleepy = server.login("sleepy");
+    let mut sleepy = server.login("sleepy");
     let mut alice = server.login("alice");
     let mut bob = server.login("bob");
     let mut alice_writer = alice.stream.try_clone().unwrap();
@@ -205,7 +205,9 @@ fn a_slow_consumer_is_disconnected_and_the_sender_told() {
     bob.send("bob", "still fine");
     eqnice!(Frame::msg("bob", "still fine"), bob.frame());
     assert!(!server.users().contains(&"sleepy".to_string()));
-    drop(sleepy);
+    // Its connection is really closed: once it reads what was in flight,
+    // it sees the end.
+    sleepy.drain_until_closed();
     drop(alice);
     let _ = flood.join();
 }
