@@ -62,6 +62,10 @@ pub const MESSAGE_HEADER_LEN: usize = 6;
 /// Bytes before the text in an error frame: opcode and one length.
 pub const ERROR_HEADER_LEN: usize = 4;
 
+/// Largest server → client frame: two 16-bit fields after the header, the
+/// most a client ever needs to buffer.
+pub const MAX_SERVER_FRAME: usize = MESSAGE_HEADER_LEN + 2 * u16::MAX as usize;
+
 /// The error text v1 clients expect when their username is held by someone.
 pub const USERNAME_TAKEN: &str = "Username is taken\n";
 

@@ -194,7 +194,7 @@ pub(crate) async fn await_registered(
     let mut ping = Vec::new();
     protocol::encode_message(name.as_bytes(), b"ping", &mut ping)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut input = ReadBuffer::new(protocol::MESSAGE_HEADER_LEN + 2 * 65535);
+    let mut input = ReadBuffer::new(protocol::MAX_SERVER_FRAME);
     let deadline = std::time::Instant::now() + timeout;
     loop {
         (&*stream).write_all(&ping).await?;

@@ -169,7 +169,7 @@ async fn send(
 /// Reads a sender's socket only to count error frames (and so that the
 /// server never sees it as a slow consumer).
 async fn count_errors(stream: Arc<Async<TcpStream>>, errors: Arc<AtomicU64>) {
-    let mut input = ReadBuffer::new(protocol::MESSAGE_HEADER_LEN + 2 * 65535);
+    let mut input = ReadBuffer::new(protocol::MAX_SERVER_FRAME);
     while let Ok(n) = protocol::fill(&mut &*stream, &mut input).await {
         if n == 0 {
             return;

@@ -120,9 +120,6 @@ pub enum Received {
     OutputGone,
 }
 
-/// Largest server frame: two 16-bit fields after the header.
-const MAX_SERVER_FRAME: usize = protocol::MESSAGE_HEADER_LEN + 2 * u16::MAX as usize;
-
 /// How the server answered our HELLO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Login {
@@ -150,7 +147,7 @@ pub async fn receive(
     state: &ChatState,
     mut negotiation: Negotiation,
 ) -> Received {
-    let mut input = ReadBuffer::new(MAX_SERVER_FRAME);
+    let mut input = ReadBuffer::new(protocol::MAX_SERVER_FRAME);
     let mut after_error = false;
     // ONLINE pages collected so far, and whether they are the snapshot.
     let mut online: Vec<String> = Vec::new();

@@ -132,16 +132,6 @@ impl Registry {
     pub fn names(&self) -> Vec<String> {
         sorted_names(&self.read().sessions)
     }
-
-    /// Number of users online.
-    pub fn len(&self) -> usize {
-        self.read().sessions.len()
-    }
-
-    /// True when nobody is online.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn sorted_names(sessions: &HashMap<Box<str>, Arc<Session>>) -> Vec<String> {

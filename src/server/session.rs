@@ -307,12 +307,14 @@ async fn read_loop(
         router.flush();
         // Try the socket directly and only register for readiness when it
         // is empty: under load this is one syscall per buffer of frames.
-        let room = input.unfilled().len();
+        let mut room = 0;
         let attempt = if short_read {
             short_read = false;
             Err(io::ErrorKind::WouldBlock.into())
         } else {
-            stream.get_ref().read(input.unfilled())
+            let buf = input.unfilled();
+            room = buf.len();
+            stream.get_ref().read(buf)
         };
         match attempt {
             Ok(0) => {
