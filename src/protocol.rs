@@ -150,6 +150,9 @@ pub enum FrameError {
         frame: &'static str,
         why: &'static str,
     },
+    /// A frame that may be sent once per connection came again.
+    #[error("{0} sent twice: extensions are negotiated once per connection")]
+    Repeated(&'static str),
 }
 
 /// Why a username is refused.
@@ -167,6 +170,12 @@ pub enum UsernameError {
          (printable ASCII without spaces only)"
     )]
     InvalidByte { byte: u8, position: usize },
+    /// Contains `:`, which would make `name: text` output lines ambiguous.
+    #[error(
+        "invalid username: ':' at position {position} is not allowed \
+         (it would make 'name: message' lines ambiguous)"
+    )]
+    Colon { position: usize },
 }
 
 /// A field too long for its length prefix; only a caller's bug or unchecked
@@ -180,8 +189,12 @@ pub struct FieldTooLong {
     pub max: usize,
 }
 
-/// Checks a username (or recipient name) against the v1 rules:
-/// 1..=`limit` bytes of printable ASCII without spaces (0x21..=0x7E).
+/// Checks a username (or recipient name) against the rules: 1..=`limit`
+/// bytes of printable ASCII without spaces (0x21..=0x7E), and no `:`.
+///
+/// The colon is pmchat's own rule on top of v1's: clients print messages as
+/// `name: text`, so a name holding `:` could forge another sender's line
+/// (`bob:` sending `x` prints `bob:: x`, which `grep '^bob:'` matches).
 pub fn validate_username(name: &[u8], limit: usize) -> Result<(), UsernameError> {
     if name.is_empty() {
         return Err(UsernameError::Empty);
@@ -197,7 +210,10 @@ pub fn validate_username(name: &[u8], limit: usize) -> Result<(), UsernameError>
             byte: name[position],
             position,
         }),
-        None => Ok(()),
+        None => match name.iter().position(|&b| b == b':') {
+            Some(position) => Err(UsernameError::Colon { position }),
+            None => Ok(()),
+        },
     }
 }
 
@@ -635,10 +651,22 @@ impl ReadBuffer {
     }
 
     /// Frees the storage if nothing is buffered (an idle connection keeps no
-    /// read buffer).
+    /// read buffer), or moves a short partial frame into a small one, so a
+    /// peer that stops mid-frame pins [`FIRST_READ`] bytes, not a full-size
+    /// buffer.
     pub fn release(&mut self) {
-        if self.is_empty() {
+        let pending = self.end - self.start;
+        if pending == 0 {
             self.data = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.grow = false;
+        } else if pending <= FIRST_READ / 2 && self.data.len() > FIRST_READ {
+            let mut small = vec![0; FIRST_READ];
+            small[..pending].copy_from_slice(&self.data[self.start..self.end]);
+            self.data = small;
+            self.start = 0;
+            self.end = pending;
             self.grow = false;
         }
     }
@@ -918,6 +946,10 @@ mod tests {
         assert!(validate_username(b"\x7f", 32).is_err());
         assert!(validate_username("é".as_bytes(), 32).is_err());
         assert!(validate_username(b"!~", 32).is_ok());
+        assert_eq!(
+            validate_username(b"bob2:", 32),
+            Err(UsernameError::Colon { position: 4 })
+        );
     }
 
     #[test]
@@ -945,6 +977,19 @@ mod tests {
         assert_eq!(buf.unfilled().len(), READ_CHUNK - 3);
         buf.filled(10);
         buf.consume(13);
+        buf.release();
+        assert_eq!(buf.allocated(), 0);
+        // A partial frame left after a full-size read keeps only a small
+        // buffer while the peer is silent.
+        buf.unfilled();
+        buf.filled(FIRST_READ);
+        buf.unfilled();
+        buf.filled(READ_CHUNK - FIRST_READ);
+        buf.consume(READ_CHUNK - 2);
+        buf.release();
+        assert_eq!(buf.allocated(), FIRST_READ);
+        assert_eq!(buf.data(), &[0, 0]);
+        buf.consume(2);
         buf.release();
         assert_eq!(buf.allocated(), 0);
         // A short read does not grow it.

@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "server/hardening.rs"]
+mod hardening;
 #[path = "server/lifecycle.rs"]
 mod lifecycle;
 #[path = "server/limits.rs"]

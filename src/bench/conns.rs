@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smol::io::AsyncWriteExt;
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, Executor, Timer};
 use socket2::{Domain, Socket, Type};
 
@@ -52,6 +53,8 @@ pub async fn run(
         }
     }
     let connect_s = started.elapsed().as_secs_f64();
+    let streams = Arc::new(streams);
+    let mut report = Report::new("conns");
     // Liveness: a spread of connections each get their own message back.
     let step = (args.count / PROBES).max(1);
     let mut live = 0;
@@ -59,9 +62,28 @@ pub async fn run(
         await_registered(&streams[i], &format!("c{tag}-{i}"), args.common.timeout).await?;
         live += 1;
     }
+    if args.burst > 0 {
+        for chunk_start in (0..args.count).step_by(CONCURRENCY) {
+            let chunk_end = (chunk_start + CONCURRENCY).min(args.count);
+            let tasks: Vec<_> = (chunk_start..chunk_end)
+                .map(|i| {
+                    let streams = Arc::clone(&streams);
+                    let name = format!("c{tag}-{i}");
+                    let (count, size, timeout) = (args.burst, args.burst_size, args.common.timeout);
+                    ex.spawn(async move { burst(&streams[i], &name, count, size, timeout).await })
+                })
+                .collect();
+            for task in tasks {
+                task.await?;
+            }
+        }
+        report.line(format!(
+            "conns: each connection sent itself {} × {} bytes and read them back",
+            args.burst, args.burst_size
+        ));
+    }
     Timer::after(args.hold).await;
     let rss_held = pid.and_then(sys::rss_kib);
-    let mut report = Report::new("conns");
     usage.finish(&mut report);
     drop(streams);
     // Give the server a moment to notice every close.
@@ -86,6 +108,42 @@ pub async fn run(
         ));
     }
     Ok(report)
+}
+
+/// Sends `count` messages of `size` bytes to ourselves and reads them all
+/// back.
+async fn burst(
+    stream: &Async<TcpStream>,
+    name: &str,
+    count: usize,
+    size: u16,
+    timeout: Duration,
+) -> io::Result<()> {
+    await_registered(stream, name, timeout).await?;
+    let content = vec![b'b'; usize::from(size)];
+    let mut frames = Vec::new();
+    for _ in 0..count {
+        protocol::encode_message(name.as_bytes(), &content, &mut frames)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    }
+    (&*stream).write_all(&frames).await?;
+    // The frames come back with the same layout and length.
+    let mut left = frames.len();
+    let mut sink = vec![0u8; 64 * 1024];
+    async {
+        while left > 0 {
+            match (&*stream).read(&mut sink).await? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok(())
+    }
+    .or(async {
+        Timer::after(timeout).await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
 }
 
 /// Opens connection `i`, from its own loopback source address when the

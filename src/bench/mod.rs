@@ -118,9 +118,18 @@ pub struct ConnsArgs {
     /// Idle connections to hold.
     #[arg(long, default_value_t = 10_000)]
     pub count: usize,
-    /// How long to hold them once all are up.
+    /// How long to hold them once all are up (after the burst, if any).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub hold: Duration,
+    /// Before the hold, every connection sends this many messages to itself
+    /// and reads them back, so the hold measures what a session keeps after
+    /// a burst.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub burst: usize,
+    /// Content bytes of each burst message.
+    #[arg(long, value_name = "BYTES", default_value_t = 2048,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub burst_size: u16,
 }
 
 /// Runs the chosen case; returns the exit status (0 when every message
@@ -134,7 +143,7 @@ pub fn run(args: BenchArgs) -> i32 {
     let addr = match resolve(&common.addr) {
         Ok(addr) => addr,
         Err(e) => {
-            eprintln!("chat-bench: {e}");
+            crate::err_line!("chat-bench: {e}");
             return crate::exit_codes::USAGE;
         }
     };
@@ -152,8 +161,8 @@ pub fn run(args: BenchArgs) -> i32 {
     });
     match outcome {
         Ok(report) => {
-            eprintln!("{}", report.human());
-            println!("{}", report.json());
+            crate::err_line!("{}", report.human());
+            let _ = crate::out_line!("{}", report.json());
             if report.ok {
                 crate::exit_codes::SUCCESS
             } else {
@@ -161,7 +170,7 @@ pub fn run(args: BenchArgs) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("chat-bench: {e}");
+            crate::err_line!("chat-bench: {e}");
             crate::exit_codes::FAILURE
         }
     }

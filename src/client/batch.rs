@@ -126,7 +126,7 @@ async fn send_script(
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
-                eprintln!("chat-client: cannot read stdin: {e}");
+                crate::err_line!("chat-client: cannot read stdin: {e}");
                 state.fail();
                 break;
             }
@@ -141,7 +141,7 @@ async fn send_script(
             Ok(Flow::Continue) => {}
             Ok(Flow::Exit) => break,
             Err(why) => {
-                eprintln!("<stdin>:{number}: {why}");
+                crate::err_line!("<stdin>:{number}: {why}");
                 state.fail();
             }
         }
@@ -167,7 +167,7 @@ fn encode_line(
         None => return Ok(Flow::Continue),
         Some(Command::Exit) => return Ok(Flow::Exit),
         Some(Command::Help) => {
-            eprintln!("{}", command::HELP);
+            crate::err_line!("{}", command::HELP);
             return Ok(Flow::Continue);
         }
         Some(Command::Who) if state.extended() => {
@@ -193,7 +193,7 @@ async fn wait_for_signal() -> Sent {
     match crate::signals::termination() {
         Ok(signal) => signal.await,
         Err(e) => {
-            eprintln!("chat-client: cannot watch for signals: {e}");
+            crate::err_line!("chat-client: cannot watch for signals: {e}");
             std::future::pending::<()>().await;
         }
     }

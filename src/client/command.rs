@@ -118,6 +118,9 @@ pub fn describe_name_error(error: &UsernameError) -> String {
         UsernameError::InvalidByte { byte, position } => format!(
             "byte 0x{byte:02x} at position {position} is not allowed (printable ASCII without spaces only)"
         ),
+        UsernameError::Colon { position } => format!(
+            "':' at position {position} is not allowed (it would make 'name: message' lines ambiguous)"
+        ),
     }
 }
 

@@ -41,7 +41,7 @@ pub fn run(args: ClientArgs) -> i32 {
     )) {
         Ok(stream) => stream,
         Err(e) => {
-            eprintln!("chat-client: {e}");
+            crate::err_line!("chat-client: {e}");
             return exit_codes::NOT_CONNECTED;
         }
     };
@@ -51,7 +51,7 @@ pub fn run(args: ClientArgs) -> i32 {
     let hello = match greeting(&args.username, presence) {
         Ok(hello) => hello,
         Err(e) => {
-            eprintln!("chat-client: {e}");
+            crate::err_line!("chat-client: {e}");
             return exit_codes::USAGE;
         }
     };

@@ -157,9 +157,10 @@ pub fn push_json_string(out: &mut String, text: &[u8]) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            // Other controls (C0, DEL, C1) are escaped too, so even `jq -c`
-            // output stays inert on a terminal.
-            c if c.is_control() => {
+            // Other controls (C0, DEL, C1), line separators and bidi
+            // overrides are escaped too, so even `jq -r` output of a string
+            // stays inert on a terminal and cannot reorder a line.
+            c if crate::sanitize::is_dangerous(c) => {
                 use std::fmt::Write as _;
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
@@ -305,6 +306,16 @@ mod tests {
             out,
             "{\"type\":\"error\",\"text\":\"'carol' is not connected\"}\n"
         );
+    }
+
+    #[test]
+    fn json_escapes_bidi_overrides_and_line_separators() {
+        let mut out = String::new();
+        push_json_string(
+            &mut out,
+            "a\u{202e}b\u{2066}c\u{2028}d\u{2029}e\u{202a}f\u{2069}".as_bytes(),
+        );
+        assert_eq!(out, "\"a\\u202eb\\u2066c\\u2028d\\u2029e\\u202af\\u2069\"");
     }
 
     #[test]

@@ -59,8 +59,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
-    /// Close a connection whose frame body has not arrived this long after
-    /// its header.
+    /// Close a connection that sent part of a frame (even one header byte)
+    /// but not all of it within this time.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub frame_timeout: Duration,
 

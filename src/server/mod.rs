@@ -108,14 +108,83 @@ impl Drop for ConnectionSlot<'_> {
     }
 }
 
-/// Hands memory freed by closed connections back to the system once the
-/// last one is gone; glibc keeps freed heap pages otherwise, and the RSS
-/// of a server that once held many connections would never come down.
+/// How often idle sessions' outbound buffers are handed back: a buffer
+/// unused for one whole period is freed, so a session that went quiet after
+/// a burst is back to its small fixed size within two periods.
+const TRIM_PERIOD: Duration = Duration::from_millis(400);
+
+/// Hands freed memory back to the system: when the last connection is gone,
+/// and after idle sessions gave their buffers back. glibc keeps freed heap
+/// pages otherwise, and the RSS of a server that once held many busy
+/// connections would never come down.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Backs off and rate-limits the log while `accept` keeps failing (for
+/// example at the open-files limit): the first failure is logged at once,
+/// later ones as one line with a count per [`ACCEPT_LOG_INTERVAL`].
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    /// Failures in a row, for the back-off.
+    streak: u32,
+    /// Failures not yet logged.
+    unreported: u64,
+    /// When the last log line about failures was written.
+    last_logged: Option<std::time::Instant>,
+}
+
+/// At most one log line about failed accepts per interval.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// First and longest pause after a failed accept.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(20), Duration::from_secs(1));
+
+impl AcceptFailures {
+    /// Records a failure; returns how long to pause before the next try.
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.streak = self.streak.saturating_add(1);
+        self.unreported += 1;
+        let now = std::time::Instant::now();
+        match self.last_logged {
+            None => {
+                warn!("accept failed: {error}; retrying with back-off");
+                self.unreported = 0;
+                self.last_logged = Some(now);
+            }
+            Some(at) if now.duration_since(at) >= ACCEPT_LOG_INTERVAL => {
+                warn!(
+                    "accept failed {} more time(s) in the last {:?}: {error}",
+                    self.unreported,
+                    now.duration_since(at)
+                );
+                self.unreported = 0;
+                self.last_logged = Some(now);
+            }
+            Some(_) => {}
+        }
+        let (first, longest) = ACCEPT_BACKOFF;
+        first
+            .saturating_mul(1 << self.streak.min(16).saturating_sub(1))
+            .min(longest)
+    }
+
+    /// An accept succeeded: the next failure starts a new episode.
+    fn recovered(&mut self) {
+        if self.last_logged.is_none() {
+            return;
+        }
+        if self.unreported > 0 {
+            warn!(
+                "accept failed {} more time(s) before it recovered",
+                self.unreported
+            );
+        }
+        info!("accepting connections again");
+        *self = AcceptFailures::default();
     }
 }
 
@@ -157,19 +226,41 @@ impl Server {
     pub async fn run(self, listener: Async<TcpListener>, shutdown: impl Future<Output = ()>) {
         let shared = &self.shared;
         let accept_loop = async {
+            let mut failures = AcceptFailures::default();
             loop {
                 match listener.accept().await {
-                    Ok((stream, peer)) => self.admit(stream, peer),
+                    Ok((stream, peer)) => {
+                        failures.recovered();
+                        self.admit(stream, peer);
+                    }
                     Err(e) => {
-                        // Typically out of file descriptors: back off rather
-                        // than spin, the existing clients keep working.
-                        warn!("accept failed: {e}");
-                        Timer::after(Duration::from_millis(50)).await;
+                        // Typically out of file descriptors: the pending
+                        // connection stays queued and the listener stays
+                        // readable, so retrying at once would spin. Back
+                        // off; the existing clients keep working.
+                        let pause = failures.failed(&e);
+                        Timer::after(pause).await;
                     }
                 }
             }
         };
-        accept_loop.or(shutdown).or(shared.shutdown.wait()).await;
+        let housekeeping = async {
+            loop {
+                Timer::after(TRIM_PERIOD).await;
+                let mut freed = 0;
+                shared
+                    .registry
+                    .for_each(|session| freed += session.outbound().trim_idle());
+                if freed > 0 {
+                    release_free_memory();
+                }
+            }
+        };
+        accept_loop
+            .or(housekeeping)
+            .or(shutdown)
+            .or(shared.shutdown.wait())
+            .await;
         drop(listener);
         shared.registry.go_quiet();
         let open = shared.connections.open.load(Ordering::Acquire);
@@ -280,4 +371,24 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Async<TcpListener>> {
         return Err(std::io::Error::last_os_error());
     }
     Async::new(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_up_to_a_second() {
+        let mut failures = AcceptFailures::default();
+        let error = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<Duration> = (0..10).map(|_| failures.failed(&error)).collect();
+        assert_eq!(pauses[0], Duration::from_millis(20));
+        assert_eq!(pauses[1], Duration::from_millis(40));
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(pauses[9], Duration::from_secs(1));
+        // Logged once so far; the other nine wait for the interval.
+        assert_eq!(failures.unreported, 9);
+        failures.recovered();
+        assert_eq!(failures.failed(&error), Duration::from_millis(20));
+    }
 }

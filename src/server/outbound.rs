@@ -56,6 +56,8 @@ struct State {
     /// Someone (the writer task or a direct flush) is writing a batch taken
     /// from this queue; nobody else may write until it is done.
     busy: bool,
+    /// A frame was queued since the last [`OutboundQueue::trim_idle`].
+    used: bool,
 }
 
 /// A bounded, closable byte queue with one consumer (the writer task).
@@ -84,6 +86,7 @@ impl OutboundQueue {
                 frames: 0,
                 phase: Phase::Open,
                 busy: false,
+                used: false,
             }),
             data_ready: Event::new(),
             room: Event::new(),
@@ -129,6 +132,7 @@ impl OutboundQueue {
         }
         encode(&mut state.bytes);
         state.frames += 1;
+        state.used = true;
         // A busy writer picks new frames up when it is done; otherwise only
         // the first frame after a drain needs someone to write it.
         Ok(was_empty && !state.busy)
@@ -197,6 +201,25 @@ impl OutboundQueue {
         if hand_over {
             self.wake_writer();
         }
+    }
+
+    /// Frees the buffer kept for the next frames if the queue is empty and
+    /// nothing was queued since the previous call; returns the bytes freed.
+    ///
+    /// Writers keep the buffer after writing it out (allocating one per batch
+    /// would cost under load); a periodic call of this hands it back once the
+    /// session has been quiet for a whole period, so a burst does not pin
+    /// memory for the rest of an idle session's life.
+    pub fn trim_idle(&self) -> usize {
+        let mut state = self.lock();
+        if std::mem::take(&mut state.used) || state.busy || !state.bytes.is_empty() {
+            return 0;
+        }
+        let freed = state.bytes.capacity();
+        if freed > 0 {
+            state.bytes = Vec::new();
+        }
+        freed
     }
 
     /// Queues pre-encoded `frames` (`count` of them) past the bounds. Only
@@ -459,6 +482,28 @@ mod tests {
         batch.clear();
         assert!(smol::block_on(queue.next_batch(&mut batch)));
         assert_eq!(batch, [2]);
+    }
+
+    #[test]
+    fn an_idle_queue_gives_its_buffer_back_after_a_quiet_period() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let _peer = listener.accept().unwrap();
+        let queue = OutboundQueue::new(1 << 20, 1 << 20);
+        for _ in 0..16 {
+            queue.try_push_deferred(2048, frame(1, 2048)).unwrap();
+        }
+        queue.flush_direct(&socket);
+        // Used during this period: kept for the next frames.
+        assert_eq!(queue.trim_idle(), 0);
+        // Quiet for a whole period: handed back.
+        assert!(queue.trim_idle() >= 16 * 2048);
+        assert_eq!(queue.trim_idle(), 0);
+        // Still works afterwards.
+        assert_eq!(queue.try_push_deferred(3, frame(2, 3)), Ok(true));
+        assert_eq!(queue.trim_idle(), 0);
+        assert_eq!(queue.trim_idle(), 0, "never frees queued frames");
     }
 
     #[test]

@@ -128,6 +128,12 @@ impl Registry {
         self.read().sessions.get(name).cloned()
     }
 
+    /// Calls `f` on every logged-in session, under the read lock (so `f`
+    /// must be quick and must not touch the registry).
+    pub(crate) fn for_each(&self, f: impl FnMut(&Arc<Session>)) {
+        self.read().sessions.values().for_each(f);
+    }
+
     /// Online usernames, sorted.
     pub fn names(&self) -> Vec<String> {
         sorted_names(&self.read().sessions)

@@ -96,7 +96,7 @@ enum ReadEnd {
     PeerClosed,
     /// The client broke the protocol.
     Protocol(FrameError),
-    /// A frame body did not follow its header in time.
+    /// A frame begun was not completed in time.
     FrameTimeout,
     /// The socket failed.
     Io(io::Error),
@@ -185,7 +185,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Async<TcpStream>, peer: S
         }
         ReadEnd::FrameTimeout => {
             session.close_with_error(&format!(
-                "frame body not received within {:?}\n",
+                "frame not received in full within {:?}\n",
                 shared.config.frame_timeout
             ));
             true
@@ -229,7 +229,7 @@ fn describe(end: &ReadEnd) -> String {
     match end {
         ReadEnd::PeerClosed => "client closed the connection".into(),
         ReadEnd::Protocol(e) => format!("protocol error: {e}"),
-        ReadEnd::FrameTimeout => "frame body timed out".into(),
+        ReadEnd::FrameTimeout => "frame timed out".into(),
         ReadEnd::Io(e) => format!("i/o error: {e}"),
         ReadEnd::Closed => "closed by the server".into(),
         ReadEnd::Shutdown => "server shutting down".into(),
@@ -269,17 +269,24 @@ async fn read_loop(
 ) -> ReadEnd {
     let limits = shared.config.limits;
     let mut router = Router::new(shared, session);
-    // Set while a frame's header has arrived but its body has not.
-    let mut body_deadline: Option<Instant> = None;
+    // Set while part of a frame (even one byte of its header) has arrived
+    // but not all of it: a client may pause between frames for as long as
+    // it likes, never inside one.
+    let mut frame_deadline: Option<Instant> = None;
     let mut reads: u32 = 0;
     let mut short_read = false;
     loop {
         loop {
             match protocol::decode_client_frame(input.data(), &limits) {
                 Ok(Decoded::Frame(frame, used)) => {
-                    body_deadline = None;
+                    frame_deadline = None;
                     let handled = match frame {
                         ClientFrame::Message { to, content } => router.route(to, content).await,
+                        // One negotiation per connection: a second HELLO
+                        // could only mean a confused or hostile client.
+                        ClientFrame::Hello { .. } if router.extended => {
+                            return ReadEnd::Protocol(FrameError::Repeated("HELLO"))
+                        }
                         ClientFrame::Hello { features } => router.hello(features).await,
                         // WHO is an extension: a session that did not
                         // negotiate gets v1 behaviour, an unknown opcode.
@@ -293,9 +300,9 @@ async fn read_loop(
                     }
                     input.consume(used);
                 }
-                Ok(Decoded::Incomplete { header_complete }) => {
-                    if header_complete && body_deadline.is_none() {
-                        body_deadline = Some(Instant::now() + shared.config.frame_timeout);
+                Ok(Decoded::Incomplete { .. }) => {
+                    if !input.is_empty() && frame_deadline.is_none() {
+                        frame_deadline = Some(Instant::now() + shared.config.frame_timeout);
                     }
                     break;
                 }
@@ -338,9 +345,10 @@ async fn read_loop(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // An idle connection holds no read buffer.
+                // An idle connection holds no read buffer, and one waiting
+                // for the rest of a frame only a small one.
                 input.release();
-                let ready = match body_deadline {
+                let ready = match frame_deadline {
                     None => stream.readable().await,
                     Some(deadline) => {
                         stream
@@ -373,7 +381,9 @@ async fn write_loop(stream: Arc<Async<TcpStream>>, session: Arc<Session>) {
             session.outbound.abort();
             return;
         }
-        batch.clear();
+        // Not kept: this is the slow path (the socket was full), and a
+        // writer that waits for the next batch must not pin the last one.
+        batch = Vec::new();
         session.outbound.finish_write();
     }
     let _ = stream.get_ref().shutdown(Shutdown::Write);

@@ -51,7 +51,8 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `chat-server 0 ARGS…` and waits for its first line.
     pub fn start(args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        command
             .arg("0")
             .args(["--bind", "127.0.0.1"])
             .args(args)
@@ -59,9 +60,14 @@ impl ServerProcess {
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn chat-server");
+            .stderr(Stdio::piped());
+        ServerProcess::spawn(command)
+    }
+
+    /// Starts a `chat-server` command set up by the caller (port 0, all
+    /// three standard streams piped) and waits for its first line.
+    pub fn spawn(mut command: Command) -> ServerProcess {
+        let mut child = command.spawn().expect("spawn chat-server");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);

@@ -159,7 +159,7 @@ fn a_frame_body_that_never_arrives_times_out() {
     let mut client = server.login("stall");
     client.write(&[0, 0, 0, 3, 0, 10, b'b']);
     eqnice!(
-        Frame::err("frame body not received within 300ms\n"),
+        Frame::err("frame not received in full within 300ms\n"),
         client.frame()
     );
     client.expect_closed();
