@@ -5,7 +5,8 @@
 //! - [`protocol`]: frames, limits, the sans-IO codec and the read buffer.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
 //! - [`args`]: argument types the binaries share (durations, `--color`).
-//! - [`logging`]: `tracing` set-up for the binaries.
+//! - [`clock`]: local-time stamps for `chat-client --timestamps`.
+//! - [`logging`]: `tracing` set-up and never-panicking output lines.
 //! - [`exit_codes`]: what each binary's exit status means.
 //! - [`signals`]: SIGINT/SIGTERM as a future.
 //! - [`sys`]: process limits and `/proc` readings (open files, CPU, RSS).
@@ -19,6 +20,7 @@
 pub mod args;
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod exit_codes;
 pub mod logging;
 pub mod protocol;

@@ -6,5 +6,7 @@ mod common;
 mod batch;
 #[path = "client/extensions.rs"]
 mod extensions;
+#[path = "client/hardening.rs"]
+mod hardening;
 #[path = "client/interactive.rs"]
 mod interactive;

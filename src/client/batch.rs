@@ -20,7 +20,7 @@ use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use smol::{Async, Timer, Unblock};
 
 use super::command::{self, Command};
-use super::connection::{await_login, receive, Negotiation};
+use super::connection::{await_login, receive, Login, Negotiation};
 use super::output::{Output, Renderer};
 use super::state::ChatState;
 use super::Greeting;
@@ -73,9 +73,16 @@ pub fn run(
                 Ok(()) => await_login(&outcome, greeting.timeout).await,
                 Err(_) => None,
             };
-            if login.is_none() {
+            match login {
                 // The server closed the connection; the receiver says why.
-                std::future::pending::<()>().await;
+                None => std::future::pending::<()>().await,
+                Some(Login::Silent) => {
+                    crate::err_line!(
+                        "chat-client: {}",
+                        super::silent_server_notice(greeting.timeout)
+                    );
+                }
+                Some(Login::Extended | Login::V1) => {}
             }
             // A failed write means the server went away; the receiver will
             // read why, so wait for it (bounded) rather than end here.
@@ -89,7 +96,6 @@ pub fn run(
             Err(Sent::DrainTimedOut)
         };
         let ended = receiving.or(sending).await;
-        let _ = output.flush();
         let expected = input_done.get() && !options.follow;
         if let Some(notice) = ended
             .as_ref()
@@ -97,8 +103,10 @@ pub fn run(
             .and_then(|r| super::close_notice(r, expected))
         {
             output.notice(&notice);
-            let _ = output.flush();
         }
+        // Whatever was received is written before we go, unless stdout
+        // stays blocked for longer than we would wait for the server.
+        output.finish(options.drain_timeout).await;
         super::exit_status(state, ended.as_ref().ok(), expected)
     })
 }
@@ -172,6 +180,7 @@ fn encode_line(
         }
         Some(Command::Who) if state.extended() => {
             protocol::encode_who(out);
+            state.who_sent();
             return Ok(Flow::Continue);
         }
         Some(Command::Who) => return Err(command::WHO_UNSUPPORTED.to_string()),

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use super::command::describe_name_error;
 use crate::args::{parse_duration, ColorChoice};
-use crate::protocol::{validate_username, Limits};
+use crate::protocol::validate_username;
 
 /// A scriptable, line-oriented client for pmchat servers (and any v1 server).
 ///
@@ -26,12 +26,15 @@ Commands:
   who                     list who is online (pmchat servers only)
   help                    list the commands
   exit, quit              leave
+IRC habits work too: /msg <user> <message>, /who, /quit.
 
 Exit status:
-  0  everything was sent and no error was received
+  0  scripts: everything was sent and no error was received;
+     the editor: you left (exit, quit, Ctrl-D)
   1  a line was rejected, the server reported an error, or the connection was lost
+     (the editor: the server ended the session)
   2  usage error
-  3  could not connect, or the server refused the username
+  3  could not connect, the server refused the username, or it is not a chat server
 
 Examples:
   chat-client localhost 9000 alice
@@ -45,7 +48,9 @@ pub struct ClientArgs {
     /// Server port.
     pub port: u16,
 
-    /// Your username: 1-32 bytes of printable ASCII without spaces.
+    /// Your username: printable ASCII without spaces or ':', at most as
+    /// long as the server allows (32 bytes by default; the protocol's
+    /// maximum is 255, and the server decides).
     #[arg(value_parser = parse_username)]
     pub username: String,
 
@@ -84,6 +89,11 @@ pub struct ClientArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Start every received line with its local receive time (HH:MM:SS);
+    /// with --json, add an RFC 3339 "ts" field to every object.
+    #[arg(long)]
+    pub timestamps: bool,
+
     /// Colour usernames and errors.
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -98,8 +108,11 @@ pub struct ClientArgs {
     pub no_history: bool,
 }
 
+/// Checks the username against the protocol's own maximum only: the
+/// server's limit is not known before login, and the server says if the
+/// name is too long for it.
 fn parse_username(name: &str) -> Result<String, String> {
-    let limit = usize::from(Limits::default().max_username);
+    let limit = usize::from(u8::MAX);
     validate_username(name.as_bytes(), limit)
         .map(|()| name.to_string())
         .map_err(|e| describe_name_error(&e))
@@ -138,12 +151,15 @@ mod tests {
 
     #[test]
     fn bad_usernames_are_usage_errors() {
-        for name in ["", "two words", &"a".repeat(33), "tab\there"] {
+        for name in ["", "two words", &"a".repeat(256), "tab\there", "bob:"] {
             assert!(
                 ClientArgs::try_parse_from(["c", "localhost", "9000", name]).is_err(),
                 "{name:?}"
             );
         }
         assert!(ClientArgs::try_parse_from(["c", "::1", "9000", "alice"]).is_ok());
+        // Longer than the default limit: the server decides.
+        let long = "a".repeat(255);
+        assert!(ClientArgs::try_parse_from(["c", "::1", "9000", &long]).is_ok());
     }
 }

@@ -52,7 +52,9 @@ pub enum CommandError {
 }
 
 /// The commands, for `help` and for completion.
-pub const COMMANDS: [&str; 6] = ["send", "reply", "who", "help", "exit", "quit"];
+pub const COMMANDS: [&str; 9] = [
+    "send", "reply", "who", "help", "exit", "quit", "/msg", "/who", "/quit",
+];
 
 /// The text `help` prints.
 pub const HELP: &str = "\
@@ -61,7 +63,8 @@ commands:
   reply <message>         answer whoever last messaged you
   who                     list who is online (pmchat servers only)
   help                    show this list
-  exit, quit              leave (batch scripts end here too)";
+  exit, quit              leave (batch scripts end here too)
+  /msg, /who, /quit       the IRC spellings of send, who and quit";
 
 /// Parses one line (without its line terminator). Blank lines and lines
 /// whose first non-blank character is `#` give `Ok(None)`.
@@ -79,7 +82,8 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
         _ => Ok(Some(command)),
     };
     match word.trim_end() {
-        "send" => {
+        // `/msg` is the IRC spelling of `send`.
+        "send" | "/msg" => {
             let (to, message) = rest
                 .and_then(|rest| rest.split_once(' '))
                 .ok_or(CommandError::SendUsage)?;
@@ -92,10 +96,10 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
             check_message(message, limits)?;
             Ok(Some(Command::Reply { message }))
         }
-        "who" => no_arguments("who", Command::Who),
+        "who" | "/who" => no_arguments("who", Command::Who),
         "help" => no_arguments("help", Command::Help),
         "exit" => no_arguments("exit", Command::Exit),
-        "quit" => no_arguments("quit", Command::Exit),
+        "quit" | "/quit" => no_arguments("quit", Command::Exit),
         other => Err(CommandError::Unknown(escape(other.as_bytes()))),
     }
 }
@@ -214,6 +218,21 @@ mod tests {
         assert_eq!(p("quit "), Ok(Some(Command::Exit)));
         assert_eq!(p("exit now"), Err(CommandError::NoArguments("exit")));
         assert_eq!(p("dance bob"), Err(CommandError::Unknown("dance".into())));
+    }
+
+    #[test]
+    fn irc_aliases() {
+        assert_eq!(
+            p("/msg bob hi there"),
+            Ok(Some(Command::Send {
+                to: "bob",
+                message: "hi there"
+            }))
+        );
+        assert_eq!(p("/who"), Ok(Some(Command::Who)));
+        assert_eq!(p("/quit"), Ok(Some(Command::Exit)));
+        assert_eq!(p("/msg bob"), Err(CommandError::SendUsage));
+        assert_eq!(p("/join x"), Err(CommandError::Unknown("/join".into())));
     }
 
     #[test]

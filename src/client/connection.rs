@@ -5,6 +5,7 @@
 //! REPL's writer task), always one writer at a time, so frames are never
 //! interleaved.
 
+use std::future::Future;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -12,9 +13,11 @@ use std::time::Duration;
 use smol::future::FutureExt;
 use smol::{Async, Timer};
 
-use super::output::Output;
-use super::state::ChatState;
+use super::output::{Output, FLUSH_AT};
+use super::state::{ChatState, MAX_ONLINE_USERS};
+use crate::clock::Stamp;
 use crate::protocol::{self, Decoded, FrameError, ReadBuffer, ServerFrame};
+use crate::sanitize::escape;
 
 /// Why we could not get a connection.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,10 @@ pub async fn connect(
 
 /// Where received frames go.
 pub trait Sink {
+    /// Sets the receive time of the frames that follow (`--timestamps`).
+    fn set_stamp(&mut self, stamp: Stamp);
+    /// True if frames should be time-stamped.
+    fn wants_stamps(&self) -> bool;
     /// A message from `from`.
     fn message(&mut self, from: &[u8], content: &[u8]);
     /// An error reported by the server.
@@ -80,11 +87,23 @@ pub trait Sink {
     fn online(&mut self, names: &[String]);
     /// A presence event.
     fn presence(&mut self, joined: bool, name: &[u8]);
-    /// No further frame is immediately waiting: show what is pending.
-    fn flush(&mut self) -> io::Result<()>;
+    /// Bytes rendered and not yet written.
+    fn pending(&self) -> usize;
+    /// Writes what is pending, waiting while the destination is full.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>>;
+    /// Completes when the destination went away (stdout closed).
+    fn gone(&self) -> impl Future<Output = ()> + 'static;
 }
 
 impl Sink for Output {
+    fn set_stamp(&mut self, stamp: Stamp) {
+        Output::set_stamp(self, stamp);
+    }
+
+    fn wants_stamps(&self) -> bool {
+        self.renderer.timestamps
+    }
+
     fn message(&mut self, from: &[u8], content: &[u8]) {
         Output::message(self, from, content);
     }
@@ -101,8 +120,16 @@ impl Sink for Output {
         Output::presence(self, joined, name);
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn pending(&self) -> usize {
+        Output::pending(self)
+    }
+
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
         Output::flush(self)
+    }
+
+    fn gone(&self) -> impl Future<Output = ()> + 'static {
+        Output::gone(self)
     }
 }
 
@@ -116,6 +143,9 @@ pub enum Received {
     Failed(io::Error),
     /// The server sent something that is not v1.
     Protocol(FrameError),
+    /// The very first bytes were not a v1 frame: whatever answered is not a
+    /// chat server (an HTTP server, say). `start` is what it sent, escaped.
+    NotChat { error: FrameError, start: String },
     /// Our stdout went away (`| head`): a normal end.
     OutputGone,
 }
@@ -127,6 +157,8 @@ pub enum Login {
     Extended,
     /// A v1 server answered `'' is not connected`.
     V1,
+    /// No answer within the HELLO timeout: a v1 server is assumed.
+    Silent,
 }
 
 /// The receiving side's view of the HELLO exchange.
@@ -140,7 +172,10 @@ pub struct Negotiation {
 }
 
 /// Reads frames until the server closes the connection, handing each to
-/// `sink` and flushing the sink whenever the socket has nothing more ready.
+/// `sink` and flushing the sink whenever the socket has nothing more ready
+/// or [`FLUSH_AT`] bytes are pending. A flush that waits (stdout is full)
+/// stops the reading too, so a flood is held back by the server's
+/// slow-consumer rule instead of growing this process.
 pub async fn receive(
     stream: &Async<TcpStream>,
     sink: &mut impl Sink,
@@ -149,13 +184,17 @@ pub async fn receive(
 ) -> Received {
     let mut input = ReadBuffer::new(protocol::MAX_SERVER_FRAME);
     let mut after_error = false;
-    // ONLINE pages collected so far, and whether they are the snapshot.
+    // Nothing valid arrived yet: garbage now means "not a chat server".
+    let mut first_frame = true;
+    // ONLINE pages collected so far, and what they are for.
     let mut online: Vec<String> = Vec::new();
+    let mut collecting = Collecting::Nothing;
     let mut awaiting_snapshot = false;
     loop {
         loop {
             match protocol::decode_server_frame(input.data()) {
                 Ok(Decoded::Frame(frame, used)) => {
+                    first_frame = false;
                     after_error = matches!(frame, ServerFrame::Error { .. });
                     match frame {
                         ServerFrame::Message { from, content } => {
@@ -183,22 +222,43 @@ pub async fn receive(
                             }
                         }
                         ServerFrame::Online { last, names } => {
-                            online.extend(
-                                names
-                                    .split(|&b| b == b'\n')
-                                    .filter(|n| !n.is_empty())
-                                    .map(|n| String::from_utf8_lossy(n).into_owned()),
-                            );
+                            if collecting == Collecting::Nothing {
+                                // Only the snapshot and answers to our own
+                                // `who` are kept; anything else is dropped.
+                                collecting = if awaiting_snapshot {
+                                    Collecting::Snapshot
+                                } else if state.who_expected() {
+                                    Collecting::Answer
+                                } else {
+                                    Collecting::Unasked
+                                };
+                            }
+                            if collecting != Collecting::Unasked {
+                                let room = MAX_ONLINE_USERS.saturating_sub(online.len());
+                                online.extend(
+                                    names
+                                        .split(|&b| b == b'\n')
+                                        .filter(|n| !n.is_empty())
+                                        .take(room)
+                                        .map(|n| String::from_utf8_lossy(n).into_owned()),
+                                );
+                            }
                             if last {
                                 online.sort_unstable();
-                                if awaiting_snapshot {
-                                    awaiting_snapshot = false;
-                                    state.set_online(&online);
-                                    tell(&mut negotiation.outcome, Login::Extended);
-                                } else {
-                                    sink.online(&online);
+                                match collecting {
+                                    Collecting::Snapshot => {
+                                        awaiting_snapshot = false;
+                                        state.set_online(&online);
+                                        tell(&mut negotiation.outcome, Login::Extended);
+                                    }
+                                    Collecting::Answer => {
+                                        state.who_answered();
+                                        sink.online(&online);
+                                    }
+                                    Collecting::Unasked | Collecting::Nothing => {}
                                 }
-                                online.clear();
+                                collecting = Collecting::Nothing;
+                                online = Vec::new();
                             }
                         }
                         ServerFrame::Presence { joined, name } => {
@@ -207,40 +267,85 @@ pub async fn receive(
                         }
                     }
                     input.consume(used);
+                    if sink.pending() >= FLUSH_AT {
+                        if let Err(e) = sink.flush().await {
+                            return output_failed(e);
+                        }
+                    }
                 }
                 Ok(Decoded::Incomplete { .. }) => break,
-                Err(e) => {
-                    let _ = sink.flush();
-                    return Received::Protocol(e);
+                Err(error) => {
+                    let _ = sink.flush().await;
+                    if first_frame {
+                        let data = input.data();
+                        let start = escape(&data[..data.len().min(24)]);
+                        return Received::NotChat { error, start };
+                    }
+                    return Received::Protocol(error);
                 }
             }
         }
         match stream.get_ref().read(input.unfilled()) {
             Ok(0) => {
-                return match sink.flush() {
+                return match sink.flush().await {
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Received::OutputGone,
                     _ => Received::Closed { after_error },
                 };
             }
-            Ok(n) => input.filled(n),
+            Ok(n) => {
+                input.filled(n);
+                if sink.wants_stamps() {
+                    sink.set_stamp(Stamp::now());
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Nothing more right now: show what we have, then wait.
-                if let Err(e) = sink.flush() {
-                    if e.kind() == io::ErrorKind::BrokenPipe {
-                        return Received::OutputGone;
-                    }
+                if let Err(e) = sink.flush().await {
+                    return output_failed(e);
                 }
                 input.release();
-                if let Err(e) = stream.readable().await {
-                    return Received::Failed(e);
+                let output_gone = sink.gone();
+                let ready = async { Some(stream.readable().await) }
+                    .or(async {
+                        output_gone.await;
+                        None
+                    })
+                    .await;
+                match ready {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => return Received::Failed(e),
+                    None => return Received::OutputGone,
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                let _ = sink.flush();
+                let _ = sink.flush().await;
                 return Received::Failed(e);
             }
         }
+    }
+}
+
+/// What the ONLINE pages being received are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Collecting {
+    /// No list in progress.
+    Nothing,
+    /// The presence snapshot that completes the login.
+    Snapshot,
+    /// The answer to our `who`.
+    Answer,
+    /// Nobody asked: read and dropped.
+    Unasked,
+}
+
+/// A failed write to our own stdout: a closed pipe is a normal end; other
+/// failures end the session too (there is nowhere to show messages).
+fn output_failed(error: io::Error) -> Received {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        Received::OutputGone
+    } else {
+        Received::Failed(error)
     }
 }
 
@@ -250,9 +355,10 @@ fn tell(outcome: &mut Option<async_channel::Sender<Login>>, login: Login) {
     }
 }
 
-/// Waits for the outcome of HELLO: the receiving side's verdict, or v1 if
-/// nothing came within `timeout` (some servers never answer). `None` means
-/// the receiving side ended first (the server closed the connection).
+/// Waits for the outcome of HELLO: the receiving side's verdict, or
+/// [`Login::Silent`] if nothing came within `timeout` (some servers never
+/// answer). `None` means the receiving side ended first (the server closed
+/// the connection).
 pub async fn await_login(
     outcome: &async_channel::Receiver<Login>,
     timeout: Duration,
@@ -260,7 +366,7 @@ pub async fn await_login(
     async { outcome.recv().await.ok() }
         .or(async {
             Timer::after(timeout).await;
-            Some(Login::V1)
+            Some(Login::Silent)
         })
         .await
 }

@@ -33,6 +33,8 @@ pub fn run(args: ClientArgs) -> i32 {
         json: args.json,
         color_stdout: args.color.enabled_for(&io::stdout()),
         color_stderr: args.color.enabled_for(&io::stderr()),
+        timestamps: args.timestamps,
+        mark_notices: interactive,
     };
     let stream = match smol::block_on(connection::connect(
         &args.host,
@@ -115,6 +117,10 @@ pub(crate) fn close_notice(received: &Received, expected: bool) -> Option<String
         }
         Received::Failed(e) => Some(format!("connection lost: {e}")),
         Received::Protocol(e) => Some(format!("the server sent an invalid frame: {e}")),
+        Received::NotChat { error, start } => Some(format!(
+            "the server does not look like a pmchat/v1 server: its first bytes \
+             (\"{start}\") are not a v1 frame ({error})"
+        )),
         Received::OutputGone => None,
     }
 }
@@ -122,12 +128,12 @@ pub(crate) fn close_notice(received: &Received, expected: bool) -> Option<String
 /// The exit status for a session that ended with `received` (`None`: we
 /// stopped waiting first).
 pub(crate) fn exit_status(state: &ChatState, received: Option<&Received>, expected: bool) -> i32 {
-    if state.login_refused() {
+    if state.login_refused() || matches!(received, Some(Received::NotChat { .. })) {
         return exit_codes::NOT_CONNECTED;
     }
     let lost = match received {
         Some(Received::Closed { .. }) => !expected,
-        Some(Received::Failed(_) | Received::Protocol(_)) => true,
+        Some(Received::Failed(_) | Received::Protocol(_) | Received::NotChat { .. }) => true,
         Some(Received::OutputGone) | None => false,
     };
     if lost || state.failed() {
@@ -135,4 +141,13 @@ pub(crate) fn exit_status(state: &ChatState, received: Option<&Received>, expect
     } else {
         exit_codes::SUCCESS
     }
+}
+
+/// The notice for a server that did not answer HELLO in time.
+pub(crate) fn silent_server_notice(timeout: std::time::Duration) -> String {
+    format!(
+        "the server did not answer HELLO within {}; assuming a v1 server \
+         (login not confirmed, no 'who', no presence)",
+        crate::args::format_duration(timeout)
+    )
 }

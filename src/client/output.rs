@@ -1,18 +1,28 @@
 //! How received frames are shown: plain lines or JSON, escaped, coloured
-//! only where asked.
+//! only where asked, optionally time-stamped; and the bounded writer that
+//! takes them to stdout.
 //!
 //! A message is always exactly one line. Its content is escaped (see
 //! [`crate::sanitize`]) so no sender can forge a line or steer the terminal;
-//! `--json` shows content raw but JSON-escaped.
+//! `--json` shows content JSON-escaped, with the same dangerous characters
+//! as `\uXXXX`. Usernames cannot contain `:` or spaces, so `name: ` starts
+//! only message lines; in the editor every other line (notices, errors, the
+//! online list) starts with `* `, which no message line can.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use owo_colors::OwoColorize;
+use smol::future::FutureExt;
+use smol::Timer;
 
+use crate::clock::Stamp;
 use crate::sanitize::push_escaped;
 
 /// How each received frame becomes text.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Renderer {
     /// One JSON object per line instead of `from: content`.
     pub json: bool,
@@ -20,6 +30,12 @@ pub struct Renderer {
     pub color_stdout: bool,
     /// Colour `error:` on stderr.
     pub color_stderr: bool,
+    /// Start every line with the receive time (`HH:MM:SS `), and give every
+    /// JSON object a `"ts"`.
+    pub timestamps: bool,
+    /// Mark every line that is not a message with `* ` (the editor, where
+    /// notices and messages share one terminal).
+    pub mark_notices: bool,
 }
 
 /// Where a rendered line belongs.
@@ -29,16 +45,50 @@ pub enum Stream {
     Stderr,
 }
 
+/// Marker that starts every editor line that is not a message.
+pub const NOTICE_MARK: &str = "* ";
+
 impl Renderer {
+    /// Starts a JSON object of `kind`, with its `"ts"` when asked.
+    fn json_start(&self, kind: &str, stamp: Option<&Stamp>, out: &mut String) {
+        out.push_str("{\"type\":\"");
+        out.push_str(kind);
+        out.push('"');
+        if let Some(stamp) = stamp.filter(|_| self.timestamps) {
+            out.push_str(",\"ts\":\"");
+            out.push_str(&stamp.rfc3339);
+            out.push('"');
+        }
+    }
+
+    /// Starts a plain line: the time, and the notice mark when `notice`.
+    fn line_start(&self, notice: bool, stamp: Option<&Stamp>, out: &mut String) {
+        if let Some(stamp) = stamp.filter(|_| self.timestamps) {
+            out.push_str(&stamp.clock);
+            out.push(' ');
+        }
+        if notice && self.mark_notices {
+            out.push_str(NOTICE_MARK);
+        }
+    }
+
     /// Appends the line for a message (with its `\n`) to `out`.
-    pub fn message(&self, from: &[u8], content: &[u8], out: &mut String) -> Stream {
+    pub fn message(
+        &self,
+        from: &[u8],
+        content: &[u8],
+        stamp: Option<&Stamp>,
+        out: &mut String,
+    ) -> Stream {
         if self.json {
-            out.push_str("{\"type\":\"message\",\"from\":");
+            self.json_start("message", stamp, out);
+            out.push_str(",\"from\":");
             push_json_string(out, from);
             out.push_str(",\"content\":");
             push_json_string(out, content);
             out.push_str("}\n");
         } else {
+            self.line_start(false, stamp, out);
             if self.color_stdout {
                 let mut name = String::new();
                 push_escaped(&mut name, from);
@@ -55,14 +105,16 @@ impl Renderer {
 
     /// Appends the line for a server error to `out`; its trailing newline
     /// is dropped.
-    pub fn error(&self, text: &[u8], out: &mut String) -> Stream {
+    pub fn error(&self, text: &[u8], stamp: Option<&Stamp>, out: &mut String) -> Stream {
         let text = text.strip_suffix(b"\n").unwrap_or(text);
         if self.json {
-            out.push_str("{\"type\":\"error\",\"text\":");
+            self.json_start("error", stamp, out);
+            out.push_str(",\"text\":");
             push_json_string(out, text);
             out.push_str("}\n");
             Stream::Stdout
         } else {
+            self.line_start(true, stamp, out);
             self.label(out, "error");
             push_escaped(out, text);
             out.push('\n');
@@ -72,9 +124,16 @@ impl Renderer {
 
     /// Appends the answer to `who`: one name per line, or one line
     /// `N online: a, b` when `compact` (the REPL); JSON: one object.
-    pub fn online(&self, names: &[String], compact: bool, out: &mut String) -> Stream {
+    pub fn online(
+        &self,
+        names: &[String],
+        compact: bool,
+        stamp: Option<&Stamp>,
+        out: &mut String,
+    ) -> Stream {
         if self.json {
-            out.push_str("{\"type\":\"online\",\"users\":[");
+            self.json_start("online", stamp, out);
+            out.push_str(",\"users\":[");
             for (i, name) in names.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -85,6 +144,7 @@ impl Renderer {
             return Stream::Stdout;
         }
         if compact {
+            self.line_start(true, stamp, out);
             out.push_str(&format!("{} online: ", names.len()));
             for (i, name) in names.iter().enumerate() {
                 if i > 0 {
@@ -96,6 +156,7 @@ impl Renderer {
             return Stream::Stderr;
         }
         for name in names {
+            self.line_start(false, stamp, out);
             push_escaped(out, name.as_bytes());
             out.push('\n');
         }
@@ -109,13 +170,13 @@ impl Renderer {
         joined: bool,
         name: &[u8],
         notice: bool,
+        stamp: Option<&Stamp>,
         out: &mut String,
     ) -> Option<Stream> {
         let event = if joined { "joined" } else { "left" };
         if self.json {
-            out.push_str(&format!(
-                "{{\"type\":\"presence\",\"event\":\"{event}\",\"user\":"
-            ));
+            self.json_start("presence", stamp, out);
+            out.push_str(&format!(",\"event\":\"{event}\",\"user\":"));
             push_json_string(out, name);
             out.push_str("}\n");
             return Some(Stream::Stdout);
@@ -123,6 +184,7 @@ impl Renderer {
         if !notice {
             return None;
         }
+        self.line_start(true, stamp, out);
         let mut line = String::new();
         push_escaped(&mut line, name);
         line.push(' ');
@@ -134,6 +196,16 @@ impl Renderer {
         }
         out.push('\n');
         Some(Stream::Stderr)
+    }
+
+    /// Appends a local notice line (`connected as …`, a connection's end):
+    /// marked in the editor, never time-stamped or JSON.
+    pub fn notice(&self, text: &str, out: &mut String) {
+        if self.mark_notices {
+            out.push_str(NOTICE_MARK);
+        }
+        out.push_str(text);
+        out.push('\n');
     }
 
     /// Appends `label: ` in red when stderr is coloured.
@@ -170,9 +242,100 @@ pub fn push_json_string(out: &mut String, text: &[u8]) {
     out.push('"');
 }
 
-/// Buffered standard output and error for received frames: lines pile up in
+/// Pending output past which it is written out even while more frames are
+/// waiting: a sender that never pauses must not grow the client.
+pub const FLUSH_AT: usize = 64 * 1024;
+
+/// Chunks handed to the stdout thread and not yet written; with
+/// [`FLUSH_AT`] this bounds what a blocked stdout can make us hold.
+const STDOUT_CHUNKS: usize = 2;
+
+/// Standard output through a thread of its own, so a blocked reader (a
+/// full pipe) stalls only the caller that waits for room, never the
+/// thread's other tasks, and a dead one is reported as `BrokenPipe`.
+struct StdoutWriter {
+    chunks: Option<async_channel::Sender<String>>,
+    /// Closed when the thread has ended (written everything, or failed).
+    finished: async_channel::Receiver<()>,
+    /// The last write failed: stdout is gone.
+    broken: Arc<AtomicBool>,
+}
+
+impl StdoutWriter {
+    fn start() -> io::Result<StdoutWriter> {
+        let (chunks, queued) = async_channel::bounded::<String>(STDOUT_CHUNKS);
+        let (done, finished) = async_channel::bounded::<()>(1);
+        let broken = Arc::new(AtomicBool::new(false));
+        let failed = Arc::clone(&broken);
+        std::thread::Builder::new()
+            .name("pmchat-stdout".into())
+            .spawn(move || {
+                let _done = done;
+                let mut stdout = io::stdout();
+                while let Ok(chunk) = queued.recv_blocking() {
+                    if stdout
+                        .write_all(chunk.as_bytes())
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        failed.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            })?;
+        Ok(StdoutWriter {
+            chunks: Some(chunks),
+            finished,
+            broken,
+        })
+    }
+
+    /// Hands `chunk` to the thread, waiting while it is behind.
+    async fn write(&mut self, chunk: String) -> io::Result<()> {
+        let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(gone());
+        }
+        let Some(chunks) = &self.chunks else {
+            return Err(gone());
+        };
+        chunks.send(chunk).await.map_err(|_| gone())
+    }
+
+    /// Completes when stdout has failed (the thread ended without being
+    /// asked to).
+    fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let finished = self.finished.clone();
+        let broken = Arc::clone(&self.broken);
+        async move {
+            let _ = finished.recv().await;
+            if !broken.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Lets the thread write what it has, for at most `bound`; true if it
+    /// did, and stdout never failed.
+    async fn finish(&mut self, bound: Duration) -> bool {
+        self.chunks = None;
+        let done = async {
+            let _ = self.finished.recv().await;
+            true
+        }
+        .or(async {
+            Timer::after(bound).await;
+            false
+        })
+        .await;
+        done && !self.broken.load(Ordering::SeqCst)
+    }
+}
+
+/// Received frames on their way to stdout and stderr: lines pile up in
 /// memory and are written when the caller calls [`Output::flush`], which it
-/// does as soon as no further frame is immediately waiting.
+/// does as soon as no further frame is immediately waiting, or when
+/// [`Output::pending`] reaches [`FLUSH_AT`].
 pub struct Output {
     /// How frames are shown.
     pub renderer: Renderer,
@@ -180,6 +343,10 @@ pub struct Output {
     stdout: String,
     /// Pending stderr text.
     stderr: String,
+    /// Receive time of the frames being rendered (with `--timestamps`).
+    stamp: Option<Stamp>,
+    /// Started at the first write.
+    writer: Option<StdoutWriter>,
 }
 
 impl Output {
@@ -189,18 +356,26 @@ impl Output {
             renderer,
             stdout: String::new(),
             stderr: String::new(),
+            stamp: None,
+            writer: None,
         }
+    }
+
+    /// Sets the receive time for the frames that follow.
+    pub fn set_stamp(&mut self, stamp: Stamp) {
+        self.stamp = Some(stamp);
     }
 
     /// Queues a message line.
     pub fn message(&mut self, from: &[u8], content: &[u8]) {
-        self.renderer.message(from, content, &mut self.stdout);
+        self.renderer
+            .message(from, content, self.stamp.as_ref(), &mut self.stdout);
     }
 
     /// Queues an error line.
     pub fn error(&mut self, text: &[u8]) {
         let mut line = String::new();
-        match self.renderer.error(text, &mut line) {
+        match self.renderer.error(text, self.stamp.as_ref(), &mut line) {
             Stream::Stdout => self.stdout.push_str(&line),
             Stream::Stderr => self.stderr.push_str(&line),
         }
@@ -209,7 +384,10 @@ impl Output {
     /// Queues the answer to `who`, one name per line (JSON: one object).
     pub fn online(&mut self, names: &[String]) {
         let mut text = String::new();
-        match self.renderer.online(names, false, &mut text) {
+        match self
+            .renderer
+            .online(names, false, self.stamp.as_ref(), &mut text)
+        {
             Stream::Stdout => self.stdout.push_str(&text),
             Stream::Stderr => self.stderr.push_str(&text),
         }
@@ -218,7 +396,11 @@ impl Output {
     /// Queues a presence event; plain batch output shows none.
     pub fn presence(&mut self, joined: bool, name: &[u8]) {
         let mut text = String::new();
-        if self.renderer.presence(joined, name, false, &mut text) == Some(Stream::Stdout) {
+        if self
+            .renderer
+            .presence(joined, name, false, self.stamp.as_ref(), &mut text)
+            == Some(Stream::Stdout)
+        {
             self.stdout.push_str(&text);
         }
     }
@@ -228,32 +410,63 @@ impl Output {
         self.stdout.push_str(line);
     }
 
+    /// Queues an already rendered stderr line.
+    pub fn raw_stderr(&mut self, line: &str) {
+        self.stderr.push_str(line);
+    }
+
     /// Queues a local notice for stderr (`--json` leaves these as text).
     pub fn notice(&mut self, text: &str) {
-        self.stderr.push_str(text);
-        self.stderr.push('\n');
+        self.renderer.notice(text, &mut self.stderr);
     }
 
-    /// True when nothing is waiting to be written.
-    pub fn is_empty(&self) -> bool {
-        self.stdout.is_empty() && self.stderr.is_empty()
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
     }
 
-    /// Writes what is pending. A broken stdout pipe comes back as
-    /// `ErrorKind::BrokenPipe`; the caller treats it as a normal end.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Writes what is pending, waiting while stdout is full. A closed
+    /// stdout comes back as `ErrorKind::BrokenPipe`; the caller treats it
+    /// as a normal end. Stderr failures are dropped.
+    pub async fn flush(&mut self) -> io::Result<()> {
         if !self.stderr.is_empty() {
             // Errors about stderr have nowhere to be reported.
             let _ = io::stderr().write_all(self.stderr.as_bytes());
             self.stderr.clear();
         }
         if !self.stdout.is_empty() {
-            let mut stdout = io::stdout().lock();
-            stdout.write_all(self.stdout.as_bytes())?;
-            stdout.flush()?;
-            self.stdout.clear();
+            let writer = match &mut self.writer {
+                Some(writer) => writer,
+                None => self.writer.insert(StdoutWriter::start()?),
+            };
+            let chunk = std::mem::take(&mut self.stdout);
+            writer.write(chunk).await?;
         }
         Ok(())
+    }
+
+    /// Completes when stdout is gone (a closed pipe): a listener that only
+    /// waits for messages must notice it without another message to write.
+    pub fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let gone = self.writer.as_ref().map(StdoutWriter::gone);
+        async move {
+            match gone {
+                Some(gone) => gone.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Flushes, then waits at most `bound` for stdout to take everything;
+    /// false if it did not (or is gone).
+    pub async fn finish(&mut self, bound: Duration) -> bool {
+        if self.flush().await.is_err() {
+            return false;
+        }
+        match &mut self.writer {
+            Some(writer) => writer.finish(bound).await,
+            None => true,
+        }
     }
 }
 
@@ -265,17 +478,18 @@ mod tests {
         json: false,
         color_stdout: false,
         color_stderr: false,
+        timestamps: false,
+        mark_notices: false,
     };
     const JSON: Renderer = Renderer {
         json: true,
-        color_stdout: false,
-        color_stderr: false,
+        ..PLAIN
     };
 
     #[test]
     fn plain_message_is_one_escaped_line() {
         let mut out = String::new();
-        PLAIN.message(b"bob", b"hi\nmallory: fake\x1b[31m", &mut out);
+        PLAIN.message(b"bob", b"hi\nmallory: fake\x1b[31m", None, &mut out);
         assert_eq!(out, "bob: hi\\nmallory: fake\\x1b[31m\n");
     }
 
@@ -283,7 +497,7 @@ mod tests {
     fn plain_error_drops_the_trailing_newline() {
         let mut out = String::new();
         assert_eq!(
-            PLAIN.error(b"'carol' is not connected\n", &mut out),
+            PLAIN.error(b"'carol' is not connected\n", None, &mut out),
             Stream::Stderr
         );
         assert_eq!(out, "error: 'carol' is not connected\n");
@@ -292,14 +506,14 @@ mod tests {
     #[test]
     fn json_lines() {
         let mut out = String::new();
-        JSON.message(b"bob", "q\"\\\n\x1b é".as_bytes(), &mut out);
+        JSON.message(b"bob", "q\"\\\n\x1b é".as_bytes(), None, &mut out);
         assert_eq!(
             out,
             "{\"type\":\"message\",\"from\":\"bob\",\"content\":\"q\\\"\\\\\\n\\u001b é\"}\n"
         );
         out.clear();
         assert_eq!(
-            JSON.error(b"'carol' is not connected\n", &mut out),
+            JSON.error(b"'carol' is not connected\n", None, &mut out),
             Stream::Stdout
         );
         assert_eq!(
@@ -319,6 +533,51 @@ mod tests {
     }
 
     #[test]
+    fn editor_notices_are_marked_and_cannot_pass_for_messages() {
+        let repl = Renderer {
+            mark_notices: true,
+            ..PLAIN
+        };
+        let mut out = String::new();
+        repl.presence(true, b"bob", true, None, &mut out);
+        repl.error(b"server is shutting down\n", None, &mut out);
+        repl.online(&["a".into(), "b".into()], true, None, &mut out);
+        repl.notice("connected as zed (2 online)", &mut out);
+        repl.message(b"error", b"server is shutting down", None, &mut out);
+        assert_eq!(
+            out,
+            "* bob joined\n* error: server is shutting down\n* 2 online: a, b\n\
+             * connected as zed (2 online)\nerror: server is shutting down\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_prefix_plain_lines_and_join_json_objects() {
+        let stamp = Stamp {
+            clock: "07:05:36".into(),
+            rfc3339: "2026-11-29T07:05:36.123+00:00".into(),
+        };
+        let mut out = String::new();
+        let plain = Renderer {
+            timestamps: true,
+            ..PLAIN
+        };
+        plain.message(b"bob", b"hi", Some(&stamp), &mut out);
+        assert_eq!(out, "07:05:36 bob: hi\n");
+        out.clear();
+        let json = Renderer {
+            timestamps: true,
+            ..JSON
+        };
+        json.presence(false, b"bob", false, Some(&stamp), &mut out);
+        assert_eq!(
+            out,
+            "{\"type\":\"presence\",\"ts\":\"2026-11-29T07:05:36.123+00:00\",\
+             \"event\":\"left\",\"user\":\"bob\"}\n"
+        );
+    }
+
+    #[test]
     fn json_replaces_invalid_utf8() {
         let mut out = String::new();
         push_json_string(&mut out, b"a\xffb");
@@ -332,7 +591,7 @@ mod tests {
             color_stdout: true,
             ..PLAIN
         };
-        colored.message(b"bob", b"hi", &mut out);
+        colored.message(b"bob", b"hi", None, &mut out);
         assert!(out.contains('\x1b'));
         assert!(out.ends_with(": hi\n"));
     }

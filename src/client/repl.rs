@@ -7,9 +7,20 @@
 //! rustyline's external printer without disturbing the half-typed line.
 //! When the server closes the connection, the network thread says why,
 //! restores the terminal and exits at once, without waiting for Enter.
+//!
+//! Both threads print only whole lines, each with one `write`, so output
+//! from the two never mixes within a line (a terminal serialises whole
+//! writes); lines that are not messages start with `* `.
+//!
+//! History is appended, never rewritten, so several clients can share one
+//! file. Names offered by completion from earlier runs come from a
+//! per-server list beside it (`HISTORY.recipients`, lines of `SERVER NAME`):
+//! a name used on one server is not offered on another.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, IsTerminal, Write};
+use std::future::Future;
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -23,20 +34,27 @@ use rustyline::completion::{Completer, Pair};
 use rustyline::config::{Behavior, Config};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
-use rustyline::{Context, Editor, ExternalPrinter, Helper, Highlighter, Hinter, Validator};
+use rustyline::{
+    Cmd, ConditionalEventHandler, Context, Editor, Event, EventContext, EventHandler,
+    ExternalPrinter, Helper, Highlighter, Hinter, KeyEvent, RepeatCount, Validator,
+};
 use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
 use smol::{Async, Timer};
 
 use super::command::{self, Command, COMMANDS};
 use super::connection::{await_login, receive, Login, Negotiation, Sink};
-use super::output::{Output, Renderer, Stream};
-use super::state::ChatState;
+use super::output::{Output, Renderer, Stream, NOTICE_MARK};
+use super::state::{rememberable, ChatState, MAX_KNOWN_USERS};
 use super::Greeting;
-use crate::protocol::{self, Limits};
+use crate::clock::Stamp;
+use crate::protocol;
 
 /// Most history entries kept.
 const HISTORY_SIZE: usize = 1000;
+
+/// What Ctrl-C at an empty prompt says.
+pub const HOW_TO_LEAVE: &str = "to leave, type exit or press Ctrl-D";
 
 /// Settings for one interactive session.
 pub struct ReplOptions {
@@ -52,6 +70,16 @@ pub struct ReplOptions {
     pub show_presence: bool,
     /// How frames are shown.
     pub renderer: Renderer,
+}
+
+/// Prints a notice line from the editor's thread: marked, one write.
+fn notice(text: &str) {
+    crate::err_line!("{NOTICE_MARK}{text}");
+}
+
+/// Prints a local error line from the editor's thread.
+fn local_error(text: &str) {
+    crate::err_line!("{NOTICE_MARK}error: {text}");
 }
 
 /// Tab completion: command names, then usernames after `send `.
@@ -86,10 +114,12 @@ impl Completer for ChatHelper {
             let names = COMMANDS.iter().filter(|c| c.starts_with(before));
             return Ok((0, names.map(|c| pair(c)).collect()));
         }
-        if let Some(partial) = before.strip_prefix("send ") {
-            if !partial.contains(' ') {
-                let users = self.state.users_starting_with(partial);
-                return Ok((5, users.iter().map(|u| pair(u)).collect()));
+        for verb in ["send ", "/msg "] {
+            if let Some(partial) = before.strip_prefix(verb) {
+                if !partial.contains(' ') {
+                    let users = self.state.users_starting_with(partial);
+                    return Ok((verb.len(), users.iter().map(|u| pair(u)).collect()));
+                }
             }
         }
         Ok((pos, Vec::new()))
@@ -149,9 +179,15 @@ struct ReplSink {
     plain: Output,
     /// Show presence events as notices.
     show_presence: bool,
+    /// Receive time of the frames being rendered (with `--timestamps`).
+    stamp: Option<Stamp>,
 }
 
 impl ReplSink {
+    fn stamp(&self) -> Option<&Stamp> {
+        self.stamp.as_ref()
+    }
+
     fn route(&mut self, stream: Stream, line: String) {
         let to_printer = match stream {
             Stream::Stdout => self.messages_to_printer,
@@ -162,58 +198,86 @@ impl ReplSink {
         } else {
             match stream {
                 Stream::Stdout => self.plain.raw_stdout(&line),
-                Stream::Stderr => self.plain.notice(line.trim_end_matches('\n')),
+                Stream::Stderr => self.plain.raw_stderr(&line),
             }
         }
     }
 
     fn notice(&mut self, text: &str) {
-        self.route(Stream::Stderr, format!("{text}\n"));
+        let mut line = String::new();
+        self.renderer.notice(text, &mut line);
+        self.route(Stream::Stderr, line);
+    }
+
+    /// Hands what is pending for the terminal to the printer: whole lines,
+    /// newline included, so even when the editor is not reading (and the
+    /// printer writes straight to the terminal) nothing the editor draws
+    /// next can land on, or erase, the same line.
+    fn print_pending(&mut self) {
+        if self.for_printer.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut self.for_printer);
+        let printed = match self.printer.as_mut() {
+            Some(printer) => printer.print(text.clone()).is_ok(),
+            None => false,
+        };
+        if !printed {
+            let _ = io::stderr().write_all(text.as_bytes());
+        }
     }
 }
 
 impl Sink for ReplSink {
+    fn set_stamp(&mut self, stamp: Stamp) {
+        self.stamp = Some(stamp);
+    }
+
+    fn wants_stamps(&self) -> bool {
+        self.renderer.timestamps
+    }
+
     fn message(&mut self, from: &[u8], content: &[u8]) {
         let mut line = String::new();
-        let stream = self.renderer.message(from, content, &mut line);
+        let stream = self
+            .renderer
+            .message(from, content, self.stamp(), &mut line);
         self.route(stream, line);
     }
 
     fn error(&mut self, text: &[u8]) {
         let mut line = String::new();
-        let stream = self.renderer.error(text, &mut line);
+        let stream = self.renderer.error(text, self.stamp(), &mut line);
         self.route(stream, line);
     }
 
     fn online(&mut self, names: &[String]) {
         let mut line = String::new();
-        let stream = self.renderer.online(names, true, &mut line);
+        let stream = self.renderer.online(names, true, self.stamp(), &mut line);
         self.route(stream, line);
     }
 
     fn presence(&mut self, joined: bool, name: &[u8]) {
         let mut line = String::new();
-        if let Some(stream) = self
-            .renderer
-            .presence(joined, name, self.show_presence, &mut line)
+        if let Some(stream) =
+            self.renderer
+                .presence(joined, name, self.show_presence, self.stamp(), &mut line)
         {
             self.route(stream, line);
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.for_printer.is_empty() {
-            let text = std::mem::take(&mut self.for_printer);
-            if let Some(printer) = self.printer.as_mut() {
-                if printer
-                    .print(text.trim_end_matches('\n').to_string())
-                    .is_err()
-                {
-                    eprint!("{text}");
-                }
-            }
-        }
+    fn pending(&self) -> usize {
+        self.for_printer.len() + self.plain.pending()
+    }
+
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
+        self.print_pending();
         self.plain.flush()
+    }
+
+    fn gone(&self) -> impl Future<Output = ()> + 'static {
+        self.plain.gone()
     }
 }
 
@@ -238,20 +302,34 @@ pub fn run(
     let config = match builder {
         Ok(builder) => builder.build(),
         Err(e) => {
-            eprintln!("chat-client: cannot configure the editor: {e}");
+            crate::err_line!("chat-client: cannot configure the editor: {e}");
             return crate::exit_codes::FAILURE;
         }
     };
     let mut editor: Editor<ChatHelper, FileHistory> = match Editor::with_config(config) {
         Ok(editor) => editor,
         Err(e) => {
-            eprintln!("chat-client: cannot start the line editor: {e}");
+            crate::err_line!("chat-client: cannot start the line editor: {e}");
             return crate::exit_codes::FAILURE;
         }
     };
     editor.set_helper(Some(ChatHelper::new(Arc::clone(&state))));
+    let ctrl_c = CtrlC::default();
+    editor.bind_sequence(
+        KeyEvent::ctrl('C'),
+        EventHandler::Conditional(Box::new(ctrl_c.clone())),
+    );
+    let mut recipients = options
+        .history
+        .as_deref()
+        .map(|path| Recipients::open(path, &options.server));
     if let Some(path) = &options.history {
-        load_history(&mut editor, path, &state);
+        load_history(&mut editor, path);
+    }
+    if let Some(recipients) = &recipients {
+        for name in &recipients.names {
+            state.know_from_history(name);
+        }
     }
 
     let printer = editor
@@ -265,6 +343,7 @@ pub fn run(
         for_printer: String::new(),
         plain: Output::new(options.renderer),
         show_presence: options.show_presence,
+        stamp: None,
     };
     let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
     // The handshake goes first; the channel is open, so this cannot fail.
@@ -297,45 +376,62 @@ pub fn run(
     let network = match network {
         Ok(handle) => handle,
         Err(e) => {
-            eprintln!("chat-client: cannot start the network thread: {e}");
+            crate::err_line!("chat-client: cannot start the network thread: {e}");
             return crate::exit_codes::FAILURE;
         }
     };
 
     match smol::block_on(await_login(&outcome, greeting.timeout)) {
         Some(Login::Extended) => match state.online_count() {
-            Some(n) => eprintln!("connected as {} ({n} online)", options.username),
-            None => eprintln!("connected as {}", options.username),
+            Some(n) => notice(&format!("connected as {} ({n} online)", options.username)),
+            None => notice(&format!("connected as {}", options.username)),
         },
-        Some(Login::V1) => eprintln!(
+        Some(Login::V1) => notice(&format!(
             "connected to {} as {} (a v1 server: login not confirmed, no online list)",
             options.server, options.username
-        ),
+        )),
+        Some(Login::Silent) => notice(&format!(
+            "connected to {} as {}; {}",
+            options.server,
+            options.username,
+            super::silent_server_notice(greeting.timeout)
+        )),
         // The server closed the connection: the network thread says why
         // and ends the process.
         None => return network.join().unwrap_or(crate::exit_codes::FAILURE),
     }
-    eprintln!("type 'help' for commands");
+    notice("type 'help' for commands");
     let prompt = format!("{}> ", options.username);
     loop {
         match editor.readline(&prompt) {
             Ok(line) => {
                 if let Some(path) = &options.history {
                     // `exit` would only ever be recalled by mistake.
-                    if !matches!(line.trim(), "" | "exit" | "quit") {
+                    if !matches!(line.trim(), "" | "exit" | "quit" | "/quit") {
                         let _ = editor.add_history_entry(line.as_str());
-                        save_history(&mut editor, path);
+                        append_history(&mut editor, path);
                     }
                 }
-                if !handle_line(&line, &state, &frames) {
-                    break;
+                match handle_line(&line, &state, &frames) {
+                    Handled::Leave => break,
+                    Handled::Sent { to } => {
+                        if let Some(recipients) = &mut recipients {
+                            recipients.used(&to);
+                        }
+                    }
+                    Handled::Done => {}
                 }
             }
-            // Ctrl-C: the editor has already dropped the line.
-            Err(ReadlineError::Interrupted) => {}
+            // Ctrl-C: the editor has already dropped the line; at an empty
+            // prompt, people pressing it usually want out.
+            Err(ReadlineError::Interrupted) => {
+                if ctrl_c.at_empty_prompt() {
+                    notice(HOW_TO_LEAVE);
+                }
+            }
             Err(ReadlineError::Eof) => break,
             Err(e) => {
-                eprintln!("chat-client: cannot read input: {e}");
+                crate::err_line!("chat-client: cannot read input: {e}");
                 state.fail();
                 break;
             }
@@ -346,81 +442,161 @@ pub fn run(
     network.join().unwrap_or(crate::exit_codes::FAILURE)
 }
 
-/// Acts on one typed line; false means "leave".
-fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> bool {
+/// Remembers whether Ctrl-C was pressed on an empty line.
+#[derive(Clone, Default)]
+struct CtrlC(Arc<AtomicBool>);
+
+impl CtrlC {
+    fn at_empty_prompt(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl ConditionalEventHandler for CtrlC {
+    fn handle(&self, _: &Event, _: RepeatCount, _: bool, ctx: &EventContext) -> Option<Cmd> {
+        self.0.store(ctx.line().is_empty(), Ordering::SeqCst);
+        Some(Cmd::Interrupt)
+    }
+}
+
+/// What a typed line did.
+enum Handled {
+    /// Nothing more to do.
+    Done,
+    /// A message went to `to`.
+    Sent { to: String },
+    /// The user wants to leave.
+    Leave,
+}
+
+/// Acts on one typed line.
+fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> Handled {
     let (to, message) = match command::parse(line, &state.limits()) {
-        Ok(None) => return true,
-        Ok(Some(Command::Exit)) => return false,
+        Ok(None) => return Handled::Done,
+        Ok(Some(Command::Exit)) => return Handled::Leave,
         Ok(Some(Command::Help)) => {
-            eprintln!("{}", command::HELP);
-            return true;
+            crate::err_line!("{}", command::HELP);
+            return Handled::Done;
         }
         Ok(Some(Command::Who)) => {
             if state.extended() {
                 let mut frame = Vec::new();
                 protocol::encode_who(&mut frame);
+                state.who_sent();
                 let _ = frames.send_blocking(frame);
             } else {
-                eprintln!("error: {}", command::WHO_UNSUPPORTED);
-                state.fail();
+                local_error(command::WHO_UNSUPPORTED);
             }
-            return true;
+            return Handled::Done;
         }
         Ok(Some(Command::Send { to, message })) => (to.to_string(), message),
         Ok(Some(Command::Reply { message })) => match state.last_sender() {
             Some(to) => (to, message),
             None => {
-                eprintln!("error: nobody has sent you a message yet; nothing to reply to");
-                state.fail();
-                return true;
+                local_error("nobody has sent you a message yet; nothing to reply to");
+                return Handled::Done;
             }
         },
         Err(e) => {
-            eprintln!("error: {e}");
-            state.fail();
-            return true;
+            local_error(&e.to_string());
+            return Handled::Done;
         }
     };
     let mut frame = Vec::new();
     if let Err(e) = protocol::encode_message(to.as_bytes(), message.as_bytes(), &mut frame) {
-        eprintln!("error: {e}");
-        state.fail();
-        return true;
+        local_error(&e.to_string());
+        return Handled::Done;
     }
     state.know(&to);
     // A closed channel means the network thread is ending the process.
     let _ = frames.send_blocking(frame);
-    true
+    Handled::Sent { to }
 }
 
-fn load_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &Path, state: &ChatState) {
+fn load_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &Path) {
     match editor.load_history(path) {
         Ok(()) => {}
         // No history yet is the normal first run.
         Err(ReadlineError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => eprintln!("chat-client: cannot read history {}: {e}", path.display()),
-    }
-    for entry in editor.history().iter() {
-        if let Some(to) = recipient_in(entry) {
-            state.know_from_history(to);
-        }
+        Err(e) => crate::err_line!("chat-client: cannot read history {}: {e}", path.display()),
     }
 }
 
-/// The recipient of a `send` history line, if it names a valid one.
-pub fn recipient_in(entry: &str) -> Option<&str> {
-    match command::parse(entry, &Limits::default()) {
-        Ok(Some(Command::Send { to, .. })) => Some(to),
-        _ => None,
-    }
-}
-
-fn save_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &Path) {
+/// Adds the lines typed since the last call to the history file, merging
+/// with what other clients appended meanwhile (rustyline locks the file and
+/// never drops their lines).
+fn append_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &Path) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Err(e) = editor.save_history(path) {
-        eprintln!("chat-client: cannot save history {}: {e}", path.display());
+    if let Err(e) = editor.append_history(path) {
+        crate::err_line!("chat-client: cannot save history {}: {e}", path.display());
+    }
+}
+
+/// The names messaged on one server in earlier runs, for completion, kept
+/// in `HISTORY.recipients` as `SERVER NAME` lines. Only new names are
+/// appended (one short write each, so concurrent clients do not clobber
+/// each other).
+pub struct Recipients {
+    /// The file, `None` if it could not be opened for appending.
+    file: Option<File>,
+    /// Which server's names these are (`host:port`, host lower-cased).
+    server: String,
+    /// Names already known for this server.
+    pub names: BTreeSet<String>,
+}
+
+impl Recipients {
+    /// Reads the names recorded for `server` beside `history`.
+    pub fn open(history: &Path, server: &str) -> Recipients {
+        let mut path = history.as_os_str().to_owned();
+        path.push(".recipients");
+        let path = PathBuf::from(path);
+        let server = server.to_ascii_lowercase();
+        let mut names = BTreeSet::new();
+        if let Ok(file) = File::open(&path) {
+            // The newest names count most: keep the last ones read.
+            let mut order = std::collections::VecDeque::new();
+            for line in BufReader::new(file).lines().map_while(Result::ok) {
+                let Some((on, name)) = line.split_once(' ') else {
+                    continue;
+                };
+                if on == server && rememberable(name) && names.insert(name.to_string()) {
+                    order.push_back(name.to_string());
+                    if order.len() > MAX_KNOWN_USERS {
+                        if let Some(oldest) = order.pop_front() {
+                            names.remove(&oldest);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
+        Recipients {
+            file,
+            server,
+            names,
+        }
+    }
+
+    /// Records that `name` was messaged on this server.
+    pub fn used(&mut self, name: &str) {
+        if self.names.contains(name) || !rememberable(name) {
+            return;
+        }
+        self.names.insert(name.to_string());
+        if let Some(file) = &mut self.file {
+            let line = format!("{} {name}\n", self.server);
+            let _ = file.write_all(line.as_bytes());
+        }
     }
 }
 
@@ -451,8 +627,15 @@ fn network(
         {
             sink.notice(&notice);
         }
-        let _ = sink.flush();
-        let status = super::exit_status(state, received.as_ref(), expected);
+        sink.print_pending();
+        sink.plain.finish(drain).await;
+        // The user ending the session is a success, whatever went wrong
+        // along the way; the server ending it is not.
+        let status = if expected && !state.login_refused() {
+            crate::exit_codes::SUCCESS
+        } else {
+            super::exit_status(state, received.as_ref(), expected)
+        };
         if !expected {
             // The editor is blocked in `readline` with the terminal in raw
             // mode; give the printer a moment to show the last lines, then
@@ -513,9 +696,32 @@ mod tests {
     }
 
     #[test]
-    fn history_lines_name_recipients() {
-        assert_eq!(recipient_in("send bob hi there"), Some("bob"));
-        assert_eq!(recipient_in("reply hi"), None);
-        assert_eq!(recipient_in("send bad\u{7}name hi"), None);
+    fn recipients_are_remembered_per_server() {
+        let dir = std::env::temp_dir().join(format!("pmchat-recipients-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let history = dir.join("history");
+        let mut one = Recipients::open(&history, "Host-A:9000");
+        one.used("carol");
+        one.used("carol");
+        one.used("bad name");
+        let mut two = Recipients::open(&history, "host-b:9000");
+        two.used("dave");
+        assert_eq!(
+            Vec::from_iter(Recipients::open(&history, "host-a:9000").names),
+            ["carol"]
+        );
+        assert_eq!(
+            Vec::from_iter(Recipients::open(&history, "host-b:9000").names),
+            ["dave"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn completion_after_msg_offers_usernames() {
+        let state = Arc::new(ChatState::default());
+        state.know("bob");
+        let helper = ChatHelper::new(state);
+        assert_eq!(complete(&helper, "/msg b"), (5, vec!["bob ".to_string()]));
     }
 }

@@ -2,11 +2,26 @@
 //! to us, which usernames we know, what the server negotiated, and how the
 //! session is going (for the exit status).
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use crate::protocol::Limits;
+use crate::protocol::{validate_username, Limits};
+
+/// Most usernames remembered from what the server says (senders, and those
+/// we messaged); the oldest is forgotten first. A hostile server could
+/// otherwise make the client remember millions of names.
+pub const MAX_KNOWN_USERS: usize = 1024;
+/// Most names kept in the online list (presence snapshot and events, and a
+/// `who` answer); further names are dropped.
+pub const MAX_ONLINE_USERS: usize = 65_536;
+
+/// True for a name worth remembering: a valid username of any length the
+/// protocol allows. Anything else can only come from a broken or hostile
+/// server, and is shown but not kept.
+pub fn rememberable(name: &str) -> bool {
+    validate_username(name.as_bytes(), usize::from(u8::MAX)).is_ok()
+}
 
 /// Shared between the receiving task and the REPL or batch loop.
 #[derive(Debug, Default)]
@@ -14,7 +29,7 @@ pub struct ChatState {
     /// Sender of the most recent message, the target of `reply`.
     last_sender: Mutex<Option<String>>,
     /// Usernames seen this session (messaged us or messaged by us).
-    known_users: RwLock<BTreeSet<String>>,
+    known_users: RwLock<KnownUsers>,
     /// Recipients found in the history file.
     history_users: RwLock<BTreeSet<String>>,
     /// Who is online, kept current by presence events; `None` without
@@ -28,6 +43,31 @@ pub struct ChatState {
     failed: AtomicBool,
     /// The server refused our username or had no room (exit status 3).
     login_refused: AtomicBool,
+    /// `who` requests sent and not yet answered: ONLINE pages are accepted
+    /// only in answer to one (or as the presence snapshot).
+    who_pending: AtomicU32,
+}
+
+/// A bounded set of names that forgets the oldest first.
+#[derive(Debug, Default)]
+struct KnownUsers {
+    names: BTreeSet<String>,
+    order: VecDeque<String>,
+}
+
+impl KnownUsers {
+    fn insert(&mut self, name: &str) {
+        if self.names.contains(name) {
+            return;
+        }
+        if self.order.len() >= MAX_KNOWN_USERS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.names.remove(&oldest);
+            }
+        }
+        self.names.insert(name.to_string());
+        self.order.push_back(name.to_string());
+    }
 }
 
 impl ChatState {
@@ -49,17 +89,27 @@ impl ChatState {
             .clone()
     }
 
-    /// Adds a username to the completion set.
+    /// Adds a username to the completion set (bounded; see
+    /// [`MAX_KNOWN_USERS`]). Names that are not valid usernames are ignored.
     pub fn know(&self, name: &str) {
         let known = self.known_users.read().unwrap_or_else(|e| e.into_inner());
-        if known.contains(name) {
+        if known.names.contains(name) || !rememberable(name) {
             return;
         }
         drop(known);
         self.known_users
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
+            .insert(name);
+    }
+
+    /// Number of names remembered from this session.
+    pub fn known_count(&self) -> usize {
+        self.known_users
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .names
+            .len()
     }
 
     /// Adds a recipient found in the history file.
@@ -85,15 +135,25 @@ impl ChatState {
         add(&self.history_users.read().unwrap_or_else(|e| e.into_inner()));
         match &*self.online.read().unwrap_or_else(|e| e.into_inner()) {
             Some(online) => add(online),
-            None => add(&self.known_users.read().unwrap_or_else(|e| e.into_inner())),
+            None => add(&self
+                .known_users
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .names),
         }
         names.into_iter().collect()
     }
 
     /// Records the online list (presence snapshot).
     pub fn set_online(&self, names: &[String]) {
-        *self.online.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(names.iter().cloned().collect());
+        *self.online.write().unwrap_or_else(|e| e.into_inner()) = Some(
+            names
+                .iter()
+                .filter(|n| rememberable(n))
+                .take(MAX_ONLINE_USERS)
+                .cloned()
+                .collect(),
+        );
     }
 
     /// Applies a presence event.
@@ -104,12 +164,30 @@ impl ChatState {
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()
         {
-            if joined {
-                online.insert(name.to_string());
-            } else {
+            if !joined {
                 online.remove(name);
+            } else if online.len() < MAX_ONLINE_USERS && rememberable(name) {
+                online.insert(name.to_string());
             }
         }
+    }
+
+    /// A `who` request is on its way to the server.
+    pub fn who_sent(&self) {
+        self.who_pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An ONLINE list arrived: true if it answers a `who` of ours (which
+    /// is then no longer pending), false if nobody asked for it.
+    pub fn who_answered(&self) -> bool {
+        self.who_pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// True while a `who` answer is expected.
+    pub fn who_expected(&self) -> bool {
+        self.who_pending.load(Ordering::SeqCst) > 0
     }
 
     /// Number of users online, when presence is on.
@@ -194,6 +272,31 @@ mod tests {
         state.presence(true, "bobby");
         assert_eq!(state.users_starting_with("bob"), ["bob-history", "bobby"]);
         assert_eq!(state.online_count(), Some(2));
+    }
+
+    #[test]
+    fn remembered_names_are_bounded_and_forget_the_oldest() {
+        let state = ChatState::default();
+        for i in 0..MAX_KNOWN_USERS + 10 {
+            state.know(&format!("user{i}"));
+        }
+        assert_eq!(state.known_count(), MAX_KNOWN_USERS);
+        assert!(state.users_starting_with("user0").is_empty());
+        assert_eq!(state.users_starting_with("user1033"), ["user1033"]);
+        // Not a username: shown by the caller, never kept.
+        state.know(&"x".repeat(300));
+        state.know("bad name");
+        assert_eq!(state.known_count(), MAX_KNOWN_USERS);
+    }
+
+    #[test]
+    fn online_pages_are_accepted_only_when_asked_for() {
+        let state = ChatState::default();
+        assert!(!state.who_answered());
+        state.who_sent();
+        assert!(state.who_expected());
+        assert!(state.who_answered());
+        assert!(!state.who_answered());
     }
 
     #[test]

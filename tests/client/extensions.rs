@@ -189,13 +189,14 @@ fn presence_keeps_repl_completion_current() {
     let dir = TempDir::new("presence");
     let mut alice = repl(&server, "alice", &dir);
     let mut bob = server.login("bob");
-    alice.expect("bob joined").unwrap();
+    // Marked as a notice: no message line can start with `* `.
+    alice.expect("* bob joined").unwrap();
     alice.send("send b\t").unwrap();
     alice.expect("send bob ").unwrap();
     alice.send("hi bob\r").unwrap();
     eqnice!(Frame::msg("alice", "hi bob"), bob.frame());
     drop(bob);
-    alice.expect("bob left").unwrap();
+    alice.expect("* bob left").unwrap();
     // Now `b` completes to nothing: the line stays `send bz`.
     alice.send("send b\tz hi\r").unwrap();
     alice.expect("'bz' is not connected").unwrap();
@@ -209,10 +210,10 @@ fn a_confirmed_login_shows_how_many_are_online() {
     let _bob = server.login("bob");
     let dir = TempDir::new("confirmed");
     let mut alice = spawn_repl(&server, "alice", &dir);
-    alice.expect("connected as alice (2 online)").unwrap();
+    alice.expect("* connected as alice (2 online)").unwrap();
     alice.expect("alice> ").unwrap();
     alice.send_line("who").unwrap();
-    alice.expect("2 online: alice, bob").unwrap();
+    alice.expect("* 2 online: alice, bob").unwrap();
 }
 
 #[test]

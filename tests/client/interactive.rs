@@ -12,7 +12,7 @@ use crate::common::{Frame, ServerProcess};
 use crate::eqnice;
 
 /// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
@@ -129,8 +129,177 @@ fn the_client_exits_by_itself_when_the_server_shuts_down() {
     server.wait_online("alice");
     alice.send("half typed").unwrap();
     server.console("exit");
-    alice.expect("error: server is shutting down").unwrap();
+    alice.expect("* error: server is shutting down").unwrap();
     alice.expect(expectrl::Eof).unwrap();
-    let status = alice.get_process().wait().unwrap();
-    assert!(format!("{status:?}").contains(", 1)"), "{status:?}");
+    eqnice!(1, exit_code(&mut alice));
+}
+
+/// Waits for the REPL to exit and returns its status.
+fn exit_code(session: &mut OsSession) -> i32 {
+    use expectrl::process::unix::WaitStatus;
+    match session.get_process().wait().expect("wait") {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("the client did not exit normally: {other:?}"),
+    }
+}
+
+#[test]
+fn leaving_after_a_typo_exits_zero() {
+    let server = ServerProcess::start(&[]);
+    let dir = TempDir::new("typo");
+    let mut alice = repl(&server, "alice", &dir);
+    alice.send_line("frobnicate").unwrap();
+    alice
+        .expect("* error: unknown command 'frobnicate'")
+        .unwrap();
+    alice.send_line("send nobody hi").unwrap();
+    alice.expect("* error: 'nobody' is not connected").unwrap();
+    alice.send_line("exit").unwrap();
+    alice.expect(expectrl::Eof).unwrap();
+    eqnice!(0, exit_code(&mut alice));
+}
+
+#[test]
+fn irc_habits_work_and_ctrl_c_says_how_to_leave() {
+    let mut server = ServerProcess::start(&[]);
+    let dir = TempDir::new("irc");
+    let mut bob = server.login("bob");
+    let mut alice = repl(&server, "alice", &dir);
+    alice.send_line("/msg bob hi from irc").unwrap();
+    eqnice!(Frame::msg("alice", "hi from irc"), bob.frame());
+    alice.send_line("/who").unwrap();
+    alice.expect("* 2 online: alice, bob").unwrap();
+    alice.send("\x03").unwrap();
+    alice.expect("to leave, type exit or press Ctrl-D").unwrap();
+    alice.send_line("/quit").unwrap();
+    alice.expect(expectrl::Eof).unwrap();
+    eqnice!(0, exit_code(&mut alice));
+}
+
+/// `text` as the lines a person sees: escape sequences removed, and of
+/// each line only what was written after its last carriage return.
+fn screen_lines(text: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(text);
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            plain.push(c);
+            continue;
+        }
+        // CSI: ESC [ parameters, then one final byte in @..~.
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    plain
+        .split('\n')
+        .map(|line| {
+            let line = line.trim_end_matches('\r');
+            line.rsplit('\r')
+                .next()
+                .unwrap_or("")
+                .trim_end()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn messages_arriving_during_login_stay_whole_lines() {
+    let server = ServerProcess::start(&[]);
+    let dir = TempDir::new("flood-login");
+    let port = server.port;
+    let flooder = std::thread::spawn(move || {
+        let mut flooder = crate::common::RawClient::open(port);
+        flooder.handshake(b"flooder");
+        for i in 0..400 {
+            flooder.send("zed", &format!("m{i}"));
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        flooder.send("zed", "last");
+        // Keep the connection (and so the messages in flight) alive.
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let mut zed = spawn_repl(&server, "zed", &dir);
+    let seen = zed.expect("flooder: last").unwrap();
+    let lines = screen_lines(seen.before());
+    let connected: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("connected as"))
+        .collect();
+    eqnice!(1, connected.len());
+    let text = connected[0].as_str();
+    assert!(
+        text.starts_with("* connected as zed (") && text.ends_with(" online)"),
+        "{text:?}\n{lines:#?}"
+    );
+    for line in lines.iter().filter(|l| l.contains("flooder:")) {
+        let rest = line.strip_prefix("flooder: m").unwrap_or("");
+        assert!(
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()),
+            "not a whole message line: {line:?}\n{lines:#?}"
+        );
+    }
+    let _ = flooder.join();
+}
+
+#[test]
+fn two_clients_sharing_a_history_file_lose_no_line() {
+    let mut server = ServerProcess::start(&[]);
+    let dir = TempDir::new("shared-history");
+    let mut carol = server.login("carol");
+    let mut one = repl(&server, "one", &dir);
+    let mut two = repl(&server, "two", &dir);
+    one.send_line("send carol first from one").unwrap();
+    eqnice!(Frame::msg("one", "first from one"), carol.frame());
+    two.send_line("send carol from two").unwrap();
+    eqnice!(Frame::msg("two", "from two"), carol.frame());
+    one.send_line("send carol second from one").unwrap();
+    eqnice!(Frame::msg("one", "second from one"), carol.frame());
+    for mut session in [one, two] {
+        session.send("\x04").unwrap();
+        session.expect(expectrl::Eof).unwrap();
+    }
+    let history = std::fs::read_to_string(dir.0.join("history")).unwrap();
+    for line in [
+        "send carol first from one",
+        "send carol from two",
+        "send carol second from one",
+    ] {
+        assert!(history.contains(line), "{line:?} lost:\n{history}");
+    }
+}
+
+#[test]
+fn names_from_history_are_offered_only_on_their_server() {
+    let mut first = ServerProcess::start(&[]);
+    let second = ServerProcess::start(&[]);
+    let dir = TempDir::new("history-servers");
+    let mut carol = first.login("carol");
+    {
+        let mut alice = repl(&first, "alice", &dir);
+        alice.send_line("send carol on the first server").unwrap();
+        eqnice!(Frame::msg("alice", "on the first server"), carol.frame());
+        alice.send("\x04").unwrap();
+        alice.expect(expectrl::Eof).unwrap();
+    }
+    // On the second server nobody called carol is known: `c` completes to
+    // nothing and the line stays `send cz hi`.
+    let mut alice = repl(&second, "alice", &dir);
+    alice.send("send c\tz hi\r").unwrap();
+    alice.expect("'cz' is not connected").unwrap();
+    // Back on the first server carol is offered again.
+    drop(alice);
+    drop(carol);
+    let mut alice = repl(&first, "alice", &dir);
+    alice.send("send c\t").unwrap();
+    alice.expect("send carol ").unwrap();
 }
