@@ -651,16 +651,25 @@ impl ReadBuffer {
     }
 
     /// Frees the storage if nothing is buffered (an idle connection keeps no
-    /// read buffer), or moves a short partial frame into a small one, so a
-    /// peer that stops mid-frame pins [`FIRST_READ`] bytes, not a full-size
-    /// buffer.
+    /// read buffer).
     pub fn release(&mut self) {
-        let pending = self.end - self.start;
-        if pending == 0 {
+        if self.is_empty() {
             self.data = Vec::new();
             self.start = 0;
             self.end = 0;
             self.grow = false;
+        }
+    }
+
+    /// Like [`ReadBuffer::release`], and also moves a short partial frame
+    /// into a small buffer, so a peer that stops mid-frame pins
+    /// [`FIRST_READ`] bytes, not a full-size buffer. Not for every pause:
+    /// under load a read often ends mid-frame, and the next read would then
+    /// have to grow the buffer again.
+    pub fn shrink(&mut self) {
+        let pending = self.end - self.start;
+        if pending == 0 {
+            self.release();
         } else if pending <= FIRST_READ / 2 && self.data.len() > FIRST_READ {
             let mut small = vec![0; FIRST_READ];
             small[..pending].copy_from_slice(&self.data[self.start..self.end]);
@@ -987,6 +996,8 @@ mod tests {
         buf.filled(READ_CHUNK - FIRST_READ);
         buf.consume(READ_CHUNK - 2);
         buf.release();
+        assert_eq!(buf.allocated(), READ_CHUNK);
+        buf.shrink();
         assert_eq!(buf.allocated(), FIRST_READ);
         assert_eq!(buf.data(), &[0, 0]);
         buf.consume(2);

@@ -26,6 +26,10 @@ use smol::Timer;
 
 use smol::future::FutureExt;
 
+/// Largest emptied buffer kept for the next frames; a bigger one (after a
+/// burst) is freed at once rather than pinned.
+const KEEP_BUFFER: usize = 64 * 1024;
+
 /// Why a frame was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PushError {
@@ -58,6 +62,9 @@ struct State {
     busy: bool,
     /// A frame was queued since the last [`OutboundQueue::trim_idle`].
     used: bool,
+    /// The writer task's last batch buffer, emptied, handed back so that
+    /// the next batch reuses it and [`OutboundQueue::trim_idle`] can free it.
+    spare: Vec<u8>,
 }
 
 /// A bounded, closable byte queue with one consumer (the writer task).
@@ -87,6 +94,7 @@ impl OutboundQueue {
                 phase: Phase::Open,
                 busy: false,
                 used: false,
+                spare: Vec::new(),
             }),
             data_ready: Event::new(),
             room: Event::new(),
@@ -191,7 +199,7 @@ impl OutboundQueue {
             batch.extend_from_slice(&state.bytes);
             state.frames += frames.max(1);
             state.bytes = batch;
-        } else if state.bytes.is_empty() && batch.capacity() <= 64 * 1024 {
+        } else if state.bytes.is_empty() && batch.capacity() <= KEEP_BUFFER {
             // Keep the allocation for the next frames.
             batch.clear();
             state.bytes = batch;
@@ -215,9 +223,10 @@ impl OutboundQueue {
         if std::mem::take(&mut state.used) || state.busy || !state.bytes.is_empty() {
             return 0;
         }
-        let freed = state.bytes.capacity();
+        let freed = state.bytes.capacity() + state.spare.capacity();
         if freed > 0 {
             state.bytes = Vec::new();
+            state.spare = Vec::new();
         }
         freed
     }
@@ -364,9 +373,16 @@ impl OutboundQueue {
     }
 
     /// For the writer: the batch taken by [`OutboundQueue::next_batch`] has
-    /// been written; others may write again.
-    pub fn finish_write(&self) {
-        self.lock().busy = false;
+    /// been written; others may write again. The emptied buffer is kept for
+    /// the next batch unless it grew large.
+    pub fn finish_write(&self, batch: &mut Vec<u8>) {
+        let mut spare = std::mem::take(batch);
+        spare.clear();
+        let mut state = self.lock();
+        state.busy = false;
+        if spare.capacity() <= KEEP_BUFFER && state.spare.capacity() == 0 {
+            state.spare = spare;
+        }
     }
 
     /// Swaps the queued bytes into `batch`; `None` means "nothing yet, wait".
@@ -388,9 +404,10 @@ impl OutboundQueue {
         std::mem::swap(batch, &mut state.bytes);
         state.frames = 0;
         state.busy = true;
-        // An idle session should not pin a large buffer it used once.
-        if state.bytes.capacity() > 64 * 1024 {
-            state.bytes = Vec::new();
+        // The writer handed its last buffer back as the spare: producers
+        // fill that one next instead of growing a new one.
+        if state.bytes.capacity() == 0 {
+            state.bytes = std::mem::take(&mut state.spare);
         }
         drop(state);
         self.room.notify(usize::MAX);
@@ -434,7 +451,7 @@ mod tests {
         assert!(smol::block_on(queue.next_batch(&mut batch)));
         assert_eq!(batch, [1, 1, 2, 9]);
         batch.clear();
-        queue.finish_write();
+        queue.finish_write(&mut batch);
         assert!(!smol::block_on(queue.next_batch(&mut batch)));
     }
 
@@ -478,7 +495,7 @@ mod tests {
         // The writer task holds the batch: a new frame waits for it.
         assert_eq!(queue.try_push_deferred(1, frame(2, 1)), Ok(false));
         queue.flush_direct(&socket);
-        queue.finish_write();
+        queue.finish_write(&mut batch);
         batch.clear();
         assert!(smol::block_on(queue.next_batch(&mut batch)));
         assert_eq!(batch, [2]);

@@ -345,20 +345,11 @@ async fn read_loop(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // An idle connection holds no read buffer, and one waiting
-                // for the rest of a frame only a small one.
+                // An idle connection holds no read buffer.
                 input.release();
                 let ready = match frame_deadline {
                     None => stream.readable().await,
-                    Some(deadline) => {
-                        stream
-                            .readable()
-                            .or(async {
-                                Timer::at(deadline).await;
-                                Err(io::ErrorKind::TimedOut.into())
-                            })
-                            .await
-                    }
+                    Some(deadline) => wait_for_rest_of_frame(stream, input, deadline).await,
                 };
                 match ready {
                     Ok(()) => {}
@@ -372,6 +363,44 @@ async fn read_loop(
     }
 }
 
+/// How long a client may pause inside a frame before its read buffer is
+/// shrunk to the few bytes it sent (the frame timeout still applies).
+const SHRINK_PARTIAL_AFTER: Duration = Duration::from_millis(500);
+
+/// Waits for the rest of a frame until `deadline` (then `TimedOut`). A
+/// pause of more than [`SHRINK_PARTIAL_AFTER`] shrinks the read buffer:
+/// a client that stops mid-frame is not owed a full-size buffer, but one
+/// whose reads merely end mid-frame under load should not lose its buffer
+/// at every pause either.
+async fn wait_for_rest_of_frame(
+    stream: &Async<TcpStream>,
+    input: &mut ReadBuffer,
+    deadline: Instant,
+) -> io::Result<()> {
+    let timed_out = || -> io::Result<()> { Err(io::ErrorKind::TimedOut.into()) };
+    let shrink_at = (Instant::now() + SHRINK_PARTIAL_AFTER).min(deadline);
+    let first = async { Some(stream.readable().await) }
+        .or(async {
+            Timer::at(shrink_at).await;
+            None
+        })
+        .await;
+    if let Some(ready) = first {
+        return ready;
+    }
+    if shrink_at >= deadline {
+        return timed_out();
+    }
+    input.shrink();
+    stream
+        .readable()
+        .or(async {
+            Timer::at(deadline).await;
+            timed_out()
+        })
+        .await
+}
+
 /// Writes this session's queue to the socket until the queue is closed.
 async fn write_loop(stream: Arc<Async<TcpStream>>, session: Arc<Session>) {
     let mut batch = Vec::new();
@@ -381,10 +410,9 @@ async fn write_loop(stream: Arc<Async<TcpStream>>, session: Arc<Session>) {
             session.outbound.abort();
             return;
         }
-        // Not kept: this is the slow path (the socket was full), and a
-        // writer that waits for the next batch must not pin the last one.
-        batch = Vec::new();
-        session.outbound.finish_write();
+        // The buffer goes back to the queue, where the next batch reuses
+        // it and an idle session's trim frees it.
+        session.outbound.finish_write(&mut batch);
     }
     let _ = stream.get_ref().shutdown(Shutdown::Write);
 }
