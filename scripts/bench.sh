@@ -109,8 +109,8 @@ latency() {
 }
 
 conns() {
-    local name=$1 count=$2
-    bench "$name" conns --count "$count"
+    local name=$1 count=$2; shift 2
+    bench "$name" conns --count "$count" "$@"
     local r="$work/result.json"
     row "$name" "$(fmt "$(json "$r" bytes_per_conn)" ',.0f') bytes/conn, RSS $(fmt "$(json "$r" rss_held_kib)" ',.0f') → $(fmt "$(json "$r" rss_after_kib)" ',.0f') KiB after" \
         "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" "$(fmt "$(json "$r" bench_cpu_s)" .2f)" \
@@ -158,6 +158,9 @@ latency "latency, 10 pairs, 30,000 msgs/s" --pairs 10 --rate 30000 --duration "$
 # worse, so only the light case runs this way).
 latency "latency, 10 pairs, 10,000 msgs/s, busy-polling receiver" --pairs 10 --rate 10000 --duration "${latency_seconds}s" --spin
 conns "10,000 idle connections" 10000
+# What a session keeps once it went quiet after a burst (16 x 2 KiB to
+# itself, then 1 s idle): the same as one that never sent anything.
+conns "2,000 connections idle 1 s after a 16 x 2 KiB burst each" 2000 --burst 16 --burst-size 2048
 # Both processes need one descriptor per connection; a hard limit below
 # 50,000 (which only a privileged user can raise) caps this case.
 hard=$(ulimit -Hn)

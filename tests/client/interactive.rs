@@ -102,8 +102,7 @@ fn history_persists_across_runs() {
         alice.send_line("send carol first run").unwrap();
         eqnice!(Frame::msg("alice", "first run"), carol.frame());
         // Ctrl-D on an empty line leaves.
-        alice.send("\x04").unwrap();
-        alice.expect(expectrl::Eof).unwrap();
+        leave_with_ctrl_d(&mut alice, "alice");
     }
     let mut alice = repl(&server, "alice", &dir);
     // Before anything is sent in this run, completion knows carol from the
@@ -112,9 +111,12 @@ fn history_persists_across_runs() {
     alice.expect("send carol ").unwrap();
     alice.send("again\r").unwrap();
     eqnice!(Frame::msg("alice", "again"), carol.frame());
-    // Up arrow twice recalls the line from the first run.
+    // Up arrow recalls this run's line, then the first run's (`help` was
+    // typed on the way out).
     alice.send("\x1b[A").unwrap();
     alice.expect("send carol again").unwrap();
+    alice.send("\x1b[A").unwrap();
+    alice.expect("help").unwrap();
     alice.send("\x1b[A").unwrap();
     alice.expect("send carol first run").unwrap();
     alice.send("\r").unwrap();
@@ -132,6 +134,18 @@ fn the_client_exits_by_itself_when_the_server_shuts_down() {
     alice.expect("* error: server is shutting down").unwrap();
     alice.expect(expectrl::Eof).unwrap();
     eqnice!(1, exit_code(&mut alice));
+}
+
+/// Presses Ctrl-D at an empty prompt and waits for the end. Between two
+/// lines the terminal is briefly in cooked mode, where Ctrl-D is not a key
+/// the editor can read, so first make sure the editor is reading: the
+/// prompt is drawn only once it is.
+fn leave_with_ctrl_d(session: &mut OsSession, name: &str) {
+    session.send_line("help").unwrap();
+    session.expect("the IRC spellings").unwrap();
+    session.expect(format!("{name}> ")).unwrap();
+    session.send("\x04").unwrap();
+    session.expect(expectrl::Eof).unwrap();
 }
 
 /// Waits for the REPL to exit and returns its status.
@@ -169,6 +183,11 @@ fn irc_habits_work_and_ctrl_c_says_how_to_leave() {
     eqnice!(Frame::msg("alice", "hi from irc"), bob.frame());
     alice.send_line("/who").unwrap();
     alice.expect("* 2 online: alice, bob").unwrap();
+    // Ctrl-C only reaches the editor as a key while it is reading (between
+    // lines the terminal is in cooked mode, where it is SIGINT).
+    alice.send_line("help").unwrap();
+    alice.expect("the IRC spellings").unwrap();
+    alice.expect("alice> ").unwrap();
     alice.send("\x03").unwrap();
     alice.expect("to leave, type exit or press Ctrl-D").unwrap();
     alice.send_line("/quit").unwrap();
@@ -264,10 +283,8 @@ fn two_clients_sharing_a_history_file_lose_no_line() {
     eqnice!(Frame::msg("two", "from two"), carol.frame());
     one.send_line("send carol second from one").unwrap();
     eqnice!(Frame::msg("one", "second from one"), carol.frame());
-    for mut session in [one, two] {
-        session.send("\x04").unwrap();
-        session.expect(expectrl::Eof).unwrap();
-    }
+    leave_with_ctrl_d(&mut one, "one");
+    leave_with_ctrl_d(&mut two, "two");
     let history = std::fs::read_to_string(dir.0.join("history")).unwrap();
     for line in [
         "send carol first from one",
@@ -288,8 +305,7 @@ fn names_from_history_are_offered_only_on_their_server() {
         let mut alice = repl(&first, "alice", &dir);
         alice.send_line("send carol on the first server").unwrap();
         eqnice!(Frame::msg("alice", "on the first server"), carol.frame());
-        alice.send("\x04").unwrap();
-        alice.expect(expectrl::Eof).unwrap();
+        leave_with_ctrl_d(&mut alice, "alice");
     }
     // On the second server nobody called carol is known: `c` completes to
     // nothing and the line stays `send cz hi`.
