@@ -141,11 +141,20 @@ fn the_client_exits_by_itself_when_the_server_shuts_down() {
 /// the editor can read, so first make sure the editor is reading: the
 /// prompt is drawn only once it is.
 fn leave_with_ctrl_d(session: &mut OsSession, name: &str) {
-    session.send_line("help").unwrap();
-    session.expect("the IRC spellings").unwrap();
-    session.expect(format!("{name}> ")).unwrap();
+    until_editor_reads(session, name);
     session.send("\x04").unwrap();
     session.expect(expectrl::Eof).unwrap();
+}
+
+/// Types `help` and waits for the prompt drawn after it: the editor is
+/// then reading keys. Returns what was shown meanwhile.
+fn until_editor_reads(session: &mut OsSession, name: &str) -> Vec<u8> {
+    session.send_line("help").unwrap();
+    let help = session.expect("exit, quit").unwrap();
+    let mut shown = help.before().to_vec();
+    let prompt = session.expect(format!("{name}> ")).unwrap();
+    shown.extend_from_slice(prompt.before());
+    shown
 }
 
 /// Waits for the REPL to exit and returns its status.
@@ -185,9 +194,7 @@ fn irc_habits_work_and_ctrl_c_says_how_to_leave() {
     alice.expect("* 2 online: alice, bob").unwrap();
     // Ctrl-C only reaches the editor as a key while it is reading (between
     // lines the terminal is in cooked mode, where it is SIGINT).
-    alice.send_line("help").unwrap();
-    alice.expect("the IRC spellings").unwrap();
-    alice.expect("alice> ").unwrap();
+    until_editor_reads(&mut alice, "alice");
     alice.send("\x03").unwrap();
     alice.expect("to leave, type exit or press Ctrl-D").unwrap();
     alice.send_line("/quit").unwrap();
@@ -268,6 +275,58 @@ fn messages_arriving_during_login_stay_whole_lines() {
         );
     }
     let _ = flooder.join();
+}
+
+#[test]
+fn a_message_received_while_suspended_is_not_erased_on_resume() {
+    // Job control needs a shell: Ctrl-Z stops the client's process group,
+    // `fg` continues it.
+    let mut server = ServerProcess::start(&[]);
+    let dir = TempDir::new("suspend");
+    let mut bob = server.login("bob");
+    let mut command = Command::new("bash");
+    command
+        .args(["--norc", "--noprofile", "-i"])
+        .env("PS1", "shell$ ")
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1");
+    let mut shell = OsSession::spawn(command).expect("spawn bash in a pty");
+    shell.set_expect_timeout(Some(Duration::from_secs(20)));
+    shell.expect("shell$ ").unwrap();
+    shell
+        .send_line(format!(
+            "{} 127.0.0.1 {} alice --history-file {}",
+            env!("CARGO_BIN_EXE_chat-client"),
+            server.port,
+            dir.0.join("history").display()
+        ))
+        .unwrap();
+    shell.expect("alice> ").unwrap();
+    server.wait_online("alice");
+    for round in 0..5 {
+        // rustyline flushes keys typed between two lines: wait until it
+        // reads before pressing Ctrl-Z.
+        until_editor_reads(&mut shell, "alice");
+        shell.send("\x1a").unwrap();
+        shell.expect("Stopped").unwrap();
+        shell.expect("shell$ ").unwrap();
+        let needle = format!("bob: while stopped {round}");
+        bob.send("alice", &needle["bob: ".len()..]);
+        shell.send_line("fg").unwrap();
+        let seen = shell.expect(needle.as_str()).unwrap();
+        let mut output = seen.before().to_vec();
+        output.extend_from_slice(needle.as_bytes());
+        // Whatever the editor draws after it (its repaint) comes next.
+        output.extend(until_editor_reads(&mut shell, "alice"));
+        let lines = screen_lines(&output);
+        assert!(
+            lines.iter().any(|l| l == &needle),
+            "round {round}: {needle:?} is not a whole line on screen:\n{lines:#?}"
+        );
+    }
+    shell.send_line("exit").unwrap();
+    shell.expect("shell$ ").unwrap();
+    shell.send_line("exit").unwrap();
 }
 
 #[test]
