@@ -3,7 +3,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use crate::common::{client_command, run_client, ChildGuard, Follower, Frame, ServerProcess};
+use crate::common::{
+    client_command, run_client, spawn_follower, spawn_piped, Follower, Frame, ServerProcess,
+};
 use crate::eqnice;
 
 #[test]
@@ -27,14 +29,7 @@ fn a_script_is_delivered_in_order_to_a_follower() {
 fn reply_answers_the_last_sender() {
     let mut server = ServerProcess::start(&[]);
     let mut bob = server.login("bob");
-    let mut alice = ChildGuard(
-        client_command(server.port, "alice")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut alice = spawn_piped(client_command(server.port, "alice"));
     server.wait_online("alice");
     bob.send("alice", "ping");
     let mut stdout = BufReader::new(alice.0.stdout.take().unwrap());
@@ -208,15 +203,7 @@ fn no_colour_when_piped_unless_forced() {
 #[test]
 fn a_broken_stdout_pipe_is_a_normal_exit() {
     let mut server = ServerProcess::start(&[]);
-    let mut listener = ChildGuard(
-        client_command(server.port, "bob")
-            .arg("--follow")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut listener = spawn_follower(server.port, "bob", &[], Stdio::piped(), Stdio::piped());
     server.wait_online("bob");
     // Close the read end of bob's stdout, like `| head -n 0` would.
     drop(listener.0.stdout.take());
@@ -230,15 +217,7 @@ fn a_broken_stdout_pipe_is_a_normal_exit() {
 #[test]
 fn follower_exits_when_the_server_shuts_down() {
     let mut server = ServerProcess::start(&[]);
-    let mut bob = ChildGuard(
-        client_command(server.port, "bob")
-            .arg("--follow")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut bob = spawn_follower(server.port, "bob", &[], Stdio::null(), Stdio::piped());
     server.wait_online("bob");
     server.console("exit");
     let mut stderr = String::new();

@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    client_command, message, run_client, ChildGuard, Follower, ServerProcess, TIMEOUT,
+    client_command, message, run_client, spawn_follower, spawn_piped, Follower, ServerProcess,
+    TIMEOUT,
 };
 use crate::eqnice;
 
@@ -81,15 +82,7 @@ fn flood(server: &mut ServerProcess, stop: Arc<AtomicBool>) -> thread::JoinHandl
 #[test]
 fn a_flooded_follower_writes_as_it_goes_and_stays_small() {
     let mut server = ServerProcess::start(&["-q"]);
-    let mut bob = ChildGuard(
-        client_command(server.port, "bob")
-            .arg("--follow")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut bob = spawn_follower(server.port, "bob", &[], Stdio::piped(), Stdio::null());
     server.wait_online("bob");
     let mut stdout = bob.0.stdout.take().unwrap();
     let lines_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -132,15 +125,12 @@ fn a_flooded_follower_writes_as_it_goes_and_stays_small() {
 #[test]
 fn a_follower_whose_stdout_blocks_stops_reading_and_stays_small() {
     let mut server = ServerProcess::start(&["-q", "--slow-consumer-timeout", "500ms"]);
-    let mut bob = ChildGuard(
-        client_command(server.port, "bob")
-            .arg("--follow")
-            .args(["--drain-timeout", "300ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut bob = spawn_follower(
+        server.port,
+        "bob",
+        &["--drain-timeout", "300ms"],
+        Stdio::piped(),
+        Stdio::null(),
     );
     server.wait_online("bob");
     // Nobody reads bob's stdout: the pipe fills and stays full.
@@ -166,14 +156,7 @@ fn a_follower_whose_stdout_blocks_stops_reading_and_stays_small() {
 fn a_dead_stderr_does_not_abort_a_script() {
     let mut server = ServerProcess::start(&[]);
     let bob = Follower::start(&mut server, "bob", &[]);
-    let mut alice = ChildGuard(
-        client_command(server.port, "alice")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut alice = spawn_piped(client_command(server.port, "alice"));
     drop(alice.0.stderr.take());
     let mut stdin = alice.0.stdin.take().unwrap();
     stdin
@@ -261,25 +244,23 @@ fn welcome() -> Vec<u8> {
     pair(2, b"evil/1", b"max_username=32 max_message=2048")
 }
 
-/// Runs a `--follow` client against `port` until it prints `last`, then
-/// returns its peak RSS in KiB.
-fn peak_rss_until(port: u16, last: &str) -> u64 {
-    let mut client = ChildGuard(
-        client_command(port, "victim")
-            .arg("--follow")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+/// Runs a `--follow` client against a fake server that sends WELCOME,
+/// then whatever `flood` writes, then a message `evil: done`; asserts the
+/// client's peak RSS stayed under the limit.
+fn assert_small_after(flood: impl FnOnce(&mut TcpStream) + Send + 'static) {
+    let port = fake_server(|mut stream| {
+        let _ = stream.write_all(&welcome());
+        flood(&mut stream);
+        let _ = stream.write_all(&pair(0, b"evil", b"done"));
+        thread::sleep(TIMEOUT);
+    });
+    let mut client = spawn_follower(port, "victim", &[], Stdio::piped(), Stdio::null());
     let stdout = BufReader::new(client.0.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
-    let last = last.to_string();
     thread::spawn(move || {
         for line in stdout.split(b'\n') {
             let Ok(line) = line else { break };
-            if line == last.as_bytes() {
+            if line == b"evil: done" {
                 let _ = tx.send(());
                 break;
             }
@@ -288,13 +269,12 @@ fn peak_rss_until(port: u16, last: &str) -> u64 {
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the last line never came");
     let (_, hwm) = memory_kib(client.0.id()).expect("the client is running");
-    hwm
+    assert!(hwm < FOLLOWER_RSS_LIMIT_KIB, "peak RSS {hwm} KiB");
 }
 
 #[test]
 fn unsolicited_online_pages_are_not_kept() {
-    let port = fake_server(|mut stream| {
-        let _ = stream.write_all(&welcome());
+    assert_small_after(|stream| {
         let names: Vec<u8> = (0..6000)
             .flat_map(|i| format!("name{i:05}\n").into_bytes())
             .collect();
@@ -310,28 +290,19 @@ fn unsolicited_online_pages_are_not_kept() {
                 return;
             }
         }
-        let _ = stream.write_all(&pair(0, b"evil", b"done"));
-        thread::sleep(TIMEOUT);
     });
-    let hwm = peak_rss_until(port, "evil: done");
-    assert!(hwm < FOLLOWER_RSS_LIMIT_KIB, "peak RSS {hwm} KiB");
 }
 
 #[test]
 fn thousands_of_long_sender_names_are_not_kept() {
-    let port = fake_server(|mut stream| {
-        let _ = stream.write_all(&welcome());
+    assert_small_after(|stream| {
         for i in 0..1000 {
             let name = format!("{i:06}{}", "n".repeat(60_000));
             if stream.write_all(&pair(0, name.as_bytes(), b"hi")).is_err() {
                 return;
             }
         }
-        let _ = stream.write_all(&pair(0, b"evil", b"done"));
-        thread::sleep(TIMEOUT);
     });
-    let hwm = peak_rss_until(port, "evil: done");
-    assert!(hwm < FOLLOWER_RSS_LIMIT_KIB, "peak RSS {hwm} KiB");
 }
 
 #[test]

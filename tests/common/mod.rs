@@ -409,15 +409,8 @@ pub fn client_command(port: u16, name: &str) -> Command {
 }
 
 /// Runs `command` with `stdin` as its input, bounded by `TIMEOUT`.
-pub fn run_client(mut command: Command, stdin: &[u8]) -> ClientOutput {
-    let mut child = ChildGuard(
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn chat-client"),
-    );
+pub fn run_client(command: Command, stdin: &[u8]) -> ClientOutput {
+    let mut child = spawn_piped(command);
     let mut input = child.0.stdin.take().expect("stdin");
     let script = stdin.to_vec();
     let feeder = thread::spawn(move || {
@@ -473,6 +466,39 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Starts `command` with stdin, stdout and stderr all piped.
+pub fn spawn_piped(mut command: Command) -> ChildGuard {
+    ChildGuard(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat-client"),
+    )
+}
+
+/// Starts `chat-client … NAME --follow EXTRA…` with stdin empty and the
+/// given stdout and stderr.
+pub fn spawn_follower(
+    port: u16,
+    name: &str,
+    extra: &[&str],
+    stdout: Stdio,
+    stderr: Stdio,
+) -> ChildGuard {
+    ChildGuard(
+        client_command(port, name)
+            .arg("--follow")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn a follower"),
+    )
+}
+
 /// A `chat-client … --follow` listener whose stdout lines can be awaited.
 pub struct Follower {
     pub child: ChildGuard,
@@ -482,17 +508,7 @@ pub struct Follower {
 impl Follower {
     /// Starts `name` as a follower and waits until the server lists it.
     pub fn start(server: &mut ServerProcess, name: &str, extra: &[&str]) -> Follower {
-        let mut command = client_command(server.port, name);
-        let mut child = ChildGuard(
-            command
-                .arg("--follow")
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn follower"),
-        );
+        let mut child = spawn_follower(server.port, name, extra, Stdio::piped(), Stdio::null());
         let lines = lines_of(child.0.stdout.take().expect("stdout"));
         server.wait_online(name);
         Follower { child, lines }
