@@ -2,7 +2,9 @@
 //! protocol.
 //!
 //! # Layout
-//! - [`protocol`]: frames, limits, the sans-IO codec and the read buffer.
+//! - [`protocol`]: v1 frames, limits and the sans-IO codec.
+//! - [`framing`]: [`framing::FrameReader`], the one place frames are read
+//!   from a byte stream.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
 //! - [`args`]: argument types the binaries share (durations, `--color`).
 //! - [`clock`]: local-time stamps for `chat-client --timestamps`.
@@ -22,8 +24,10 @@ pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod exit_codes;
+pub mod framing;
 pub mod logging;
 pub mod protocol;
+pub mod runtime;
 pub mod sanitize;
 pub mod server;
 pub mod signals;

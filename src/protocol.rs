@@ -2,9 +2,10 @@
 //! reusable read buffer.
 //!
 //! Everything here works on byte slices: decoding never touches a socket and
-//! never allocates, so it can be unit-tested and fuzzed in isolation. The
-//! only I/O helper is [`fill`], which reads once from an async reader into a
-//! [`ReadBuffer`].
+//! never allocates, so it can be unit-tested and fuzzed in isolation.
+//! [`crate::framing::FrameReader`] pairs a decoder from here
+//! ([`HandshakeDecoder`], [`ClientDecoder`], [`ServerDecoder`]) with a
+//! buffer and a byte stream.
 //!
 //! All integers are big-endian.
 //!
@@ -31,8 +32,6 @@
 //! A decoder checks every header against the [`Limits`] *before* it looks at
 //! the body, so a peer can never make us buffer more than one maximum-sized
 //! frame.
-
-use smol::io::{AsyncRead, AsyncReadExt};
 
 /// Opcode of a message frame (both directions).
 pub const OP_MESSAGE: u16 = 0;
@@ -562,144 +561,68 @@ pub fn message_frame_len(name: &[u8], content: &[u8]) -> usize {
     MESSAGE_HEADER_LEN + name.len() + content.len()
 }
 
-/// Bytes read per `read` call when the buffer has to grow: big enough to
-/// pull many small frames per syscall under load.
-pub const READ_CHUNK: usize = 32 * 1024;
-
-/// Bytes allocated for the first read after the buffer was released: an
-/// idle connection woken for one small message (or for its close) should
-/// not cost a full-size allocation.
-pub const FIRST_READ: usize = 1024;
-
-/// A reusable input buffer: the socket fills its tail, the decoder consumes
-/// whole frames from its head, and a partial frame is moved to the front only
-/// when room is needed.
-///
-/// It holds no memory while empty ([`ReadBuffer::release`]), so an idle
-/// connection costs nothing here. The first read after that gets a small
-/// allocation; a read that fills it grows the buffer to full size, which is
-/// never more than `max(READ_CHUNK, max_frame)`, because the decoder refuses
-/// any header that promises a bigger frame.
-#[derive(Debug)]
-pub struct ReadBuffer {
-    /// Backing storage; `data[start..end]` is unread input.
-    data: Vec<u8>,
-    /// First unconsumed byte.
-    start: usize,
-    /// One past the last byte read from the socket.
-    end: usize,
-    /// Full size: at least one maximum-sized frame.
-    capacity: usize,
-    /// The last read filled all the room it was given: more is coming, so
-    /// the next read gets the full size.
-    grow: bool,
+/// The handshake, for a [`crate::framing::FrameReader`] on the server.
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeDecoder {
+    /// The name limit.
+    pub limits: Limits,
 }
 
-impl ReadBuffer {
-    /// A buffer able to hold any frame up to `max_frame` bytes.
-    pub fn new(max_frame: usize) -> Self {
-        ReadBuffer {
-            data: Vec::new(),
-            start: 0,
-            end: 0,
-            capacity: max_frame.max(READ_CHUNK),
-            grow: false,
-        }
+impl crate::framing::Decoder for HandshakeDecoder {
+    type Frame<'a> = &'a [u8];
+    type Error = UsernameError;
+
+    fn max_frame(&self) -> usize {
+        1 + usize::from(u8::MAX)
     }
 
-    /// The bytes received but not yet consumed.
-    pub fn data(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    /// True when no unconsumed byte is buffered.
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    /// Marks `n` bytes at the head as used.
-    pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Space to read into, allocating, growing or compacting as needed.
-    /// Never empty.
-    pub fn unfilled(&mut self) -> &mut [u8] {
-        if self.data.is_empty() {
-            self.data = vec![0; FIRST_READ.min(self.capacity)];
-        }
-        if self.end == self.data.len() && self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if (self.grow || self.end == self.data.len()) && self.data.len() < self.capacity {
-            self.data.resize(self.capacity, 0);
-        }
-        self.grow = false;
-        &mut self.data[self.end..]
-    }
-
-    /// Records that `n` bytes were written into [`ReadBuffer::unfilled`].
-    pub fn filled(&mut self, n: usize) {
-        self.grow = self.end + n == self.data.len();
-        self.end = (self.end + n).min(self.data.len());
-    }
-
-    /// Frees the storage if nothing is buffered (an idle connection keeps no
-    /// read buffer).
-    pub fn release(&mut self) {
-        if self.is_empty() {
-            self.data = Vec::new();
-            self.start = 0;
-            self.end = 0;
-            self.grow = false;
-        }
-    }
-
-    /// Like [`ReadBuffer::release`], and also moves a short partial frame
-    /// into a small buffer, so a peer that stops mid-frame pins
-    /// [`FIRST_READ`] bytes, not a full-size buffer. Not for every pause:
-    /// under load a read often ends mid-frame, and the next read would then
-    /// have to grow the buffer again.
-    pub fn shrink(&mut self) {
-        let pending = self.end - self.start;
-        if pending == 0 {
-            self.release();
-        } else if pending <= FIRST_READ / 2 && self.data.len() > FIRST_READ {
-            let mut small = vec![0; FIRST_READ];
-            small[..pending].copy_from_slice(&self.data[self.start..self.end]);
-            self.data = small;
-            self.start = 0;
-            self.end = pending;
-            self.grow = false;
-        }
-    }
-
-    /// Bytes of storage currently allocated.
-    pub fn allocated(&self) -> usize {
-        self.data.capacity()
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<&'a [u8]>, UsernameError> {
+        decode_handshake(buf, &self.limits)
     }
 }
 
-/// Reads once from `reader` into `buf`; `Ok(0)` means end of input.
-pub async fn fill<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut ReadBuffer,
-) -> std::io::Result<usize> {
-    let n = reader.read(buf.unfilled()).await?;
-    buf.filled(n);
-    Ok(n)
+/// Client → server frames, for a [`crate::framing::FrameReader`] on the
+/// server.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientDecoder {
+    /// Limits every header is checked against.
+    pub limits: Limits,
+}
+
+impl crate::framing::Decoder for ClientDecoder {
+    type Frame<'a> = ClientFrame<'a>;
+    type Error = FrameError;
+
+    fn max_frame(&self) -> usize {
+        self.limits.max_client_frame()
+    }
+
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
+        decode_client_frame(buf, &self.limits)
+    }
+}
+
+/// Server → client frames, for a [`crate::framing::FrameReader`] in a
+/// client (ours, or the benchmark's).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerDecoder;
+
+impl crate::framing::Decoder for ServerDecoder {
+    type Frame<'a> = ServerFrame<'a>;
+    type Error = FrameError;
+
+    fn max_frame(&self) -> usize {
+        MAX_SERVER_FRAME
+    }
+
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<ServerFrame<'a>>, FrameError> {
+        decode_server_frame(buf)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -708,7 +631,8 @@ mod tests {
             .collect()
     }
 
-    // Vectors captured from the original implementation (../shared/v1-vectors.json).
+    // Vectors captured from the original implementation (the project's
+    // shared v1-vectors.json).
     const V_HANDSHAKE_ALICE: &str = "05616c696365";
     const V_SEND_BOB_HELLO: &str = "00000003000b626f6268656c6c6f207468657265";
     const V_SEND_BOB_UNICODE: &str =
@@ -972,105 +896,5 @@ mod tests {
         };
         assert!(text.len() <= 65535);
         assert!(std::str::from_utf8(text).is_ok());
-    }
-
-    #[test]
-    fn read_buffer_starts_small_and_grows_when_reads_fill_it() {
-        let mut buf = ReadBuffer::new(16);
-        assert_eq!(buf.unfilled().len(), FIRST_READ);
-        buf.filled(FIRST_READ);
-        buf.consume(FIRST_READ - 3);
-        assert_eq!(buf.data(), &[0, 0, 0]);
-        // The read filled the buffer: the partial frame moves to the front
-        // and the buffer grows to full size.
-        assert_eq!(buf.unfilled().len(), READ_CHUNK - 3);
-        buf.filled(10);
-        buf.consume(13);
-        buf.release();
-        assert_eq!(buf.allocated(), 0);
-        // A partial frame left after a full-size read keeps only a small
-        // buffer while the peer is silent.
-        buf.unfilled();
-        buf.filled(FIRST_READ);
-        buf.unfilled();
-        buf.filled(READ_CHUNK - FIRST_READ);
-        buf.consume(READ_CHUNK - 2);
-        buf.release();
-        assert_eq!(buf.allocated(), READ_CHUNK);
-        buf.shrink();
-        assert_eq!(buf.allocated(), FIRST_READ);
-        assert_eq!(buf.data(), &[0, 0]);
-        buf.consume(2);
-        buf.release();
-        assert_eq!(buf.allocated(), 0);
-        // A short read does not grow it.
-        buf.unfilled();
-        buf.filled(5);
-        buf.consume(5);
-        assert_eq!(buf.unfilled().len(), FIRST_READ);
-    }
-
-    /// Feeds `stream` to a server-side decoder in chunks, as a socket would.
-    /// Returns the decoded frames, or stops at the first error.
-    fn drive_decoder(stream: &[u8], chunks: &[usize], limits: &Limits) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut buf = ReadBuffer::new(limits.max_client_frame());
-        let bound = limits.max_client_frame().max(READ_CHUNK);
-        let mut frames = Vec::new();
-        let mut pos = 0;
-        let mut chunk_iter = chunks.iter().cycle();
-        while pos < stream.len() {
-            let room = buf.unfilled();
-            let want = (*chunk_iter.next().unwrap()).clamp(1, room.len());
-            let n = want.min(stream.len() - pos);
-            room[..n].copy_from_slice(&stream[pos..pos + n]);
-            buf.filled(n);
-            pos += n;
-            assert!(buf.allocated() <= bound, "allocated {}", buf.allocated());
-            loop {
-                match decode_client_frame(buf.data(), limits) {
-                    Ok(Decoded::Frame(frame, used)) => {
-                        assert!(used <= limits.max_client_frame());
-                        if let ClientFrame::Message { to, content } = frame {
-                            frames.push((to.to_vec(), content.to_vec()));
-                        }
-                        buf.consume(used);
-                    }
-                    Ok(Decoded::Incomplete { .. }) => break,
-                    Err(_) => return frames,
-                }
-            }
-        }
-        frames
-    }
-
-    proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic_or_overallocate(
-            stream in proptest::collection::vec(any::<u8>(), 0..4096),
-            chunks in proptest::collection::vec(1usize..300, 1..8),
-            max_username in 1u8..=255,
-            max_message in 0u16..=4096,
-        ) {
-            let limits = Limits { max_username, max_message };
-            let _ = decode_handshake(&stream, &limits);
-            let _ = decode_server_frame(&stream);
-            drive_decoder(&stream, &chunks, &limits);
-        }
-
-        #[test]
-        fn encode_then_decode_round_trips(
-            messages in proptest::collection::vec(
-                (proptest::collection::vec(0x21u8..=0x7e, 1..=32),
-                 proptest::collection::vec(any::<u8>(), 0..=2048)),
-                1..20),
-            chunks in proptest::collection::vec(1usize..5000, 1..8),
-        ) {
-            let limits = Limits::default();
-            let mut stream = Vec::new();
-            for (to, content) in &messages {
-                encode_message(to, content, &mut stream).unwrap();
-            }
-            prop_assert_eq!(drive_decoder(&stream, &chunks, &limits), messages);
-        }
     }
 }

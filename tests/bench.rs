@@ -86,3 +86,28 @@ fn an_unreachable_server_is_a_clean_failure() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("chat-bench: "));
 }
+
+#[test]
+fn latency_works_with_the_largest_messages() {
+    // A server frame of 6 + name + 65,535 bytes is larger than 64 KiB.
+    let server = ServerProcess::start(&["-q", "--max-message-bytes", "65535"]);
+    for spin in [false, true] {
+        let mut args = vec![
+            "latency",
+            "--pairs",
+            "1",
+            "--rate",
+            "100",
+            "--duration",
+            "300ms",
+            "--size",
+            "65535",
+        ];
+        if spin {
+            args.push("--spin");
+        }
+        let report = bench(&server, &args);
+        assert_eq!(report["lost"], 0, "{report}");
+        assert!(report["received"].as_u64().unwrap() >= 20, "{report}");
+    }
+}

@@ -13,7 +13,8 @@ use smol::{Async, Executor, Timer};
 
 use super::report::{Report, Usage};
 use super::{await_registered, get_hex, login, FrameTemplate, LatencyArgs};
-use crate::protocol::{self, Decoded, ReadBuffer, ServerFrame};
+use crate::framing::FrameReader;
+use crate::protocol::{ServerDecoder, ServerFrame};
 
 /// Latencies, in nanoseconds: 1 ns to 60 s at three significant figures.
 pub fn new_histogram() -> Histogram<u64> {
@@ -179,26 +180,32 @@ async fn send(
 
 /// Records the latency of every message that arrives.
 async fn receive(stream: Async<TcpStream>, origin: Instant, pair: Arc<Pair>) -> io::Result<()> {
-    let mut input = ReadBuffer::new(64 * 1024);
+    let mut input = FrameReader::new(ServerDecoder);
     let mut received = 0;
     loop {
-        if protocol::fill(&mut &stream, &mut input).await? == 0 {
+        if input.fill_from(&stream).await? == 0 {
             return Ok(());
         }
-        let now = origin.elapsed().as_nanos() as u64;
-        let mut latencies = pair.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        while let Ok(Decoded::Frame(frame, used)) = protocol::decode_server_frame(input.data()) {
-            if let ServerFrame::Message { content, .. } = frame {
-                if let Some(stamp) = content.get(16..).and_then(get_hex) {
-                    let _ = latencies.record(now.saturating_sub(stamp).max(1));
-                }
-                received += 1;
-            }
-            input.consume(used);
-        }
-        drop(latencies);
+        received += record_latencies(&mut input, origin, &pair);
         pair.received.store(received, Ordering::Release);
     }
+}
+
+/// Records the latency of every whole message in `input`, as of now;
+/// returns how many there were.
+fn record_latencies(input: &mut FrameReader<ServerDecoder>, origin: Instant, pair: &Pair) -> u64 {
+    let now = origin.elapsed().as_nanos() as u64;
+    let mut latencies = pair.latencies.lock().unwrap_or_else(|e| e.into_inner());
+    let mut count = 0;
+    while let Ok(Some(frame)) = input.next_frame() {
+        if let ServerFrame::Message { content, .. } = frame {
+            if let Some(stamp) = content.get(16..).and_then(get_hex) {
+                let _ = latencies.record(now.saturating_sub(stamp).max(1));
+            }
+            count += 1;
+        }
+    }
+    count
 }
 
 /// Receives on every stream by busy-polling non-blocking reads on one
@@ -209,32 +216,18 @@ fn spin_receive(
     origin: Instant,
     stop: &std::sync::atomic::AtomicBool,
 ) {
-    use std::io::Read;
-    let mut inputs: Vec<ReadBuffer> = streams.iter().map(|_| ReadBuffer::new(64 * 1024)).collect();
+    let mut inputs: Vec<_> = streams
+        .iter()
+        .map(|_| FrameReader::new(ServerDecoder))
+        .collect();
     let mut counts = vec![0u64; streams.len()];
     while !stop.load(Ordering::Acquire) {
         for (i, (stream, pair)) in streams.iter().enumerate() {
             let input = &mut inputs[i];
-            let Ok(n) = (&*stream).read(input.unfilled()) else {
-                continue;
-            };
-            if n == 0 {
+            if !matches!(input.read_from(stream), Ok(n) if n > 0) {
                 continue;
             }
-            input.filled(n);
-            let now = origin.elapsed().as_nanos() as u64;
-            let mut latencies = pair.latencies.lock().unwrap_or_else(|e| e.into_inner());
-            while let Ok(Decoded::Frame(frame, used)) = protocol::decode_server_frame(input.data())
-            {
-                if let ServerFrame::Message { content, .. } = frame {
-                    if let Some(stamp) = content.get(16..).and_then(get_hex) {
-                        let _ = latencies.record(now.saturating_sub(stamp).max(1));
-                    }
-                    counts[i] += 1;
-                }
-                input.consume(used);
-            }
-            drop(latencies);
+            counts[i] += record_latencies(input, origin, pair);
             pair.received.store(counts[i], Ordering::Release);
         }
         std::hint::spin_loop();

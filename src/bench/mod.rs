@@ -27,7 +27,8 @@ use smol::io::AsyncWriteExt;
 use smol::{Async, Executor, Timer};
 
 use crate::args::parse_duration;
-use crate::protocol::{self, Decoded, ReadBuffer, ServerFrame};
+use crate::framing::FrameReader;
+use crate::protocol::{self, ServerDecoder, ServerFrame};
 
 /// Load generator and benchmark for pmchat and other v1 chat servers.
 #[derive(Debug, Parser)]
@@ -152,7 +153,7 @@ pub fn run(args: BenchArgs) -> i32 {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let executor = Arc::new(Executor::new());
     let ex = Arc::clone(&executor);
-    let outcome = crate::server::block_on_threads(&executor, threads, async move {
+    let outcome = crate::runtime::block_on_threads(&executor, threads, async move {
         match &args.case {
             Case::Throughput(a) => throughput::run(&ex, addr, a).await,
             Case::Latency(a) => latency::run(&ex, addr, a).await,
@@ -203,7 +204,7 @@ pub(crate) async fn await_registered(
     let mut ping = Vec::new();
     protocol::encode_message(name.as_bytes(), b"ping", &mut ping)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut input = ReadBuffer::new(protocol::MAX_SERVER_FRAME);
+    let mut input = FrameReader::new(ServerDecoder);
     let deadline = std::time::Instant::now() + timeout;
     loop {
         (&*stream).write_all(&ping).await?;
@@ -211,16 +212,14 @@ pub(crate) async fn await_registered(
         // are "not connected"; try again shortly.
         let answer = async {
             loop {
-                match protocol::decode_server_frame(input.data()) {
-                    Ok(Decoded::Frame(frame, used)) => {
-                        let done = matches!(frame, ServerFrame::Message { from, .. } if from == name.as_bytes());
-                        input.consume(used);
-                        return Ok(done);
+                match input.next_frame() {
+                    Ok(Some(frame)) => {
+                        return Ok(matches!(frame, ServerFrame::Message { from, .. } if from == name.as_bytes()));
                     }
-                    Ok(Decoded::Incomplete { .. }) => {}
+                    Ok(None) => {}
                     Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
                 }
-                if protocol::fill(&mut &*stream, &mut input).await? == 0 {
+                if input.fill_from(stream).await? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -322,6 +321,7 @@ impl OrderCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Decoded;
 
     #[test]
     fn template_frames_decode_with_their_numbers() {

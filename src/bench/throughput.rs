@@ -14,7 +14,8 @@ use smol::{Async, Executor, Timer};
 
 use super::report::{Report, Usage};
 use super::{await_registered, get_hex, login, FrameTemplate, OrderCheck, ThroughputArgs};
-use crate::protocol::{self, Decoded, ReadBuffer, ServerFrame};
+use crate::framing::FrameReader;
+use crate::protocol::{ServerDecoder, ServerFrame};
 
 /// Bytes of frames per sender write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -169,16 +170,15 @@ async fn send(
 /// Reads a sender's socket only to count error frames (and so that the
 /// server never sees it as a slow consumer).
 async fn count_errors(stream: Arc<Async<TcpStream>>, errors: Arc<AtomicU64>) {
-    let mut input = ReadBuffer::new(protocol::MAX_SERVER_FRAME);
-    while let Ok(n) = protocol::fill(&mut &*stream, &mut input).await {
+    let mut input = FrameReader::new(ServerDecoder);
+    while let Ok(n) = input.fill_from(&*stream).await {
         if n == 0 {
             return;
         }
-        while let Ok(Decoded::Frame(frame, used)) = protocol::decode_server_frame(input.data()) {
+        while let Ok(Some(frame)) = input.next_frame() {
             if matches!(frame, ServerFrame::Error { .. }) {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
-            input.consume(used);
         }
     }
 }
@@ -190,30 +190,28 @@ async fn receive(
     messages: u64,
     progress: Arc<Progress>,
 ) -> io::Result<Tally> {
-    let mut input = ReadBuffer::new(256 * 1024);
+    // Large reads: many small frames per syscall.
+    let mut input = FrameReader::with_read_size(ServerDecoder, 256 * 1024);
     let mut order = OrderCheck::default();
     let mut tally = Tally::default();
     while tally.received < messages {
-        if protocol::fill(&mut &stream, &mut input).await? == 0 {
+        if input.fill_from(&stream).await? == 0 {
             break;
         }
         loop {
-            match protocol::decode_server_frame(input.data()) {
-                Ok(Decoded::Frame(frame, used)) => {
-                    match frame {
-                        ServerFrame::Message { from, content } => {
-                            if from == sender.as_bytes() {
-                                order.arrived(get_hex(content));
-                            } else {
-                                order.errors += 1;
-                            }
-                            tally.received += 1;
+            match input.next_frame() {
+                Ok(Some(frame)) => match frame {
+                    ServerFrame::Message { from, content } => {
+                        if from == sender.as_bytes() {
+                            order.arrived(get_hex(content));
+                        } else {
+                            order.errors += 1;
                         }
-                        _ => tally.error_frames += 1,
+                        tally.received += 1;
                     }
-                    input.consume(used);
-                }
-                Ok(Decoded::Incomplete { .. }) => break,
+                    _ => tally.error_frames += 1,
+                },
+                Ok(None) => break,
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
         }

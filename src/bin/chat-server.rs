@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = match server::bind(addr) {
+    let listener = match pmchat::runtime::bind(addr) {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     if let Err(e) = server::console::spawn(server.handle(), console_color) {
         return fail(&format!("cannot start the console: {e}"));
     }
-    server::block_on_threads(&executor, threads, server.run(listener, stop_signal));
+    pmchat::runtime::block_on_threads(&executor, threads, server.run(listener, stop_signal));
     ExitCode::from(exit_codes::SUCCESS as u8)
 }
 

@@ -6,7 +6,7 @@
 //! interleaved.
 
 use std::future::Future;
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -16,7 +16,8 @@ use smol::{Async, Timer};
 use super::output::{Output, FLUSH_AT};
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
-use crate::protocol::{self, Decoded, FrameError, ReadBuffer, ServerFrame};
+use crate::framing::FrameReader;
+use crate::protocol::{self, FrameError, ServerDecoder, ServerFrame};
 use crate::sanitize::escape;
 
 /// Why we could not get a connection.
@@ -180,120 +181,41 @@ pub async fn receive(
     stream: &Async<TcpStream>,
     sink: &mut impl Sink,
     state: &ChatState,
-    mut negotiation: Negotiation,
+    negotiation: Negotiation,
 ) -> Received {
-    let mut input = ReadBuffer::new(protocol::MAX_SERVER_FRAME);
-    let mut after_error = false;
-    // Nothing valid arrived yet: garbage now means "not a chat server".
-    let mut first_frame = true;
-    // ONLINE pages collected so far, and what they are for.
-    let mut online: Vec<String> = Vec::new();
-    let mut collecting = Collecting::Nothing;
-    let mut awaiting_snapshot = false;
+    let mut input = FrameReader::new(ServerDecoder);
+    let mut frames = FrameHandler::new(negotiation);
     loop {
         loop {
-            match protocol::decode_server_frame(input.data()) {
-                Ok(Decoded::Frame(frame, used)) => {
-                    first_frame = false;
-                    after_error = matches!(frame, ServerFrame::Error { .. });
-                    match frame {
-                        ServerFrame::Message { from, content } => {
-                            state.received_from(&String::from_utf8_lossy(from));
-                            sink.message(from, content);
-                        }
-                        // A v1 server's answer to HELLO: swallowed.
-                        ServerFrame::Error { text }
-                            if negotiation.outcome.is_some()
-                                && text == protocol::V1_HELLO_ANSWER =>
-                        {
-                            after_error = false;
-                            tell(&mut negotiation.outcome, Login::V1);
-                        }
-                        ServerFrame::Error { text } => {
-                            state.server_error(text);
-                            sink.error(text);
-                        }
-                        ServerFrame::Welcome { limits, .. } => {
-                            state.set_extended(protocol::parse_limits(limits));
-                            if negotiation.presence {
-                                awaiting_snapshot = true;
-                            } else {
-                                tell(&mut negotiation.outcome, Login::Extended);
-                            }
-                        }
-                        ServerFrame::Online { last, names } => {
-                            if collecting == Collecting::Nothing {
-                                // Only the snapshot and answers to our own
-                                // `who` are kept; anything else is dropped.
-                                collecting = if awaiting_snapshot {
-                                    Collecting::Snapshot
-                                } else if state.who_expected() {
-                                    Collecting::Answer
-                                } else {
-                                    Collecting::Unasked
-                                };
-                            }
-                            if collecting != Collecting::Unasked {
-                                let room = MAX_ONLINE_USERS.saturating_sub(online.len());
-                                online.extend(
-                                    names
-                                        .split(|&b| b == b'\n')
-                                        .filter(|n| !n.is_empty())
-                                        .take(room)
-                                        .map(|n| String::from_utf8_lossy(n).into_owned()),
-                                );
-                            }
-                            if last {
-                                online.sort_unstable();
-                                match collecting {
-                                    Collecting::Snapshot => {
-                                        awaiting_snapshot = false;
-                                        state.set_online(&online);
-                                        tell(&mut negotiation.outcome, Login::Extended);
-                                    }
-                                    Collecting::Answer => {
-                                        state.who_answered();
-                                        sink.online(&online);
-                                    }
-                                    Collecting::Unasked | Collecting::Nothing => {}
-                                }
-                                collecting = Collecting::Nothing;
-                                online = Vec::new();
-                            }
-                        }
-                        ServerFrame::Presence { joined, name } => {
-                            state.presence(joined, &String::from_utf8_lossy(name));
-                            sink.presence(joined, name);
-                        }
-                    }
-                    input.consume(used);
-                    if sink.pending() >= FLUSH_AT {
-                        if let Err(e) = sink.flush().await {
-                            return output_failed(e);
-                        }
-                    }
-                }
-                Ok(Decoded::Incomplete { .. }) => break,
+            match input.next_frame() {
+                Ok(Some(frame)) => frames.handle(frame, sink, state),
+                Ok(None) => break,
                 Err(error) => {
                     let _ = sink.flush().await;
-                    if first_frame {
-                        let data = input.data();
-                        let start = escape(&data[..data.len().min(24)]);
+                    if frames.first {
+                        let start = input.buffered();
+                        let start = escape(&start[..start.len().min(24)]);
                         return Received::NotChat { error, start };
                     }
                     return Received::Protocol(error);
                 }
             }
+            if sink.pending() >= FLUSH_AT {
+                if let Err(e) = sink.flush().await {
+                    return output_failed(e);
+                }
+            }
         }
-        match stream.get_ref().read(input.unfilled()) {
+        match input.read_from(stream.get_ref()) {
             Ok(0) => {
                 return match sink.flush().await {
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Received::OutputGone,
-                    _ => Received::Closed { after_error },
+                    _ => Received::Closed {
+                        after_error: frames.after_error,
+                    },
                 };
             }
-            Ok(n) => {
-                input.filled(n);
+            Ok(_) => {
                 if sink.wants_stamps() {
                     sink.set_stamp(Stamp::now());
                 }
@@ -304,17 +226,8 @@ pub async fn receive(
                     return output_failed(e);
                 }
                 input.release();
-                let output_gone = sink.gone();
-                let ready = async { Some(stream.readable().await) }
-                    .or(async {
-                        output_gone.await;
-                        None
-                    })
-                    .await;
-                match ready {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => return Received::Failed(e),
-                    None => return Received::OutputGone,
+                if let Err(end) = wait_readable(stream, sink.gone()).await {
+                    return end;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -322,6 +235,126 @@ pub async fn receive(
                 let _ = sink.flush().await;
                 return Received::Failed(e);
             }
+        }
+    }
+}
+
+/// Waits until the socket has input, or says why the session ends: the
+/// socket failed, or stdout went away while we waited.
+async fn wait_readable(
+    stream: &Async<TcpStream>,
+    output_gone: impl Future<Output = ()>,
+) -> Result<(), Received> {
+    async { stream.readable().await.map_err(Received::Failed) }
+        .or(async {
+            output_gone.await;
+            Err(Received::OutputGone)
+        })
+        .await
+}
+
+/// What the receiving side makes of each frame, and what it remembers
+/// between frames.
+struct FrameHandler {
+    negotiation: Negotiation,
+    /// The last frame was an error (which then explains a close).
+    after_error: bool,
+    /// Nothing valid arrived yet: garbage now means "not a chat server".
+    first: bool,
+    /// ONLINE pages collected so far, and what they are for.
+    online: Vec<String>,
+    collecting: Collecting,
+    /// WELCOME arrived and asked-for presence: the next list is the
+    /// snapshot that completes the login.
+    awaiting_snapshot: bool,
+}
+
+impl FrameHandler {
+    fn new(negotiation: Negotiation) -> Self {
+        FrameHandler {
+            negotiation,
+            after_error: false,
+            first: true,
+            online: Vec::new(),
+            collecting: Collecting::Nothing,
+            awaiting_snapshot: false,
+        }
+    }
+
+    fn handle(&mut self, frame: ServerFrame<'_>, sink: &mut impl Sink, state: &ChatState) {
+        self.first = false;
+        self.after_error = matches!(frame, ServerFrame::Error { .. });
+        match frame {
+            ServerFrame::Message { from, content } => {
+                state.received_from(&String::from_utf8_lossy(from));
+                sink.message(from, content);
+            }
+            // A v1 server's answer to HELLO: swallowed.
+            ServerFrame::Error { text }
+                if self.negotiation.outcome.is_some() && text == protocol::V1_HELLO_ANSWER =>
+            {
+                self.after_error = false;
+                tell(&mut self.negotiation.outcome, Login::V1);
+            }
+            ServerFrame::Error { text } => {
+                state.server_error(text);
+                sink.error(text);
+            }
+            ServerFrame::Welcome { limits, .. } => {
+                state.set_extended(protocol::parse_limits(limits));
+                if self.negotiation.presence {
+                    self.awaiting_snapshot = true;
+                } else {
+                    tell(&mut self.negotiation.outcome, Login::Extended);
+                }
+            }
+            ServerFrame::Online { last, names } => self.online_page(last, names, sink, state),
+            ServerFrame::Presence { joined, name } => {
+                state.presence(joined, &String::from_utf8_lossy(name));
+                sink.presence(joined, name);
+            }
+        }
+    }
+
+    /// Collects an ONLINE page; the last one completes the list. Only the
+    /// snapshot and answers to our own `who` are kept (up to
+    /// [`MAX_ONLINE_USERS`] names); anything else is read and dropped.
+    fn online_page(&mut self, last: bool, names: &[u8], sink: &mut impl Sink, state: &ChatState) {
+        if self.collecting == Collecting::Nothing {
+            self.collecting = if self.awaiting_snapshot {
+                Collecting::Snapshot
+            } else if state.who_expected() {
+                Collecting::Answer
+            } else {
+                Collecting::Unasked
+            };
+        }
+        if self.collecting != Collecting::Unasked {
+            let room = MAX_ONLINE_USERS.saturating_sub(self.online.len());
+            self.online.extend(
+                names
+                    .split(|&b| b == b'\n')
+                    .filter(|n| !n.is_empty())
+                    .take(room)
+                    .map(|n| String::from_utf8_lossy(n).into_owned()),
+            );
+        }
+        if !last {
+            return;
+        }
+        let mut online = std::mem::take(&mut self.online);
+        online.sort_unstable();
+        match std::mem::replace(&mut self.collecting, Collecting::Nothing) {
+            Collecting::Snapshot => {
+                self.awaiting_snapshot = false;
+                state.set_online(&online);
+                tell(&mut self.negotiation.outcome, Login::Extended);
+            }
+            Collecting::Answer => {
+                state.who_answered();
+                sink.online(&online);
+            }
+            Collecting::Unasked | Collecting::Nothing => {}
         }
     }
 }

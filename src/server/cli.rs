@@ -102,9 +102,6 @@ impl ServerArgs {
             frame_timeout: self.frame_timeout,
             slow_consumer_timeout: self.slow_consumer_timeout,
             queue_bytes,
-            // The smallest frame is 7 bytes; a frame bound tighter than the
-            // byte bound keeps per-frame bookkeeping bounded as well.
-            queue_frames: (queue_bytes / 16).max(1),
             ..Config::default()
         }
     }

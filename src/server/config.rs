@@ -22,8 +22,6 @@ pub struct Config {
     pub slow_consumer_timeout: Duration,
     /// Bytes of encoded frames one session may have waiting to be written.
     pub queue_bytes: usize,
-    /// Frames one session may have waiting to be written.
-    pub queue_frames: usize,
     /// How long queued frames may take to flush when a connection or the
     /// whole server closes.
     pub flush_timeout: Duration,
@@ -41,7 +39,6 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(30),
             slow_consumer_timeout: Duration::from_secs(5),
             queue_bytes: 256 * 1024,
-            queue_frames: 16 * 1024,
             flush_timeout: Duration::from_secs(2),
             linger: Duration::from_secs(1),
         }

@@ -14,7 +14,10 @@ pub mod config;
 pub mod console;
 pub mod outbound;
 pub mod registry;
+mod router;
 pub mod session;
+mod transport;
+mod wire;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,6 +32,7 @@ use tracing::{info, warn};
 
 pub use config::Config;
 pub use registry::Registry;
+use transport::Transport;
 
 /// State every connection task shares.
 pub(crate) struct Shared {
@@ -286,20 +290,18 @@ impl Server {
     }
 
     fn admit(&self, stream: Async<TcpStream>, peer: SocketAddr) {
-        // Chat messages are small and latency matters more than packet count;
-        // batching already happens in the writer.
-        let _ = stream.get_ref().set_nodelay(true);
+        let transport = Transport::tcp(stream);
         let shared = Arc::clone(&self.shared);
         self.shared
             .executor
             .spawn(async move {
                 let Some(_slot) = shared.connections.try_open(shared.config.max_clients) else {
                     info!(%peer, "rejected: server is full");
-                    session::reject(&stream, "server is full\n", shared.config.linger).await;
+                    session::reject(&transport, "server is full\n", shared.config.linger).await;
                     return;
                 };
                 info!(%peer, "connected");
-                session::serve(Arc::clone(&shared), stream, peer).await;
+                session::serve(Arc::clone(&shared), transport, peer).await;
             })
             .detach();
     }
@@ -328,49 +330,6 @@ impl ServerHandle {
     pub fn shutdown(&self) {
         self.shared.shutdown.trigger();
     }
-}
-
-/// Runs `future` to completion on `executor`, with `threads` threads in all
-/// (this one included) working on the executor's tasks.
-///
-/// The future runs as a task of its own: the calling thread's `block_on`
-/// future is polled on every wake-up of that thread, and an accept loop
-/// there would retry `accept` (and a signal stream its pipe) each time.
-pub fn block_on_threads<T: Send + 'static>(
-    executor: &Arc<Executor<'static>>,
-    threads: usize,
-    future: impl Future<Output = T> + Send + 'static,
-) -> T {
-    let (stop, stopped) = async_channel::bounded::<()>(1);
-    for i in 1..threads.max(1) {
-        let executor = Arc::clone(executor);
-        let stopped = stopped.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("pmchat-worker-{i}"))
-            .spawn(move || smol::block_on(executor.run(stopped.recv())));
-        if let Err(e) = spawned {
-            warn!("could not start worker thread {i}: {e}");
-        }
-    }
-    let task = executor.spawn(future);
-    let result = smol::block_on(executor.run(task));
-    // Dropping the sender ends every worker's `recv`.
-    drop(stop);
-    result
-}
-
-/// Binds a listening socket with a deep accept queue: the standard
-/// library's 128 overflows when thousands of clients connect at once (each
-/// overflow costs a client a one-second SYN retransmission).
-pub fn bind(addr: SocketAddr) -> std::io::Result<Async<TcpListener>> {
-    use std::os::fd::AsRawFd;
-    let listener = TcpListener::bind(addr)?;
-    // SAFETY: listen() on a socket we own; calling it again only changes
-    // the backlog (the kernel caps it at net.core.somaxconn).
-    if unsafe { libc::listen(listener.as_raw_fd(), 65_535) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Async::new(listener)
 }
 
 #[cfg(test)]

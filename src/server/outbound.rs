@@ -12,7 +12,7 @@
 //! writer task, which takes over whatever the socket could not accept at
 //! once and waits for it to drain.
 //!
-//! The queue is bounded in bytes and in frames. A producer that finds it
+//! The queue is bounded in bytes. A producer that finds it
 //! full waits for room (backpressure) with a deadline; what happens after the
 //! deadline is the caller's decision (see `session`).
 
@@ -54,8 +54,6 @@ enum Phase {
 struct State {
     /// Encoded frames, in order, not yet taken by the writer.
     bytes: Vec<u8>,
-    /// Number of frames in `bytes`.
-    frames: usize,
     phase: Phase,
     /// Someone (the writer task or a direct flush) is writing a batch taken
     /// from this queue; nobody else may write until it is done.
@@ -80,17 +78,14 @@ pub struct OutboundQueue {
     /// Most bytes queued at once (a single frame larger than this is still
     /// accepted into an empty queue, so it can never wait forever).
     max_bytes: usize,
-    /// Most frames queued at once.
-    max_frames: usize,
 }
 
 impl OutboundQueue {
     /// An empty open queue with the given bounds.
-    pub fn new(max_bytes: usize, max_frames: usize) -> Self {
+    pub fn new(max_bytes: usize) -> Self {
         OutboundQueue {
             state: Mutex::new(State {
                 bytes: Vec::new(),
-                frames: 0,
                 phase: Phase::Open,
                 busy: false,
                 used: false,
@@ -100,7 +95,6 @@ impl OutboundQueue {
             room: Event::new(),
             closed: Event::new(),
             max_bytes,
-            max_frames: max_frames.max(1),
         }
     }
 
@@ -133,13 +127,10 @@ impl OutboundQueue {
             return Err(PushError::Closed);
         }
         let was_empty = state.bytes.is_empty();
-        if !was_empty
-            && (state.frames >= self.max_frames || state.bytes.len() + len > self.max_bytes)
-        {
+        if !was_empty && state.bytes.len() + len > self.max_bytes {
             return Err(PushError::Full);
         }
         encode(&mut state.bytes);
-        state.frames += 1;
         state.used = true;
         // A busy writer picks new frames up when it is done; otherwise only
         // the first frame after a drain needs someone to write it.
@@ -161,7 +152,6 @@ impl OutboundQueue {
         }
         state.busy = true;
         let mut batch = std::mem::take(&mut state.bytes);
-        let frames = std::mem::take(&mut state.frames);
         drop(state);
         self.room.notify(usize::MAX);
 
@@ -197,7 +187,6 @@ impl OutboundQueue {
             // The rest goes first, then whatever was queued meanwhile.
             batch.drain(..written);
             batch.extend_from_slice(&state.bytes);
-            state.frames += frames.max(1);
             state.bytes = batch;
         } else if state.bytes.is_empty() && batch.capacity() <= KEEP_BUFFER {
             // Keep the allocation for the next frames.
@@ -231,17 +220,16 @@ impl OutboundQueue {
         freed
     }
 
-    /// Queues pre-encoded `frames` (`count` of them) past the bounds. Only
+    /// Queues pre-encoded `frames` past the bounds. Only
     /// for what the server itself must say in one piece, with a size bounded
     /// by the server, never by a peer (a presence snapshot).
-    pub fn push_unbounded(&self, frames: &[u8], count: usize) -> Result<(), PushError> {
+    pub fn push_unbounded(&self, frames: &[u8]) -> Result<(), PushError> {
         let mut state = self.lock();
         if state.phase != Phase::Open {
             return Err(PushError::Closed);
         }
         let idle = state.bytes.is_empty() && !state.busy;
         state.bytes.extend_from_slice(frames);
-        state.frames += count;
         drop(state);
         if idle {
             self.wake_writer();
@@ -302,7 +290,6 @@ impl OutboundQueue {
         }
         if let Some(frame) = last {
             state.bytes.extend_from_slice(frame);
-            state.frames += 1;
         }
         state.phase = Phase::Draining;
         drop(state);
@@ -319,7 +306,6 @@ impl OutboundQueue {
         }
         state.phase = Phase::Aborted;
         state.bytes = Vec::new();
-        state.frames = 0;
         drop(state);
         self.notify_closed();
         true
@@ -402,7 +388,6 @@ impl OutboundQueue {
             };
         }
         std::mem::swap(batch, &mut state.bytes);
-        state.frames = 0;
         state.busy = true;
         // The writer handed its last buffer back as the spare: producers
         // fill that one next instead of growing a new one.
@@ -425,24 +410,24 @@ mod tests {
     }
 
     #[test]
-    fn bounded_by_bytes_and_frames() {
-        let queue = OutboundQueue::new(10, 3);
+    fn bounded_by_bytes() {
+        let queue = OutboundQueue::new(10);
         assert_eq!(queue.try_push(6, frame(1, 6)), Ok(()));
         assert_eq!(queue.try_push(6, frame(2, 6)), Err(PushError::Full));
         assert_eq!(queue.try_push(2, frame(3, 2)), Ok(()));
-        assert_eq!(queue.try_push(1, frame(4, 1)), Ok(()));
+        assert_eq!(queue.try_push(2, frame(4, 2)), Ok(()));
         assert_eq!(queue.try_push(1, frame(5, 1)), Err(PushError::Full));
     }
 
     #[test]
     fn oversized_frame_fits_an_empty_queue() {
-        let queue = OutboundQueue::new(4, 4);
+        let queue = OutboundQueue::new(4);
         assert_eq!(queue.try_push(100, frame(1, 100)), Ok(()));
     }
 
     #[test]
     fn writer_takes_everything_in_order_then_sees_close() {
-        let queue = OutboundQueue::new(100, 100);
+        let queue = OutboundQueue::new(100);
         queue.try_push(2, frame(1, 2)).unwrap();
         queue.try_push(1, frame(2, 1)).unwrap();
         assert!(queue.close(Some(&[9])));
@@ -462,7 +447,7 @@ mod tests {
         let writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut reader, _) = listener.accept().unwrap();
         writer.set_nonblocking(true).unwrap();
-        let queue = OutboundQueue::new(1 << 20, 1 << 20);
+        let queue = OutboundQueue::new(1 << 20);
         assert_eq!(queue.try_push_deferred(3, frame(1, 3)), Ok(true));
         // Not idle any more: the first push already made someone responsible.
         assert_eq!(queue.try_push_deferred(2, frame(2, 2)), Ok(false));
@@ -475,7 +460,7 @@ mod tests {
         // Far more than the socket buffers hold: the rest is left queued,
         // in order, for the writer task.
         let big = 64 << 20;
-        let queue = OutboundQueue::new(big, big);
+        let queue = OutboundQueue::new(big);
         queue.try_push_deferred(big, frame(7, big)).unwrap();
         queue.flush_direct(&writer);
         let mut rest = Vec::new();
@@ -488,7 +473,7 @@ mod tests {
     fn a_busy_writer_blocks_direct_flushes() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let queue = OutboundQueue::new(100, 100);
+        let queue = OutboundQueue::new(100);
         queue.try_push(1, frame(1, 1)).unwrap();
         let mut batch = Vec::new();
         assert!(smol::block_on(queue.next_batch(&mut batch)));
@@ -507,7 +492,7 @@ mod tests {
         let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         socket.set_nonblocking(true).unwrap();
         let _peer = listener.accept().unwrap();
-        let queue = OutboundQueue::new(1 << 20, 1 << 20);
+        let queue = OutboundQueue::new(1 << 20);
         for _ in 0..16 {
             queue.try_push_deferred(2048, frame(1, 2048)).unwrap();
         }
@@ -525,7 +510,7 @@ mod tests {
 
     #[test]
     fn abort_drops_what_was_queued() {
-        let queue = OutboundQueue::new(100, 100);
+        let queue = OutboundQueue::new(100);
         queue.try_push(2, frame(1, 2)).unwrap();
         assert!(queue.abort());
         let mut batch = Vec::new();
@@ -535,7 +520,7 @@ mod tests {
 
     #[test]
     fn full_push_times_out_then_succeeds_after_a_drain() {
-        let queue = OutboundQueue::new(4, 10);
+        let queue = OutboundQueue::new(4);
         queue.try_push(4, frame(1, 4)).unwrap();
         let soon = Instant::now() + Duration::from_millis(20);
         assert_eq!(

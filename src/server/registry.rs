@@ -112,7 +112,7 @@ impl Registry {
         let mut frames = welcome.to_vec();
         protocol::encode_online(&sorted_names(&inner.sessions), &mut frames);
         // Bounded by the number of users, not by anything a peer sends.
-        if session.outbound().push_unbounded(&frames, 2).is_ok() {
+        if session.outbound().push_unbounded(&frames).is_ok() {
             inner.watchers.push(Arc::clone(session));
         }
     }

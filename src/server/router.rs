@@ -1,0 +1,245 @@
+//! Routing one sender's frames: messages into recipients' queues, and the
+//! answers to HELLO and WHO.
+//!
+//! Each session's reader owns one [`Router`]. It looks recipients up in
+//! the [`super::Registry`] only on a miss in its own small cache, encodes
+//! each message once, with the recipient's [`super::wire::Wire`], straight
+//! into the recipient's [`OutboundQueue`], and at the end of a read batch
+//! writes every queue it made non-empty directly to its socket (one write
+//! per recipient per batch) when nobody else is writing it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use super::outbound::PushError;
+use super::session::Session;
+use super::Shared;
+use crate::protocol;
+use crate::sanitize::Escaped;
+
+/// The sending session's own session ended while it was routing.
+pub(crate) struct SenderClosed;
+
+/// Routes one sender's messages, caching recipients so that the registry
+/// lock is rarely taken.
+pub(crate) struct Router<'a> {
+    shared: &'a Shared,
+    /// The sending session (for `from` and for error replies).
+    me: &'a Arc<Session>,
+    /// Recipient of the previous message: usually also the next one's.
+    last: Option<Arc<Session>>,
+    /// Recipients seen recently, by name.
+    cache: HashMap<Box<[u8]>, Arc<Session>>,
+    /// The client negotiated extensions with HELLO, so it may be sent
+    /// frames with opcodes of 2 and above.
+    pub(crate) extended: bool,
+    /// Recipients whose idle queues got frames in this batch; written at
+    /// the end of the batch by [`Router::flush`].
+    to_flush: Vec<Arc<Session>>,
+}
+
+impl Drop for Router<'_> {
+    fn drop(&mut self) {
+        // Cancelled mid-batch (the session is closing): the writers write.
+        for session in self.to_flush.drain(..) {
+            session.outbound().wake_writer();
+        }
+    }
+}
+
+/// Recipients remembered per sender before the cache is reset.
+const RECIPIENT_CACHE: usize = 256;
+
+impl<'a> Router<'a> {
+    pub(crate) fn new(shared: &'a Shared, me: &'a Arc<Session>) -> Self {
+        Router {
+            shared,
+            me,
+            last: None,
+            cache: HashMap::new(),
+            extended: false,
+            to_flush: Vec::new(),
+        }
+    }
+
+    /// Writes every queue this batch made non-empty straight to its socket.
+    pub(crate) fn flush(&mut self) {
+        for session in self.to_flush.drain(..) {
+            match session.direct_socket() {
+                Some(socket) => session.outbound().flush_direct(socket.get_ref()),
+                None => session.outbound().wake_writer(),
+            }
+        }
+    }
+
+    /// Queues a frame for `session` without waiting; an idle queue is
+    /// remembered for the end-of-batch flush.
+    fn push_now(
+        &mut self,
+        session: &Arc<Session>,
+        len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), PushError> {
+        if session.outbound().try_push_deferred(len, encode)? {
+            self.to_flush.push(Arc::clone(session));
+        }
+        Ok(())
+    }
+
+    /// Answers HELLO with WELCOME (and, if asked, the online list followed
+    /// by presence events).
+    pub(crate) async fn hello(&mut self, features: &[u8]) -> Result<(), SenderClosed> {
+        self.extended = true;
+        let features = String::from_utf8_lossy(features);
+        let presence = features
+            .split_whitespace()
+            .any(|f| f == protocol::FEATURE_PRESENCE);
+        let server = concat!("pmchat-server/", env!("CARGO_PKG_VERSION"));
+        let limits = protocol::format_limits(&self.shared.config.limits);
+        let mut welcome = Vec::new();
+        // Both fields are short server-made strings.
+        let _ = protocol::encode_pair(
+            protocol::OP_HELLO,
+            server.as_bytes(),
+            limits.as_bytes(),
+            &mut welcome,
+        );
+        debug!(user = self.me.name(), %features, "negotiated extensions");
+        if presence {
+            self.shared.registry.watch(self.me, &welcome);
+            return Ok(());
+        }
+        self.reply(&welcome).await
+    }
+
+    /// Answers WHO with the online list.
+    pub(crate) async fn who(&mut self) -> Result<(), SenderClosed> {
+        let mut frames = Vec::new();
+        protocol::encode_online(&self.shared.registry.names(), &mut frames);
+        self.reply(&frames).await
+    }
+
+    fn lookup(&mut self, to: &[u8]) -> Option<Arc<Session>> {
+        if let Some(last) = &self.last {
+            if last.name().as_bytes() == to {
+                return Some(Arc::clone(last));
+            }
+        }
+        let found = match self.cache.get(to) {
+            Some(hit) => Arc::clone(hit),
+            None => {
+                let fresh = self.shared.registry.get(to)?;
+                if self.cache.len() >= RECIPIENT_CACHE {
+                    self.cache.clear();
+                }
+                self.cache.insert(to.into(), Arc::clone(&fresh));
+                fresh
+            }
+        };
+        self.last = Some(Arc::clone(&found));
+        Some(found)
+    }
+
+    fn forget(&mut self, to: &[u8]) {
+        self.last = None;
+        self.cache.remove(to);
+    }
+
+    pub(crate) async fn route(&mut self, to: &[u8], content: &[u8]) -> Result<(), SenderClosed> {
+        if std::str::from_utf8(content).is_err() {
+            let text = format!(
+                "message to '{}' is not valid UTF-8; not delivered\n",
+                Escaped(to)
+            );
+            return self.reply_error(&text).await;
+        }
+        let me = self.me.name().as_bytes();
+        // Two attempts: a cached recipient may have left, and someone new
+        // may hold the name by now.
+        for _ in 0..2 {
+            let Some(recipient) = self.lookup(to) else {
+                break;
+            };
+            // Encoded once, in the recipient's wire, straight into its queue.
+            let wire = recipient.wire();
+            let len = wire.message_len(me, content);
+            let encode = |out: &mut Vec<u8>| wire.encode_message(me, content, out);
+            let pushed = match self.push_now(&recipient, len, encode) {
+                Err(PushError::Full) => {
+                    // Write out what this batch routed so far before waiting.
+                    self.flush();
+                    let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
+                    recipient.outbound().push(len, deadline, encode).await
+                }
+                other => other,
+            };
+            match pushed {
+                Ok(()) => {
+                    debug!(
+                        "{} -> {}: {}",
+                        self.me.name(),
+                        recipient.name(),
+                        Escaped(content)
+                    );
+                    return Ok(());
+                }
+                Err(PushError::Closed) => self.forget(to),
+                Err(PushError::Full) => {
+                    self.forget(to);
+                    self.disconnect_slow(&recipient);
+                    let text = format!(
+                        "'{}' was disconnected for not reading fast enough; message not delivered\n",
+                        recipient.name()
+                    );
+                    return self.reply_error(&text).await;
+                }
+            }
+        }
+        let text = format!("'{}' is not connected\n", Escaped(to));
+        self.reply_error(&text).await
+    }
+
+    fn disconnect_slow(&self, session: &Arc<Session>) {
+        if session.outbound().abort() {
+            self.shared.registry.remove(session);
+            warn!(
+                peer = %session.peer(), user = session.name(),
+                "disconnected slow consumer: outbound queue stayed full for {:?}",
+                self.shared.config.slow_consumer_timeout
+            );
+        }
+    }
+
+    /// Queues an error frame for the sender itself.
+    async fn reply_error(&mut self, text: &str) -> Result<(), SenderClosed> {
+        let frame = self.me.wire().error_frame(text);
+        self.reply(&frame).await
+    }
+
+    /// Queues encoded frames for the sender itself, waiting for room like
+    /// any other frame: a sender that never reads its replies is a slow
+    /// consumer too. A reply larger than the queue goes into an empty one.
+    async fn reply(&mut self, frames: &[u8]) -> Result<(), SenderClosed> {
+        let encode = |out: &mut Vec<u8>| out.extend_from_slice(frames);
+        let me = self.me;
+        let pushed = match self.push_now(me, frames.len(), encode) {
+            Err(PushError::Full) => {
+                self.flush();
+                let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
+                me.outbound().push(frames.len(), deadline, encode).await
+            }
+            other => other,
+        };
+        match pushed {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(SenderClosed),
+            Err(PushError::Full) => {
+                self.disconnect_slow(self.me);
+                Err(SenderClosed)
+            }
+        }
+    }
+}
