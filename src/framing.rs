@@ -61,11 +61,6 @@ impl<D: Decoder> FrameReader<D> {
         }
     }
 
-    /// The decoder.
-    pub fn decoder(&self) -> &D {
-        &self.decoder
-    }
-
     /// Keeps the buffered input and reads on with another decoder (the
     /// handshake, then the frames that follow it).
     pub fn switch<E: Decoder>(mut self, decoder: E) -> FrameReader<E> {
@@ -159,6 +154,7 @@ impl<D: Decoder> FrameReader<D> {
     }
 
     /// Bytes of buffer currently allocated.
+    #[cfg(test)]
     pub fn allocated(&self) -> usize {
         self.buf.allocated()
     }
@@ -286,6 +282,7 @@ impl ReadBuffer {
     }
 
     /// Bytes of storage currently allocated.
+    #[cfg(test)]
     fn allocated(&self) -> usize {
         self.data.capacity()
     }

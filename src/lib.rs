@@ -22,13 +22,14 @@
 pub mod args;
 pub mod bench;
 pub mod client;
-pub mod clock;
+pub(crate) mod clock;
 pub mod exit_codes;
-pub mod framing;
+pub(crate) mod framing;
+pub(crate) mod json;
 pub mod logging;
 pub mod protocol;
 pub mod runtime;
-pub mod sanitize;
+pub(crate) mod sanitize;
 pub mod server;
 pub mod signals;
 pub mod sys;

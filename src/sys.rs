@@ -3,39 +3,34 @@
 
 use std::io;
 
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
 /// Raises the open-files limit as far as allowed: to the kernel's maximum
 /// when privileged, else the soft limit to the hard limit. Returns the soft
-/// limit now in force.
+/// limit now in force (`u64::MAX` when unlimited).
 pub fn raise_open_files_limit() -> io::Result<u64> {
     let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    // SAFETY: getrlimit and setrlimit only read and write the struct given.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+    let mut limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let current = limit.current.unwrap_or(u64::MAX);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    for max in [nr_open.max(hard), hard] {
+        if current >= max {
+            break;
+        }
+        let raised = Rlimit {
+            current: Some(max),
+            maximum: Some(max),
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(io::Error::last_os_error());
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = raised;
+            break;
         }
-        let wanted = nr_open.max(limit.rlim_max);
-        for max in [wanted, limit.rlim_max] {
-            if limit.rlim_cur >= max {
-                break;
-            }
-            let raised = libc::rlimit {
-                rlim_cur: max,
-                rlim_max: max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-                break;
-            }
-        }
-        Ok(limit.rlim_cur)
     }
+    Ok(limit.current.unwrap_or(u64::MAX))
 }
 
 /// CPU time (user + system) a process has used, in seconds.
@@ -47,8 +42,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = rustix::param::clock_ticks_per_second();
     (ticks > 0).then(|| (utime + stime) / ticks as f64)
 }
 

@@ -11,10 +11,10 @@
 //! was saturated. The human summary goes to stderr, one JSON object to
 //! stdout.
 
-pub mod conns;
-pub mod latency;
-pub mod report;
-pub mod throughput;
+mod conns;
+mod latency;
+mod report;
+mod throughput;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -254,7 +254,7 @@ pub fn get_hex(digits: &[u8]) -> Option<u64> {
 /// A pre-encoded message frame to one recipient whose content starts with
 /// slots for 16-hex-digit numbers; copies of it differ only in those slots.
 #[derive(Clone, Debug)]
-pub struct FrameTemplate {
+pub(crate) struct FrameTemplate {
     /// The encoded frame.
     bytes: Vec<u8>,
     /// Offset of the content within `bytes`.
@@ -277,11 +277,6 @@ impl FrameTemplate {
     /// Encoded length of one frame.
     pub fn len(&self) -> usize {
         self.bytes.len()
-    }
-
-    /// True for an empty template (never: a frame has a header).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
     }
 
     /// Appends a copy with `numbers` written into the content's first slots.

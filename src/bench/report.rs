@@ -79,7 +79,7 @@ impl Report {
                 Value::Bool(b) => {
                     let _ = write!(out, "{b}");
                 }
-                Value::Text(t) => crate::client::output::push_json_string(&mut out, t.as_bytes()),
+                Value::Text(t) => crate::json::push_string(&mut out, t.as_bytes()),
             }
         }
         out.push('}');

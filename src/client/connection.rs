@@ -13,7 +13,7 @@ use std::time::Duration;
 use smol::future::FutureExt;
 use smol::{Async, Timer};
 
-use super::output::{Output, FLUSH_AT};
+use super::output::FLUSH_AT;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
 use crate::framing::FrameReader;
@@ -94,44 +94,6 @@ pub trait Sink {
     fn flush(&mut self) -> impl Future<Output = io::Result<()>>;
     /// Completes when the destination went away (stdout closed).
     fn gone(&self) -> impl Future<Output = ()> + 'static;
-}
-
-impl Sink for Output {
-    fn set_stamp(&mut self, stamp: Stamp) {
-        Output::set_stamp(self, stamp);
-    }
-
-    fn wants_stamps(&self) -> bool {
-        self.renderer.timestamps
-    }
-
-    fn message(&mut self, from: &[u8], content: &[u8]) {
-        Output::message(self, from, content);
-    }
-
-    fn error(&mut self, text: &[u8]) {
-        Output::error(self, text);
-    }
-
-    fn online(&mut self, names: &[String]) {
-        Output::online(self, names);
-    }
-
-    fn presence(&mut self, joined: bool, name: &[u8]) {
-        Output::presence(self, joined, name);
-    }
-
-    fn pending(&self) -> usize {
-        Output::pending(self)
-    }
-
-    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
-        Output::flush(self)
-    }
-
-    fn gone(&self) -> impl Future<Output = ()> + 'static {
-        Output::gone(self)
-    }
 }
 
 /// How the receiving loop ended.

@@ -8,13 +8,13 @@
 //! - [`batch`]: scripts from stdin.
 //! - [`repl`]: the interactive editor.
 
-pub mod batch;
+mod batch;
 pub mod cli;
-pub mod command;
-pub mod connection;
-pub mod output;
-pub mod repl;
-pub mod state;
+mod command;
+mod connection;
+mod output;
+mod repl;
+mod state;
 
 use std::io::{self, IsTerminal};
 use std::sync::Arc;

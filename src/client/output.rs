@@ -18,7 +18,9 @@ use owo_colors::OwoColorize;
 use smol::future::FutureExt;
 use smol::Timer;
 
+use super::connection::Sink;
 use crate::clock::Stamp;
+use crate::json::push_string;
 use crate::sanitize::push_escaped;
 
 /// How each received frame becomes text.
@@ -83,9 +85,9 @@ impl Renderer {
         if self.json {
             self.json_start("message", stamp, out);
             out.push_str(",\"from\":");
-            push_json_string(out, from);
+            push_string(out, from);
             out.push_str(",\"content\":");
-            push_json_string(out, content);
+            push_string(out, content);
             out.push_str("}\n");
         } else {
             self.line_start(false, stamp, out);
@@ -110,7 +112,7 @@ impl Renderer {
         if self.json {
             self.json_start("error", stamp, out);
             out.push_str(",\"text\":");
-            push_json_string(out, text);
+            push_string(out, text);
             out.push_str("}\n");
             Stream::Stdout
         } else {
@@ -138,7 +140,7 @@ impl Renderer {
                 if i > 0 {
                     out.push(',');
                 }
-                push_json_string(out, name.as_bytes());
+                push_string(out, name.as_bytes());
             }
             out.push_str("]}\n");
             return Stream::Stdout;
@@ -177,7 +179,7 @@ impl Renderer {
         if self.json {
             self.json_start("presence", stamp, out);
             out.push_str(&format!(",\"event\":\"{event}\",\"user\":"));
-            push_json_string(out, name);
+            push_string(out, name);
             out.push_str("}\n");
             return Some(Stream::Stdout);
         }
@@ -217,29 +219,6 @@ impl Renderer {
         }
         out.push_str(": ");
     }
-}
-
-/// Appends `text` as a JSON string literal; invalid UTF-8 becomes U+FFFD.
-pub fn push_json_string(out: &mut String, text: &[u8]) {
-    out.push('"');
-    for c in String::from_utf8_lossy(text).chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            // Other controls (C0, DEL, C1), line separators and bidi
-            // overrides are escaped too, so even `jq -r` output of a string
-            // stays inert on a terminal and cannot reorder a line.
-            c if crate::sanitize::is_dangerous(c) => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Pending output past which it is written out even while more frames are
@@ -470,6 +449,45 @@ impl Output {
     }
 }
 
+/// The receiving loop hands frames to an [`Output`] through this.
+impl Sink for Output {
+    fn set_stamp(&mut self, stamp: Stamp) {
+        Output::set_stamp(self, stamp);
+    }
+
+    fn wants_stamps(&self) -> bool {
+        self.renderer.timestamps
+    }
+
+    fn message(&mut self, from: &[u8], content: &[u8]) {
+        Output::message(self, from, content);
+    }
+
+    fn error(&mut self, text: &[u8]) {
+        Output::error(self, text);
+    }
+
+    fn online(&mut self, names: &[String]) {
+        Output::online(self, names);
+    }
+
+    fn presence(&mut self, joined: bool, name: &[u8]) {
+        Output::presence(self, joined, name);
+    }
+
+    fn pending(&self) -> usize {
+        Output::pending(self)
+    }
+
+    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        Output::flush(self)
+    }
+
+    fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
+        Output::gone(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,16 +541,6 @@ mod tests {
     }
 
     #[test]
-    fn json_escapes_bidi_overrides_and_line_separators() {
-        let mut out = String::new();
-        push_json_string(
-            &mut out,
-            "a\u{202e}b\u{2066}c\u{2028}d\u{2029}e\u{202a}f\u{2069}".as_bytes(),
-        );
-        assert_eq!(out, "\"a\\u202eb\\u2066c\\u2028d\\u2029e\\u202af\\u2069\"");
-    }
-
-    #[test]
     fn editor_notices_are_marked_and_cannot_pass_for_messages() {
         let repl = Renderer {
             mark_notices: true,
@@ -575,13 +583,6 @@ mod tests {
             "{\"type\":\"presence\",\"ts\":\"2026-11-29T07:05:36.123+00:00\",\
              \"event\":\"left\",\"user\":\"bob\"}\n"
         );
-    }
-
-    #[test]
-    fn json_replaces_invalid_utf8() {
-        let mut out = String::new();
-        push_json_string(&mut out, b"a\xffb");
-        assert_eq!(out, "\"a\u{fffd}b\"");
     }
 
     #[test]

@@ -104,6 +104,7 @@ impl ChatState {
     }
 
     /// Number of names remembered from this session.
+    #[cfg(test)]
     pub fn known_count(&self) -> usize {
         self.known_users
             .read()

@@ -12,10 +12,10 @@
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod outbound;
-pub mod registry;
+mod outbound;
+mod registry;
 mod router;
-pub mod session;
+mod session;
 mod transport;
 mod wire;
 
@@ -31,7 +31,7 @@ use smol::{Async, Executor, Timer};
 use tracing::{info, warn};
 
 pub use config::Config;
-pub use registry::Registry;
+use registry::Registry;
 use transport::Transport;
 
 /// State every connection task shares.

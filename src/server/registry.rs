@@ -88,17 +88,16 @@ impl Registry {
 
     /// Removes `session`, but only if its name still maps to it (a new
     /// session with the same name must not be evicted by an old one).
-    /// Returns true if it was online.
-    pub fn remove(&self, session: &Arc<Session>) -> bool {
+    pub fn remove(&self, session: &Arc<Session>) {
         let mut inner = self.write();
         inner.watchers.retain(|w| !Arc::ptr_eq(w, session));
-        match inner.sessions.get(session.name()) {
-            Some(current) if Arc::ptr_eq(current, session) => {
-                inner.sessions.remove(session.name());
-                inner.announce(false, session.name());
-                true
-            }
-            _ => false,
+        if inner
+            .sessions
+            .get(session.name())
+            .is_some_and(|current| Arc::ptr_eq(current, session))
+        {
+            inner.sessions.remove(session.name());
+            inner.announce(false, session.name());
         }
     }
 

@@ -1,0 +1,335 @@
+//! Interactive mode: a rustyline editor on this thread, the network on
+//! another.
+//!
+//! `readline` blocks, so the socket is served by its own thread running a
+//! small smol loop: a writer task fed through a channel by the editor, and
+//! the receiving loop, which prints incoming frames above the prompt through
+//! rustyline's external printer without disturbing the half-typed line.
+//! When the server closes the connection, the network thread says why,
+//! restores the terminal and exits at once, without waiting for Enter.
+//!
+//! Both threads print only whole lines, each with one `write`, so output
+//! from the two never mixes within a line (a terminal serialises whole
+//! writes); lines that are not messages start with `* `.
+//!
+//! History is appended, never rewritten, so several clients can share one
+//! file. Names offered by completion from earlier runs come from a
+//! per-server list beside it (`HISTORY.recipients`, lines of `SERVER NAME`):
+//! a name used on one server is not offered on another.
+
+mod complete;
+mod history;
+mod network;
+mod terminal;
+
+use std::io::{self, IsTerminal};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use async_channel::Sender;
+use rustyline::config::{Behavior, Config};
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::{
+    Cmd, ConditionalEventHandler, Editor, Event, EventContext, EventHandler, ExternalPrinter,
+    KeyEvent, RepeatCount,
+};
+use smol::Async;
+
+use super::command::{self, Command};
+use super::connection::{await_login, Login, Negotiation};
+use super::output::{Renderer, NOTICE_MARK};
+use super::state::ChatState;
+use super::Greeting;
+use crate::protocol;
+use complete::ChatHelper;
+use history::{append_history, load_history, Recipients};
+use network::{network, ReplSink};
+use terminal::SavedTerminal;
+
+/// Most history entries kept.
+const HISTORY_SIZE: usize = 1000;
+
+/// What Ctrl-C at an empty prompt says.
+pub const HOW_TO_LEAVE: &str = "to leave, type exit or press Ctrl-D";
+
+/// Settings for one interactive session.
+pub struct ReplOptions {
+    /// Our username (for the prompt).
+    pub username: String,
+    /// `HOST:PORT`, for the greeting.
+    pub server: String,
+    /// History file, if any.
+    pub history: Option<PathBuf>,
+    /// How long to wait for the server after `exit`.
+    pub drain_timeout: Duration,
+    /// Show users joining and leaving.
+    pub show_presence: bool,
+    /// How frames are shown.
+    pub renderer: Renderer,
+}
+
+/// Prints a notice line from the editor's thread: marked, one write.
+fn notice(text: &str) {
+    crate::err_line!("{NOTICE_MARK}{text}");
+}
+
+/// Prints a local error line from the editor's thread.
+fn local_error(text: &str) {
+    crate::err_line!("{NOTICE_MARK}error: {text}");
+}
+
+/// Runs the interactive session over `stream`, after the handshake and
+/// HELLO in `greeting`. Returns the exit status; exits the process itself
+/// if the server closes the connection first.
+pub fn run(
+    stream: Async<TcpStream>,
+    greeting: Greeting,
+    options: ReplOptions,
+    state: Arc<ChatState>,
+) -> i32 {
+    let (mut editor, ctrl_c) = match build_editor(&state) {
+        Ok(built) => built,
+        Err(e) => {
+            crate::err_line!("chat-client: cannot start the line editor: {e}");
+            return crate::exit_codes::FAILURE;
+        }
+    };
+    let mut recipients = options
+        .history
+        .as_deref()
+        .map(|path| Recipients::open(path, &options.server));
+    if let Some(path) = &options.history {
+        load_history(&mut editor, path);
+    }
+    for name in recipients.iter().flat_map(|r| &r.names) {
+        state.know_from_history(name);
+    }
+
+    let printer = editor
+        .create_external_printer()
+        .ok()
+        .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
+    let sink = ReplSink::new(options.renderer, printer, options.show_presence);
+    let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
+    // The handshake goes first; the channel is open, so this cannot fail.
+    let _ = frames.send_blocking(greeting.bytes);
+    let (told, outcome) = async_channel::bounded(1);
+    let negotiation = Negotiation {
+        outcome: Some(told),
+        presence: greeting.presence,
+    };
+    let repl_done = Arc::new(AtomicBool::new(false));
+    let network = {
+        let state = Arc::clone(&state);
+        let repl_done = Arc::clone(&repl_done);
+        let terminal = SavedTerminal::save();
+        let drain = options.drain_timeout;
+        thread::Builder::new()
+            .name("pmchat-network".into())
+            .spawn(move || {
+                network(
+                    stream,
+                    outgoing,
+                    (sink, negotiation),
+                    &state,
+                    &repl_done,
+                    drain,
+                    terminal,
+                )
+            })
+    };
+    let network = match network {
+        Ok(handle) => handle,
+        Err(e) => {
+            crate::err_line!("chat-client: cannot start the network thread: {e}");
+            return crate::exit_codes::FAILURE;
+        }
+    };
+
+    let login = smol::block_on(await_login(&outcome, greeting.timeout));
+    if greet(login, &options, &state, greeting.timeout) {
+        let mut session = Session {
+            editor: &mut editor,
+            ctrl_c: &ctrl_c,
+            recipients: recipients.as_mut(),
+            state: &state,
+            frames: &frames,
+        };
+        session.edit(&options);
+        repl_done.store(true, Ordering::SeqCst);
+        drop(frames);
+    }
+    // Otherwise the server closed the connection: the network thread says
+    // why and ends the process.
+    network.join().unwrap_or(crate::exit_codes::FAILURE)
+}
+
+/// The editor, configured, with completion and the Ctrl-C handler.
+fn build_editor(
+    state: &Arc<ChatState>,
+) -> rustyline::Result<(Editor<ChatHelper, FileHistory>, CtrlC)> {
+    let mut config = Config::builder()
+        .auto_add_history(false)
+        .history_ignore_dups(true)?
+        .max_history_size(HISTORY_SIZE)?;
+    if io::stdin().is_terminal() {
+        // Prompt and editing on the terminal even when stdout is a pipe.
+        config = config.behavior(Behavior::PreferTerm);
+    }
+    let mut editor = Editor::with_config(config.build())?;
+    editor.set_helper(Some(ChatHelper::new(Arc::clone(state))));
+    let ctrl_c = CtrlC::default();
+    editor.bind_sequence(
+        KeyEvent::ctrl('C'),
+        EventHandler::Conditional(Box::new(ctrl_c.clone())),
+    );
+    Ok((editor, ctrl_c))
+}
+
+/// Says how the login went; false if the server closed the connection.
+fn greet(login: Option<Login>, options: &ReplOptions, state: &ChatState, wait: Duration) -> bool {
+    let (server, name) = (&options.server, &options.username);
+    match login {
+        Some(Login::Extended) => match state.online_count() {
+            Some(n) => notice(&format!("connected as {name} ({n} online)")),
+            None => notice(&format!("connected as {name}")),
+        },
+        Some(Login::V1) => notice(&format!(
+            "connected to {server} as {name} (a v1 server: login not confirmed, no online list)"
+        )),
+        Some(Login::Silent) => notice(&format!(
+            "connected to {server} as {name}; {}",
+            super::silent_server_notice(wait)
+        )),
+        None => return false,
+    }
+    notice("type 'help' for commands");
+    true
+}
+
+/// What the editing loop works with.
+struct Session<'a> {
+    editor: &'a mut Editor<ChatHelper, FileHistory>,
+    ctrl_c: &'a CtrlC,
+    recipients: Option<&'a mut Recipients>,
+    state: &'a ChatState,
+    frames: &'a Sender<Vec<u8>>,
+}
+
+impl Session<'_> {
+    /// Reads and acts on lines until the user leaves.
+    fn edit(&mut self, options: &ReplOptions) {
+        let prompt = format!("{}> ", options.username);
+        loop {
+            match self.editor.readline(&prompt) {
+                Ok(line) => {
+                    if let Some(path) = &options.history {
+                        // `exit` would only ever be recalled by mistake.
+                        if !matches!(line.trim(), "" | "exit" | "quit" | "/quit") {
+                            let _ = self.editor.add_history_entry(line.as_str());
+                            append_history(self.editor, path);
+                        }
+                    }
+                    match handle_line(&line, self.state, self.frames) {
+                        Handled::Leave => return,
+                        Handled::Sent { to } => {
+                            if let Some(recipients) = self.recipients.as_deref_mut() {
+                                recipients.used(&to);
+                            }
+                        }
+                        Handled::Done => {}
+                    }
+                }
+                // Ctrl-C: the editor has already dropped the line; at an
+                // empty prompt, people pressing it usually want out.
+                Err(ReadlineError::Interrupted) => {
+                    if self.ctrl_c.at_empty_prompt() {
+                        notice(HOW_TO_LEAVE);
+                    }
+                }
+                Err(ReadlineError::Eof) => return,
+                Err(e) => {
+                    crate::err_line!("chat-client: cannot read input: {e}");
+                    self.state.fail();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Remembers whether Ctrl-C was pressed on an empty line.
+#[derive(Clone, Default)]
+struct CtrlC(Arc<AtomicBool>);
+
+impl CtrlC {
+    fn at_empty_prompt(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl ConditionalEventHandler for CtrlC {
+    fn handle(&self, _: &Event, _: RepeatCount, _: bool, ctx: &EventContext) -> Option<Cmd> {
+        self.0.store(ctx.line().is_empty(), Ordering::SeqCst);
+        Some(Cmd::Interrupt)
+    }
+}
+
+/// What a typed line did.
+enum Handled {
+    /// Nothing more to do.
+    Done,
+    /// A message went to `to`.
+    Sent { to: String },
+    /// The user wants to leave.
+    Leave,
+}
+
+/// Acts on one typed line.
+fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> Handled {
+    let (to, message) = match command::parse(line, &state.limits()) {
+        Ok(None) => return Handled::Done,
+        Ok(Some(Command::Exit)) => return Handled::Leave,
+        Ok(Some(Command::Help)) => {
+            crate::err_line!("{}", command::HELP);
+            return Handled::Done;
+        }
+        Ok(Some(Command::Who)) => {
+            if state.extended() {
+                let mut frame = Vec::new();
+                protocol::encode_who(&mut frame);
+                state.who_sent();
+                let _ = frames.send_blocking(frame);
+            } else {
+                local_error(command::WHO_UNSUPPORTED);
+            }
+            return Handled::Done;
+        }
+        Ok(Some(Command::Send { to, message })) => (to.to_string(), message),
+        Ok(Some(Command::Reply { message })) => match state.last_sender() {
+            Some(to) => (to, message),
+            None => {
+                local_error("nobody has sent you a message yet; nothing to reply to");
+                return Handled::Done;
+            }
+        },
+        Err(e) => {
+            local_error(&e.to_string());
+            return Handled::Done;
+        }
+    };
+    let mut frame = Vec::new();
+    if let Err(e) = protocol::encode_message(to.as_bytes(), message.as_bytes(), &mut frame) {
+        local_error(&e.to_string());
+        return Handled::Done;
+    }
+    state.know(&to);
+    // A closed channel means the network thread is ending the process.
+    let _ = frames.send_blocking(frame);
+    Handled::Sent { to }
+}

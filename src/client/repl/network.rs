@@ -1,0 +1,224 @@
+//! The editor's network thread: writes what the editor sends, prints what
+//! arrives (above the prompt through rustyline's external printer when
+//! stdout is that terminal, plain stdout otherwise).
+
+use std::future::Future;
+use std::io::{self, IsTerminal, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use async_channel::Receiver;
+use rustyline::ExternalPrinter;
+use smol::future::FutureExt;
+use smol::io::AsyncWriteExt;
+use smol::{Async, Timer};
+
+use super::terminal::SavedTerminal;
+use crate::client::connection::{receive, Negotiation, Sink};
+use crate::client::output::{Output, Renderer, Stream};
+use crate::client::state::ChatState;
+use crate::clock::Stamp;
+
+/// Received frames in interactive mode: above the prompt through the
+/// external printer when stdout is that terminal, plain stdout otherwise.
+pub(super) struct ReplSink {
+    renderer: Renderer,
+    /// Prints above the prompt; `None` unless stdin and stdout are terminals
+    /// (or the editor uses /dev/tty).
+    printer: Option<Box<dyn ExternalPrinter + Send>>,
+    /// Messages go to the printer (stdout is the terminal it draws on).
+    messages_to_printer: bool,
+    /// Text waiting for the printer, printed in one go at a flush.
+    for_printer: String,
+    /// Plain stdout and stderr, when the printer is not theirs.
+    plain: Output,
+    /// Show presence events as notices.
+    show_presence: bool,
+    /// Receive time of the frames being rendered (with `--timestamps`).
+    stamp: Option<Stamp>,
+}
+
+impl ReplSink {
+    /// A sink printing through `printer` when there is one (messages too,
+    /// when stdout is the printer's terminal).
+    pub(super) fn new(
+        renderer: Renderer,
+        printer: Option<Box<dyn ExternalPrinter + Send>>,
+        show_presence: bool,
+    ) -> Self {
+        ReplSink {
+            renderer,
+            messages_to_printer: printer.is_some() && io::stdout().is_terminal(),
+            printer,
+            for_printer: String::new(),
+            plain: Output::new(renderer),
+            show_presence,
+            stamp: None,
+        }
+    }
+
+    fn stamp(&self) -> Option<&Stamp> {
+        self.stamp.as_ref()
+    }
+
+    fn route(&mut self, stream: Stream, line: String) {
+        let to_printer = match stream {
+            Stream::Stdout => self.messages_to_printer,
+            Stream::Stderr => self.printer.is_some(),
+        };
+        if to_printer {
+            self.for_printer.push_str(&line);
+        } else {
+            match stream {
+                Stream::Stdout => self.plain.raw_stdout(&line),
+                Stream::Stderr => self.plain.raw_stderr(&line),
+            }
+        }
+    }
+
+    fn notice(&mut self, text: &str) {
+        let mut line = String::new();
+        self.renderer.notice(text, &mut line);
+        self.route(Stream::Stderr, line);
+    }
+
+    /// Hands what is pending for the terminal to the printer: whole lines,
+    /// newline included, so even when the editor is not reading (and the
+    /// printer writes straight to the terminal) nothing the editor draws
+    /// next can land on, or erase, the same line.
+    fn print_pending(&mut self) {
+        if self.for_printer.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut self.for_printer);
+        let printed = match self.printer.as_mut() {
+            Some(printer) => printer.print(text.clone()).is_ok(),
+            None => false,
+        };
+        if !printed {
+            let _ = io::stderr().write_all(text.as_bytes());
+        }
+    }
+}
+
+impl Sink for ReplSink {
+    fn set_stamp(&mut self, stamp: Stamp) {
+        self.stamp = Some(stamp);
+    }
+
+    fn wants_stamps(&self) -> bool {
+        self.renderer.timestamps
+    }
+
+    fn message(&mut self, from: &[u8], content: &[u8]) {
+        let mut line = String::new();
+        let stream = self
+            .renderer
+            .message(from, content, self.stamp(), &mut line);
+        self.route(stream, line);
+    }
+
+    fn error(&mut self, text: &[u8]) {
+        let mut line = String::new();
+        let stream = self.renderer.error(text, self.stamp(), &mut line);
+        self.route(stream, line);
+    }
+
+    fn online(&mut self, names: &[String]) {
+        let mut line = String::new();
+        let stream = self.renderer.online(names, true, self.stamp(), &mut line);
+        self.route(stream, line);
+    }
+
+    fn presence(&mut self, joined: bool, name: &[u8]) {
+        let mut line = String::new();
+        if let Some(stream) =
+            self.renderer
+                .presence(joined, name, self.show_presence, self.stamp(), &mut line)
+        {
+            self.route(stream, line);
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.for_printer.len() + self.plain.pending()
+    }
+
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
+        self.print_pending();
+        self.plain.flush()
+    }
+
+    fn gone(&self) -> impl Future<Output = ()> + 'static {
+        self.plain.gone()
+    }
+}
+
+/// The network thread: writes what the editor sends, prints what arrives.
+pub(super) fn network(
+    stream: Async<TcpStream>,
+    outgoing: Receiver<Vec<u8>>,
+    (mut sink, negotiation): (ReplSink, Negotiation),
+    state: &ChatState,
+    repl_done: &AtomicBool,
+    drain: Duration,
+    terminal: Option<SavedTerminal>,
+) -> i32 {
+    smol::block_on(async {
+        let receiving = async { Some(receive(&stream, &mut sink, state, negotiation).await) };
+        let sending = async {
+            if write_frames(&stream, &outgoing).await.is_ok() {
+                let _ = stream.get_ref().shutdown(Shutdown::Write);
+            }
+            Timer::after(drain).await;
+            None
+        };
+        let received = receiving.or(sending).await;
+        let expected = repl_done.load(Ordering::SeqCst);
+        if let Some(notice) = received
+            .as_ref()
+            .and_then(|r| crate::client::close_notice(r, expected))
+        {
+            sink.notice(&notice);
+        }
+        sink.print_pending();
+        sink.plain.finish(drain).await;
+        // The user ending the session is a success, whatever went wrong
+        // along the way; the server ending it is not.
+        let status = if expected && !state.login_refused() {
+            crate::exit_codes::SUCCESS
+        } else {
+            crate::client::exit_status(state, received.as_ref(), expected)
+        };
+        if !expected {
+            // The editor is blocked in `readline` with the terminal in raw
+            // mode; give the printer a moment to show the last lines, then
+            // put the terminal back and leave.
+            if sink.printer.is_some() {
+                thread::sleep(Duration::from_millis(100));
+            }
+            if let Some(terminal) = &terminal {
+                terminal.restore();
+                let _ = writeln!(io::stderr());
+            }
+            std::process::exit(status);
+        }
+        status
+    })
+}
+
+/// Writes frames from the editor, coalescing whatever is queued.
+async fn write_frames(stream: &Async<TcpStream>, outgoing: &Receiver<Vec<u8>>) -> io::Result<()> {
+    let mut batch = Vec::new();
+    while let Ok(frame) = outgoing.recv().await {
+        batch.extend_from_slice(&frame);
+        while let Ok(more) = outgoing.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        (&*stream).write_all(&batch).await?;
+        batch.clear();
+    }
+    Ok(())
+}
