@@ -1,6 +1,18 @@
 //! pmchat: a private-message chat server and client speaking the v1 binary
 //! protocol.
 //!
+//! # How a message travels
+//! `chat-client` parses `send bob hi` ([`client`]'s command parser), encodes
+//! a v1 frame ([`protocol`]) and writes it. On the server, alice's session
+//! reads it through a [`framing::FrameReader`], her router finds bob in the
+//! registry and encodes the delivery once, in bob's wire, into bob's bounded
+//! outbound queue; at the end of the read batch alice's reader writes bob's
+//! queue to bob's socket (or bob's writer task does, if it is busy). Bob's
+//! client reads the frame through its own `FrameReader` and prints
+//! `alice: hi`, escaped ([`sanitize`]). Data only ever flows this way:
+//! socket → decoder → registry lookup → recipient's queue → recipient's
+//! socket.
+//!
 //! # Layout
 //! - [`protocol`]: v1 frames, limits and the sans-IO codec.
 //! - [`framing`]: [`framing::FrameReader`], the one place frames are read

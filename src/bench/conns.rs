@@ -6,7 +6,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, Executor, Timer};
 use socket2::{Domain, Socket, Type};
@@ -130,7 +129,7 @@ async fn burst(
     // The frames come back with the same layout and length.
     let mut left = frames.len();
     let mut sink = vec![0u8; 64 * 1024];
-    async {
+    let read_back = async {
         while left > 0 {
             match (&*stream).read(&mut sink).await? {
                 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -138,12 +137,10 @@ async fn burst(
             }
         }
         Ok(())
-    }
-    .or(async {
-        Timer::after(timeout).await;
-        Err(io::ErrorKind::TimedOut.into())
-    })
-    .await
+    };
+    crate::runtime::timeout(timeout, read_back)
+        .await
+        .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// Opens connection `i`, from its own loopback source address when the

@@ -16,13 +16,13 @@ mod latency;
 mod report;
 mod throughput;
 
+use crate::exit_codes::Status;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
 use smol::{Async, Executor, Timer};
 
@@ -135,7 +135,7 @@ pub struct ConnsArgs {
 
 /// Runs the chosen case; returns the exit status (0 when every message
 /// arrived in order).
-pub fn run(args: BenchArgs) -> i32 {
+pub fn run(args: BenchArgs) -> Status {
     let common = match &args.case {
         Case::Throughput(a) => &a.common,
         Case::Latency(a) => &a.common,
@@ -145,7 +145,7 @@ pub fn run(args: BenchArgs) -> i32 {
         Ok(addr) => addr,
         Err(e) => {
             crate::err_line!("chat-bench: {e}");
-            return crate::exit_codes::USAGE;
+            return Status::Usage;
         }
     };
     let threads = common
@@ -165,14 +165,14 @@ pub fn run(args: BenchArgs) -> i32 {
             crate::err_line!("{}", report.human());
             let _ = crate::out_line!("{}", report.json());
             if report.ok {
-                crate::exit_codes::SUCCESS
+                Status::Success
             } else {
-                crate::exit_codes::FAILURE
+                Status::Failure
             }
         }
         Err(e) => {
             crate::err_line!("chat-bench: {e}");
-            crate::exit_codes::FAILURE
+            Status::Failure
         }
     }
 }
@@ -214,7 +214,9 @@ pub(crate) async fn await_registered(
             loop {
                 match input.next_frame() {
                     Ok(Some(frame)) => {
-                        return Ok(matches!(frame, ServerFrame::Message { from, .. } if from == name.as_bytes()));
+                        return Ok(
+                            matches!(frame, ServerFrame::Message { from, .. } if from == name.as_bytes()),
+                        );
                     }
                     Ok(None) => {}
                     Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -223,12 +225,10 @@ pub(crate) async fn await_registered(
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
-        }
-        .or(async {
-            Timer::at(deadline).await;
-            Err(io::ErrorKind::TimedOut.into())
-        })
-        .await?;
+        };
+        let answer = crate::runtime::until(deadline, answer)
+            .await
+            .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))?;
         if answer {
             return Ok(());
         }

@@ -6,6 +6,5 @@ use clap::Parser;
 use pmchat::bench::{self, BenchArgs};
 
 fn main() -> ExitCode {
-    let status = bench::run(BenchArgs::parse());
-    ExitCode::from(u8::try_from(status).unwrap_or(1))
+    bench::run(BenchArgs::parse()).into()
 }

@@ -7,6 +7,5 @@ use pmchat::client::{self, cli::ClientArgs};
 
 fn main() -> ExitCode {
     let args = ClientArgs::parse();
-    let status = client::run(args);
-    ExitCode::from(u8::try_from(status).unwrap_or(1))
+    client::run(args).into()
 }

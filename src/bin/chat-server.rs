@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pmchat::exit_codes;
+use pmchat::exit_codes::Status;
 use pmchat::server::{self, cli::ServerArgs, Server};
 use smol::Executor;
 
@@ -52,10 +52,10 @@ fn main() -> ExitCode {
         return fail(&format!("cannot start the console: {e}"));
     }
     pmchat::runtime::block_on_threads(&executor, threads, server.run(listener, stop_signal));
-    ExitCode::from(exit_codes::SUCCESS as u8)
+    Status::Success.into()
 }
 
 fn fail(message: &str) -> ExitCode {
     pmchat::err_line!("chat-server: {message}");
-    ExitCode::from(exit_codes::FAILURE as u8)
+    Status::Failure.into()
 }

@@ -9,6 +9,7 @@
 //! has been routed and every error about them delivered) or the drain
 //! timeout passes. With `--follow` it keeps the connection open instead.
 
+use crate::exit_codes::Status;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::io;
@@ -55,7 +56,7 @@ pub fn run(
     greeting: Greeting,
     options: BatchOptions,
     state: &ChatState,
-) -> i32 {
+) -> Status {
     smol::block_on(async {
         let mut output = Output::new(options.renderer);
         // Set once the whole script has been handed to the socket.

@@ -11,7 +11,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use smol::future::FutureExt;
-use smol::{Async, Timer};
+use smol::Async;
+
+use crate::runtime;
 
 use super::output::FLUSH_AT;
 use super::state::{ChatState, MAX_ONLINE_USERS};
@@ -51,12 +53,9 @@ pub async fn connect(
         .collect();
     let mut reason = String::from("no address found");
     for addr in addrs {
-        let attempt = Async::<TcpStream>::connect(addr)
-            .or(async {
-                Timer::after(timeout).await;
-                Err(io::ErrorKind::TimedOut.into())
-            })
-            .await;
+        let attempt = runtime::timeout(timeout, Async::<TcpStream>::connect(addr))
+            .await
+            .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()));
         match attempt {
             Ok(stream) => {
                 // Interactive messages should leave at once; batches are
@@ -358,10 +357,8 @@ pub async fn await_login(
     outcome: &async_channel::Receiver<Login>,
     timeout: Duration,
 ) -> Option<Login> {
-    async { outcome.recv().await.ok() }
-        .or(async {
-            Timer::after(timeout).await;
-            Some(Login::Silent)
-        })
-        .await
+    match runtime::timeout(timeout, outcome.recv()).await {
+        Some(told) => told.ok(),
+        None => Some(Login::Silent),
+    }
 }

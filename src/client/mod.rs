@@ -19,7 +19,7 @@ mod state;
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
 
-use crate::exit_codes;
+use crate::exit_codes::Status;
 use crate::protocol;
 use cli::ClientArgs;
 use connection::Received;
@@ -27,7 +27,7 @@ use output::Renderer;
 use state::ChatState;
 
 /// Runs the client as the command line asks; returns the exit status.
-pub fn run(args: ClientArgs) -> i32 {
+pub fn run(args: ClientArgs) -> Status {
     let interactive = args.interactive || (!args.batch && io::stdin().is_terminal());
     let renderer = Renderer {
         json: args.json,
@@ -44,7 +44,7 @@ pub fn run(args: ClientArgs) -> i32 {
         Ok(stream) => stream,
         Err(e) => {
             crate::err_line!("chat-client: {e}");
-            return exit_codes::NOT_CONNECTED;
+            return Status::NotConnected;
         }
     };
     // The REPL wants presence for completion; a batch run only shows it
@@ -54,7 +54,7 @@ pub fn run(args: ClientArgs) -> i32 {
         Ok(hello) => hello,
         Err(e) => {
             crate::err_line!("chat-client: {e}");
-            return exit_codes::USAGE;
+            return Status::Usage;
         }
     };
     let state = Arc::new(ChatState::default());
@@ -127,9 +127,13 @@ pub(crate) fn close_notice(received: &Received, expected: bool) -> Option<String
 
 /// The exit status for a session that ended with `received` (`None`: we
 /// stopped waiting first).
-pub(crate) fn exit_status(state: &ChatState, received: Option<&Received>, expected: bool) -> i32 {
+pub(crate) fn exit_status(
+    state: &ChatState,
+    received: Option<&Received>,
+    expected: bool,
+) -> Status {
     if state.login_refused() || matches!(received, Some(Received::NotChat { .. })) {
-        return exit_codes::NOT_CONNECTED;
+        return Status::NotConnected;
     }
     let lost = match received {
         Some(Received::Closed { .. }) => !expected,
@@ -137,9 +141,9 @@ pub(crate) fn exit_status(state: &ChatState, received: Option<&Received>, expect
         Some(Received::OutputGone) | None => false,
     };
     if lost || state.failed() {
-        exit_codes::FAILURE
+        Status::Failure
     } else {
-        exit_codes::SUCCESS
+        Status::Success
     }
 }
 

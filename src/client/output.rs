@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::timeout;
 use owo_colors::OwoColorize;
-use smol::future::FutureExt;
-use smol::Timer;
 
 use super::connection::Sink;
 use crate::clock::Stamp;
@@ -298,15 +297,7 @@ impl StdoutWriter {
     /// did, and stdout never failed.
     async fn finish(&mut self, bound: Duration) -> bool {
         self.chunks = None;
-        let done = async {
-            let _ = self.finished.recv().await;
-            true
-        }
-        .or(async {
-            Timer::after(bound).await;
-            false
-        })
-        .await;
+        let done = timeout(bound, self.finished.recv()).await.is_some();
         done && !self.broken.load(Ordering::SeqCst)
     }
 }

@@ -1,9 +1,17 @@
 //! The chat server: accept loop, shared state and shutdown.
 //!
 //! Event flow, one way only: socket → a session's reader decodes a frame →
-//! [`Registry`] lookup (cached per sender) → the recipient's bounded
-//! [`outbound::OutboundQueue`] → the recipient's writer task → socket.
+//! its router looks the recipient up in the [`Registry`] (cached per
+//! sender) → the frame is encoded once into the recipient's bounded
+//! [`outbound::OutboundQueue`] → at the end of the read batch the sender's
+//! reader writes that queue to the recipient's socket itself when nobody is
+//! writing it (the direct write), else the recipient's writer task does.
 //! There is no central router task: every session routes its own messages.
+//!
+//! Modules: `session` (one connection's life), `router` (one sender's
+//! routing), `registry` (who is online, presence), `outbound` (the bounded
+//! queue), `wire` and `transport` (what a connection speaks, and over
+//! what), `config`/`cli` (settings), `console` (the operator).
 //!
 //! [`Server::run`] takes its listener and its shutdown signal from the
 //! caller, so tests and the binary alike bind where they want (port 0
@@ -270,16 +278,11 @@ impl Server {
         let open = shared.connections.open.load(Ordering::Acquire);
         info!("shutting down; closing {open} connection(s)");
         shared.shutdown.trigger();
-        let all_closed = async {
-            shared.connections.wait_drained().await;
-            true
-        }
-        .or(async {
-            Timer::after(shared.config.flush_timeout).await;
-            false
-        })
-        .await;
-        if !all_closed {
+        let drained = crate::runtime::timeout(
+            shared.config.flush_timeout,
+            shared.connections.wait_drained(),
+        );
+        if drained.await.is_none() {
             warn!(
                 "{} connection(s) still open after {:?}; closing them",
                 shared.connections.open.load(Ordering::Acquire),

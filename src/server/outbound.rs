@@ -22,9 +22,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use event_listener::{listener, Event};
-use smol::Timer;
 
-use smol::future::FutureExt;
+use crate::runtime::until;
 
 /// Largest emptied buffer kept for the next frames; a bigger one (after a
 /// burst) is freed at once rather than pinned.
@@ -65,7 +64,9 @@ struct State {
     spare: Vec<u8>,
 }
 
-/// A bounded, closable byte queue with one consumer (the writer task).
+/// A bounded, closable byte queue. Many producers (senders' readers, the
+/// console, the registry); two consumers that take turns (a sender's
+/// reader writing directly, and the session's writer task).
 #[derive(Debug)]
 pub struct OutboundQueue {
     state: Mutex<State>,
@@ -265,16 +266,7 @@ impl OutboundQueue {
             if result != Err(PushError::Full) {
                 return result;
             }
-            let timed_out = async {
-                room.await;
-                false
-            }
-            .or(async {
-                Timer::at(deadline).await;
-                true
-            })
-            .await;
-            if timed_out {
+            if until(deadline, room).await.is_none() {
                 return Err(PushError::Full);
             }
         }
@@ -531,7 +523,7 @@ mod tests {
         smol::block_on(async {
             let waiter = queue.push(4, Instant::now() + Duration::from_secs(10), frame(3, 4));
             let drain = async {
-                Timer::after(Duration::from_millis(10)).await;
+                smol::Timer::after(Duration::from_millis(10)).await;
                 assert!(queue.next_batch(&mut batch).await);
             };
             let (pushed, ()) = smol::future::zip(waiter, drain).await;

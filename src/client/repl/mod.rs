@@ -22,6 +22,7 @@ mod history;
 mod network;
 mod terminal;
 
+use crate::exit_codes::Status;
 use std::io::{self, IsTerminal};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -91,12 +92,12 @@ pub fn run(
     greeting: Greeting,
     options: ReplOptions,
     state: Arc<ChatState>,
-) -> i32 {
+) -> Status {
     let (mut editor, ctrl_c) = match build_editor(&state) {
         Ok(built) => built,
         Err(e) => {
             crate::err_line!("chat-client: cannot start the line editor: {e}");
-            return crate::exit_codes::FAILURE;
+            return Status::Failure;
         }
     };
     let mut recipients = options
@@ -147,7 +148,7 @@ pub fn run(
         Ok(handle) => handle,
         Err(e) => {
             crate::err_line!("chat-client: cannot start the network thread: {e}");
-            return crate::exit_codes::FAILURE;
+            return Status::Failure;
         }
     };
 
@@ -166,7 +167,7 @@ pub fn run(
     }
     // Otherwise the server closed the connection: the network thread says
     // why and ends the process.
-    network.join().unwrap_or(crate::exit_codes::FAILURE)
+    network.join().unwrap_or(Status::Failure)
 }
 
 /// The editor, configured, with completion and the Ctrl-C handler.

@@ -2,6 +2,7 @@
 //! arrives (above the prompt through rustyline's external printer when
 //! stdout is that terminal, plain stdout otherwise).
 
+use crate::exit_codes::Status;
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
 use std::net::{Shutdown, TcpStream};
@@ -165,7 +166,7 @@ pub(super) fn network(
     repl_done: &AtomicBool,
     drain: Duration,
     terminal: Option<SavedTerminal>,
-) -> i32 {
+) -> Status {
     smol::block_on(async {
         let receiving = async { Some(receive(&stream, &mut sink, state, negotiation).await) };
         let sending = async {
@@ -188,7 +189,7 @@ pub(super) fn network(
         // The user ending the session is a success, whatever went wrong
         // along the way; the server ending it is not.
         let status = if expected && !state.login_refused() {
-            crate::exit_codes::SUCCESS
+            Status::Success
         } else {
             crate::client::exit_status(state, received.as_ref(), expected)
         };
@@ -203,7 +204,7 @@ pub(super) fn network(
                 terminal.restore();
                 let _ = writeln!(io::stderr());
             }
-            std::process::exit(status);
+            std::process::exit(status.code());
         }
         status
     })
