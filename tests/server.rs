@@ -5,6 +5,8 @@ mod common;
 
 #[path = "server/hardening.rs"]
 mod hardening;
+#[path = "server/in_process.rs"]
+mod in_process;
 #[path = "server/lifecycle.rs"]
 mod lifecycle;
 #[path = "server/limits.rs"]

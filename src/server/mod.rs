@@ -24,6 +24,8 @@ mod outbound;
 mod registry;
 mod router;
 mod session;
+#[cfg(test)]
+mod testing;
 mod transport;
 mod wire;
 

@@ -144,3 +144,91 @@ fn sorted_names(sessions: &HashMap<Box<str>, Arc<Session>>) -> Vec<String> {
     names.sort_unstable();
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{queued, session, shared, Out};
+    use super::*;
+
+    #[test]
+    fn a_taken_name_is_refused_and_only_its_holder_can_free_it() {
+        let shared = shared();
+        let (bob, _c1) = session(&shared, "bob");
+        let (impostor, _c2) = session(&shared, "bob");
+        assert_eq!(shared.registry.insert(&bob), Ok(()));
+        assert_eq!(shared.registry.insert(&impostor), Err(NameTaken));
+        // The refused session leaving must not evict the holder.
+        shared.registry.remove(&impostor);
+        assert!(shared
+            .registry
+            .get(b"bob")
+            .is_some_and(|s| Arc::ptr_eq(&s, &bob)));
+        shared.registry.remove(&bob);
+        assert!(shared.registry.get(b"bob").is_none());
+        assert_eq!(shared.registry.insert(&impostor), Ok(()));
+    }
+
+    #[test]
+    fn names_are_listed_sorted() {
+        let shared = shared();
+        let sessions: Vec<_> = ["carol", "alice", "bob"]
+            .iter()
+            .map(|name| session(&shared, name))
+            .collect();
+        for (s, _) in &sessions {
+            shared.registry.insert(s).unwrap();
+        }
+        assert_eq!(shared.registry.names(), ["alice", "bob", "carol"]);
+    }
+
+    #[test]
+    fn a_watcher_sees_its_snapshot_then_every_change_in_order() {
+        let shared = shared();
+        let (alice, _c1) = session(&shared, "alice");
+        let (watcher, _c2) = session(&shared, "watcher");
+        let (bob, _c3) = session(&shared, "bob");
+        shared.registry.insert(&alice).unwrap();
+        shared.registry.insert(&watcher).unwrap();
+        let mut welcome = Vec::new();
+        protocol::encode_pair(protocol::OP_HELLO, b"test", b"", &mut welcome).unwrap();
+        shared.registry.watch(&watcher, &welcome);
+        shared.registry.insert(&bob).unwrap();
+        shared.registry.remove(&alice);
+        assert_eq!(
+            queued(&watcher),
+            [
+                Out::Welcome,
+                Out::Online(true, vec!["alice".into(), "watcher".into()]),
+                Out::Presence(true, "bob".into()),
+                Out::Presence(false, "alice".into()),
+            ]
+        );
+        // Others never get presence.
+        assert_eq!(queued(&bob), []);
+        // At shutdown everyone leaving is not news.
+        shared.registry.go_quiet();
+        shared.registry.remove(&bob);
+        assert_eq!(queued(&watcher), []);
+    }
+
+    #[test]
+    fn a_watcher_that_does_not_read_is_disconnected_not_buffered_forever() {
+        let shared = super::super::testing::shared_with(super::super::Config {
+            queue_bytes: 1024,
+            ..Default::default()
+        });
+        let (watcher, _c) = session(&shared, "watcher");
+        shared.registry.insert(&watcher).unwrap();
+        shared.registry.watch(&watcher, b"");
+        let mut others = Vec::new();
+        for i in 0..200 {
+            let (s, c) = session(&shared, &format!("user-{i:05}"));
+            shared.registry.insert(&s).unwrap();
+            others.push((s, c));
+            if watcher.outbound().is_closed() {
+                break;
+            }
+        }
+        assert!(watcher.outbound().is_aborted());
+    }
+}

@@ -72,6 +72,17 @@ impl Session {
         }
     }
 
+    /// A session for the server's unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        name: &str,
+        peer: SocketAddr,
+        transport: &Transport,
+        shared: &Shared,
+    ) -> Self {
+        Session::new(name.into(), peer, transport, shared)
+    }
+
     /// The username.
     pub fn name(&self) -> &str {
         &self.name

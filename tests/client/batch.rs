@@ -1,10 +1,11 @@
 //! Batch mode: scripts on stdin, output on stdout, exit statuses.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::common::{
-    client_command, run_client, spawn_follower, spawn_piped, Follower, Frame, ServerProcess,
+    client_command, lines_of, run_client, spawn_follower, spawn_piped, Follower, Frame,
+    ServerProcess, TIMEOUT,
 };
 use crate::eqnice;
 
@@ -32,10 +33,8 @@ fn reply_answers_the_last_sender() {
     let mut alice = spawn_piped(client_command(server.port, "alice"));
     server.wait_online("alice");
     bob.send("alice", "ping");
-    let mut stdout = BufReader::new(alice.0.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    eqnice!("bob: ping\n", line);
+    let stdout = lines_of(alice.0.stdout.take().unwrap());
+    eqnice!("bob: ping", stdout.recv_timeout(TIMEOUT).expect("a line"));
     let mut stdin = alice.0.stdin.take().unwrap();
     stdin.write_all(b"reply pong\n").unwrap();
     drop(stdin);
@@ -220,8 +219,10 @@ fn follower_exits_when_the_server_shuts_down() {
     let mut bob = spawn_follower(server.port, "bob", &[], Stdio::null(), Stdio::piped());
     server.wait_online("bob");
     server.console("exit");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut bob.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    eqnice!("error: server is shutting down\n", stderr);
+    let stderr = lines_of(bob.0.stderr.take().unwrap());
+    eqnice!(
+        "error: server is shutting down",
+        stderr.recv_timeout(TIMEOUT).expect("a line")
+    );
     eqnice!(Some(1), bob.wait().code());
 }

@@ -138,7 +138,7 @@ fn a_follower_whose_stdout_blocks_stops_reading_and_stays_small() {
     let stop = Arc::new(AtomicBool::new(false));
     let flooder = flood(&mut server, Arc::clone(&stop));
     // The server's slow-consumer rule ends it, not the client's memory.
-    server.wait_for_log("slow consumer");
+    server.wait_offline("bob");
     let (_, hwm) = memory_kib(bob.0.id()).expect("bob is still running");
     stop.store(true, Ordering::SeqCst);
     let _ = flooder.join();

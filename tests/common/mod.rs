@@ -46,6 +46,8 @@ pub struct ServerProcess {
     stdout: Receiver<String>,
     /// Everything the server logged so far.
     stderr: Arc<Mutex<String>>,
+    /// The thread collecting stderr; it ends when the server does.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -71,7 +73,7 @@ impl ServerProcess {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut chunk) {
                 if n == 0 {
@@ -91,9 +93,16 @@ impl ServerProcess {
             stdin,
             stdout,
             stderr,
+            stderr_reader: Some(stderr_reader),
         };
         let first = first.unwrap_or_else(|_| {
-            thread::sleep(Duration::from_millis(100));
+            // Everything it said before it died (or was killed) is in once
+            // the collecting thread has seen the end of its stderr.
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+            if let Some(reader) = server.stderr_reader.take() {
+                let _ = reader.join();
+            }
             panic!("no 'listening on' line; stderr: {}", server.stderr())
         });
         server.port = first
@@ -171,16 +180,16 @@ impl ServerProcess {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Waits until the log contains `needle`.
-    pub fn wait_for_log(&self, needle: &str) {
+    /// Waits until the console's `users` no longer lists `name`.
+    pub fn wait_offline(&mut self, name: &str) {
         let deadline = Instant::now() + TIMEOUT;
         while Instant::now() < deadline {
-            if self.stderr().contains(needle) {
+            if !self.users().iter().any(|n| n == name) {
                 return;
             }
             thread::sleep(Duration::from_millis(10));
         }
-        panic!("log never showed {needle:?}; log:\n{}", self.stderr());
+        panic!("{name} never went offline; log:\n{}", self.stderr());
     }
 
     /// Sends a signal with kill(1).
@@ -215,8 +224,8 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Reads `pipe` line by line on a helper thread.
-fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
+/// Reads `pipe` line by line on a helper thread; receive with a bound.
+pub fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {

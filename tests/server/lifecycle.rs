@@ -1,7 +1,6 @@
 //! Start-up, console, signals and shutdown.
 
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use crate::common::{Frame, ServerProcess};
 use crate::eqnice;
@@ -77,13 +76,19 @@ fn unknown_console_command_prints_a_hint() {
 
 #[test]
 fn end_of_stdin_leaves_the_server_running() {
-    let mut server = ServerProcess::start(&[]);
-    server.close_console();
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(server.is_running());
+    // Started with stdin at its end already: the console reads end of input
+    // at once, while the server starts.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command
+        .args(["0", "--bind", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut server = ServerProcess::spawn(command);
     let mut alice = server.connect("alice");
     alice.send("alice", "still serving");
     eqnice!(Frame::msg("alice", "still serving"), alice.frame());
+    assert!(server.is_running());
 }
 
 #[test]
@@ -123,20 +128,22 @@ fn ipv6_any_address_works() {
         return;
     }
     drop(probe);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command
         .args(["--bind", "::", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(line.starts_with("listening on [::]:"), "{line}");
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let server = ServerProcess::spawn(command);
+    // Both families reach it.
+    for (host, name) in [("::1", "via-v6"), ("127.0.0.1", "via-v4")] {
+        let stream = std::net::TcpStream::connect((host, server.port)).expect(host);
+        stream
+            .set_read_timeout(Some(crate::common::TIMEOUT))
+            .unwrap();
+        let mut client = crate::common::RawClient { stream };
+        client.handshake(name.as_bytes());
+        client.send(name, "both");
+        eqnice!(Frame::msg(name, "both"), client.frame());
+    }
 }

@@ -64,7 +64,7 @@ fn name_is_free_again_after_its_holder_disconnects() {
     let mut server = ServerProcess::start(&[]);
     let bob = server.login("bob");
     drop(bob);
-    server.wait_for_log("disconnected");
+    server.wait_offline("bob");
     let mut bob_again = server.login("bob");
     bob_again.send("bob", "mine now");
     eqnice!(Frame::msg("bob", "mine now"), bob_again.frame());
@@ -200,7 +200,7 @@ fn a_slow_consumer_is_disconnected_and_the_sender_told() {
     });
     let text = "'sleepy' was disconnected for not reading fast enough; message not delivered\n";
     eqnice!(Frame::err(text), alice.frame());
-    server.wait_for_log("disconnected slow consumer");
+    server.wait_offline("sleepy");
     // Others kept chatting; sleepy is gone from the list.
     bob.send("bob", "still fine");
     eqnice!(Frame::msg("bob", "still fine"), bob.frame());

@@ -1,0 +1,78 @@
+//! Helpers for the server's in-process unit tests: real sessions on real
+//! loopback sockets, and a way to read what was queued for one.
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+
+use smol::{Async, Executor};
+
+use super::config::Config;
+use super::session::Session;
+use super::transport::Transport;
+use super::{Server, Shared};
+use crate::protocol::{self, Decoded, ServerFrame};
+
+/// The state a running server shares, without running it.
+pub(crate) fn shared() -> Arc<Shared> {
+    shared_with(Config::default())
+}
+
+/// The same with these settings.
+pub(crate) fn shared_with(config: Config) -> Arc<Shared> {
+    Arc::clone(&Server::new(config, Arc::new(Executor::new())).shared)
+}
+
+/// A session named `name` on a real connection; the returned stream is the
+/// client's end (kept so the socket stays open).
+pub(crate) fn session(shared: &Shared, name: &str) -> (Arc<Session>, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server_end, peer) = listener.accept().expect("accept");
+    let transport = Transport::tcp(Async::new(server_end).expect("register"));
+    let session = Session::for_test(name, peer, &transport, shared);
+    (Arc::new(session), client)
+}
+
+/// A decoded server → client frame, owned, for comparisons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Out {
+    Message(String, String),
+    Error(String),
+    Welcome,
+    Online(bool, Vec<String>),
+    Presence(bool, String),
+}
+
+/// Everything queued for `session` and not yet written, decoded.
+pub(crate) fn queued(session: &Session) -> Vec<Out> {
+    let mut bytes = Vec::new();
+    if let Some(true) = smol::block_on(crate::runtime::timeout(
+        std::time::Duration::from_millis(50),
+        session.outbound().next_batch(&mut bytes),
+    )) {
+        let mut written = bytes.clone();
+        session.outbound().finish_write(&mut written);
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while let Ok(Decoded::Frame(frame, used)) = protocol::decode_server_frame(rest) {
+        frames.push(match frame {
+            ServerFrame::Message { from, content } => Out::Message(text(from), text(content)),
+            ServerFrame::Error { text: t } => Out::Error(text(t)),
+            ServerFrame::Welcome { .. } => Out::Welcome,
+            ServerFrame::Online { last, names } => Out::Online(
+                last,
+                names
+                    .split(|&b| b == b'\n')
+                    .filter(|n| !n.is_empty())
+                    .map(text)
+                    .collect(),
+            ),
+            ServerFrame::Presence { joined, name } => Out::Presence(joined, text(name)),
+        });
+        rest = &rest[used..];
+    }
+    assert!(rest.is_empty(), "a partial frame was queued");
+    frames
+}
