@@ -62,20 +62,7 @@ pub async fn run(
         live += 1;
     }
     if args.burst > 0 {
-        for chunk_start in (0..args.count).step_by(CONCURRENCY) {
-            let chunk_end = (chunk_start + CONCURRENCY).min(args.count);
-            let tasks: Vec<_> = (chunk_start..chunk_end)
-                .map(|i| {
-                    let streams = Arc::clone(&streams);
-                    let name = format!("c{tag}-{i}");
-                    let (count, size, timeout) = (args.burst, args.burst_size, args.common.timeout);
-                    ex.spawn(async move { burst(&streams[i], &name, count, size, timeout).await })
-                })
-                .collect();
-            for task in tasks {
-                task.await?;
-            }
-        }
+        burst_all(ex, &streams, tag, args).await?;
         report.line(format!(
             "conns: each connection sent itself {} × {} bytes and read them back",
             args.burst, args.burst_size
@@ -107,6 +94,31 @@ pub async fn run(
         ));
     }
     Ok(report)
+}
+
+/// Has every connection send itself a burst and read it back, a chunk of
+/// connections at a time.
+async fn burst_all(
+    ex: &Arc<Executor<'static>>,
+    streams: &Arc<Vec<Async<TcpStream>>>,
+    tag: u32,
+    args: &ConnsArgs,
+) -> io::Result<()> {
+    for chunk_start in (0..args.count).step_by(CONCURRENCY) {
+        let chunk_end = (chunk_start + CONCURRENCY).min(args.count);
+        let tasks: Vec<_> = (chunk_start..chunk_end)
+            .map(|i| {
+                let streams = Arc::clone(streams);
+                let name = format!("c{tag}-{i}");
+                let (count, size, timeout) = (args.burst, args.burst_size, args.common.timeout);
+                ex.spawn(async move { burst(&streams[i], &name, count, size, timeout).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await?;
+        }
+    }
+    Ok(())
 }
 
 /// Sends `count` messages of `size` bytes to ourselves and reads them all

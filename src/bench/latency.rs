@@ -104,9 +104,17 @@ pub async fn run(
     if let Some(spinner) = spinner {
         let _ = spinner.join();
     }
+    let mut report = report(args, &pairs);
+    usage.finish(&mut report);
+    drop(streams_kept);
+    Ok(report)
+}
+
+/// The report of one run, from every pair's counts and latencies.
+fn report(args: &LatencyArgs, pairs: &[Arc<Pair>]) -> Report {
     let mut all = new_histogram();
     let (mut sent, mut received) = (0, 0);
-    for pair in &pairs {
+    for pair in pairs {
         sent += pair.sent.load(Ordering::Acquire);
         received += pair.received.load(Ordering::Acquire);
         if let Ok(h) = pair.latencies.lock() {
@@ -138,9 +146,7 @@ pub async fn run(
         "one-way µs: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}"
     ));
     report.line(format!("sent {sent}, received {received}, lost {lost}"));
-    usage.finish(&mut report);
-    drop(streams_kept);
-    Ok(report)
+    report
 }
 
 /// Sends at `rate` messages per second until `end`, each stamped with its

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use event_listener::{listener, Event};
-use smol::future::FutureExt;
+
 use smol::io::AsyncWriteExt;
-use smol::{Async, Executor, Timer};
+use smol::{Async, Executor};
 
 use super::report::{Report, Usage};
 use super::{await_registered, get_hex, login, FrameTemplate, OrderCheck, ThroughputArgs};
@@ -77,13 +77,7 @@ pub async fn run(
     let mut tally = Tally::default();
     let deadline = Instant::now() + timeout;
     for receiver in receivers {
-        let done = async { Some(receiver.await) }
-            .or(async {
-                Timer::at(deadline).await;
-                None
-            })
-            .await;
-        if let Some(Ok(t)) = done {
+        if let Some(Ok(t)) = crate::runtime::until(deadline, receiver).await {
             tally.received += t.received;
             tally.ordering_errors += t.ordering_errors;
             tally.error_frames += t.error_frames;
@@ -91,9 +85,16 @@ pub async fn run(
     }
     let elapsed = started.elapsed().as_secs_f64();
     drop(senders);
+    let sender_errors = sender_errors.load(Ordering::Relaxed);
+    let mut report = report(args, &tally, sender_errors, elapsed);
+    usage.finish(&mut report);
+    Ok(report)
+}
 
+/// The report of one run.
+fn report(args: &ThroughputArgs, tally: &Tally, sender_errors: u64, elapsed: f64) -> Report {
     let expected = args.messages * args.pairs as u64;
-    let error_frames = tally.error_frames + sender_errors.load(Ordering::Relaxed);
+    let error_frames = tally.error_frames + sender_errors;
     let complete = tally.received == expected;
     let rate = tally.received as f64 / elapsed;
     let mb = rate * f64::from(args.size) / 1e6;
@@ -128,8 +129,7 @@ pub async fn run(
             "INCOMPLETE"
         }
     ));
-    usage.finish(&mut report);
-    Ok(report)
+    report
 }
 
 /// Sends `messages` copies of `template` numbered 0.., keeping at most

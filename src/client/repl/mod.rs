@@ -125,25 +125,14 @@ pub fn run(
         presence: greeting.presence,
     };
     let repl_done = Arc::new(AtomicBool::new(false));
-    let network = {
-        let state = Arc::clone(&state);
-        let repl_done = Arc::clone(&repl_done);
-        let terminal = SavedTerminal::save();
-        let drain = options.drain_timeout;
-        thread::Builder::new()
-            .name("pmchat-network".into())
-            .spawn(move || {
-                network(
-                    stream,
-                    outgoing,
-                    (sink, negotiation),
-                    &state,
-                    &repl_done,
-                    drain,
-                    terminal,
-                )
-            })
-    };
+    let network = start_network(
+        stream,
+        outgoing,
+        (sink, negotiation),
+        &state,
+        &repl_done,
+        options.drain_timeout,
+    );
     let network = match network {
         Ok(handle) => handle,
         Err(e) => {
@@ -168,6 +157,29 @@ pub fn run(
     // Otherwise the server closed the connection: the network thread says
     // why and ends the process.
     network.join().unwrap_or(Status::Failure)
+}
+
+/// Starts the network thread; it returns the exit status, or ends the
+/// process itself when the server closes the connection first.
+fn start_network(
+    stream: Async<TcpStream>,
+    outgoing: async_channel::Receiver<Vec<u8>>,
+    receiving: (ReplSink, Negotiation),
+    state: &Arc<ChatState>,
+    repl_done: &Arc<AtomicBool>,
+    drain: Duration,
+) -> io::Result<thread::JoinHandle<Status>> {
+    let state = Arc::clone(state);
+    let repl_done = Arc::clone(repl_done);
+    // Saved before the editor first changes the terminal.
+    let terminal = SavedTerminal::save();
+    thread::Builder::new()
+        .name("pmchat-network".into())
+        .spawn(move || {
+            network(
+                stream, outgoing, receiving, &state, &repl_done, drain, terminal,
+            )
+        })
 }
 
 /// The editor, configured, with completion and the Ctrl-C handler.
