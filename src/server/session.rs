@@ -158,7 +158,7 @@ enum HandshakeEnd {
 
 /// Serves one accepted connection until it is closed.
 pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: SocketAddr) {
-    let Some((name, input)) = login(&shared, &transport, peer).await else {
+    let Some((name, mut input)) = login(&shared, &transport, peer).await else {
         return;
     };
     let session = Arc::new(Session::new(name, peer, &transport, &shared));
@@ -172,7 +172,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     let writer = shared
         .executor
         .spawn(write_loop(transport.clone(), Arc::clone(&session)));
-    let end = read_loop(&shared, &transport, input, &session)
+    let end = read_loop(&shared, &transport, &mut input, &session)
         .or(async {
             session.outbound.wait_closed().await;
             ReadEnd::Closed
@@ -294,7 +294,7 @@ async fn read_handshake(
 async fn read_loop(
     shared: &Shared,
     transport: &Transport,
-    mut input: FrameReader<ClientDecoder>,
+    input: &mut FrameReader<ClientDecoder>,
     session: &Arc<Session>,
 ) -> ReadEnd {
     let mut router = Router::new(shared, session);
@@ -306,13 +306,31 @@ async fn read_loop(
     let mut short_read = false;
     loop {
         loop {
-            let handled = match input.next_frame() {
-                Ok(Some(frame)) => handle(&mut router, session.wire, frame).await,
+            // Inline, not a helper: a helper's future would add its
+            // arguments to every connection's state for its whole life.
+            let routed = match input.next_frame() {
+                Ok(Some(ClientFrame::Message { to, content })) => router.route(to, content).await,
+                // One negotiation per connection: a second HELLO could only
+                // mean a confused or hostile client.
+                Ok(Some(ClientFrame::Hello { .. })) if router.extended => {
+                    return ReadEnd::Protocol(FrameError::Repeated("HELLO"));
+                }
+                // A wire without the extensions has no HELLO at all.
+                Ok(Some(ClientFrame::Hello { .. })) if !session.wire.extensions() => {
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO));
+                }
+                Ok(Some(ClientFrame::Hello { features })) => router.hello(features).await,
+                // WHO is an extension: a session that did not negotiate
+                // gets v1 behaviour, an unknown opcode.
+                Ok(Some(ClientFrame::Who)) if !router.extended => {
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_WHO));
+                }
+                Ok(Some(ClientFrame::Who)) => router.who().await,
                 Ok(None) => break,
-                Err(e) => Err(ReadEnd::Protocol(e)),
+                Err(e) => return ReadEnd::Protocol(e),
             };
-            if let Err(end) = handled {
-                return end;
+            if routed.is_err() {
+                return ReadEnd::Closed;
             }
             frame_deadline = None;
         }
@@ -328,7 +346,7 @@ async fn read_loop(
             short_read = false;
             Err(io::ErrorKind::WouldBlock.into())
         } else {
-            transport.try_read(&mut input)
+            transport.try_read(input)
         };
         match attempt {
             Ok(0) => {
@@ -355,7 +373,7 @@ async fn read_loop(
                 input.release();
                 let ready = match frame_deadline {
                     None => transport.readable().await,
-                    Some(deadline) => wait_for_rest_of_frame(transport, &mut input, deadline).await,
+                    Some(deadline) => wait_for_rest_of_frame(transport, input, deadline).await,
                 };
                 match ready {
                     Ok(()) => {}
@@ -367,37 +385,6 @@ async fn read_loop(
             Err(e) => return ReadEnd::Io(e),
         }
     }
-}
-
-/// Hands one frame to the router; `Err` ends the session.
-async fn handle(
-    router: &mut Router<'_>,
-    wire: Wire,
-    frame: ClientFrame<'_>,
-) -> Result<(), ReadEnd> {
-    let handled = match frame {
-        ClientFrame::Message { to, content } => router.route(to, content).await,
-        ClientFrame::Hello { .. } if !wire.extensions() => {
-            return Err(ReadEnd::Protocol(FrameError::UnknownOpcode(
-                protocol::OP_HELLO,
-            )))
-        }
-        // One negotiation per connection: a second HELLO could only mean a
-        // confused or hostile client.
-        ClientFrame::Hello { .. } if router.extended => {
-            return Err(ReadEnd::Protocol(FrameError::Repeated("HELLO")))
-        }
-        ClientFrame::Hello { features } => router.hello(features).await,
-        // WHO is an extension: a session that did not negotiate gets v1
-        // behaviour, an unknown opcode.
-        ClientFrame::Who if !router.extended => {
-            return Err(ReadEnd::Protocol(FrameError::UnknownOpcode(
-                protocol::OP_WHO,
-            )))
-        }
-        ClientFrame::Who => router.who().await,
-    };
-    handled.map_err(|_| ReadEnd::Closed)
 }
 
 /// How long a client may pause inside a frame before its read buffer is
