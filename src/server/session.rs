@@ -369,21 +369,33 @@ async fn read_loop(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // An idle connection holds no read buffer.
-                input.release();
-                let ready = match frame_deadline {
-                    None => transport.readable().await,
-                    Some(deadline) => wait_for_rest_of_frame(transport, input, deadline).await,
-                };
-                match ready {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => return ReadEnd::FrameTimeout,
-                    Err(e) => return ReadEnd::Io(e),
+                if let Err(end) = wait_for_input(transport, input, frame_deadline).await {
+                    return end;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return ReadEnd::Io(e),
         }
+    }
+}
+
+/// Waits until the socket has input: for as long as it takes between
+/// frames, until `frame_deadline` inside one.
+async fn wait_for_input(
+    transport: &Transport,
+    input: &mut FrameReader<ClientDecoder>,
+    frame_deadline: Option<Instant>,
+) -> Result<(), ReadEnd> {
+    // An idle connection holds no read buffer.
+    input.release();
+    let ready = match frame_deadline {
+        None => transport.readable().await,
+        Some(deadline) => wait_for_rest_of_frame(transport, input, deadline).await,
+    };
+    match ready {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ReadEnd::FrameTimeout),
+        Err(e) => Err(ReadEnd::Io(e)),
     }
 }
 
