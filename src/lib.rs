@@ -18,6 +18,8 @@
 //! - [`framing`]: [`framing::FrameReader`], the one place frames are read
 //!   from a byte stream.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
+//! - `json`: JSON string literals for `--json` and the benchmark's reports.
+//! - [`runtime`]: executor threads, binding a listener, `timeout`/`until`.
 //! - [`args`]: argument types the binaries share (durations, `--color`).
 //! - [`clock`]: local-time stamps for `chat-client --timestamps`.
 //! - [`logging`]: `tracing` set-up and never-panicking output lines.

@@ -302,8 +302,7 @@ async fn read_loop(
     // but not all of it: a client may pause between frames for as long as
     // it likes, never inside one.
     let mut frame_deadline: Option<Instant> = None;
-    let mut reads: u32 = 0;
-    let mut short_read = false;
+    let mut reads = Reads::default();
     loop {
         loop {
             // Inline, not a helper: a helper's future would add its
@@ -340,15 +339,7 @@ async fn read_loop(
         // Everything this buffer held is routed: write it out, one write
         // per recipient.
         router.flush();
-        // Try the socket directly and only register for readiness when it
-        // is empty: under load this is one syscall per buffer of frames.
-        let attempt = if short_read {
-            short_read = false;
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            transport.try_read(input)
-        };
-        match attempt {
+        match reads.next(transport, input) {
             Ok(0) => {
                 if input.mid_frame() {
                     debug!(user = session.name(), "input ended inside a frame");
@@ -356,15 +347,9 @@ async fn read_loop(
                 return ReadEnd::PeerClosed;
             }
             Ok(_) => {
-                // A read that did not fill the buffer most likely emptied
-                // the socket: skip the read that would only say EAGAIN and
-                // wait for readiness after routing (if data did arrive in
-                // between, readiness fires at once).
-                short_read = !input.last_read_filled();
-                reads = reads.wrapping_add(1);
                 // A client that never lets the socket run dry must not keep
                 // this worker thread from its other tasks.
-                if reads % 16 == 0 {
+                if reads.count % 16 == 0 {
                     future::yield_now().await;
                 }
             }
@@ -376,6 +361,35 @@ async fn read_loop(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return ReadEnd::Io(e),
         }
+    }
+}
+
+/// The reader's reads: the socket is tried directly, and readiness is
+/// registered only when it is empty, so under load each buffer of frames
+/// costs one syscall.
+#[derive(Default)]
+struct Reads {
+    /// Reads so far (wrapping), for yielding now and then.
+    count: u32,
+    /// The last read did not fill the buffer, so it most likely emptied the
+    /// socket: skip the read that would only say EAGAIN and wait for
+    /// readiness (if data arrived in between, readiness fires at once).
+    short: bool,
+}
+
+impl Reads {
+    fn next(
+        &mut self,
+        transport: &Transport,
+        input: &mut FrameReader<ClientDecoder>,
+    ) -> io::Result<usize> {
+        if std::mem::take(&mut self.short) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = transport.try_read(input)?;
+        self.short = !input.last_read_filled();
+        self.count = self.count.wrapping_add(1);
+        Ok(n)
     }
 }
 
