@@ -73,7 +73,8 @@ pub struct ClientArgs {
     pub drain_timeout: Duration,
 
     /// How long to wait for the server's answer to our extension
-    /// handshake (HELLO) before assuming a v1 server.
+    /// handshake (HELLO) before assuming a v1 server (which the client then
+    /// says once on stderr).
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub hello_timeout: Duration,
 
@@ -98,8 +99,10 @@ pub struct ClientArgs {
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
-    /// Interactive history file [default: $XDG_STATE_HOME/pmchat/history,
-    /// else ~/.local/state/pmchat/history].
+    /// Interactive history file, appended to [default:
+    /// $XDG_STATE_HOME/pmchat/history, else ~/.local/state/pmchat/history].
+    /// The names messaged on each server are kept beside it, in
+    /// PATH.recipients.
     #[arg(long, value_name = "PATH", conflicts_with = "no_history")]
     pub history_file: Option<PathBuf>,
 
