@@ -20,6 +20,7 @@
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
 //! - `json`: JSON string literals for `--json` and the benchmark's reports.
 //! - [`runtime`]: executor threads, binding a listener, `timeout`/`until`.
+//! - `transport`: the byte stream under a connection, plain TCP or TLS.
 //! - [`args`]: argument types the binaries share (durations, `--color`).
 //! - [`clock`]: local-time stamps for `chat-client --timestamps`.
 //! - [`logging`]: `tracing` set-up and never-panicking output lines.
@@ -47,3 +48,4 @@ pub(crate) mod sanitize;
 pub mod server;
 pub mod signals;
 pub mod sys;
+pub(crate) mod transport;

@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM as a future, for clean shutdowns.
+//! SIGINT and SIGTERM as a future, for clean shutdowns; SIGHUP as a
+//! stream, for reloading.
 
 use std::future::Future;
 
@@ -13,4 +14,20 @@ pub fn termination() -> std::io::Result<impl Future<Output = ()>> {
     Ok(async move {
         let _ = signals.next().await;
     })
+}
+
+/// SIGHUP, one event per signal.
+pub struct Hangups(Signals);
+
+impl Hangups {
+    /// Installs a SIGHUP handler now: from here on SIGHUP no longer ends
+    /// the process.
+    pub fn new() -> std::io::Result<Hangups> {
+        Signals::new([Signal::Hup]).map(Hangups)
+    }
+
+    /// Waits for the next SIGHUP.
+    pub async fn next(&mut self) {
+        let _ = self.0.next().await;
+    }
 }

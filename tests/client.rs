@@ -10,3 +10,5 @@ mod extensions;
 mod hardening;
 #[path = "client/interactive.rs"]
 mod interactive;
+#[path = "client/tls.rs"]
+mod tls;

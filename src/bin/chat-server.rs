@@ -18,6 +18,24 @@ fn main() -> ExitCode {
         Ok(limit) => tracing::debug!("open files limit: {limit}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
+    // TLS is set up (and a self-signed set created) before the port is
+    // announced, so a client that reads the first line finds it ready.
+    let mut config = args.config();
+    match args.tls() {
+        Ok(None) => {}
+        Ok(Some((tls, self_signed))) => {
+            if let Some(set) = self_signed {
+                pmchat::err_line!(
+                    "chat-server: TLS with a self-signed certificate for localhost; clients use \
+                     --tls --tls-ca {} (CA SHA-256 fingerprint {})",
+                    set.ca.display(),
+                    set.fingerprint
+                );
+            }
+            config.tls = Some(Arc::new(tls));
+        }
+        Err(e) => return fail(&format!("cannot set up TLS: {e}")),
+    }
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = match pmchat::runtime::bind(addr) {
         Ok(listener) => listener,
@@ -45,11 +63,29 @@ fn main() -> ExitCode {
         .threads
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let tls_enabled = config.tls.is_some();
     let executor = Arc::new(Executor::new());
-    let server = Server::new(args.config(), Arc::clone(&executor));
+    let server = Server::new(config, Arc::clone(&executor));
     let console_color = args.color.enabled_for(&std::io::stdout());
     if let Err(e) = server::console::spawn(server.handle(), console_color) {
         return fail(&format!("cannot start the console: {e}"));
+    }
+    if tls_enabled {
+        // Operators renew certificates and send SIGHUP.
+        match pmchat::signals::Hangups::new() {
+            Ok(mut hangups) => {
+                let handle = server.handle();
+                executor
+                    .spawn(async move {
+                        loop {
+                            hangups.next().await;
+                            let _ = handle.reload_tls();
+                        }
+                    })
+                    .detach();
+            }
+            Err(e) => tracing::warn!("cannot watch for SIGHUP: {e}"),
+        }
     }
     pmchat::runtime::block_on_threads(&executor, threads, server.run(listener, stop_signal));
     Status::Success.into()

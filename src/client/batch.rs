@@ -13,12 +13,11 @@ use crate::exit_codes::Status;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::io;
-use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use smol::future::FutureExt;
-use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use smol::{Async, Timer, Unblock};
+use smol::io::{AsyncBufReadExt, BufReader};
+use smol::{Timer, Unblock};
 
 use super::command::{self, Command};
 use super::connection::{await_login, receive, Login, Negotiation};
@@ -26,6 +25,7 @@ use super::output::{Output, Renderer};
 use super::state::ChatState;
 use super::Greeting;
 use crate::protocol::{self, Limits};
+use crate::transport::Transport;
 
 /// Settings for one batch run.
 pub struct BatchOptions {
@@ -49,10 +49,10 @@ enum Sent {
     Interrupted,
 }
 
-/// Runs a script from stdin over `stream`, after the handshake and HELLO
+/// Runs a script from stdin over `transport`, after the handshake and HELLO
 /// in `greeting`. Returns the exit status.
 pub fn run(
-    stream: Async<TcpStream>,
+    transport: Transport,
     greeting: Greeting,
     options: BatchOptions,
     state: &ChatState,
@@ -66,11 +66,11 @@ pub fn run(
             outcome: Some(told),
             presence: greeting.presence,
         };
-        let receiving = async { Ok(receive(&stream, &mut output, state, negotiation).await) };
+        let receiving = async { Ok(receive(&transport, &mut output, state, negotiation).await) };
         let sending = async {
             // Nothing of the script goes out before the login is confirmed
             // (or a v1 server is recognised): a refused name sends nothing.
-            let login = match (&stream).write_all(&greeting.bytes).await {
+            let login = match transport.write_all(&greeting.bytes).await {
                 Ok(()) => await_login(&outcome, greeting.timeout).await,
                 Err(_) => None,
             };
@@ -87,12 +87,12 @@ pub fn run(
             }
             // A failed write means the server went away; the receiver will
             // read why, so wait for it (bounded) rather than end here.
-            let _ = send_script(&stream, &state.limits(), state).await;
+            let _ = send_script(&transport, &state.limits(), state).await;
             input_done.set(true);
             if options.follow {
                 return Err(wait_for_signal().await);
             }
-            let _ = stream.get_ref().shutdown(Shutdown::Write);
+            transport.shutdown_write().await;
             Timer::after(options.drain_timeout).await;
             Err(Sent::DrainTimedOut)
         };
@@ -113,11 +113,7 @@ pub fn run(
 }
 
 /// Reads, checks and sends every command on stdin until its end or `exit`.
-async fn send_script(
-    stream: &Async<TcpStream>,
-    limits: &Limits,
-    state: &ChatState,
-) -> io::Result<()> {
+async fn send_script(transport: &Transport, limits: &Limits, state: &ChatState) -> io::Result<()> {
     let stdin = Unblock::with_capacity(SEND_BUFFER, io::stdin());
     let mut script = BufReader::with_capacity(SEND_BUFFER, stdin);
     let mut out = Vec::new();
@@ -127,7 +123,7 @@ async fn send_script(
         // Send what we have before stdin may make us wait, so a slow pipe
         // sends each line at once.
         if out.len() >= SEND_BUFFER || (!out.is_empty() && script.buffer().is_empty()) {
-            (&*stream).write_all(&out).await?;
+            transport.write_all(&out).await?;
             out.clear();
         }
         line.clear();
@@ -155,7 +151,7 @@ async fn send_script(
             }
         }
     }
-    (&*stream).write_all(&out).await
+    transport.write_all(&out).await
 }
 
 /// What the script does after a line.

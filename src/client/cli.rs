@@ -82,7 +82,20 @@ pub struct ClientArgs {
     #[arg(long)]
     pub no_presence: bool,
 
-    /// How long to wait for the TCP connection.
+    /// Connect with TLS, verifying the server's certificate and host name
+    /// against the system's trusted roots (or --tls-ca). A certificate that
+    /// does not verify is an error (exit 3), never a fall-back to plain.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Trust only the CA certificates in this PEM file (for example the
+    /// ca.pem written by a chat-server with a self-signed certificate).
+    /// Implies --tls.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// How long to wait for the TCP connection (and again for the TLS
+    /// handshake).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 

@@ -21,6 +21,7 @@ use crate::clock::Stamp;
 use crate::framing::FrameReader;
 use crate::protocol::{self, FrameError, ServerDecoder, ServerFrame};
 use crate::sanitize::escape;
+use crate::transport::{SharedSocket, Transport};
 
 /// Why we could not get a connection.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,95 @@ pub enum ConnectError {
         port: u16,
         reason: String,
     },
+    /// The TLS settings could not be loaded.
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(String),
+    /// The TLS handshake failed: a certificate that does not verify, a name
+    /// that does not match, or a server that does not speak TLS.
+    #[error("TLS handshake with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+}
+
+/// How to secure a connection.
+#[derive(Clone, Debug, Default)]
+pub enum Security {
+    /// Plain TCP.
+    #[default]
+    Plain,
+    /// TLS, verifying the server against the system's roots, or only
+    /// against the CA certificates in this PEM file.
+    Tls { ca: Option<std::path::PathBuf> },
+}
+
+/// Connects to `host:port` as `security` asks, within `timeout` for the
+/// TCP connection and again for the TLS handshake.
+pub async fn open(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    security: &Security,
+) -> Result<Transport, ConnectError> {
+    let stream = connect(host, port, timeout).await?;
+    let Security::Tls { ca } = security else {
+        return Ok(Transport::tcp(stream));
+    };
+    let config = client_config(ca.as_deref()).map_err(ConnectError::TlsSetup)?;
+    let failed = |reason: String| ConnectError::Tls {
+        host: host.to_string(),
+        reason,
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| failed(e.to_string()))?;
+    let socket = std::sync::Arc::new(stream);
+    let connector = futures_rustls::TlsConnector::from(config);
+    let handshake = connector.connect(name, SharedSocket(std::sync::Arc::clone(&socket)));
+    match runtime::timeout(timeout, handshake).await {
+        Some(Ok(tls)) => Ok(Transport::tls(
+            socket,
+            futures_rustls::TlsStream::Client(tls),
+        )),
+        Some(Err(e)) => Err(failed(e.to_string())),
+        None => Err(failed(format!("no answer within {timeout:?}"))),
+    }
+}
+
+/// The rustls client settings: roots from `ca` or from the system.
+fn client_config(
+    ca: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("no certificate in {}", path.display()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err("no trusted certificates found on this system (use --tls-ca)".into());
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 /// Connects to `host:port`, trying each resolved address in turn.
@@ -139,7 +229,7 @@ pub struct Negotiation {
 /// stops the reading too, so a flood is held back by the server's
 /// slow-consumer rule instead of growing this process.
 pub async fn receive(
-    stream: &Async<TcpStream>,
+    transport: &Transport,
     sink: &mut impl Sink,
     state: &ChatState,
     negotiation: Negotiation,
@@ -167,7 +257,7 @@ pub async fn receive(
                 }
             }
         }
-        match input.read_from(stream.get_ref()) {
+        match transport.try_read(&mut input) {
             Ok(0) => {
                 return match sink.flush().await {
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Received::OutputGone,
@@ -187,7 +277,7 @@ pub async fn receive(
                     return output_failed(e);
                 }
                 input.release();
-                if let Err(end) = wait_readable(stream, sink.gone()).await {
+                if let Err(end) = wait_readable(transport, sink.gone()).await {
                     return end;
                 }
             }
@@ -203,10 +293,10 @@ pub async fn receive(
 /// Waits until the socket has input, or says why the session ends: the
 /// socket failed, or stdout went away while we waited.
 async fn wait_readable(
-    stream: &Async<TcpStream>,
+    transport: &Transport,
     output_gone: impl Future<Output = ()>,
 ) -> Result<(), Received> {
-    async { stream.readable().await.map_err(Received::Failed) }
+    async { transport.readable().await.map_err(Received::Failed) }
         .or(async {
             output_gone.await;
             Err(Received::OutputGone)

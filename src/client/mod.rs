@@ -36,10 +36,18 @@ pub fn run(args: ClientArgs) -> Status {
         timestamps: args.timestamps,
         mark_notices: interactive,
     };
-    let stream = match smol::block_on(connection::connect(
+    let security = if args.tls || args.tls_ca.is_some() {
+        connection::Security::Tls {
+            ca: args.tls_ca.clone(),
+        }
+    } else {
+        connection::Security::Plain
+    };
+    let stream = match smol::block_on(connection::open(
         &args.host,
         args.port,
         args.connect_timeout,
+        &security,
     )) {
         Ok(stream) => stream,
         Err(e) => {

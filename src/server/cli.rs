@@ -1,11 +1,13 @@
 //! Command-line options of `chat-server`; the doc comments are `--help`.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 
 use super::config::Config;
+use super::tls::{self, SelfSigned, ServerTls, TlsError, TlsFiles};
 use crate::args::{parse_duration, ColorChoice};
 use crate::protocol::Limits;
 
@@ -16,15 +18,21 @@ use crate::protocol::Limits;
 /// `listening on ADDR:PORT`. Logs go to stderr.
 #[derive(Debug, Parser)]
 #[command(
+    group(ArgGroup::new("tls_source").args(["tls_cert", "tls_self_signed"])),
     name = "chat-server",
     version,
     after_long_help = "\
 Console commands (typed on stdin):
   users        list who is online
   kick NAME    disconnect NAME with an error frame saying so
+  reload-tls   read the TLS certificate and key again (same as SIGHUP)
   help         list the console commands
   exit         shut down (same as SIGINT or SIGTERM)
 End of stdin does not stop the server.
+
+TLS: plain and TLS clients share the port; a connection that opens with a
+TLS handshake gets TLS. --tls-self-signed DIR sets up a local CA in DIR
+(clients: chat-client --tls --tls-ca DIR/ca.pem).
 
 Exit status: 0 after a clean shutdown, 1 when the server cannot start
 (for example the port is in use), 2 for a usage error."
@@ -75,6 +83,29 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u64).range(66_048..=1 << 30))]
     pub queue_bytes: u64,
 
+    /// PEM certificate chain (leaf first) for TLS on the same port; needs
+    /// --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, RSA or EC) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS with a self-signed CA and certificate for localhost, kept in DIR
+    /// (created on first use); clients trust DIR/ca.pem. For local use.
+    #[arg(long, value_name = "DIR")]
+    pub tls_self_signed: Option<PathBuf>,
+
+    /// Refuse plain connections with an error frame (needs TLS).
+    #[arg(long, requires = "tls_source")]
+    pub require_tls: bool,
+
     /// More log output (-v logs each routed message, -vv everything).
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -102,7 +133,27 @@ impl ServerArgs {
             frame_timeout: self.frame_timeout,
             slow_consumer_timeout: self.slow_consumer_timeout,
             queue_bytes,
+            require_tls: self.require_tls,
             ..Config::default()
+        }
+    }
+
+    /// The TLS settings asked for, loaded (and, for --tls-self-signed,
+    /// created): `None` without TLS.
+    pub fn tls(&self) -> Result<Option<(ServerTls, Option<SelfSigned>)>, TlsError> {
+        if let Some(dir) = &self.tls_self_signed {
+            let set = tls::self_signed(dir)?;
+            return Ok(Some((ServerTls::load(set.files.clone())?, Some(set))));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((
+                ServerTls::load(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })?,
+                None,
+            ))),
+            _ => Ok(None),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Server settings, independent of how they were given (flags, tests).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::tls::ServerTls;
 use crate::protocol::Limits;
 
 /// Everything a running server needs to know; built from the command line
@@ -28,6 +30,10 @@ pub struct Config {
     /// How long input is read and discarded after an error frame, so the
     /// close does not turn into a reset that destroys the error in flight.
     pub linger: Duration,
+    /// TLS, if enabled: connections that open with a TLS handshake get it.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Refuse plain (non-TLS) connections.
+    pub require_tls: bool,
 }
 
 impl Default for Config {
@@ -41,6 +47,8 @@ impl Default for Config {
             queue_bytes: 256 * 1024,
             flush_timeout: Duration::from_secs(2),
             linger: Duration::from_secs(1),
+            tls: None,
+            require_tls: false,
         }
     }
 }

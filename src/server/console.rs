@@ -20,6 +20,8 @@ pub enum ConsoleCommand<'a> {
     Users,
     /// Disconnect a user.
     Kick(&'a str),
+    /// Read the TLS certificate again.
+    ReloadTls,
     /// List the commands.
     Help,
     /// A blank line.
@@ -39,9 +41,10 @@ pub fn parse(line: &str) -> ConsoleCommand<'_> {
         ("exit" | "quit", []) => ConsoleCommand::Exit,
         ("users", []) => ConsoleCommand::Users,
         ("help", []) => ConsoleCommand::Help,
+        ("reload-tls", []) => ConsoleCommand::ReloadTls,
         ("kick", [name]) => ConsoleCommand::Kick(name),
         ("kick", _) => ConsoleCommand::Invalid("usage: kick NAME".into()),
-        ("exit" | "quit" | "users" | "help", _) => {
+        ("exit" | "quit" | "users" | "help" | "reload-tls", _) => {
             ConsoleCommand::Invalid(format!("'{command}' takes no arguments"))
         }
         _ => ConsoleCommand::Invalid(format!("unknown command '{command}' (try 'help')")),
@@ -52,6 +55,7 @@ const HELP: &str = "\
 commands:
   users        list who is online
   kick NAME    disconnect NAME
+  reload-tls   read the TLS certificate and key again
   help         show this list
   exit         shut the server down";
 
@@ -100,6 +104,11 @@ pub fn run(mut input: impl BufRead, mut out: impl Write, handle: &ServerHandle, 
                 }
                 reply
             }
+            ConsoleCommand::ReloadTls => match handle.reload_tls() {
+                None => "TLS is not enabled".to_string(),
+                Some(Ok(())) => "TLS certificate reloaded".to_string(),
+                Some(Err(e)) => format!("TLS certificate not reloaded: {e}"),
+            },
             ConsoleCommand::Kick(name) => {
                 if handle.kick(name) {
                     format!("kicked '{name}'")
@@ -124,6 +133,7 @@ mod tests {
         assert_eq!(parse("kick bob"), ConsoleCommand::Kick("bob"));
         assert_eq!(parse(""), ConsoleCommand::Nothing);
         assert_eq!(parse("help"), ConsoleCommand::Help);
+        assert_eq!(parse("reload-tls"), ConsoleCommand::ReloadTls);
         assert!(matches!(parse("kick"), ConsoleCommand::Invalid(_)));
         assert!(matches!(parse("kick a b"), ConsoleCommand::Invalid(_)));
         assert_eq!(

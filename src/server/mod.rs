@@ -26,7 +26,7 @@ mod router;
 mod session;
 #[cfg(test)]
 mod testing;
-mod transport;
+pub mod tls;
 mod wire;
 
 use std::future::Future;
@@ -40,9 +40,9 @@ use smol::future::FutureExt;
 use smol::{Async, Executor, Timer};
 use tracing::{info, warn};
 
+use crate::transport::Transport;
 pub use config::Config;
 use registry::Registry;
-use transport::Transport;
 
 /// State every connection task shares.
 pub(crate) struct Shared {
@@ -295,20 +295,88 @@ impl Server {
     }
 
     fn admit(&self, stream: Async<TcpStream>, peer: SocketAddr) {
-        let transport = Transport::tcp(stream);
         let shared = Arc::clone(&self.shared);
         self.shared
             .executor
             .spawn(async move {
                 let Some(_slot) = shared.connections.try_open(shared.config.max_clients) else {
                     info!(%peer, "rejected: server is full");
+                    let transport = Transport::tcp(stream);
                     session::reject(&transport, "server is full\n", shared.config.linger).await;
                     return;
                 };
                 info!(%peer, "connected");
+                let transport = match &shared.config.tls {
+                    None => Transport::tcp(stream),
+                    // Boxed: without TLS, a connection's task carries no
+                    // room for the TLS handshake's state.
+                    Some(tls) => match Box::pin(secure(&shared, tls, stream, peer)).await {
+                        Some(transport) => transport,
+                        None => return,
+                    },
+                };
                 session::serve(Arc::clone(&shared), transport, peer).await;
             })
             .detach();
+    }
+}
+
+/// The transport for a new connection on a server with TLS on: TLS when
+/// it opens with a TLS handshake, plain TCP otherwise (refused with an
+/// error frame under `--require-tls`). `None` when the connection is
+/// closed.
+async fn secure(
+    shared: &Shared,
+    tls: &tls::ServerTls,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+) -> Option<Transport> {
+    let config = &shared.config;
+    let deadline = std::time::Instant::now() + config.handshake_timeout;
+    let opens_tls = crate::runtime::until(deadline, first_bytes_say_tls(&stream))
+        .await
+        .unwrap_or(false);
+    if opens_tls {
+        // Boxed: the handshake's state is large, and a plain connection's
+        // task (on a server with TLS on) must not carry room for it.
+        let handshake = Box::pin(tls.accept(stream));
+        return match crate::runtime::until(deadline, handshake).await {
+            Some(Ok(transport)) => Some(transport),
+            Some(Err(e)) => {
+                info!(%peer, "TLS handshake failed: {e}");
+                None
+            }
+            None => {
+                info!(%peer, "TLS handshake not completed within {:?}", config.handshake_timeout);
+                None
+            }
+        };
+    }
+    let transport = Transport::tcp(stream);
+    if config.require_tls {
+        info!(%peer, "rejected: not TLS");
+        session::reject(&transport, REQUIRES_TLS, config.linger).await;
+        return None;
+    }
+    Some(transport)
+}
+
+/// Error text for a plain connection under `--require-tls`.
+pub const REQUIRES_TLS: &str = "this server accepts TLS connections only (chat-client --tls)\n";
+
+/// Waits for the first two bytes (or the end of input) and says whether
+/// they open a TLS handshake.
+async fn first_bytes_say_tls(stream: &Async<TcpStream>) -> bool {
+    let mut first = [0u8; 2];
+    loop {
+        match stream.peek(&mut first).await {
+            Ok(n) if n >= 2 => return tls::starts_tls(&first),
+            // One byte so far: a lone 0x16 could still be either.
+            Ok(1) => {
+                Timer::after(Duration::from_millis(5)).await;
+            }
+            _ => return false,
+        }
     }
 }
 
@@ -329,6 +397,18 @@ impl ServerHandle {
             info!(peer = %session.peer(), user = name, "kicked by the operator");
         }
         true
+    }
+
+    /// Reads the TLS certificate and key again, for new connections;
+    /// `None` when TLS is off.
+    pub fn reload_tls(&self) -> Option<Result<(), tls::TlsError>> {
+        let tls = self.shared.config.tls.as_ref()?;
+        let reloaded = tls.reload();
+        match &reloaded {
+            Ok(()) => info!("TLS certificate reloaded"),
+            Err(e) => warn!("TLS certificate not reloaded: {e}"),
+        }
+        Some(reloaded)
     }
 
     /// Starts a shutdown, as `exit` on the console or SIGTERM does.

@@ -30,7 +30,6 @@ use tracing::{debug, info, warn};
 
 use super::outbound::OutboundQueue;
 use super::router::Router;
-use super::transport::Transport;
 use super::wire::Wire;
 use super::Shared;
 use crate::framing::FrameReader;
@@ -38,6 +37,7 @@ use crate::protocol::{
     self, ClientDecoder, ClientFrame, FrameError, HandshakeDecoder, UsernameError,
 };
 use crate::runtime::{timeout, until};
+use crate::transport::Transport;
 
 /// Error text sent to every client when the server stops.
 pub const SHUTTING_DOWN: &str = "server is shutting down\n";
@@ -167,7 +167,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
         reject(&transport, protocol::USERNAME_TAKEN, shared.config.linger).await;
         return;
     }
-    info!(%peer, user = session.name(), "logged in");
+    info!(%peer, user = session.name(), tls = transport.is_tls(), "logged in");
 
     let writer = shared
         .executor
@@ -454,7 +454,7 @@ async fn write_loop(transport: Transport, session: Arc<Session>) {
         // it and an idle session's trim frees it.
         session.outbound.finish_write(&mut batch);
     }
-    transport.shutdown_write();
+    transport.shutdown_write().await;
 }
 
 /// Sends one error frame to a client that never got a session, then closes.
@@ -462,7 +462,7 @@ pub(crate) async fn reject(transport: &Transport, text: &str, linger_for: Durati
     let frame = Wire::V1.error_frame(text);
     let sent = timeout(linger_for, transport.write_all(&frame)).await;
     if matches!(sent, Some(Ok(()))) {
-        transport.shutdown_write();
+        transport.shutdown_write().await;
         linger(transport, linger_for).await;
     }
 }

@@ -8,9 +8,9 @@ use smol::{Async, Executor};
 
 use super::config::Config;
 use super::session::Session;
-use super::transport::Transport;
 use super::{Server, Shared};
 use crate::protocol::{self, Decoded, ServerFrame};
+use crate::transport::Transport;
 
 /// The state a running server shares, without running it.
 pub(crate) fn shared() -> Arc<Shared> {

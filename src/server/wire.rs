@@ -8,7 +8,7 @@
 //! **Adding a wire** (the Go programs' gob stream, say): add a variant,
 //! a [`crate::framing::Decoder`] whose frames are [`ClientFrame`]s, the
 //! encodings below, and a way to recognise it per connection in
-//! [`super::session`] (v1 frames always start with `0x00`). A wire without
+//! `session` (v1 frames always start with `0x00`). A wire without
 //! the extensions answers `false` to [`Wire::extensions`] and is never
 //! sent WELCOME, ONLINE or PRESENCE.
 

@@ -24,7 +24,6 @@ mod terminal;
 
 use crate::exit_codes::Status;
 use std::io::{self, IsTerminal};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,7 +38,6 @@ use rustyline::{
     Cmd, ConditionalEventHandler, Editor, Event, EventContext, EventHandler, ExternalPrinter,
     KeyEvent, RepeatCount,
 };
-use smol::Async;
 
 use super::command::{self, Command};
 use super::connection::{await_login, Login, Negotiation};
@@ -47,6 +45,7 @@ use super::output::{Renderer, NOTICE_MARK};
 use super::state::ChatState;
 use super::Greeting;
 use crate::protocol;
+use crate::transport::Transport;
 use complete::ChatHelper;
 use history::{append_history, load_history, Recipients};
 use network::{network, ReplSink};
@@ -84,11 +83,11 @@ fn local_error(text: &str) {
     crate::err_line!("{NOTICE_MARK}error: {text}");
 }
 
-/// Runs the interactive session over `stream`, after the handshake and
+/// Runs the interactive session over `transport`, after the handshake and
 /// HELLO in `greeting`. Returns the exit status; exits the process itself
 /// if the server closes the connection first.
 pub fn run(
-    stream: Async<TcpStream>,
+    transport: Transport,
     greeting: Greeting,
     options: ReplOptions,
     state: Arc<ChatState>,
@@ -126,7 +125,7 @@ pub fn run(
     };
     let repl_done = Arc::new(AtomicBool::new(false));
     let network = start_network(
-        stream,
+        transport,
         outgoing,
         (sink, negotiation),
         &state,
@@ -162,7 +161,7 @@ pub fn run(
 /// Starts the network thread; it returns the exit status, or ends the
 /// process itself when the server closes the connection first.
 fn start_network(
-    stream: Async<TcpStream>,
+    transport: Transport,
     outgoing: async_channel::Receiver<Vec<u8>>,
     receiving: (ReplSink, Negotiation),
     state: &Arc<ChatState>,
@@ -177,7 +176,7 @@ fn start_network(
         .name("pmchat-network".into())
         .spawn(move || {
             network(
-                stream, outgoing, receiving, &state, &repl_done, drain, terminal,
+                transport, outgoing, receiving, &state, &repl_done, drain, terminal,
             )
         })
 }

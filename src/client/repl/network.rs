@@ -5,7 +5,6 @@
 use crate::exit_codes::Status;
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
@@ -13,14 +12,14 @@ use std::time::Duration;
 use async_channel::Receiver;
 use rustyline::ExternalPrinter;
 use smol::future::FutureExt;
-use smol::io::AsyncWriteExt;
-use smol::{Async, Timer};
+use smol::Timer;
 
 use super::terminal::SavedTerminal;
 use crate::client::connection::{receive, Negotiation, Sink};
 use crate::client::output::{Output, Renderer, Stream};
 use crate::client::state::ChatState;
 use crate::clock::Stamp;
+use crate::transport::Transport;
 
 /// Received frames in interactive mode: above the prompt through the
 /// external printer when stdout is that terminal, plain stdout otherwise.
@@ -159,7 +158,7 @@ impl Sink for ReplSink {
 
 /// The network thread: writes what the editor sends, prints what arrives.
 pub(super) fn network(
-    stream: Async<TcpStream>,
+    transport: Transport,
     outgoing: Receiver<Vec<u8>>,
     (mut sink, negotiation): (ReplSink, Negotiation),
     state: &ChatState,
@@ -168,10 +167,10 @@ pub(super) fn network(
     terminal: Option<SavedTerminal>,
 ) -> Status {
     smol::block_on(async {
-        let receiving = async { Some(receive(&stream, &mut sink, state, negotiation).await) };
+        let receiving = async { Some(receive(&transport, &mut sink, state, negotiation).await) };
         let sending = async {
-            if write_frames(&stream, &outgoing).await.is_ok() {
-                let _ = stream.get_ref().shutdown(Shutdown::Write);
+            if write_frames(&transport, &outgoing).await.is_ok() {
+                transport.shutdown_write().await;
             }
             Timer::after(drain).await;
             None
@@ -211,14 +210,14 @@ pub(super) fn network(
 }
 
 /// Writes frames from the editor, coalescing whatever is queued.
-async fn write_frames(stream: &Async<TcpStream>, outgoing: &Receiver<Vec<u8>>) -> io::Result<()> {
+async fn write_frames(transport: &Transport, outgoing: &Receiver<Vec<u8>>) -> io::Result<()> {
     let mut batch = Vec::new();
     while let Ok(frame) = outgoing.recv().await {
         batch.extend_from_slice(&frame);
         while let Ok(more) = outgoing.try_recv() {
             batch.extend_from_slice(&more);
         }
-        (&*stream).write_all(&batch).await?;
+        transport.write_all(&batch).await?;
         batch.clear();
     }
     Ok(())

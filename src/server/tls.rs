@@ -1,0 +1,233 @@
+//! TLS for the server: certificates from PEM files (reloadable without a
+//! restart), a self-signed set for first use, and the accept step.
+//!
+//! Plain and TLS clients share one port: a TLS connection starts with a
+//! handshake record, `0x16 0x03`, while a v1 handshake starts with a name
+//! length and a printable name byte, never `0x03`. So the first two bytes
+//! decide, and nothing changes for plain v1 peers.
+
+use std::fs;
+use std::io;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use futures_rustls::TlsAcceptor;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use smol::Async;
+
+use crate::transport::{SharedSocket, Transport};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate file could not be read or holds no certificate.
+    #[error("cannot read certificates from {path}: {why}")]
+    Certificates { path: PathBuf, why: String },
+    /// The key file could not be read or holds no usable key.
+    #[error("cannot read a private key from {path}: {why}")]
+    Key { path: PathBuf, why: String },
+    /// rustls refused the pair (for example, the key does not match).
+    #[error("the certificate and key do not make a TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// Generating or writing the self-signed set failed.
+    #[error("cannot create a self-signed certificate in {path}: {why}")]
+    SelfSigned { path: PathBuf, why: String },
+}
+
+/// Where the certificate chain and its key are.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, RSA or EC).
+    pub key: PathBuf,
+}
+
+/// The server's TLS settings; [`ServerTls::reload`] swaps in renewed
+/// certificates for new connections.
+pub struct ServerTls {
+    files: TlsFiles,
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Loads the certificate chain and key.
+    pub fn load(files: TlsFiles) -> Result<ServerTls, TlsError> {
+        let acceptor = RwLock::new(acceptor(&files)?);
+        Ok(ServerTls { files, acceptor })
+    }
+
+    /// Reads the files again; on failure the certificates in use stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = acceptor(&self.files)?;
+        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Runs the server side of a TLS handshake on `stream`.
+    pub(crate) async fn accept(&self, stream: Async<TcpStream>) -> io::Result<Transport> {
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _ = stream.get_ref().set_nodelay(true);
+        let socket = Arc::new(stream);
+        let tls = acceptor.accept(SharedSocket(Arc::clone(&socket))).await?;
+        Ok(Transport::tls(
+            socket,
+            futures_rustls::TlsStream::Server(tls),
+        ))
+    }
+}
+
+fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| TlsError::Certificates {
+            path: files.cert.clone(),
+            why: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Certificates {
+            path: files.cert.clone(),
+            why: "no certificate in the file".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
+        path: files.key.clone(),
+        why: e.to_string(),
+    })?;
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// True if the first two bytes of a connection open a TLS handshake.
+pub fn starts_tls(first: &[u8]) -> bool {
+    first.starts_with(&[0x16, 0x03])
+}
+
+/// A self-signed set for local use: a CA and a server certificate it
+/// signed, for `localhost`, `127.0.0.1` and `::1`.
+#[derive(Debug)]
+pub struct SelfSigned {
+    /// The server's chain and key.
+    pub files: TlsFiles,
+    /// The CA certificate clients trust (`chat-client --tls-ca`).
+    pub ca: PathBuf,
+    /// SHA-256 fingerprint of the CA certificate, `AB:CD:…`.
+    pub fingerprint: String,
+}
+
+/// Creates the self-signed set in `dir`, or reuses the one already there
+/// (so clients configured with its CA keep working across restarts).
+pub fn self_signed(dir: &Path) -> Result<SelfSigned, TlsError> {
+    let failed = |why: String| TlsError::SelfSigned {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let files = TlsFiles {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    let ca = dir.join("ca.pem");
+    if !(files.cert.exists() && files.key.exists() && ca.exists()) {
+        fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        let (ca_pem, cert_pem, key_pem) = generate().map_err(|e| failed(e.to_string()))?;
+        write_private(&files.key, key_pem.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        fs::write(&files.cert, cert_pem).map_err(|e| failed(e.to_string()))?;
+        fs::write(&ca, ca_pem).map_err(|e| failed(e.to_string()))?;
+    }
+    let ca_der = CertificateDer::from_pem_file(&ca).map_err(|e| failed(e.to_string()))?;
+    Ok(SelfSigned {
+        files,
+        ca,
+        fingerprint: fingerprint(&ca_der),
+    })
+}
+
+/// A CA, and a server certificate signed by it: (CA PEM, chain PEM, key PEM).
+fn generate() -> Result<(String, String, String), rcgen::Error> {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pmchat local CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    // The chain: the server's certificate, then the CA's.
+    let chain = format!("{}{}", cert.pem(), ca.pem());
+    Ok((ca.pem(), chain, key.serialize_pem()))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// SHA-256 of a certificate, as colon-separated hex pairs.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_told_apart_from_a_v1_handshake_by_two_bytes() {
+        assert!(starts_tls(&[0x16, 0x03, 0x01]));
+        // A 22-byte name starts 0x16 too, but its first byte is printable.
+        assert!(!starts_tls(&[0x16, b'a']));
+        assert!(!starts_tls(b"\x05alice"));
+        assert!(!starts_tls(&[0x16]));
+    }
+
+    #[test]
+    fn a_self_signed_set_loads_and_is_reused() {
+        let dir = std::env::temp_dir().join(format!("pmchat-tls-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let first = self_signed(&dir).unwrap();
+        assert!(ServerTls::load(first.files.clone()).is_ok());
+        let again = self_signed(&dir).unwrap();
+        assert_eq!(first.fingerprint, again.fingerprint);
+        assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

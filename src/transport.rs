@@ -1,0 +1,220 @@
+//! The byte stream under a connection: plain TCP, or TLS over TCP. The
+//! server's sessions and the client use the same type.
+//!
+//! A connection reads and writes only through [`Transport`]: non-blocking
+//! reads into a [`FrameReader`], waiting for input, whole-batch writes,
+//! half-close, and discarding input before a close.
+//!
+//! **Adding a transport**: add a variant and implement these methods for
+//! it. [`Transport::direct`] is the one choice to make: plain TCP hands out
+//! its socket so that a sender's reader can write an idle recipient's queue
+//! straight to it (the server's fast path); a stream whose writes need
+//! exclusive state, such as a TLS session, returns `None` there, and every
+//! write then goes through the connection's own writer task.
+//!
+//! TLS streams are split into a read half and a write half (each locked
+//! only for one poll), so the reader and the writer task never wait for
+//! each other.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+
+use futures_rustls::TlsStream;
+use smol::io::{split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use smol::lock::Mutex;
+use smol::Async;
+
+use crate::framing::{Decoder, FrameReader};
+
+/// One connection's byte stream; cheap to clone (a writer task holds a
+/// clone).
+#[derive(Clone, Debug)]
+pub(crate) enum Transport {
+    /// Plain TCP.
+    Tcp(Arc<Async<TcpStream>>),
+    /// TLS over TCP, client or server side.
+    Tls(Arc<TlsConnection>),
+}
+
+/// A TLS session over a shared socket.
+#[derive(Debug)]
+pub(crate) struct TlsConnection {
+    socket: Arc<Async<TcpStream>>,
+    reader: Mutex<ReadHalf<TlsStream<SharedSocket>>>,
+    writer: Mutex<WriteHalf<TlsStream<SharedSocket>>>,
+}
+
+/// A socket that the TLS layer and the transport both hold.
+#[derive(Debug)]
+pub(crate) struct SharedSocket(pub(crate) Arc<Async<TcpStream>>);
+
+impl AsyncRead for SharedSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}
+
+impl Transport {
+    /// A plain TCP connection.
+    pub(crate) fn tcp(stream: Async<TcpStream>) -> Self {
+        // Chat messages are small and latency matters more than packet
+        // count; batching already happens in the queues.
+        let _ = stream.get_ref().set_nodelay(true);
+        Transport::Tcp(Arc::new(stream))
+    }
+
+    /// A TLS connection whose handshake is done; `socket` is the one under
+    /// `stream`.
+    pub(crate) fn tls(socket: Arc<Async<TcpStream>>, stream: TlsStream<SharedSocket>) -> Self {
+        let (reader, writer) = split(stream);
+        Transport::Tls(Arc::new(TlsConnection {
+            socket,
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+        }))
+    }
+
+    /// True for TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// Reads once without waiting; `WouldBlock` when nothing is there,
+    /// `Ok(0)` at end of input.
+    pub(crate) fn try_read<D: Decoder>(&self, reader: &mut FrameReader<D>) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(stream) => reader.read_from(stream.get_ref()),
+            Transport::Tls(tls) => match tls.reader.try_lock() {
+                Some(mut half) => reader.read_from(PollOnce(&mut *half)),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            },
+        }
+    }
+
+    /// Reads once, waiting for input; `Ok(0)` at end of input.
+    pub(crate) async fn read<D: Decoder>(&self, reader: &mut FrameReader<D>) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(stream) => reader.fill_from(&**stream).await,
+            // TLS arms are boxed here and below: their futures are large,
+            // and a plain connection's futures must not carry room for them.
+            Transport::Tls(tls) => Box::pin(tls.read(reader)).await,
+        }
+    }
+
+    /// Waits until a read may find input. For TLS, after a read that found
+    /// nothing, the session holds no plaintext and only new bytes on the
+    /// socket can make progress.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match self {
+            Transport::Tcp(stream) => stream.readable().await,
+            Transport::Tls(tls) => tls.socket.readable().await,
+        }
+    }
+
+    /// Writes all of `bytes`, waiting for room.
+    pub(crate) async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Tcp(stream) => (&**stream).write_all(bytes).await,
+            Transport::Tls(tls) => Box::pin(tls.write_all(bytes)).await,
+        }
+    }
+
+    /// Ends the write side (the peer reads end of input); TLS first says
+    /// so with a close_notify alert.
+    pub(crate) async fn shutdown_write(&self) {
+        match self {
+            Transport::Tcp(stream) => {
+                let _ = stream.get_ref().shutdown(Shutdown::Write);
+            }
+            Transport::Tls(tls) => Box::pin(tls.close()).await,
+        }
+    }
+
+    /// Reads and drops input until the peer closes or the read fails.
+    pub(crate) async fn discard_input(&self) {
+        // On the heap: an array here would make every connection's future
+        // 4 KiB bigger for its whole life.
+        let mut sink = vec![0u8; 4096];
+        loop {
+            let read = match self {
+                Transport::Tcp(stream) => (&**stream).read(&mut sink).await,
+                Transport::Tls(tls) => Box::pin(tls.read_raw(&mut sink)).await,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
+            }
+        }
+    }
+
+    /// The socket for direct writes by other sessions' readers, if this
+    /// transport allows them. Weak: a session cached by others after it
+    /// ended must not keep its socket open.
+    pub(crate) fn direct(&self) -> Option<Weak<Async<TcpStream>>> {
+        match self {
+            Transport::Tcp(stream) => Some(Arc::downgrade(stream)),
+            Transport::Tls(_) => None,
+        }
+    }
+}
+
+impl TlsConnection {
+    async fn read<D: Decoder>(&self, reader: &mut FrameReader<D>) -> io::Result<usize> {
+        reader.fill_from(&mut *self.reader.lock().await).await
+    }
+
+    async fn read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.lock().await.read(buf).await
+    }
+
+    async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut writer = self.writer.lock().await;
+        writer.write_all(bytes).await?;
+        // TLS buffers records: push them out now.
+        writer.flush().await
+    }
+
+    async fn close(&self) {
+        let _ = self.writer.lock().await.close().await;
+        let _ = self.socket.get_ref().shutdown(Shutdown::Write);
+    }
+}
+
+/// Reads an async reader as a non-blocking `std::io::Read`: one poll;
+/// `WouldBlock` when it is not ready. The caller then waits for
+/// [`Transport::readable`], which registers the real waker.
+struct PollOnce<'a, R>(&'a mut R);
+
+impl<R: AsyncRead + Unpin> Read for PollOnce<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut *self.0).poll_read(&mut cx, buf) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
