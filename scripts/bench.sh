@@ -69,10 +69,13 @@ rows=()
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); }
 fmt() { python3 -c 'import sys; print(format(float(sys.argv[1]), sys.argv[2]))' "$1" "$2"; }
 
+# Extra server options for the cases that follow (TLS).
+server_args=()
+
 bench() {
     local name=$1; shift
     echo "== $name" >&2
-    start_server
+    start_server "${server_args[@]}"
     "$bin/chat-bench" "$@" --addr "127.0.0.1:$port" --pid "$server_pid" > "$work/result.json"
     stop_server
 }
@@ -157,6 +160,12 @@ latency "latency, 10 pairs, 30,000 msgs/s" --pairs 10 --rate 30000 --duration "$
 # (at 30,000 msgs/s that core is missed by the server and the figures get
 # worse, so only the light case runs this way).
 latency "latency, 10 pairs, 10,000 msgs/s, busy-polling receiver" --pairs 10 --rate 10000 --duration "${latency_seconds}s" --spin
+# The same over TLS (the server's self-signed set, clients trusting its
+# CA); the generator does TLS too, on the same two cores.
+server_args=(--tls-self-signed "$work/tls")
+throughput "throughput, 10 pairs, 1 KiB, TLS" --pairs 10 --messages 200000 --size 1024 --tls-ca "$work/tls/ca.pem"
+latency "latency, 10 pairs, 10,000 msgs/s, TLS" --pairs 10 --rate 10000 --duration "${latency_seconds}s" --tls-ca "$work/tls/ca.pem"
+server_args=()
 conns "10,000 idle connections" 10000
 # What a session keeps once it went quiet after a burst (16 x 2 KiB to
 # itself, then 1 s idle): the same as one that never sent anything.

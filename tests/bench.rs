@@ -111,3 +111,58 @@ fn latency_works_with_the_largest_messages() {
         assert!(report["received"].as_u64().unwrap() >= 20, "{report}");
     }
 }
+
+#[test]
+fn throughput_and_latency_work_over_tls() {
+    let dir = std::env::temp_dir().join(format!("pmchat-bench-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command
+        .args([
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "-q",
+            "--require-tls",
+            "--tls-self-signed",
+        ])
+        .arg(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let server = ServerProcess::spawn(command);
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let report = bench(
+        &server,
+        &[
+            "throughput",
+            "--tls-ca",
+            ca,
+            "--pairs",
+            "2",
+            "--messages",
+            "300",
+            "--size",
+            "1024",
+        ],
+    );
+    assert_eq!(report["delivered"], 600);
+    assert_eq!(report["ordering_errors"], 0);
+    let report = bench(
+        &server,
+        &[
+            "latency",
+            "--tls-ca",
+            ca,
+            "--pairs",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "300ms",
+        ],
+    );
+    assert_eq!(report["lost"], 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

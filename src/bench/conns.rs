@@ -6,14 +6,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::AsyncWriteExt;
 use smol::{Async, Executor, Timer};
 use socket2::{Domain, Socket, Type};
 
 use super::report::{Report, Usage};
 use super::{await_registered, ConnsArgs};
-use crate::protocol;
+use crate::framing::FrameReader;
+use crate::protocol::{self, ServerDecoder};
 use crate::sys;
+use crate::transport::Transport;
 
 /// Connections opened at once.
 const CONCURRENCY: usize = 256;
@@ -41,14 +43,14 @@ pub async fn run(
     let rss_before = pid.and_then(sys::rss_kib);
     let usage = Usage::start(pid);
     let started = Instant::now();
-    let mut streams: Vec<Async<TcpStream>> = Vec::with_capacity(args.count);
+    let mut streams: Vec<Transport> = Vec::with_capacity(args.count);
     for chunk_start in (0..args.count).step_by(CONCURRENCY) {
         let chunk_end = (chunk_start + CONCURRENCY).min(args.count);
         let tasks: Vec<_> = (chunk_start..chunk_end)
             .map(|i| ex.spawn(open(addr, i, format!("c{tag}-{i}"))))
             .collect();
         for task in tasks {
-            streams.push(task.await?);
+            streams.push(Transport::tcp(task.await?));
         }
     }
     let connect_s = started.elapsed().as_secs_f64();
@@ -100,7 +102,7 @@ pub async fn run(
 /// connections at a time.
 async fn burst_all(
     ex: &Arc<Executor<'static>>,
-    streams: &Arc<Vec<Async<TcpStream>>>,
+    streams: &Arc<Vec<Transport>>,
     tag: u32,
     args: &ConnsArgs,
 ) -> io::Result<()> {
@@ -124,7 +126,7 @@ async fn burst_all(
 /// Sends `count` messages of `size` bytes to ourselves and reads them all
 /// back.
 async fn burst(
-    stream: &Async<TcpStream>,
+    stream: &Transport,
     name: &str,
     count: usize,
     size: u16,
@@ -137,15 +139,16 @@ async fn burst(
         protocol::encode_message(name.as_bytes(), &content, &mut frames)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     }
-    (&*stream).write_all(&frames).await?;
-    // The frames come back with the same layout and length.
-    let mut left = frames.len();
-    let mut sink = vec![0u8; 64 * 1024];
+    stream.write_all(&frames).await?;
+    let mut input = FrameReader::new(ServerDecoder);
     let read_back = async {
+        let mut left = count;
         while left > 0 {
-            match (&*stream).read(&mut sink).await? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => left = left.saturating_sub(n),
+            if stream.read(&mut input).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            while let Ok(Some(_)) = input.next_frame() {
+                left = left.saturating_sub(1);
             }
         }
         Ok(())

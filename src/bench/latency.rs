@@ -2,19 +2,20 @@
 //! send time, and receivers record one-way latency in an HDR histogram.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use smol::io::AsyncWriteExt;
-use smol::{Async, Executor, Timer};
+
+use smol::{Executor, Timer};
 
 use super::report::{Report, Usage};
+use super::Target;
 use super::{await_registered, get_hex, login, FrameTemplate, LatencyArgs};
 use crate::framing::FrameReader;
 use crate::protocol::{ServerDecoder, ServerFrame};
+use crate::transport::Transport;
 
 /// Latencies, in nanoseconds: 1 ns to 60 s at three significant figures.
 pub fn new_histogram() -> Histogram<u64> {
@@ -45,7 +46,7 @@ struct Pair {
 /// Runs the case.
 pub async fn run(
     ex: &Arc<Executor<'static>>,
-    addr: SocketAddr,
+    target: &Target,
     args: &LatencyArgs,
 ) -> io::Result<Report> {
     let tag = std::process::id() % 100_000;
@@ -53,8 +54,8 @@ pub async fn run(
     let mut streams = Vec::new();
     for i in 0..args.pairs {
         let (sender, receiver) = (format!("l{tag}s{i}"), format!("l{tag}r{i}"));
-        let r = login(addr, &receiver).await?;
-        let s = login(addr, &sender).await?;
+        let r = login(target, &receiver).await?;
+        let s = login(target, &sender).await?;
         await_registered(&r, &receiver, timeout).await?;
         await_registered(&s, &sender, timeout).await?;
         streams.push((s, r, receiver));
@@ -74,7 +75,7 @@ pub async fn run(
             latencies: Mutex::new(new_histogram()),
         });
         if args.spin {
-            spinning.push((r.into_inner()?, Arc::clone(&pair)));
+            spinning.push((r.into_tcp()?, Arc::clone(&pair)));
         } else {
             ex.spawn(receive(r, origin, Arc::clone(&pair))).detach();
         }
@@ -153,13 +154,13 @@ fn report(args: &LatencyArgs, pairs: &[Arc<Pair>]) -> Report {
 /// send time (nanoseconds since `origin`). Returns the stream so it stays
 /// open while the last messages arrive.
 async fn send(
-    stream: Async<TcpStream>,
+    stream: Transport,
     template: FrameTemplate,
     origin: Instant,
     end: Instant,
     rate: f64,
     pair: Arc<Pair>,
-) -> io::Result<Async<TcpStream>> {
+) -> io::Result<Transport> {
     let started = Instant::now();
     let mut batch = Vec::new();
     let mut sent: u64 = 0;
@@ -175,7 +176,7 @@ async fn send(
             for seq in sent..due {
                 template.push(&mut batch, &[seq, stamp]);
             }
-            (&stream).write_all(&batch).await?;
+            stream.write_all(&batch).await?;
             sent = due;
             pair.sent.store(sent, Ordering::Release);
         }
@@ -185,11 +186,11 @@ async fn send(
 }
 
 /// Records the latency of every message that arrives.
-async fn receive(stream: Async<TcpStream>, origin: Instant, pair: Arc<Pair>) -> io::Result<()> {
+async fn receive(stream: Transport, origin: Instant, pair: Arc<Pair>) -> io::Result<()> {
     let mut input = FrameReader::new(ServerDecoder);
     let mut received = 0;
     loop {
-        if input.fill_from(&stream).await? == 0 {
+        if stream.read(&mut input).await? == 0 {
             return Ok(());
         }
         received += record_latencies(&mut input, origin, &pair);
@@ -218,7 +219,7 @@ fn record_latencies(input: &mut FrameReader<ServerDecoder>, origin: Instant, pai
 /// thread, so that the generator's own wake-up latency stays out of the
 /// measurement (at the price of a core).
 fn spin_receive(
-    streams: Vec<(TcpStream, Arc<Pair>)>,
+    streams: Vec<(std::net::TcpStream, Arc<Pair>)>,
     origin: Instant,
     stop: &std::sync::atomic::AtomicBool,
 ) {

@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use smol::io::AsyncWriteExt;
+
 use smol::{Async, Executor, Timer};
 
 use crate::args::parse_duration;
 use crate::framing::FrameReader;
 use crate::protocol::{self, ServerDecoder, ServerFrame};
+use crate::transport::{connect_tls, Transport};
 
 /// Load generator and benchmark for pmchat and other v1 chat servers.
 #[derive(Debug, Parser)]
@@ -67,6 +68,46 @@ pub struct Common {
     /// Give up waiting for messages after this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Connect with TLS (throughput and latency), verifying the server
+    /// against the system's roots, or --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Trust only the CA certificates in this PEM file; implies --tls.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+/// Where the generator connects, and how.
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// The server's address.
+    pub(crate) addr: SocketAddr,
+    /// TLS settings and the name to verify, when TLS is asked for.
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
+}
+
+impl Target {
+    fn new(common: &Common) -> Result<Target, String> {
+        let addr = resolve(&common.addr).map_err(|e| e.to_string())?;
+        let tls = if common.tls || common.tls_ca.is_some() {
+            let config = crate::transport::tls_client_config(common.tls_ca.as_deref())?;
+            // The host as given: its name (or address) must be in the
+            // server's certificate.
+            let host = common
+                .addr
+                .rsplit_once(':')
+                .map_or(common.addr.as_str(), |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            Some((config, host))
+        } else {
+            None
+        };
+        Ok(Target { addr, tls })
+    }
 }
 
 /// `chat-bench throughput`.
@@ -141,13 +182,19 @@ pub fn run(args: BenchArgs) -> Status {
         Case::Latency(a) => &a.common,
         Case::Conns(a) => &a.common,
     };
-    let addr = match resolve(&common.addr) {
-        Ok(addr) => addr,
+    let target = match Target::new(common) {
+        Ok(target) => target,
         Err(e) => {
             crate::err_line!("chat-bench: {e}");
             return Status::Usage;
         }
     };
+    if target.tls.is_some() && matches!(args.case, Case::Conns(_)) {
+        crate::err_line!(
+            "chat-bench: conns measures plain connections; --tls is for throughput and latency"
+        );
+        return Status::Usage;
+    }
     let threads = common
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -155,9 +202,9 @@ pub fn run(args: BenchArgs) -> Status {
     let ex = Arc::clone(&executor);
     let outcome = crate::runtime::block_on_threads(&executor, threads, async move {
         match &args.case {
-            Case::Throughput(a) => throughput::run(&ex, addr, a).await,
-            Case::Latency(a) => latency::run(&ex, addr, a).await,
-            Case::Conns(a) => conns::run(&ex, addr, a).await,
+            Case::Throughput(a) => throughput::run(&ex, &target, a).await,
+            Case::Latency(a) => latency::run(&ex, &target, a).await,
+            Case::Conns(a) => conns::run(&ex, target.addr, a).await,
         }
     });
     match outcome {
@@ -184,20 +231,23 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 }
 
 /// A connected, logged-in v1 client.
-pub(crate) async fn login(addr: SocketAddr, name: &str) -> io::Result<Async<TcpStream>> {
-    let stream = Async::<TcpStream>::connect(addr).await?;
-    stream.get_ref().set_nodelay(true)?;
+pub(crate) async fn login(target: &Target, name: &str) -> io::Result<Transport> {
+    let stream = Async::<TcpStream>::connect(target.addr).await?;
+    let transport = match &target.tls {
+        None => Transport::tcp(stream),
+        Some((config, host)) => connect_tls(stream, host, Arc::clone(config)).await?,
+    };
     let mut hello = Vec::new();
     protocol::encode_handshake(name.as_bytes(), &mut hello)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    (&stream).write_all(&hello).await?;
-    Ok(stream)
+    transport.write_all(&hello).await?;
+    Ok(transport)
 }
 
 /// Sends `stream` a message to itself and waits for it: proof that the
 /// server has registered the name (v1 has no login acknowledgement).
 pub(crate) async fn await_registered(
-    stream: &Async<TcpStream>,
+    stream: &Transport,
     name: &str,
     timeout: Duration,
 ) -> io::Result<()> {
@@ -207,7 +257,7 @@ pub(crate) async fn await_registered(
     let mut input = FrameReader::new(ServerDecoder);
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        (&*stream).write_all(&ping).await?;
+        stream.write_all(&ping).await?;
         // Our own name may not be registered yet: then the server says we
         // are "not connected"; try again shortly.
         let answer = async {
@@ -221,7 +271,7 @@ pub(crate) async fn await_registered(
                     Ok(None) => {}
                     Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
                 }
-                if input.fill_from(stream).await? == 0 {
+                if stream.read(&mut input).await? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }

@@ -2,20 +2,20 @@
 //! at most W in flight; receivers check sender, content and order.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use event_listener::{listener, Event};
 
-use smol::io::AsyncWriteExt;
-use smol::{Async, Executor};
+use smol::Executor;
 
 use super::report::{Report, Usage};
+use super::Target;
 use super::{await_registered, get_hex, login, FrameTemplate, OrderCheck, ThroughputArgs};
 use crate::framing::FrameReader;
 use crate::protocol::{ServerDecoder, ServerFrame};
+use crate::transport::Transport;
 
 /// Bytes of frames per sender write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -40,7 +40,7 @@ struct Tally {
 /// Runs the case.
 pub async fn run(
     ex: &Arc<Executor<'static>>,
-    addr: SocketAddr,
+    target: &Target,
     args: &ThroughputArgs,
 ) -> io::Result<Report> {
     let tag = std::process::id() % 100_000;
@@ -51,8 +51,8 @@ pub async fn run(
     // Receivers first, each proven registered, then the senders.
     let mut pairs = Vec::new();
     for (sender, receiver) in &names {
-        let r = login(addr, receiver).await?;
-        let s = login(addr, sender).await?;
+        let r = login(target, receiver).await?;
+        let s = login(target, sender).await?;
         pairs.push((s, r));
     }
     for ((s, r), (sender, receiver)) in pairs.iter().zip(&names) {
@@ -67,9 +67,8 @@ pub async fn run(
     let sender_errors = Arc::new(AtomicU64::new(0));
     for ((s, r), (sender, receiver)) in pairs.into_iter().zip(names) {
         let progress = Arc::new(Progress::default());
-        let s = Arc::new(s);
         receivers.push(ex.spawn(receive(r, sender, args.messages, Arc::clone(&progress))));
-        ex.spawn(count_errors(Arc::clone(&s), Arc::clone(&sender_errors)))
+        ex.spawn(count_errors(s.clone(), Arc::clone(&sender_errors)))
             .detach();
         let template = FrameTemplate::new(&receiver, usize::from(args.size));
         senders.push(ex.spawn(send(s, template, args.messages, args.window, progress)));
@@ -135,7 +134,7 @@ fn report(args: &ThroughputArgs, tally: &Tally, sender_errors: u64, elapsed: f64
 /// Sends `messages` copies of `template` numbered 0.., keeping at most
 /// `window` in flight.
 async fn send(
-    stream: Arc<Async<TcpStream>>,
+    stream: Transport,
     template: FrameTemplate,
     messages: u64,
     window: u64,
@@ -161,7 +160,7 @@ async fn send(
         for seq in sent..sent + n {
             template.push(&mut batch, &[seq]);
         }
-        (&*stream).write_all(&batch).await?;
+        stream.write_all(&batch).await?;
         sent += n;
     }
     Ok(())
@@ -169,9 +168,9 @@ async fn send(
 
 /// Reads a sender's socket only to count error frames (and so that the
 /// server never sees it as a slow consumer).
-async fn count_errors(stream: Arc<Async<TcpStream>>, errors: Arc<AtomicU64>) {
+async fn count_errors(stream: Transport, errors: Arc<AtomicU64>) {
     let mut input = FrameReader::new(ServerDecoder);
-    while let Ok(n) = input.fill_from(&*stream).await {
+    while let Ok(n) = stream.read(&mut input).await {
         if n == 0 {
             return;
         }
@@ -185,7 +184,7 @@ async fn count_errors(stream: Arc<Async<TcpStream>>, errors: Arc<AtomicU64>) {
 
 /// Receives `messages` from `sender`, checking name and order.
 async fn receive(
-    stream: Async<TcpStream>,
+    stream: Transport,
     sender: String,
     messages: u64,
     progress: Arc<Progress>,
@@ -195,7 +194,7 @@ async fn receive(
     let mut order = OrderCheck::default();
     let mut tally = Tally::default();
     while tally.received < messages {
-        if input.fill_from(&stream).await? == 0 {
+        if stream.read(&mut input).await? == 0 {
             break;
         }
         loop {

@@ -21,7 +21,7 @@ use crate::clock::Stamp;
 use crate::framing::FrameReader;
 use crate::protocol::{self, FrameError, ServerDecoder, ServerFrame};
 use crate::sanitize::escape;
-use crate::transport::{SharedSocket, Transport};
+use crate::transport::{connect_tls, tls_client_config, Transport};
 
 /// Why we could not get a connection.
 #[derive(Debug, thiserror::Error)]
@@ -68,63 +68,16 @@ pub async fn open(
     let Security::Tls { ca } = security else {
         return Ok(Transport::tcp(stream));
     };
-    let config = client_config(ca.as_deref()).map_err(ConnectError::TlsSetup)?;
+    let config = tls_client_config(ca.as_deref()).map_err(ConnectError::TlsSetup)?;
     let failed = |reason: String| ConnectError::Tls {
         host: host.to_string(),
         reason,
     };
-    let name = rustls_pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| failed(e.to_string()))?;
-    let socket = std::sync::Arc::new(stream);
-    let connector = futures_rustls::TlsConnector::from(config);
-    let handshake = connector.connect(name, SharedSocket(std::sync::Arc::clone(&socket)));
-    match runtime::timeout(timeout, handshake).await {
-        Some(Ok(tls)) => Ok(Transport::tls(
-            socket,
-            futures_rustls::TlsStream::Client(tls),
-        )),
+    match runtime::timeout(timeout, connect_tls(stream, host, config)).await {
+        Some(Ok(transport)) => Ok(transport),
         Some(Err(e)) => Err(failed(e.to_string())),
         None => Err(failed(format!("no answer within {timeout:?}"))),
     }
-}
-
-/// The rustls client settings: roots from `ca` or from the system.
-fn client_config(
-    ca: Option<&std::path::Path>,
-) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<_, _>>())
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("no certificate in {}", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err("no trusted certificates found on this system (use --tls-ca)".into());
-            }
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
 }
 
 /// Connects to `host:port`, trying each resolved address in turn.

@@ -109,11 +109,10 @@ fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
         path: files.key.clone(),
         why: e.to_string(),
     })?;
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?;
+    let config = ServerConfig::builder_with_provider(crate::transport::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
