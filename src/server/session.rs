@@ -374,6 +374,7 @@ struct Reads {
     /// The last read did not fill the buffer, so it most likely emptied the
     /// socket: skip the read that would only say EAGAIN and wait for
     /// readiness (if data arrived in between, readiness fires at once).
+    /// Plain TCP only.
     short: bool,
 }
 
@@ -387,7 +388,9 @@ impl Reads {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = transport.try_read(input)?;
-        self.short = !input.last_read_filled();
+        // Not for TLS: a short read of plaintext can leave records already
+        // taken from the socket, which readiness would never announce.
+        self.short = !input.last_read_filled() && !transport.is_tls();
         self.count = self.count.wrapping_add(1);
         Ok(n)
     }

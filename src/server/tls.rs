@@ -84,7 +84,9 @@ impl ServerTls {
             .clone();
         let _ = stream.get_ref().set_nodelay(true);
         let socket = Arc::new(stream);
-        let tls = acceptor.accept(SharedSocket(Arc::clone(&socket))).await?;
+        let tls = acceptor
+            .accept(SharedSocket::new(Arc::clone(&socket)))
+            .await?;
         Ok(Transport::tls(
             socket,
             futures_rustls::TlsStream::Server(tls),
