@@ -10,8 +10,9 @@
 //!
 //! Modules: `session` (one connection's life), `router` (one sender's
 //! routing), `registry` (who is online, presence), `outbound` (the bounded
-//! queue), `wire` and `transport` (what a connection speaks, and over
-//! what), `config`/`cli` (settings), `console` (the operator).
+//! queue), `wire` (what a connection speaks; the byte stream under it is
+//! [`crate::transport`]), `tls` (certificates and the accept step),
+//! `config`/`cli` (settings), `console` (the operator).
 //!
 //! [`Server::run`] takes its listener and its shutdown signal from the
 //! caller, so tests and the binary alike bind where they want (port 0

@@ -253,38 +253,48 @@ mod tests {
         Out::Message(from.into(), content.into())
     }
 
+    /// Logged-in sessions with these names (and their clients' ends).
+    fn online(shared: &Shared, names: &[&str]) -> Vec<(Arc<Session>, std::net::TcpStream)> {
+        names
+            .iter()
+            .map(|name| {
+                let (s, c) = session(shared, name);
+                shared.registry.insert(&s).unwrap();
+                (s, c)
+            })
+            .collect()
+    }
+
     #[test]
     fn a_message_lands_in_the_recipients_queue_once_with_the_senders_name() {
         let shared = shared();
-        let (alice, _c1) = session(&shared, "alice");
-        let (bob, _c2) = session(&shared, "bob");
-        shared.registry.insert(&alice).unwrap();
-        shared.registry.insert(&bob).unwrap();
-        let mut router = Router::new(&shared, &alice);
+        let users = online(&shared, &["alice", "bob"]);
+        let (alice, bob) = (&users[0].0, &users[1].0);
+        let mut router = Router::new(&shared, alice);
         smol::block_on(async {
             assert!(router.route(b"bob", b"hi").await.is_ok());
             assert!(router.route(b"bob", "é 🌍".as_bytes()).await.is_ok());
         });
         // Not flushed yet: the batch is still being routed.
         assert_eq!(
-            queued(&bob),
+            queued(bob),
             [out_message("alice", "hi"), out_message("alice", "é 🌍")]
         );
-        assert_eq!(queued(&alice), []);
+        assert_eq!(queued(alice), []);
     }
 
     #[test]
     fn the_sender_is_told_when_a_recipient_is_not_connected() {
         let shared = shared();
-        let (alice, _c) = session(&shared, "alice");
-        shared.registry.insert(&alice).unwrap();
-        let mut router = Router::new(&shared, &alice);
+        let users = online(&shared, &["alice"]);
+        let alice = &users[0].0;
+        let mut router = Router::new(&shared, alice);
         smol::block_on(async {
             router.route(b"nobody", b"hi").await.ok();
             router.route(b"alice", b"\xff").await.ok();
         });
         assert_eq!(
-            queued(&alice),
+            queued(alice),
             [
                 Out::Error("'nobody' is not connected\n".into()),
                 Out::Error("message to 'alice' is not valid UTF-8; not delivered\n".into()),
@@ -295,33 +305,29 @@ mod tests {
     #[test]
     fn a_cached_recipient_that_left_is_looked_up_again() {
         let shared = shared();
-        let (alice, _c1) = session(&shared, "alice");
-        let (bob, _c2) = session(&shared, "bob");
-        shared.registry.insert(&alice).unwrap();
-        shared.registry.insert(&bob).unwrap();
-        let mut router = Router::new(&shared, &alice);
+        let users = online(&shared, &["alice", "bob"]);
+        let (alice, bob) = (&users[0].0, &users[1].0);
+        let mut router = Router::new(&shared, alice);
         smol::block_on(router.route(b"bob", b"first")).ok();
         // bob leaves (his queue closes) and a new bob logs in.
-        shared.registry.remove(&bob);
+        shared.registry.remove(bob);
         bob.outbound().close(None);
         let (new_bob, _c3) = session(&shared, "bob");
         shared.registry.insert(&new_bob).unwrap();
         smol::block_on(router.route(b"bob", b"second")).ok();
         assert_eq!(queued(&new_bob), [out_message("alice", "second")]);
-        assert_eq!(queued(&alice), []);
+        assert_eq!(queued(alice), []);
     }
 
     #[test]
     fn who_answers_with_the_online_list() {
         let shared = shared();
-        let (alice, _c1) = session(&shared, "alice");
-        let (bob, _c2) = session(&shared, "bob");
-        shared.registry.insert(&bob).unwrap();
-        shared.registry.insert(&alice).unwrap();
-        let mut router = Router::new(&shared, &alice);
+        let users = online(&shared, &["bob", "alice"]);
+        let alice = &users[1].0;
+        let mut router = Router::new(&shared, alice);
         smol::block_on(router.who()).ok();
         assert_eq!(
-            queued(&alice),
+            queued(alice),
             [Out::Online(true, vec!["alice".into(), "bob".into()])]
         );
     }

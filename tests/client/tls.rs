@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{client_command, run_client, Follower, Frame, RawClient, ServerProcess};
@@ -13,17 +13,9 @@ use crate::interactive::TempDir;
 
 /// A server with a self-signed TLS set in `dir`, bound to `bind`.
 fn tls_server(dir: &Path, bind: &str, extra: &[&str]) -> ServerProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
-    command
-        .args(["0", "--bind", bind, "--tls-self-signed"])
-        .arg(dir)
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    ServerProcess::spawn(command)
+    let mut args = vec!["--tls-self-signed", dir.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    ServerProcess::start_on(bind, &args)
 }
 
 fn ca(dir: &Path) -> PathBuf {

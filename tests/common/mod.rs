@@ -53,10 +53,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `chat-server 0 ARGS…` and waits for its first line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_on("127.0.0.1", args)
+    }
+
+    /// Starts `chat-server 0 --bind ADDR ARGS…` and waits for its first line.
+    pub fn start_on(bind: &str, args: &[&str]) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command
             .arg("0")
-            .args(["--bind", "127.0.0.1"])
+            .args(["--bind", bind])
             .args(args)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
