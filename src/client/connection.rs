@@ -75,6 +75,10 @@ pub async fn open(
     };
     match runtime::timeout(timeout, connect_tls(stream, host, config)).await {
         Some(Ok(transport)) => Ok(transport),
+        // What a plain server's answer to a ClientHello looks like.
+        Some(Err(e)) if e.to_string().contains("InvalidContentType") => Err(failed(format!(
+            "{e} (the server does not seem to speak TLS)"
+        ))),
         Some(Err(e)) => Err(failed(e.to_string())),
         None => Err(failed(format!("no answer within {timeout:?}"))),
     }

@@ -175,3 +175,21 @@ fn a_renewed_certificate_is_used_after_reload_without_a_restart() {
     );
     eqnice!(3, run.status);
 }
+
+#[test]
+fn tls_to_a_plain_server_fails_clearly_instead_of_falling_back() {
+    let server = ServerProcess::start(&[]);
+    let dir = TempDir::new("tls-plain-server");
+    // Any CA will do: the server never gets as far as a certificate.
+    drop(tls_server(&dir.0, "127.0.0.1", &[]));
+    let run = run_client(
+        tls_client("127.0.0.1", server.port, "alice", &ca(&dir.0)),
+        b"send bob never in clear\n",
+    );
+    eqnice!(3, run.status);
+    assert!(
+        run.stderr.contains("the server does not seem to speak TLS"),
+        "{}",
+        run.stderr
+    );
+}
