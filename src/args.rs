@@ -17,7 +17,7 @@ pub enum ColorChoice {
 
 impl ColorChoice {
     /// Decides for one stream. NO_COLOR (set and non-empty) turns `auto` off;
-    /// an explicit `always` still wins, as https://no-color.org asks.
+    /// an explicit `always` still wins, as <https://no-color.org> asks.
     pub fn enabled_for(self, stream: &impl IsTerminal) -> bool {
         match self {
             ColorChoice::Always => true,

@@ -29,10 +29,17 @@
 //! - [`sys`]: process limits and `/proc` readings (open files, CPU, RSS).
 //! - [`server`]: the server: listener, registry, sessions, console.
 //! - [`client`]: the client: commands, connection, REPL, batch, output.
-//! - [`bench`]: `chat-bench`, the load generator.
+//! - [`bench`](mod@bench): `chat-bench`, the load generator.
 //!
 //! The binaries in `src/bin/` only parse arguments, call into this library
 //! and map errors to exit codes.
+//!
+//! This library exists for those binaries; its documentation is meant to
+//! be read with its internals, `cargo doc --document-private-items`, where
+//! every link below resolves.
+
+// Links to crate-private items are the point of the map above.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod args;
 pub mod bench;

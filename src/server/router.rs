@@ -4,7 +4,7 @@
 //! Each session's reader owns one [`Router`]. It looks recipients up in
 //! the [`super::Registry`] only on a miss in its own small cache, encodes
 //! each message once, with the recipient's [`super::wire::Wire`], straight
-//! into the recipient's [`OutboundQueue`], and at the end of a read batch
+//! into the recipient's [`OutboundQueue`](super::outbound::OutboundQueue), and at the end of a read batch
 //! writes every queue it made non-empty directly to its socket (one write
 //! per recipient per batch) when nobody else is writing it.
 

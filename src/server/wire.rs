@@ -1,16 +1,17 @@
 //! What a session's client speaks after the handshake: v1 today.
 //!
 //! The wire decides how this session's input is decoded (into the
-//! [`ClientFrame`]s the router understands) and how every frame *to* this
-//! session is encoded. Senders encode into a recipient's queue with the
-//! recipient's wire, so two sessions on different wires can talk.
+//! [`ClientFrame`](crate::protocol::ClientFrame)s the router understands)
+//! and how every frame *to* this session is encoded. Senders encode into a
+//! recipient's queue with the recipient's wire, so two sessions on
+//! different wires can talk.
 //!
-//! **Adding a wire** (the Go programs' gob stream, say): add a variant,
-//! a [`crate::framing::Decoder`] whose frames are [`ClientFrame`]s, the
-//! encodings below, and a way to recognise it per connection in
-//! `session` (v1 frames always start with `0x00`). A wire without
-//! the extensions answers `false` to [`Wire::extensions`] and is never
-//! sent WELCOME, ONLINE or PRESENCE.
+//! **Adding a wire** (the Go programs' gob stream, say): add a variant, a
+//! [`crate::framing::Decoder`] whose frames are
+//! [`ClientFrame`](crate::protocol::ClientFrame)s, the encodings below, and
+//! a way to recognise it per connection in `session` (v1 frames always
+//! start with `0x00`). A wire without the extensions answers `false` to
+//! [`Wire::extensions`] and is never sent WELCOME, ONLINE or PRESENCE.
 
 use crate::protocol;
 
