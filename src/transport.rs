@@ -155,6 +155,14 @@ impl Transport {
         matches!(self, Transport::Tls(_))
     }
 
+    /// True when a read that did not fill its buffer means nothing more is
+    /// waiting, so the reader may wait for readiness instead of reading
+    /// again: plain TCP. Not TLS, whose layer may hold records already
+    /// taken from the socket, which readiness would never announce.
+    pub(crate) fn short_read_drains(&self) -> bool {
+        matches!(self, Transport::Tcp(_))
+    }
+
     /// Reads once without waiting; `WouldBlock` when nothing is there,
     /// `Ok(0)` at end of input.
     pub(crate) fn try_read<D: Decoder>(&self, reader: &mut FrameReader<D>) -> io::Result<usize> {

@@ -76,12 +76,24 @@ pub async fn open(
     match runtime::timeout(timeout, connect_tls(stream, host, config)).await {
         Some(Ok(transport)) => Ok(transport),
         // What a plain server's answer to a ClientHello looks like.
-        Some(Err(e)) if e.to_string().contains("InvalidContentType") => Err(failed(format!(
+        Some(Err(e)) if answered_in_clear(&e) => Err(failed(format!(
             "{e} (the server does not seem to speak TLS)"
         ))),
         Some(Err(e)) => Err(failed(e.to_string())),
         None => Err(failed(format!("no answer within {timeout:?}"))),
     }
+}
+
+/// True if a handshake failed because the answer was not a TLS record.
+fn answered_in_clear(error: &io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
 }
 
 /// Connects to `host:port`, trying each resolved address in turn.

@@ -245,7 +245,7 @@ pub fn is_login_refusal(text: &[u8]) -> bool {
     text == crate::protocol::USERNAME_TAKEN.as_bytes()
         || text.starts_with(b"invalid username")
         || text == b"server is full\n"
-        || text.starts_with(b"this server accepts TLS connections only")
+        || text == crate::protocol::REQUIRES_TLS.as_bytes()
 }
 
 #[cfg(test)]

@@ -356,14 +356,11 @@ async fn secure(
     let transport = Transport::tcp(stream);
     if config.require_tls {
         info!(%peer, "rejected: not TLS");
-        session::reject(&transport, REQUIRES_TLS, config.linger).await;
+        session::reject(&transport, crate::protocol::REQUIRES_TLS, config.linger).await;
         return None;
     }
     Some(transport)
 }
-
-/// Error text for a plain connection under `--require-tls`.
-pub const REQUIRES_TLS: &str = "this server accepts TLS connections only (chat-client --tls)\n";
 
 /// Waits for the first two bytes (or the end of input) and says whether
 /// they open a TLS handshake.

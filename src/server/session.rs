@@ -374,7 +374,8 @@ struct Reads {
     /// The last read did not fill the buffer, so it most likely emptied the
     /// socket: skip the read that would only say EAGAIN and wait for
     /// readiness (if data arrived in between, readiness fires at once).
-    /// Plain TCP only.
+    /// Only where the transport allows it
+    /// ([`Transport::short_read_drains`]).
     short: bool,
 }
 
@@ -388,9 +389,7 @@ impl Reads {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = transport.try_read(input)?;
-        // Not for TLS: a short read of plaintext can leave records already
-        // taken from the socket, which readiness would never announce.
-        self.short = !input.last_read_filled() && !transport.is_tls();
+        self.short = !input.last_read_filled() && transport.short_read_drains();
         self.count = self.count.wrapping_add(1);
         Ok(n)
     }
