@@ -25,6 +25,8 @@
 //! - [`clock`]: local-time stamps for `chat-client --timestamps`.
 //! - [`logging`]: `tracing` set-up and never-panicking output lines.
 //! - [`exit_codes`]: what each binary's exit status means.
+//! - [`secret`]: passwords read without echo, from a pipe, a file or the
+//!   environment, never from the command line.
 //! - [`signals`]: SIGINT/SIGTERM as a future.
 //! - [`sys`]: process limits and `/proc` readings (open files, CPU, RSS).
 //! - [`server`]: the server: listener, registry, sessions, console.
@@ -52,6 +54,7 @@ pub mod logging;
 pub mod protocol;
 pub mod runtime;
 pub(crate) mod sanitize;
+pub mod secret;
 pub mod server;
 pub mod signals;
 pub mod sys;

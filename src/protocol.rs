@@ -28,6 +28,14 @@
 //! | WHO | client → server | 3 | empty | empty |
 //! | ONLINE | server → client | 3 | `more` or `end` | usernames separated by `\n` |
 //! | PRESENCE | server → client | 4 | `joined` or `left` | username |
+//! | AUTH | client → server | 5 | empty | password (may be empty: "I have none") |
+//!
+//! AUTH follows HELLO at once, and only when HELLO lists the `password`
+//! feature; a WELCOME answering a login proved with a password says
+//! `auth=password` among its limits. A registered name (`--accounts`) is
+//! given only to a login that proves it; see [`crate::server`] for the
+//! order of checks. A v1 server answers AUTH like HELLO, with
+//! `'' is not connected`, and never sees the password as a name.
 //!
 //! A decoder checks every header against the [`Limits`] *before* it looks at
 //! the body, so a peer can never make us buffer more than one maximum-sized
@@ -44,6 +52,8 @@ pub const OP_HELLO: u16 = 2;
 pub const OP_WHO: u16 = 3;
 /// Opcode of PRESENCE (server → client).
 pub const OP_PRESENCE: u16 = 4;
+/// Opcode of AUTH (client → server): the password, right after HELLO.
+pub const OP_AUTH: u16 = 5;
 
 /// Longest feature list a HELLO may carry.
 pub const MAX_HELLO: usize = 1024;
@@ -52,6 +62,15 @@ pub const MAX_HELLO: usize = 1024;
 pub const FEATURE_BASE: &str = "pmchat/1";
 /// Feature: the online list, then joined/left events.
 pub const FEATURE_PRESENCE: &str = "presence";
+/// Feature: an AUTH frame follows this HELLO.
+pub const FEATURE_PASSWORD: &str = "password";
+
+/// Longest password an AUTH frame may carry.
+pub const MAX_PASSWORD: usize = 1024;
+
+/// What a WELCOME adds to its limits when the login was proved with a
+/// password.
+pub const WELCOME_AUTHENTICATED: &str = "auth=password";
 
 /// The text a v1 server answers a HELLO with (a message to the empty name).
 pub const V1_HELLO_ANSWER: &[u8] = b"'' is not connected\n";
@@ -70,6 +89,64 @@ pub const USERNAME_TAKEN: &str = "Username is taken\n";
 
 /// The error text for a plain connection to a server that requires TLS.
 pub const REQUIRES_TLS: &str = "this server accepts TLS connections only (chat-client --tls)\n";
+
+/// The error text for a password sent over a plain connection to a server
+/// that accepts passwords over TLS only.
+pub const PASSWORDS_NEED_TLS: &str =
+    "passwords are accepted over TLS only (chat-client --tls); the password was not checked\n";
+
+/// The error text when more logins are waiting for a password check than
+/// the server lets wait.
+pub const LOGINS_BUSY: &str = "too many logins are being checked; try again in a moment\n";
+
+/// The error text for a peer that cannot send a password (v1, or a client
+/// without the `password` feature) asking for a registered name.
+pub fn registered_name_text(name: &str) -> String {
+    format!("'{name}' is a registered name; log in with a client that supports passwords\n")
+}
+
+/// The error text for a login to a registered name that came without a
+/// password.
+pub fn password_required_text(name: &str) -> String {
+    format!("'{name}' is a registered name: a password is required\n")
+}
+
+/// The error text for a login with the wrong password.
+pub fn wrong_password_text(name: &str) -> String {
+    format!("wrong password for '{name}'\n")
+}
+
+/// The error text for an unregistered name on a `--registered-only` server.
+pub fn not_registered_text(name: &str) -> String {
+    format!("'{name}' is not a registered name, and this server accepts registered names only\n")
+}
+
+/// How a server refused a login over accounts and passwords, read back
+/// from its error text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// The name is registered and no password came with the login.
+    PasswordRequired,
+    /// Any other refusal to do with names and passwords.
+    Other,
+}
+
+/// Recognises the refusals above; `None` for any other text.
+pub fn auth_refusal(text: &[u8]) -> Option<AuthRefusal> {
+    let text = std::str::from_utf8(text).ok()?;
+    if text.starts_with('\'') && text.ends_with("' is a registered name: a password is required\n")
+    {
+        return Some(AuthRefusal::PasswordRequired);
+    }
+    let other = text == PASSWORDS_NEED_TLS
+        || text == LOGINS_BUSY
+        || (text.starts_with("wrong password for '") && text.ends_with("'\n"))
+        || text.ends_with("' is a registered name; log in with a client that supports passwords\n")
+        || text.ends_with(
+            "' is not a registered name, and this server accepts registered names only\n",
+        );
+    other.then_some(AuthRefusal::Other)
+}
 
 /// Size limits on what a peer may send; headers over them are rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,10 +168,11 @@ impl Default for Limits {
 
 impl Limits {
     /// Longest client → server frame these limits allow, header included
-    /// (a message, or a HELLO with its longest feature list).
+    /// (a message, a HELLO with its longest feature list, or an AUTH with
+    /// the longest password).
     pub fn max_client_frame(&self) -> usize {
         let message = usize::from(self.max_username) + usize::from(self.max_message);
-        MESSAGE_HEADER_LEN + message.max(MAX_HELLO)
+        MESSAGE_HEADER_LEN + message.max(MAX_HELLO).max(MAX_PASSWORD)
     }
 }
 
@@ -107,6 +185,8 @@ pub enum ClientFrame<'a> {
     Hello { features: &'a [u8] },
     /// A request for the online list.
     Who,
+    /// The password that proves the login (empty: the client has none).
+    Auth { password: &'a [u8] },
 }
 
 /// A frame sent by a server, borrowed from the read buffer.
@@ -149,6 +229,12 @@ pub enum FrameError {
     /// An extension frame whose fields do not fit its opcode.
     #[error("malformed {frame} frame: {why}")]
     Malformed {
+        frame: &'static str,
+        why: &'static str,
+    },
+    /// A frame that is valid only at another point of the conversation.
+    #[error("unexpected {frame} frame: {why}")]
+    Unexpected {
         frame: &'static str,
         why: &'static str,
     },
@@ -283,7 +369,7 @@ pub fn decode_client_frame<'a>(
         });
     }
     let opcode = be16(buf, 0);
-    if !matches!(opcode, OP_MESSAGE | OP_HELLO | OP_WHO) {
+    if !matches!(opcode, OP_MESSAGE | OP_HELLO | OP_WHO | OP_AUTH) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
     let Some((_, len_a, len_b)) = header(buf) else {
@@ -322,6 +408,20 @@ pub fn decode_client_frame<'a>(
                 });
             }
         }
+        OP_AUTH => {
+            if len_a != 0 {
+                return Err(FrameError::Malformed {
+                    frame: "AUTH",
+                    why: "its first field must be empty",
+                });
+            }
+            if len_b > MAX_PASSWORD {
+                return Err(FrameError::Malformed {
+                    frame: "AUTH",
+                    why: "password over 1024 bytes",
+                });
+            }
+        }
         _ => {
             if len_a != 0 || len_b != 0 {
                 return Err(FrameError::Malformed {
@@ -339,6 +439,7 @@ pub fn decode_client_frame<'a>(
     let frame = match opcode {
         OP_MESSAGE => ClientFrame::Message { to: a, content: b },
         OP_HELLO => ClientFrame::Hello { features: b },
+        OP_AUTH => ClientFrame::Auth { password: b },
         _ => ClientFrame::Who,
     };
     Ok(Decoded::Frame(frame, end))
@@ -472,6 +573,17 @@ pub fn encode_hello(features: &str, out: &mut Vec<u8>) -> Result<(), FieldTooLon
     encode_pair(OP_HELLO, b"", features.as_bytes(), out)
 }
 
+/// Appends an AUTH frame carrying `password` (empty: none).
+pub fn encode_auth(password: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
+    if password.len() > MAX_PASSWORD {
+        return Err(FieldTooLong {
+            len: password.len(),
+            max: MAX_PASSWORD,
+        });
+    }
+    encode_pair(OP_AUTH, b"", password, out)
+}
+
 /// Appends a WHO request.
 pub fn encode_who(out: &mut Vec<u8>) {
     out.extend_from_slice(&[0, OP_WHO as u8, 0, 0, 0, 0]);
@@ -521,6 +633,13 @@ pub fn format_limits(limits: &Limits) -> String {
         "max_username={} max_message={}",
         limits.max_username, limits.max_message
     )
+}
+
+/// True if a WELCOME's limits field says the login was proved with a
+/// password.
+pub fn welcome_authenticated(text: &[u8]) -> bool {
+    text.split(|&b| b == b' ')
+        .any(|word| word == WELCOME_AUTHENTICATED.as_bytes())
 }
 
 /// Reads limits back from a WELCOME; unknown keys are ignored and missing
@@ -809,6 +928,71 @@ mod tests {
             (opcode, to_len, content_len, out.len()),
             (2, 0, 8, MESSAGE_HEADER_LEN + 8)
         );
+    }
+
+    #[test]
+    fn auth_carries_the_password_in_the_field_a_v1_server_never_echoes() {
+        // A v1 server reads AUTH as a message to the empty name, so its
+        // answer (`'' is not connected`) cannot quote the password.
+        let mut out = Vec::new();
+        encode_auth(b"s3cret pass", &mut out).unwrap();
+        assert_eq!(&out[..6], [0, 5, 0, 0, 0, 11]);
+        assert_eq!(
+            decode_client_frame(&out, &Limits::default()).unwrap(),
+            Decoded::Frame(
+                ClientFrame::Auth {
+                    password: b"s3cret pass"
+                },
+                out.len()
+            )
+        );
+        assert!(encode_auth(&[b'x'; MAX_PASSWORD + 1], &mut out).is_err());
+    }
+
+    #[test]
+    fn auth_with_a_name_or_an_oversized_password_is_refused_from_its_header() {
+        let limits = Limits::default();
+        assert!(matches!(
+            decode_client_frame(&[0, 5, 0, 1, 0, 0], &limits),
+            Err(FrameError::Malformed { frame: "AUTH", .. })
+        ));
+        // 0x0401 = 1025 bytes, with no body sent at all.
+        assert!(matches!(
+            decode_client_frame(&[0, 5, 0, 0, 4, 1], &limits),
+            Err(FrameError::Malformed { frame: "AUTH", .. })
+        ));
+    }
+
+    #[test]
+    fn auth_refusals_are_recognised_and_nothing_else_is() {
+        assert_eq!(
+            auth_refusal(password_required_text("alice").as_bytes()),
+            Some(AuthRefusal::PasswordRequired)
+        );
+        for text in [
+            wrong_password_text("alice"),
+            registered_name_text("alice"),
+            not_registered_text("bob"),
+            PASSWORDS_NEED_TLS.to_string(),
+            LOGINS_BUSY.to_string(),
+        ] {
+            assert_eq!(
+                auth_refusal(text.as_bytes()),
+                Some(AuthRefusal::Other),
+                "{text}"
+            );
+        }
+        assert_eq!(auth_refusal(b"'bob' is not connected\n"), None);
+        assert_eq!(auth_refusal(USERNAME_TAKEN.as_bytes()), None);
+    }
+
+    #[test]
+    fn welcome_says_whether_the_login_was_proved() {
+        assert!(welcome_authenticated(
+            b"max_username=32 max_message=2048 auth=password"
+        ));
+        assert!(!welcome_authenticated(b"max_username=32 max_message=2048"));
+        assert!(!welcome_authenticated(b"auth=passwordless"));
     }
 
     #[test]

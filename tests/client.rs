@@ -2,6 +2,8 @@
 
 mod common;
 
+#[path = "client/accounts.rs"]
+mod accounts;
 #[path = "client/batch.rs"]
 mod batch;
 #[path = "client/extensions.rs"]

@@ -1,5 +1,6 @@
 //! `chat-server PORT`: parse the options, bind, and run the server until
-//! `exit`, SIGINT or SIGTERM.
+//! `exit`, SIGINT or SIGTERM. `chat-server passwd FILE NAME`: set a
+//! registered name's password.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,10 +8,20 @@ use std::sync::Arc;
 
 use clap::Parser;
 use pmchat::exit_codes::Status;
-use pmchat::server::{self, cli::ServerArgs, Server};
+use pmchat::server::accounts::{self, Accounts};
+use pmchat::server::cli::{PasswdArgs, ServerArgs};
+use pmchat::server::{self, Server};
 use smol::Executor;
 
 fn main() -> ExitCode {
+    // A subcommand beside a positional PORT: dispatched by hand, so that
+    // `chat-server 0` and `chat-server passwd …` both read naturally.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "passwd")
+    {
+        return passwd(PasswdArgs::parse_from(std::env::args_os().skip(1)));
+    }
     let args = ServerArgs::parse();
     pmchat::logging::init(args.verbosity(), args.color.enabled_for(&std::io::stderr()));
 
@@ -35,6 +46,25 @@ fn main() -> ExitCode {
             config.tls = Some(Arc::new(tls));
         }
         Err(e) => return fail(&format!("cannot set up TLS: {e}")),
+    }
+    if let Some(path) = &args.accounts {
+        match Accounts::load(path) {
+            Ok(accounts) => {
+                tracing::info!(
+                    "{} registered name(s) in {}",
+                    accounts.table().len(),
+                    path.display()
+                );
+                config.accounts = Some(Arc::new(accounts));
+            }
+            Err(e) => return fail(&format!("cannot use the accounts file: {e}")),
+        }
+        if config.tls.is_none() && !config.allow_plaintext_passwords {
+            tracing::warn!(
+                "--accounts without TLS: registered names cannot log in \
+                 (passwords are accepted over TLS only; see --allow-plaintext-passwords)"
+            );
+        }
     }
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = match pmchat::runtime::bind(addr) {
@@ -63,15 +93,15 @@ fn main() -> ExitCode {
         .threads
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let tls_enabled = config.tls.is_some();
+    let reloadable = config.tls.is_some() || config.accounts.is_some();
     let executor = Arc::new(Executor::new());
     let server = Server::new(config, Arc::clone(&executor));
     let console_color = args.color.enabled_for(&std::io::stdout());
     if let Err(e) = server::console::spawn(server.handle(), console_color) {
         return fail(&format!("cannot start the console: {e}"));
     }
-    if tls_enabled {
-        // Operators renew certificates and send SIGHUP.
+    if reloadable {
+        // Operators renew certificates, edit the accounts and send SIGHUP.
         match pmchat::signals::Hangups::new() {
             Ok(mut hangups) => {
                 let handle = server.handle();
@@ -80,6 +110,7 @@ fn main() -> ExitCode {
                         loop {
                             hangups.next().await;
                             let _ = handle.reload_tls();
+                            let _ = handle.reload_accounts();
                         }
                     })
                     .detach();
@@ -89,6 +120,35 @@ fn main() -> ExitCode {
     }
     pmchat::runtime::block_on_threads(&executor, threads, server.run(listener, stop_signal));
     Status::Success.into()
+}
+
+/// `chat-server passwd FILE NAME`.
+fn passwd(args: PasswdArgs) -> ExitCode {
+    let prompt = format!("New password for '{}': ", args.name);
+    let password = match pmchat::secret::read_password(&prompt) {
+        Ok(password) => password,
+        Err(e) => return fail(&format!("password not set: {e}")),
+    };
+    // A person may mistype what they cannot see; a pipe says it once.
+    if pmchat::secret::stdin_is_terminal() {
+        match pmchat::secret::read_password("Again: ") {
+            Ok(again) if again == password => {}
+            Ok(_) => return fail("password not set: the two passwords differ"),
+            Err(e) => return fail(&format!("password not set: {e}")),
+        }
+    }
+    match accounts::set_password(&args.file, &args.name, &password) {
+        Ok(changed) => {
+            let what = if changed { "changed" } else { "set" };
+            pmchat::err_line!(
+                "chat-server: password for '{}' {what} in {}",
+                args.name,
+                args.file.display()
+            );
+            Status::Success.into()
+        }
+        Err(e) => fail(&format!("password not set: {e}")),
+    }
 }
 
 fn fail(message: &str) -> ExitCode {

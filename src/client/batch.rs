@@ -65,6 +65,7 @@ pub fn run(
         let negotiation = Negotiation {
             outcome: Some(told),
             presence: greeting.presence,
+            v1_answers: super::V1_ANSWERS_TO_GREETING,
         };
         let receiving = async { Ok(receive(&transport, &mut output, state, negotiation).await) };
         let sending = async {
@@ -83,7 +84,12 @@ pub fn run(
                         super::silent_server_notice(greeting.timeout)
                     );
                 }
-                Some(Login::Extended | Login::V1) => {}
+                Some(Login::Extended) => {
+                    if let Some(notice) = super::password_notice(state, &greeting) {
+                        crate::err_line!("chat-client: {notice}");
+                    }
+                }
+                Some(Login::V1) => {}
             }
             // A failed write means the server went away; the receiver will
             // read why, so wait for it (bounded) rather than end here.

@@ -28,13 +28,18 @@ Commands:
   exit, quit              leave
 IRC habits work too: /msg <user> <message>, /who, /quit.
 
+Registered names: the password comes from --password-file FILE, else the
+PMCHAT_PASSWORD environment variable, else (in the editor, when the server
+asks for one) a prompt that does not echo. Never from an argument.
+
 Exit status:
   0  scripts: everything was sent and no error was received;
      the editor: you left (exit, quit, Ctrl-D)
   1  a line was rejected, the server reported an error, or the connection was lost
      (the editor: the server ended the session)
   2  usage error
-  3  could not connect, the server refused the username, or it is not a chat server
+  3  could not connect, the server refused the username or the password,
+     or it is not a chat server
 
 Examples:
   chat-client localhost 9000 alice
@@ -93,6 +98,17 @@ pub struct ClientArgs {
     /// Implies --tls.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+
+    /// Log in to a registered name with the password in the first line of
+    /// FILE (see also PMCHAT_PASSWORD). Sent over TLS only, unless
+    /// --allow-plaintext-password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Send the password over a plain (unencrypted) connection too. Anyone
+    /// on the path can read it: for trusted networks only.
+    #[arg(long)]
+    pub allow_plaintext_password: bool,
 
     /// How long to wait for the TCP connection (and again for the TLS
     /// handshake).

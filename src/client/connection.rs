@@ -190,6 +190,9 @@ pub struct Negotiation {
     /// We asked for presence, so the first ONLINE list after WELCOME is the
     /// snapshot, not an answer to `who`.
     pub presence: bool,
+    /// `'' is not connected` errors still to be read as a v1 server's
+    /// answers to our login frames (HELLO, AUTH) rather than shown.
+    pub v1_answers: u8,
 }
 
 /// Reads frames until the server closes the connection, handing each to
@@ -309,10 +312,11 @@ impl FrameHandler {
                 state.received_from(&String::from_utf8_lossy(from));
                 sink.message(from, content);
             }
-            // A v1 server's answer to HELLO: swallowed.
+            // A v1 server's answers to HELLO and AUTH: swallowed.
             ServerFrame::Error { text }
-                if self.negotiation.outcome.is_some() && text == protocol::V1_HELLO_ANSWER =>
+                if self.negotiation.v1_answers > 0 && text == protocol::V1_HELLO_ANSWER =>
             {
+                self.negotiation.v1_answers -= 1;
                 self.after_error = false;
                 tell(&mut self.negotiation.outcome, Login::V1);
             }
@@ -321,7 +325,11 @@ impl FrameHandler {
                 sink.error(text);
             }
             ServerFrame::Welcome { limits, .. } => {
-                state.set_extended(protocol::parse_limits(limits));
+                self.negotiation.v1_answers = 0;
+                state.set_extended(
+                    protocol::parse_limits(limits),
+                    protocol::welcome_authenticated(limits),
+                );
                 if self.negotiation.presence {
                     self.awaiting_snapshot = true;
                 } else {

@@ -43,11 +43,88 @@ pub fn run(args: ClientArgs) -> Status {
     } else {
         connection::Security::Plain
     };
+    let mut password = match given_password(&args) {
+        Ok(password) => password,
+        Err(e) => {
+            crate::err_line!("chat-client: {e}");
+            return Status::Usage;
+        }
+    };
+    loop {
+        let state = Arc::new(ChatState::default());
+        let encrypted = matches!(security, connection::Security::Tls { .. });
+        // A password goes only where nobody on the path can read it, unless
+        // the user says the path is trusted.
+        let withheld = password.is_some() && !encrypted && !args.allow_plaintext_password;
+        let sent = password.as_deref().filter(|_| !withheld);
+        let status = connect_and_run(&args, &security, renderer, interactive, sent, &state);
+        if !state.password_required() || sent.is_some() {
+            return status;
+        }
+        if withheld {
+            crate::err_line!(
+                "chat-client: the password was not sent over a plain connection; \
+                 connect with --tls (or, on a trusted network, --allow-plaintext-password)"
+            );
+            return status;
+        }
+        // The editor asks, once the server said a password is needed.
+        if !(interactive && crate::secret::stdin_is_terminal()) {
+            crate::err_line!(
+                "chat-client: give the password with --password-file FILE or PMCHAT_PASSWORD"
+            );
+            return status;
+        }
+        if !encrypted && !args.allow_plaintext_password {
+            crate::err_line!(
+                "chat-client: not asking for the password over a plain connection; \
+                 connect with --tls (or, on a trusted network, --allow-plaintext-password)"
+            );
+            return status;
+        }
+        match crate::secret::read_password(&format!("Password for {}: ", args.username)) {
+            Ok(typed) => password = Some(typed),
+            Err(e) => {
+                crate::err_line!("chat-client: no password: {e}");
+                return status;
+            }
+        }
+    }
+}
+
+/// The password from --password-file, else from PMCHAT_PASSWORD (an empty
+/// variable counts as unset).
+fn given_password(args: &ClientArgs) -> Result<Option<Vec<u8>>, String> {
+    if let Some(path) = &args.password_file {
+        return crate::secret::read_password_file(path)
+            .map(Some)
+            .map_err(|e| format!("cannot read a password from {}: {e}", path.display()));
+    }
+    match crate::secret::password_from_env(PASSWORD_VARIABLE) {
+        Ok(password) => Ok(password),
+        Err(crate::secret::SecretError::Empty) => Ok(None),
+        Err(e) => Err(format!("{PASSWORD_VARIABLE}: {e}")),
+    }
+}
+
+/// The environment variable a password may come from.
+pub const PASSWORD_VARIABLE: &str = "PMCHAT_PASSWORD";
+
+/// One connection: connect, log in with `password` (if any), run the REPL
+/// or the script.
+fn connect_and_run(
+    args: &ClientArgs,
+    security: &connection::Security,
+    renderer: Renderer,
+    interactive: bool,
+    password: Option<&[u8]>,
+    state: &Arc<ChatState>,
+) -> Status {
     let stream = match smol::block_on(connection::open(
         &args.host,
         args.port,
         args.connect_timeout,
-        &security,
+        security,
     )) {
         Ok(stream) => stream,
         Err(e) => {
@@ -58,36 +135,36 @@ pub fn run(args: ClientArgs) -> Status {
     // The REPL wants presence for completion; a batch run only shows it
     // in JSON.
     let presence = interactive || args.json;
-    let hello = match greeting(&args.username, presence) {
+    let hello = match greeting(&args.username, presence, password) {
         Ok(hello) => hello,
         Err(e) => {
             crate::err_line!("chat-client: {e}");
             return Status::Usage;
         }
     };
-    let state = Arc::new(ChatState::default());
     let login = Greeting {
         bytes: hello,
         presence,
+        password_sent: password.is_some(),
         timeout: args.hello_timeout,
     };
     if interactive {
         let options = repl::ReplOptions {
             history: args.history_path(),
             server: format!("{}:{}", args.host, args.port),
-            username: args.username,
+            username: args.username.clone(),
             drain_timeout: args.drain_timeout,
             show_presence: !args.no_presence,
             renderer,
         };
-        repl::run(stream, login, options, state)
+        repl::run(stream, login, options, Arc::clone(state))
     } else {
         let options = batch::BatchOptions {
             follow: args.follow,
             drain_timeout: args.drain_timeout,
             renderer,
         };
-        batch::run(stream, login, options, &state)
+        batch::run(stream, login, options, state)
     }
 }
 
@@ -97,12 +174,20 @@ pub struct Greeting {
     pub bytes: Vec<u8>,
     /// HELLO asked for presence.
     pub presence: bool,
+    /// AUTH carried a password.
+    pub password_sent: bool,
     /// How long to wait for an answer before assuming a v1 server.
     pub timeout: std::time::Duration,
 }
 
-/// The v1 handshake for `username`, then a HELLO asking for our features.
-fn greeting(username: &str, presence: bool) -> Result<Vec<u8>, protocol::FieldTooLong> {
+/// The v1 handshake for `username`, then a HELLO asking for our features
+/// and the AUTH that HELLO announces: with `password`, or empty (a server
+/// then says if the name needs one).
+fn greeting(
+    username: &str,
+    presence: bool,
+    password: Option<&[u8]>,
+) -> Result<Vec<u8>, protocol::FieldTooLong> {
     let mut bytes = Vec::new();
     protocol::encode_handshake(username.as_bytes(), &mut bytes)?;
     let mut features = protocol::FEATURE_BASE.to_string();
@@ -110,8 +195,21 @@ fn greeting(username: &str, presence: bool) -> Result<Vec<u8>, protocol::FieldTo
         features.push(' ');
         features.push_str(protocol::FEATURE_PRESENCE);
     }
+    features.push(' ');
+    features.push_str(protocol::FEATURE_PASSWORD);
     protocol::encode_hello(&features, &mut bytes)?;
+    protocol::encode_auth(password.unwrap_or_default(), &mut bytes)?;
     Ok(bytes)
+}
+
+/// Frames of a greeting a v1 server answers with `'' is not connected`.
+pub(crate) const V1_ANSWERS_TO_GREETING: u8 = 2;
+
+/// What to say once the login is confirmed about how it was proved, if
+/// anything: a password that was not needed is worth knowing about.
+pub(crate) fn password_notice(state: &ChatState, greeting: &Greeting) -> Option<&'static str> {
+    (greeting.password_sent && state.extended() && !state.authenticated())
+        .then_some("the name is not registered on this server; logged in without the password")
 }
 
 /// What to tell the user about how the connection ended, if anything.

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use crate::protocol::{validate_username, Limits};
+use crate::protocol::{self, validate_username, Limits};
 
 /// Most usernames remembered from what the server says (senders, and those
 /// we messaged); the oldest is forgotten first. A hostile server could
@@ -43,6 +43,11 @@ pub struct ChatState {
     failed: AtomicBool,
     /// The server refused our username or had no room (exit status 3).
     login_refused: AtomicBool,
+    /// The server refused the login because the name is registered and no
+    /// password came with it (the editor can then ask for one).
+    password_required: AtomicBool,
+    /// WELCOME said the login was proved with a password.
+    authenticated: AtomicBool,
     /// `who` requests sent and not yet answered: ONLINE pages are accepted
     /// only in answer to one (or as the presence snapshot).
     who_pending: AtomicU32,
@@ -200,10 +205,22 @@ impl ChatState {
             .map(BTreeSet::len)
     }
 
-    /// Records a WELCOME: extensions are on and these are the limits.
-    pub fn set_extended(&self, limits: Limits) {
+    /// Records a WELCOME: extensions are on, these are the limits, and
+    /// whether the login was proved with a password.
+    pub fn set_extended(&self, limits: Limits, authenticated: bool) {
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+        self.authenticated.store(authenticated, Ordering::SeqCst);
         self.extended.store(true, Ordering::SeqCst);
+    }
+
+    /// True if the server said the login was proved with a password.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::SeqCst)
+    }
+
+    /// True if the server asked for a password we did not send.
+    pub fn password_required(&self) -> bool {
+        self.password_required.load(Ordering::Relaxed)
     }
 
     /// True if the server negotiated extensions.
@@ -232,6 +249,9 @@ impl ChatState {
         if is_login_refusal(text) {
             self.login_refused.store(true, Ordering::Relaxed);
         }
+        if protocol::auth_refusal(text) == Some(protocol::AuthRefusal::PasswordRequired) {
+            self.password_required.store(true, Ordering::Relaxed);
+        }
     }
 
     /// True if the server refused the login.
@@ -242,10 +262,11 @@ impl ChatState {
 
 /// Error texts with which a server refuses a login (v1 sends no other sign).
 pub fn is_login_refusal(text: &[u8]) -> bool {
-    text == crate::protocol::USERNAME_TAKEN.as_bytes()
+    text == protocol::USERNAME_TAKEN.as_bytes()
         || text.starts_with(b"invalid username")
         || text == b"server is full\n"
-        || text == crate::protocol::REQUIRES_TLS.as_bytes()
+        || text == protocol::REQUIRES_TLS.as_bytes()
+        || protocol::auth_refusal(text).is_some()
 }
 
 #[cfg(test)]

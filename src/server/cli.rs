@@ -23,16 +23,22 @@ use crate::protocol::Limits;
     version,
     after_long_help = "\
 Console commands (typed on stdin):
-  users        list who is online
-  kick NAME    disconnect NAME with an error frame saying so
-  reload-tls   read the TLS certificate and key again (same as SIGHUP)
-  help         list the console commands
-  exit         shut down (same as SIGINT or SIGTERM)
+  users            list who is online
+  kick NAME        disconnect NAME with an error frame saying so
+  accounts         list the registered names, online or not
+  reload-tls       read the TLS certificate and key again (also on SIGHUP)
+  reload-accounts  read the accounts file again (also on SIGHUP)
+  help             list the console commands
+  exit             shut down (same as SIGINT or SIGTERM)
 End of stdin does not stop the server.
 
 TLS: plain and TLS clients share the port; a connection that opens with a
 TLS handshake gets TLS. --tls-self-signed DIR sets up a local CA in DIR
 (clients: chat-client --tls --tls-ca DIR/ca.pem).
+
+Registered names: chat-server passwd FILE NAME sets NAME's password in
+FILE; start the server with --accounts FILE. Clients log in to a
+registered name with --password-file FILE or PMCHAT_PASSWORD, over TLS.
 
 Exit status: 0 after a clean shutdown, 1 when the server cannot start
 (for example the port is in use), 2 for a usage error."
@@ -106,6 +112,22 @@ pub struct ServerArgs {
     #[arg(long, requires = "tls_source")]
     pub require_tls: bool,
 
+    /// Registered names: a file of `name:hash` lines (argon2id PHC hashes,
+    /// made with `chat-server passwd`). A registered name is given only to
+    /// a client that sends its password; re-read when it changes and on
+    /// SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub accounts: Option<PathBuf>,
+
+    /// Refuse names that are not in the accounts file.
+    #[arg(long, requires = "accounts")]
+    pub registered_only: bool,
+
+    /// Check passwords sent over plain TCP too (by default they are refused
+    /// unchecked: only TLS keeps them secret). For trusted networks only.
+    #[arg(long, requires = "accounts")]
+    pub allow_plaintext_passwords: bool,
+
     /// More log output (-v logs each routed message, -vv everything).
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -134,6 +156,8 @@ impl ServerArgs {
             slow_consumer_timeout: self.slow_consumer_timeout,
             queue_bytes,
             require_tls: self.require_tls,
+            registered_only: self.registered_only,
+            allow_plaintext_passwords: self.allow_plaintext_passwords,
             ..Config::default()
         }
     }
@@ -161,6 +185,33 @@ impl ServerArgs {
     pub fn verbosity(&self) -> i8 {
         i8::try_from(self.verbose).unwrap_or(i8::MAX) - i8::try_from(self.quiet).unwrap_or(i8::MAX)
     }
+}
+
+/// Sets a registered name's password in an accounts file.
+///
+/// The password is read from stdin without echo: twice on a terminal (to
+/// catch typos), one line from a pipe. Never give it as an argument. The
+/// file is created if missing and rewritten atomically with mode 0600; the
+/// other lines stay as they are. A server running with --accounts FILE
+/// picks the change up within a second.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-server passwd",
+    bin_name = "chat-server passwd",
+    version,
+    after_long_help = "\
+Example:
+  chat-server passwd accounts alice          (asks twice)
+  printf '%s\\n' \"$PW\" | chat-server passwd accounts alice
+
+Exit status: 0 when the password was set, 1 when it was not (unreadable
+or invalid file, mismatched entries, empty password), 2 for a usage error."
+)]
+pub struct PasswdArgs {
+    /// The accounts file (as given to --accounts).
+    pub file: PathBuf,
+    /// The name to register or whose password to change.
+    pub name: String,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::accounts::Accounts;
 use super::tls::ServerTls;
 use crate::protocol::Limits;
 
@@ -34,6 +35,12 @@ pub struct Config {
     pub tls: Option<Arc<ServerTls>>,
     /// Refuse plain (non-TLS) connections.
     pub require_tls: bool,
+    /// Registered names and their password hashes, if any.
+    pub accounts: Option<Arc<Accounts>>,
+    /// Refuse names that are not registered.
+    pub registered_only: bool,
+    /// Check passwords sent over plain TCP too (normally refused unseen).
+    pub allow_plaintext_passwords: bool,
 }
 
 impl Default for Config {
@@ -49,6 +56,9 @@ impl Default for Config {
             linger: Duration::from_secs(1),
             tls: None,
             require_tls: false,
+            accounts: None,
+            registered_only: false,
+            allow_plaintext_passwords: false,
         }
     }
 }

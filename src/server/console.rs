@@ -22,6 +22,10 @@ pub enum ConsoleCommand<'a> {
     Kick(&'a str),
     /// Read the TLS certificate again.
     ReloadTls,
+    /// List registered names.
+    Accounts,
+    /// Read the accounts file again.
+    ReloadAccounts,
     /// List the commands.
     Help,
     /// A blank line.
@@ -42,9 +46,11 @@ pub fn parse(line: &str) -> ConsoleCommand<'_> {
         ("users", []) => ConsoleCommand::Users,
         ("help", []) => ConsoleCommand::Help,
         ("reload-tls", []) => ConsoleCommand::ReloadTls,
+        ("accounts", []) => ConsoleCommand::Accounts,
+        ("reload-accounts", []) => ConsoleCommand::ReloadAccounts,
         ("kick", [name]) => ConsoleCommand::Kick(name),
         ("kick", _) => ConsoleCommand::Invalid("usage: kick NAME".into()),
-        ("exit" | "quit" | "users" | "help" | "reload-tls", _) => {
+        ("exit" | "quit" | "users" | "help" | "reload-tls" | "accounts" | "reload-accounts", _) => {
             ConsoleCommand::Invalid(format!("'{command}' takes no arguments"))
         }
         _ => ConsoleCommand::Invalid(format!("unknown command '{command}' (try 'help')")),
@@ -53,11 +59,13 @@ pub fn parse(line: &str) -> ConsoleCommand<'_> {
 
 const HELP: &str = "\
 commands:
-  users        list who is online
-  kick NAME    disconnect NAME
-  reload-tls   read the TLS certificate and key again
-  help         show this list
-  exit         shut the server down";
+  users            list who is online
+  kick NAME        disconnect NAME
+  accounts         list the registered names, online or not
+  reload-tls       read the TLS certificate and key again
+  reload-accounts  read the accounts file again
+  help             show this list
+  exit             shut the server down";
 
 /// Starts the console on its own thread, reading `stdin` until it ends.
 pub fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
@@ -109,6 +117,30 @@ pub fn run(mut input: impl BufRead, mut out: impl Write, handle: &ServerHandle, 
                 Some(Ok(())) => "TLS certificate reloaded".to_string(),
                 Some(Err(e)) => format!("TLS certificate not reloaded: {e}"),
             },
+            ConsoleCommand::Accounts => match handle.accounts() {
+                None => "no accounts file (start the server with --accounts FILE)".to_string(),
+                Some(accounts) => {
+                    let online = accounts.iter().filter(|(_, on)| *on).count();
+                    let mut reply = format!("{} registered, {online} online", accounts.len());
+                    for (name, on) in accounts {
+                        reply.push_str("\n  ");
+                        if color {
+                            reply.push_str(&name.bold().to_string());
+                        } else {
+                            reply.push_str(&name);
+                        }
+                        if on {
+                            reply.push_str(" (online)");
+                        }
+                    }
+                    reply
+                }
+            },
+            ConsoleCommand::ReloadAccounts => match handle.reload_accounts() {
+                None => "no accounts file (start the server with --accounts FILE)".to_string(),
+                Some(Ok(count)) => format!("accounts reloaded: {count} registered name(s)"),
+                Some(Err(e)) => format!("accounts not reloaded (keeping the previous ones): {e}"),
+            },
             ConsoleCommand::Kick(name) => {
                 if handle.kick(name) {
                     format!("kicked '{name}'")
@@ -134,6 +166,9 @@ mod tests {
         assert_eq!(parse(""), ConsoleCommand::Nothing);
         assert_eq!(parse("help"), ConsoleCommand::Help);
         assert_eq!(parse("reload-tls"), ConsoleCommand::ReloadTls);
+        assert_eq!(parse("accounts"), ConsoleCommand::Accounts);
+        assert_eq!(parse("reload-accounts"), ConsoleCommand::ReloadAccounts);
+        assert!(matches!(parse("accounts x"), ConsoleCommand::Invalid(_)));
         assert!(matches!(parse("kick"), ConsoleCommand::Invalid(_)));
         assert!(matches!(parse("kick a b"), ConsoleCommand::Invalid(_)));
         assert_eq!(

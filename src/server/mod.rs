@@ -12,12 +12,16 @@
 //! routing), `registry` (who is online, presence), `outbound` (the bounded
 //! queue), `wire` (what a connection speaks; the byte stream under it is
 //! [`crate::transport`]), `tls` (certificates and the accept step),
+//! `accounts` (registered names: the file and its hashes), `auth` (the
+//! password check and its back-off, before a registered name is claimed),
 //! `config`/`cli` (settings), `console` (the operator).
 //!
 //! [`Server::run`] takes its listener and its shutdown signal from the
 //! caller, so tests and the binary alike bind where they want (port 0
 //! included) and stop it when they want.
 
+pub mod accounts;
+mod auth;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -57,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: ShutdownSignal,
     /// Open connections, for `--max-clients` and for waiting at shutdown.
     connections: ConnectionCount,
+    /// Registered names: the accounts, the password checker, the back-off.
+    pub(crate) auth: Option<auth::AuthState>,
 }
 
 /// A one-shot broadcast: "stop now".
@@ -217,8 +223,13 @@ pub struct ServerHandle {
 impl Server {
     /// A server with these settings whose tasks run on `executor`.
     pub fn new(config: Config, executor: Arc<Executor<'static>>) -> Self {
+        let auth = config
+            .accounts
+            .as_ref()
+            .map(|accounts| auth::AuthState::new(Arc::clone(accounts)));
         Server {
             shared: Arc::new(Shared {
+                auth,
                 config,
                 registry: Registry::default(),
                 executor,
@@ -260,8 +271,20 @@ impl Server {
             }
         };
         let housekeeping = async {
+            let mut ticks: u32 = 0;
             loop {
                 Timer::after(TRIM_PERIOD).await;
+                ticks = ticks.wrapping_add(1);
+                if let Some(auth) = &shared.auth {
+                    // A stat per period: `chat-server passwd` takes effect
+                    // within half a second, without a signal.
+                    if let Some(reloaded) = auth.accounts.reload_if_changed() {
+                        log_accounts_reload(&reloaded, "changed on disk");
+                    }
+                    if ticks % 25 == 0 {
+                        auth.backoff.forget_stale(std::time::Instant::now());
+                    }
+                }
                 let mut freed = 0;
                 shared
                     .registry
@@ -319,6 +342,13 @@ impl Server {
                 session::serve(Arc::clone(&shared), transport, peer).await;
             })
             .detach();
+    }
+}
+
+fn log_accounts_reload(reloaded: &Result<usize, accounts::AccountsError>, why: &str) {
+    match reloaded {
+        Ok(count) => info!("accounts reloaded ({why}): {count} registered name(s)"),
+        Err(e) => warn!("accounts not reloaded ({why}), keeping the previous ones: {e}"),
     }
 }
 
@@ -407,6 +437,31 @@ impl ServerHandle {
             Err(e) => warn!("TLS certificate not reloaded: {e}"),
         }
         Some(reloaded)
+    }
+
+    /// Reads the accounts file again; `None` without `--accounts`. On error
+    /// the accounts stay as they were.
+    pub fn reload_accounts(&self) -> Option<Result<usize, accounts::AccountsError>> {
+        let auth = self.shared.auth.as_ref()?;
+        let reloaded = auth.accounts.reload();
+        log_accounts_reload(&reloaded, "asked to");
+        Some(reloaded)
+    }
+
+    /// Registered names, sorted, each with whether it is online now;
+    /// `None` without `--accounts`.
+    pub fn accounts(&self) -> Option<Vec<(String, bool)>> {
+        let auth = self.shared.auth.as_ref()?;
+        let table = auth.accounts.table();
+        Some(
+            table
+                .names()
+                .map(|name| {
+                    let online = self.shared.registry.get(name.as_bytes()).is_some();
+                    (name.to_string(), online)
+                })
+                .collect(),
+        )
     }
 
     /// Starts a shutdown, as `exit` on the console or SIGTERM does.

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use super::auth::HelloRequest;
 use super::outbound::PushError;
 use super::session::Session;
 use super::Shared;
@@ -36,6 +37,8 @@ pub(crate) struct Router<'a> {
     /// The client negotiated extensions with HELLO, so it may be sent
     /// frames with opcodes of 2 and above.
     pub(crate) extended: bool,
+    /// HELLO announced an AUTH frame that has not come yet.
+    pub(crate) auth_expected: bool,
     /// Recipients whose idle queues got frames in this batch; written at
     /// the end of the batch by [`Router::flush`].
     to_flush: Vec<Arc<Session>>,
@@ -61,6 +64,7 @@ impl<'a> Router<'a> {
             last: None,
             cache: HashMap::new(),
             extended: false,
+            auth_expected: false,
             to_flush: Vec::new(),
         }
     }
@@ -90,15 +94,21 @@ impl<'a> Router<'a> {
     }
 
     /// Answers HELLO with WELCOME (and, if asked, the online list followed
-    /// by presence events).
-    pub(crate) async fn hello(&mut self, features: &[u8]) -> Result<(), SenderClosed> {
+    /// by presence events). `authenticated`: the login proved a registered
+    /// name with its password (and its AUTH frame was read with it).
+    pub(crate) async fn hello(
+        &mut self,
+        request: HelloRequest,
+        authenticated: bool,
+    ) -> Result<(), SenderClosed> {
         self.extended = true;
-        let features = String::from_utf8_lossy(features);
-        let presence = features
-            .split_whitespace()
-            .any(|f| f == protocol::FEATURE_PRESENCE);
+        self.auth_expected = request.password && !authenticated;
         let server = concat!("pmchat-server/", env!("CARGO_PKG_VERSION"));
-        let limits = protocol::format_limits(&self.shared.config.limits);
+        let mut limits = protocol::format_limits(&self.shared.config.limits);
+        if authenticated {
+            limits.push(' ');
+            limits.push_str(protocol::WELCOME_AUTHENTICATED);
+        }
         let mut welcome = Vec::new();
         // Both fields are short server-made strings.
         let _ = protocol::encode_pair(
@@ -107,8 +117,8 @@ impl<'a> Router<'a> {
             limits.as_bytes(),
             &mut welcome,
         );
-        debug!(user = self.me.name(), %features, "negotiated extensions");
-        if presence {
+        debug!(user = self.me.name(), ?request, "negotiated extensions");
+        if request.presence {
             self.shared.registry.watch(self.me, &welcome);
             return Ok(());
         }

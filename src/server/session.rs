@@ -28,6 +28,7 @@ use smol::future::{self, FutureExt};
 use smol::Async;
 use tracing::{debug, info, warn};
 
+use super::auth::{authenticate, HelloRequest};
 use super::outbound::OutboundQueue;
 use super::router::Router;
 use super::wire::Wire;
@@ -161,18 +162,43 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     let Some((name, mut input)) = login(&shared, &transport, peer).await else {
         return;
     };
+    let mut proven = None;
+    if let Some(auth) = &shared.auth {
+        if auth.accounts.table().hash_of(&name).is_some() {
+            // Boxed: the password check's state is large, and sessions on
+            // free names must not carry room for it.
+            let checked = Box::pin(authenticate(
+                &shared, auth, &transport, peer, &name, &mut input,
+            ));
+            match checked.await {
+                Some(ok) => proven = Some(ok.hello),
+                None => return,
+            }
+        } else if shared.config.registered_only {
+            info!(%peer, user = &*name, "rejected: not a registered name");
+            let text = protocol::not_registered_text(&name);
+            reject(&transport, &text, shared.config.linger).await;
+            return;
+        }
+    }
     let session = Arc::new(Session::new(name, peer, &transport, &shared));
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
         reject(&transport, protocol::USERNAME_TAKEN, shared.config.linger).await;
         return;
     }
-    info!(%peer, user = session.name(), tls = transport.is_tls(), "logged in");
+    info!(
+        %peer,
+        user = session.name(),
+        tls = transport.is_tls(),
+        password = proven.is_some(),
+        "logged in"
+    );
 
     let writer = shared
         .executor
         .spawn(write_loop(transport.clone(), Arc::clone(&session)));
-    let end = read_loop(&shared, &transport, &mut input, &session)
+    let end = read_loop(&shared, &transport, &mut input, &session, proven)
         .or(async {
             session.outbound.wait_closed().await;
             ReadEnd::Closed
@@ -296,8 +322,15 @@ async fn read_loop(
     transport: &Transport,
     input: &mut FrameReader<ClientDecoder>,
     session: &Arc<Session>,
+    proven: Option<HelloRequest>,
 ) -> ReadEnd {
     let mut router = Router::new(shared, session);
+    // A registered name's HELLO was read while its password was checked.
+    if let Some(hello) = proven {
+        if router.hello(hello, true).await.is_err() {
+            return ReadEnd::Closed;
+        }
+    }
     // Set while part of a frame (even one byte of its header) has arrived
     // but not all of it: a client may pause between frames for as long as
     // it likes, never inside one.
@@ -318,7 +351,20 @@ async fn read_loop(
                 Ok(Some(ClientFrame::Hello { .. })) if !session.wire.extensions() => {
                     return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO));
                 }
-                Ok(Some(ClientFrame::Hello { features })) => router.hello(features).await,
+                Ok(Some(ClientFrame::Hello { features })) => {
+                    router.hello(HelloRequest::parse(features), false).await
+                }
+                // The password for a name that is not registered: unused.
+                Ok(Some(ClientFrame::Auth { .. })) if router.auth_expected => {
+                    router.auth_expected = false;
+                    Ok(())
+                }
+                Ok(Some(ClientFrame::Auth { .. })) => {
+                    return ReadEnd::Protocol(FrameError::Unexpected {
+                        frame: "AUTH",
+                        why: "it may only follow a HELLO listing 'password'",
+                    });
+                }
                 // WHO is an extension: a session that did not negotiate
                 // gets v1 behaviour, an unknown opcode.
                 Ok(Some(ClientFrame::Who)) if !router.extended => {

@@ -205,7 +205,7 @@ fn the_servers_limits_apply_to_the_username_too() {
     );
 }
 
-/// A one-connection fake server: reads the client's handshake and HELLO,
+/// A one-connection fake server: reads the client's handshake, HELLO and AUTH,
 /// then runs `script` on the connection.
 fn fake_server(script: impl FnOnce(TcpStream) + Send + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -225,6 +225,12 @@ fn fake_server(script: impl FnOnce(TcpStream) + Send + 'static) -> u16 {
             if stream.read_exact(&mut features).is_err() {
                 return;
             }
+            // The HELLO lists `password`, so an AUTH follows (empty here).
+            let mut auth = [0u8; 6];
+            if stream.read_exact(&mut auth).is_err() {
+                return;
+            }
+            assert_eq!(auth, [0, 5, 0, 0, 0, 0], "an empty AUTH after HELLO");
             script(stream);
         }
     });

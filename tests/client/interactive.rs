@@ -39,8 +39,13 @@ pub fn repl(server: &ServerProcess, name: &str, dir: &TempDir) -> OsSession {
 /// Like [`repl`], without waiting for the prompt.
 pub fn spawn_repl(server: &ServerProcess, name: &str, dir: &TempDir) -> OsSession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-client"));
+    command.args(["127.0.0.1", &server.port.to_string(), name]);
+    spawn_in_pty(command, dir)
+}
+
+/// Runs a `chat-client` command in a pseudo-terminal, history in `dir`.
+pub fn spawn_in_pty(mut command: Command, dir: &TempDir) -> OsSession {
     command
-        .args(["127.0.0.1", &server.port.to_string(), name])
         .arg("--history-file")
         .arg(dir.0.join("history"))
         .env("TERM", "xterm")

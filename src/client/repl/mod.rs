@@ -25,7 +25,7 @@ mod terminal;
 use crate::exit_codes::Status;
 use std::io::{self, IsTerminal};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -88,7 +88,7 @@ fn local_error(text: &str) {
 /// if the server closes the connection first.
 pub fn run(
     transport: Transport,
-    greeting: Greeting,
+    mut greeting: Greeting,
     options: ReplOptions,
     state: Arc<ChatState>,
 ) -> Status {
@@ -117,19 +117,20 @@ pub fn run(
     let sink = ReplSink::new(options.renderer, printer, options.show_presence);
     let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
     // The handshake goes first; the channel is open, so this cannot fail.
-    let _ = frames.send_blocking(greeting.bytes);
+    let _ = frames.send_blocking(std::mem::take(&mut greeting.bytes));
     let (told, outcome) = async_channel::bounded(1);
     let negotiation = Negotiation {
         outcome: Some(told),
         presence: greeting.presence,
+        v1_answers: super::V1_ANSWERS_TO_GREETING,
     };
-    let repl_done = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(Phase::default());
     let network = start_network(
         transport,
         outgoing,
         (sink, negotiation),
         &state,
-        &repl_done,
+        &phase,
         options.drain_timeout,
     );
     let network = match network {
@@ -141,7 +142,7 @@ pub fn run(
     };
 
     let login = smol::block_on(await_login(&outcome, greeting.timeout));
-    if greet(login, &options, &state, greeting.timeout) {
+    if greet(login, &options, &state, &greeting) && phase.start_editing() {
         let mut session = Session {
             editor: &mut editor,
             ctrl_c: &ctrl_c,
@@ -150,7 +151,7 @@ pub fn run(
             frames: &frames,
         };
         session.edit(&options);
-        repl_done.store(true, Ordering::SeqCst);
+        phase.editing_done();
         drop(frames);
     }
     // Otherwise the server closed the connection: the network thread says
@@ -165,18 +166,18 @@ fn start_network(
     outgoing: async_channel::Receiver<Vec<u8>>,
     receiving: (ReplSink, Negotiation),
     state: &Arc<ChatState>,
-    repl_done: &Arc<AtomicBool>,
+    phase: &Arc<Phase>,
     drain: Duration,
 ) -> io::Result<thread::JoinHandle<Status>> {
     let state = Arc::clone(state);
-    let repl_done = Arc::clone(repl_done);
+    let phase = Arc::clone(phase);
     // Saved before the editor first changes the terminal.
     let terminal = SavedTerminal::save();
     thread::Builder::new()
         .name("pmchat-network".into())
         .spawn(move || {
             network(
-                transport, outgoing, receiving, &state, &repl_done, drain, terminal,
+                transport, outgoing, receiving, &state, &phase, drain, terminal,
             )
         })
 }
@@ -203,14 +204,80 @@ fn build_editor(
     Ok((editor, ctrl_c))
 }
 
+/// Where the session is, as both threads see it: which of them ends it
+/// decides who reports the end and how.
+#[derive(Debug, Default)]
+pub(super) struct Phase(AtomicU8);
+
+impl Phase {
+    const LOGIN: u8 = 0;
+    const EDITING: u8 = 1;
+    const DONE: u8 = 2;
+    const ENDED_BEFORE_EDITING: u8 = 3;
+
+    /// The editor is about to start; false if the connection already
+    /// ended (then the network thread has the exit status).
+    fn start_editing(&self) -> bool {
+        self.0
+            .compare_exchange(
+                Self::LOGIN,
+                Self::EDITING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
+    /// The user left the editor: the close that follows is expected.
+    fn editing_done(&self) {
+        self.0.store(Self::DONE, Ordering::SeqCst);
+    }
+
+    /// True once the user left the editor.
+    pub(super) fn done(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::DONE
+    }
+
+    /// The connection ended: true if the editor never started (and now
+    /// never will), so the ending can be left to the main thread instead of
+    /// ending the process from under a running editor.
+    pub(super) fn end_before_editing(&self) -> bool {
+        self.0
+            .compare_exchange(
+                Self::LOGIN,
+                Self::ENDED_BEFORE_EDITING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+}
+
 /// Says how the login went; false if the server closed the connection.
-fn greet(login: Option<Login>, options: &ReplOptions, state: &ChatState, wait: Duration) -> bool {
+fn greet(
+    login: Option<Login>,
+    options: &ReplOptions,
+    state: &ChatState,
+    greeting: &Greeting,
+) -> bool {
     let (server, name) = (&options.server, &options.username);
+    let wait = greeting.timeout;
+    let proved = if state.authenticated() {
+        ", password accepted"
+    } else {
+        ""
+    };
     match login {
-        Some(Login::Extended) => match state.online_count() {
-            Some(n) => notice(&format!("connected as {name} ({n} online)")),
-            None => notice(&format!("connected as {name}")),
-        },
+        Some(Login::Extended) => {
+            match state.online_count() {
+                Some(n) => notice(&format!("connected as {name} ({n} online{proved})")),
+                None if proved.is_empty() => notice(&format!("connected as {name}")),
+                None => notice(&format!("connected as {name} (password accepted)")),
+            }
+            if let Some(text) = super::password_notice(state, greeting) {
+                notice(text);
+            }
+        }
         Some(Login::V1) => notice(&format!(
             "connected to {server} as {name} (a v1 server: login not confirmed, no online list)"
         )),

@@ -2,10 +2,10 @@
 //! arrives (above the prompt through rustyline's external printer when
 //! stdout is that terminal, plain stdout otherwise).
 
+use super::Phase;
 use crate::exit_codes::Status;
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -162,7 +162,7 @@ pub(super) fn network(
     outgoing: Receiver<Vec<u8>>,
     (mut sink, negotiation): (ReplSink, Negotiation),
     state: &ChatState,
-    repl_done: &AtomicBool,
+    phase: &Phase,
     drain: Duration,
     terminal: Option<SavedTerminal>,
 ) -> Status {
@@ -176,7 +176,7 @@ pub(super) fn network(
             None
         };
         let received = receiving.or(sending).await;
-        let expected = repl_done.load(Ordering::SeqCst);
+        let expected = phase.done();
         if let Some(notice) = received
             .as_ref()
             .and_then(|r| crate::client::close_notice(r, expected))
@@ -192,7 +192,10 @@ pub(super) fn network(
         } else {
             crate::client::exit_status(state, received.as_ref(), expected)
         };
-        if !expected {
+        // Before the editor started, the main thread is waiting for the
+        // login and takes the status from here (and may log in again, for
+        // example with a password it asks for).
+        if !expected && !phase.end_before_editing() {
             // The editor is blocked in `readline` with the terminal in raw
             // mode; give the printer a moment to show the last lines, then
             // put the terminal back and leave.

@@ -1,0 +1,508 @@
+//! Logging in to a registered name: the password check, kept off the I/O
+//! threads, and the back-off that slows down guessing.
+//!
+//! A login to a name in the accounts file goes through [`authenticate`]
+//! before the name is claimed in the registry:
+//!
+//! 1. The first frame after the handshake must be a HELLO listing the
+//!    `password` feature; anything else (a v1 client's first message, a
+//!    client without passwords, silence until the handshake timeout) gets
+//!    `'NAME' is a registered name; log in with a client that supports
+//!    passwords`.
+//! 2. The next frame must be AUTH. An empty password is "a password is
+//!    required"; a password over plain TCP is refused unless the server
+//!    allows it (`--allow-plaintext-passwords`), without being checked.
+//! 3. The attempt waits out the back-off that earlier failures for this
+//!    name or from this address earned ([`Backoff`]), then the hash is
+//!    checked on the [`Verifier`] thread. A full verifier queue refuses the
+//!    login at once rather than queueing without bound.
+//!
+//! The password itself is never logged, and dropped as soon as it was
+//! checked.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use smol::future::FutureExt;
+use smol::Timer;
+use tracing::{info, warn};
+
+use super::accounts::{verify_password, Accounts};
+use super::session::{reject, SHUTTING_DOWN};
+use super::Shared;
+use crate::framing::FrameReader;
+use crate::protocol::{self, ClientDecoder, ClientFrame};
+use crate::runtime::until;
+use crate::transport::Transport;
+
+/// What a HELLO asked for, kept after its frame left the read buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HelloRequest {
+    /// The online list, then presence events.
+    pub(crate) presence: bool,
+    /// An AUTH frame follows.
+    pub(crate) password: bool,
+}
+
+impl HelloRequest {
+    /// Reads a HELLO's space-separated feature list; unknown features are
+    /// ignored, as the extension rules say.
+    pub(crate) fn parse(features: &[u8]) -> HelloRequest {
+        let mut request = HelloRequest::default();
+        for feature in features.split(|&b| b == b' ') {
+            match feature {
+                f if f == protocol::FEATURE_PRESENCE.as_bytes() => request.presence = true,
+                f if f == protocol::FEATURE_PASSWORD.as_bytes() => request.password = true,
+                _ => {}
+            }
+        }
+        request
+    }
+}
+
+/// A login that proved its registered name: the HELLO it came with still
+/// has to be answered.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Proven {
+    pub(crate) hello: HelloRequest,
+}
+
+/// Failed attempts before the back-off starts.
+const FREE_FAILURES: u32 = 3;
+/// The first back-off; each further failure doubles it.
+const FIRST_DELAY: Duration = Duration::from_millis(500);
+/// The longest back-off.
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// Failures older than this are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Most source addresses tracked at once; past it the stalest is dropped,
+/// so a flood from many addresses cannot grow the table without bound
+/// (the per-name count, bounded by the accounts file, still applies).
+const MAX_ADDRESSES: usize = 65_536;
+
+/// Failed attempts against one name or from one address.
+#[derive(Clone, Copy, Debug)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// How long an attempt waits after `failures` earlier ones.
+fn delay_after(failures: u32) -> Duration {
+    match failures.checked_sub(FREE_FAILURES) {
+        None => Duration::ZERO,
+        Some(doublings) => FIRST_DELAY
+            .saturating_mul(1u32 << doublings.min(16))
+            .min(MAX_DELAY),
+    }
+}
+
+/// Back-off per name and per source address.
+///
+/// An attempt counts as a failure from the moment it starts
+/// ([`Backoff::begin`]) until it succeeds, so a hundred guesses sent at
+/// once wait in turn instead of all being checked at the cost of one.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    table: Mutex<BackoffTable>,
+}
+
+#[derive(Debug, Default)]
+struct BackoffTable {
+    names: HashMap<Box<str>, Failures>,
+    addresses: HashMap<IpAddr, Failures>,
+}
+
+impl Backoff {
+    /// Counts an attempt; returns how long it must wait before its
+    /// password is checked.
+    pub(crate) fn begin(&self, name: &str, address: IpAddr, now: Instant) -> Duration {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if !table.addresses.contains_key(&address) && table.addresses.len() >= MAX_ADDRESSES {
+            table.forget_stale(now);
+            if table.addresses.len() >= MAX_ADDRESSES {
+                table.drop_stalest_address();
+            }
+        }
+        let by_name = bump(table.names.entry(name.into()).or_insert(fresh(now)), now);
+        let by_address = bump(table.addresses.entry(address).or_insert(fresh(now)), now);
+        delay_after(by_name.max(by_address))
+    }
+
+    /// The attempt proved the name: the name starts afresh, and the
+    /// address is no longer charged for this attempt.
+    pub(crate) fn succeeded(&self, name: &str, address: IpAddr) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table.names.remove(name);
+        if let Some(failures) = table.addresses.get_mut(&address) {
+            failures.count = failures.count.saturating_sub(1);
+        }
+    }
+
+    /// Failed attempts on record for `name` and from `address`.
+    pub(crate) fn failures(&self, name: &str, address: IpAddr) -> (u32, u32) {
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            table.names.get(name).map_or(0, |f| f.count),
+            table.addresses.get(&address).map_or(0, |f| f.count),
+        )
+    }
+
+    /// Forgets failures older than [`FORGET_AFTER`].
+    pub(crate) fn forget_stale(&self, now: Instant) {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_stale(now);
+    }
+}
+
+fn fresh(now: Instant) -> Failures {
+    Failures {
+        count: 0,
+        last: now,
+    }
+}
+
+/// Counts one more attempt; returns the count before it.
+fn bump(failures: &mut Failures, now: Instant) -> u32 {
+    let before = failures.count;
+    failures.count = failures.count.saturating_add(1);
+    failures.last = now;
+    before
+}
+
+impl BackoffTable {
+    fn forget_stale(&mut self, now: Instant) {
+        let live = |f: &mut Failures| now.duration_since(f.last) < FORGET_AFTER && f.count > 0;
+        self.names.retain(|_, f| live(f));
+        self.addresses.retain(|_, f| live(f));
+    }
+
+    fn drop_stalest_address(&mut self) {
+        let stalest = self
+            .addresses
+            .iter()
+            .min_by_key(|(_, f)| f.last)
+            .map(|(address, _)| *address);
+        if let Some(address) = stalest {
+            self.addresses.remove(&address);
+        }
+    }
+}
+
+/// Logins waiting for the verifier before new ones are refused.
+const VERIFY_QUEUE: usize = 32;
+
+/// One password to check against one hash.
+struct Check {
+    hash: Box<str>,
+    password: Vec<u8>,
+    verdict: async_channel::Sender<bool>,
+}
+
+/// The password checker: one thread with a bounded queue, so however many
+/// logins arrive, argon2 takes at most one core and the I/O threads none.
+#[derive(Debug)]
+pub(crate) struct Verifier {
+    checks: async_channel::Sender<Check>,
+}
+
+/// The verifier cannot take another check now.
+#[derive(Debug)]
+pub(crate) struct Busy;
+
+impl Verifier {
+    /// Starts the verifier thread; it ends when the verifier is dropped.
+    /// If the thread cannot be started, every check is refused as busy
+    /// (and that is logged): logins to registered names fail, nothing else.
+    pub(crate) fn start() -> Verifier {
+        let (checks, queue) = async_channel::bounded::<Check>(VERIFY_QUEUE);
+        let started = std::thread::Builder::new()
+            .name("pmchat-verify".into())
+            .spawn(move || {
+                while let Ok(mut check) = queue.recv_blocking() {
+                    let ok = verify_password(&check.hash, &check.password);
+                    check.password.fill(0);
+                    let _ = check.verdict.try_send(ok);
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(
+                "cannot start the password checker: {e}; registered names cannot log in"
+            );
+        }
+        Verifier { checks }
+    }
+
+    /// Checks `password` against `hash` on the verifier thread.
+    pub(crate) async fn verify(&self, hash: &str, password: Vec<u8>) -> Result<bool, Busy> {
+        let (verdict, answer) = async_channel::bounded(1);
+        let check = Check {
+            hash: hash.into(),
+            password,
+            verdict,
+        };
+        if let Err(refused) = self.checks.try_send(check) {
+            refused.into_inner().password.fill(0);
+            return Err(Busy);
+        }
+        // The thread always answers; a closed channel means it died.
+        answer.recv().await.map_err(|_| Busy)
+    }
+}
+
+/// The server's account state: the file, the checker, the back-off.
+#[derive(Debug)]
+pub(crate) struct AuthState {
+    pub(crate) accounts: Arc<Accounts>,
+    verifier: Verifier,
+    pub(crate) backoff: Backoff,
+}
+
+impl AuthState {
+    pub(crate) fn new(accounts: Arc<Accounts>) -> AuthState {
+        AuthState {
+            accounts,
+            verifier: Verifier::start(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// The owned gist of a frame read during login.
+enum LoginFrame {
+    Hello(HelloRequest),
+    Auth(Vec<u8>),
+    Other,
+}
+
+/// Why no login frame came.
+enum NoFrame {
+    TimedOut,
+    /// Input ended, failed or broke the protocol: nobody to tell, or
+    /// nothing worth telling beyond the refusal.
+    Gone,
+    Invalid(String),
+}
+
+async fn next_login_frame(
+    transport: &Transport,
+    input: &mut FrameReader<ClientDecoder>,
+    deadline: Instant,
+) -> Result<LoginFrame, NoFrame> {
+    loop {
+        match input.next_frame() {
+            Ok(Some(ClientFrame::Hello { features })) => {
+                return Ok(LoginFrame::Hello(HelloRequest::parse(features)))
+            }
+            Ok(Some(ClientFrame::Auth { password })) => {
+                return Ok(LoginFrame::Auth(password.to_vec()))
+            }
+            Ok(Some(_)) => return Ok(LoginFrame::Other),
+            Ok(None) => {}
+            Err(e) => return Err(NoFrame::Invalid(format!("{e}\n"))),
+        }
+        match until(deadline, transport.read(input)).await {
+            None => return Err(NoFrame::TimedOut),
+            Some(Ok(0) | Err(_)) => return Err(NoFrame::Gone),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Proves a login to the registered name `name` (whose hash is `hash`),
+/// or refuses it with the reason and closes. `None` when the connection is
+/// over.
+pub(crate) async fn authenticate(
+    shared: &Shared,
+    auth: &AuthState,
+    transport: &Transport,
+    peer: SocketAddr,
+    name: &str,
+    input: &mut FrameReader<ClientDecoder>,
+) -> Option<Proven> {
+    let refused = |text: String| async move {
+        reject(transport, &text, shared.config.linger).await;
+        None
+    };
+    let steps = async {
+        let deadline = Instant::now() + shared.config.handshake_timeout;
+        let hello = match next_login_frame(transport, input, deadline).await {
+            Ok(LoginFrame::Hello(hello)) if hello.password => hello,
+            Err(NoFrame::Gone) => return Err(None),
+            _ => {
+                info!(%peer, user = name, "rejected: registered name, no password offered");
+                return Err(Some(protocol::registered_name_text(name)));
+            }
+        };
+        let password = match next_login_frame(transport, input, deadline).await {
+            Ok(LoginFrame::Auth(password)) => password,
+            Err(NoFrame::Gone) => return Err(None),
+            Err(NoFrame::Invalid(text)) => return Err(Some(text)),
+            _ => {
+                return Err(Some(
+                    "expected AUTH right after a HELLO listing 'password'\n".into(),
+                ))
+            }
+        };
+        if password.is_empty() {
+            info!(%peer, user = name, "rejected: registered name, no password");
+            return Err(Some(protocol::password_required_text(name)));
+        }
+        if !transport.is_tls() && !shared.config.allow_plaintext_passwords {
+            warn!(%peer, user = name, "rejected: password sent over plain TCP (not checked)");
+            return Err(Some(protocol::PASSWORDS_NEED_TLS.into()));
+        }
+        let Some(hash) = auth.accounts.table().hash_of(name).map(Box::<str>::from) else {
+            // Unregistered by a reload meanwhile: the name is free again.
+            return Ok(hello);
+        };
+        let wait = auth.backoff.begin(name, peer.ip(), Instant::now());
+        if !wait.is_zero() {
+            info!(%peer, user = name, "login delayed {wait:?} after earlier failures");
+            Timer::after(wait).await;
+        }
+        match auth.verifier.verify(&hash, password).await {
+            Ok(true) => {
+                auth.backoff.succeeded(name, peer.ip());
+                Ok(hello)
+            }
+            Ok(false) => {
+                let (for_name, from_address) = auth.backoff.failures(name, peer.ip());
+                warn!(
+                    %peer,
+                    user = name,
+                    failures_for_name = for_name,
+                    failures_from_address = from_address,
+                    "wrong password"
+                );
+                Err(Some(protocol::wrong_password_text(name)))
+            }
+            Err(Busy) => {
+                warn!(%peer, user = name, "rejected: too many logins waiting for a password check");
+                Err(Some(protocol::LOGINS_BUSY.into()))
+            }
+        }
+    };
+    let outcome = steps
+        .or(async {
+            shared.shutdown.wait().await;
+            Err(Some(SHUTTING_DOWN.to_string()))
+        })
+        .await;
+    match outcome {
+        Ok(hello) => Some(Proven { hello }),
+        Err(Some(text)) => refused(text).await,
+        Err(None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn hello_features_are_read_word_by_word() {
+        assert_eq!(
+            HelloRequest::parse(b"pmchat/1 presence password"),
+            HelloRequest {
+                presence: true,
+                password: true
+            }
+        );
+        assert_eq!(
+            HelloRequest::parse(b"pmchat/1 passwords"),
+            HelloRequest::default()
+        );
+    }
+
+    #[test]
+    fn the_fifth_guess_waits_and_the_delay_doubles_up_to_a_cap() {
+        let backoff = Backoff::default();
+        let now = Instant::now();
+        let delays: Vec<Duration> = (0..12).map(|_| backoff.begin("alice", HOME, now)).collect();
+        assert_eq!(delays[..3], [Duration::ZERO; 3]);
+        assert_eq!(delays[3], FIRST_DELAY);
+        assert_eq!(delays[4], FIRST_DELAY * 2);
+        assert_eq!(delays[11], MAX_DELAY);
+    }
+
+    #[test]
+    fn guessing_many_names_from_one_address_is_slowed_too() {
+        let backoff = Backoff::default();
+        let now = Instant::now();
+        for name in ["a", "b", "c", "d"] {
+            backoff.begin(name, HOME, now);
+        }
+        assert_eq!(backoff.begin("e", HOME, now), FIRST_DELAY * 2);
+        // Another address guessing a fresh name is not slowed.
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(backoff.begin("f", elsewhere, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn success_clears_the_name_and_uncharges_the_address() {
+        let backoff = Backoff::default();
+        let now = Instant::now();
+        for _ in 0..3 {
+            backoff.begin("alice", HOME, now);
+        }
+        backoff.begin("alice", HOME, now);
+        backoff.succeeded("alice", HOME);
+        assert_eq!(backoff.failures("alice", HOME), (0, 3));
+    }
+
+    #[test]
+    fn stale_failures_are_forgotten() {
+        let backoff = Backoff::default();
+        let then = Instant::now();
+        for _ in 0..5 {
+            backoff.begin("alice", HOME, then);
+        }
+        backoff.forget_stale(then + FORGET_AFTER);
+        assert_eq!(backoff.failures("alice", HOME), (0, 0));
+    }
+
+    #[test]
+    fn the_address_table_is_bounded() {
+        let backoff = Backoff::default();
+        let now = Instant::now();
+        for i in 0..(MAX_ADDRESSES as u32 + 10) {
+            backoff.begin("alice", IpAddr::V4(i.into()), now);
+        }
+        let table = backoff.table.lock().unwrap();
+        assert_eq!(table.addresses.len(), MAX_ADDRESSES);
+    }
+
+    #[test]
+    fn a_full_verifier_queue_refuses_instead_of_growing() {
+        smol::block_on(async {
+            let verifier = Verifier::start();
+            // A hash that costs a few milliseconds, so the queue fills up.
+            use argon2::password_hash::{PasswordHasher, SaltString};
+            let params = argon2::Params::new(4096, 1, 1, None).unwrap();
+            let argon =
+                argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+            let hash = argon.hash_password(b"pw", &salt).unwrap().to_string();
+            let checks: Vec<_> = (0..VERIFY_QUEUE + 16)
+                .map(|_| verifier.verify(&hash, b"guess".to_vec()))
+                .collect();
+            let mut busy = 0;
+            let mut wrong = 0;
+            for check in checks {
+                match smol::future::poll_once(Box::pin(check)).await {
+                    Some(Err(Busy)) => busy += 1,
+                    Some(Ok(_)) => wrong += 1,
+                    None => {}
+                }
+            }
+            assert!(busy >= 8, "busy {busy}, answered {wrong}");
+        });
+    }
+}
