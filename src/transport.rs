@@ -50,16 +50,14 @@ pub(crate) struct TlsConnection {
 /// A socket that the TLS layer and the transport both hold, read through a
 /// buffer: rustls asks for 4 KiB at a time, and without the buffer a busy
 /// TLS connection would cost a `read` syscall per 4 KiB instead of per
-/// 32 KiB. The buffer is freed whenever it is drained by a short read, so
-/// an idle TLS connection keeps none.
+/// 32 KiB. The buffer is freed when the socket has nothing more to read,
+/// so an idle TLS connection keeps none, while a busy one reuses it.
 #[derive(Debug)]
 pub(crate) struct SharedSocket {
     socket: Arc<Async<TcpStream>>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// The last refill filled the buffer: more is probably waiting.
-    full: bool,
 }
 
 /// Bytes read from a TLS connection's socket per syscall.
@@ -72,7 +70,6 @@ impl SharedSocket {
             buf: Vec::new(),
             start: 0,
             end: 0,
-            full: false,
         }
     }
 }
@@ -93,21 +90,19 @@ impl AsyncRead for SharedSocket {
             }
             let n = match Pin::new(&mut &*this.socket).poll_read(cx, &mut this.buf) {
                 Poll::Ready(Ok(n)) => n,
+                Poll::Pending => {
+                    // Nothing to read: the connection is (for now) idle.
+                    this.buf = Vec::new();
+                    return Poll::Pending;
+                }
                 other => return other,
             };
             this.start = 0;
             this.end = n;
-            this.full = n == this.buf.len();
         }
         let n = out.len().min(this.end - this.start);
         out[..n].copy_from_slice(&this.buf[this.start..this.start + n]);
         this.start += n;
-        if this.start == this.end && !this.full {
-            // Drained by a short read: the socket is most likely empty.
-            this.buf = Vec::new();
-            this.start = 0;
-            this.end = 0;
-        }
         Poll::Ready(Ok(n))
     }
 }
@@ -119,6 +114,16 @@ impl AsyncWrite for SharedSocket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut &*self.socket).poll_write(cx, buf)
+    }
+
+    /// rustls hands over its queued records as one vector: one `writev`
+    /// for them all, not one `write` per 16 KiB record.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.socket).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -350,11 +355,24 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 struct PollOnce<'a, R>(&'a mut R);
 
 impl<R: AsyncRead + Unpin> Read for PollOnce<'_, R> {
+    /// Fills as much of `buf` as can be had without waiting. The TLS layer
+    /// hands out one record's plaintext per poll; taking every record that
+    /// is ready in one call lets the reader route a whole buffer of frames
+    /// per batch, as it does on plain TCP.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut *self.0).poll_read(&mut cx, buf) {
-            Poll::Ready(result) => result,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        let mut filled = 0;
+        while filled < buf.len() {
+            match Pin::new(&mut *self.0).poll_read(&mut cx, &mut buf[filled..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => filled += n,
+                // What was read is returned first; the error comes back at
+                // the next call.
+                Poll::Ready(Err(_)) | Poll::Pending if filled > 0 => break,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+            }
         }
+        Ok(filled)
     }
 }
