@@ -31,7 +31,8 @@ pub trait Decoder {
     fn max_frame(&self) -> usize;
 
     /// Decodes one frame from the front of `buf`.
-    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<Self::Frame<'a>>, Self::Error>;
+    /// A decoder may keep state between frames (gob's type definitions).
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<Self::Frame<'a>>, Self::Error>;
 }
 
 /// Reads and decodes frames of one wire from a byte stream.

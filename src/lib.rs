@@ -15,6 +15,8 @@
 //!
 //! # Layout
 //! - [`protocol`]: v1 frames, limits and the sans-IO codec.
+//! - [`gob`]: the original Go programs' wire (`encoding/gob` values of
+//!   their `Message` struct), a sans-IO codec beside [`protocol`]'s.
 //! - [`framing`]: [`framing::FrameReader`], the one place frames are read
 //!   from a byte stream.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
@@ -49,6 +51,7 @@ pub mod client;
 pub(crate) mod clock;
 pub mod exit_codes;
 pub(crate) mod framing;
+pub mod gob;
 pub(crate) mod json;
 pub mod logging;
 pub mod protocol;

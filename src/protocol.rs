@@ -698,7 +698,7 @@ impl crate::framing::Decoder for HandshakeDecoder {
         1 + usize::from(u8::MAX)
     }
 
-    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<&'a [u8]>, UsernameError> {
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<&'a [u8]>, UsernameError> {
         decode_handshake(buf, &self.limits)
     }
 }
@@ -719,7 +719,7 @@ impl crate::framing::Decoder for ClientDecoder {
         self.limits.max_client_frame()
     }
 
-    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
         decode_client_frame(buf, &self.limits)
     }
 }
@@ -737,7 +737,7 @@ impl crate::framing::Decoder for ServerDecoder {
         MAX_SERVER_FRAME
     }
 
-    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Decoded<ServerFrame<'a>>, FrameError> {
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<ServerFrame<'a>>, FrameError> {
         decode_server_frame(buf)
     }
 }
