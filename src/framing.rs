@@ -75,12 +75,21 @@ impl<D: Decoder> FrameReader<D> {
         }
     }
 
+    /// Reads on with another decoder of the same type (a session whose
+    /// first bytes choose another wire); the buffered input stays.
+    pub fn set_decoder(&mut self, decoder: D) {
+        self.consume_returned();
+        self.buf.capacity = self.buf.capacity.max(decoder.max_frame());
+        self.decoder = decoder;
+    }
+
     fn consume_returned(&mut self) {
         self.buf.consume(std::mem::take(&mut self.returned));
     }
 
     /// The next whole frame in the buffer, or `None` when more input is
     /// needed. The previous frame is consumed first.
+    #[inline]
     pub fn next_frame(&mut self) -> Result<Option<D::Frame<'_>>, D::Error> {
         self.consume_returned();
         match self.decoder.decode(self.buf.data())? {

@@ -50,7 +50,7 @@ pub mod bench;
 pub mod client;
 pub(crate) mod clock;
 pub mod exit_codes;
-pub(crate) mod framing;
+pub mod framing;
 pub mod gob;
 pub(crate) mod json;
 pub mod logging;

@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "server/gob.rs"]
+mod gob;
 #[path = "server/hardening.rs"]
 mod hardening;
 #[path = "server/in_process.rs"]

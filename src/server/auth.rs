@@ -31,9 +31,10 @@ use tracing::{info, warn};
 
 use super::accounts::{verify_password, Accounts};
 use super::session::{reject, SHUTTING_DOWN};
+use super::wire::{starts_gob, Incoming, InputDecoder, Wire};
 use super::Shared;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ClientDecoder, ClientFrame};
+use crate::protocol::{self, ClientFrame};
 use crate::runtime::until;
 use crate::transport::Transport;
 
@@ -276,6 +277,8 @@ impl AuthState {
 enum LoginFrame {
     Hello(HelloRequest),
     Auth(Vec<u8>),
+    /// The client speaks gob, which has no passwords.
+    Gob,
     Other,
 }
 
@@ -290,20 +293,26 @@ enum NoFrame {
 
 async fn next_login_frame(
     transport: &Transport,
-    input: &mut FrameReader<ClientDecoder>,
+    input: &mut FrameReader<InputDecoder>,
     deadline: Instant,
 ) -> Result<LoginFrame, NoFrame> {
     loop {
         match input.next_frame() {
-            Ok(Some(ClientFrame::Hello { features })) => {
+            Ok(Some(Incoming::V1(ClientFrame::Hello { features }))) => {
                 return Ok(LoginFrame::Hello(HelloRequest::parse(features)))
             }
-            Ok(Some(ClientFrame::Auth { password })) => {
+            Ok(Some(Incoming::V1(ClientFrame::Auth { password }))) => {
                 return Ok(LoginFrame::Auth(password.to_vec()))
             }
             Ok(Some(_)) => return Ok(LoginFrame::Other),
             Ok(None) => {}
-            Err(e) => return Err(NoFrame::Invalid(format!("{e}\n"))),
+            Err(e) => {
+                let text = format!("{e}\n");
+                if starts_gob(input.buffered()) {
+                    return Ok(LoginFrame::Gob);
+                }
+                return Err(NoFrame::Invalid(text));
+            }
         }
         match until(deadline, transport.read(input)).await {
             None => return Err(NoFrame::TimedOut),
@@ -322,10 +331,10 @@ pub(crate) async fn authenticate(
     transport: &Transport,
     peer: SocketAddr,
     name: &str,
-    input: &mut FrameReader<ClientDecoder>,
+    input: &mut FrameReader<InputDecoder>,
 ) -> Option<Proven> {
-    let refused = |text: String| async move {
-        reject(transport, &text, shared.config.linger).await;
+    let refused = |wire: Wire, text: String| async move {
+        reject(transport, wire, &text, shared.config.linger).await;
         None
     };
     let steps = async {
@@ -333,28 +342,28 @@ pub(crate) async fn authenticate(
         let hello = match next_login_frame(transport, input, deadline).await {
             Ok(LoginFrame::Hello(hello)) if hello.password => hello,
             Err(NoFrame::Gone) => return Err(None),
-            _ => {
+            first => {
                 info!(%peer, user = name, "rejected: registered name, no password offered");
-                return Err(Some(protocol::registered_name_text(name)));
+                let wire = match first {
+                    Ok(LoginFrame::Gob) => Wire::Gob,
+                    _ => Wire::V1,
+                };
+                return Err(Some((wire, protocol::registered_name_text(name))));
             }
         };
         let password = match next_login_frame(transport, input, deadline).await {
             Ok(LoginFrame::Auth(password)) => password,
             Err(NoFrame::Gone) => return Err(None),
-            Err(NoFrame::Invalid(text)) => return Err(Some(text)),
-            _ => {
-                return Err(Some(
-                    "expected AUTH right after a HELLO listing 'password'\n".into(),
-                ))
-            }
+            Err(NoFrame::Invalid(text)) => return Err(v1(text)),
+            _ => return Err(v1("expected AUTH right after a HELLO listing 'password'\n")),
         };
         if password.is_empty() {
             info!(%peer, user = name, "rejected: registered name, no password");
-            return Err(Some(protocol::password_required_text(name)));
+            return Err(v1(protocol::password_required_text(name)));
         }
         if !transport.is_tls() && !shared.config.allow_plaintext_passwords {
             warn!(%peer, user = name, "rejected: password sent over plain TCP (not checked)");
-            return Err(Some(protocol::PASSWORDS_NEED_TLS.into()));
+            return Err(v1(protocol::PASSWORDS_NEED_TLS));
         }
         let Some(hash) = auth.accounts.table().hash_of(name).map(Box::<str>::from) else {
             // Unregistered by a reload meanwhile: the name is free again.
@@ -379,25 +388,31 @@ pub(crate) async fn authenticate(
                     failures_from_address = from_address,
                     "wrong password"
                 );
-                Err(Some(protocol::wrong_password_text(name)))
+                Err(v1(protocol::wrong_password_text(name)))
             }
             Err(Busy) => {
                 warn!(%peer, user = name, "rejected: too many logins waiting for a password check");
-                Err(Some(protocol::LOGINS_BUSY.into()))
+                Err(v1(protocol::LOGINS_BUSY))
             }
         }
     };
     let outcome = steps
         .or(async {
             shared.shutdown.wait().await;
-            Err(Some(SHUTTING_DOWN.to_string()))
+            Err(v1(SHUTTING_DOWN))
         })
         .await;
     match outcome {
         Ok(hello) => Some(Proven { hello }),
-        Err(Some(text)) => refused(text).await,
+        Err(Some((wire, text))) => refused(wire, text).await,
         Err(None) => None,
     }
+}
+
+/// A refusal in v1: everything after the first frame is v1 (a gob client
+/// was refused at its first frame).
+fn v1(text: impl Into<String>) -> Option<(Wire, String)> {
+    Some((Wire::V1, text.into()))
 }
 
 #[cfg(test)]

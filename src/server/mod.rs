@@ -326,7 +326,8 @@ impl Server {
                 let Some(_slot) = shared.connections.try_open(shared.config.max_clients) else {
                     info!(%peer, "rejected: server is full");
                     let transport = Transport::tcp(stream);
-                    session::reject(&transport, "server is full\n", shared.config.linger).await;
+                    let (wire, linger) = (wire::Wire::V1, shared.config.linger);
+                    session::reject(&transport, wire, "server is full\n", linger).await;
                     return;
                 };
                 info!(%peer, "connected");
@@ -386,7 +387,8 @@ async fn secure(
     let transport = Transport::tcp(stream);
     if config.require_tls {
         info!(%peer, "rejected: not TLS");
-        session::reject(&transport, crate::protocol::REQUIRES_TLS, config.linger).await;
+        let text = crate::protocol::REQUIRES_TLS;
+        session::reject(&transport, wire::Wire::V1, text, config.linger).await;
         return None;
     }
     Some(transport)

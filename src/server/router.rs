@@ -158,6 +158,7 @@ impl<'a> Router<'a> {
         self.cache.remove(to);
     }
 
+    #[inline(always)]
     pub(crate) async fn route(&mut self, to: &[u8], content: &[u8]) -> Result<(), SenderClosed> {
         if std::str::from_utf8(content).is_err() {
             let text = format!(
@@ -175,8 +176,9 @@ impl<'a> Router<'a> {
             };
             // Encoded once, in the recipient's wire, straight into its queue.
             let wire = recipient.wire();
-            let len = wire.message_len(me, content);
-            let encode = |out: &mut Vec<u8>| wire.encode_message(me, content, out);
+            let name = recipient.name().as_bytes();
+            let len = wire.message_len(name, me, content);
+            let encode = |out: &mut Vec<u8>| wire.encode_message(name, me, content, out);
             let pushed = match self.push_now(&recipient, len, encode) {
                 Err(PushError::Full) => {
                     // Write out what this batch routed so far before waiting.

@@ -10,8 +10,12 @@
 //!
 //! A session speaks to a [`Wire`] (how its frames are encoded and decoded)
 //! and a [`Transport`] (the byte stream), both chosen per connection; the
-//! modules `wire` and `transport` say how a new one is added. Nothing here
-//! depends on which.
+//! modules `wire` and `transport` say how a new one is added. Every session
+//! starts as v1; if the very first bytes after the handshake are a gob
+//! stream (they do not start with `0x00`), the reading loop ends with
+//! [`ReadEnd::SpeaksGob`] and starts again on gob, with the same buffer.
+//! Refusals before a session exists (a taken name) wait a moment for those
+//! first bytes to answer in the client's wire.
 //!
 //! Closing is always the same dance, whoever starts it: leave the online
 //! list, let the writer flush what is queued (bounded by the flush timeout),
@@ -21,6 +25,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,12 +36,11 @@ use tracing::{debug, info, warn};
 use super::auth::{authenticate, HelloRequest};
 use super::outbound::OutboundQueue;
 use super::router::Router;
-use super::wire::Wire;
+use super::wire::{starts_gob, Incoming, InputDecoder, InputError, Wire};
 use super::Shared;
+use crate::framing::Decoder;
 use crate::framing::FrameReader;
-use crate::protocol::{
-    self, ClientDecoder, ClientFrame, FrameError, HandshakeDecoder, UsernameError,
-};
+use crate::protocol::{self, ClientFrame, FrameError, HandshakeDecoder, UsernameError};
 use crate::runtime::{timeout, until};
 use crate::transport::Transport;
 
@@ -52,8 +56,9 @@ pub struct Session {
     name: Box<str>,
     /// Remote address, for logs.
     peer: SocketAddr,
-    /// How frames to this user are encoded.
-    wire: Wire,
+    /// Frames to this user are encoded for the gob wire, not v1: set once,
+    /// by the session's own reader, when its first bytes say so.
+    gob: AtomicBool,
     /// Frames waiting to be written to this user.
     outbound: OutboundQueue,
     /// The socket, for direct flushes by senders' readers, when the
@@ -67,7 +72,7 @@ impl Session {
         Session {
             name,
             peer,
-            wire: Wire::V1,
+            gob: AtomicBool::new(false),
             outbound: OutboundQueue::new(shared.config.queue_bytes),
             direct: transport.direct(),
         }
@@ -96,7 +101,16 @@ impl Session {
 
     /// How frames to this user are encoded.
     pub(crate) fn wire(&self) -> Wire {
-        self.wire
+        if self.gob.load(Ordering::Relaxed) {
+            Wire::Gob
+        } else {
+            Wire::V1
+        }
+    }
+
+    /// The client turned out to speak gob.
+    fn speaks_gob(&self) {
+        self.gob.store(true, Ordering::Relaxed);
     }
 
     /// Frames waiting to be written to this user.
@@ -113,7 +127,7 @@ impl Session {
     /// Ends the session after a last error frame with `text`; frames already
     /// queued are still written first. False if it was already closing.
     pub fn close_with_error(&self, text: &str) -> bool {
-        self.outbound.close(Some(&self.wire.error_frame(text)))
+        self.outbound.close(Some(&self.wire().error_frame(text)))
     }
 }
 
@@ -123,7 +137,10 @@ enum ReadEnd {
     /// The client shut down its write side (or closed).
     PeerClosed,
     /// The client broke the protocol.
-    Protocol(FrameError),
+    Protocol(InputError),
+    /// The first bytes after the handshake are not v1 but a gob stream:
+    /// read on as gob.
+    SpeaksGob,
     /// A frame begun was not completed in time.
     FrameTimeout,
     /// The socket failed.
@@ -144,6 +161,7 @@ impl ReadEnd {
             ReadEnd::Io(e) => format!("i/o error: {e}"),
             ReadEnd::Closed => "closed by the server".into(),
             ReadEnd::Shutdown => "server shutting down".into(),
+            ReadEnd::SpeaksGob => "switched to gob".into(),
         }
     }
 }
@@ -177,14 +195,22 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
         } else if shared.config.registered_only {
             info!(%peer, user = &*name, "rejected: not a registered name");
             let text = protocol::not_registered_text(&name);
-            reject(&transport, &text, shared.config.linger).await;
+            let wire = wire_for_refusal(&transport, &mut input).await;
+            reject(&transport, wire, &text, shared.config.linger).await;
             return;
         }
     }
     let session = Arc::new(Session::new(name, peer, &transport, &shared));
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
-        reject(&transport, protocol::USERNAME_TAKEN, shared.config.linger).await;
+        let wire = wire_for_refusal(&transport, &mut input).await;
+        reject(
+            &transport,
+            wire,
+            protocol::USERNAME_TAKEN,
+            shared.config.linger,
+        )
+        .await;
         return;
     }
     info!(
@@ -198,7 +224,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     let writer = shared
         .executor
         .spawn(write_loop(transport.clone(), Arc::clone(&session)));
-    let end = read_loop(&shared, &transport, &mut input, &session, proven)
+    let reading = async {
+        let end = read_loop(&shared, &transport, &mut input, &session, proven, true).await;
+        if !matches!(end, ReadEnd::SpeaksGob) {
+            return end;
+        }
+        debug!(%peer, user = session.name(), "speaks gob");
+        session.speaks_gob();
+        input.set_decoder(InputDecoder::gob(shared.config.limits));
+        read_loop(&shared, &transport, &mut input, &session, None, false).await
+    };
+    let end = reading
         .or(async {
             session.outbound.wait_closed().await;
             ReadEnd::Closed
@@ -230,7 +266,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
             session.outbound.abort();
             false
         }
-        ReadEnd::Closed => true,
+        ReadEnd::Closed | ReadEnd::SpeaksGob => true,
         ReadEnd::Shutdown => {
             session.close_with_error(SHUTTING_DOWN);
             true
@@ -260,7 +296,7 @@ async fn login(
     shared: &Shared,
     transport: &Transport,
     peer: SocketAddr,
-) -> Option<(Box<str>, FrameReader<ClientDecoder>)> {
+) -> Option<(Box<str>, FrameReader<InputDecoder>)> {
     let limits = shared.config.limits;
     let mut input = FrameReader::new(HandshakeDecoder { limits });
     let handshake = async {
@@ -277,7 +313,7 @@ async fn login(
     })
     .await;
     let text = match handshake {
-        Ok(name) => return Some((name, input.switch(ClientDecoder { limits }))),
+        Ok(name) => return Some((name, input.switch(InputDecoder::v1(limits)))),
         Err(HandshakeEnd::Invalid(e)) => format!("{e}\n"),
         Err(HandshakeEnd::TimedOut) => format!(
             "no username received within {:?}\n",
@@ -290,7 +326,7 @@ async fn login(
         }
     };
     info!(%peer, "rejected: {}", text.trim_end());
-    reject(transport, &text, shared.config.linger).await;
+    reject(transport, Wire::V1, &text, shared.config.linger).await;
     None
 }
 
@@ -317,12 +353,17 @@ async fn read_handshake(
 }
 
 /// Reads and routes frames until the input ends or breaks the protocol.
+///
+/// With `detect_gob` (the session has just logged in, reading v1), a very
+/// first frame that v1 refuses and that starts like a gob stream ends the
+/// loop with [`ReadEnd::SpeaksGob`], and the session reads on as gob.
 async fn read_loop(
     shared: &Shared,
     transport: &Transport,
-    input: &mut FrameReader<ClientDecoder>,
+    input: &mut FrameReader<InputDecoder>,
     session: &Arc<Session>,
     proven: Option<HelloRequest>,
+    detect_gob: bool,
 ) -> ReadEnd {
     let mut router = Router::new(shared, session);
     // A registered name's HELLO was read while its password was checked.
@@ -336,48 +377,62 @@ async fn read_loop(
     // it likes, never inside one.
     let mut frame_deadline: Option<Instant> = None;
     let mut reads = Reads::default();
+    // Nothing decoded yet: a v1 error now may mean the client speaks gob.
+    let mut first = detect_gob;
     loop {
         loop {
+            let gob_at_start = first && starts_gob(input.buffered());
+            let frame = match input.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) if gob_at_start => return ReadEnd::SpeaksGob,
+                Err(e) => return ReadEnd::Protocol(e),
+            };
             // Inline, not a helper: a helper's future would add its
             // arguments to every connection's state for its whole life.
-            let routed = match input.next_frame() {
-                Ok(Some(ClientFrame::Message { to, content })) => router.route(to, content).await,
+            let routed = match frame {
+                Incoming::V1(ClientFrame::Message { to, content }) => {
+                    router.route(to, content).await
+                }
+                Incoming::GobDefinition => Ok(()),
                 // One negotiation per connection: a second HELLO could only
                 // mean a confused or hostile client.
-                Ok(Some(ClientFrame::Hello { .. })) if router.extended => {
-                    return ReadEnd::Protocol(FrameError::Repeated("HELLO"));
+                Incoming::V1(ClientFrame::Hello { .. }) if router.extended => {
+                    return ReadEnd::Protocol(FrameError::Repeated("HELLO").into());
                 }
                 // A wire without the extensions has no HELLO at all.
-                Ok(Some(ClientFrame::Hello { .. })) if !session.wire.extensions() => {
-                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO));
+                Incoming::V1(ClientFrame::Hello { .. }) if !session.wire().extensions() => {
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO).into());
                 }
-                Ok(Some(ClientFrame::Hello { features })) => {
+                Incoming::V1(ClientFrame::Hello { features }) => {
                     router.hello(HelloRequest::parse(features), false).await
                 }
                 // The password for a name that is not registered: unused.
-                Ok(Some(ClientFrame::Auth { .. })) if router.auth_expected => {
+                Incoming::V1(ClientFrame::Auth { .. }) if router.auth_expected => {
                     router.auth_expected = false;
                     Ok(())
                 }
-                Ok(Some(ClientFrame::Auth { .. })) => {
-                    return ReadEnd::Protocol(FrameError::Unexpected {
-                        frame: "AUTH",
-                        why: "it may only follow a HELLO listing 'password'",
-                    });
+                Incoming::V1(ClientFrame::Auth { .. }) => {
+                    return ReadEnd::Protocol(
+                        FrameError::Unexpected {
+                            frame: "AUTH",
+                            why: "it may only follow a HELLO listing 'password'",
+                        }
+                        .into(),
+                    );
                 }
                 // WHO is an extension: a session that did not negotiate
                 // gets v1 behaviour, an unknown opcode.
-                Ok(Some(ClientFrame::Who)) if !router.extended => {
-                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_WHO));
+                Incoming::V1(ClientFrame::Who) if !router.extended => {
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_WHO).into());
                 }
-                Ok(Some(ClientFrame::Who)) => router.who().await,
-                Ok(None) => break,
-                Err(e) => return ReadEnd::Protocol(e),
+                Incoming::V1(ClientFrame::Who) => router.who().await,
             };
             if routed.is_err() {
                 return ReadEnd::Closed;
             }
             frame_deadline = None;
+            first = false;
         }
         if input.mid_frame() && frame_deadline.is_none() {
             frame_deadline = Some(Instant::now() + shared.config.frame_timeout);
@@ -426,10 +481,10 @@ struct Reads {
 }
 
 impl Reads {
-    fn next(
+    fn next<D: Decoder>(
         &mut self,
         transport: &Transport,
-        input: &mut FrameReader<ClientDecoder>,
+        input: &mut FrameReader<D>,
     ) -> io::Result<usize> {
         if std::mem::take(&mut self.short) {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -443,9 +498,9 @@ impl Reads {
 
 /// Waits until the socket has input: for as long as it takes between
 /// frames, until `frame_deadline` inside one.
-async fn wait_for_input(
+async fn wait_for_input<D: Decoder>(
     transport: &Transport,
-    input: &mut FrameReader<ClientDecoder>,
+    input: &mut FrameReader<D>,
     frame_deadline: Option<Instant>,
 ) -> Result<(), ReadEnd> {
     // An idle connection holds no read buffer.
@@ -470,9 +525,9 @@ const SHRINK_PARTIAL_AFTER: Duration = Duration::from_millis(500);
 /// a client that stops mid-frame is not owed a full-size buffer, but one
 /// whose reads merely end mid-frame under load should not lose its buffer
 /// at every pause either.
-async fn wait_for_rest_of_frame(
+async fn wait_for_rest_of_frame<D: Decoder>(
     transport: &Transport,
-    input: &mut FrameReader<ClientDecoder>,
+    input: &mut FrameReader<D>,
     deadline: Instant,
 ) -> io::Result<()> {
     let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
@@ -505,9 +560,29 @@ async fn write_loop(transport: Transport, session: Arc<Session>) {
     transport.shutdown_write().await;
 }
 
+/// How long a refused login waits for the client's first bytes to learn
+/// which wire to refuse it in. pmchat's clients (v1 and gob) send theirs
+/// with the handshake; a peer that sends nothing is refused in v1.
+const REFUSAL_WIRE_WAIT: Duration = Duration::from_millis(250);
+
+/// The wire to refuse a login in: the one its first bytes after the
+/// handshake choose, v1 if none come within [`REFUSAL_WIRE_WAIT`].
+pub(crate) async fn wire_for_refusal<D: Decoder>(
+    transport: &Transport,
+    input: &mut FrameReader<D>,
+) -> Wire {
+    if input.buffered().is_empty() {
+        let _ = timeout(REFUSAL_WIRE_WAIT, transport.read(input)).await;
+    }
+    input
+        .buffered()
+        .first()
+        .map_or(Wire::V1, |&first| Wire::starting_with(first))
+}
+
 /// Sends one error frame to a client that never got a session, then closes.
-pub(crate) async fn reject(transport: &Transport, text: &str, linger_for: Duration) {
-    let frame = Wire::V1.error_frame(text);
+pub(crate) async fn reject(transport: &Transport, wire: Wire, text: &str, linger_for: Duration) {
+    let frame = wire.error_frame(text);
     let sent = timeout(linger_for, transport.write_all(&frame)).await;
     if matches!(sent, Some(Ok(()))) {
         transport.shutdown_write().await;

@@ -1,51 +1,75 @@
-//! What a session's client speaks after the handshake: v1 today.
+//! What a session's client speaks after the handshake: pmchat v1 (with its
+//! negotiated extensions) or the original Go programs' gob stream.
 //!
 //! The wire decides how this session's input is decoded (into the
-//! [`ClientFrame`](crate::protocol::ClientFrame)s the router understands)
-//! and how every frame *to* this session is encoded. Senders encode into a
+//! [`Incoming`] frames the session's reader acts on) and how every
+//! frame *to* this session is encoded ([`Wire`]). Senders encode into a
 //! recipient's queue with the recipient's wire, so two sessions on
-//! different wires can talk.
+//! different wires talk to each other.
 //!
-//! **Adding a wire** (the Go programs' gob stream, say): add a variant, a
-//! [`crate::framing::Decoder`] whose frames are
-//! [`ClientFrame`](crate::protocol::ClientFrame)s, the encodings below, and
-//! a way to recognise it per connection in `session` (v1 frames always
-//! start with `0x00`). A wire without the extensions answers `false` to
-//! [`Wire::extensions`] and is never sent WELCOME, ONLINE or PRESENCE.
+//! The two are told apart by the first byte after the handshake: a v1
+//! frame always starts with `0x00` (the high byte of its opcode), a gob
+//! stream never does (it starts with a non-zero length). Until that byte
+//! arrives a session counts as v1, so a v1 peer that only listens is served
+//! exactly as before; a gob peer is recognised by the first thing it sends.
+//!
+//! **Adding a wire**: add a variant to [`Wire`] with its encodings, a
+//! state to [`InputDecoder`] that yields [`Incoming`] frames, and a way to
+//! recognise it from the first bytes. A wire without the extensions
+//! answers `false` to [`Wire::extensions`] and is never sent WELCOME,
+//! ONLINE or PRESENCE.
 
-use crate::protocol;
+use crate::framing::Decoder;
+use crate::gob::{self, GobDecoder, GobError, GobFrame, GobMessage};
+use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Limits};
 
 /// The wire one session speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wire {
     /// pmchat v1, with the negotiated extensions.
     V1,
+    /// `encoding/gob` values of the original programs' `Message` struct.
+    Gob,
 }
 
 impl Wire {
-    /// Encoded size of a message to this session.
-    pub(crate) fn message_len(self, from: &[u8], content: &[u8]) -> usize {
+    /// Encoded size of a message from `from` to this session's user `to`.
+    pub(crate) fn message_len(self, to: &[u8], from: &[u8], content: &[u8]) -> usize {
         match self {
             Wire::V1 => protocol::message_frame_len(from, content),
+            Wire::Gob => gob::message_len(&delivery(to, from, content)),
         }
     }
 
-    /// Appends a message from `from` to `out`. Both fields fit: a username
-    /// is at most 255 bytes and content came from a 16-bit length field.
-    pub(crate) fn encode_message(self, from: &[u8], content: &[u8], out: &mut Vec<u8>) {
+    /// Appends a message from `from` to this session's user `to`. Both
+    /// names fit: a username is at most 255 bytes and content came from a
+    /// 16-bit length field.
+    pub(crate) fn encode_message(self, to: &[u8], from: &[u8], content: &[u8], out: &mut Vec<u8>) {
         match self {
             Wire::V1 => {
                 let _ = protocol::encode_message(from, content, out);
             }
+            Wire::Gob => gob::encode_message(&delivery(to, from, content), out),
         }
     }
 
-    /// An encoded error frame with `text` (which ends with `\n`).
+    /// An encoded error frame with `text` (which ends with `\n`): on gob,
+    /// `Message{Content: text, Error: true}`, as the original server sends.
     pub(crate) fn error_frame(self, text: &str) -> Vec<u8> {
         match self {
             Wire::V1 => {
                 let mut frame = Vec::with_capacity(protocol::ERROR_HEADER_LEN + text.len());
                 protocol::encode_error(text, &mut frame);
+                frame
+            }
+            Wire::Gob => {
+                let error = GobMessage {
+                    content: text.as_bytes(),
+                    error: true,
+                    ..GobMessage::default()
+                };
+                let mut frame = Vec::with_capacity(gob::message_len(&error));
+                gob::encode_message(&error, &mut frame);
                 frame
             }
         }
@@ -55,6 +79,195 @@ impl Wire {
     pub(crate) fn extensions(self) -> bool {
         match self {
             Wire::V1 => true,
+            Wire::Gob => false,
         }
+    }
+
+    /// The wire whose streams start with `first`.
+    pub(crate) fn starting_with(first: u8) -> Wire {
+        if first == 0 {
+            Wire::V1
+        } else {
+            Wire::Gob
+        }
+    }
+}
+
+fn delivery<'a>(to: &'a [u8], from: &'a [u8], content: &'a [u8]) -> GobMessage<'a> {
+    GobMessage {
+        to,
+        from,
+        content,
+        error: false,
+    }
+}
+
+/// A frame from a client, on either wire, borrowed from the read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Incoming<'a> {
+    /// A v1 frame (or an extension frame), or a gob `Message` as the v1
+    /// message it amounts to.
+    V1(ClientFrame<'a>),
+    /// A gob type definition: nothing to act on.
+    GobDefinition,
+}
+
+/// Input that breaks the session's wire; the connection cannot go on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InputError {
+    #[error(transparent)]
+    V1(#[from] FrameError),
+    #[error(transparent)]
+    Gob(#[from] GobError),
+}
+
+/// True if input that v1 refused at the very start of a session is a gob
+/// stream instead: the session's first byte is not v1's `0x00`.
+pub(crate) fn starts_gob(input: &[u8]) -> bool {
+    input
+        .first()
+        .is_some_and(|&first| Wire::starting_with(first) == Wire::Gob)
+}
+
+/// Decodes a client's input after the handshake: v1 until the session's
+/// first bytes say gob (see [`starts_gob`]), then gob. One type for both, so
+/// that the session's reading loop, and the routing inlined into it, is
+/// compiled once.
+#[derive(Clone, Debug)]
+pub(crate) enum InputDecoder {
+    V1(ClientDecoder),
+    Gob(GobDecoder),
+}
+
+impl InputDecoder {
+    /// The decoder a session starts with.
+    pub(crate) fn v1(limits: Limits) -> Self {
+        InputDecoder::V1(ClientDecoder { limits })
+    }
+
+    /// The decoder for a session that speaks gob.
+    pub(crate) fn gob(limits: Limits) -> Self {
+        InputDecoder::Gob(GobDecoder::new(limits))
+    }
+
+    /// A gob frame, out of line: the v1 path stays small.
+    #[inline(never)]
+    fn decode_gob<'a>(
+        gob: &mut GobDecoder,
+        buf: &'a [u8],
+    ) -> Result<Decoded<Incoming<'a>>, InputError> {
+        match gob.decode(buf)? {
+            Decoded::Frame(GobFrame::Definition, used) => {
+                Ok(Decoded::Frame(Incoming::GobDefinition, used))
+            }
+            Decoded::Frame(GobFrame::Message(message), _) if message.error => {
+                Err(GobError::BadValue("a client may not send Error: true").into())
+            }
+            // Routed like a v1 message; the claimed sender is dropped (the
+            // server knows who sent it).
+            Decoded::Frame(GobFrame::Message(message), used) => Ok(Decoded::Frame(
+                Incoming::V1(ClientFrame::Message {
+                    to: message.to,
+                    content: message.content,
+                }),
+                used,
+            )),
+            Decoded::Incomplete { header_complete } => Ok(Decoded::Incomplete { header_complete }),
+        }
+    }
+}
+
+impl Decoder for InputDecoder {
+    type Frame<'a> = Incoming<'a>;
+    type Error = InputError;
+
+    fn max_frame(&self) -> usize {
+        match self {
+            InputDecoder::V1(v1) => v1.max_frame(),
+            InputDecoder::Gob(gob) => gob.max_frame(),
+        }
+    }
+
+    #[inline]
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<Incoming<'a>>, InputError> {
+        match self {
+            InputDecoder::V1(v1) => Ok(match v1.decode(buf)? {
+                Decoded::Frame(frame, used) => Decoded::Frame(Incoming::V1(frame), used),
+                Decoded::Incomplete { header_complete } => Decoded::Incomplete { header_complete },
+            }),
+            InputDecoder::Gob(gob) => Self::decode_gob(gob, buf),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_byte_tells_gob_from_v1() {
+        let mut frame = Vec::new();
+        protocol::encode_message(b"bob", b"hi", &mut frame).unwrap();
+        assert!(!starts_gob(&frame));
+        let mut stream = Vec::new();
+        gob::encode_message(&delivery(b"bob", b"mallory", b"hi"), &mut stream);
+        assert!(starts_gob(&stream));
+        assert!(!starts_gob(b""));
+    }
+
+    #[test]
+    fn a_gob_message_drops_its_claimed_sender() {
+        let mut input = InputDecoder::gob(Limits::default());
+        let mut stream = Vec::new();
+        gob::encode_message(&delivery(b"bob", b"mallory", b"hi"), &mut stream);
+        let Decoded::Frame(Incoming::GobDefinition, used) = input.decode(&stream).unwrap() else {
+            panic!("expected the type definition");
+        };
+        assert_eq!(
+            input.decode(&stream[used..]).unwrap(),
+            Decoded::Frame(
+                Incoming::V1(ClientFrame::Message {
+                    to: b"bob",
+                    content: b"hi"
+                }),
+                stream.len() - used
+            )
+        );
+    }
+
+    #[test]
+    fn a_client_claiming_to_send_an_error_breaks_the_wire() {
+        let mut input = InputDecoder::gob(Limits::default());
+        let mut stream = Vec::new();
+        gob::encode_message(
+            &GobMessage {
+                to: b"bob",
+                content: b"fake",
+                error: true,
+                ..GobMessage::default()
+            },
+            &mut stream,
+        );
+        let Decoded::Frame(_, used) = input.decode(&stream).unwrap() else {
+            panic!("expected the type definition");
+        };
+        assert!(matches!(
+            input.decode(&stream[used..]),
+            Err(InputError::Gob(GobError::BadValue(_)))
+        ));
+    }
+
+    #[test]
+    fn gob_errors_are_what_the_original_server_sends() {
+        let frame = Wire::Gob.error_frame("Username is taken\n");
+        assert_eq!(&frame[..60], gob::MESSAGE_TYPE_DEFINITION);
+        assert_eq!(
+            &frame[60..],
+            b"\x19\xff\x82\x03\x12Username is taken\n\x01\x01\x00"
+        );
+        let len = Wire::Gob.message_len(b"bob", b"alice", b"hi bob");
+        let mut out = Vec::new();
+        Wire::Gob.encode_message(b"bob", b"alice", b"hi bob", &mut out);
+        assert_eq!(out.len(), len);
     }
 }
