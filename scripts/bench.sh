@@ -166,6 +166,10 @@ server_args=(--tls-self-signed "$work/tls")
 throughput "throughput, 10 pairs, 1 KiB, TLS" --pairs 10 --messages 200000 --size 1024 --tls-ca "$work/tls/ca.pem"
 latency "latency, 10 pairs, 10,000 msgs/s, TLS" --pairs 10 --rate 10000 --duration "${latency_seconds}s" --tls-ca "$work/tls/ca.pem"
 server_args=()
+# The original Go programs' gob wire (a type definition with every
+# message, both ways), against the same server.
+throughput "throughput, 1 pair, 32 B, gob" --pairs 1 --messages 5000000 --size 32 --wire gob
+throughput "throughput, 100 pairs, 32 B, gob" --pairs 100 --messages 100000 --size 32 --wire gob
 conns "10,000 idle connections" 10000
 # What a session keeps once it went quiet after a burst (16 x 2 KiB to
 # itself, then 1 s idle): the same as one that never sent anything.

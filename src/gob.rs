@@ -153,6 +153,20 @@ struct Layout {
     count: usize,
 }
 
+impl Layout {
+    /// `Message` as Go defines it: id 65, fields in declaration order.
+    const GO: Layout = Layout {
+        id: MESSAGE_TYPE_ID,
+        fields: [
+            Some(Field::To),
+            Some(Field::From),
+            Some(Field::Content),
+            Some(Field::Error),
+        ],
+        count: 4,
+    };
+}
+
 /// Decodes the gob stream of one peer; it remembers the type definition
 /// the peer sent.
 #[derive(Clone, Debug)]
@@ -224,6 +238,12 @@ impl Decoder for GobDecoder {
 
 impl GobDecoder {
     fn decode_body<'a>(&mut self, body: &'a [u8]) -> Result<GobFrame<'a>, GobError> {
+        // The definition every Go encoder of `Message` sends (and the
+        // original client sends with every message): known without parsing.
+        if body == &MESSAGE_TYPE_DEFINITION[1..] {
+            self.layout = Some(Layout::GO);
+            return Ok(GobFrame::Definition);
+        }
         let mut cursor = Cursor::new(body);
         let id = cursor.int()?;
         if id < 0 {
@@ -539,6 +559,19 @@ pub fn encode_message(message: &GobMessage<'_>, out: &mut Vec<u8>) {
     encode_value(message, out);
 }
 
+/// Appends an error as the original server sends it:
+/// `Message{Content: text, Error: true}`, with its type definition.
+pub fn encode_error(text: &str, out: &mut Vec<u8>) {
+    encode_message(
+        &GobMessage {
+            content: text.as_bytes(),
+            error: true,
+            ..GobMessage::default()
+        },
+        out,
+    );
+}
+
 /// Appends only the value of `message` (for a stream whose type definition
 /// was already sent).
 pub fn encode_value(message: &GobMessage<'_>, out: &mut Vec<u8>) {
@@ -566,14 +599,8 @@ pub fn encode_value(message: &GobMessage<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::hex;
     use proptest::prelude::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     /// The bytes captured from the original Go programs (a copy of the
     /// project's shared gob-vectors.json).
@@ -675,7 +702,7 @@ mod tests {
             ("Username is taken\n", case(4, "received_hex")),
         ] {
             out.clear();
-            encode_message(&message("", "", text, true), &mut out);
+            encode_error(text, &mut out);
             assert_eq!(out, expected, "{text:?}");
         }
     }
@@ -696,6 +723,16 @@ mod tests {
         encode_value(&message("bob", "", "one", false), &mut out);
         encode_value(&message("bob", "", "two", false), &mut out);
         assert_eq!(out, example(3));
+    }
+
+    #[test]
+    fn the_known_definition_parses_to_the_layout_it_is_known_as() {
+        let body = &MESSAGE_TYPE_DEFINITION[1..];
+        let mut cursor = Cursor::new(body);
+        let id = cursor.int().unwrap();
+        assert_eq!(id, -65);
+        assert_eq!(definition(&mut cursor, 65).unwrap(), Layout::GO);
+        cursor.finish().unwrap();
     }
 
     #[test]

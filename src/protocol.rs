@@ -243,6 +243,16 @@ pub enum FrameError {
     Repeated(&'static str),
 }
 
+/// Input that breaks whichever wire a connection speaks (v1 or the gob
+/// wire of [`crate::gob`]); the connection cannot go on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error(transparent)]
+    V1(#[from] FrameError),
+    #[error(transparent)]
+    Gob(#[from] crate::gob::GobError),
+}
+
 /// Why a username is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UsernameError {
@@ -742,16 +752,18 @@ impl crate::framing::Decoder for ServerDecoder {
     }
 }
 
+/// Bytes from a hex string (test vectors).
+#[cfg(test)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     // Vectors captured from the original implementation (the project's
     // shared v1-vectors.json).

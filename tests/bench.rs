@@ -22,28 +22,33 @@ fn bench(server: &ServerProcess, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout).expect("valid JSON")
 }
 
-#[test]
-fn throughput_delivers_everything_in_order() {
-    let server = ServerProcess::start(&["-q"]);
-    let report = bench(
-        &server,
-        &[
-            "throughput",
-            "--pairs",
-            "3",
-            "--messages",
-            "300",
-            "--size",
-            "40",
-            "--window",
-            "16",
-        ],
-    );
+/// A small throughput run with `extra` options: everything arrives, in
+/// order, without errors.
+fn throughput_completes(server: &ServerProcess, extra: &[&str]) {
+    let mut args = vec![
+        "throughput",
+        "--pairs",
+        "3",
+        "--messages",
+        "300",
+        "--size",
+        "40",
+        "--window",
+        "16",
+    ];
+    args.extend_from_slice(extra);
+    let report = bench(server, &args);
     assert_eq!(report["delivered"], 900);
     assert_eq!(report["ordering_errors"], 0);
     assert_eq!(report["error_frames"], 0);
     assert_eq!(report["complete"], true);
     assert!(report["server_cpu_s"].as_f64().is_some());
+}
+
+#[test]
+fn throughput_delivers_everything_in_order() {
+    let server = ServerProcess::start(&["-q"]);
+    throughput_completes(&server, &[]);
 }
 
 #[test]
@@ -169,4 +174,25 @@ fn throughput_and_latency_work_over_tls() {
     );
     assert_eq!(report["lost"], 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn throughput_and_latency_work_on_the_gob_wire() {
+    let server = ServerProcess::start(&["-q"]);
+    throughput_completes(&server, &["--wire", "gob"]);
+    let report = bench(
+        &server,
+        &[
+            "latency",
+            "--wire",
+            "gob",
+            "--pairs",
+            "2",
+            "--rate",
+            "400",
+            "--duration",
+            "300ms",
+        ],
+    );
+    assert_eq!(report["lost"], 0);
 }

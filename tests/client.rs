@@ -8,6 +8,8 @@ mod accounts;
 mod batch;
 #[path = "client/extensions.rs"]
 mod extensions;
+#[path = "client/gob.rs"]
+mod gob;
 #[path = "client/hardening.rs"]
 mod hardening;
 #[path = "client/interactive.rs"]

@@ -12,8 +12,9 @@ use socket2::{Domain, Socket, Type};
 
 use super::report::{Report, Usage};
 use super::{await_registered, ConnsArgs};
+use crate::client::wire::ClientWire;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ServerDecoder};
+use crate::protocol;
 use crate::sys;
 use crate::transport::Transport;
 
@@ -60,7 +61,8 @@ pub async fn run(
     let step = (args.count / PROBES).max(1);
     let mut live = 0;
     for i in (0..args.count).step_by(step) {
-        await_registered(&streams[i], &format!("c{tag}-{i}"), args.common.timeout).await?;
+        let name = format!("c{tag}-{i}");
+        await_registered(&streams[i], &name, ClientWire::V1, args.common.timeout).await?;
         live += 1;
     }
     if args.burst > 0 {
@@ -132,7 +134,7 @@ async fn burst(
     size: u16,
     timeout: Duration,
 ) -> io::Result<()> {
-    await_registered(stream, name, timeout).await?;
+    await_registered(stream, name, ClientWire::V1, timeout).await?;
     let content = vec![b'b'; usize::from(size)];
     let mut frames = Vec::new();
     for _ in 0..count {
@@ -140,7 +142,7 @@ async fn burst(
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     }
     stream.write_all(&frames).await?;
-    let mut input = FrameReader::new(ServerDecoder);
+    let mut input = FrameReader::new(ClientWire::V1.decoder());
     let read_back = async {
         let mut left = count;
         while left > 0 {

@@ -13,8 +13,9 @@ use smol::{Executor, Timer};
 use super::report::{Report, Usage};
 use super::Target;
 use super::{await_registered, get_hex, login, FrameTemplate, LatencyArgs};
+use crate::client::wire::{ClientWire, ServerWireDecoder};
 use crate::framing::FrameReader;
-use crate::protocol::{ServerDecoder, ServerFrame};
+use crate::protocol::ServerFrame;
 use crate::transport::Transport;
 
 /// Latencies, in nanoseconds: 1 ns to 60 s at three significant figures.
@@ -56,8 +57,8 @@ pub async fn run(
         let (sender, receiver) = (format!("l{tag}s{i}"), format!("l{tag}r{i}"));
         let r = login(target, &receiver).await?;
         let s = login(target, &sender).await?;
-        await_registered(&r, &receiver, timeout).await?;
-        await_registered(&s, &sender, timeout).await?;
+        await_registered(&r, &receiver, target.wire, timeout).await?;
+        await_registered(&s, &sender, target.wire, timeout).await?;
         streams.push((s, r, receiver));
     }
     let origin = Instant::now();
@@ -77,15 +78,17 @@ pub async fn run(
         if args.spin {
             spinning.push((r.into_tcp()?, Arc::clone(&pair)));
         } else {
-            ex.spawn(receive(r, origin, Arc::clone(&pair))).detach();
+            ex.spawn(receive(r, origin, Arc::clone(&pair), target.wire))
+                .detach();
         }
-        let template = FrameTemplate::new(&receiver, usize::from(args.size));
+        let template = FrameTemplate::new(&receiver, usize::from(args.size), target.wire);
         tasks.push(ex.spawn(send(s, template, origin, end, per_pair, Arc::clone(&pair))));
         pairs.push(pair);
     }
     let spinner = (!spinning.is_empty()).then(|| {
         let stop = Arc::clone(&stop);
-        std::thread::spawn(move || spin_receive(spinning, origin, &stop))
+        let wire = target.wire;
+        std::thread::spawn(move || spin_receive(spinning, origin, wire, &stop))
     });
     let mut streams_kept = Vec::new();
     for task in tasks {
@@ -186,8 +189,13 @@ async fn send(
 }
 
 /// Records the latency of every message that arrives.
-async fn receive(stream: Transport, origin: Instant, pair: Arc<Pair>) -> io::Result<()> {
-    let mut input = FrameReader::new(ServerDecoder);
+async fn receive(
+    stream: Transport,
+    origin: Instant,
+    pair: Arc<Pair>,
+    wire: ClientWire,
+) -> io::Result<()> {
+    let mut input = FrameReader::new(wire.decoder());
     let mut received = 0;
     loop {
         if stream.read(&mut input).await? == 0 {
@@ -200,7 +208,11 @@ async fn receive(stream: Transport, origin: Instant, pair: Arc<Pair>) -> io::Res
 
 /// Records the latency of every whole message in `input`, as of now;
 /// returns how many there were.
-fn record_latencies(input: &mut FrameReader<ServerDecoder>, origin: Instant, pair: &Pair) -> u64 {
+fn record_latencies(
+    input: &mut FrameReader<ServerWireDecoder>,
+    origin: Instant,
+    pair: &Pair,
+) -> u64 {
     let now = origin.elapsed().as_nanos() as u64;
     let mut latencies = pair.latencies.lock().unwrap_or_else(|e| e.into_inner());
     let mut count = 0;
@@ -221,11 +233,12 @@ fn record_latencies(input: &mut FrameReader<ServerDecoder>, origin: Instant, pai
 fn spin_receive(
     streams: Vec<(std::net::TcpStream, Arc<Pair>)>,
     origin: Instant,
+    wire: ClientWire,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut inputs: Vec<_> = streams
         .iter()
-        .map(|_| FrameReader::new(ServerDecoder))
+        .map(|_| FrameReader::new(wire.decoder()))
         .collect();
     let mut counts = vec![0u64; streams.len()];
     while !stop.load(Ordering::Acquire) {

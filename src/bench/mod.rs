@@ -27,8 +27,9 @@ use clap::{Args, Parser, Subcommand};
 use smol::{Async, Executor, Timer};
 
 use crate::args::parse_duration;
+use crate::client::wire::ClientWire;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ServerDecoder, ServerFrame};
+use crate::protocol::{self, ServerFrame};
 use crate::transport::{connect_tls, Transport};
 
 /// Load generator and benchmark for pmchat and other v1 chat servers.
@@ -77,6 +78,12 @@ pub struct Common {
     /// Trust only the CA certificates in this PEM file; implies --tls.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+
+    /// The wire the generated clients speak (throughput and latency): v1,
+    /// or gob, as the original Go client sends it (a type definition with
+    /// every message).
+    #[arg(long, value_name = "WIRE", value_enum, default_value_t = ClientWire::V1)]
+    pub wire: ClientWire,
 }
 
 /// Where the generator connects, and how.
@@ -86,6 +93,8 @@ pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     /// TLS settings and the name to verify, when TLS is asked for.
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    /// What the generated clients speak.
+    pub(crate) wire: ClientWire,
 }
 
 impl Target {
@@ -106,7 +115,11 @@ impl Target {
         } else {
             None
         };
-        Ok(Target { addr, tls })
+        Ok(Target {
+            addr,
+            tls,
+            wire: common.wire,
+        })
     }
 }
 
@@ -246,15 +259,18 @@ pub(crate) async fn login(target: &Target, name: &str) -> io::Result<Transport> 
 
 /// Sends `stream` a message to itself and waits for it: proof that the
 /// server has registered the name (v1 has no login acknowledgement).
+/// On the gob wire this first message is also what tells the server the
+/// client speaks gob.
 pub(crate) async fn await_registered(
     stream: &Transport,
     name: &str,
+    wire: ClientWire,
     timeout: Duration,
 ) -> io::Result<()> {
     let mut ping = Vec::new();
-    protocol::encode_message(name.as_bytes(), b"ping", &mut ping)
+    wire.encode_message(name.as_bytes(), b"ping", &mut ping)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut input = FrameReader::new(ServerDecoder);
+    let mut input = FrameReader::new(wire.decoder());
     let deadline = std::time::Instant::now() + timeout;
     loop {
         stream.write_all(&ping).await?;
@@ -312,14 +328,20 @@ pub(crate) struct FrameTemplate {
 }
 
 impl FrameTemplate {
-    /// A frame to `to` with `size` bytes of content (padding is `x`).
-    pub fn new(to: &str, size: usize) -> Self {
+    /// A frame to `to` on `wire` with `size` bytes of content (padding is
+    /// `x`).
+    pub fn new(to: &str, size: usize, wire: ClientWire) -> Self {
         let content = vec![b'x'; size];
         let mut bytes = Vec::new();
         // Names and sizes come from our own arguments, within the limits.
-        let _ = protocol::encode_message(to.as_bytes(), &content, &mut bytes);
+        let _ = wire.encode_message(to.as_bytes(), &content, &mut bytes);
+        // The content is the last field; gob ends the struct with a 0.
+        let trailer = match wire {
+            ClientWire::V1 => 0,
+            ClientWire::Gob => 1,
+        };
         FrameTemplate {
-            content_at: bytes.len() - size,
+            content_at: bytes.len() - trailer - size,
             bytes,
         }
     }
@@ -370,7 +392,7 @@ mod tests {
 
     #[test]
     fn template_frames_decode_with_their_numbers() {
-        let template = FrameTemplate::new("r0", 40);
+        let template = FrameTemplate::new("r0", 40, ClientWire::V1);
         let mut out = Vec::new();
         template.push(&mut out, &[7, u64::MAX]);
         template.push(&mut out, &[8, 0]);

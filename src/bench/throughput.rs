@@ -13,8 +13,9 @@ use smol::Executor;
 use super::report::{Report, Usage};
 use super::Target;
 use super::{await_registered, get_hex, login, FrameTemplate, OrderCheck, ThroughputArgs};
+use crate::client::wire::ClientWire;
 use crate::framing::FrameReader;
-use crate::protocol::{ServerDecoder, ServerFrame};
+use crate::protocol::ServerFrame;
 use crate::transport::Transport;
 
 /// Bytes of frames per sender write.
@@ -56,8 +57,8 @@ pub async fn run(
         pairs.push((s, r));
     }
     for ((s, r), (sender, receiver)) in pairs.iter().zip(&names) {
-        await_registered(r, receiver, timeout).await?;
-        await_registered(s, sender, timeout).await?;
+        await_registered(r, receiver, target.wire, timeout).await?;
+        await_registered(s, sender, target.wire, timeout).await?;
     }
 
     let usage = Usage::start(args.common.pid);
@@ -67,10 +68,17 @@ pub async fn run(
     let sender_errors = Arc::new(AtomicU64::new(0));
     for ((s, r), (sender, receiver)) in pairs.into_iter().zip(names) {
         let progress = Arc::new(Progress::default());
-        receivers.push(ex.spawn(receive(r, sender, args.messages, Arc::clone(&progress))));
-        ex.spawn(count_errors(s.clone(), Arc::clone(&sender_errors)))
+        let wire = target.wire;
+        receivers.push(ex.spawn(receive(
+            r,
+            sender,
+            args.messages,
+            wire,
+            Arc::clone(&progress),
+        )));
+        ex.spawn(count_errors(s.clone(), wire, Arc::clone(&sender_errors)))
             .detach();
-        let template = FrameTemplate::new(&receiver, usize::from(args.size));
+        let template = FrameTemplate::new(&receiver, usize::from(args.size), wire);
         senders.push(ex.spawn(send(s, template, args.messages, args.window, progress)));
     }
     let mut tally = Tally::default();
@@ -168,8 +176,8 @@ async fn send(
 
 /// Reads a sender's socket only to count error frames (and so that the
 /// server never sees it as a slow consumer).
-async fn count_errors(stream: Transport, errors: Arc<AtomicU64>) {
-    let mut input = FrameReader::new(ServerDecoder);
+async fn count_errors(stream: Transport, wire: ClientWire, errors: Arc<AtomicU64>) {
+    let mut input = FrameReader::new(wire.decoder());
     while let Ok(n) = stream.read(&mut input).await {
         if n == 0 {
             return;
@@ -187,10 +195,11 @@ async fn receive(
     stream: Transport,
     sender: String,
     messages: u64,
+    wire: ClientWire,
     progress: Arc<Progress>,
 ) -> io::Result<Tally> {
     // Large reads: many small frames per syscall.
-    let mut input = FrameReader::with_read_size(ServerDecoder, 256 * 1024);
+    let mut input = FrameReader::with_read_size(wire.decoder(), 256 * 1024);
     let mut order = OrderCheck::default();
     let mut tally = Tally::default();
     while tally.received < messages {

@@ -65,7 +65,7 @@ pub fn run(
         let negotiation = Negotiation {
             outcome: Some(told),
             presence: greeting.presence,
-            v1_answers: super::V1_ANSWERS_TO_GREETING,
+            v1_answers: greeting.v1_answers,
         };
         let receiving = async { Ok(receive(&transport, &mut output, state, negotiation).await) };
         let sending = async {
@@ -81,7 +81,7 @@ pub fn run(
                 Some(Login::Silent) => {
                     crate::err_line!(
                         "chat-client: {}",
-                        super::silent_server_notice(greeting.timeout)
+                        super::silent_server_notice(greeting.timeout, state.wire())
                     );
                 }
                 Some(Login::Extended) => {
@@ -93,7 +93,7 @@ pub fn run(
             }
             // A failed write means the server went away; the receiver will
             // read why, so wait for it (bounded) rather than end here.
-            let _ = send_script(&transport, &state.limits(), state).await;
+            let _ = send_script(&transport, &state.limits(), state, greeting.pace).await;
             input_done.set(true);
             if options.follow {
                 return Err(wait_for_signal().await);
@@ -119,7 +119,12 @@ pub fn run(
 }
 
 /// Reads, checks and sends every command on stdin until its end or `exit`.
-async fn send_script(transport: &Transport, limits: &Limits, state: &ChatState) -> io::Result<()> {
+async fn send_script(
+    transport: &Transport,
+    limits: &Limits,
+    state: &ChatState,
+    pace: Duration,
+) -> io::Result<()> {
     let stdin = Unblock::with_capacity(SEND_BUFFER, io::stdin());
     let mut script = BufReader::with_capacity(SEND_BUFFER, stdin);
     let mut out = Vec::new();
@@ -149,6 +154,12 @@ async fn send_script(transport: &Transport, limits: &Limits, state: &ChatState) 
             .map_err(|_| "line is not valid UTF-8".to_string())
             .and_then(|text| encode_line(text, limits, state, &mut out));
         match flow {
+            // Paced: each message goes out alone, then a pause.
+            Ok(Flow::Continue) if !pace.is_zero() && !out.is_empty() => {
+                transport.write_all(&out).await?;
+                out.clear();
+                Timer::after(pace).await;
+            }
             Ok(Flow::Continue) => {}
             Ok(Flow::Exit) => break,
             Err(why) => {
@@ -181,12 +192,14 @@ fn encode_line(
             crate::err_line!("{}", command::HELP);
             return Ok(Flow::Continue);
         }
-        Some(Command::Who) if state.extended() => {
-            protocol::encode_who(out);
-            state.who_sent();
-            return Ok(Flow::Continue);
-        }
-        Some(Command::Who) => return Err(command::WHO_UNSUPPORTED.to_string()),
+        Some(Command::Who) => match state.who_unsupported() {
+            Some(why) => return Err(why.to_string()),
+            None => {
+                protocol::encode_who(out);
+                state.who_sent();
+                return Ok(Flow::Continue);
+            }
+        },
         // Borrowed: a million-line script allocates nothing per line.
         Some(Command::Send { to, message }) => (Cow::Borrowed(to), message),
         Some(Command::Reply { message }) => {
@@ -196,7 +209,9 @@ fn encode_line(
             (Cow::Owned(to), message)
         }
     };
-    protocol::encode_message(to.as_bytes(), message.as_bytes(), out)
+    state
+        .wire()
+        .encode_message(to.as_bytes(), message.as_bytes(), out)
         .map(|()| Flow::Continue)
         .map_err(|e| e.to_string())
 }

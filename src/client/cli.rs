@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::command::describe_name_error;
+use super::wire::ClientWire;
 use crate::args::{parse_duration, ColorChoice};
 use crate::protocol::validate_username;
 
@@ -99,6 +100,18 @@ pub struct ClientArgs {
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 
+    /// The wire to speak: pmchat's v1 (with its extensions when the server
+    /// has them), or gob, the wire of the original Go programs (no `who`,
+    /// no presence, no passwords).
+    #[arg(long, value_name = "WIRE", value_enum, default_value_t = ClientWire::V1)]
+    pub wire: ClientWire,
+
+    /// Pause after each message sent, so that each arrives on its own
+    /// [default: 0, or 20ms with --wire gob: the original gob server loses
+    /// messages that arrive together].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub send_interval: Option<Duration>,
+
     /// Log in to a registered name with the password in the first line of
     /// FILE (see also PMCHAT_PASSWORD). Sent over TLS only, unless
     /// --allow-plaintext-password.
@@ -150,7 +163,18 @@ fn parse_username(name: &str) -> Result<String, String> {
         .map_err(|e| describe_name_error(&e))
 }
 
+/// The send interval `--wire gob` uses unless told otherwise.
+pub const GOB_SEND_INTERVAL: Duration = Duration::from_millis(20);
+
 impl ClientArgs {
+    /// The pause after each message sent.
+    pub fn send_interval(&self) -> Duration {
+        self.send_interval.unwrap_or(match self.wire {
+            ClientWire::V1 => Duration::ZERO,
+            ClientWire::Gob => GOB_SEND_INTERVAL,
+        })
+    }
+
     /// Where interactive history lives, or `None` without history.
     pub fn history_path(&self) -> Option<PathBuf> {
         if self.no_history {

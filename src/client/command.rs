@@ -24,6 +24,8 @@ pub enum Command<'a> {
 
 /// The answer to `who` on a server without extensions.
 pub const WHO_UNSUPPORTED: &str = "who is not supported by this server";
+/// The same on the gob wire, which has no extensions at all.
+pub const WHO_UNSUPPORTED_ON_GOB: &str = "who is not supported on the gob wire";
 
 /// Why a line was refused; nothing is sent for it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,7 @@ use super::output::FLUSH_AT;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
 use crate::framing::FrameReader;
-use crate::protocol::{self, FrameError, ServerDecoder, ServerFrame};
+use crate::protocol::{self, ServerFrame, WireError};
 use crate::sanitize::escape;
 use crate::transport::{connect_tls, tls_client_config, Transport};
 
@@ -162,11 +162,11 @@ pub enum Received {
     Closed { after_error: bool },
     /// The connection failed.
     Failed(io::Error),
-    /// The server sent something that is not v1.
-    Protocol(FrameError),
+    /// The server sent something that is not its wire.
+    Protocol(WireError),
     /// The very first bytes were not a v1 frame: whatever answered is not a
     /// chat server (an HTTP server, say). `start` is what it sent, escaped.
-    NotChat { error: FrameError, start: String },
+    NotChat { error: WireError, start: String },
     /// Our stdout went away (`| head`): a normal end.
     OutputGone,
 }
@@ -206,7 +206,7 @@ pub async fn receive(
     state: &ChatState,
     negotiation: Negotiation,
 ) -> Received {
-    let mut input = FrameReader::new(ServerDecoder);
+    let mut input = FrameReader::new(state.wire().decoder());
     let mut frames = FrameHandler::new(negotiation);
     loop {
         loop {

@@ -5,6 +5,7 @@
 //! - [`connection`]: connecting and the receiving loop.
 //! - [`output`]: rendering of received frames (plain, JSON, colour).
 //! - [`state`]: what the receiving side tells the command side.
+//! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
 //! - [`batch`]: scripts from stdin.
 //! - [`repl`]: the interactive editor.
 
@@ -15,6 +16,7 @@ mod connection;
 mod output;
 mod repl;
 mod state;
+pub mod wire;
 
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use cli::ClientArgs;
 use connection::Received;
 use output::Renderer;
 use state::ChatState;
+use wire::ClientWire;
 
 /// Runs the client as the command line asks; returns the exit status.
 pub fn run(args: ClientArgs) -> Status {
@@ -50,8 +53,16 @@ pub fn run(args: ClientArgs) -> Status {
             return Status::Usage;
         }
     };
+    if args.wire == ClientWire::Gob && args.password_file.is_some() {
+        crate::err_line!("chat-client: the gob wire has no passwords (--password-file needs v1)");
+        return Status::Usage;
+    }
+    if args.wire == ClientWire::Gob {
+        // A password in the environment is meant for v1 logins.
+        password = None;
+    }
     loop {
-        let state = Arc::new(ChatState::default());
+        let state = Arc::new(ChatState::with_wire(args.wire));
         let encrypted = matches!(security, connection::Security::Tls { .. });
         // A password goes only where nobody on the path can read it, unless
         // the user says the path is trusted.
@@ -134,19 +145,19 @@ fn connect_and_run(
     };
     // The REPL wants presence for completion; a batch run only shows it
     // in JSON.
-    let presence = interactive || args.json;
-    let hello = match greeting(&args.username, presence, password) {
-        Ok(hello) => hello,
+    let presence = (interactive || args.json) && args.wire == ClientWire::V1;
+    let login = match greeting(&args.username, args.wire, presence, password) {
+        Ok(bytes) => Greeting {
+            presence,
+            password_sent: password.is_some(),
+            timeout: args.hello_timeout,
+            pace: args.send_interval(),
+            ..bytes
+        },
         Err(e) => {
             crate::err_line!("chat-client: {e}");
             return Status::Usage;
         }
-    };
-    let login = Greeting {
-        bytes: hello,
-        presence,
-        password_sent: password.is_some(),
-        timeout: args.hello_timeout,
     };
     if interactive {
         let options = repl::ReplOptions {
@@ -169,27 +180,51 @@ fn connect_and_run(
 }
 
 /// The first bytes we send, and how to wait for the answer.
+#[derive(Default)]
 pub struct Greeting {
-    /// The v1 handshake followed by HELLO.
+    /// The v1 handshake followed by HELLO and AUTH (v1), or by the gob
+    /// announcement (gob).
     pub bytes: Vec<u8>,
     /// HELLO asked for presence.
     pub presence: bool,
     /// AUTH carried a password.
     pub password_sent: bool,
+    /// `'' is not connected` answers that are a v1 (or gob) server's
+    /// answers to our greeting, to be swallowed.
+    pub v1_answers: u8,
     /// How long to wait for an answer before assuming a v1 server.
     pub timeout: std::time::Duration,
+    /// The pause between writes that must arrive separately.
+    pub pace: std::time::Duration,
 }
 
-/// The v1 handshake for `username`, then a HELLO asking for our features
-/// and the AUTH that HELLO announces: with `password`, or empty (a server
-/// then says if the name needs one).
+/// The greeting for `username` on `wire`.
+///
+/// v1: the handshake, then a HELLO asking for our features and the AUTH
+/// that HELLO announces, with `password` or empty (a server then says if
+/// the name needs one); a v1 server answers HELLO and AUTH each with
+/// `'' is not connected`. Gob: the handshake, then the announcement of
+/// [`wire::gob_announcement`], answered the same way. Both go in one write:
+/// pmchat's server then knows the client's wire before anyone can message
+/// it, and a server that loses the announcement (the original one may:
+/// it reads the handshake and each message with separate readers) only
+/// leaves the login unconfirmed.
 fn greeting(
     username: &str,
+    wire: ClientWire,
     presence: bool,
     password: Option<&[u8]>,
-) -> Result<Vec<u8>, protocol::FieldTooLong> {
+) -> Result<Greeting, protocol::FieldTooLong> {
     let mut bytes = Vec::new();
     protocol::encode_handshake(username.as_bytes(), &mut bytes)?;
+    if wire == ClientWire::Gob {
+        bytes.extend_from_slice(&wire::gob_announcement());
+        return Ok(Greeting {
+            bytes,
+            v1_answers: 1,
+            ..Greeting::default()
+        });
+    }
     let mut features = protocol::FEATURE_BASE.to_string();
     if presence {
         features.push(' ');
@@ -199,11 +234,12 @@ fn greeting(
     features.push_str(protocol::FEATURE_PASSWORD);
     protocol::encode_hello(&features, &mut bytes)?;
     protocol::encode_auth(password.unwrap_or_default(), &mut bytes)?;
-    Ok(bytes)
+    Ok(Greeting {
+        bytes,
+        v1_answers: 2,
+        ..Greeting::default()
+    })
 }
-
-/// Frames of a greeting a v1 server answers with `'' is not connected`.
-pub(crate) const V1_ANSWERS_TO_GREETING: u8 = 2;
 
 /// What to say once the login is confirmed about how it was proved, if
 /// anything: a password that was not needed is worth knowing about.
@@ -253,11 +289,16 @@ pub(crate) fn exit_status(
     }
 }
 
-/// The notice for a server that did not answer HELLO in time.
-pub(crate) fn silent_server_notice(timeout: std::time::Duration) -> String {
-    format!(
-        "the server did not answer HELLO within {}; assuming a v1 server \
-         (login not confirmed, no 'who', no presence)",
-        crate::args::format_duration(timeout)
-    )
+/// The notice for a server that did not answer the greeting in time.
+pub(crate) fn silent_server_notice(timeout: std::time::Duration, wire: ClientWire) -> String {
+    let timeout = crate::args::format_duration(timeout);
+    match wire {
+        ClientWire::V1 => format!(
+            "the server did not answer HELLO within {timeout}; assuming a v1 server \
+             (login not confirmed, no 'who', no presence)"
+        ),
+        ClientWire::Gob => {
+            format!("the server did not answer the login within {timeout}; going on unconfirmed")
+        }
+    }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use super::wire::ClientWire;
 use crate::protocol::{self, validate_username, Limits};
 
 /// Most usernames remembered from what the server says (senders, and those
@@ -48,6 +49,8 @@ pub struct ChatState {
     password_required: AtomicBool,
     /// WELCOME said the login was proved with a password.
     authenticated: AtomicBool,
+    /// The wire this session speaks.
+    wire: ClientWire,
     /// `who` requests sent and not yet answered: ONLINE pages are accepted
     /// only in answer to one (or as the presence snapshot).
     who_pending: AtomicU32,
@@ -203,6 +206,28 @@ impl ChatState {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(BTreeSet::len)
+    }
+
+    /// State for a session on `wire`.
+    pub fn with_wire(wire: ClientWire) -> Self {
+        ChatState {
+            wire,
+            ..ChatState::default()
+        }
+    }
+
+    /// The wire this session speaks.
+    pub fn wire(&self) -> ClientWire {
+        self.wire
+    }
+
+    /// Why `who` cannot be sent, if it cannot.
+    pub fn who_unsupported(&self) -> Option<&'static str> {
+        match (self.wire, self.extended()) {
+            (ClientWire::Gob, _) => Some(super::command::WHO_UNSUPPORTED_ON_GOB),
+            (ClientWire::V1, false) => Some(super::command::WHO_UNSUPPORTED),
+            (ClientWire::V1, true) => None,
+        }
     }
 
     /// Records a WELCOME: extensions are on, these are the limits, and

@@ -32,6 +32,9 @@ Console commands (typed on stdin):
   exit             shut down (same as SIGINT or SIGTERM)
 End of stdin does not stop the server.
 
+Wires: v1 clients and gob clients (the original Go programs' wire) share
+the port; the first bytes after the handshake tell them apart.
+
 TLS: plain and TLS clients share the port; a connection that opens with a
 TLS handshake gets TLS. --tls-self-signed DIR sets up a local CA in DIR
 (clients: chat-client --tls --tls-ca DIR/ca.pem).

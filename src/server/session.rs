@@ -36,11 +36,11 @@ use tracing::{debug, info, warn};
 use super::auth::{authenticate, HelloRequest};
 use super::outbound::OutboundQueue;
 use super::router::Router;
-use super::wire::{starts_gob, Incoming, InputDecoder, InputError, Wire};
+use super::wire::{starts_gob, Incoming, InputDecoder, Wire};
 use super::Shared;
 use crate::framing::Decoder;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ClientFrame, FrameError, HandshakeDecoder, UsernameError};
+use crate::protocol::{self, ClientFrame, FrameError, HandshakeDecoder, UsernameError, WireError};
 use crate::runtime::{timeout, until};
 use crate::transport::Transport;
 
@@ -137,7 +137,7 @@ enum ReadEnd {
     /// The client shut down its write side (or closed).
     PeerClosed,
     /// The client broke the protocol.
-    Protocol(InputError),
+    Protocol(WireError),
     /// The first bytes after the handshake are not v1 but a gob stream:
     /// read on as gob.
     SpeaksGob,
@@ -201,6 +201,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
         }
     }
     let session = Arc::new(Session::new(name, peer, &transport, &shared));
+    // A gob client's first bytes usually come with its handshake: then it
+    // is known to speak gob before anyone can message it.
+    if starts_gob(input.buffered()) {
+        session.speaks_gob();
+    }
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
         let wire = wire_for_refusal(&transport, &mut input).await;

@@ -21,7 +21,7 @@
 
 use crate::framing::Decoder;
 use crate::gob::{self, GobDecoder, GobError, GobFrame, GobMessage};
-use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Limits};
+use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, Limits, WireError};
 
 /// The wire one session speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,13 +63,8 @@ impl Wire {
                 frame
             }
             Wire::Gob => {
-                let error = GobMessage {
-                    content: text.as_bytes(),
-                    error: true,
-                    ..GobMessage::default()
-                };
-                let mut frame = Vec::with_capacity(gob::message_len(&error));
-                gob::encode_message(&error, &mut frame);
+                let mut frame = Vec::new();
+                gob::encode_error(text, &mut frame);
                 frame
             }
         }
@@ -112,15 +107,6 @@ pub(crate) enum Incoming<'a> {
     GobDefinition,
 }
 
-/// Input that breaks the session's wire; the connection cannot go on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum InputError {
-    #[error(transparent)]
-    V1(#[from] FrameError),
-    #[error(transparent)]
-    Gob(#[from] GobError),
-}
-
 /// True if input that v1 refused at the very start of a session is a gob
 /// stream instead: the session's first byte is not v1's `0x00`.
 pub(crate) fn starts_gob(input: &[u8]) -> bool {
@@ -155,7 +141,7 @@ impl InputDecoder {
     fn decode_gob<'a>(
         gob: &mut GobDecoder,
         buf: &'a [u8],
-    ) -> Result<Decoded<Incoming<'a>>, InputError> {
+    ) -> Result<Decoded<Incoming<'a>>, WireError> {
         match gob.decode(buf)? {
             Decoded::Frame(GobFrame::Definition, used) => {
                 Ok(Decoded::Frame(Incoming::GobDefinition, used))
@@ -179,7 +165,7 @@ impl InputDecoder {
 
 impl Decoder for InputDecoder {
     type Frame<'a> = Incoming<'a>;
-    type Error = InputError;
+    type Error = WireError;
 
     fn max_frame(&self) -> usize {
         match self {
@@ -189,7 +175,7 @@ impl Decoder for InputDecoder {
     }
 
     #[inline]
-    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<Incoming<'a>>, InputError> {
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<Incoming<'a>>, WireError> {
         match self {
             InputDecoder::V1(v1) => Ok(match v1.decode(buf)? {
                 Decoded::Frame(frame, used) => Decoded::Frame(Incoming::V1(frame), used),
@@ -253,7 +239,7 @@ mod tests {
         };
         assert!(matches!(
             input.decode(&stream[used..]),
-            Err(InputError::Gob(GobError::BadValue(_)))
+            Err(WireError::Gob(GobError::BadValue(_)))
         ));
     }
 

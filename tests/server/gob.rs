@@ -173,14 +173,7 @@ fn the_original_clients_bytes_reach_a_v1_user() {
 
 fn gob_error_bytes(text: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
-    gob::encode_message(
-        &GobMessage {
-            content: text.as_bytes(),
-            error: true,
-            ..GobMessage::default()
-        },
-        &mut bytes,
-    );
+    gob::encode_error(text, &mut bytes);
     bytes
 }
 

@@ -43,6 +43,7 @@ use super::command::{self, Command};
 use super::connection::{await_login, Login, Negotiation};
 use super::output::{Renderer, NOTICE_MARK};
 use super::state::ChatState;
+use super::wire::ClientWire;
 use super::Greeting;
 use crate::protocol;
 use crate::transport::Transport;
@@ -122,7 +123,7 @@ pub fn run(
     let negotiation = Negotiation {
         outcome: Some(told),
         presence: greeting.presence,
-        v1_answers: super::V1_ANSWERS_TO_GREETING,
+        v1_answers: greeting.v1_answers,
     };
     let phase = Arc::new(Phase::default());
     let network = start_network(
@@ -131,7 +132,7 @@ pub fn run(
         (sink, negotiation),
         &state,
         &phase,
-        options.drain_timeout,
+        (options.drain_timeout, greeting.pace),
     );
     let network = match network {
         Ok(handle) => handle,
@@ -167,7 +168,7 @@ fn start_network(
     receiving: (ReplSink, Negotiation),
     state: &Arc<ChatState>,
     phase: &Arc<Phase>,
-    drain: Duration,
+    (drain, pace): (Duration, Duration),
 ) -> io::Result<thread::JoinHandle<Status>> {
     let state = Arc::clone(state);
     let phase = Arc::clone(phase);
@@ -177,7 +178,13 @@ fn start_network(
         .name("pmchat-network".into())
         .spawn(move || {
             network(
-                transport, outgoing, receiving, &state, &phase, drain, terminal,
+                transport,
+                outgoing,
+                receiving,
+                &state,
+                &phase,
+                (drain, pace),
+                terminal,
             )
         })
 }
@@ -278,12 +285,15 @@ fn greet(
                 notice(text);
             }
         }
+        Some(Login::V1) if state.wire() == ClientWire::Gob => notice(&format!(
+            "connected to {server} as {name} (gob wire: no online list)"
+        )),
         Some(Login::V1) => notice(&format!(
             "connected to {server} as {name} (a v1 server: login not confirmed, no online list)"
         )),
         Some(Login::Silent) => notice(&format!(
             "connected to {server} as {name}; {}",
-            super::silent_server_notice(wait)
+            super::silent_server_notice(wait, state.wire())
         )),
         None => return false,
     }
@@ -379,13 +389,14 @@ fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> Handl
             return Handled::Done;
         }
         Ok(Some(Command::Who)) => {
-            if state.extended() {
-                let mut frame = Vec::new();
-                protocol::encode_who(&mut frame);
-                state.who_sent();
-                let _ = frames.send_blocking(frame);
-            } else {
-                local_error(command::WHO_UNSUPPORTED);
+            match state.who_unsupported() {
+                Some(why) => local_error(why),
+                None => {
+                    let mut frame = Vec::new();
+                    protocol::encode_who(&mut frame);
+                    state.who_sent();
+                    let _ = frames.send_blocking(frame);
+                }
             }
             return Handled::Done;
         }
@@ -403,7 +414,8 @@ fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> Handl
         }
     };
     let mut frame = Vec::new();
-    if let Err(e) = protocol::encode_message(to.as_bytes(), message.as_bytes(), &mut frame) {
+    let wire = state.wire();
+    if let Err(e) = wire.encode_message(to.as_bytes(), message.as_bytes(), &mut frame) {
         local_error(&e.to_string());
         return Handled::Done;
     }

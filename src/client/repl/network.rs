@@ -163,13 +163,13 @@ pub(super) fn network(
     (mut sink, negotiation): (ReplSink, Negotiation),
     state: &ChatState,
     phase: &Phase,
-    drain: Duration,
+    (drain, pace): (Duration, Duration),
     terminal: Option<SavedTerminal>,
 ) -> Status {
     smol::block_on(async {
         let receiving = async { Some(receive(&transport, &mut sink, state, negotiation).await) };
         let sending = async {
-            if write_frames(&transport, &outgoing).await.is_ok() {
+            if write_frames(&transport, &outgoing, pace).await.is_ok() {
                 transport.shutdown_write().await;
             }
             Timer::after(drain).await;
@@ -212,10 +212,20 @@ pub(super) fn network(
     })
 }
 
-/// Writes frames from the editor, coalescing whatever is queued.
-async fn write_frames(transport: &Transport, outgoing: &Receiver<Vec<u8>>) -> io::Result<()> {
+/// Writes frames from the editor, coalescing whatever is queued, or, with
+/// a `pace`, each on its own followed by that pause.
+async fn write_frames(
+    transport: &Transport,
+    outgoing: &Receiver<Vec<u8>>,
+    pace: Duration,
+) -> io::Result<()> {
     let mut batch = Vec::new();
     while let Ok(frame) = outgoing.recv().await {
+        if !pace.is_zero() {
+            transport.write_all(&frame).await?;
+            Timer::after(pace).await;
+            continue;
+        }
         batch.extend_from_slice(&frame);
         while let Ok(more) = outgoing.try_recv() {
             batch.extend_from_slice(&more);
