@@ -316,3 +316,37 @@ fn the_editor_asks_for_the_password_without_echo() {
     );
     session.send_line("exit").unwrap();
 }
+
+#[test]
+fn passwd_on_a_terminal_asks_twice_without_echo() {
+    let dir = TempDir::new("accounts-passwd-tty");
+    let file = dir.0.join("accounts");
+    let passwd_in_pty = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        command.arg("passwd").arg(&file).arg("alice");
+        let mut session = expectrl::session::OsSession::spawn(command).expect("spawn in a pty");
+        session.set_expect_timeout(Some(Duration::from_secs(20)));
+        session
+    };
+    let mut typo = passwd_in_pty();
+    typo.expect("New password for 'alice': ").unwrap();
+    typo.send_line("first try").unwrap();
+    typo.expect("Again: ").unwrap();
+    typo.send_line("first tyr").unwrap();
+    typo.expect("the two passwords differ").unwrap();
+    assert!(!file.exists(), "nothing is written after a mismatch");
+
+    let mut set = passwd_in_pty();
+    set.expect("New password for 'alice': ").unwrap();
+    set.send_line("hidden words").unwrap();
+    set.expect("Again: ").unwrap();
+    set.send_line("hidden words").unwrap();
+    let seen = set.expect("password for 'alice' set").unwrap();
+    let seen = String::from_utf8_lossy(seen.before()).into_owned();
+    assert!(
+        !seen.contains("hidden words"),
+        "the password was echoed: {seen}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("alice:$argon2id$"), "{text}");
+}

@@ -183,3 +183,28 @@ fn a_taken_name_on_the_gob_wire_exits_3() {
     command.args(["--password-file", "/dev/null"]);
     eqnice!(2, run_client(command, b"").status);
 }
+
+#[test]
+fn the_editor_works_on_the_gob_wire() {
+    use expectrl::Expect;
+    let server = ServerProcess::start(&[]);
+    let dir = crate::interactive::TempDir::new("gob-repl");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chat-client"));
+    command.args([
+        "127.0.0.1",
+        &server.port.to_string(),
+        "gopher",
+        "--wire",
+        "gob",
+    ]);
+    let mut session = crate::interactive::spawn_in_pty(command, &dir);
+    session.expect("gob wire").unwrap();
+    session.expect("gopher> ").unwrap();
+    session.send_line("send gopher hello me").unwrap();
+    session.expect("gopher: hello me").unwrap();
+    session.send_line("who").unwrap();
+    session
+        .expect("who is not supported on the gob wire")
+        .unwrap();
+    session.send_line("exit").unwrap();
+}

@@ -275,6 +275,8 @@ fn hostile_gob_input_is_refused_and_the_server_serves_on() {
         ("undefined type", vec![0x03, 0xff, 0x82, 0x00]),
         // A struct of 10,000 fields: refused from its length alone.
         ("10,000 fields", ten_thousand_fields()),
+        // A recursive struct: its field To is of its own type.
+        ("recursive type", recursive_definition()),
         // A client claiming to send an error.
         ("Error: true", gob_error_bytes("forged\n")),
     ];
@@ -301,6 +303,19 @@ fn hostile_gob_input_is_refused_and_the_server_serves_on() {
     eqnice!(delivered("b", "a", "still here"), b.message());
     let rss = pmchat::sys::rss_kib(server.pid()).expect("server RSS");
     assert!(rss < 64 * 1024, "server RSS {rss} KiB");
+}
+
+/// Go's definition of `Message` with the type of `To` changed from string
+/// (id 6) to the struct itself (id 65).
+fn recursive_definition() -> Vec<u8> {
+    let mut bytes = MESSAGE_TYPE_DEFINITION.to_vec();
+    // ... 01 02 'T' 'o' 01 0c 00 ...: the 0c after "To" is its type id.
+    let at = bytes.windows(2).position(|w| w == b"To").unwrap() + 3;
+    assert_eq!(bytes[at], 0x0c);
+    bytes[at] = 0xff;
+    bytes.insert(at + 1, 0x82);
+    bytes[0] += 1;
+    bytes
 }
 
 /// A definition of `Message` with 10,000 fields.
