@@ -59,6 +59,8 @@ const WIRE_TYPE_STRUCT: u64 = 2;
 /// Longest type definition accepted (Go's for `Message` is 60 bytes; the
 /// room is for longer struct names from other compatible encoders).
 pub const MAX_TYPE_DEFINITION: usize = 1024;
+/// Longest `From` accepted: the protocol's bound on any username.
+const FROM_LIMIT: usize = u8::MAX as usize;
 /// Most bytes a uvarint takes (the count byte and 8 value bytes).
 const MAX_UVARINT: usize = 9;
 
@@ -191,7 +193,7 @@ impl GobDecoder {
         let content = usize::from(self.limits.max_message);
         // Type id, three string fields (delta, length, bytes), the bool
         // field, the end mark.
-        let value = MAX_UVARINT + 3 * (1 + MAX_UVARINT) + 2 * name + content + 2 + 1;
+        let value = MAX_UVARINT + 3 * (1 + MAX_UVARINT) + name + FROM_LIMIT + content + 2 + 1;
         value.max(MAX_TYPE_DEFINITION)
     }
 }
@@ -287,9 +289,9 @@ impl GobDecoder {
                     _ => return Err(GobError::BadValue("a bool that is neither 0 nor 1")),
                 },
                 Some(Field::To) => message.to = self.string(cursor, "To", self.name_limit())?,
-                Some(Field::From) => {
-                    message.from = self.string(cursor, "From", self.name_limit())?;
-                }
+                // A sender's claimed From is ignored by a server, so it is
+                // held only to the protocol's own bound on names.
+                Some(Field::From) => message.from = self.string(cursor, "From", FROM_LIMIT)?,
                 Some(Field::Content) => {
                     let limit = usize::from(self.limits.max_message);
                     message.content = self.string(cursor, "Content", limit)?;

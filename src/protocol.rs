@@ -214,7 +214,7 @@ pub enum Decoded<F> {
     Incomplete { header_complete: bool },
 }
 
-/// A frame header that breaks the protocol; the connection cannot go on.
+/// A frame that breaks the protocol; the connection cannot go on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The opcode is not one this side understands.
@@ -238,19 +238,19 @@ pub enum FrameError {
         frame: &'static str,
         why: &'static str,
     },
+    /// The peer speaks the gob wire ([`crate::gob`]) and broke it. Boxed:
+    /// v1 errors stay small.
+    #[error(transparent)]
+    Gob(Box<crate::gob::GobError>),
     /// A frame that may be sent once per connection came again.
     #[error("{0} sent twice: extensions are negotiated once per connection")]
     Repeated(&'static str),
 }
 
-/// Input that breaks whichever wire a connection speaks (v1 or the gob
-/// wire of [`crate::gob`]); the connection cannot go on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    #[error(transparent)]
-    V1(#[from] FrameError),
-    #[error(transparent)]
-    Gob(#[from] crate::gob::GobError),
+impl From<crate::gob::GobError> for FrameError {
+    fn from(error: crate::gob::GobError) -> Self {
+        FrameError::Gob(Box::new(error))
+    }
 }
 
 /// Why a username is refused.

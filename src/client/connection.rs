@@ -19,7 +19,7 @@ use super::output::FLUSH_AT;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ServerFrame, WireError};
+use crate::protocol::{self, FrameError, ServerFrame};
 use crate::sanitize::escape;
 use crate::transport::{connect_tls, tls_client_config, Transport};
 
@@ -163,10 +163,10 @@ pub enum Received {
     /// The connection failed.
     Failed(io::Error),
     /// The server sent something that is not its wire.
-    Protocol(WireError),
+    Protocol(FrameError),
     /// The very first bytes were not a v1 frame: whatever answered is not a
     /// chat server (an HTTP server, say). `start` is what it sent, escaped.
-    NotChat { error: WireError, start: String },
+    NotChat { error: FrameError, start: String },
     /// Our stdout went away (`| head`): a normal end.
     OutputGone,
 }

@@ -9,7 +9,9 @@
 
 use crate::framing::Decoder;
 use crate::gob::{self, GobDecoder, GobFrame, GobMessage};
-use crate::protocol::{self, Decoded, FieldTooLong, Limits, ServerDecoder, ServerFrame, WireError};
+use crate::protocol::{
+    self, Decoded, FieldTooLong, FrameError, Limits, ServerDecoder, ServerFrame,
+};
 
 /// A wire the client can speak.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -70,7 +72,7 @@ pub enum ServerWireDecoder {
 
 impl Decoder for ServerWireDecoder {
     type Frame<'a> = ServerFrame<'a>;
-    type Error = WireError;
+    type Error = FrameError;
 
     fn max_frame(&self) -> usize {
         match self {
@@ -79,9 +81,9 @@ impl Decoder for ServerWireDecoder {
         }
     }
 
-    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<ServerFrame<'a>>, WireError> {
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<ServerFrame<'a>>, FrameError> {
         let gob = match self {
-            ServerWireDecoder::V1(v1) => return Ok(v1.decode(buf)?),
+            ServerWireDecoder::V1(v1) => return v1.decode(buf),
             ServerWireDecoder::Gob(gob) => gob,
         };
         // Type definitions are skipped here: the client has no frame

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use super::accounts::{verify_password, Accounts};
 use super::session::{reject, SHUTTING_DOWN};
-use super::wire::{starts_gob, Incoming, InputDecoder, Wire};
+use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::framing::FrameReader;
 use crate::protocol::{self, ClientFrame};
@@ -298,10 +298,10 @@ async fn next_login_frame(
 ) -> Result<LoginFrame, NoFrame> {
     loop {
         match input.next_frame() {
-            Ok(Some(Incoming::V1(ClientFrame::Hello { features }))) => {
+            Ok(Some(ClientFrame::Hello { features })) => {
                 return Ok(LoginFrame::Hello(HelloRequest::parse(features)))
             }
-            Ok(Some(Incoming::V1(ClientFrame::Auth { password }))) => {
+            Ok(Some(ClientFrame::Auth { password })) => {
                 return Ok(LoginFrame::Auth(password.to_vec()))
             }
             Ok(Some(_)) => return Ok(LoginFrame::Other),

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use super::auth::HelloRequest;
 use super::outbound::PushError;
 use super::session::Session;
+use super::wire::Wire;
 use super::Shared;
 use crate::protocol;
 use crate::sanitize::Escaped;
@@ -175,10 +176,20 @@ impl<'a> Router<'a> {
                 break;
             };
             // Encoded once, in the recipient's wire, straight into its queue.
-            let wire = recipient.wire();
-            let name = recipient.name().as_bytes();
-            let len = wire.message_len(name, me, content);
-            let encode = |out: &mut Vec<u8>| wire.encode_message(name, me, content, out);
+            // v1 inline; gob (rare) out of line.
+            let gob = recipient.wire() == Wire::Gob;
+            let len = if gob {
+                Wire::Gob.message_len(recipient.name().as_bytes(), me, content)
+            } else {
+                protocol::message_frame_len(me, content)
+            };
+            let encode = |out: &mut Vec<u8>| {
+                if gob {
+                    Wire::Gob.encode_message(recipient.name().as_bytes(), me, content, out);
+                } else {
+                    let _ = protocol::encode_message(me, content, out);
+                }
+            };
             let pushed = match self.push_now(&recipient, len, encode) {
                 Err(PushError::Full) => {
                     // Write out what this batch routed so far before waiting.

@@ -12,8 +12,8 @@
 //! and a [`Transport`] (the byte stream), both chosen per connection; the
 //! modules `wire` and `transport` say how a new one is added. Every session
 //! starts as v1; if the very first bytes after the handshake are a gob
-//! stream (they do not start with `0x00`), the reading loop ends with
-//! [`ReadEnd::SpeaksGob`] and starts again on gob, with the same buffer.
+//! stream (they do not start with `0x00`, which v1 refuses), the reading
+//! loop goes on with gob's decoder, on the same buffer.
 //! Refusals before a session exists (a taken name) wait a moment for those
 //! first bytes to answer in the client's wire.
 //!
@@ -36,11 +36,11 @@ use tracing::{debug, info, warn};
 use super::auth::{authenticate, HelloRequest};
 use super::outbound::OutboundQueue;
 use super::router::Router;
-use super::wire::{starts_gob, Incoming, InputDecoder, Wire};
+use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::framing::Decoder;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ClientFrame, FrameError, HandshakeDecoder, UsernameError, WireError};
+use crate::protocol::{self, ClientFrame, FrameError, HandshakeDecoder, UsernameError};
 use crate::runtime::{timeout, until};
 use crate::transport::Transport;
 
@@ -137,10 +137,7 @@ enum ReadEnd {
     /// The client shut down its write side (or closed).
     PeerClosed,
     /// The client broke the protocol.
-    Protocol(WireError),
-    /// The first bytes after the handshake are not v1 but a gob stream:
-    /// read on as gob.
-    SpeaksGob,
+    Protocol(FrameError),
     /// A frame begun was not completed in time.
     FrameTimeout,
     /// The socket failed.
@@ -161,7 +158,6 @@ impl ReadEnd {
             ReadEnd::Io(e) => format!("i/o error: {e}"),
             ReadEnd::Closed => "closed by the server".into(),
             ReadEnd::Shutdown => "server shutting down".into(),
-            ReadEnd::SpeaksGob => "switched to gob".into(),
         }
     }
 }
@@ -229,17 +225,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     let writer = shared
         .executor
         .spawn(write_loop(transport.clone(), Arc::clone(&session)));
-    let reading = async {
-        let end = read_loop(&shared, &transport, &mut input, &session, proven, true).await;
-        if !matches!(end, ReadEnd::SpeaksGob) {
-            return end;
-        }
-        debug!(%peer, user = session.name(), "speaks gob");
-        session.speaks_gob();
-        input.set_decoder(InputDecoder::gob(shared.config.limits));
-        read_loop(&shared, &transport, &mut input, &session, None, false).await
-    };
-    let end = reading
+    let end = read_loop(&shared, &transport, &mut input, &session, proven)
         .or(async {
             session.outbound.wait_closed().await;
             ReadEnd::Closed
@@ -271,7 +257,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
             session.outbound.abort();
             false
         }
-        ReadEnd::Closed | ReadEnd::SpeaksGob => true,
+        ReadEnd::Closed => true,
         ReadEnd::Shutdown => {
             session.close_with_error(SHUTTING_DOWN);
             true
@@ -359,16 +345,15 @@ async fn read_handshake(
 
 /// Reads and routes frames until the input ends or breaks the protocol.
 ///
-/// With `detect_gob` (the session has just logged in, reading v1), a very
-/// first frame that v1 refuses and that starts like a gob stream ends the
-/// loop with [`ReadEnd::SpeaksGob`], and the session reads on as gob.
+/// The session reads v1 until its very first bytes, which v1 refuses,
+/// turn out to start a gob stream; then it reads on as gob, with the same
+/// buffer.
 async fn read_loop(
     shared: &Shared,
     transport: &Transport,
     input: &mut FrameReader<InputDecoder>,
     session: &Arc<Session>,
     proven: Option<HelloRequest>,
-    detect_gob: bool,
 ) -> ReadEnd {
     let mut router = Router::new(shared, session);
     // A registered name's HELLO was read while its password was checked.
@@ -383,55 +368,59 @@ async fn read_loop(
     let mut frame_deadline: Option<Instant> = None;
     let mut reads = Reads::default();
     // Nothing decoded yet: a v1 error now may mean the client speaks gob.
-    let mut first = detect_gob;
+    let mut first = true;
     loop {
         loop {
-            let gob_at_start = first && starts_gob(input.buffered());
-            let frame = match input.next_frame() {
+            // Bound first, so that the frame's borrow of the buffer ends
+            // before the error arm looks at the buffer again.
+            let next = input.next_frame();
+            let frame = match next {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(_) if gob_at_start => return ReadEnd::SpeaksGob,
-                Err(e) => return ReadEnd::Protocol(e),
+                Err(e) => {
+                    if first && starts_gob(input.buffered()) {
+                        debug!(user = session.name(), "speaks gob");
+                        session.speaks_gob();
+                        input.set_decoder(InputDecoder::gob(shared.config.limits));
+                        first = false;
+                        continue;
+                    }
+                    return ReadEnd::Protocol(e);
+                }
             };
             // Inline, not a helper: a helper's future would add its
             // arguments to every connection's state for its whole life.
             let routed = match frame {
-                Incoming::V1(ClientFrame::Message { to, content }) => {
-                    router.route(to, content).await
-                }
-                Incoming::GobDefinition => Ok(()),
+                ClientFrame::Message { to, content } => router.route(to, content).await,
                 // One negotiation per connection: a second HELLO could only
                 // mean a confused or hostile client.
-                Incoming::V1(ClientFrame::Hello { .. }) if router.extended => {
-                    return ReadEnd::Protocol(FrameError::Repeated("HELLO").into());
+                ClientFrame::Hello { .. } if router.extended => {
+                    return ReadEnd::Protocol(FrameError::Repeated("HELLO"));
                 }
                 // A wire without the extensions has no HELLO at all.
-                Incoming::V1(ClientFrame::Hello { .. }) if !session.wire().extensions() => {
-                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO).into());
+                ClientFrame::Hello { .. } if !session.wire().extensions() => {
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO));
                 }
-                Incoming::V1(ClientFrame::Hello { features }) => {
+                ClientFrame::Hello { features } => {
                     router.hello(HelloRequest::parse(features), false).await
                 }
                 // The password for a name that is not registered: unused.
-                Incoming::V1(ClientFrame::Auth { .. }) if router.auth_expected => {
+                ClientFrame::Auth { .. } if router.auth_expected => {
                     router.auth_expected = false;
                     Ok(())
                 }
-                Incoming::V1(ClientFrame::Auth { .. }) => {
-                    return ReadEnd::Protocol(
-                        FrameError::Unexpected {
-                            frame: "AUTH",
-                            why: "it may only follow a HELLO listing 'password'",
-                        }
-                        .into(),
-                    );
+                ClientFrame::Auth { .. } => {
+                    return ReadEnd::Protocol(FrameError::Unexpected {
+                        frame: "AUTH",
+                        why: "it may only follow a HELLO listing 'password'",
+                    });
                 }
                 // WHO is an extension: a session that did not negotiate
                 // gets v1 behaviour, an unknown opcode.
-                Incoming::V1(ClientFrame::Who) if !router.extended => {
-                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_WHO).into());
+                ClientFrame::Who if !router.extended => {
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_WHO));
                 }
-                Incoming::V1(ClientFrame::Who) => router.who().await,
+                ClientFrame::Who => router.who().await,
             };
             if routed.is_err() {
                 return ReadEnd::Closed;

@@ -2,7 +2,8 @@
 //! negotiated extensions) or the original Go programs' gob stream.
 //!
 //! The wire decides how this session's input is decoded (into the
-//! [`Incoming`] frames the session's reader acts on) and how every
+//! [`ClientFrame`]s the session's reader acts on, by [`InputDecoder`]) and
+//! how every
 //! frame *to* this session is encoded ([`Wire`]). Senders encode into a
 //! recipient's queue with the recipient's wire, so two sessions on
 //! different wires talk to each other.
@@ -14,14 +15,14 @@
 //! exactly as before; a gob peer is recognised by the first thing it sends.
 //!
 //! **Adding a wire**: add a variant to [`Wire`] with its encodings, a
-//! state to [`InputDecoder`] that yields [`Incoming`] frames, and a way to
+//! state to [`InputDecoder`] that yields [`ClientFrame`]s, and a way to
 //! recognise it from the first bytes. A wire without the extensions
 //! answers `false` to [`Wire::extensions`] and is never sent WELCOME,
 //! ONLINE or PRESENCE.
 
 use crate::framing::Decoder;
 use crate::gob::{self, GobDecoder, GobError, GobFrame, GobMessage};
-use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, Limits, WireError};
+use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Limits};
 
 /// The wire one session speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,32 +98,26 @@ fn delivery<'a>(to: &'a [u8], from: &'a [u8], content: &'a [u8]) -> GobMessage<'
     }
 }
 
-/// A frame from a client, on either wire, borrowed from the read buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Incoming<'a> {
-    /// A v1 frame (or an extension frame), or a gob `Message` as the v1
-    /// message it amounts to.
-    V1(ClientFrame<'a>),
-    /// A gob type definition: nothing to act on.
-    GobDefinition,
-}
-
-/// True if input that v1 refused at the very start of a session is a gob
-/// stream instead: the session's first byte is not v1's `0x00`.
+/// True if a session whose first bytes after the handshake are `input`
+/// speaks gob: a v1 frame could not start with them.
 pub(crate) fn starts_gob(input: &[u8]) -> bool {
     input
         .first()
         .is_some_and(|&first| Wire::starting_with(first) == Wire::Gob)
 }
 
-/// Decodes a client's input after the handshake: v1 until the session's
-/// first bytes say gob (see [`starts_gob`]), then gob. One type for both, so
-/// that the session's reading loop, and the routing inlined into it, is
-/// compiled once.
+/// Decodes a client's input after the handshake into the
+/// [`ClientFrame`]s the session acts on: v1 until the session's first
+/// bytes say gob (see [`starts_gob`]), then gob, whose `Message` values are
+/// the v1 messages they amount to. One type for both, so that the session's
+/// reading loop, and the routing inlined into it, is compiled once, and
+/// the v1 path is the v1 decoder itself.
 #[derive(Clone, Debug)]
 pub(crate) enum InputDecoder {
     V1(ClientDecoder),
-    Gob(GobDecoder),
+    /// Boxed: every connection's state holds an `InputDecoder`, and v1
+    /// ones must not carry room for gob's.
+    Gob(Box<GobDecoder>),
 }
 
 impl InputDecoder {
@@ -133,54 +128,58 @@ impl InputDecoder {
 
     /// The decoder for a session that speaks gob.
     pub(crate) fn gob(limits: Limits) -> Self {
-        InputDecoder::Gob(GobDecoder::new(limits))
+        InputDecoder::Gob(Box::new(GobDecoder::new(limits)))
     }
 
-    /// A gob frame, out of line: the v1 path stays small.
+    /// The next gob `Message` as a v1 message, type definitions before it
+    /// read on the way (a definition waits in the buffer for the value
+    /// sent with it). The claimed sender is dropped: the server knows who
+    /// sent it. Out of line: the v1 path stays small.
     #[inline(never)]
     fn decode_gob<'a>(
         gob: &mut GobDecoder,
         buf: &'a [u8],
-    ) -> Result<Decoded<Incoming<'a>>, WireError> {
-        match gob.decode(buf)? {
-            Decoded::Frame(GobFrame::Definition, used) => {
-                Ok(Decoded::Frame(Incoming::GobDefinition, used))
+    ) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
+        let mut offset = 0;
+        loop {
+            match gob.decode(&buf[offset..])? {
+                Decoded::Frame(GobFrame::Definition, used) => offset += used,
+                Decoded::Frame(GobFrame::Message(message), _) if message.error => {
+                    return Err(GobError::BadValue("a client may not send Error: true").into())
+                }
+                Decoded::Frame(GobFrame::Message(message), used) => {
+                    let frame = ClientFrame::Message {
+                        to: message.to,
+                        content: message.content,
+                    };
+                    return Ok(Decoded::Frame(frame, offset + used));
+                }
+                Decoded::Incomplete { header_complete } => {
+                    return Ok(Decoded::Incomplete {
+                        header_complete: header_complete || offset > 0,
+                    })
+                }
             }
-            Decoded::Frame(GobFrame::Message(message), _) if message.error => {
-                Err(GobError::BadValue("a client may not send Error: true").into())
-            }
-            // Routed like a v1 message; the claimed sender is dropped (the
-            // server knows who sent it).
-            Decoded::Frame(GobFrame::Message(message), used) => Ok(Decoded::Frame(
-                Incoming::V1(ClientFrame::Message {
-                    to: message.to,
-                    content: message.content,
-                }),
-                used,
-            )),
-            Decoded::Incomplete { header_complete } => Ok(Decoded::Incomplete { header_complete }),
         }
     }
 }
 
 impl Decoder for InputDecoder {
-    type Frame<'a> = Incoming<'a>;
-    type Error = WireError;
+    type Frame<'a> = ClientFrame<'a>;
+    type Error = FrameError;
 
     fn max_frame(&self) -> usize {
         match self {
             InputDecoder::V1(v1) => v1.max_frame(),
-            InputDecoder::Gob(gob) => gob.max_frame(),
+            // A definition and the value sent with it.
+            InputDecoder::Gob(gob) => 2 * gob.max_frame(),
         }
     }
 
     #[inline]
-    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<Incoming<'a>>, WireError> {
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
         match self {
-            InputDecoder::V1(v1) => Ok(match v1.decode(buf)? {
-                Decoded::Frame(frame, used) => Decoded::Frame(Incoming::V1(frame), used),
-                Decoded::Incomplete { header_complete } => Decoded::Incomplete { header_complete },
-            }),
+            InputDecoder::V1(v1) => v1.decode(buf),
             InputDecoder::Gob(gob) => Self::decode_gob(gob, buf),
         }
     }
@@ -202,45 +201,34 @@ mod tests {
     }
 
     #[test]
-    fn a_gob_message_drops_its_claimed_sender() {
+    fn a_gob_message_is_the_v1_message_it_amounts_to() {
         let mut input = InputDecoder::gob(Limits::default());
         let mut stream = Vec::new();
         gob::encode_message(&delivery(b"bob", b"mallory", b"hi"), &mut stream);
-        let Decoded::Frame(Incoming::GobDefinition, used) = input.decode(&stream).unwrap() else {
-            panic!("expected the type definition");
-        };
+        // The claimed sender is gone; the definition is read on the way.
         assert_eq!(
-            input.decode(&stream[used..]).unwrap(),
+            input.decode(&stream).unwrap(),
             Decoded::Frame(
-                Incoming::V1(ClientFrame::Message {
+                ClientFrame::Message {
                     to: b"bob",
                     content: b"hi"
-                }),
-                stream.len() - used
+                },
+                stream.len()
             )
         );
+        // A definition alone waits for its value.
+        assert!(matches!(
+            input.decode(&stream[..gob::MESSAGE_TYPE_DEFINITION.len()]),
+            Ok(Decoded::Incomplete { .. })
+        ));
     }
 
     #[test]
     fn a_client_claiming_to_send_an_error_breaks_the_wire() {
         let mut input = InputDecoder::gob(Limits::default());
         let mut stream = Vec::new();
-        gob::encode_message(
-            &GobMessage {
-                to: b"bob",
-                content: b"fake",
-                error: true,
-                ..GobMessage::default()
-            },
-            &mut stream,
-        );
-        let Decoded::Frame(_, used) = input.decode(&stream).unwrap() else {
-            panic!("expected the type definition");
-        };
-        assert!(matches!(
-            input.decode(&stream[used..]),
-            Err(WireError::Gob(GobError::BadValue(_)))
-        ));
+        gob::encode_error("fake\n", &mut stream);
+        assert!(matches!(input.decode(&stream), Err(FrameError::Gob(_))));
     }
 
     #[test]
