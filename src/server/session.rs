@@ -367,8 +367,9 @@ async fn read_loop(
     // it likes, never inside one.
     let mut frame_deadline: Option<Instant> = None;
     let mut reads = Reads::default();
-    // Nothing decoded yet: a v1 error now may mean the client speaks gob.
-    let mut first = true;
+    // Nothing decoded yet: a v1 error now may mean the client speaks gob
+    // (not after a password login, which already spoke v1).
+    let mut first = proven.is_none();
     loop {
         loop {
             // Bound first, so that the frame's borrow of the buffer ends
