@@ -239,6 +239,26 @@ impl Decoder for GobDecoder {
 }
 
 impl GobDecoder {
+    /// The next `Message` value in `buf`, with the type definitions before
+    /// it read on the way (a definition waits in the buffer for the value
+    /// sent with it); the bytes used count the definitions too.
+    pub fn next_message<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<GobMessage<'a>>, GobError> {
+        let mut offset = 0;
+        loop {
+            match self.decode(&buf[offset..])? {
+                Decoded::Frame(GobFrame::Definition, used) => offset += used,
+                Decoded::Frame(GobFrame::Message(message), used) => {
+                    return Ok(Decoded::Frame(message, offset + used))
+                }
+                Decoded::Incomplete { header_complete } => {
+                    return Ok(Decoded::Incomplete {
+                        header_complete: header_complete || offset > 0,
+                    })
+                }
+            }
+        }
+    }
+
     fn decode_body<'a>(&mut self, body: &'a [u8]) -> Result<GobFrame<'a>, GobError> {
         // The definition every Go encoder of `Message` sends (and the
         // original client sends with every message): known without parsing.

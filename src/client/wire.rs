@@ -8,7 +8,7 @@
 //! passwords.
 
 use crate::framing::Decoder;
-use crate::gob::{self, GobDecoder, GobFrame, GobMessage};
+use crate::gob::{self, GobDecoder, GobMessage};
 use crate::protocol::{
     self, Decoded, FieldTooLong, FrameError, Limits, ServerDecoder, ServerFrame,
 };
@@ -86,33 +86,25 @@ impl Decoder for ServerWireDecoder {
             ServerWireDecoder::V1(v1) => return v1.decode(buf),
             ServerWireDecoder::Gob(gob) => gob,
         };
-        // Type definitions are skipped here: the client has no frame
-        // timeout, so a definition waits in the buffer with the value
-        // that follows it (the server sends both in one write).
-        let mut offset = 0;
-        loop {
-            match gob.decode(&buf[offset..])? {
-                Decoded::Frame(GobFrame::Definition, used) => offset += used,
-                Decoded::Frame(GobFrame::Message(message), used) => {
-                    let frame = if message.error {
-                        ServerFrame::Error {
-                            text: message.content,
-                        }
-                    } else {
-                        ServerFrame::Message {
-                            from: message.from,
-                            content: message.content,
-                        }
-                    };
-                    return Ok(Decoded::Frame(frame, offset + used));
-                }
-                Decoded::Incomplete { header_complete } => {
-                    return Ok(Decoded::Incomplete {
-                        header_complete: header_complete || offset > 0,
-                    })
-                }
-            }
-        }
+        // A definition waits in the buffer with the value that follows it
+        // (the server sends both in one write; the client has no frame
+        // timeout).
+        Ok(match gob.next_message(buf)? {
+            Decoded::Frame(message, used) if message.error => Decoded::Frame(
+                ServerFrame::Error {
+                    text: message.content,
+                },
+                used,
+            ),
+            Decoded::Frame(message, used) => Decoded::Frame(
+                ServerFrame::Message {
+                    from: message.from,
+                    content: message.content,
+                },
+                used,
+            ),
+            Decoded::Incomplete { header_complete } => Decoded::Incomplete { header_complete },
+        })
     }
 }
 

@@ -21,7 +21,7 @@
 //! ONLINE or PRESENCE.
 
 use crate::framing::Decoder;
-use crate::gob::{self, GobDecoder, GobError, GobFrame, GobMessage};
+use crate::gob::{self, GobDecoder, GobError, GobMessage};
 use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Limits};
 
 /// The wire one session speaks.
@@ -131,35 +131,26 @@ impl InputDecoder {
         InputDecoder::Gob(Box::new(GobDecoder::new(limits)))
     }
 
-    /// The next gob `Message` as a v1 message, type definitions before it
-    /// read on the way (a definition waits in the buffer for the value
-    /// sent with it). The claimed sender is dropped: the server knows who
-    /// sent it. Out of line: the v1 path stays small.
+    /// The next gob `Message` as a v1 message. The claimed sender is
+    /// dropped: the server knows who sent it. Out of line: the v1 path
+    /// stays small.
     #[inline(never)]
     fn decode_gob<'a>(
         gob: &mut GobDecoder,
         buf: &'a [u8],
     ) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
-        let mut offset = 0;
-        loop {
-            match gob.decode(&buf[offset..])? {
-                Decoded::Frame(GobFrame::Definition, used) => offset += used,
-                Decoded::Frame(GobFrame::Message(message), _) if message.error => {
-                    return Err(GobError::BadValue("a client may not send Error: true").into())
-                }
-                Decoded::Frame(GobFrame::Message(message), used) => {
-                    let frame = ClientFrame::Message {
-                        to: message.to,
-                        content: message.content,
-                    };
-                    return Ok(Decoded::Frame(frame, offset + used));
-                }
-                Decoded::Incomplete { header_complete } => {
-                    return Ok(Decoded::Incomplete {
-                        header_complete: header_complete || offset > 0,
-                    })
-                }
+        match gob.next_message(buf)? {
+            Decoded::Frame(message, _) if message.error => {
+                Err(GobError::BadValue("a client may not send Error: true").into())
             }
+            Decoded::Frame(message, used) => {
+                let frame = ClientFrame::Message {
+                    to: message.to,
+                    content: message.content,
+                };
+                Ok(Decoded::Frame(frame, used))
+            }
+            Decoded::Incomplete { header_complete } => Ok(Decoded::Incomplete { header_complete }),
         }
     }
 }
