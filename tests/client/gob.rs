@@ -208,3 +208,24 @@ fn the_editor_works_on_the_gob_wire() {
         .unwrap();
     session.send_line("exit").unwrap();
 }
+
+#[test]
+fn a_gob_user_shows_in_presence_and_who_like_anyone() {
+    let mut server = ServerProcess::start(&[]);
+    let watcher = Follower::start(&mut server, "watcher", &["--json"]);
+    let gopher = Follower::start(&mut server, "gopher", &["--wire", "gob"]);
+    let joined: serde_json::Value = serde_json::from_str(&watcher.line()).unwrap();
+    eqnice!(
+        serde_json::json!({"type": "presence", "event": "joined", "user": "gopher"}),
+        joined
+    );
+    let run = run_client(client_command(server.port, "asker"), b"who\n");
+    eqnice!("asker\ngopher\nwatcher\n", run.stdout);
+    eqnice!(0, gopher.stop());
+    // asker came and went in between.
+    let events: Vec<serde_json::Value> = (0..3)
+        .map(|_| serde_json::from_str(&watcher.line()).unwrap())
+        .collect();
+    let left = serde_json::json!({"type": "presence", "event": "left", "user": "gopher"});
+    assert!(events.contains(&left), "{events:?}");
+}

@@ -367,3 +367,28 @@ fn a_gob_peer_asking_for_a_registered_name_is_refused_in_gob() {
     let _carol = GobClient::ready(&mut server, "carol");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_gob_user_that_does_not_read_is_a_slow_consumer_like_any_other() {
+    let mut server =
+        ServerProcess::start(&["--slow-consumer-timeout", "300ms", "--queue-bytes", "70000"]);
+    // `sleepy` speaks gob and never reads again.
+    let mut sleepy = GobClient::ready(&mut server, "sleepy");
+    let mut alice = server.login("alice");
+    let mut alice_writer = alice.stream.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let frame = crate::common::message(b"sleepy", &[b'z'; 2048]);
+        let batch = frame.repeat(64);
+        for _ in 0..2000 {
+            if alice_writer.write_all(&batch).is_err() {
+                break;
+            }
+        }
+    });
+    let text = "'sleepy' was disconnected for not reading fast enough; message not delivered\n";
+    eqnice!(Frame::err(text), alice.frame());
+    server.wait_offline("sleepy");
+    sleepy.rest_until_closed();
+    drop(alice);
+    let _ = flood.join();
+}
