@@ -120,14 +120,16 @@ fn read_hidden(prompt: &str) -> Result<Vec<u8>, SecretError> {
     quiet.special_codes[SpecialCodeIndex::VMIN] = 1;
     quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
     let mut stderr = io::stderr();
-    let _ = write!(stderr, "{prompt}");
-    let _ = stderr.flush();
     let line = {
+        // Quiet before the prompt shows: whatever is typed once it is
+        // visible is kept (only type-ahead from before it is dropped).
         termios::tcsetattr(&stdin, OptionalActions::Flush, &quiet).map_err(io::Error::from)?;
         let _restore = Restore {
             fd: &stdin,
             saved: saved.clone(),
         };
+        let _ = write!(stderr, "{prompt}");
+        let _ = stderr.flush();
         edit_hidden(stdin.lock(), saved.special_codes[SpecialCodeIndex::VERASE])
     };
     let _ = writeln!(stderr);
