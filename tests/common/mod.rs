@@ -385,6 +385,20 @@ impl RawClient {
     }
 }
 
+/// Floods `to` with 2 KiB v1 messages through `writer` on a thread of
+/// its own: far more than loopback socket buffers and a queue hold. Stops
+/// at the first failed write, once the server is done with the sender.
+pub fn flood(mut writer: TcpStream, to: &'static [u8]) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let batch = message(to, &[b'z'; 2048]).repeat(64);
+        for _ in 0..2000 {
+            if writer.write_all(&batch).is_err() {
+                break;
+            }
+        }
+    })
+}
+
 /// Encodes a client → server message frame.
 pub fn message(to: &[u8], content: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 0];

@@ -375,16 +375,7 @@ fn a_gob_user_that_does_not_read_is_a_slow_consumer_like_any_other() {
     // `sleepy` speaks gob and never reads again.
     let mut sleepy = GobClient::ready(&mut server, "sleepy");
     let mut alice = server.login("alice");
-    let mut alice_writer = alice.stream.try_clone().unwrap();
-    let flood = std::thread::spawn(move || {
-        let frame = crate::common::message(b"sleepy", &[b'z'; 2048]);
-        let batch = frame.repeat(64);
-        for _ in 0..2000 {
-            if alice_writer.write_all(&batch).is_err() {
-                break;
-            }
-        }
-    });
+    let flood = crate::common::flood(alice.stream.try_clone().unwrap(), b"sleepy");
     let text = "'sleepy' was disconnected for not reading fast enough; message not delivered\n";
     eqnice!(Frame::err(text), alice.frame());
     server.wait_offline("sleepy");

@@ -1,7 +1,6 @@
 //! Bad input: names, oversized headers, timeouts, slow consumers, capacity.
 
 use std::io::Write;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{message, Frame, RawClient, ServerProcess};
@@ -183,21 +182,7 @@ fn a_slow_consumer_is_disconnected_and_the_sender_told() {
     let mut sleepy = server.login("sleepy");
     let mut alice = server.login("alice");
     let mut bob = server.login("bob");
-    let mut alice_writer = alice.stream.try_clone().unwrap();
-    let flood = thread::spawn(move || {
-        let frame = message(b"sleepy", &[b'z'; 2048]);
-        let mut batch = Vec::new();
-        for _ in 0..64 {
-            batch.extend_from_slice(&frame);
-        }
-        // Far more than loopback socket buffers and the queue hold; stops
-        // at the first failed write once the server is done with us.
-        for _ in 0..2000 {
-            if alice_writer.write_all(&batch).is_err() {
-                break;
-            }
-        }
-    });
+    let flood = crate::common::flood(alice.stream.try_clone().unwrap(), b"sleepy");
     let text = "'sleepy' was disconnected for not reading fast enough; message not delivered\n";
     eqnice!(Frame::err(text), alice.frame());
     server.wait_offline("sleepy");
