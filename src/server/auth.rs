@@ -63,13 +63,6 @@ impl HelloRequest {
     }
 }
 
-/// A login that proved its registered name: the HELLO it came with still
-/// has to be answered.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Proven {
-    pub(crate) hello: HelloRequest,
-}
-
 /// Failed attempts before the back-off starts.
 const FREE_FAILURES: u32 = 3;
 /// The first back-off; each further failure doubles it.
@@ -239,10 +232,10 @@ impl Verifier {
     }
 
     /// Checks `password` against `hash` on the verifier thread.
-    pub(crate) async fn verify(&self, hash: &str, password: Vec<u8>) -> Result<bool, Busy> {
+    pub(crate) async fn verify(&self, hash: Box<str>, password: Vec<u8>) -> Result<bool, Busy> {
         let (verdict, answer) = async_channel::bounded(1);
         let check = Check {
-            hash: hash.into(),
+            hash,
             password,
             verdict,
         };
@@ -322,9 +315,9 @@ async fn next_login_frame(
     }
 }
 
-/// Proves a login to the registered name `name` (whose hash is `hash`),
-/// or refuses it with the reason and closes. `None` when the connection is
-/// over.
+/// Proves a login to the registered name `name`, or refuses it with the
+/// reason and closes. Returns the HELLO the login came with, still to be
+/// answered; `None` when the connection is over.
 pub(crate) async fn authenticate(
     shared: &Shared,
     auth: &AuthState,
@@ -332,7 +325,7 @@ pub(crate) async fn authenticate(
     peer: SocketAddr,
     name: &str,
     input: &mut FrameReader<InputDecoder>,
-) -> Option<Proven> {
+) -> Option<HelloRequest> {
     let refused = |wire: Wire, text: String| async move {
         reject(transport, wire, &text, shared.config.linger).await;
         None
@@ -374,7 +367,7 @@ pub(crate) async fn authenticate(
             info!(%peer, user = name, "login delayed {wait:?} after earlier failures");
             Timer::after(wait).await;
         }
-        match auth.verifier.verify(&hash, password).await {
+        match auth.verifier.verify(hash, password).await {
             Ok(true) => {
                 auth.backoff.succeeded(name, peer.ip());
                 Ok(hello)
@@ -403,7 +396,7 @@ pub(crate) async fn authenticate(
         })
         .await;
     match outcome {
-        Ok(hello) => Some(Proven { hello }),
+        Ok(hello) => Some(hello),
         Err(Some((wire, text))) => refused(wire, text).await,
         Err(None) => None,
     }
@@ -506,7 +499,7 @@ mod tests {
             let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
             let hash = argon.hash_password(b"pw", &salt).unwrap().to_string();
             let checks: Vec<_> = (0..VERIFY_QUEUE + 16)
-                .map(|_| verifier.verify(&hash, b"guess".to_vec()))
+                .map(|_| verifier.verify(hash.as_str().into(), b"guess".to_vec()))
                 .collect();
             let mut busy = 0;
             let mut wrong = 0;

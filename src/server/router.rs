@@ -17,7 +17,6 @@ use tracing::{debug, warn};
 use super::auth::HelloRequest;
 use super::outbound::PushError;
 use super::session::Session;
-use super::wire::Wire;
 use super::Shared;
 use crate::protocol;
 use crate::sanitize::Escaped;
@@ -159,7 +158,6 @@ impl<'a> Router<'a> {
         self.cache.remove(to);
     }
 
-    #[inline(always)]
     pub(crate) async fn route(&mut self, to: &[u8], content: &[u8]) -> Result<(), SenderClosed> {
         if std::str::from_utf8(content).is_err() {
             let text = format!(
@@ -176,20 +174,9 @@ impl<'a> Router<'a> {
                 break;
             };
             // Encoded once, in the recipient's wire, straight into its queue.
-            // v1 inline; gob (rare) out of line.
-            let gob = recipient.wire() == Wire::Gob;
-            let len = if gob {
-                Wire::Gob.message_len(recipient.name().as_bytes(), me, content)
-            } else {
-                protocol::message_frame_len(me, content)
-            };
-            let encode = |out: &mut Vec<u8>| {
-                if gob {
-                    Wire::Gob.encode_message(recipient.name().as_bytes(), me, content, out);
-                } else {
-                    let _ = protocol::encode_message(me, content, out);
-                }
-            };
+            let (wire, name) = (recipient.wire(), recipient.name().as_bytes());
+            let len = wire.message_len(name, me, content);
+            let encode = |out: &mut Vec<u8>| wire.encode_message(name, me, content, out);
             let pushed = match self.push_now(&recipient, len, encode) {
                 Err(PushError::Full) => {
                     // Write out what this batch routed so far before waiting.

@@ -185,7 +185,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
                 &shared, auth, &transport, peer, &name, &mut input,
             ));
             match checked.await {
-                Some(ok) => proven = Some(ok.hello),
+                Some(hello) => proven = Some(hello),
                 None => return,
             }
         } else if shared.config.registered_only {
