@@ -3,20 +3,20 @@
 //!
 //! A connection reads and writes only through [`Transport`]: non-blocking
 //! reads into a [`FrameReader`], waiting for input, whole-batch writes,
-//! half-close, and discarding input before a close.
+//! writes that never wait ([`Transport::write_now`], the server's fast
+//! path: a sender's reader writes an idle recipient's queue straight to
+//! its connection), half-close, and discarding input before a close.
 //!
 //! **Adding a transport**: add a variant and implement these methods for
-//! it. [`Transport::direct`] is the one choice to make: plain TCP hands out
-//! its socket so that a sender's reader can write an idle recipient's queue
-//! straight to it (the server's fast path); a stream whose writes need
-//! exclusive state, such as a TLS session, returns `None` there, and every
-//! write then goes through the connection's own writer task.
+//! it, and [`WeakTransport`] for the handle other sessions keep.
 //!
 //! TLS streams are split into a read half and a write half (each locked
-//! only for one poll), so the reader and the writer task never wait for
-//! each other.
+//! only for one poll), so the reader and the writers never wait for each
+//! other. A write that must not wait takes the write half only if nobody
+//! holds it, and leaves what the socket cannot take yet encrypted inside
+//! the TLS session for the next writer to flush.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -37,6 +37,36 @@ pub(crate) enum Transport {
     Tcp(Arc<Async<TcpStream>>),
     /// TLS over TCP, client or server side.
     Tls(Arc<TlsConnection>),
+}
+
+/// A connection that does not keep its socket open: what other sessions
+/// keep to write to a recipient that may have gone meanwhile.
+#[derive(Clone, Debug)]
+pub(crate) enum WeakTransport {
+    Tcp(Weak<Async<TcpStream>>),
+    Tls(Weak<TlsConnection>),
+}
+
+impl WeakTransport {
+    /// The connection, if it is still open.
+    pub(crate) fn upgrade(&self) -> Option<Transport> {
+        match self {
+            WeakTransport::Tcp(stream) => stream.upgrade().map(Transport::Tcp),
+            WeakTransport::Tls(tls) => tls.upgrade().map(Transport::Tls),
+        }
+    }
+}
+
+/// What [`Transport::write_now`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// Bytes taken from the front of the batch; the connection delivers
+    /// them from now on.
+    pub(crate) taken: usize,
+    /// Some of them are still inside the connection (TLS records waiting
+    /// for room on the socket): a later write, even of nothing, must flush
+    /// them.
+    pub(crate) unflushed: bool,
 }
 
 /// A TLS session over a shared socket.
@@ -250,13 +280,38 @@ impl Transport {
         }
     }
 
-    /// The socket for direct writes by other sessions' readers, if this
-    /// transport allows them. Weak: a session cached by others after it
-    /// ended must not keep its socket open.
-    pub(crate) fn direct(&self) -> Option<Weak<Async<TcpStream>>> {
+    /// A handle for other sessions' readers, which write to this
+    /// connection directly; weak, so that a session kept in their caches
+    /// after it ended does not keep its socket open.
+    pub(crate) fn downgrade(&self) -> WeakTransport {
         match self {
-            Transport::Tcp(stream) => Some(Arc::downgrade(stream)),
-            Transport::Tls(_) => None,
+            Transport::Tcp(stream) => WeakTransport::Tcp(Arc::downgrade(stream)),
+            Transport::Tls(tls) => WeakTransport::Tls(Arc::downgrade(tls)),
+        }
+    }
+
+    /// Writes as much of `bytes` as can go without waiting. Never waits:
+    /// a TLS session whose write half is in use by another writer takes
+    /// nothing. An error means the connection is broken.
+    pub(crate) fn write_now(&self, bytes: &[u8]) -> io::Result<Written> {
+        match self {
+            Transport::Tcp(stream) => {
+                let mut taken = 0;
+                while taken < bytes.len() {
+                    match stream.get_ref().write(&bytes[taken..]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => taken += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Written {
+                    taken,
+                    unflushed: false,
+                })
+            }
+            Transport::Tls(tls) => tls.write_now(bytes),
         }
     }
 }
@@ -275,6 +330,36 @@ impl TlsConnection {
         writer.write_all(bytes).await?;
         // TLS buffers records: push them out now.
         writer.flush().await
+    }
+
+    fn write_now(&self, bytes: &[u8]) -> io::Result<Written> {
+        let Some(mut writer) = self.writer.try_lock() else {
+            return Ok(Written {
+                taken: 0,
+                unflushed: false,
+            });
+        };
+        // Polled once with a waker that does nothing: whoever writes next
+        // (the connection's writer task, woken for what is left) registers
+        // a real one.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut taken = 0;
+        while taken < bytes.len() {
+            // The TLS layer encrypts into its own buffer (bounded) and
+            // sends what the socket takes; `Pending` means both are full.
+            match Pin::new(&mut *writer).poll_write(&mut cx, &bytes[taken..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => taken += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        let unflushed = match Pin::new(&mut *writer).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => false,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => true,
+        };
+        Ok(Written { taken, unflushed })
     }
 
     async fn close(&self) {

@@ -7,23 +7,24 @@
 //!
 //! Two kinds of writer take turns, never both at once (`busy`): a sender's
 //! reader, which after routing a batch of frames writes an idle
-//! recipient's queue straight to its socket ([`OutboundQueue::flush_direct`],
+//! recipient's queue straight to its connection ([`OutboundQueue::flush_direct`],
 //! no task hop and no thread wake-up on the common path), and the session's
-//! writer task, which takes over whatever the socket could not accept at
-//! once and waits for it to drain.
+//! writer task, which takes over whatever the connection could not accept
+//! at once and waits for it to drain. A connection that can take bytes
+//! without sending them all (TLS, which encrypts into its own buffer) says
+//! so, and the writer task then pushes out what it holds.
 //!
 //! The queue is bounded in bytes. A producer that finds it
 //! full waits for room (backpressure) with a deadline; what happens after the
 //! deadline is the caller's decision (see `session`).
 
-use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use event_listener::{listener, Event};
 
 use crate::runtime::until;
+use crate::transport::{Transport, Written};
 
 /// Largest emptied buffer kept for the next frames; a bigger one (after a
 /// burst) is freed at once rather than pinned.
@@ -62,6 +63,9 @@ struct State {
     /// The writer task's last batch buffer, emptied, handed back so that
     /// the next batch reuses it and [`OutboundQueue::trim_idle`] can free it.
     spare: Vec<u8>,
+    /// A direct write left bytes inside the connection (encrypted, not yet
+    /// sent): the writer task must flush it even with nothing queued.
+    unflushed: bool,
 }
 
 /// A bounded, closable byte queue. Many producers (senders' readers, the
@@ -91,6 +95,7 @@ impl OutboundQueue {
                 busy: false,
                 used: false,
                 spare: Vec::new(),
+                unflushed: false,
             }),
             data_ready: Event::new(),
             room: Event::new(),
@@ -143,10 +148,10 @@ impl OutboundQueue {
         self.data_ready.notify(1);
     }
 
-    /// Writes what is queued straight to `socket` without blocking, unless
-    /// a writer is already busy. What the socket does not take at once is
-    /// left (in order) for the writer task, which is woken for it.
-    pub fn flush_direct(&self, socket: &TcpStream) {
+    /// Writes what is queued straight to `connection` without blocking,
+    /// unless a writer is already busy. What the connection does not take
+    /// at once is left (in order) for the writer task, which is woken for it.
+    pub(crate) fn flush_direct(&self, connection: &Transport) {
         let mut state = self.lock();
         if state.busy || state.bytes.is_empty() || state.phase == Phase::Aborted {
             return;
@@ -156,34 +161,23 @@ impl OutboundQueue {
         drop(state);
         self.room.notify(usize::MAX);
 
-        let mut written = 0;
-        let mut failed = false;
-        while written < batch.len() {
-            match (&*socket).write(&batch[written..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
+        let result = connection.write_now(&batch);
 
         let mut state = self.lock();
         state.busy = false;
-        if failed {
+        let Ok(Written {
+            taken: written,
+            unflushed,
+        }) = result
+        else {
             drop(state);
             self.abort();
             return;
-        }
+        };
         if state.phase == Phase::Aborted {
             return;
         }
+        state.unflushed |= unflushed;
         if written < batch.len() {
             // The rest goes first, then whatever was queued meanwhile.
             batch.drain(..written);
@@ -194,7 +188,7 @@ impl OutboundQueue {
             batch.clear();
             state.bytes = batch;
         }
-        let hand_over = !state.bytes.is_empty() || state.phase != Phase::Open;
+        let hand_over = !state.bytes.is_empty() || state.unflushed || state.phase != Phase::Open;
         drop(state);
         if hand_over {
             self.wake_writer();
@@ -373,7 +367,10 @@ impl OutboundQueue {
             // A direct flush is writing; it wakes us if it leaves anything.
             return None;
         }
-        if state.bytes.is_empty() {
+        // Bytes a direct write left inside the connection need a write
+        // even with nothing queued: an empty batch flushes them.
+        let unflushed = std::mem::take(&mut state.unflushed);
+        if state.bytes.is_empty() && !unflushed {
             return match state.phase {
                 Phase::Open => None,
                 _ => Some(false),
@@ -395,7 +392,16 @@ impl OutboundQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
+
+    /// A plain connection to write to, and the socket that reads it.
+    fn connection() -> (Transport, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        (Transport::tcp(smol::Async::new(writer).unwrap()), reader)
+    }
 
     fn frame(byte: u8, len: usize) -> impl FnOnce(&mut Vec<u8>) {
         move |out: &mut Vec<u8>| out.extend(std::iter::repeat_n(byte, len))
@@ -435,10 +441,7 @@ mod tests {
     #[test]
     fn direct_flush_writes_in_order_and_hands_the_rest_to_the_writer() {
         use std::io::Read;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut reader, _) = listener.accept().unwrap();
-        writer.set_nonblocking(true).unwrap();
+        let (writer, mut reader) = connection();
         let queue = OutboundQueue::new(1 << 20);
         assert_eq!(queue.try_push_deferred(3, frame(1, 3)), Ok(true));
         // Not idle any more: the first push already made someone responsible.
@@ -463,8 +466,7 @@ mod tests {
 
     #[test]
     fn a_busy_writer_blocks_direct_flushes() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (socket, _reader) = connection();
         let queue = OutboundQueue::new(100);
         queue.try_push(1, frame(1, 1)).unwrap();
         let mut batch = Vec::new();
@@ -480,10 +482,7 @@ mod tests {
 
     #[test]
     fn an_idle_queue_gives_its_buffer_back_after_a_quiet_period() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let _peer = listener.accept().unwrap();
+        let (socket, _peer) = connection();
         let queue = OutboundQueue::new(1 << 20);
         for _ in 0..16 {
             queue.try_push_deferred(2048, frame(1, 2048)).unwrap();

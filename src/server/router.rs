@@ -72,8 +72,8 @@ impl<'a> Router<'a> {
     /// Writes every queue this batch made non-empty straight to its socket.
     pub(crate) fn flush(&mut self) {
         for session in self.to_flush.drain(..) {
-            match session.direct_socket() {
-                Some(socket) => session.outbound().flush_direct(socket.get_ref()),
+            match session.connection() {
+                Some(connection) => session.outbound().flush_direct(&connection),
                 None => session.outbound().wake_writer(),
             }
         }

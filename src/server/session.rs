@@ -24,13 +24,12 @@
 //! error frame on its way out.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smol::future::{self, FutureExt};
-use smol::Async;
 use tracing::{debug, info, warn};
 
 use super::auth::{authenticate, HelloRequest};
@@ -42,7 +41,7 @@ use crate::framing::Decoder;
 use crate::framing::FrameReader;
 use crate::protocol::{self, ClientFrame, FrameError, HandshakeDecoder, UsernameError};
 use crate::runtime::{timeout, until};
-use crate::transport::Transport;
+use crate::transport::{Transport, WeakTransport};
 
 /// Error text sent to every client when the server stops.
 pub const SHUTTING_DOWN: &str = "server is shutting down\n";
@@ -61,10 +60,10 @@ pub struct Session {
     gob: AtomicBool,
     /// Frames waiting to be written to this user.
     outbound: OutboundQueue,
-    /// The socket, for direct flushes by senders' readers, when the
-    /// transport allows them. Weak: other sessions may cache this one after
-    /// it ended and must not keep its socket open.
-    direct: Option<Weak<Async<TcpStream>>>,
+    /// The connection, for direct flushes by senders' readers. Weak: other
+    /// sessions may cache this one after it ended and must not keep its
+    /// socket open.
+    connection: WeakTransport,
 }
 
 impl Session {
@@ -74,7 +73,7 @@ impl Session {
             peer,
             gob: AtomicBool::new(false),
             outbound: OutboundQueue::new(shared.config.queue_bytes),
-            direct: transport.direct(),
+            connection: transport.downgrade(),
         }
     }
 
@@ -118,10 +117,9 @@ impl Session {
         &self.outbound
     }
 
-    /// The socket for a direct write, if the transport allows one and the
-    /// connection is still open.
-    pub(crate) fn direct_socket(&self) -> Option<Arc<Async<TcpStream>>> {
-        self.direct.as_ref()?.upgrade()
+    /// The connection, for a direct write, if it is still open.
+    pub(crate) fn connection(&self) -> Option<Transport> {
+        self.connection.upgrade()
     }
 
     /// Ends the session after a last error frame with `text`; frames already

@@ -231,4 +231,95 @@ mod tests {
         assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
         let _ = fs::remove_dir_all(&dir);
     }
+
+    /// A TLS session between a client and this server over loopback:
+    /// (the client's end, the server's end).
+    fn tls_pair(dir: &Path) -> (Transport, Transport) {
+        let set = self_signed(dir).unwrap();
+        let server_tls = ServerTls::load(set.files.clone()).unwrap();
+        let client_config = crate::transport::tls_client_config(Some(&set.ca)).unwrap();
+        smol::block_on(async {
+            let listener = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+            let addr = listener.get_ref().local_addr().unwrap();
+            let client = async {
+                let stream = Async::<TcpStream>::connect(addr).await.unwrap();
+                crate::transport::connect_tls(stream, "localhost", client_config)
+                    .await
+                    .unwrap()
+            };
+            let server = async {
+                let (stream, _) = listener.accept().await.unwrap();
+                server_tls.accept(stream).await.unwrap()
+            };
+            smol::future::zip(client, server).await
+        })
+    }
+
+    #[test]
+    fn records_a_direct_write_leaves_behind_are_flushed_by_the_writer_even_with_nothing_queued() {
+        use crate::framing::FrameReader;
+        use crate::protocol::{ServerDecoder, ServerFrame};
+        use crate::server::outbound::OutboundQueue;
+        use std::time::Duration;
+
+        let dir = std::env::temp_dir().join(format!("pmchat-tls-now-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (client, server) = tls_pair(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        let mut message = Vec::new();
+        crate::protocol::encode_message(b"alice", &[b'x'; 1000], &mut message).unwrap();
+
+        // Nobody reads: writes that must not wait fill the socket until
+        // one leaves its records encrypted inside the TLS session.
+        let mut sent = 0;
+        loop {
+            let written = server.write_now(&message).unwrap();
+            assert_eq!(written.taken, message.len(), "the TLS layer had room");
+            sent += 1;
+            if written.unflushed {
+                break;
+            }
+            assert!(sent < 1_000_000, "the socket never filled");
+        }
+        // One more through the queue's direct flush: taken whole, not
+        // sent, so the writer task must be called for it although nothing
+        // is left queued.
+        let queue = OutboundQueue::new(1 << 20);
+        assert_eq!(
+            queue.try_push_deferred(message.len(), |out| out.extend_from_slice(&message)),
+            Ok(true)
+        );
+        queue.flush_direct(&server);
+        sent += 1;
+        let mut batch = Vec::new();
+        let woken = smol::block_on(smol::future::or(
+            async { Some(queue.next_batch(&mut batch).await) },
+            async {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                None
+            },
+        ));
+        assert_eq!(woken, Some(true), "the writer is given a flush to do");
+        assert!(batch.is_empty());
+
+        // The writer's flush and the reader together deliver every frame.
+        let mut input = FrameReader::new(ServerDecoder);
+        let deliver = smol::future::zip(async { server.write_all(&batch).await.unwrap() }, async {
+            let mut frames = 0;
+            while frames < sent {
+                client.read(&mut input).await.unwrap();
+                while let Some(frame) = input.next_frame().unwrap() {
+                    let ServerFrame::Message { from, content } = frame else {
+                        panic!("not a message: {frame:?}");
+                    };
+                    assert_eq!((from, content.len()), (&b"alice"[..], 1000));
+                    frames += 1;
+                }
+            }
+        });
+        smol::block_on(smol::future::or(deliver, async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            panic!("frames went missing");
+        }));
+    }
 }

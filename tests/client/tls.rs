@@ -193,3 +193,42 @@ fn tls_to_a_plain_server_fails_clearly_instead_of_falling_back() {
         run.stderr
     );
 }
+
+#[test]
+fn a_tls_user_that_pauses_reading_still_gets_a_burst_whole_and_in_order() {
+    let dir = TempDir::new("tls-burst");
+    let mut server = tls_server(&dir.0, "127.0.0.1", &[]);
+    let carol = Follower::start(
+        &mut server,
+        "carol",
+        &["--tls-ca", ca(&dir.0).to_str().unwrap()],
+    );
+    let alice = server.login("alice");
+    // Carol stops reading, so the server's writes to her fill the socket
+    // and leave encrypted records behind for a later flush.
+    let pid = carol.child.0.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let count = 4000;
+    let content = "x".repeat(900);
+    let mut writer = alice.stream.try_clone().unwrap();
+    let burst: Vec<u8> = (0..count)
+        .flat_map(|i| crate::common::message(b"carol", format!("{i:05} {content}").as_bytes()))
+        .collect();
+    let sender = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&burst).expect("send the burst");
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    signal("-CONT");
+    for i in 0..count {
+        eqnice!(format!("alice: {i:05} {content}"), carol.line());
+    }
+    sender.join().unwrap();
+}
