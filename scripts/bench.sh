@@ -169,6 +169,13 @@ latency "latency, 10 pairs, 30,000 msgs/s" --pairs 10 --rate 30000 --duration "$
 # (at 30,000 msgs/s that core is missed by the server and the figures get
 # worse, so only the light case runs this way).
 latency "latency, 10 pairs, 10,000 msgs/s, busy-polling receiver" --pairs 10 --rate 10000 --duration "${latency_seconds}s" --spin
+# The server on one worker thread (--threads 1) beside the default (one per
+# core): low-load cost and scaling.
+server_args=(--threads 1)
+latency "latency, 10 pairs, 10,000 msgs/s, --threads 1" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
+throughput "throughput, 100 pairs, 32 B, --threads 1" --pairs 100 --messages 100000 --size 32
+throughput "throughput, 10 pairs, 1 KiB, --threads 1" --pairs 10 --messages 200000 --size 1024
+server_args=()
 # The same over TLS (the server's self-signed set, clients trusting its
 # CA); the generator does TLS too, on the same two cores.
 server_args=(--tls-self-signed "$work/tls")

@@ -21,7 +21,10 @@
 //!   from a byte stream.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
 //! - `json`: JSON string literals for `--json` and the benchmark's reports.
-//! - [`runtime`]: executor threads, binding a listener, `timeout`/`until`.
+//! - [`runtime`]: executor threads (the benchmark's), binding a listener,
+//!   `timeout`/`until`.
+//! - [`workers`]: the server's worker threads, one run queue and one epoll
+//!   each; the path of a message across them.
 //! - `transport`: the byte stream under a connection, plain TCP or TLS.
 //! - [`args`]: argument types the binaries share (durations, `--color`).
 //! - [`clock`]: local-time stamps for `chat-client --timestamps`.
@@ -62,3 +65,4 @@ pub mod server;
 pub mod signals;
 pub mod sys;
 pub(crate) mod transport;
+pub mod workers;

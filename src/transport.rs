@@ -28,22 +28,119 @@ use smol::lock::Mutex;
 use smol::Async;
 
 use crate::framing::{Decoder, FrameReader};
+use crate::workers::WorkerStream;
 
 /// One connection's byte stream; cheap to clone (a writer task holds a
 /// clone).
 #[derive(Clone, Debug)]
 pub(crate) enum Transport {
     /// Plain TCP.
-    Tcp(Arc<Async<TcpStream>>),
+    Tcp(Arc<Socket>),
     /// TLS over TCP, client or server side.
     Tls(Arc<TlsConnection>),
+}
+
+/// A TCP socket and whoever tracks its readiness: async-io's reactor (the
+/// client, the benchmark, the server's tests), or the server worker it was
+/// handed to ([`crate::workers`]).
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Reactor(Async<TcpStream>),
+    Worker(WorkerStream),
+}
+
+impl Socket {
+    /// For a server connection: registered with the worker this thread is,
+    /// or left with async-io's reactor off the workers.
+    pub(crate) fn adopt(stream: Async<TcpStream>) -> io::Result<Socket> {
+        if crate::workers::current_index().is_none() {
+            return Ok(Socket::Reactor(stream));
+        }
+        Ok(Socket::Worker(WorkerStream::register(
+            stream.into_inner()?,
+        )?))
+    }
+
+    pub(crate) fn get_ref(&self) -> &TcpStream {
+        match self {
+            Socket::Reactor(stream) => stream.get_ref(),
+            Socket::Worker(stream) => stream.get_ref(),
+        }
+    }
+
+    /// Waits until a read may find input.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match self {
+            Socket::Reactor(stream) => stream.readable().await,
+            Socket::Worker(stream) => stream.readable().await,
+        }
+    }
+
+    /// Like `TcpStream::peek`, waiting for input.
+    pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Reactor(stream) => stream.peek(buf).await,
+            Socket::Worker(stream) => stream.peek(buf).await,
+        }
+    }
+}
+
+impl AsyncRead for &Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match *self {
+            Socket::Reactor(stream) => Pin::new(&mut &*stream).poll_read(cx, buf),
+            Socket::Worker(stream) => Pin::new(&mut &*stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for &Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match *self {
+            Socket::Reactor(stream) => Pin::new(&mut &*stream).poll_write(cx, buf),
+            Socket::Worker(stream) => Pin::new(&mut &*stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match *self {
+            Socket::Reactor(stream) => Pin::new(&mut &*stream).poll_write_vectored(cx, bufs),
+            Socket::Worker(stream) => Pin::new(&mut &*stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match *self {
+            Socket::Reactor(stream) => Pin::new(&mut &*stream).poll_flush(cx),
+            Socket::Worker(stream) => Pin::new(&mut &*stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match *self {
+            Socket::Reactor(stream) => Pin::new(&mut &*stream).poll_close(cx),
+            Socket::Worker(stream) => Pin::new(&mut &*stream).poll_close(cx),
+        }
+    }
 }
 
 /// A connection that does not keep its socket open: what other sessions
 /// keep to write to a recipient that may have gone meanwhile.
 #[derive(Clone, Debug)]
 pub(crate) enum WeakTransport {
-    Tcp(Weak<Async<TcpStream>>),
+    Tcp(Weak<Socket>),
     Tls(Weak<TlsConnection>),
 }
 
@@ -72,7 +169,7 @@ pub(crate) struct Written {
 /// A TLS session over a shared socket.
 #[derive(Debug)]
 pub(crate) struct TlsConnection {
-    socket: Arc<Async<TcpStream>>,
+    socket: Arc<Socket>,
     reader: Mutex<ReadHalf<TlsStream<SharedSocket>>>,
     writer: Mutex<WriteHalf<TlsStream<SharedSocket>>>,
 }
@@ -84,7 +181,7 @@ pub(crate) struct TlsConnection {
 /// so an idle TLS connection keeps none, while a busy one reuses it.
 #[derive(Debug)]
 pub(crate) struct SharedSocket {
-    socket: Arc<Async<TcpStream>>,
+    socket: Arc<Socket>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -94,7 +191,7 @@ pub(crate) struct SharedSocket {
 const TLS_READ_CHUNK: usize = 32 * 1024;
 
 impl SharedSocket {
-    pub(crate) fn new(socket: Arc<Async<TcpStream>>) -> Self {
+    pub(crate) fn new(socket: Arc<Socket>) -> Self {
         SharedSocket {
             socket,
             buf: Vec::new(),
@@ -166,17 +263,22 @@ impl AsyncWrite for SharedSocket {
 }
 
 impl Transport {
-    /// A plain TCP connection.
+    /// A plain TCP connection on async-io's reactor.
     pub(crate) fn tcp(stream: Async<TcpStream>) -> Self {
+        Transport::plain(Socket::Reactor(stream))
+    }
+
+    /// A plain TCP connection.
+    pub(crate) fn plain(socket: Socket) -> Self {
         // Chat messages are small and latency matters more than packet
         // count; batching already happens in the queues.
-        let _ = stream.get_ref().set_nodelay(true);
-        Transport::Tcp(Arc::new(stream))
+        let _ = socket.get_ref().set_nodelay(true);
+        Transport::Tcp(Arc::new(socket))
     }
 
     /// A TLS connection whose handshake is done; `socket` is the one under
     /// `stream`.
-    pub(crate) fn tls(socket: Arc<Async<TcpStream>>, stream: TlsStream<SharedSocket>) -> Self {
+    pub(crate) fn tls(socket: Arc<Socket>, stream: TlsStream<SharedSocket>) -> Self {
         let (reader, writer) = split(stream);
         Transport::Tls(Arc::new(TlsConnection {
             socket,
@@ -270,9 +372,14 @@ impl Transport {
     /// another handle to the socket is alive.
     pub(crate) fn into_tcp(self) -> io::Result<TcpStream> {
         match self {
-            Transport::Tcp(stream) => Arc::try_unwrap(stream)
-                .map_err(|_| io::Error::other("the socket is still shared"))?
-                .into_inner(),
+            Transport::Tcp(stream) => match Arc::try_unwrap(stream) {
+                Ok(Socket::Reactor(stream)) => stream.into_inner(),
+                Ok(Socket::Worker(_)) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a server worker's socket stays with its worker",
+                )),
+                Err(_) => Err(io::Error::other("the socket is still shared")),
+            },
             Transport::Tls(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "busy polling (--spin) needs a plain connection, not TLS",
@@ -415,7 +522,7 @@ pub(crate) async fn connect_tls(
     let name = rustls_pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let _ = stream.get_ref().set_nodelay(true);
-    let socket = Arc::new(stream);
+    let socket = Arc::new(Socket::Reactor(stream));
     let connector = futures_rustls::TlsConnector::from(config);
     let tls = connector
         .connect(name, SharedSocket::new(Arc::clone(&socket)))

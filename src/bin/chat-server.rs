@@ -11,7 +11,7 @@ use pmchat::exit_codes::Status;
 use pmchat::server::accounts::{self, Accounts};
 use pmchat::server::cli::{PasswdArgs, ServerArgs};
 use pmchat::server::{self, Server};
-use smol::Executor;
+use pmchat::workers::Workers;
 
 fn main() -> ExitCode {
     // A subcommand beside a positional PORT: dispatched by hand, so that
@@ -94,8 +94,11 @@ fn main() -> ExitCode {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let reloadable = config.tls.is_some() || config.accounts.is_some();
-    let executor = Arc::new(Executor::new());
-    let server = Server::new(config, Arc::clone(&executor));
+    let workers = match Workers::start(threads) {
+        Ok(workers) => workers,
+        Err(e) => return fail(&format!("cannot start the worker threads: {e}")),
+    };
+    let server = Server::new(config, Arc::clone(&workers));
     let console_color = args.color.enabled_for(&std::io::stdout());
     if let Err(e) = server::console::spawn(server.handle(), console_color) {
         return fail(&format!("cannot start the console: {e}"));
@@ -105,20 +108,22 @@ fn main() -> ExitCode {
         match pmchat::signals::Hangups::new() {
             Ok(mut hangups) => {
                 let handle = server.handle();
-                executor
-                    .spawn(async move {
-                        loop {
-                            hangups.next().await;
-                            let _ = handle.reload_tls();
-                            let _ = handle.reload_accounts();
-                        }
-                    })
-                    .detach();
+                workers.spawn(async move {
+                    loop {
+                        hangups.next().await;
+                        let _ = handle.reload_tls();
+                        let _ = handle.reload_accounts();
+                    }
+                });
             }
             Err(e) => tracing::warn!("cannot watch for SIGHUP: {e}"),
         }
     }
-    pmchat::runtime::block_on_threads(&executor, threads, server.run(listener, stop_signal));
+    // This thread accepts connections (handing each to a worker), runs
+    // the housekeeping and drives async-io's reactor: timers, the console,
+    // signals.
+    smol::block_on(server.run(listener, stop_signal));
+    workers.stop();
     Status::Success.into()
 }
 

@@ -54,7 +54,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub bind: IpAddr,
 
-    /// Worker threads [default: number of available cores].
+    /// Worker threads, each owning the connections handed to it [default:
+    /// number of available cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 

@@ -7,6 +7,9 @@
 //! reader writes that queue to the recipient's socket itself when nobody is
 //! writing it (the direct write), else the recipient's writer task does.
 //! There is no central router task: every session routes its own messages.
+//! Each session lives on one worker thread ([`crate::workers`]), handed
+//! over once when it is accepted; the accept loop, the housekeeping and the
+//! timers run on the caller's thread, under async-io.
 //!
 //! Modules: `session` (one connection's life), `router` (one sender's
 //! routing), `registry` (who is online, presence), `outbound` (the bounded
@@ -42,10 +45,11 @@ use std::time::Duration;
 
 use event_listener::{listener, Event};
 use smol::future::FutureExt;
-use smol::{Async, Executor, Timer};
+use smol::{Async, Timer};
 use tracing::{info, warn};
 
-use crate::transport::Transport;
+use crate::transport::{Socket, Transport};
+use crate::workers::Workers;
 pub use config::Config;
 use registry::Registry;
 
@@ -55,8 +59,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// Who is online.
     pub(crate) registry: Registry,
-    /// Runs the per-session writer tasks.
-    pub(crate) executor: Arc<Executor<'static>>,
+    /// Runs the sessions: each connection is handed to one worker.
+    pub(crate) workers: Arc<Workers>,
     /// Fires once when the server begins to stop.
     pub(crate) shutdown: ShutdownSignal,
     /// Open connections, for `--max-clients` and for waiting at shutdown.
@@ -221,8 +225,8 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// A server with these settings whose tasks run on `executor`.
-    pub fn new(config: Config, executor: Arc<Executor<'static>>) -> Self {
+    /// A server with these settings whose sessions run on `workers`.
+    pub fn new(config: Config, workers: Arc<Workers>) -> Self {
         let auth = config
             .accounts
             .as_ref()
@@ -232,7 +236,7 @@ impl Server {
                 auth,
                 config,
                 registry: Registry::default(),
-                executor,
+                workers,
                 shutdown: ShutdownSignal::default(),
                 connections: ConnectionCount::default(),
             }),
@@ -318,31 +322,37 @@ impl Server {
         info!("stopped");
     }
 
+    /// Hands a new connection to the next worker, where it lives until it
+    /// closes.
     fn admit(&self, stream: Async<TcpStream>, peer: SocketAddr) {
         let shared = Arc::clone(&self.shared);
-        self.shared
-            .executor
-            .spawn(async move {
-                let Some(_slot) = shared.connections.try_open(shared.config.max_clients) else {
-                    info!(%peer, "rejected: server is full");
-                    let transport = Transport::tcp(stream);
-                    let (wire, linger) = (wire::Wire::V1, shared.config.linger);
-                    session::reject(&transport, wire, "server is full\n", linger).await;
+        self.shared.workers.spawn(async move {
+            let socket = match Socket::adopt(stream) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    warn!(%peer, "cannot take the connection: {e}");
                     return;
-                };
-                info!(%peer, "connected");
-                let transport = match &shared.config.tls {
-                    None => Transport::tcp(stream),
-                    // Boxed: without TLS, a connection's task carries no
-                    // room for the TLS handshake's state.
-                    Some(tls) => match Box::pin(secure(&shared, tls, stream, peer)).await {
-                        Some(transport) => transport,
-                        None => return,
-                    },
-                };
-                session::serve(Arc::clone(&shared), transport, peer).await;
-            })
-            .detach();
+                }
+            };
+            let Some(_slot) = shared.connections.try_open(shared.config.max_clients) else {
+                info!(%peer, "rejected: server is full");
+                let transport = Transport::plain(socket);
+                let (wire, linger) = (wire::Wire::V1, shared.config.linger);
+                session::reject(&transport, wire, "server is full\n", linger).await;
+                return;
+            };
+            info!(%peer, "connected");
+            let transport = match &shared.config.tls {
+                None => Transport::plain(socket),
+                // Boxed: without TLS, a connection's task carries no
+                // room for the TLS handshake's state.
+                Some(tls) => match Box::pin(secure(&shared, tls, socket, peer)).await {
+                    Some(transport) => transport,
+                    None => return,
+                },
+            };
+            session::serve(Arc::clone(&shared), transport, peer).await;
+        });
     }
 }
 
@@ -360,7 +370,7 @@ fn log_accounts_reload(reloaded: &Result<usize, accounts::AccountsError>, why: &
 async fn secure(
     shared: &Shared,
     tls: &tls::ServerTls,
-    stream: Async<TcpStream>,
+    stream: Socket,
     peer: SocketAddr,
 ) -> Option<Transport> {
     let config = &shared.config;
@@ -384,7 +394,7 @@ async fn secure(
             }
         };
     }
-    let transport = Transport::tcp(stream);
+    let transport = Transport::plain(stream);
     if config.require_tls {
         info!(%peer, "rejected: not TLS");
         let text = crate::protocol::REQUIRES_TLS;
@@ -396,7 +406,7 @@ async fn secure(
 
 /// Waits for the first two bytes (or the end of input) and says whether
 /// they open a TLS handshake.
-async fn first_bytes_say_tls(stream: &Async<TcpStream>) -> bool {
+async fn first_bytes_say_tls(stream: &Socket) -> bool {
     let mut first = [0u8; 2];
     loop {
         match stream.peek(&mut first).await {
@@ -414,6 +424,11 @@ impl ServerHandle {
     /// Online usernames, sorted.
     pub fn online(&self) -> Vec<String> {
         self.shared.registry.names()
+    }
+
+    /// The worker thread `name`'s session runs on, if `name` is online.
+    pub fn worker_of(&self, name: &str) -> Option<usize> {
+        self.shared.registry.get(name.as_bytes())?.worker()
     }
 
     /// Disconnects `name` with an error frame saying so; false if nobody by

@@ -60,6 +60,9 @@ pub struct Session {
     gob: AtomicBool,
     /// Frames waiting to be written to this user.
     outbound: OutboundQueue,
+    /// The worker thread the session runs on (`None` off the workers, in
+    /// unit tests).
+    worker: Option<usize>,
     /// The connection, for direct flushes by senders' readers. Weak: other
     /// sessions may cache this one after it ended and must not keep its
     /// socket open.
@@ -73,6 +76,7 @@ impl Session {
             peer,
             gob: AtomicBool::new(false),
             outbound: OutboundQueue::new(shared.config.queue_bytes),
+            worker: crate::workers::current_index(),
             connection: transport.downgrade(),
         }
     }
@@ -115,6 +119,11 @@ impl Session {
     /// Frames waiting to be written to this user.
     pub(crate) fn outbound(&self) -> &OutboundQueue {
         &self.outbound
+    }
+
+    /// The worker thread the session runs on.
+    pub(crate) fn worker(&self) -> Option<usize> {
+        self.worker
     }
 
     /// The connection, for a direct write, if it is still open.
@@ -221,8 +230,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     );
 
     let writer = shared
-        .executor
-        .spawn(write_loop(transport.clone(), Arc::clone(&session)));
+        .workers
+        .spawn_here(write_loop(transport.clone(), Arc::clone(&session)));
     let end = read_loop(&shared, &transport, &mut input, &session, proven)
         .or(async {
             session.outbound.wait_closed().await;

@@ -4,7 +4,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
-use smol::{Async, Executor};
+use smol::Async;
 
 use super::config::Config;
 use super::session::Session;
@@ -19,7 +19,8 @@ pub(crate) fn shared() -> Arc<Shared> {
 
 /// The same with these settings.
 pub(crate) fn shared_with(config: Config) -> Arc<Shared> {
-    Arc::clone(&Server::new(config, Arc::new(Executor::new())).shared)
+    let workers = crate::workers::Workers::start(1).expect("a worker thread");
+    Arc::clone(&Server::new(config, workers).shared)
 }
 
 /// A session named `name` on a real connection; the returned stream is the

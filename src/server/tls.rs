@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::io;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -16,9 +15,8 @@ use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use smol::Async;
 
-use crate::transport::{SharedSocket, Transport};
+use crate::transport::{SharedSocket, Socket, Transport};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +74,7 @@ impl ServerTls {
     }
 
     /// Runs the server side of a TLS handshake on `stream`.
-    pub(crate) async fn accept(&self, stream: Async<TcpStream>) -> io::Result<Transport> {
+    pub(crate) async fn accept(&self, stream: Socket) -> io::Result<Transport> {
         let acceptor = self
             .acceptor
             .read()
@@ -210,6 +208,8 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smol::Async;
+    use std::net::TcpStream;
 
     #[test]
     fn tls_is_told_apart_from_a_v1_handshake_by_two_bytes() {
@@ -249,7 +249,7 @@ mod tests {
             };
             let server = async {
                 let (stream, _) = listener.accept().await.unwrap();
-                server_tls.accept(stream).await.unwrap()
+                server_tls.accept(Socket::Reactor(stream)).await.unwrap()
             };
             smol::future::zip(client, server).await
         })

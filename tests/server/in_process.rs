@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pmchat::runtime::{bind, block_on_threads};
+use pmchat::runtime::bind;
 use pmchat::server::config::Config;
 use pmchat::server::{Server, ServerHandle};
-use smol::Executor;
+use pmchat::workers::Workers;
 
 use crate::common::{Frame, RawClient, TIMEOUT};
 use crate::eqnice;
@@ -27,8 +27,8 @@ impl InProcess {
     fn start(config: Config) -> InProcess {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
         let port = listener.get_ref().local_addr().expect("addr").port();
-        let executor = Arc::new(Executor::new());
-        let server = Server::new(config, Arc::clone(&executor));
+        let workers = Workers::start(2).expect("worker threads");
+        let server = Server::new(config, Arc::clone(&workers));
         let handle = server.handle();
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (finished, done) = std::sync::mpsc::channel();
@@ -36,7 +36,8 @@ impl InProcess {
             let shutdown = async move {
                 let _ = stopped.recv().await;
             };
-            block_on_threads(&executor, 2, server.run(listener, shutdown));
+            smol::block_on(server.run(listener, shutdown));
+            workers.stop();
             let _ = finished.send(());
         });
         InProcess {
@@ -68,6 +69,46 @@ impl InProcess {
             .recv_timeout(TIMEOUT)
             .expect("Server::run returned after its shutdown signal");
     }
+}
+
+#[test]
+fn messages_crossing_workers_arrive_in_order_both_ways_under_load() {
+    let server = InProcess::start(Config::default());
+    let alice = server.login("alice");
+    let bob = server.login("bob");
+    let (on_alice, on_bob) = (
+        server.handle.worker_of("alice"),
+        server.handle.worker_of("bob"),
+    );
+    assert!(
+        on_alice.is_some() && on_bob.is_some() && on_alice != on_bob,
+        "alice on worker {on_alice:?}, bob on worker {on_bob:?}"
+    );
+    const COUNT: usize = 20_000;
+    // Each floods the other from a thread while a second thread reads
+    // what the other sends, so both directions are loaded at once.
+    let run = |mut client: RawClient, to: &'static str, from: &'static str| {
+        let mut writer = client.stream.try_clone().expect("clone");
+        let flood = thread::spawn(move || {
+            use std::io::Write;
+            let bytes: Vec<u8> = (0..COUNT)
+                .flat_map(|i| crate::common::message(to.as_bytes(), i.to_string().as_bytes()))
+                .collect();
+            writer.write_all(&bytes).expect("flood");
+        });
+        let read = thread::spawn(move || {
+            for i in 0..COUNT {
+                eqnice!(Frame::msg(from, &i.to_string()), client.frame());
+            }
+        });
+        (flood, read)
+    };
+    let (alice_flood, alice_read) = run(alice, "bob", "bob");
+    let (bob_flood, bob_read) = run(bob, "alice", "alice");
+    for handle in [alice_flood, alice_read, bob_flood, bob_read] {
+        handle.join().expect("in order, none lost");
+    }
+    server.shut_down();
 }
 
 #[test]
