@@ -80,41 +80,41 @@ bench() {
     stop_server
 }
 
-# Throughput on two shared cores swings by ±10% from run to run, so each
-# case runs three times (a fresh server each) and the median run is shown,
-# with the range beside it.
+# Runs on two shared cores swing (throughput by ±10%; latency with how
+# deeply idle vCPUs sleep between messages), so each throughput and latency
+# case runs three times (a fresh server each).
+# three_runs NAME CASE KEY ARGS...: sets `runs` to the runs' result files,
+# sorted by KEY, so that ${runs[1]} is the median run.
+three_runs() {
+    local name=$1 case=$2 key=$3; shift 3
+    runs=()
+    for i in 1 2 3; do
+        bench "$name (run $i)" "$case" "$@"
+        cp "$work/result.json" "$work/$case-$i.json"
+        runs+=("$work/$case-$i.json")
+    done
+    mapfile -t runs < <(python3 -c 'import json,sys; [print(f) for f in sorted(sys.argv[2:], key=lambda f: json.load(open(f))[sys.argv[1]])]' "$key" "${runs[@]}")
+}
+
+# range KEY SCALE FORMAT FILES...: "lowest-highest" of KEY / SCALE.
+range() {
+    python3 -c 'import json,sys; v=sorted(json.load(open(f))[sys.argv[1]] / float(sys.argv[2]) for f in sys.argv[4:]); print(format(v[0], sys.argv[3]) + "-" + format(v[-1], sys.argv[3]))' "$@"
+}
+
 throughput() {
     local name=$1; shift
-    local runs=()
-    for i in 1 2 3; do
-        bench "$name (run $i)" throughput "$@"
-        cp "$work/result.json" "$work/throughput-$i.json"
-        runs+=("$work/throughput-$i.json")
-    done
-    local r rate mb range
-    r=$(python3 -c 'import json,sys; rs=sorted(sys.argv[1:], key=lambda f: json.load(open(f))["msgs_per_s"]); print(rs[1])' "${runs[@]}")
-    range=$(python3 -c 'import json,sys; v=sorted(json.load(open(f))["msgs_per_s"] / 1e6 for f in sys.argv[1:]); print(f"{v[0]:.2f}-{v[-1]:.2f}")' "${runs[@]}")
-    rate=$(fmt "$(json "$r" msgs_per_s)" ',.0f')
-    mb=$(fmt "$(json "$r" mb_per_s)" ',.0f')
-    row "$name" "$rate msgs/s ($mb MB/s); 3 runs: $range M" "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" \
+    three_runs "$name" throughput msgs_per_s "$@"
+    local r=${runs[1]}
+    row "$name" "$(fmt "$(json "$r" msgs_per_s)" ',.0f') msgs/s ($(fmt "$(json "$r" mb_per_s)" ',.0f') MB/s); 3 runs: $(range msgs_per_s 1e6 .2f "${runs[@]}") M" \
+        "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" \
         "$(fmt "$(json "$r" bench_cpu_s)" .2f)" "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"
 }
 
-# Latency on a small VM swings with how deeply idle vCPUs sleep between
-# messages, so each latency case runs three times (a fresh server each) and
-# the run with the median p99 is shown, with the range of p99 beside it.
 latency() {
     local name=$1; shift
-    local runs=()
-    for i in 1 2 3; do
-        bench "$name (run $i)" latency "$@"
-        cp "$work/result.json" "$work/latency-$i.json"
-        runs+=("$work/latency-$i.json")
-    done
-    local r range
-    r=$(python3 -c 'import json,sys; rs=sorted(sys.argv[1:], key=lambda f: json.load(open(f))["p99_us"]); print(rs[1])' "${runs[@]}")
-    range=$(python3 -c 'import json,sys; v=sorted(json.load(open(f))["p99_us"] for f in sys.argv[1:]); print(f"{v[0]:.0f}-{v[-1]:.0f}")' "${runs[@]}")
-    row "$name" "$(fmt "$(json "$r" achieved_rate)" ',.0f') msgs/s, lost $(json "$r" lost); p99 over 3 runs: $range µs" \
+    three_runs "$name" latency p99_us "$@"
+    local r=${runs[1]}
+    row "$name" "$(fmt "$(json "$r" achieved_rate)" ',.0f') msgs/s, lost $(json "$r" lost); p99 over 3 runs: $(range p99_us 1 .0f "${runs[@]}") µs" \
         "$(fmt "$(json "$r" p50_us)" .0f) / $(fmt "$(json "$r" p99_us)" .0f) / $(fmt "$(json "$r" p999_us)" .0f) µs" \
         "$(fmt "$(json "$r" server_cpu_s)" .2f)" "$(fmt "$(json "$r" bench_cpu_s)" .2f)" \
         "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"

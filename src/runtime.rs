@@ -74,6 +74,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Async<TcpListener>> {
     Async::new(TcpListener::from(socket))
 }
 
+/// The two ends of a fresh loopback TCP connection: (connecting, accepted).
+#[cfg(test)]
+pub(crate) fn loopback_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let connecting =
+        std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (accepted, _) = listener.accept().expect("accept");
+    (connecting, accepted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

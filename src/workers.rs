@@ -540,16 +540,9 @@ impl AsyncWrite for &WorkerStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::loopback_pair as pair;
     use smol::io::{AsyncReadExt, AsyncWriteExt};
-    use std::net::TcpListener;
     use std::time::Duration;
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (b, _) = listener.accept().unwrap();
-        (a, b)
-    }
 
     #[test]
     fn tasks_run_on_their_worker_and_wake_across_workers() {

@@ -392,14 +392,12 @@ impl OutboundQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
     use std::time::Duration;
 
     /// A plain connection to write to, and the socket that reads it.
     fn connection() -> (Transport, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (reader, _) = listener.accept().unwrap();
+        let (writer, reader) = crate::runtime::loopback_pair();
         (Transport::tcp(smol::Async::new(writer).unwrap()), reader)
     }
 

@@ -1,7 +1,7 @@
 //! Helpers for the server's in-process unit tests: real sessions on real
 //! loopback sockets, and a way to read what was queued for one.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 
 use smol::Async;
@@ -26,9 +26,8 @@ pub(crate) fn shared_with(config: Config) -> Arc<Shared> {
 /// A session named `name` on a real connection; the returned stream is the
 /// client's end (kept so the socket stays open).
 pub(crate) fn session(shared: &Shared, name: &str) -> (Arc<Session>, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (server_end, peer) = listener.accept().expect("accept");
+    let (client, server_end) = crate::runtime::loopback_pair();
+    let peer = server_end.peer_addr().expect("peer");
     let transport = Transport::tcp(Async::new(server_end).expect("register"));
     let session = Session::for_test(name, peer, &transport, shared);
     (Arc::new(session), client)
