@@ -52,13 +52,11 @@ pub(crate) enum Socket {
 impl Socket {
     /// For a server connection: registered with the worker this thread is,
     /// or left with async-io's reactor off the workers.
-    pub(crate) fn adopt(stream: Async<TcpStream>) -> io::Result<Socket> {
+    pub(crate) fn adopt(stream: TcpStream) -> io::Result<Socket> {
         if crate::workers::current_index().is_none() {
-            return Ok(Socket::Reactor(stream));
+            return Ok(Socket::Reactor(Async::new(stream)?));
         }
-        Ok(Socket::Worker(WorkerStream::register(
-            stream.into_inner()?,
-        )?))
+        Ok(Socket::Worker(WorkerStream::register(stream)?))
     }
 
     pub(crate) fn get_ref(&self) -> &TcpStream {

@@ -49,6 +49,7 @@ use std::thread::JoinHandle;
 use async_task::{Runnable, Task};
 use concurrent_queue::ConcurrentQueue;
 use rustix::event::epoll;
+use rustix::event::epoll::EventFlags as E;
 use rustix::event::{eventfd, EventfdFlags};
 use slab::Slab;
 use smol::io::{AsyncRead, AsyncWrite};
@@ -148,16 +149,17 @@ impl Workers {
         }))
     }
 
-    /// How many workers there are.
-    pub fn count(&self) -> usize {
-        self.workers.len()
+    /// The worker whose turn it is. Each round of hand-outs starts one
+    /// worker further, so that connections opened in a fixed pattern (one
+    /// to listen, one to send) do not all of one kind land on one worker.
+    fn next_index(&self) -> usize {
+        let next = self.next.fetch_add(1, Ordering::Relaxed);
+        next + next / self.workers.len()
     }
 
     /// Runs `future` on the next worker in turn, to its end.
     pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
-        let next = self.next.fetch_add(1, Ordering::Relaxed);
-        let next = next + next / self.workers.len();
-        self.spawn_on(next, future).detach();
+        self.spawn_on(self.next_index(), future).detach();
     }
 
     /// Runs `future` on worker `index` (modulo the count); dropping the
@@ -177,12 +179,9 @@ impl Workers {
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Task<T> {
-        match CURRENT.with(|current| current.borrow().clone()) {
+        match current() {
             Some(worker) => spawn_on(&worker, future),
-            None => {
-                let next = self.next.fetch_add(1, Ordering::Relaxed);
-                self.spawn_on(next, future)
-            }
+            None => self.spawn_on(self.next_index(), future),
         }
     }
 
@@ -194,7 +193,10 @@ impl Workers {
             worker.notify();
         }
         let threads = std::mem::take(&mut *lock(&self.threads));
-        for thread in threads {
+        let me = std::thread::current().id();
+        // A worker that stops the pool (dropping its last handle) ends
+        // with the others; it cannot wait for itself.
+        for thread in threads.into_iter().filter(|t| t.thread().id() != me) {
             let _ = thread.join();
         }
     }
@@ -204,6 +206,11 @@ impl Drop for Workers {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The worker the calling thread is, if it is one.
+fn current() -> Option<Arc<Worker>> {
+    CURRENT.with(|current| current.borrow().clone())
 }
 
 /// The worker the calling thread is, as an index, if it is one.
@@ -294,7 +301,6 @@ impl Worker {
                     continue;
                 }
                 let flags = event.flags;
-                use epoll::EventFlags as E;
                 let readable = Edge {
                     fired: flags.intersects(E::IN | E::RDHUP | E::HUP | E::ERR),
                     for_good: flags.intersects(E::RDHUP | E::HUP | E::ERR),
@@ -418,9 +424,7 @@ impl WorkerStream {
     /// Registers `stream` with the worker this thread is; an error on any
     /// other thread.
     pub(crate) fn register(stream: TcpStream) -> io::Result<WorkerStream> {
-        let worker = CURRENT
-            .with(|current| current.borrow().clone())
-            .ok_or_else(|| io::Error::other("not on a worker thread"))?;
+        let worker = current().ok_or_else(|| io::Error::other("not on a worker thread"))?;
         stream.set_nonblocking(true)?;
         let readiness = Arc::new(Readiness::default());
         let key = lock(&worker.sources).insert(Arc::clone(&readiness));
@@ -449,14 +453,10 @@ impl WorkerStream {
         &self.stream
     }
 
-    /// Ready when a read may find input (or the end of it).
-    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.readiness.poll(READ, cx).map(Ok)
-    }
-
-    /// Waits until a read may find input.
+    /// Waits until a read may find input (or the end of it).
     pub(crate) async fn readable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_readable(cx)).await
+        std::future::poll_fn(|cx| self.readiness.poll(READ, cx)).await;
+        Ok(())
     }
 
     /// Like `TcpStream::peek`, waiting for input.

@@ -258,7 +258,9 @@ impl Server {
         let accept_loop = async {
             let mut failures = AcceptFailures::default();
             loop {
-                match listener.accept().await {
+                // The plain socket, not registered with async-io: the
+                // worker it goes to registers it with its own epoll.
+                match listener.read_with(|listener| listener.accept()).await {
                     Ok((stream, peer)) => {
                         failures.recovered();
                         self.admit(stream, peer);
@@ -324,7 +326,7 @@ impl Server {
 
     /// Hands a new connection to the next worker, where it lives until it
     /// closes.
-    fn admit(&self, stream: Async<TcpStream>, peer: SocketAddr) {
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
         let shared = Arc::clone(&self.shared);
         self.shared.workers.spawn(async move {
             let socket = match Socket::adopt(stream) {
