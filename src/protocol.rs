@@ -29,6 +29,19 @@
 //! | ONLINE | server → client | 3 | `more` or `end` | usernames separated by `\n` |
 //! | PRESENCE | server → client | 4 | `joined` or `left` | username |
 //! | AUTH | client → server | 5 | empty | password (may be empty: "I have none") |
+//! | ACCEPTED | server → client | 6 | empty | `u64` ordinal |
+//! | REFUSED | server → client | 7 | `u64` ordinal | error text (ends with `\n`) |
+//!
+//! Receipts (HELLO feature `receipts`, granted when WELCOME's limits list
+//! `receipts`): the server numbers the message frames it reads from the
+//! client after login, 1, 2, 3…, and accounts for each one, in order.
+//! ACCEPTED *n* says every message up to *n* not refused before it was
+//! accepted: queued to a connected recipient's session (not yet read by the
+//! person). It comes once per read batch, not per message. REFUSED *n*
+//! says message *n* was not delivered and why, with the text an error
+//! frame would have carried; ACCEPTED for the messages before it always
+//! comes first, so receipts arrive in message order. A session with
+//! receipts gets REFUSED instead of those error frames.
 //!
 //! AUTH follows HELLO at once, and only when HELLO lists the `password`
 //! feature; a WELCOME answering a login proved with a password says
@@ -54,6 +67,15 @@ pub const OP_WHO: u16 = 3;
 pub const OP_PRESENCE: u16 = 4;
 /// Opcode of AUTH (client → server): the password, right after HELLO.
 pub const OP_AUTH: u16 = 5;
+/// Opcode of ACCEPTED (server → client, receipts).
+pub const OP_ACCEPTED: u16 = 6;
+/// Opcode of REFUSED (server → client, receipts).
+pub const OP_REFUSED: u16 = 7;
+
+/// Bytes of an ordinal in ACCEPTED and REFUSED.
+const ORDINAL_LEN: usize = 8;
+/// Encoded size of an ACCEPTED frame.
+pub const ACCEPTED_LEN: usize = MESSAGE_HEADER_LEN + ORDINAL_LEN;
 
 /// Longest feature list a HELLO may carry.
 pub const MAX_HELLO: usize = 1024;
@@ -64,6 +86,9 @@ pub const FEATURE_BASE: &str = "pmchat/1";
 pub const FEATURE_PRESENCE: &str = "presence";
 /// Feature: an AUTH frame follows this HELLO.
 pub const FEATURE_PASSWORD: &str = "password";
+/// Feature: ACCEPTED and REFUSED account for every message sent; a
+/// WELCOME granting it lists the word among its limits.
+pub const FEATURE_RECEIPTS: &str = "receipts";
 
 /// Longest password an AUTH frame may carry.
 pub const MAX_PASSWORD: usize = 1024;
@@ -202,6 +227,10 @@ pub enum ServerFrame<'a> {
     Online { last: bool, names: &'a [u8] },
     /// A user joined (`joined`) or left.
     Presence { joined: bool, name: &'a [u8] },
+    /// Every message up to `through` not refused was accepted.
+    Accepted { through: u64 },
+    /// Message `ordinal` was refused, for the reason in `text`.
+    Refused { ordinal: u64, text: &'a [u8] },
 }
 
 /// The outcome of decoding from the front of a buffer.
@@ -480,7 +509,10 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
         };
         return Ok(Decoded::Frame(ServerFrame::Error { text }, end));
     }
-    if !matches!(opcode, OP_MESSAGE | OP_HELLO | OP_WHO | OP_PRESENCE) {
+    if !matches!(
+        opcode,
+        OP_MESSAGE | OP_HELLO | OP_WHO | OP_PRESENCE | OP_ACCEPTED | OP_REFUSED
+    ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
     let Some((_, len_a, len_b)) = header(buf) else {
@@ -488,6 +520,21 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             header_complete: false,
         });
     };
+    match opcode {
+        OP_ACCEPTED if len_a != 0 || len_b != ORDINAL_LEN => {
+            return Err(FrameError::Malformed {
+                frame: "ACCEPTED",
+                why: "it must carry an empty field and an 8-byte ordinal",
+            })
+        }
+        OP_REFUSED if len_a != ORDINAL_LEN => {
+            return Err(FrameError::Malformed {
+                frame: "REFUSED",
+                why: "its first field must be an 8-byte ordinal",
+            })
+        }
+        _ => {}
+    }
     let Some((a, b, end)) = fields(buf, len_a, len_b) else {
         return Ok(Decoded::Incomplete {
             header_complete: true,
@@ -501,6 +548,13 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
         OP_HELLO => ServerFrame::Welcome {
             server: a,
             limits: b,
+        },
+        OP_ACCEPTED => ServerFrame::Accepted {
+            through: ordinal(b),
+        },
+        OP_REFUSED => ServerFrame::Refused {
+            ordinal: ordinal(a),
+            text: b,
         },
         OP_WHO => match a {
             b"more" => ServerFrame::Online {
@@ -536,6 +590,13 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
         },
     };
     Ok(Decoded::Frame(frame, end))
+}
+
+/// Reads an 8-byte ordinal whose length the header already checked.
+fn ordinal(field: &[u8]) -> u64 {
+    let mut bytes = [0; ORDINAL_LEN];
+    bytes.copy_from_slice(field);
+    u64::from_be_bytes(bytes)
 }
 
 fn u16_len(field: &[u8]) -> Result<[u8; 2], FieldTooLong> {
@@ -637,6 +698,29 @@ pub fn encode_presence(joined: bool, name: &[u8], out: &mut Vec<u8>) -> Result<(
     encode_pair(OP_PRESENCE, kind, name, out)
 }
 
+/// Appends ACCEPTED: every message up to `through` not refused was
+/// accepted.
+pub fn encode_accepted(through: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&accepted_frame(through));
+}
+
+/// An ACCEPTED frame, without a buffer to put it in.
+pub fn accepted_frame(through: u64) -> [u8; ACCEPTED_LEN] {
+    let mut frame = [0; ACCEPTED_LEN];
+    frame[1] = OP_ACCEPTED as u8;
+    frame[5] = ORDINAL_LEN as u8;
+    frame[MESSAGE_HEADER_LEN..].copy_from_slice(&through.to_be_bytes());
+    frame
+}
+
+/// Appends REFUSED: message `ordinal` was not delivered, because of `text`
+/// (cut to fit a frame, like [`encode_error`]'s).
+pub fn encode_refused(ordinal: u64, text: &str, out: &mut Vec<u8>) {
+    let text = &text.as_bytes()[..text_fit(text)];
+    // Both fields fit: an 8-byte ordinal, a text cut to a 16-bit length.
+    let _ = encode_pair(OP_REFUSED, &ordinal.to_be_bytes(), text, out);
+}
+
 /// Server limits as WELCOME states them: `max_username=N max_message=M`.
 pub fn format_limits(limits: &Limits) -> String {
     format!(
@@ -648,8 +732,13 @@ pub fn format_limits(limits: &Limits) -> String {
 /// True if a WELCOME's limits field says the login was proved with a
 /// password.
 pub fn welcome_authenticated(text: &[u8]) -> bool {
-    text.split(|&b| b == b' ')
-        .any(|word| word == WELCOME_AUTHENTICATED.as_bytes())
+    welcome_lists(text, WELCOME_AUTHENTICATED)
+}
+
+/// True if a WELCOME's limits field lists `word`, such as
+/// [`FEATURE_RECEIPTS`] for a granted feature.
+pub fn welcome_lists(text: &[u8], word: &str) -> bool {
+    text.split(|&b| b == b' ').any(|w| w == word.as_bytes())
 }
 
 /// Reads limits back from a WELCOME; unknown keys are ignored and missing
@@ -677,15 +766,21 @@ pub fn parse_limits(text: &[u8]) -> Limits {
 /// Appends an error frame to `out`. A text longer than a frame can carry is
 /// cut at a character boundary, so this never fails.
 pub fn encode_error(text: &str, out: &mut Vec<u8>) {
-    let mut end = text.len().min(usize::from(u16::MAX));
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let text = &text.as_bytes()[..end];
+    let text = &text.as_bytes()[..text_fit(text)];
     out.extend_from_slice(&OP_ERROR.to_be_bytes());
     // `end` was clamped to u16::MAX above.
     out.extend_from_slice(&(text.len() as u16).to_be_bytes());
     out.extend_from_slice(text);
+}
+
+/// How much of `text` fits a 16-bit length field, cut at a character
+/// boundary.
+fn text_fit(text: &str) -> usize {
+    let mut end = text.len().min(usize::from(u16::MAX));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 /// Encoded size of a message frame with these fields.
@@ -928,6 +1023,53 @@ mod tests {
                 max_message: 70
             }
         );
+    }
+
+    #[test]
+    fn receipts_round_trip_byte_exact() {
+        let mut out = Vec::new();
+        encode_accepted(0x0102, &mut out);
+        assert_eq!(out, hex("0006000000080000000000000102"));
+        assert_eq!(out.len(), ACCEPTED_LEN);
+        assert_eq!(
+            decode_server_frame(&out).unwrap(),
+            Decoded::Frame(ServerFrame::Accepted { through: 0x0102 }, ACCEPTED_LEN)
+        );
+        out.clear();
+        encode_refused(5, "'dave' is not connected\n", &mut out);
+        assert_eq!(&out[..14], &hex("0007000800180000000000000005")[..]);
+        assert_eq!(
+            decode_server_frame(&out).unwrap(),
+            Decoded::Frame(
+                ServerFrame::Refused {
+                    ordinal: 5,
+                    text: b"'dave' is not connected\n"
+                },
+                out.len()
+            )
+        );
+        assert!(welcome_lists(b"max_username=32 receipts", FEATURE_RECEIPTS));
+        assert!(!welcome_lists(
+            b"max_username=32 receipts=no",
+            FEATURE_RECEIPTS
+        ));
+    }
+
+    #[test]
+    fn a_receipt_with_a_wrong_sized_ordinal_is_refused_from_its_header() {
+        for frame in [
+            "0006000000070000000000000001",
+            "000600010008",
+            "000700040003",
+        ] {
+            assert!(
+                matches!(
+                    decode_server_frame(&hex(frame)),
+                    Err(FrameError::Malformed { .. })
+                ),
+                "{frame}"
+            );
+        }
     }
 
     #[test]

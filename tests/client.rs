@@ -14,5 +14,7 @@ mod gob;
 mod hardening;
 #[path = "client/interactive.rs"]
 mod interactive;
+#[path = "client/receipts.rs"]
+mod receipts;
 #[path = "client/tls.rs"]
 mod tls;

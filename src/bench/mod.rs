@@ -140,6 +140,10 @@ pub struct ThroughputArgs {
     /// Messages in flight (sent, not yet received) per pair.
     #[arg(long, default_value_t = 4096)]
     pub window: u64,
+    /// Senders ask for receipts (pmchat servers, v1 wire) and read them:
+    /// the cost of receipts on the hot path.
+    #[arg(long)]
+    pub receipts: bool,
 }
 
 /// `chat-bench latency`.
@@ -279,6 +283,10 @@ pub(crate) async fn await_registered(
         let answer = async {
             loop {
                 match input.next_frame() {
+                    // WELCOME and receipts, for a client that asked.
+                    Ok(Some(ServerFrame::Welcome { .. } | ServerFrame::Accepted { .. })) => {
+                        continue
+                    }
                     Ok(Some(frame)) => {
                         return Ok(
                             matches!(frame, ServerFrame::Message { from, .. } if from == name.as_bytes()),

@@ -15,7 +15,7 @@ use super::Target;
 use super::{await_registered, get_hex, login, FrameTemplate, OrderCheck, ThroughputArgs};
 use crate::client::wire::ClientWire;
 use crate::framing::FrameReader;
-use crate::protocol::ServerFrame;
+use crate::protocol::{self, ServerFrame};
 use crate::transport::Transport;
 
 /// Bytes of frames per sender write.
@@ -54,6 +54,13 @@ pub async fn run(
     for (sender, receiver) in &names {
         let r = login(target, receiver).await?;
         let s = login(target, sender).await?;
+        if args.receipts {
+            let mut hello = Vec::new();
+            let features = format!("{} {}", protocol::FEATURE_BASE, protocol::FEATURE_RECEIPTS);
+            protocol::encode_hello(&features, &mut hello)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            s.write_all(&hello).await?;
+        }
         pairs.push((s, r));
     }
     for ((s, r), (sender, receiver)) in pairs.iter().zip(&names) {
@@ -111,6 +118,7 @@ fn report(args: &ThroughputArgs, tally: &Tally, sender_errors: u64, elapsed: f64
     report.int("messages", args.messages);
     report.int("size", u64::from(args.size));
     report.int("window", args.window);
+    report.flag("receipts", args.receipts);
     report.int("delivered", tally.received);
     report.float("elapsed_s", elapsed);
     report.float("msgs_per_s", rate);
@@ -119,8 +127,12 @@ fn report(args: &ThroughputArgs, tally: &Tally, sender_errors: u64, elapsed: f64
     report.int("error_frames", error_frames);
     report.flag("complete", complete);
     report.line(format!(
-        "throughput: {} pairs x {} messages of {} bytes (window {})",
-        args.pairs, args.messages, args.size, args.window
+        "throughput: {} pairs x {} messages of {} bytes (window {}{})",
+        args.pairs,
+        args.messages,
+        args.size,
+        args.window,
+        if args.receipts { ", receipts" } else { "" }
     ));
     report.line(format!(
         "delivered {}/{} in {elapsed:.3} s: {rate:.0} msgs/s, {mb:.1} MB/s of content",
@@ -174,8 +186,9 @@ async fn send(
     Ok(())
 }
 
-/// Reads a sender's socket only to count error frames (and so that the
-/// server never sees it as a slow consumer).
+/// Reads a sender's socket to count error frames and refusals (and so
+/// that the server never sees it as a slow consumer); receipts that accept
+/// are read and dropped.
 async fn count_errors(stream: Transport, wire: ClientWire, errors: Arc<AtomicU64>) {
     let mut input = FrameReader::new(wire.decoder());
     while let Ok(n) = stream.read(&mut input).await {
@@ -183,7 +196,10 @@ async fn count_errors(stream: Transport, wire: ClientWire, errors: Arc<AtomicU64
             return;
         }
         while let Ok(Some(frame)) = input.next_frame() {
-            if matches!(frame, ServerFrame::Error { .. }) {
+            if matches!(
+                frame,
+                ServerFrame::Error { .. } | ServerFrame::Refused { .. }
+            ) {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -1,18 +1,33 @@
-//! Batch mode: commands from stdin (a file or a pipe), received frames to
-//! stdout.
+//! Batch mode: commands from scripts (stdin, or `-f FILE`s), received
+//! frames to stdout.
 //!
-//! Encoded frames pile up in one buffer that is written when stdin has
-//! nothing more buffered (or the buffer is large), so a 100,000-line script
-//! costs a handful of writes while a slow pipe still sends each line at
-//! once. At the end of input the client half-closes and keeps printing until
-//! the server closes the connection (it does so once every frame we sent
-//! has been routed and every error about them delivered) or the drain
-//! timeout passes. With `--follow` it keeps the connection open instead.
+//! Encoded frames pile up in one buffer that is written when the script
+//! has nothing more buffered (or the buffer is large), so a 100,000-line
+//! script costs a handful of writes while a slow pipe still sends each line
+//! at once.
+//!
+//! How a run ends depends on the server:
+//! - With receipts (a pmchat server), every message line is recorded in the
+//!   [`Ledger`](super::receipts::Ledger) before it is written, each refusal
+//!   is reported against its line (`SOURCE:LINE: text`), and at the end of
+//!   input the client leaves as soon as every line is accounted for.
+//! - Without (a v1 server), the client half-closes at the end of input and
+//!   keeps printing until the server closes the connection (it does so once
+//!   every frame we sent has been routed and every error about them
+//!   delivered) or the drain timeout passes.
+//!
+//! With `--follow` it keeps the connection open instead; with
+//! `--reconnect` as well, a lost connection is not the end (see
+//! [`super::reconnect`]): the script reads on where it was.
 
 use crate::exit_codes::Status;
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use smol::future::FutureExt;
@@ -20,8 +35,9 @@ use smol::io::{AsyncBufReadExt, BufReader};
 use smol::{Timer, Unblock};
 
 use super::command::{self, Command};
-use super::connection::{await_login, receive, Login, Negotiation};
+use super::connection::{await_login, receive, Login, Negotiation, Received};
 use super::output::{Output, Renderer};
+use super::receipts::{Ledger, Origin, Sent, WINDOW};
 use super::state::ChatState;
 use super::Greeting;
 use crate::protocol::{self, Limits};
@@ -31,41 +47,151 @@ use crate::transport::Transport;
 pub struct BatchOptions {
     /// Keep receiving after the end of input.
     pub follow: bool,
-    /// How long to wait for the server to close after the end of input.
+    /// A lost connection will be reconnected: say nothing about it here.
+    pub reconnect: bool,
+    /// This connection is a reconnection: a name still held (by our own
+    /// stale session, most likely) is a reason to try again, not to stop.
+    pub retry_taken: bool,
+    /// How long to wait for the server to close after the end of input
+    /// (without receipts), or at most between two receipts (with them).
     pub drain_timeout: Duration,
     /// How frames are shown.
     pub renderer: Renderer,
 }
 
-/// Bytes of encoded frames gathered before a write even if stdin still has
-/// lines buffered.
+/// Bytes of encoded frames gathered before a write even if the script
+/// still has lines buffered.
 const SEND_BUFFER: usize = 64 * 1024;
 
 /// How the sending half ended.
-enum Sent {
+enum SendEnd {
     /// The drain timeout passed after the end of input.
     DrainTimedOut,
+    /// Every line was accounted for by the server's receipts.
+    Settled,
     /// SIGINT or SIGTERM in `--follow` mode.
     Interrupted,
 }
 
-/// Runs a script from stdin over `transport`, after the handshake and HELLO
-/// in `greeting`. Returns the exit status.
+/// How a run on one connection ended.
+pub enum Ended {
+    /// Done: exit with this status.
+    Done(Status),
+    /// The connection was lost (or, reconnecting, the name was still
+    /// held); the notice says how. `logged_in`: the login had been
+    /// confirmed before.
+    Lost {
+        status: Status,
+        notice: String,
+        logged_in: bool,
+    },
+}
+
+/// The script: its sources in order, read across connections.
+pub struct Script {
+    sources: VecDeque<Source>,
+    /// Line number within the front source.
+    line: u64,
+}
+
+/// One script file.
+struct Source {
+    /// As errors show it: the path given, or `<stdin>`.
+    name: Arc<str>,
+    reader: BufReader<Unblock<Box<dyn io::Read + Send>>>,
+}
+
+/// How stdin is named in errors.
+pub const STDIN_NAME: &str = "<stdin>";
+
+impl Script {
+    /// Opens every file (`-`: stdin) now, so that a missing one is an
+    /// error before anything is sent; no files: stdin.
+    pub fn open(files: &[PathBuf]) -> Result<Script, String> {
+        let reader = |read: Box<dyn io::Read + Send>| {
+            BufReader::with_capacity(SEND_BUFFER, Unblock::with_capacity(SEND_BUFFER, read))
+        };
+        let stdin = || Source {
+            name: STDIN_NAME.into(),
+            reader: reader(Box::new(io::stdin())),
+        };
+        let mut sources = VecDeque::new();
+        if files.is_empty() {
+            sources.push_back(stdin());
+        }
+        for path in files {
+            if path.as_os_str() == "-" {
+                sources.push_back(stdin());
+                continue;
+            }
+            let file =
+                File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            sources.push_back(Source {
+                name: path.display().to_string().into(),
+                reader: reader(Box::new(file)),
+            });
+        }
+        Ok(Script { sources, line: 0 })
+    }
+
+    /// Reads the next line into `line` (cleared first); `None` at the end
+    /// of the last source. A source that cannot be read is reported and
+    /// skipped.
+    async fn next_line(&mut self, line: &mut Vec<u8>, state: &ChatState) -> Option<()> {
+        loop {
+            let source = self.sources.front_mut()?;
+            line.clear();
+            match source.reader.read_until(b'\n', line).await {
+                Ok(0) => {}
+                Ok(_) => {
+                    self.line += 1;
+                    return Some(());
+                }
+                Err(e) => {
+                    crate::err_line!("chat-client: cannot read {}: {e}", source.name);
+                    state.fail();
+                }
+            }
+            self.sources.pop_front();
+            self.line = 0;
+        }
+    }
+
+    /// True if the front source has nothing buffered: reading on may wait.
+    fn nothing_buffered(&self) -> bool {
+        self.sources
+            .front()
+            .is_none_or(|source| source.reader.buffer().is_empty())
+    }
+
+    /// The front source's name.
+    fn source(&self) -> Arc<str> {
+        self.sources
+            .front()
+            .map_or_else(|| STDIN_NAME.into(), |source| Arc::clone(&source.name))
+    }
+}
+
+/// Runs the script over `transport`, after the handshake and HELLO in
+/// `greeting`.
 pub fn run(
     transport: Transport,
     greeting: Greeting,
     options: BatchOptions,
     state: &ChatState,
-) -> Status {
+    script: &mut Script,
+) -> Ended {
     smol::block_on(async {
         let mut output = Output::new(options.renderer);
         // Set once the whole script has been handed to the socket.
         let input_done = Cell::new(false);
+        let logged_in = Cell::new(false);
         let (told, outcome) = async_channel::bounded(1);
         let negotiation = Negotiation {
             outcome: Some(told),
             presence: greeting.presence,
             v1_answers: greeting.v1_answers,
+            quiet_name_taken: options.retry_taken,
         };
         let receiving = async { Ok(receive(&transport, &mut output, state, negotiation).await) };
         let sending = async {
@@ -91,100 +217,203 @@ pub fn run(
                 }
                 Some(Login::V1) => {}
             }
+            logged_in.set(true);
+            if options.retry_taken {
+                crate::err_line!("chat-client: reconnected");
+            }
+            let sender = ScriptSender {
+                transport: &transport,
+                limits: state.limits(),
+                state,
+                ledger: state.receipts().then(|| state.ledger()),
+                pace: greeting.pace,
+                silence: options.drain_timeout,
+            };
             // A failed write means the server went away; the receiver will
             // read why, so wait for it (bounded) rather than end here.
-            let _ = send_script(&transport, &state.limits(), state, greeting.pace).await;
+            if sender.send(script).await.is_err() {
+                Timer::after(options.drain_timeout).await;
+                return Err(SendEnd::DrainTimedOut);
+            }
             input_done.set(true);
             if options.follow {
                 return Err(wait_for_signal().await);
             }
+            if let Some(ledger) = sender.ledger {
+                // The drain timeout bounds the silence between receipts,
+                // not the whole wait: a long script may take longer.
+                if !ledger.wait_below(1, options.drain_timeout).await {
+                    return Err(SendEnd::DrainTimedOut);
+                }
+                if !state.who_expected() {
+                    return Err(SendEnd::Settled);
+                }
+            }
             transport.shutdown_write().await;
             Timer::after(options.drain_timeout).await;
-            Err(Sent::DrainTimedOut)
+            Err(SendEnd::DrainTimedOut)
         };
         let ended = receiving.or(sending).await;
         let expected = input_done.get() && !options.follow;
-        if let Some(notice) = ended
-            .as_ref()
-            .ok()
-            .and_then(|r| super::close_notice(r, expected))
-        {
-            output.notice(&notice);
+        report_unconfirmed(state, &mut output);
+        let received = ended.as_ref().ok();
+        let lost = !expected
+            && match received {
+                Some(Received::Closed { .. } | Received::Failed(_) | Received::Protocol(_)) => {
+                    !state.login_refused() || (options.retry_taken && state.name_taken())
+                }
+                _ => false,
+            };
+        let notice = received.and_then(|r| super::close_notice(r, expected));
+        if let Some(notice) = notice.as_ref().filter(|_| !(lost && options.reconnect)) {
+            output.notice(notice);
         }
         // Whatever was received is written before we go, unless stdout
         // stays blocked for longer than we would wait for the server.
         output.finish(options.drain_timeout).await;
-        super::exit_status(state, ended.as_ref().ok(), expected)
+        let status = super::exit_status(state, received, expected);
+        if lost {
+            let notice = match notice {
+                _ if state.name_taken() => {
+                    "the name is still taken (by our previous session, most likely)".into()
+                }
+                Some(notice) => notice,
+                None => "the server refused the login".into(),
+            };
+            Ended::Lost {
+                status,
+                notice,
+                logged_in: logged_in.get(),
+            }
+        } else {
+            Ended::Done(status)
+        }
     })
 }
 
-/// Reads, checks and sends every command on stdin until its end or `exit`.
-async fn send_script(
-    transport: &Transport,
-    limits: &Limits,
-    state: &ChatState,
+/// Messages still in flight when the connection ended may or may not have
+/// been delivered: say so, once, with the lines they came from.
+fn report_unconfirmed(state: &ChatState, output: &mut Output) {
+    let lost = state.ledger().abandon();
+    let (Some(first), Some(last)) = (lost.first(), lost.last()) else {
+        return;
+    };
+    state.fail();
+    let at = |sent: &Sent| match &sent.origin {
+        Origin::Line { source, number } => format!("{source}:{number}"),
+        Origin::Typed { .. } => "typed".into(),
+    };
+    let which = if lost.len() == 1 {
+        format!("the message from {}", at(first))
+    } else {
+        format!("{} messages, {} to {}", lost.len(), at(first), at(last))
+    };
+    output.notice(&format!(
+        "chat-client: {which}: not confirmed by the server before the connection ended \
+         (it may or may not have been delivered)"
+    ));
+}
+
+/// What sends a script's lines on one connection.
+struct ScriptSender<'a> {
+    transport: &'a Transport,
+    limits: Limits,
+    state: &'a ChatState,
+    /// With receipts: where each message is recorded before it is written.
+    ledger: Option<&'a Ledger>,
+    /// The pause after each message.
     pace: Duration,
-) -> io::Result<()> {
-    let stdin = Unblock::with_capacity(SEND_BUFFER, io::stdin());
-    let mut script = BufReader::with_capacity(SEND_BUFFER, stdin);
-    let mut out = Vec::new();
-    let mut line = Vec::new();
-    let mut number = 0u64;
-    loop {
-        // Send what we have before stdin may make us wait, so a slow pipe
-        // sends each line at once.
-        if out.len() >= SEND_BUFFER || (!out.is_empty() && script.buffer().is_empty()) {
-            transport.write_all(&out).await?;
-            out.clear();
-        }
-        line.clear();
-        match script.read_until(b'\n', &mut line).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                crate::err_line!("chat-client: cannot read stdin: {e}");
-                state.fail();
+    /// With receipts, how long to wait for one when the window is full.
+    silence: Duration,
+}
+
+impl ScriptSender<'_> {
+    /// Reads, checks and sends every command until the end of the script
+    /// or `exit`.
+    async fn send(&self, script: &mut Script) -> io::Result<()> {
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        // The previous line's recipient: a script's lines to one user
+        // share one name in the ledger.
+        let mut last_to: Option<Arc<str>> = None;
+        loop {
+            // Send what we have before the script may make us wait, so a
+            // slow pipe sends each line at once.
+            if out.len() >= SEND_BUFFER || (!out.is_empty() && script.nothing_buffered()) {
+                self.transport.write_all(&out).await?;
+                out.clear();
+            }
+            if script.next_line(&mut line, self.state).await.is_none() {
                 break;
             }
-        }
-        number += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let flow = std::str::from_utf8(text)
-            .map_err(|_| "line is not valid UTF-8".to_string())
-            .and_then(|text| encode_line(text, limits, state, &mut out));
-        match flow {
-            // Paced: each message goes out alone, then a pause.
-            Ok(Flow::Continue) if !pace.is_zero() && !out.is_empty() => {
-                transport.write_all(&out).await?;
-                out.clear();
-                Timer::after(pace).await;
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            let flow = std::str::from_utf8(text)
+                .map_err(|_| "line is not valid UTF-8".to_string())
+                .and_then(|text| encode_line(text, &self.limits, self.state, &mut out));
+            match flow {
+                Ok(Flow::Sent(to)) => {
+                    if let Some(ledger) = self.ledger {
+                        let to = match last_to.take() {
+                            Some(last) if *last == *to => last,
+                            _ => Arc::from(&*to),
+                        };
+                        last_to = Some(Arc::clone(&to));
+                        let origin = Origin::Line {
+                            source: script.source(),
+                            number: script.line,
+                        };
+                        if ledger.record(Sent { to, origin }) >= WINDOW {
+                            self.transport.write_all(&out).await?;
+                            out.clear();
+                            if !ledger.wait_below(WINDOW / 2, self.silence).await {
+                                crate::err_line!(
+                                    "chat-client: the server confirmed none of the last {} \
+                                     messages within {}; stopping",
+                                    ledger.in_flight(),
+                                    crate::args::format_duration(self.silence)
+                                );
+                                self.state.fail();
+                                return Ok(());
+                            }
+                        }
+                    }
+                    // Paced: each message goes out alone, then a pause.
+                    if !self.pace.is_zero() {
+                        self.transport.write_all(&out).await?;
+                        out.clear();
+                        Timer::after(self.pace).await;
+                    }
+                }
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Exit) => break,
+                Err(why) => {
+                    crate::err_line!("{}:{}: {why}", script.source(), script.line);
+                    self.state.fail();
+                }
             }
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Exit) => break,
-            Err(why) => {
-                crate::err_line!("<stdin>:{number}: {why}");
-                state.fail();
-            }
         }
+        self.transport.write_all(&out).await
     }
-    transport.write_all(&out).await
 }
 
 /// What the script does after a line.
-enum Flow {
+enum Flow<'a> {
+    /// A message to this user was encoded.
+    Sent(Cow<'a, str>),
+    /// Nothing to send (or a `who`).
     Continue,
     Exit,
 }
 
 /// Appends the frame for one script line to `out`; `Err` says why the line
 /// was refused.
-fn encode_line(
-    text: &str,
+fn encode_line<'a>(
+    text: &'a str,
     limits: &Limits,
     state: &ChatState,
     out: &mut Vec<u8>,
-) -> Result<Flow, String> {
+) -> Result<Flow<'a>, String> {
     let (to, message) = match command::parse(text, limits).map_err(|e| e.to_string())? {
         None => return Ok(Flow::Continue),
         Some(Command::Exit) => return Ok(Flow::Exit),
@@ -212,11 +441,11 @@ fn encode_line(
     state
         .wire()
         .encode_message(to.as_bytes(), message.as_bytes(), out)
-        .map(|()| Flow::Continue)
+        .map(|()| Flow::Sent(to))
         .map_err(|e| e.to_string())
 }
 
-async fn wait_for_signal() -> Sent {
+async fn wait_for_signal() -> SendEnd {
     match crate::signals::termination() {
         Ok(signal) => signal.await,
         Err(e) => {
@@ -224,5 +453,5 @@ async fn wait_for_signal() -> Sent {
             std::future::pending::<()>().await;
         }
     }
-    Sent::Interrupted
+    SendEnd::Interrupted
 }

@@ -33,10 +33,16 @@ Registered names: the password comes from --password-file FILE, else the
 PMCHAT_PASSWORD environment variable, else (in the editor, when the server
 asks for one) a prompt that does not echo. Never from an argument.
 
+Receipts: a pmchat server accounts for every message a script sends. A
+refused one is reported against its line on stderr, `<stdin>:5: 'dave' is not
+connected`, and the client leaves as soon as every line is accounted for.
+Accepted means queued to the connected recipient, not read by them.
+
 Exit status:
-  0  scripts: everything was sent and no error was received;
+  0  scripts: everything was sent and accepted, and no error was received;
      the editor: you left (exit, quit, Ctrl-D)
-  1  a line was rejected, the server reported an error, or the connection was lost
+  1  a line was rejected here or refused by the server, the server reported
+     an error, or the connection was lost
      (the editor: the server ended the session)
   2  usage error
   3  could not connect, the server refused the username or the password,
@@ -45,7 +51,8 @@ Exit status:
 Examples:
   chat-client localhost 9000 alice
   chat-client localhost 9000 alice < script.txt
-  chat-client localhost 9000 alice --follow < /dev/null | grep --line-buffered bob"
+  chat-client localhost 9000 alice -f monday.txt -f tuesday.txt
+  chat-client localhost 9000 alice --follow --reconnect < /dev/null | grep --line-buffered bob"
 )]
 pub struct ClientArgs {
     /// Server host name or IP address.
@@ -68,13 +75,34 @@ pub struct ClientArgs {
     #[arg(long)]
     pub batch: bool,
 
+    /// Read the script from FILE instead of stdin (implies batch mode).
+    /// Repeatable: the files run in order, on one connection; `-` is
+    /// stdin. Errors about a line name its file: `FILE:LINE: …`.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "interactive"
+    )]
+    pub files: Vec<PathBuf>,
+
     /// After the end of input keep receiving until the server closes the
     /// connection or SIGINT/SIGTERM arrives.
     #[arg(long, conflicts_with = "interactive")]
     pub follow: bool,
 
+    /// With --follow: when the connection is lost (the server restarted,
+    /// the network dropped), connect again with capped exponential back-off
+    /// and jitter, log in again under the same name (waiting while our
+    /// stale session still holds it), and go on. Each attempt is one line
+    /// on stderr.
+    #[arg(long, requires = "follow")]
+    pub reconnect: bool,
+
     /// At the end of input, how long to wait for the server to deliver the
-    /// outcome of what was sent before giving up.
+    /// outcome of what was sent before giving up. Against a server with
+    /// receipts (pmchat) the client leaves as soon as every line is
+    /// accounted for, and this bounds only the silence between receipts.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
@@ -131,6 +159,12 @@ pub struct ClientArgs {
     /// Print one JSON object per line instead of plain text.
     #[arg(long)]
     pub json: bool,
+
+    /// With --json: also print an object for every message the server
+    /// accounts for, {"type":"accepted",…} or {"type":"refused",…,"text":…},
+    /// with the script line it came from (servers with receipts).
+    #[arg(long, requires = "json")]
+    pub receipts: bool,
 
     /// Start every received line with its local receive time (HH:MM:SS);
     /// with --json, add an RFC 3339 "ts" field to every object.

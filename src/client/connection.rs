@@ -16,6 +16,7 @@ use smol::Async;
 use crate::runtime;
 
 use super::output::FLUSH_AT;
+use super::receipts::Sent;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
 use crate::framing::FrameReader;
@@ -146,6 +147,10 @@ pub trait Sink {
     fn online(&mut self, names: &[String]);
     /// A presence event.
     fn presence(&mut self, joined: bool, name: &[u8]);
+    /// The server accepted a message we sent (receipts).
+    fn accepted(&mut self, sent: &Sent);
+    /// The server refused a message we sent, for the reason in `text`.
+    fn refused(&mut self, sent: &Sent, text: &[u8]);
     /// Bytes rendered and not yet written.
     fn pending(&self) -> usize;
     /// Writes what is pending, waiting while the destination is full.
@@ -193,6 +198,9 @@ pub struct Negotiation {
     /// `'' is not connected` errors still to be read as a v1 server's
     /// answers to our login frames (HELLO, AUTH) rather than shown.
     pub v1_answers: u8,
+    /// A refusal because the name is taken is not shown: the caller will
+    /// try again (reconnecting while our stale session holds the name).
+    pub quiet_name_taken: bool,
 }
 
 /// Reads frames until the server closes the connection, handing each to
@@ -322,13 +330,16 @@ impl FrameHandler {
             }
             ServerFrame::Error { text } => {
                 state.server_error(text);
-                sink.error(text);
+                if !(self.negotiation.quiet_name_taken && state.name_taken()) {
+                    sink.error(text);
+                }
             }
             ServerFrame::Welcome { limits, .. } => {
                 self.negotiation.v1_answers = 0;
                 state.set_extended(
                     protocol::parse_limits(limits),
                     protocol::welcome_authenticated(limits),
+                    protocol::welcome_lists(limits, protocol::FEATURE_RECEIPTS),
                 );
                 if self.negotiation.presence {
                     self.awaiting_snapshot = true;
@@ -340,6 +351,17 @@ impl FrameHandler {
             ServerFrame::Presence { joined, name } => {
                 state.presence(joined, &String::from_utf8_lossy(name));
                 sink.presence(joined, name);
+            }
+            ServerFrame::Accepted { through } => {
+                state.ledger().accepted(through, |sent| sink.accepted(sent));
+            }
+            ServerFrame::Refused { ordinal, text } => {
+                state.fail();
+                match state.ledger().refused(ordinal, |sent| sink.accepted(sent)) {
+                    Some(sent) => sink.refused(&sent, text),
+                    // Not a message of ours in flight: shown as it is.
+                    None => sink.error(text),
+                }
             }
         }
     }

@@ -5,8 +5,10 @@
 //! - [`connection`]: connecting and the receiving loop.
 //! - [`output`]: rendering of received frames (plain, JSON, colour).
 //! - [`state`]: what the receiving side tells the command side.
+//! - [`receipts`]: messages in flight until the server accounts for them.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
-//! - [`batch`]: scripts from stdin.
+//! - [`batch`]: scripts from stdin or files.
+//! - [`reconnect`]: `--follow --reconnect`, and the back-off it uses.
 //! - [`repl`]: the interactive editor.
 
 mod batch;
@@ -14,6 +16,8 @@ pub mod cli;
 mod command;
 mod connection;
 mod output;
+mod receipts;
+mod reconnect;
 mod repl;
 mod state;
 pub mod wire;
@@ -31,13 +35,15 @@ use wire::ClientWire;
 
 /// Runs the client as the command line asks; returns the exit status.
 pub fn run(args: ClientArgs) -> Status {
-    let interactive = args.interactive || (!args.batch && io::stdin().is_terminal());
+    let interactive =
+        args.interactive || (!args.batch && args.files.is_empty() && io::stdin().is_terminal());
     let renderer = Renderer {
         json: args.json,
         color_stdout: args.color.enabled_for(&io::stdout()),
         color_stderr: args.color.enabled_for(&io::stderr()),
         timestamps: args.timestamps,
         mark_notices: interactive,
+        receipts: args.receipts,
     };
     let security = if args.tls || args.tls_ca.is_some() {
         connection::Security::Tls {
@@ -61,6 +67,15 @@ pub fn run(args: ClientArgs) -> Status {
         // A password in the environment is meant for v1 logins.
         password = None;
     }
+    // Opened before connecting: a script that cannot be read sends nothing.
+    let mut script = match (!interactive).then(|| batch::Script::open(&args.files)) {
+        None => None,
+        Some(Ok(script)) => Some(script),
+        Some(Err(e)) => {
+            crate::err_line!("chat-client: {e}");
+            return Status::Usage;
+        }
+    };
     loop {
         let state = Arc::new(ChatState::with_wire(args.wire));
         let encrypted = matches!(security, connection::Security::Tls { .. });
@@ -68,7 +83,7 @@ pub fn run(args: ClientArgs) -> Status {
         // the user says the path is trusted.
         let withheld = password.is_some() && !encrypted && !args.allow_plaintext_password;
         let sent = password.as_deref().filter(|_| !withheld);
-        let status = connect_and_run(&args, &security, renderer, interactive, sent, &state);
+        let status = connect_and_run(&args, &security, renderer, sent, &state, script.as_mut());
         if !state.password_required() || sent.is_some() {
             return status;
         }
@@ -122,15 +137,16 @@ fn given_password(args: &ClientArgs) -> Result<Option<Vec<u8>>, String> {
 pub const PASSWORD_VARIABLE: &str = "PMCHAT_PASSWORD";
 
 /// One connection: connect, log in with `password` (if any), run the REPL
-/// or the script.
+/// or (given a `script`) the script, reconnecting as asked.
 fn connect_and_run(
     args: &ClientArgs,
     security: &connection::Security,
     renderer: Renderer,
-    interactive: bool,
     password: Option<&[u8]>,
     state: &Arc<ChatState>,
+    script: Option<&mut batch::Script>,
 ) -> Status {
+    let interactive = script.is_none();
     let stream = match smol::block_on(connection::open(
         &args.host,
         args.port,
@@ -146,36 +162,42 @@ fn connect_and_run(
     // The REPL wants presence for completion; a batch run only shows it
     // in JSON.
     let presence = (interactive || args.json) && args.wire == ClientWire::V1;
-    let login = match greeting(&args.username, args.wire, presence, password) {
-        Ok(bytes) => Greeting {
+    let login = || {
+        greeting(&args.username, args.wire, presence, password).map(|bytes| Greeting {
             presence,
             password_sent: password.is_some(),
             timeout: args.hello_timeout,
             pace: args.send_interval(),
             ..bytes
-        },
-        Err(e) => {
-            crate::err_line!("chat-client: {e}");
-            return Status::Usage;
-        }
+        })
     };
-    if interactive {
-        let options = repl::ReplOptions {
-            history: args.history_path(),
-            server: format!("{}:{}", args.host, args.port),
-            username: args.username.clone(),
-            drain_timeout: args.drain_timeout,
-            show_presence: !args.no_presence,
-            renderer,
-        };
-        repl::run(stream, login, options, Arc::clone(state))
-    } else {
-        let options = batch::BatchOptions {
-            follow: args.follow,
-            drain_timeout: args.drain_timeout,
-            renderer,
-        };
-        batch::run(stream, login, options, state)
+    // Checked once: every later greeting is the same.
+    if let Err(e) = login() {
+        crate::err_line!("chat-client: {e}");
+        return Status::Usage;
+    }
+    let greeting = || login().unwrap_or_default();
+    match script {
+        None => {
+            let options = repl::ReplOptions {
+                history: args.history_path(),
+                server: format!("{}:{}", args.host, args.port),
+                username: args.username.clone(),
+                drain_timeout: args.drain_timeout,
+                show_presence: !args.no_presence,
+                renderer,
+            };
+            repl::run(stream, greeting(), options, Arc::clone(state))
+        }
+        Some(script) => {
+            let connector = reconnect::Connector {
+                args,
+                security,
+                renderer,
+                greeting: &greeting,
+            };
+            connector.run(stream, state, script)
+        }
     }
 }
 
@@ -232,6 +254,8 @@ fn greeting(
     }
     features.push(' ');
     features.push_str(protocol::FEATURE_PASSWORD);
+    features.push(' ');
+    features.push_str(protocol::FEATURE_RECEIPTS);
     protocol::encode_hello(&features, &mut bytes)?;
     protocol::encode_auth(password.unwrap_or_default(), &mut bytes)?;
     Ok(Greeting {

@@ -18,6 +18,7 @@ use crate::runtime::timeout;
 use owo_colors::OwoColorize;
 
 use super::connection::Sink;
+use super::receipts::{Origin, Sent};
 use crate::clock::Stamp;
 use crate::json::push_string;
 use crate::sanitize::push_escaped;
@@ -37,6 +38,9 @@ pub struct Renderer {
     /// Mark every line that is not a message with `* ` (the editor, where
     /// notices and messages share one terminal).
     pub mark_notices: bool,
+    /// With `json`: an `accepted` or `refused` object for every message
+    /// the server accounts for (`--receipts`).
+    pub receipts: bool,
 }
 
 /// Where a rendered line belongs.
@@ -120,6 +124,87 @@ impl Renderer {
             push_escaped(out, text);
             out.push('\n');
             Stream::Stderr
+        }
+    }
+
+    /// Appends the report of a message the server accepted: an `accepted`
+    /// object with `--json --receipts`, nothing otherwise.
+    pub fn accepted(&self, sent: &Sent, stamp: Option<&Stamp>, out: &mut String) -> bool {
+        if !(self.json && self.receipts) {
+            return false;
+        }
+        self.json_start("accepted", stamp, out);
+        Self::json_sent(sent, out);
+        Self::json_source(sent, out);
+        out.push_str("}\n");
+        true
+    }
+
+    /// Appends the report of a message the server refused with `text`:
+    /// a `refused` object with `--json --receipts`; otherwise, for a script
+    /// line, `SOURCE:LINE: text` (the form of local errors), and for a
+    /// typed message the error with the recipient and the start of the
+    /// message.
+    pub fn refused(
+        &self,
+        sent: &Sent,
+        text: &[u8],
+        stamp: Option<&Stamp>,
+        out: &mut String,
+    ) -> Stream {
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        if self.json && self.receipts {
+            self.json_start("refused", stamp, out);
+            Self::json_sent(sent, out);
+            out.push_str(",\"text\":");
+            push_string(out, text);
+            Self::json_source(sent, out);
+            out.push_str("}\n");
+            return Stream::Stdout;
+        }
+        self.line_start(true, stamp, out);
+        match &sent.origin {
+            Origin::Line { source, number } => {
+                push_escaped(out, source.as_bytes());
+                out.push_str(&format!(":{number}: "));
+                push_escaped(out, text);
+            }
+            Origin::Typed { preview } => {
+                self.label(out, "error");
+                push_escaped(out, text);
+                out.push_str(" (your message to ");
+                push_escaped(out, sent.to.as_bytes());
+                out.push_str(": \"");
+                push_escaped(out, preview.as_bytes());
+                out.push_str("\")");
+            }
+        }
+        out.push('\n');
+        Stream::Stderr
+    }
+
+    /// The fields of a receipt object that say which message it is about.
+    fn json_sent(sent: &Sent, out: &mut String) {
+        match &sent.origin {
+            Origin::Line { number, .. } => {
+                out.push_str(&format!(",\"line\":{number},\"to\":"));
+                push_string(out, sent.to.as_bytes());
+            }
+            Origin::Typed { preview } => {
+                out.push_str(",\"to\":");
+                push_string(out, sent.to.as_bytes());
+                out.push_str(",\"preview\":");
+                push_string(out, preview.as_bytes());
+            }
+        }
+    }
+
+    /// The script a receipt object's line is in, last so that the object
+    /// starts the same whatever the file.
+    fn json_source(sent: &Sent, out: &mut String) {
+        if let Origin::Line { source, .. } = &sent.origin {
+            out.push_str(",\"source\":");
+            push_string(out, source.as_bytes());
         }
     }
 
@@ -351,6 +436,29 @@ impl Output {
         }
     }
 
+    /// Queues the report of an accepted message, if shown.
+    pub fn accepted(&mut self, sent: &Sent) {
+        self.renderer
+            .accepted(sent, self.stamp.as_ref(), &mut self.stdout);
+    }
+
+    /// Queues the report of a refused message. JSON without `--receipts`
+    /// also gets the `error` object it always had.
+    pub fn refused(&mut self, sent: &Sent, text: &[u8]) {
+        if self.renderer.json && !self.renderer.receipts {
+            self.renderer
+                .error(text, self.stamp.as_ref(), &mut self.stdout);
+        }
+        let mut line = String::new();
+        match self
+            .renderer
+            .refused(sent, text, self.stamp.as_ref(), &mut line)
+        {
+            Stream::Stdout => self.stdout.push_str(&line),
+            Stream::Stderr => self.stderr.push_str(&line),
+        }
+    }
+
     /// Queues the answer to `who`, one name per line (JSON: one object).
     pub fn online(&mut self, names: &[String]) {
         let mut text = String::new();
@@ -462,6 +570,14 @@ impl Sink for Output {
         Output::online(self, names);
     }
 
+    fn accepted(&mut self, sent: &Sent) {
+        Output::accepted(self, sent);
+    }
+
+    fn refused(&mut self, sent: &Sent, text: &[u8]) {
+        Output::refused(self, sent, text);
+    }
+
     fn presence(&mut self, joined: bool, name: &[u8]) {
         Output::presence(self, joined, name);
     }
@@ -489,6 +605,7 @@ mod tests {
         color_stderr: false,
         timestamps: false,
         mark_notices: false,
+        receipts: false,
     };
     const JSON: Renderer = Renderer {
         json: true,

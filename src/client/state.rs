@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use super::receipts::Ledger;
 use super::wire::ClientWire;
 use crate::protocol::{self, validate_username, Limits};
 
@@ -44,11 +45,17 @@ pub struct ChatState {
     failed: AtomicBool,
     /// The server refused our username or had no room (exit status 3).
     login_refused: AtomicBool,
+    /// The refusal was that the name is taken.
+    name_taken: AtomicBool,
     /// The server refused the login because the name is registered and no
     /// password came with it (the editor can then ask for one).
     password_required: AtomicBool,
     /// WELCOME said the login was proved with a password.
     authenticated: AtomicBool,
+    /// WELCOME granted receipts: every message sent goes in `ledger`.
+    receipts: AtomicBool,
+    /// Messages sent and not yet accounted for, with receipts.
+    ledger: Ledger,
     /// The wire this session speaks.
     wire: ClientWire,
     /// `who` requests sent and not yet answered: ONLINE pages are accepted
@@ -230,17 +237,29 @@ impl ChatState {
         }
     }
 
-    /// Records a WELCOME: extensions are on, these are the limits, and
-    /// whether the login was proved with a password.
-    pub fn set_extended(&self, limits: Limits, authenticated: bool) {
+    /// Records a WELCOME: extensions are on, these are the limits, whether
+    /// the login was proved with a password, and whether receipts are on.
+    pub fn set_extended(&self, limits: Limits, authenticated: bool, receipts: bool) {
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
         self.authenticated.store(authenticated, Ordering::SeqCst);
+        self.receipts.store(receipts, Ordering::SeqCst);
         self.extended.store(true, Ordering::SeqCst);
     }
 
     /// True if the server said the login was proved with a password.
     pub fn authenticated(&self) -> bool {
         self.authenticated.load(Ordering::SeqCst)
+    }
+
+    /// The server accounts for every message: record each in
+    /// [`ChatState::ledger`] before it is written.
+    pub fn receipts(&self) -> bool {
+        self.receipts.load(Ordering::SeqCst)
+    }
+
+    /// Messages sent and not yet accounted for.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// True if the server asked for a password we did not send.
@@ -274,6 +293,9 @@ impl ChatState {
         if is_login_refusal(text) {
             self.login_refused.store(true, Ordering::Relaxed);
         }
+        if text == protocol::USERNAME_TAKEN.as_bytes() {
+            self.name_taken.store(true, Ordering::Relaxed);
+        }
         if protocol::auth_refusal(text) == Some(protocol::AuthRefusal::PasswordRequired) {
             self.password_required.store(true, Ordering::Relaxed);
         }
@@ -282,6 +304,11 @@ impl ChatState {
     /// True if the server refused the login.
     pub fn login_refused(&self) -> bool {
         self.login_refused.load(Ordering::Relaxed)
+    }
+
+    /// True if the server refused the login because the name is taken.
+    pub fn name_taken(&self) -> bool {
+        self.name_taken.load(Ordering::Relaxed)
     }
 }
 

@@ -45,6 +45,8 @@ pub(crate) struct HelloRequest {
     pub(crate) presence: bool,
     /// An AUTH frame follows.
     pub(crate) password: bool,
+    /// ACCEPTED and REFUSED for every message.
+    pub(crate) receipts: bool,
 }
 
 impl HelloRequest {
@@ -56,6 +58,7 @@ impl HelloRequest {
             match feature {
                 f if f == protocol::FEATURE_PRESENCE.as_bytes() => request.presence = true,
                 f if f == protocol::FEATURE_PASSWORD.as_bytes() => request.password = true,
+                f if f == protocol::FEATURE_RECEIPTS.as_bytes() => request.receipts = true,
                 _ => {}
             }
         }
@@ -420,9 +423,11 @@ mod tests {
             HelloRequest::parse(b"pmchat/1 presence password"),
             HelloRequest {
                 presence: true,
-                password: true
+                password: true,
+                receipts: false,
             }
         );
+        assert!(HelloRequest::parse(b"pmchat/1 receipts").receipts);
         assert_eq!(
             HelloRequest::parse(b"pmchat/1 passwords"),
             HelloRequest::default()

@@ -7,6 +7,13 @@
 //! into the recipient's [`OutboundQueue`](super::outbound::OutboundQueue), and at the end of a read batch
 //! writes every queue it made non-empty directly to its socket (one write
 //! per recipient per batch) when nobody else is writing it.
+//!
+//! With receipts (see [`protocol`]) the router numbers the sender's
+//! messages and accounts for each: a refusal at once, as REFUSED, after an
+//! ACCEPTED for the messages before it; the accepted ones together, one
+//! ACCEPTED, when the reader runs out of input or every [`ACK_EVERY`]
+//! messages, in the same write as everything else the batch queued for
+//! the sender.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +49,12 @@ pub(crate) struct Router<'a> {
     /// Recipients whose idle queues got frames in this batch; written at
     /// the end of the batch by [`Router::flush`].
     to_flush: Vec<Arc<Session>>,
+    /// The client asked for receipts.
+    receipts: bool,
+    /// Message frames read since login: the ordinal of the latest.
+    ordinal: u64,
+    /// The highest ordinal the client was told about.
+    accounted: u64,
 }
 
 impl Drop for Router<'_> {
@@ -52,6 +65,13 @@ impl Drop for Router<'_> {
         }
     }
 }
+
+/// Messages a client with receipts may have unaccounted for while it keeps
+/// the reader busy; past it, a read batch ends with an ACCEPTED even if
+/// more input is waiting. Well under a client's window (pmchat's is
+/// 65,536), and a client with a smaller one stops sending, which makes the
+/// reader idle and answer at once.
+pub(crate) const ACK_EVERY: u64 = 8192;
 
 /// Recipients remembered per sender before the cache is reset.
 const RECIPIENT_CACHE: usize = 256;
@@ -66,7 +86,27 @@ impl<'a> Router<'a> {
             extended: false,
             auth_expected: false,
             to_flush: Vec::new(),
+            receipts: false,
+            ordinal: 0,
+            accounted: 0,
         }
+    }
+
+    /// Ends a read batch: tells a client with receipts that the messages
+    /// since the last receipt were accepted, when it matters, then writes
+    /// every queue the batch made non-empty. `idle`: the reader is about
+    /// to wait for input, so the client is waiting for receipts (or has
+    /// nothing more to send); otherwise receipts wait until
+    /// [`ACK_EVERY`] messages are unaccounted for, so that a client
+    /// sending flat out gets one for many read batches, not one for each.
+    pub(crate) async fn finish_batch(&mut self, idle: bool) -> Result<(), SenderClosed> {
+        let unaccounted = self.ordinal - self.accounted;
+        if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
+            self.accounted = self.ordinal;
+            self.reply(&protocol::accepted_frame(self.ordinal)).await?;
+        }
+        self.flush();
+        Ok(())
     }
 
     /// Writes every queue this batch made non-empty straight to its socket.
@@ -103,11 +143,16 @@ impl<'a> Router<'a> {
     ) -> Result<(), SenderClosed> {
         self.extended = true;
         self.auth_expected = request.password && !authenticated;
+        self.receipts = request.receipts;
         let server = concat!("pmchat-server/", env!("CARGO_PKG_VERSION"));
         let mut limits = protocol::format_limits(&self.shared.config.limits);
         if authenticated {
             limits.push(' ');
             limits.push_str(protocol::WELCOME_AUTHENTICATED);
+        }
+        if request.receipts {
+            limits.push(' ');
+            limits.push_str(protocol::FEATURE_RECEIPTS);
         }
         let mut welcome = Vec::new();
         // Both fields are short server-made strings.
@@ -159,12 +204,15 @@ impl<'a> Router<'a> {
     }
 
     pub(crate) async fn route(&mut self, to: &[u8], content: &[u8]) -> Result<(), SenderClosed> {
+        // Counted whether or not receipts are on: one add is cheaper than
+        // a branch to skip it.
+        self.ordinal += 1;
         if std::str::from_utf8(content).is_err() {
             let text = format!(
                 "message to '{}' is not valid UTF-8; not delivered\n",
                 Escaped(to)
             );
-            return self.reply_error(&text).await;
+            return self.refuse(&text).await;
         }
         let me = self.me.name().as_bytes();
         // Two attempts: a cached recipient may have left, and someone new
@@ -204,12 +252,29 @@ impl<'a> Router<'a> {
                         "'{}' was disconnected for not reading fast enough; message not delivered\n",
                         recipient.name()
                     );
-                    return self.reply_error(&text).await;
+                    return self.refuse(&text).await;
                 }
             }
         }
         let text = format!("'{}' is not connected\n", Escaped(to));
-        self.reply_error(&text).await
+        self.refuse(&text).await
+    }
+
+    /// Tells the sender that its latest message was not delivered: an
+    /// error frame, or with receipts an ACCEPTED for the messages before it
+    /// (if any are unaccounted) and a REFUSED naming it.
+    async fn refuse(&mut self, text: &str) -> Result<(), SenderClosed> {
+        if !self.receipts {
+            return self.reply_error(text).await;
+        }
+        let mut frames = Vec::new();
+        let refused = self.ordinal;
+        if refused - 1 > self.accounted {
+            protocol::encode_accepted(refused - 1, &mut frames);
+        }
+        protocol::encode_refused(refused, text, &mut frames);
+        self.accounted = refused;
+        self.reply(&frames).await
     }
 
     fn disconnect_slow(&self, session: &Arc<Session>) {
@@ -309,6 +374,96 @@ mod tests {
                 Out::Error("'nobody' is not connected\n".into()),
                 Out::Error("message to 'alice' is not valid UTF-8; not delivered\n".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn receipts_account_for_every_message_in_order_and_replace_error_frames() {
+        let shared = shared();
+        let users = online(&shared, &["alice", "bob"]);
+        let (alice, bob) = (&users[0].0, &users[1].0);
+        let mut router = Router::new(&shared, alice);
+        let receipts = HelloRequest {
+            receipts: true,
+            ..HelloRequest::default()
+        };
+        smol::block_on(async {
+            assert!(router.hello(receipts, false).await.is_ok());
+            // One read batch: accepted, accepted, refused, accepted.
+            for to in ["bob", "bob", "dave", "bob"] {
+                assert!(router.route(to.as_bytes(), b"hi").await.is_ok());
+            }
+            assert!(router.finish_batch(true).await.is_ok());
+            // A batch that only refuses needs no ACCEPTED after it.
+            assert!(router.route(b"dave", b"\xff").await.is_ok());
+            assert!(router.finish_batch(true).await.is_ok());
+            // Nothing read, nothing to account for.
+            assert!(router.finish_batch(true).await.is_ok());
+        });
+        assert_eq!(queued(bob).len(), 3);
+        assert_eq!(
+            queued(alice),
+            [
+                Out::Welcome,
+                Out::Accepted(2),
+                Out::Refused(3, "'dave' is not connected\n".into()),
+                Out::Accepted(4),
+                Out::Refused(
+                    5,
+                    "message to 'dave' is not valid UTF-8; not delivered\n".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_busy_reader_answers_every_ack_every_messages_and_an_idle_one_at_once() {
+        let shared = shared();
+        let users = online(&shared, &["alice", "bob"]);
+        let (alice, bob) = (&users[0].0, &users[1].0);
+        let mut router = Router::new(&shared, alice);
+        let receipts = HelloRequest {
+            receipts: true,
+            ..HelloRequest::default()
+        };
+        smol::block_on(async {
+            assert!(router.hello(receipts, false).await.is_ok());
+            assert!(router.route(b"bob", b"hi").await.is_ok());
+            // More input is waiting: no receipt for one message yet.
+            assert!(router.finish_batch(false).await.is_ok());
+        });
+        assert_eq!(queued(alice), [Out::Welcome]);
+        smol::block_on(async {
+            for _ in 1..ACK_EVERY {
+                assert!(router.route(b"bob", b"hi").await.is_ok());
+            }
+            assert!(router.finish_batch(false).await.is_ok());
+            assert!(router.route(b"bob", b"hi").await.is_ok());
+            assert!(router.finish_batch(true).await.is_ok());
+        });
+        assert_eq!(
+            queued(alice),
+            [Out::Accepted(ACK_EVERY), Out::Accepted(ACK_EVERY + 1)]
+        );
+        drop(queued(bob));
+    }
+
+    #[test]
+    fn without_receipts_the_sender_gets_only_error_frames() {
+        let shared = shared();
+        let users = online(&shared, &["alice", "bob"]);
+        let alice = &users[0].0;
+        let mut router = Router::new(&shared, alice);
+        smol::block_on(async {
+            assert!(router.hello(HelloRequest::default(), false).await.is_ok());
+            for to in ["bob", "dave", "bob"] {
+                assert!(router.route(to.as_bytes(), b"hi").await.is_ok());
+            }
+            assert!(router.finish_batch(true).await.is_ok());
+        });
+        assert_eq!(
+            queued(alice),
+            [Out::Welcome, Out::Error("'dave' is not connected\n".into())]
         );
     }
 

@@ -440,13 +440,17 @@ async fn read_loop(
             frame_deadline = Some(Instant::now() + shared.config.frame_timeout);
         }
         // Everything this buffer held is routed: write it out, one write
-        // per recipient.
-        router.flush();
+        // per recipient (with receipts, perhaps an ACCEPTED for the sender).
+        if router.finish_batch(false).await.is_err() {
+            return ReadEnd::Closed;
+        }
         match reads.next(transport, input) {
             Ok(0) => {
                 if input.mid_frame() {
                     debug!(user = session.name(), "input ended inside a frame");
                 }
+                // The last receipts go out before the close.
+                let _ = router.finish_batch(true).await;
                 return ReadEnd::PeerClosed;
             }
             Ok(_) => {
@@ -457,6 +461,11 @@ async fn read_loop(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing more to read for now: whatever is unaccounted for
+                // is answered before waiting.
+                if router.finish_batch(true).await.is_err() {
+                    return ReadEnd::Closed;
+                }
                 if let Err(end) = wait_for_input(transport, input, frame_deadline).await {
                     return end;
                 }

@@ -41,6 +41,8 @@ pub(crate) enum Out {
     Welcome,
     Online(bool, Vec<String>),
     Presence(bool, String),
+    Accepted(u64),
+    Refused(u64, String),
 }
 
 /// Everything queued for `session` and not yet written, decoded.
@@ -69,6 +71,8 @@ pub(crate) fn queued(session: &Session) -> Vec<Out> {
                     .collect(),
             ),
             ServerFrame::Presence { joined, name } => Out::Presence(joined, text(name)),
+            ServerFrame::Accepted { through } => Out::Accepted(through),
+            ServerFrame::Refused { ordinal, text: t } => Out::Refused(ordinal, text(t)),
         });
         rest = &rest[used..];
     }

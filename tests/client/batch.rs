@@ -87,14 +87,14 @@ fn exit_status_0_when_everything_went_out() {
 }
 
 #[test]
-fn exit_status_1_and_the_error_after_draining() {
+fn exit_status_1_and_the_refusal_against_its_line() {
     let server = ServerProcess::start(&[]);
     let run = run_client(
         client_command(server.port, "alice"),
         b"send carol are you there\n",
     );
     eqnice!(1, run.status);
-    eqnice!("error: 'carol' is not connected\n", run.stderr);
+    eqnice!("<stdin>:1: 'carol' is not connected\n", run.stderr);
 }
 
 #[test]

@@ -118,6 +118,23 @@ fn our_client_falls_back_silently_on_a_v1_server() {
 }
 
 #[test]
+fn against_a_v1_server_a_script_ends_as_it_always_did() {
+    let port = v1_only_server();
+    let run = run_client(
+        {
+            let mut c = client_command(port, "alice");
+            c.args(["--drain-timeout", "300ms"]);
+            c
+        },
+        b"send dave anyone\nsend echo still here\n",
+    );
+    // No receipts: the error frame as it comes, and the drain timeout.
+    eqnice!("error: 'dave' is not connected\n", run.stderr);
+    eqnice!("echo: still here\n", run.stdout);
+    eqnice!(1, run.status);
+}
+
+#[test]
 fn a_taken_name_sends_nothing_and_exits_3() {
     let mut server = ServerProcess::start(&[]);
     let _alice = server.login("alice");

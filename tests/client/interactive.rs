@@ -65,6 +65,21 @@ fn the_prompt_shows_the_username() {
 }
 
 #[test]
+fn a_refused_message_says_which_one_it_was() {
+    let server = ServerProcess::start(&[]);
+    let dir = TempDir::new("refused");
+    let mut alice = repl(&server, "alice", &dir);
+    alice
+        .send_line("send dave see you at five, by the old fountain")
+        .unwrap();
+    alice
+        .expect(
+            "* error: 'dave' is not connected (your message to dave: \"see you at five, by the…\")",
+        )
+        .unwrap();
+}
+
+#[test]
 fn tab_completes_a_known_username() {
     let mut server = ServerProcess::start(&[]);
     let dir = TempDir::new("complete");

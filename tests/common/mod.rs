@@ -58,9 +58,15 @@ impl ServerProcess {
 
     /// Starts `chat-server 0 --bind ADDR ARGS…` and waits for its first line.
     pub fn start_on(bind: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_at(bind, 0, args)
+    }
+
+    /// Starts `chat-server PORT --bind ADDR ARGS…` (a server coming back
+    /// on the port another had) and waits for its first line.
+    pub fn start_at(bind: &str, port: u16, args: &[&str]) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command
-            .arg("0")
+            .arg(port.to_string())
             .args(["--bind", bind])
             .args(args)
             .env_remove("RUST_LOG")

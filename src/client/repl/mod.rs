@@ -42,6 +42,7 @@ use rustyline::{
 use super::command::{self, Command};
 use super::connection::{await_login, Login, Negotiation};
 use super::output::{Renderer, NOTICE_MARK};
+use super::receipts::{Origin, Sent};
 use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;
@@ -124,6 +125,7 @@ pub fn run(
         outcome: Some(told),
         presence: greeting.presence,
         v1_answers: greeting.v1_answers,
+        quiet_name_taken: false,
     };
     let phase = Arc::new(Phase::default());
     let network = start_network(
@@ -420,7 +422,28 @@ fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> Handl
         return Handled::Done;
     }
     state.know(&to);
+    if state.receipts() {
+        // Recorded before it is handed on, so the ledger's order is the
+        // order the network thread writes in.
+        state.ledger().record(Sent {
+            to: to.as_str().into(),
+            origin: Origin::Typed {
+                preview: preview(message).into(),
+            },
+        });
+    }
     // A closed channel means the network thread is ending the process.
     let _ = frames.send_blocking(frame);
     Handled::Sent { to }
+}
+
+/// Characters of a typed message a refusal quotes.
+const PREVIEW_CHARS: usize = 24;
+
+/// The start of `message`, for telling apart messages in flight.
+fn preview(message: &str) -> String {
+    match message.char_indices().nth(PREVIEW_CHARS) {
+        Some((end, _)) => format!("{}…", message[..end].trim_end()),
+        None => message.to_string(),
+    }
 }

@@ -17,6 +17,7 @@ use smol::Timer;
 use super::terminal::SavedTerminal;
 use crate::client::connection::{receive, Negotiation, Sink};
 use crate::client::output::{Output, Renderer, Stream};
+use crate::client::receipts::Sent;
 use crate::client::state::ChatState;
 use crate::clock::Stamp;
 use crate::transport::Transport;
@@ -140,6 +141,19 @@ impl Sink for ReplSink {
         {
             self.route(stream, line);
         }
+    }
+
+    fn accepted(&mut self, sent: &Sent) {
+        let mut line = String::new();
+        if self.renderer.accepted(sent, self.stamp(), &mut line) {
+            self.route(Stream::Stdout, line);
+        }
+    }
+
+    fn refused(&mut self, sent: &Sent, text: &[u8]) {
+        let mut line = String::new();
+        let stream = self.renderer.refused(sent, text, self.stamp(), &mut line);
+        self.route(stream, line);
     }
 
     fn pending(&self) -> usize {

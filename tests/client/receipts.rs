@@ -1,0 +1,300 @@
+//! Receipts: every script line accounted for, refusals against their
+//! lines, exits as soon as everything is accounted for; `-f` files; and
+//! `--follow --reconnect` across a server restart.
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    client_command, lines_of, run_client, spawn_follower, spawn_piped, Follower, Frame,
+    ServerProcess, TIMEOUT,
+};
+use crate::eqnice;
+
+#[test]
+fn two_lines_to_absent_users_are_reported_by_number_without_waiting_for_a_timeout() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let script = "send bob one\nsend dave two\nsend bob three\nsend erin four\nsend bob five\n";
+    let started = Instant::now();
+    let run = run_client(
+        {
+            let mut c = client_command(server.port, "alice");
+            c.args(["--drain-timeout", "30s"]);
+            c
+        },
+        script.as_bytes(),
+    );
+    let took = started.elapsed();
+    eqnice!(
+        "<stdin>:2: 'dave' is not connected\n<stdin>:4: 'erin' is not connected\n",
+        run.stderr
+    );
+    eqnice!(1, run.status);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    for line in ["one", "three", "five"] {
+        eqnice!(format!("alice: {line}"), bob.line());
+    }
+}
+
+#[test]
+fn all_accepted_exits_0_at_once() {
+    let mut server = ServerProcess::start(&[]);
+    let _bob = Follower::start(&mut server, "bob", &[]);
+    let started = Instant::now();
+    let run = run_client(
+        {
+            let mut c = client_command(server.port, "alice");
+            c.args(["--drain-timeout", "30s"]);
+            c
+        },
+        b"send bob hi\n# a comment\nsend bob again\n",
+    );
+    eqnice!("", run.stderr);
+    eqnice!(0, run.status);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn json_receipts_say_what_became_of_every_line() {
+    let mut server = ServerProcess::start(&[]);
+    let _bob = Follower::start(&mut server, "bob", &[]);
+    let run = run_client(
+        {
+            let mut c = client_command(server.port, "alice");
+            c.args(["--json", "--receipts"]);
+            c
+        },
+        b"send bob hi\nsend dave there\n\nsend bob \"quoted\"\n",
+    );
+    eqnice!(1, run.status);
+    let receipts: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"line\""))
+        .collect();
+    eqnice!(
+        vec![
+            r#"{"type":"accepted","line":1,"to":"bob","source":"<stdin>"}"#,
+            r#"{"type":"refused","line":2,"to":"dave","text":"'dave' is not connected","source":"<stdin>"}"#,
+            r#"{"type":"accepted","line":4,"to":"bob","source":"<stdin>"}"#,
+        ],
+        receipts
+    );
+    // The object is the report: nothing on stderr.
+    eqnice!("", run.stderr);
+    // Without --receipts, JSON output keeps the error object it always had.
+    let run = run_client(
+        {
+            let mut c = client_command(server.port, "carol");
+            c.arg("--json");
+            c
+        },
+        b"send dave there\n",
+    );
+    assert!(
+        run.stdout
+            .contains(r#"{"type":"error","text":"'dave' is not connected"}"#),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("accepted"), "{}", run.stdout);
+}
+
+#[test]
+fn receipts_without_json_is_a_usage_error() {
+    let run = run_client(
+        {
+            let mut c = client_command(1, "alice");
+            c.arg("--receipts");
+            c
+        },
+        b"",
+    );
+    eqnice!(2, run.status);
+}
+
+#[test]
+fn a_user_who_leaves_mid_script_turns_the_rest_of_the_lines_to_them_into_refusals() {
+    let mut server = ServerProcess::start(&[]);
+    let mut bob = server.login("bob");
+    let mut alice = spawn_piped(client_command(server.port, "alice"));
+    server.wait_online("alice");
+    let mut stdin = alice.0.stdin.take().unwrap();
+    let stderr = lines_of(alice.0.stderr.take().unwrap());
+    stdin
+        .write_all(b"send bob 1\nsend bob 2\n# bob leaves now\n")
+        .unwrap();
+    eqnice!(Frame::msg("alice", "1"), bob.frame());
+    eqnice!(Frame::msg("alice", "2"), bob.frame());
+    drop(bob);
+    server.wait_offline("bob");
+    stdin.write_all(b"send bob 3\n\nsend bob 5\n").unwrap();
+    drop(stdin);
+    eqnice!(Some(1), alice.wait().code());
+    let lines: Vec<String> = stderr.iter().collect();
+    eqnice!(
+        vec![
+            "<stdin>:4: 'bob' is not connected".to_string(),
+            "<stdin>:6: 'bob' is not connected".to_string()
+        ],
+        lines
+    );
+}
+
+#[test]
+fn a_million_lines_are_all_accounted_for() {
+    const LINES: usize = 1_000_000;
+    let mut server = ServerProcess::start(&[]);
+    // bob reads and counts whatever arrives.
+    let mut bob = server.login("bob");
+    let counter = thread::spawn(move || {
+        let mut total = 0usize;
+        let mut chunk = vec![0; 1 << 16];
+        let want = LINES * (6 + 5 + 7);
+        while total < want {
+            match bob.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total
+    });
+    let mut script = Vec::with_capacity(LINES * 17);
+    for i in 0..LINES {
+        writeln!(script, "send bob {i:07}").unwrap();
+    }
+    let started = Instant::now();
+    let run = run_client(client_command(server.port, "alice"), &script);
+    let took = started.elapsed();
+    eqnice!("", run.stderr);
+    // Exit status 0 means the server accepted every line.
+    eqnice!(0, run.status);
+    eqnice!(LINES * 18, counter.join().unwrap());
+    eprintln!("1,000,000 lines with receipts (debug build): {took:?}");
+}
+
+#[test]
+fn a_raw_v1_client_never_sees_a_receipt() {
+    let mut server = ServerProcess::start(&[]);
+    let _bob = server.login("bob");
+    let mut v1 = server.login("v1");
+    v1.send("bob", "hi");
+    v1.send("dave", "hi");
+    v1.send("bob", "again");
+    eqnice!(Frame::err("'dave' is not connected\n"), v1.frame());
+    v1.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn script_files_run_in_order_and_errors_name_them() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let dir = std::env::temp_dir().join(format!("pmchat-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = dir.join("first.txt");
+    let second = dir.join("second.txt");
+    std::fs::write(&first, "send bob from first\nsend dave nobody\n").unwrap();
+    std::fs::write(&second, "frobnicate\nsend bob from second\n").unwrap();
+    let run = run_client(
+        {
+            let mut c = client_command(server.port, "alice");
+            c.arg("-f")
+                .arg(&first)
+                .arg("--file")
+                .arg("-")
+                .arg("-f")
+                .arg(&second);
+            c
+        },
+        b"send bob from stdin\n",
+    );
+    // A local error is reported at once, a refusal when its receipt comes:
+    // the two may come in either order.
+    let mut errors: Vec<&str> = run.stderr.lines().collect();
+    errors.sort_unstable();
+    let mut expected = [
+        format!("{}:2: 'dave' is not connected", first.display()),
+        format!(
+            "{}:1: unknown command 'frobnicate' (try 'help')",
+            second.display()
+        ),
+    ];
+    expected.sort_unstable();
+    eqnice!(expected.to_vec(), errors);
+    eqnice!(1, run.status);
+    for line in ["from first", "from stdin", "from second"] {
+        eqnice!(format!("alice: {line}"), bob.line());
+    }
+    let missing = dir.join("missing.txt");
+    let run = run_client(
+        {
+            let mut c = client_command(server.port, "carol");
+            c.arg("-f").arg(&missing);
+            c
+        },
+        b"",
+    );
+    eqnice!(2, run.status);
+    assert!(run.stderr.contains("missing.txt"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reconnecting_listener_keeps_receiving_across_a_server_restart() {
+    let server = ServerProcess::start(&[]);
+    let port = server.port;
+    let mut server = server;
+    let mut listener = spawn_follower(
+        port,
+        "bob",
+        &["--reconnect"],
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    let stdout = lines_of(listener.0.stdout.take().unwrap());
+    let stderr = lines_of(listener.0.stderr.take().unwrap());
+    server.wait_online("bob");
+    let mut alice = server.login("alice");
+    alice.send("bob", "before the restart");
+    eqnice!(
+        "alice: before the restart",
+        stdout.recv_timeout(TIMEOUT).unwrap()
+    );
+    drop(alice);
+    drop(server);
+    // Down for a moment: the listener retries, one line per attempt.
+    thread::sleep(Duration::from_millis(700));
+    let mut server = ServerProcess::start_at("127.0.0.1", port, &[]);
+    server.wait_online("bob");
+    let mut alice = server.login("alice");
+    alice.send("bob", "after the restart");
+    eqnice!(
+        "alice: after the restart",
+        stdout.recv_timeout(TIMEOUT).unwrap()
+    );
+    // Nothing but whole message lines on stdout.
+    assert!(stdout.try_recv().is_err());
+    let log: Vec<String> = stderr.try_iter().collect();
+    assert!(log.iter().any(|l| l.contains("reconnecting in")), "{log:?}");
+    assert!(log.iter().any(|l| l.ends_with("reconnected")), "{log:?}");
+    assert!(
+        log.iter().all(|l| l.starts_with("chat-client: ")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn reconnect_needs_follow() {
+    let run = run_client(
+        {
+            let mut c = client_command(1, "alice");
+            c.arg("--reconnect");
+            c
+        },
+        b"",
+    );
+    eqnice!(2, run.status);
+}
