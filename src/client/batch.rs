@@ -37,7 +37,7 @@ use smol::{Timer, Unblock};
 use super::command::{self, Command};
 use super::connection::{await_login, receive, Login, Negotiation, Received};
 use super::output::{Output, Renderer};
-use super::receipts::{Ledger, Origin, Sent, WINDOW};
+use super::receipts::{unconfirmed_notice, Ledger, Origin, Sent, WINDOW};
 use super::state::ChatState;
 use super::Greeting;
 use crate::protocol::{self, Limits};
@@ -294,24 +294,10 @@ pub fn run(
 /// Messages still in flight when the connection ended may or may not have
 /// been delivered: say so, once, with the lines they came from.
 fn report_unconfirmed(state: &ChatState, output: &mut Output) {
-    let lost = state.ledger().abandon();
-    let (Some(first), Some(last)) = (lost.first(), lost.last()) else {
-        return;
-    };
-    state.fail();
-    let at = |sent: &Sent| match &sent.origin {
-        Origin::Line { source, number } => format!("{source}:{number}"),
-        Origin::Typed { .. } => "typed".into(),
-    };
-    let which = if lost.len() == 1 {
-        format!("the message from {}", at(first))
-    } else {
-        format!("{} messages, {} to {}", lost.len(), at(first), at(last))
-    };
-    output.notice(&format!(
-        "chat-client: {which}: not confirmed by the server before the connection ended \
-         (it may or may not have been delivered)"
-    ));
+    if let Some(text) = unconfirmed_notice(&state.ledger().abandon()) {
+        state.fail();
+        output.notice(&format!("chat-client: {text}"));
+    }
 }
 
 /// What sends a script's lines on one connection.
@@ -421,6 +407,7 @@ fn encode_line<'a>(
             crate::err_line!("{}", command::HELP);
             return Ok(Flow::Continue);
         }
+        Some(Command::Reconnect) => return Err(command::RECONNECT_IN_SCRIPTS.into()),
         Some(Command::Who) => match state.who_unsupported() {
             Some(why) => return Err(why.to_string()),
             None => {

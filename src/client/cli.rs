@@ -26,6 +26,7 @@ Commands:
   reply <message>         answer whoever last messaged you
   who                     list who is online (pmchat servers only)
   help                    list the commands
+  reconnect               connect again after the connection was lost (the editor)
   exit, quit              leave
 IRC habits work too: /msg <user> <message>, /who, /quit.
 
@@ -43,7 +44,7 @@ Exit status:
      the editor: you left (exit, quit, Ctrl-D)
   1  a line was rejected here or refused by the server, the server reported
      an error, or the connection was lost
-     (the editor: the server ended the session)
+     (the editor: you left after the connection was lost)
   2  usage error
   3  could not connect, the server refused the username or the password,
      or it is not a chat server

@@ -18,6 +18,8 @@ pub enum Command<'a> {
     Who,
     /// Print the command list.
     Help,
+    /// Connect again after the connection was lost (the editor only).
+    Reconnect,
     /// Stop reading commands.
     Exit,
 }
@@ -54,9 +56,22 @@ pub enum CommandError {
 }
 
 /// The commands, for `help` and for completion.
-pub const COMMANDS: [&str; 9] = [
-    "send", "reply", "who", "help", "exit", "quit", "/msg", "/who", "/quit",
+pub const COMMANDS: [&str; 10] = [
+    "send",
+    "reply",
+    "who",
+    "help",
+    "reconnect",
+    "exit",
+    "quit",
+    "/msg",
+    "/who",
+    "/quit",
 ];
+
+/// What `reconnect` says in a script.
+pub const RECONNECT_IN_SCRIPTS: &str =
+    "reconnect works in the editor; a script reconnects with --follow --reconnect";
 
 /// The text `help` prints.
 pub const HELP: &str = "\
@@ -65,6 +80,7 @@ commands:
   reply <message>         answer whoever last messaged you
   who                     list who is online (pmchat servers only)
   help                    show this list
+  reconnect               connect again after the connection was lost (the editor)
   exit, quit              leave (batch scripts end here too)
   /msg, /who, /quit       the IRC spellings of send, who and quit";
 
@@ -100,6 +116,7 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
         }
         "who" | "/who" => no_arguments("who", Command::Who),
         "help" => no_arguments("help", Command::Help),
+        "reconnect" => no_arguments("reconnect", Command::Reconnect),
         "exit" => no_arguments("exit", Command::Exit),
         "quit" | "/quit" => no_arguments("quit", Command::Exit),
         other => Err(CommandError::Unknown(escape(other.as_bytes()))),

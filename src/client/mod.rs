@@ -186,8 +186,19 @@ fn connect_and_run(
                 drain_timeout: args.drain_timeout,
                 show_presence: !args.no_presence,
                 renderer,
+                greeted: Default::default(),
             };
-            repl::run(stream, greeting(), options, Arc::clone(state))
+            let reconnect = || {
+                let stream = smol::block_on(connection::open(
+                    &args.host,
+                    args.port,
+                    args.connect_timeout,
+                    security,
+                ))
+                .map_err(|e| e.to_string())?;
+                Ok((stream, greeting()))
+            };
+            repl::run(stream, greeting(), options, Arc::clone(state), &reconnect)
         }
         Some(script) => {
             let connector = reconnect::Connector {

@@ -152,6 +152,24 @@ impl Ledger {
     }
 }
 
+/// What to say about messages still in flight when a connection ended:
+/// they may or may not have been delivered. `None` when there were none.
+pub fn unconfirmed_notice(lost: &[Sent]) -> Option<String> {
+    let (first, last) = (lost.first()?, lost.last()?);
+    let at = |sent: &Sent| match &sent.origin {
+        Origin::Line { source, number } => format!("{source}:{number}"),
+        Origin::Typed { preview } => format!("your message to {}: \"{preview}\"", sent.to),
+    };
+    let which = match lost.len() {
+        1 => at(first),
+        n => format!("{n} messages, {} to {}", at(first), at(last)),
+    };
+    Some(format!(
+        "not confirmed by the server before the connection ended \
+         (may or may not have been delivered): {which}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

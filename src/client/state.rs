@@ -215,6 +215,24 @@ impl ChatState {
             .map(BTreeSet::len)
     }
 
+    /// Forgets what the previous connection negotiated, before the editor
+    /// connects again: names seen and the reply target stay.
+    pub fn new_connection(&self) {
+        *self.online.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Limits::default();
+        for flag in [
+            &self.extended,
+            &self.login_refused,
+            &self.name_taken,
+            &self.password_required,
+            &self.authenticated,
+            &self.receipts,
+        ] {
+            flag.store(false, Ordering::SeqCst);
+        }
+        self.who_pending.store(0, Ordering::SeqCst);
+    }
+
     /// State for a session on `wire`.
     pub fn with_wire(wire: ClientWire) -> Self {
         ChatState {

@@ -144,16 +144,47 @@ fn history_persists_across_runs() {
 }
 
 #[test]
-fn the_client_exits_by_itself_when_the_server_shuts_down() {
+fn a_lost_connection_offers_to_reconnect_and_leaving_then_exits_1() {
     let mut server = ServerProcess::start(&[]);
     let dir = TempDir::new("shutdown");
     let mut alice = repl(&server, "alice", &dir);
     server.wait_online("alice");
-    alice.send("half typed").unwrap();
     server.console("exit");
     alice.expect("* error: server is shutting down").unwrap();
+    alice.expect("press Enter (or type reconnect)").unwrap();
+    // Nothing to send on: said so, nothing lost silently.
+    alice.send_line("send bob hi").unwrap();
+    alice
+        .expect("* error: not connected; nothing was sent")
+        .unwrap();
+    alice.send_line("exit").unwrap();
     alice.expect(expectrl::Eof).unwrap();
     eqnice!(1, exit_code(&mut alice));
+}
+
+#[test]
+fn enter_after_a_lost_connection_connects_again() {
+    let server = ServerProcess::start(&[]);
+    let port = server.port;
+    let dir = TempDir::new("reconnect");
+    let mut alice = repl(&server, "alice", &dir);
+    let mut server = server;
+    server.wait_online("alice");
+    server.console("exit");
+    alice.expect("press Enter (or type reconnect)").unwrap();
+    // The server is still down: the attempt fails and says so.
+    server.wait_exit();
+    alice.send_line("").unwrap();
+    alice.expect("* error: cannot connect").unwrap();
+    let mut server = ServerProcess::start_at("127.0.0.1", port, &[]);
+    let mut bob = server.login("bob");
+    alice.send_line("reconnect").unwrap();
+    alice.expect("* connected as alice (2 online)").unwrap();
+    alice.send_line("send bob back again").unwrap();
+    eqnice!(Frame::msg("alice", "back again"), bob.frame());
+    alice.send_line("exit").unwrap();
+    alice.expect(expectrl::Eof).unwrap();
+    eqnice!(0, exit_code(&mut alice));
 }
 
 /// Presses Ctrl-D at an empty prompt and waits for the end. Between two

@@ -5,8 +5,9 @@
 //! small smol loop: a writer task fed through a channel by the editor, and
 //! the receiving loop, which prints incoming frames above the prompt through
 //! rustyline's external printer without disturbing the half-typed line.
-//! When the server closes the connection, the network thread says why,
-//! restores the terminal and exits at once, without waiting for Enter.
+//! When the connection is lost, the network thread says why and offers to
+//! connect again; Enter on an empty line (or `reconnect`) does, with a new
+//! network thread, and the editor goes on with its line and history.
 //!
 //! Both threads print only whole lines, each with one `write`, so output
 //! from the two never mixes within a line (a terminal serialises whole
@@ -20,7 +21,6 @@
 mod complete;
 mod history;
 mod network;
-mod terminal;
 
 use crate::exit_codes::Status;
 use std::io::{self, IsTerminal};
@@ -51,13 +51,20 @@ use crate::transport::Transport;
 use complete::ChatHelper;
 use history::{append_history, load_history, Recipients};
 use network::{network, ReplSink};
-use terminal::SavedTerminal;
 
 /// Most history entries kept.
 const HISTORY_SIZE: usize = 1000;
 
 /// What Ctrl-C at an empty prompt says.
 pub const HOW_TO_LEAVE: &str = "to leave, type exit or press Ctrl-D";
+
+/// What the editor offers when the connection is lost.
+pub const RECONNECT_OFFER: &str =
+    "not connected: press Enter (or type reconnect) to connect again, or exit to leave";
+
+/// Connects again for the editor: a new connection and the greeting to
+/// send on it, or why there is none.
+pub type Reconnect<'a> = &'a dyn Fn() -> Result<(Transport, Greeting), String>;
 
 /// Settings for one interactive session.
 pub struct ReplOptions {
@@ -73,6 +80,8 @@ pub struct ReplOptions {
     pub show_presence: bool,
     /// How frames are shown.
     pub renderer: Renderer,
+    /// The first login said how to get help; reconnections do not again.
+    pub greeted: AtomicBool,
 }
 
 /// Prints a notice line from the editor's thread: marked, one write.
@@ -86,13 +95,14 @@ fn local_error(text: &str) {
 }
 
 /// Runs the interactive session over `transport`, after the handshake and
-/// HELLO in `greeting`. Returns the exit status; exits the process itself
-/// if the server closes the connection first.
+/// HELLO in `greeting`; `reconnect` makes the next connection when the user
+/// asks for one. Returns the exit status.
 pub fn run(
     transport: Transport,
-    mut greeting: Greeting,
+    greeting: Greeting,
     options: ReplOptions,
     state: Arc<ChatState>,
+    reconnect: Reconnect<'_>,
 ) -> Status {
     let (mut editor, ctrl_c) = match build_editor(&state) {
         Ok(built) => built,
@@ -112,83 +122,99 @@ pub fn run(
         state.know_from_history(name);
     }
 
-    let printer = editor
-        .create_external_printer()
-        .ok()
-        .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
-    let sink = ReplSink::new(options.renderer, printer, options.show_presence);
-    let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
-    // The handshake goes first; the channel is open, so this cannot fail.
-    let _ = frames.send_blocking(std::mem::take(&mut greeting.bytes));
-    let (told, outcome) = async_channel::bounded(1);
-    let negotiation = Negotiation {
-        outcome: Some(told),
-        presence: greeting.presence,
-        v1_answers: greeting.v1_answers,
-        quiet_name_taken: false,
-    };
-    let phase = Arc::new(Phase::default());
-    let network = start_network(
-        transport,
-        outgoing,
-        (sink, negotiation),
-        &state,
-        &phase,
-        (options.drain_timeout, greeting.pace),
-    );
-    let network = match network {
-        Ok(handle) => handle,
+    let link = match Link::start(&mut editor, transport, greeting, &options, &state) {
+        Ok(link) => link,
         Err(e) => {
             crate::err_line!("chat-client: cannot start the network thread: {e}");
             return Status::Failure;
         }
     };
-
-    let login = smol::block_on(await_login(&outcome, greeting.timeout));
-    if greet(login, &options, &state, &greeting) && phase.start_editing() {
-        let mut session = Session {
-            editor: &mut editor,
-            ctrl_c: &ctrl_c,
-            recipients: recipients.as_mut(),
-            state: &state,
-            frames: &frames,
-        };
-        session.edit(&options);
-        phase.editing_done();
-        drop(frames);
+    // Otherwise the server closed the connection during the login: the
+    // network thread says why and has the status.
+    if !link.editing {
+        return link.finish();
     }
-    // Otherwise the server closed the connection: the network thread says
-    // why and ends the process.
-    network.join().unwrap_or(Status::Failure)
+    let mut session = Session {
+        editor: &mut editor,
+        ctrl_c: &ctrl_c,
+        recipients: recipients.as_mut(),
+        state: &state,
+        link,
+        reconnect,
+    };
+    session.edit(&options);
+    session.link.phase.editing_done();
+    session.link.finish()
 }
 
-/// Starts the network thread; it returns the exit status, or ends the
-/// process itself when the server closes the connection first.
-fn start_network(
-    transport: Transport,
-    outgoing: async_channel::Receiver<Vec<u8>>,
-    receiving: (ReplSink, Negotiation),
-    state: &Arc<ChatState>,
-    phase: &Arc<Phase>,
-    (drain, pace): (Duration, Duration),
-) -> io::Result<thread::JoinHandle<Status>> {
-    let state = Arc::clone(state);
-    let phase = Arc::clone(phase);
-    // Saved before the editor first changes the terminal.
-    let terminal = SavedTerminal::save();
-    thread::Builder::new()
-        .name("pmchat-network".into())
-        .spawn(move || {
-            network(
-                transport,
-                outgoing,
-                receiving,
-                &state,
-                &phase,
-                (drain, pace),
-                terminal,
-            )
+/// One connection as the editor sees it: where typed frames go, and the
+/// network thread serving it.
+struct Link {
+    frames: Sender<Vec<u8>>,
+    phase: Arc<Phase>,
+    network: thread::JoinHandle<Status>,
+    /// The login was confirmed and the editor may send.
+    editing: bool,
+}
+
+impl Link {
+    /// Starts a network thread for `transport`, sends the greeting and
+    /// waits for the login, saying how it went.
+    fn start(
+        editor: &mut Editor<ChatHelper, FileHistory>,
+        transport: Transport,
+        mut greeting: Greeting,
+        options: &ReplOptions,
+        state: &Arc<ChatState>,
+    ) -> io::Result<Link> {
+        let printer = editor
+            .create_external_printer()
+            .ok()
+            .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
+        let sink = ReplSink::new(options.renderer, printer, options.show_presence);
+        let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
+        // The handshake goes first; the channel is open, so this cannot fail.
+        let _ = frames.send_blocking(std::mem::take(&mut greeting.bytes));
+        let (told, outcome) = async_channel::bounded(1);
+        let negotiation = Negotiation {
+            outcome: Some(told),
+            presence: greeting.presence,
+            v1_answers: greeting.v1_answers,
+            quiet_name_taken: false,
+        };
+        let phase = Arc::new(Phase::default());
+        let network = {
+            let state = Arc::clone(state);
+            let phase = Arc::clone(&phase);
+            let timing = (options.drain_timeout, greeting.pace);
+            thread::Builder::new()
+                .name("pmchat-network".into())
+                .spawn(move || {
+                    network(
+                        transport,
+                        outgoing,
+                        (sink, negotiation),
+                        &state,
+                        &phase,
+                        timing,
+                    )
+                })?
+        };
+        let login = smol::block_on(await_login(&outcome, greeting.timeout));
+        let editing = greet(login, options, state, &greeting) && phase.start_editing();
+        Ok(Link {
+            frames,
+            phase,
+            network,
+            editing,
         })
+    }
+
+    /// Ends the connection (if still open) and returns its status.
+    fn finish(self) -> Status {
+        drop(self.frames);
+        self.network.join().unwrap_or(Status::Failure)
+    }
 }
 
 /// The editor, configured, with completion and the Ctrl-C handler.
@@ -223,6 +249,7 @@ impl Phase {
     const EDITING: u8 = 1;
     const DONE: u8 = 2;
     const ENDED_BEFORE_EDITING: u8 = 3;
+    const LOST: u8 = 4;
 
     /// The editor is about to start; false if the connection already
     /// ended (then the network thread has the exit status).
@@ -245,6 +272,27 @@ impl Phase {
     /// True once the user left the editor.
     pub(super) fn done(&self) -> bool {
         self.0.load(Ordering::SeqCst) == Self::DONE
+    }
+
+    /// The connection was lost while editing; the editor may connect
+    /// again.
+    pub(super) fn lost(&self) {
+        let _ = self.0.compare_exchange(
+            Self::EDITING,
+            Self::LOST,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// The connection ended, whenever it did: the editor may connect again.
+    fn mark_lost(&self) {
+        self.0.store(Self::LOST, Ordering::SeqCst);
+    }
+
+    /// True once the connection was lost while editing.
+    fn is_lost(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::LOST
     }
 
     /// The connection ended: true if the editor never started (and now
@@ -299,7 +347,9 @@ fn greet(
         )),
         None => return false,
     }
-    notice("type 'help' for commands");
+    if !options.greeted.swap(true, Ordering::Relaxed) {
+        notice("type 'help' for commands");
+    }
     true
 }
 
@@ -308,8 +358,10 @@ struct Session<'a> {
     editor: &'a mut Editor<ChatHelper, FileHistory>,
     ctrl_c: &'a CtrlC,
     recipients: Option<&'a mut Recipients>,
-    state: &'a ChatState,
-    frames: &'a Sender<Vec<u8>>,
+    state: &'a Arc<ChatState>,
+    /// The current connection.
+    link: Link,
+    reconnect: Reconnect<'a>,
 }
 
 impl Session<'_> {
@@ -326,8 +378,16 @@ impl Session<'_> {
                             append_history(self.editor, path);
                         }
                     }
-                    match handle_line(&line, self.state, self.frames) {
+                    let lost = self.link.phase.is_lost();
+                    let handled = if lost && line.trim().is_empty() {
+                        Handled::Reconnect
+                    } else {
+                        handle_line(&line, self.state, &self.link.frames, lost)
+                    };
+                    match handled {
                         Handled::Leave => return,
+                        Handled::Reconnect if !lost => notice("already connected"),
+                        Handled::Reconnect => self.connect_again(options),
                         Handled::Sent { to } => {
                             if let Some(recipients) = self.recipients.as_deref_mut() {
                                 recipients.used(&to);
@@ -350,6 +410,37 @@ impl Session<'_> {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Replaces the lost connection with a new one, logging in again.
+    fn connect_again(&mut self, options: &ReplOptions) {
+        notice(&format!("connecting to {}…", options.server));
+        let (transport, greeting) = match (self.reconnect)() {
+            Ok(connection) => connection,
+            Err(e) => {
+                local_error(&e);
+                notice(RECONNECT_OFFER);
+                return;
+            }
+        };
+        self.state.new_connection();
+        let link = match Link::start(self.editor, transport, greeting, options, self.state) {
+            Ok(link) => link,
+            Err(e) => {
+                local_error(&format!("cannot start the network thread: {e}"));
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut self.link, link);
+        old.finish();
+        if !self.link.editing {
+            // Refused (the name may still be held by our stale session):
+            // the network thread said why; Enter tries again.
+            self.link.phase.mark_lost();
+            notice(RECONNECT_OFFER);
         }
     }
 }
@@ -377,15 +468,31 @@ enum Handled {
     Done,
     /// A message went to `to`.
     Sent { to: String },
+    /// The user wants to connect again.
+    Reconnect,
     /// The user wants to leave.
     Leave,
 }
 
-/// Acts on one typed line.
-fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>) -> Handled {
-    let (to, message) = match command::parse(line, &state.limits()) {
+/// Acts on one typed line; `lost`: there is no connection to send on.
+fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>, lost: bool) -> Handled {
+    let parsed = command::parse(line, &state.limits());
+    if lost
+        && matches!(
+            parsed,
+            Ok(Some(
+                Command::Send { .. } | Command::Reply { .. } | Command::Who
+            ))
+        )
+    {
+        local_error("not connected; nothing was sent");
+        notice(RECONNECT_OFFER);
+        return Handled::Done;
+    }
+    let (to, message) = match parsed {
         Ok(None) => return Handled::Done,
         Ok(Some(Command::Exit)) => return Handled::Leave,
+        Ok(Some(Command::Reconnect)) => return Handled::Reconnect,
         Ok(Some(Command::Help)) => {
             crate::err_line!("{}", command::HELP);
             return Handled::Done;

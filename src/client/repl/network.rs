@@ -1,12 +1,13 @@
 //! The editor's network thread: writes what the editor sends, prints what
 //! arrives (above the prompt through rustyline's external printer when
-//! stdout is that terminal, plain stdout otherwise).
+//! stdout is that terminal, plain stdout otherwise). One thread per
+//! connection: when the connection is lost it says why, offers to connect
+//! again and ends; the editor starts the next one.
 
 use super::Phase;
 use crate::exit_codes::Status;
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
-use std::thread;
 use std::time::Duration;
 
 use async_channel::Receiver;
@@ -14,10 +15,9 @@ use rustyline::ExternalPrinter;
 use smol::future::FutureExt;
 use smol::Timer;
 
-use super::terminal::SavedTerminal;
 use crate::client::connection::{receive, Negotiation, Sink};
 use crate::client::output::{Output, Renderer, Stream};
-use crate::client::receipts::Sent;
+use crate::client::receipts::{unconfirmed_notice, Sent};
 use crate::client::state::ChatState;
 use crate::clock::Stamp;
 use crate::transport::Transport;
@@ -178,7 +178,6 @@ pub(super) fn network(
     state: &ChatState,
     phase: &Phase,
     (drain, pace): (Duration, Duration),
-    terminal: Option<SavedTerminal>,
 ) -> Status {
     smol::block_on(async {
         let receiving = async { Some(receive(&transport, &mut sink, state, negotiation).await) };
@@ -208,19 +207,15 @@ pub(super) fn network(
         };
         // Before the editor started, the main thread is waiting for the
         // login and takes the status from here (and may log in again, for
-        // example with a password it asks for).
+        // example with a password it asks for). While editing, the editor
+        // offers to connect again.
         if !expected && !phase.end_before_editing() {
-            // The editor is blocked in `readline` with the terminal in raw
-            // mode; give the printer a moment to show the last lines, then
-            // put the terminal back and leave.
-            if sink.printer.is_some() {
-                thread::sleep(Duration::from_millis(100));
+            if let Some(text) = unconfirmed_notice(&state.ledger().abandon()) {
+                sink.notice(&text);
             }
-            if let Some(terminal) = &terminal {
-                terminal.restore();
-                let _ = writeln!(io::stderr());
-            }
-            std::process::exit(status.code());
+            phase.lost();
+            sink.notice(super::RECONNECT_OFFER);
+            sink.print_pending();
         }
         status
     })
