@@ -20,6 +20,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use smol::future::FutureExt;
+
 use super::batch::{self, BatchOptions, Ended, Script};
 use super::cli::ClientArgs;
 use super::connection::{self, Security};
@@ -101,6 +103,17 @@ impl Connector<'_> {
     /// it, until the run is done. Returns the exit status.
     pub fn run(&self, transport: Transport, state: &Arc<ChatState>, script: &mut Script) -> Status {
         let args = self.args;
+        // SIGINT/SIGTERM between connections (while waiting or connecting)
+        // ends the run as it does while following. Watched from the start:
+        // a handler, once installed, stays.
+        let mut stopped = match args.reconnect.then(crate::signals::termination) {
+            Some(Ok(signal)) => Some(Box::pin(signal)),
+            Some(Err(e)) => {
+                crate::err_line!("chat-client: cannot watch for signals: {e}");
+                None
+            }
+            None => None,
+        };
         let mut backoff = Backoff::default();
         let mut failed = false;
         let mut transport = transport;
@@ -132,18 +145,32 @@ impl Connector<'_> {
                 failed |= state.failed();
                 backoff.reset();
             }
-            transport = loop {
-                let delay = backoff.next_delay();
-                crate::err_line!(
-                    "chat-client: {notice}; reconnecting in {} (attempt {})",
-                    crate::args::format_duration(delay),
-                    backoff.attempt
-                );
-                std::thread::sleep(delay);
-                match smol::block_on(self.open()) {
-                    Ok(transport) => break transport,
-                    Err(e) => notice = e.to_string(),
+            let next = async {
+                loop {
+                    let delay = backoff.next_delay();
+                    crate::err_line!(
+                        "chat-client: {notice}; reconnecting in {} (attempt {})",
+                        crate::args::format_duration(delay),
+                        backoff.attempt
+                    );
+                    smol::Timer::after(delay).await;
+                    match self.open().await {
+                        Ok(transport) => return Some(transport),
+                        Err(e) => notice = e.to_string(),
+                    }
                 }
+            };
+            let interrupted = async {
+                match stopped.as_mut() {
+                    Some(signal) => signal.await,
+                    None => std::future::pending().await,
+                }
+                None
+            };
+            transport = match smol::block_on(next.or(interrupted)) {
+                Some(transport) => transport,
+                None if failed => return Status::Failure,
+                None => return Status::Success,
             };
             state = Arc::new(ChatState::with_wire(args.wire));
             reconnecting = true;

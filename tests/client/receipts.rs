@@ -287,6 +287,71 @@ fn a_reconnecting_listener_keeps_receiving_across_a_server_restart() {
 }
 
 #[test]
+fn a_reconnecting_listener_waits_while_its_name_is_still_held() {
+    let server = ServerProcess::start(&[]);
+    let port = server.port;
+    let mut server = server;
+    let mut listener = spawn_follower(
+        port,
+        "bob",
+        &["--reconnect"],
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    let stdout = lines_of(listener.0.stdout.take().unwrap());
+    let stderr = lines_of(listener.0.stderr.take().unwrap());
+    server.wait_online("bob");
+    // Frozen while the server restarts and someone else (standing in for
+    // a stale session of its own) takes the name.
+    let pid = listener.0.id().to_string();
+    let signal = |name: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    drop(server);
+    let mut server = ServerProcess::start_at("127.0.0.1", port, &[]);
+    let stale = server.login("bob");
+    signal("-CONT");
+    let taken = stderr.recv_timeout(TIMEOUT).unwrap();
+    assert!(taken.contains("reconnecting in"), "{taken}");
+    let taken = stderr.recv_timeout(TIMEOUT).unwrap();
+    assert!(taken.contains("still taken"), "{taken}");
+    drop(stale);
+    server.wait_offline("bob");
+    server.wait_online("bob");
+    let mut alice = server.login("alice");
+    alice.send("bob", "you are back");
+    eqnice!("alice: you are back", stdout.recv_timeout(TIMEOUT).unwrap());
+}
+
+#[test]
+fn sigterm_stops_a_listener_waiting_to_reconnect() {
+    let mut server = ServerProcess::start(&[]);
+    let mut listener = spawn_follower(
+        server.port,
+        "bob",
+        &["--reconnect"],
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let stderr = lines_of(listener.0.stderr.take().unwrap());
+    server.wait_online("bob");
+    drop(server);
+    let line = stderr.recv_timeout(TIMEOUT).unwrap();
+    assert!(line.contains("reconnecting in"), "{line}");
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &listener.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    eqnice!(Some(0), listener.wait().code());
+}
+
+#[test]
 fn reconnect_needs_follow() {
     let run = run_client(
         {
