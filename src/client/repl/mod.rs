@@ -42,7 +42,7 @@ use rustyline::{
 use super::command::{self, Command};
 use super::connection::{await_login, Login, Negotiation};
 use super::output::{Renderer, NOTICE_MARK};
-use super::receipts::{Origin, Sent};
+use super::receipts::{unconfirmed_notice, Origin, Sent};
 use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;
@@ -427,6 +427,10 @@ impl Session<'_> {
             }
         };
         self.state.new_connection();
+        // Typed after the network thread took stock of what was in flight.
+        if let Some(text) = unconfirmed_notice(&self.state.ledger().abandon()) {
+            notice(&text);
+        }
         let link = match Link::start(self.editor, transport, greeting, options, self.state) {
             Ok(link) => link,
             Err(e) => {
