@@ -377,18 +377,24 @@ mod tests {
         );
     }
 
+    /// A router for `me` after a HELLO asking for receipts.
+    fn with_receipts<'a>(shared: &'a Shared, me: &'a Arc<Session>) -> Router<'a> {
+        let mut router = Router::new(shared, me);
+        let receipts = HelloRequest {
+            receipts: true,
+            ..HelloRequest::default()
+        };
+        assert!(smol::block_on(router.hello(receipts, false)).is_ok());
+        router
+    }
+
     #[test]
     fn receipts_account_for_every_message_in_order_and_replace_error_frames() {
         let shared = shared();
         let users = online(&shared, &["alice", "bob"]);
         let (alice, bob) = (&users[0].0, &users[1].0);
-        let mut router = Router::new(&shared, alice);
-        let receipts = HelloRequest {
-            receipts: true,
-            ..HelloRequest::default()
-        };
+        let mut router = with_receipts(&shared, alice);
         smol::block_on(async {
-            assert!(router.hello(receipts, false).await.is_ok());
             // One read batch: accepted, accepted, refused, accepted.
             for to in ["bob", "bob", "dave", "bob"] {
                 assert!(router.route(to.as_bytes(), b"hi").await.is_ok());
@@ -421,13 +427,8 @@ mod tests {
         let shared = shared();
         let users = online(&shared, &["alice", "bob"]);
         let (alice, bob) = (&users[0].0, &users[1].0);
-        let mut router = Router::new(&shared, alice);
-        let receipts = HelloRequest {
-            receipts: true,
-            ..HelloRequest::default()
-        };
+        let mut router = with_receipts(&shared, alice);
         smol::block_on(async {
-            assert!(router.hello(receipts, false).await.is_ok());
             assert!(router.route(b"bob", b"hi").await.is_ok());
             // More input is waiting: no receipt for one message yet.
             assert!(router.finish_batch(false).await.is_ok());

@@ -4,11 +4,12 @@
 
 use std::io::{Read, Write};
 use std::process::Stdio;
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    client_command, lines_of, run_client, spawn_follower, spawn_piped, Follower, Frame,
+    client_command, lines_of, run_client, spawn_follower, spawn_piped, ChildGuard, Follower, Frame,
     ServerProcess, TIMEOUT,
 };
 use crate::eqnice;
@@ -242,21 +243,30 @@ fn script_files_run_in_order_and_errors_name_them() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_reconnecting_listener_keeps_receiving_across_a_server_restart() {
-    let server = ServerProcess::start(&[]);
-    let port = server.port;
-    let mut server = server;
+/// `NAME --follow --reconnect`, logged in, with its stdout and stderr
+/// lines.
+fn reconnecting_listener(
+    server: &mut ServerProcess,
+    name: &str,
+) -> (ChildGuard, Receiver<String>, Receiver<String>) {
     let mut listener = spawn_follower(
-        port,
-        "bob",
+        server.port,
+        name,
         &["--reconnect"],
         Stdio::piped(),
         Stdio::piped(),
     );
     let stdout = lines_of(listener.0.stdout.take().unwrap());
     let stderr = lines_of(listener.0.stderr.take().unwrap());
-    server.wait_online("bob");
+    server.wait_online(name);
+    (listener, stdout, stderr)
+}
+
+#[test]
+fn a_reconnecting_listener_keeps_receiving_across_a_server_restart() {
+    let mut server = ServerProcess::start(&[]);
+    let port = server.port;
+    let (_listener, stdout, stderr) = reconnecting_listener(&mut server, "bob");
     let mut alice = server.login("alice");
     alice.send("bob", "before the restart");
     eqnice!(
@@ -288,19 +298,9 @@ fn a_reconnecting_listener_keeps_receiving_across_a_server_restart() {
 
 #[test]
 fn a_reconnecting_listener_waits_while_its_name_is_still_held() {
-    let server = ServerProcess::start(&[]);
+    let mut server = ServerProcess::start(&[]);
     let port = server.port;
-    let mut server = server;
-    let mut listener = spawn_follower(
-        port,
-        "bob",
-        &["--reconnect"],
-        Stdio::piped(),
-        Stdio::piped(),
-    );
-    let stdout = lines_of(listener.0.stdout.take().unwrap());
-    let stderr = lines_of(listener.0.stderr.take().unwrap());
-    server.wait_online("bob");
+    let (listener, stdout, stderr) = reconnecting_listener(&mut server, "bob");
     // Frozen while the server restarts and someone else (standing in for
     // a stale session of its own) takes the name.
     let pid = listener.0.id().to_string();
@@ -331,15 +331,7 @@ fn a_reconnecting_listener_waits_while_its_name_is_still_held() {
 #[test]
 fn sigterm_stops_a_listener_waiting_to_reconnect() {
     let mut server = ServerProcess::start(&[]);
-    let mut listener = spawn_follower(
-        server.port,
-        "bob",
-        &["--reconnect"],
-        Stdio::null(),
-        Stdio::piped(),
-    );
-    let stderr = lines_of(listener.0.stderr.take().unwrap());
-    server.wait_online("bob");
+    let (mut listener, _stdout, stderr) = reconnecting_listener(&mut server, "bob");
     drop(server);
     let line = stderr.recv_timeout(TIMEOUT).unwrap();
     assert!(line.contains("reconnecting in"), "{line}");
