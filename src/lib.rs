@@ -27,6 +27,7 @@
 //!   each; the path of a message across them.
 //! - `transport`: the byte stream under a connection, plain TCP or TLS.
 //! - [`args`]: argument types the binaries share (durations, `--color`).
+//! - [`backoff`]: capped exponential back-off with jitter, for reconnects.
 //! - [`clock`]: local-time stamps for `chat-client --timestamps`.
 //! - [`logging`]: `tracing` set-up and never-panicking output lines.
 //! - [`exit_codes`]: what each binary's exit status means.
@@ -49,6 +50,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod args;
+pub mod backoff;
 pub mod bench;
 pub mod client;
 pub(crate) mod clock;

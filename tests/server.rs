@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "server/cluster.rs"]
+mod cluster;
 #[path = "server/gob.rs"]
 mod gob;
 #[path = "server/hardening.rs"]

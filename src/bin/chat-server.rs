@@ -98,7 +98,13 @@ fn main() -> ExitCode {
         Ok(workers) => workers,
         Err(e) => return fail(&format!("cannot start the worker threads: {e}")),
     };
-    let server = Server::new(config, Arc::clone(&workers));
+    let server = match Server::new(config, Arc::clone(&workers)) {
+        Ok(server) => server,
+        Err(e) => {
+            workers.stop();
+            return fail(&e);
+        }
+    };
     let console_color = args.color.enabled_for(&std::io::stdout());
     if let Err(e) = server::console::spawn(server.handle(), console_color) {
         return fail(&format!("cannot start the console: {e}"));

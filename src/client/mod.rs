@@ -8,7 +8,7 @@
 //! - [`receipts`]: messages in flight until the server accounts for them.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
 //! - [`batch`]: scripts from stdin or files.
-//! - [`reconnect`]: `--follow --reconnect`, and the back-off it uses.
+//! - [`reconnect`]: `--follow --reconnect`.
 //! - [`repl`]: the interactive editor.
 
 mod batch;

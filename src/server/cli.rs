@@ -132,6 +132,13 @@ pub struct ServerArgs {
     #[arg(long, requires = "accounts")]
     pub allow_plaintext_passwords: bool,
 
+    /// Be one node of several acting as one server, through the Redis at
+    /// URL (redis://HOST:PORT): one namespace of users across every node
+    /// started with the same URL, messages routed to whichever node holds
+    /// the recipient. Names are leases of 5 s, renewed every second.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+
     /// More log output (-v logs each routed message, -vv everything).
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -162,6 +169,7 @@ impl ServerArgs {
             require_tls: self.require_tls,
             registered_only: self.registered_only,
             allow_plaintext_passwords: self.allow_plaintext_passwords,
+            cluster: self.cluster.clone(),
             ..Config::default()
         }
     }

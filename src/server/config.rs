@@ -41,6 +41,8 @@ pub struct Config {
     pub registered_only: bool,
     /// Check passwords sent over plain TCP too (normally refused unseen).
     pub allow_plaintext_passwords: bool,
+    /// The Redis that makes this node one of several (`--cluster`).
+    pub cluster: Option<String>,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             accounts: None,
             registered_only: false,
             allow_plaintext_passwords: false,
+            cluster: None,
         }
     }
 }

@@ -17,7 +17,8 @@
 //! [`crate::transport`]), `tls` (certificates and the accept step),
 //! `accounts` (registered names: the file and its hashes), `auth` (the
 //! password check and its back-off, before a registered name is claimed),
-//! `config`/`cli` (settings), `console` (the operator).
+//! `config`/`cli` (settings), `console` (the operator), `cluster` (several
+//! nodes as one server, through Redis).
 //!
 //! [`Server::run`] takes its listener and its shutdown signal from the
 //! caller, so tests and the binary alike bind where they want (port 0
@@ -26,6 +27,7 @@
 pub mod accounts;
 mod auth;
 pub mod cli;
+mod cluster;
 pub mod config;
 pub mod console;
 mod outbound;
@@ -67,6 +69,8 @@ pub(crate) struct Shared {
     connections: ConnectionCount,
     /// Registered names: the accounts, the password checker, the back-off.
     pub(crate) auth: Option<auth::AuthState>,
+    /// This node's part in a cluster (`--cluster`).
+    pub(crate) cluster: Option<cluster::Cluster>,
 }
 
 /// A one-shot broadcast: "stop now".
@@ -225,13 +229,19 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// A server with these settings whose sessions run on `workers`.
-    pub fn new(config: Config, workers: Arc<Workers>) -> Self {
+    /// A server with these settings whose sessions run on `workers`; an
+    /// error only for a `--cluster` URL that does not parse.
+    pub fn new(config: Config, workers: Arc<Workers>) -> Result<Self, String> {
         let auth = config
             .accounts
             .as_ref()
             .map(|accounts| auth::AuthState::new(Arc::clone(accounts)));
-        Server {
+        let cluster = config
+            .cluster
+            .as_deref()
+            .map(cluster::Cluster::new)
+            .transpose()?;
+        Ok(Server {
             shared: Arc::new(Shared {
                 auth,
                 config,
@@ -239,8 +249,9 @@ impl Server {
                 workers,
                 shutdown: ShutdownSignal::default(),
                 connections: ConnectionCount::default(),
+                cluster,
             }),
-        }
+        })
     }
 
     /// A handle for listing and kicking users and for stopping the server.
@@ -300,8 +311,15 @@ impl Server {
                 }
             }
         };
+        let in_cluster = async {
+            match &shared.cluster {
+                Some(cluster) => cluster.run(shared).await,
+                None => std::future::pending().await,
+            }
+        };
         accept_loop
             .or(housekeeping)
+            .or(in_cluster)
             .or(shutdown)
             .or(shared.shutdown.wait())
             .await;
@@ -320,6 +338,13 @@ impl Server {
                 shared.connections.open.load(Ordering::Acquire),
                 shared.config.flush_timeout
             );
+        }
+        if let Some(cluster) = &shared.cluster {
+            let leaving =
+                crate::runtime::timeout(shared.config.flush_timeout, cluster.leave(shared));
+            if leaving.await.is_none() {
+                warn!("cluster: could not give the names up in time; their leases run out");
+            }
         }
         info!("stopped");
     }
@@ -433,11 +458,26 @@ impl ServerHandle {
         self.shared.registry.get(name.as_bytes())?.worker()
     }
 
-    /// Disconnects `name` with an error frame saying so; false if nobody by
-    /// that name is online.
+    /// Disconnects `name` with an error frame saying so (asking the node
+    /// that holds it, in a cluster); false if nobody by that name is online.
     pub fn kick(&self, name: &str) -> bool {
         let Some(session) = self.shared.registry.get(name.as_bytes()) else {
-            return false;
+            let (Some(cluster), Some(node)) = (
+                &self.shared.cluster,
+                self.shared.registry.remote_node(name.as_bytes()),
+            ) else {
+                return false;
+            };
+            // The console runs on a thread of its own: waiting is fine.
+            let asked = smol::block_on(cluster.kick(&node, name)).is_ok();
+            if asked {
+                info!(
+                    user = name,
+                    node = &*node,
+                    "asked the node holding it to kick it"
+                );
+            }
+            return asked;
         };
         self.shared.registry.remove(&session);
         if session.close_with_error(session::KICKED) {

@@ -8,6 +8,11 @@
 //! `presence` in HELLO) who joins and leaves. Events are queued while the
 //! lock is held, so every watcher sees its snapshot first and then each
 //! change exactly once, in order. With no watchers this costs nothing.
+//!
+//! In a cluster (`--cluster`) it also mirrors who is online on the other
+//! nodes, name → node, as the cluster module learns it: lookups, `who`,
+//! presence and the console see everyone, while only local sessions can be
+//! reached directly.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -36,9 +41,32 @@ struct Inner {
     watchers: Vec<Arc<Session>>,
     /// Set at shutdown, when everyone leaving at once is not news.
     quiet: bool,
+    /// Users online on other nodes of the cluster: name → node id.
+    remote: HashMap<Box<str>, Arc<str>>,
 }
 
 impl Inner {
+    /// Every name online, here or on another node, sorted.
+    fn all_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .sessions
+            .keys()
+            .chain(self.remote.keys())
+            .map(|k| k.to_string())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The shared id of `node`, so that its names do not each hold a copy.
+    fn node_id(&self, node: &str) -> Arc<str> {
+        self.remote
+            .values()
+            .find(|known| ***known == *node)
+            .map_or_else(|| node.into(), Arc::clone)
+    }
+
     /// Queues a PRESENCE event to every watcher, encoded once. A watcher
     /// whose queue is full is not reading at all: it is disconnected as a
     /// slow consumer rather than allowed to grow without bound.
@@ -82,7 +110,11 @@ impl Registry {
         inner
             .sessions
             .insert(session.name().into(), Arc::clone(session));
-        inner.announce(true, session.name());
+        // A name another node held until its lease ran out is listed
+        // already: no news.
+        if inner.remote.remove(session.name()).is_none() {
+            inner.announce(true, session.name());
+        }
         Ok(())
     }
 
@@ -109,7 +141,7 @@ impl Registry {
             return;
         }
         let mut frames = welcome.to_vec();
-        protocol::encode_online(&sorted_names(&inner.sessions), &mut frames);
+        protocol::encode_online(&inner.all_names(), &mut frames);
         // Bounded by the number of users, not by anything a peer sends.
         if session.outbound().push_unbounded(&frames).is_ok() {
             inner.watchers.push(Arc::clone(session));
@@ -133,16 +165,91 @@ impl Registry {
         self.read().sessions.values().for_each(f);
     }
 
-    /// Online usernames, sorted.
+    /// Online usernames, here and on the cluster's other nodes, sorted.
     pub fn names(&self) -> Vec<String> {
-        sorted_names(&self.read().sessions)
+        self.read().all_names()
     }
-}
 
-fn sorted_names(sessions: &HashMap<Box<str>, Arc<Session>>) -> Vec<String> {
-    let mut names: Vec<String> = sessions.keys().map(|k| k.to_string()).collect();
-    names.sort_unstable();
-    names
+    /// The names of this node's own sessions.
+    pub(crate) fn local_names(&self) -> Vec<String> {
+        self.read().sessions.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// The node that holds `name`, if another node does.
+    pub(crate) fn remote_node(&self, name: &[u8]) -> Option<Arc<str>> {
+        let name = std::str::from_utf8(name).ok()?;
+        self.read().remote.get(name).cloned()
+    }
+
+    /// `name` logged in on `node`.
+    pub(crate) fn remote_joined(&self, name: &str, node: &str) {
+        let mut inner = self.write();
+        if inner.sessions.contains_key(name) {
+            return;
+        }
+        let node = inner.node_id(node);
+        if inner.remote.insert(name.into(), node).is_none() {
+            inner.announce(true, name);
+        }
+    }
+
+    /// `name` left `node` (if it was there).
+    pub(crate) fn remote_left(&self, name: &str, node: &str) {
+        let mut inner = self.write();
+        if inner.remote.get(name).is_some_and(|held| **held == *node) {
+            inner.remote.remove(name);
+            inner.announce(false, name);
+        }
+    }
+
+    /// Replaces the whole picture of the other nodes (after connecting to
+    /// Redis); watchers hear only what changed.
+    pub(crate) fn replace_remote(&self, directory: Vec<(String, String)>) {
+        let mut inner = self.write();
+        let old = std::mem::take(&mut inner.remote);
+        for (name, node) in directory {
+            if inner.sessions.contains_key(name.as_str()) {
+                continue;
+            }
+            let node = inner.node_id(&node);
+            if !old.contains_key(name.as_str()) {
+                inner.announce(true, &name);
+            }
+            inner.remote.insert(name.into(), node);
+        }
+        for name in old.keys() {
+            if !inner.remote.contains_key(name) {
+                inner.announce(false, name);
+            }
+        }
+    }
+
+    /// The other nodes that hold names.
+    pub(crate) fn remote_nodes(&self) -> Vec<Arc<str>> {
+        let mut nodes: Vec<Arc<str>> = Vec::new();
+        for node in self.read().remote.values() {
+            if !nodes.iter().any(|known| Arc::ptr_eq(known, node)) {
+                nodes.push(Arc::clone(node));
+            }
+        }
+        nodes
+    }
+
+    /// Forgets every name held by `node` (it died); returns how many.
+    pub(crate) fn forget_node(&self, node: &str) -> usize {
+        let mut inner = self.write();
+        let gone: Vec<Box<str>> = inner
+            .remote
+            .iter()
+            .filter(|(_, held)| ***held == *node)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            inner.remote.remove(name);
+            inner.announce(false, name);
+        }
+        gone.len()
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +316,42 @@ mod tests {
         shared.registry.go_quiet();
         shared.registry.remove(&bob);
         assert_eq!(queued(&watcher), []);
+    }
+
+    #[test]
+    fn names_on_other_nodes_are_listed_announced_and_forgotten_with_their_node() {
+        let shared = shared();
+        let (alice, _c1) = session(&shared, "alice");
+        shared.registry.insert(&alice).unwrap();
+        shared.registry.watch(&alice, b"");
+        shared.registry.remote_joined("bob", "node-b");
+        shared.registry.remote_joined("carol", "node-c");
+        // A name held here is never mirrored as remote.
+        shared.registry.remote_joined("alice", "node-b");
+        assert_eq!(shared.registry.names(), ["alice", "bob", "carol"]);
+        assert_eq!(
+            shared.registry.remote_node(b"bob").as_deref(),
+            Some("node-b")
+        );
+        assert!(shared.registry.remote_node(b"alice").is_none());
+        // A departure from the wrong node changes nothing.
+        shared.registry.remote_left("bob", "node-c");
+        assert_eq!(shared.registry.forget_node("node-b"), 1);
+        shared
+            .registry
+            .replace_remote(vec![("dave".into(), "node-c".into())]);
+        assert_eq!(shared.registry.names(), ["alice", "dave"]);
+        assert_eq!(
+            queued(&alice),
+            [
+                Out::Online(true, vec!["alice".into()]),
+                Out::Presence(true, "bob".into()),
+                Out::Presence(true, "carol".into()),
+                Out::Presence(false, "bob".into()),
+                Out::Presence(true, "dave".into()),
+                Out::Presence(false, "carol".into()),
+            ]
+        );
     }
 
     #[test]

@@ -256,6 +256,19 @@ impl<'a> Router<'a> {
                 }
             }
         }
+        // On another node of the cluster?
+        if let Some(cluster) = &self.shared.cluster {
+            if let Some(node) = self.shared.registry.remote_node(to) {
+                let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
+                return match cluster.forward(&node, to, me, content, deadline).await {
+                    Ok(()) => Ok(()),
+                    Err(_) => {
+                        let text = super::cluster::unreachable_text(&Escaped(to).to_string());
+                        self.refuse(&text).await
+                    }
+                };
+            }
+        }
         let text = format!("'{}' is not connected\n", Escaped(to));
         self.refuse(&text).await
     }

@@ -33,6 +33,7 @@ use smol::future::{self, FutureExt};
 use tracing::{debug, info, warn};
 
 use super::auth::{authenticate, HelloRequest};
+use super::cluster::{ClaimError, SERVICE_UNAVAILABLE};
 use super::outbound::OutboundQueue;
 use super::router::Router;
 use super::wire::{starts_gob, InputDecoder, Wire};
@@ -209,6 +210,20 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     if starts_gob(input.buffered()) {
         session.speaks_gob();
     }
+    // In a cluster the name is claimed across every node first.
+    if let Some(cluster) = &shared.cluster {
+        let refusal = match cluster.claim(session.name()).await {
+            Ok(()) => None,
+            Err(ClaimError::Taken) => Some(protocol::USERNAME_TAKEN),
+            Err(ClaimError::Unavailable) => Some(SERVICE_UNAVAILABLE),
+        };
+        if let Some(text) = refusal {
+            info!(%peer, user = session.name(), "rejected: {}", text.trim_end());
+            let wire = wire_for_refusal(&transport, &mut input).await;
+            reject(&transport, wire, text, shared.config.linger).await;
+            return;
+        }
+    }
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
         let wire = wire_for_refusal(&transport, &mut input).await;
@@ -244,6 +259,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
         .await;
 
     shared.registry.remove(&session);
+    if let Some(cluster) = &shared.cluster {
+        cluster.release(session.name()).await;
+    }
     let we_end_it = match &end {
         ReadEnd::PeerClosed => {
             session.outbound.close(None);

@@ -20,7 +20,7 @@ pub(crate) fn shared() -> Arc<Shared> {
 /// The same with these settings.
 pub(crate) fn shared_with(config: Config) -> Arc<Shared> {
     let workers = crate::workers::Workers::start(1).expect("a worker thread");
-    Arc::clone(&Server::new(config, workers).shared)
+    Arc::clone(&Server::new(config, workers).expect("a server").shared)
 }
 
 /// A session named `name` on a real connection; the returned stream is the

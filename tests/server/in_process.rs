@@ -28,7 +28,7 @@ impl InProcess {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
         let port = listener.get_ref().local_addr().expect("addr").port();
         let workers = Workers::start(2).expect("worker threads");
-        let server = Server::new(config, Arc::clone(&workers));
+        let server = Server::new(config, Arc::clone(&workers)).expect("a server");
         let handle = server.handle();
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (finished, done) = std::sync::mpsc::channel();

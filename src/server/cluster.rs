@@ -1,0 +1,943 @@
+//! Several nodes acting as one server, through Redis (`--cluster URL`).
+//!
+//! Every node keeps its own sessions, registry and routing exactly as a
+//! single server does; Redis holds only what the nodes must agree on and
+//! carries only what crosses between them:
+//!
+//! - **Names are leases.** `pmchat:name:NAME` holds the id of the node whose
+//!   session has the name, set with `SET … NX PX` (so two nodes racing for a
+//!   name get exactly one winner) and renewed every [`RENEW_EVERY`] for
+//!   [`LEASE`]. A node that dies (kill -9) stops renewing: its names are
+//!   free again within [`LEASE`].
+//! - **Nodes are leases too.** `pmchat:node:ID` is renewed with the names;
+//!   when it expires, the other nodes forget every name of that node.
+//! - **The directory.** Each node mirrors who is online elsewhere in its
+//!   [`Registry`](super::registry::Registry) (name → node), loaded with
+//!   `SCAN` when it connects and kept current by the `pmchat:presence`
+//!   channel (`+NODE NAME`, `-NODE NAME`). So "not connected", `who`,
+//!   presence events and the console's `users` cover every node without a
+//!   round trip to Redis per message.
+//! - **A message to a user on another node** is encoded into a bounded
+//!   outbox for that node ([`OUTBOX_BYTES`]); one publisher task sends each
+//!   outbox's contents as one `PUBLISH` to `pmchat:inbox:NODE`, however many
+//!   messages it holds, so Redis sees one command per batch, not per
+//!   message. One outbox per node and one publisher keep one sender's
+//!   messages to one recipient in order. A full outbox makes the sender
+//!   wait, as a full local queue does, and then refuse with
+//!   `'bob' is unreachable right now`. The receiving node puts each message
+//!   into its recipient's queue, where its own slow-consumer rule applies;
+//!   a recipient that left in between is reported back to the sender.
+//!   Messages between two users on one node never touch Redis.
+//! - **Redis unreachable.** The node keeps routing among its own users,
+//!   refuses new logins (`service unavailable`) and messages to other nodes
+//!   (`'bob' is unreachable right now`), logs it and reconnects with
+//!   back-off. Back, it renews (or claims again) every name it holds; a
+//!   session whose name was taken meanwhile is told and closed.
+//!
+//! What goes through an inbox is a batch: the sending node's id, then
+//! records, each a kind byte and its fields (see [`Record`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use event_listener::{listener, Event};
+use redis::aio::MultiplexedConnection;
+use smol::future::FutureExt;
+use smol::stream::StreamExt;
+use smol::Timer;
+use tracing::{debug, info, warn};
+
+use super::session::{Session, KICKED};
+use super::Shared;
+
+/// How long a name (and a node) stays claimed without renewal: a node that
+/// dies frees its names within this.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How often a node renews its leases and checks the other nodes'.
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// Bytes of messages waiting for one other node before senders wait.
+pub const OUTBOX_BYTES: usize = 1 << 20;
+/// The channel every node announces its users' arrivals and departures on.
+const PRESENCE_CHANNEL: &str = "pmchat:presence";
+/// Names renewed per script call.
+const RENEW_CHUNK: usize = 1000;
+/// How long a connection attempt or a command may take before Redis counts
+/// as unreachable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The error text for a login while Redis is unreachable.
+pub const SERVICE_UNAVAILABLE: &str =
+    "service unavailable: the server cannot reach its cluster; try again in a moment\n";
+
+/// The error text for a message to another node while Redis is
+/// unreachable or that node's outbox stayed full.
+pub fn unreachable_text(name: &str) -> String {
+    format!("'{name}' is unreachable right now\n")
+}
+
+/// The error text for a session whose name another node took while this
+/// one could not reach Redis.
+pub fn name_lost_text(name: &str) -> String {
+    format!("'{name}' was taken by another login while this server could not reach its cluster\n")
+}
+
+fn name_key(name: &str) -> String {
+    format!("pmchat:name:{name}")
+}
+
+fn node_key(node: &str) -> String {
+    format!("pmchat:node:{node}")
+}
+
+fn inbox(node: &str) -> String {
+    format!("pmchat:inbox:{node}")
+}
+
+/// Why a name could not be claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    /// Another session, on any node, holds it.
+    Taken,
+    /// Redis cannot be reached.
+    Unavailable,
+}
+
+/// A message could not be handed on to another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unreachable;
+
+/// Messages waiting for one other node.
+#[derive(Default)]
+struct Outbox {
+    /// The batch being gathered: the header, then records.
+    batch: Mutex<Vec<u8>>,
+    /// Fires when the publisher took the batch.
+    room: Event,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// This node's part in the cluster.
+pub(crate) struct Cluster {
+    /// This node's id, random per start.
+    node: Arc<str>,
+    client: redis::Client,
+    /// The connection for commands; `None` while Redis is unreachable.
+    commands: RwLock<Option<MultiplexedConnection>>,
+    /// Messages for other nodes, by node id.
+    outboxes: Mutex<HashMap<Arc<str>, Arc<Outbox>>>,
+    /// Fires when an outbox got its first record.
+    ready: Event,
+    /// Fires when Redis becomes reachable.
+    reachable: Event,
+}
+
+/// One record of an inbox batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Record<'a> {
+    /// `M`: a message for `to` on the receiving node.
+    Message {
+        to: &'a [u8],
+        from: &'a [u8],
+        content: &'a [u8],
+    },
+    /// `E`: an error for the sending node's user `to`.
+    Error { to: &'a [u8], text: &'a [u8] },
+    /// `K`: the operator of another node kicked `name`.
+    Kick { name: &'a [u8] },
+}
+
+fn put_short(out: &mut Vec<u8>, field: &[u8]) {
+    // Names are at most 255 bytes: validated before they get here.
+    out.push(field.len().min(255) as u8);
+    out.extend_from_slice(&field[..field.len().min(255)]);
+}
+
+fn put_long(out: &mut Vec<u8>, field: &[u8]) {
+    let len = field.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&field[..len]);
+}
+
+impl Record<'_> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Message { to, from, content } => {
+                out.push(b'M');
+                put_short(out, to);
+                put_short(out, from);
+                put_long(out, content);
+            }
+            Record::Error { to, text } => {
+                out.push(b'E');
+                put_short(out, to);
+                put_long(out, text);
+            }
+            Record::Kick { name } => {
+                out.push(b'K');
+                put_short(out, name);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Record::Message { to, from, content } => {
+                1 + 1 + to.len() + 1 + from.len() + 2 + content.len()
+            }
+            Record::Error { to, text } => 1 + 1 + to.len() + 2 + text.len(),
+            Record::Kick { name } => 1 + 1 + name.len(),
+        }
+    }
+}
+
+/// Reads a batch: the sending node's id, then its records. Stops at the
+/// first malformed record (only a foreign publisher could send one).
+fn decode_batch(batch: &[u8]) -> Option<(&[u8], Vec<Record<'_>>)> {
+    let mut rest = batch;
+    let origin = take_short(&mut rest)?;
+    let mut records = Vec::new();
+    while let Some(record) = decode_record(&mut rest) {
+        records.push(record);
+    }
+    Some((origin, records))
+}
+
+/// The record at the front of `rest`; `None` at the end or at garbage.
+fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
+    let (&kind, tail) = rest.split_first()?;
+    *rest = tail;
+    Some(match kind {
+        b'M' => Record::Message {
+            to: take_short(rest)?,
+            from: take_short(rest)?,
+            content: take_long(rest)?,
+        },
+        b'E' => Record::Error {
+            to: take_short(rest)?,
+            text: take_long(rest)?,
+        },
+        b'K' => Record::Kick {
+            name: take_short(rest)?,
+        },
+        _ => return None,
+    })
+}
+
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (field, tail) = (rest.get(..n)?, rest.get(n..)?);
+    *rest = tail;
+    Some(field)
+}
+
+fn take_short<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::from(*take(rest, 1)?.first()?);
+    take(rest, len)
+}
+
+fn take_long<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = take(rest, 2)?;
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    take(rest, len)
+}
+
+/// A random node id: 16 hex digits.
+fn new_node_id() -> String {
+    let mut bytes = [0u8; 8];
+    // A failure leaves zeros; the pid and the time still tell nodes apart.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos() as u64);
+    let id = u64::from_be_bytes(bytes) ^ stamp ^ u64::from(std::process::id());
+    format!("{id:016x}")
+}
+
+impl Cluster {
+    /// A node for the Redis at `url` (`redis://HOST:PORT`); nothing is
+    /// connected until [`Cluster::run`].
+    pub(crate) fn new(url: &str) -> Result<Cluster, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("bad --cluster URL: {e}"))?;
+        Ok(Cluster {
+            node: new_node_id().into(),
+            client,
+            commands: RwLock::new(None),
+            outboxes: Mutex::new(HashMap::new()),
+            ready: Event::new(),
+            reachable: Event::new(),
+        })
+    }
+
+    /// The command connection, if Redis is reachable.
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.commands
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_connection(&self, connection: Option<MultiplexedConnection>) {
+        let reachable = connection.is_some();
+        *self.commands.write().unwrap_or_else(|e| e.into_inner()) = connection;
+        if reachable {
+            self.reachable.notify(usize::MAX);
+        }
+    }
+
+    /// The command connection, waiting up to [`REDIS_TIMEOUT`] for one: a
+    /// login that comes while the node is still joining (or Redis just
+    /// blinked) waits a moment rather than being refused.
+    async fn connection_soon(&self) -> Option<MultiplexedConnection> {
+        let deadline = Instant::now() + REDIS_TIMEOUT;
+        loop {
+            if let Some(connection) = self.connection() {
+                return Some(connection);
+            }
+            listener!(self.reachable => reachable);
+            if let Some(connection) = self.connection() {
+                return Some(connection);
+            }
+            crate::runtime::until(deadline, reachable).await?;
+        }
+    }
+
+    /// True while Redis is reachable.
+    pub(crate) fn available(&self) -> bool {
+        self.commands
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Claims `name` for this node, atomically across all of them, and
+    /// tells the others.
+    pub(crate) async fn claim(&self, name: &str) -> Result<(), ClaimError> {
+        let mut connection = self
+            .connection_soon()
+            .await
+            .ok_or(ClaimError::Unavailable)?;
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(name_key(name))
+            .arg(&*self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEASE.as_millis() as u64)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.lost(e))?;
+        if claimed.is_none() {
+            return Err(ClaimError::Taken);
+        }
+        self.announce(&mut connection, '+', name).await;
+        Ok(())
+    }
+
+    /// Gives `name` up, if this node still holds it, and tells the others.
+    pub(crate) async fn release(&self, name: &str) {
+        let Some(mut connection) = self.connection() else {
+            // Its lease runs out by itself.
+            return;
+        };
+        let released: Result<i64, _> = release_script()
+            .key(name_key(name))
+            .arg(&*self.node)
+            .invoke_async(&mut connection)
+            .await;
+        match released {
+            Ok(1) => self.announce(&mut connection, '-', name).await,
+            Ok(_) => {}
+            Err(e) => {
+                self.lost(e);
+            }
+        }
+    }
+
+    async fn announce(&self, connection: &mut MultiplexedConnection, sign: char, name: &str) {
+        let event = format!("{sign}{} {name}", self.node);
+        let published: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(PRESENCE_CHANNEL)
+            .arg(event)
+            .query_async(connection)
+            .await;
+        if let Err(e) = published {
+            self.lost(e);
+        }
+    }
+
+    /// A command failed. A broken or silent connection makes Redis
+    /// unreachable until the connection task connects again; any other
+    /// error is this command's alone.
+    fn lost(&self, error: redis::RedisError) -> ClaimError {
+        let broken = error.is_io_error() || error.is_connection_dropped() || error.is_timeout();
+        if broken && self.available() {
+            warn!("cluster: Redis failed: {error}");
+            self.set_connection(None);
+        } else if !broken {
+            warn!("cluster: Redis refused a command: {error}");
+        }
+        ClaimError::Unavailable
+    }
+
+    fn outbox(&self, node: &Arc<str>) -> Arc<Outbox> {
+        let mut outboxes = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(outboxes.entry(Arc::clone(node)).or_default())
+    }
+
+    /// Queues `record` for `node`, waiting until `deadline` while its
+    /// outbox is full.
+    async fn send(
+        &self,
+        node: &Arc<str>,
+        record: &Record<'_>,
+        deadline: Instant,
+    ) -> Result<(), Unreachable> {
+        if !self.available() {
+            return Err(Unreachable);
+        }
+        let outbox = self.outbox(node);
+        let len = record.len();
+        loop {
+            {
+                let mut batch = outbox.lock();
+                if batch.is_empty() || batch.len() + len <= OUTBOX_BYTES {
+                    let first = batch.is_empty();
+                    if first {
+                        put_short(&mut batch, self.node.as_bytes());
+                    }
+                    record.encode(&mut batch);
+                    drop(batch);
+                    if first {
+                        self.ready.notify(1);
+                    }
+                    return Ok(());
+                }
+            }
+            listener!(outbox.room => room);
+            if outbox.lock().len() + len <= OUTBOX_BYTES {
+                continue;
+            }
+            if crate::runtime::until(deadline, room).await.is_none() || !self.available() {
+                return Err(Unreachable);
+            }
+        }
+    }
+
+    /// Hands a message for `to`, held by `node`, to that node.
+    pub(crate) async fn forward(
+        &self,
+        node: &Arc<str>,
+        to: &[u8],
+        from: &[u8],
+        content: &[u8],
+        deadline: Instant,
+    ) -> Result<(), Unreachable> {
+        self.send(node, &Record::Message { to, from, content }, deadline)
+            .await
+    }
+
+    /// Asks `node` to disconnect its user `name`.
+    pub(crate) async fn kick(&self, node: &Arc<str>, name: &str) -> Result<(), Unreachable> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        self.send(
+            node,
+            &Record::Kick {
+                name: name.as_bytes(),
+            },
+            deadline,
+        )
+        .await
+    }
+
+    /// Keeps this node in the cluster until the server stops: connects,
+    /// loads the directory, then serves the inbox, the presence channel,
+    /// the publisher and the leases; reconnects with back-off whenever
+    /// Redis fails.
+    pub(crate) async fn run(&self, shared: &Shared) {
+        let mut backoff = crate::backoff::Backoff::default();
+        loop {
+            match self.serve(shared, &mut backoff).await {
+                Ok(()) => {}
+                Err(e) => {
+                    if backoff.attempt == 0 {
+                        warn!("cluster: Redis unreachable: {e}; local users go on, logins wait");
+                    }
+                }
+            }
+            self.set_connection(None);
+            let delay = backoff.next_delay();
+            debug!("cluster: reconnecting in {delay:?}");
+            Timer::after(delay).await;
+        }
+    }
+
+    /// One connection's worth of [`Cluster::run`]; returns when Redis
+    /// fails.
+    async fn serve(
+        &self,
+        shared: &Shared,
+        backoff: &mut crate::backoff::Backoff,
+    ) -> redis::RedisResult<()> {
+        // Bounded: a Redis that stops answering must not hold a login (or
+        // the leases) forever; it counts as unreachable instead.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let mut pubsub = crate::runtime::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .unwrap_or_else(|| Err((redis::ErrorKind::Io, "no answer in time").into()))?;
+        pubsub.subscribe(inbox(&self.node)).await?;
+        pubsub.subscribe(PRESENCE_CHANNEL).await?;
+        // Ours first (names held through an outage are renewed or lost),
+        // and said again, for nodes that lost track of them; then everyone
+        // else's.
+        self.renew(shared, &mut connection).await?;
+        self.announce_all(shared, &mut connection).await?;
+        load_directory(shared, &self.node, &mut connection).await?;
+        self.set_connection(Some(connection.clone()));
+        if backoff.attempt > 0 {
+            info!("cluster: Redis reachable again");
+        } else {
+            info!(node = &*self.node, "cluster: joined");
+        }
+        backoff.reset();
+        let mut messages = pubsub.on_message();
+        let inbound = async {
+            while let Some(message) = messages.next().await {
+                let channel = message.get_channel_name().to_string();
+                let payload = message.get_payload_bytes();
+                if channel == PRESENCE_CHANNEL {
+                    presence_event(shared, &self.node, payload);
+                } else {
+                    self.deliver(shared, payload).await;
+                }
+            }
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the subscription ended",
+            )))
+        };
+        let leases = async {
+            let mut connection = connection.clone();
+            loop {
+                Timer::after(RENEW_EVERY).await;
+                self.renew(shared, &mut connection).await?;
+                check_nodes(shared, &mut connection).await?;
+                // A command that timed out marked Redis unreachable; it
+                // answers again.
+                if !self.available() {
+                    info!("cluster: Redis answers again");
+                    self.set_connection(Some(connection.clone()));
+                }
+            }
+        };
+        let publisher = async {
+            let mut connection = connection.clone();
+            loop {
+                self.publish_ready(shared, &mut connection).await?;
+            }
+        };
+        inbound.or(leases).or(publisher).await
+    }
+
+    /// Renews this node's lease and every name it holds (claiming again
+    /// those whose lease ran out during an outage, if still free); closes
+    /// the sessions whose names another node took meanwhile.
+    async fn renew(
+        &self,
+        shared: &Shared,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        let lease = LEASE.as_millis() as u64;
+        let () = redis::cmd("SET")
+            .arg(node_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(lease)
+            .query_async(connection)
+            .await?;
+        let names = shared.registry.local_names();
+        let script = renew_script();
+        for chunk in names.chunks(RENEW_CHUNK) {
+            let mut invocation = script.prepare_invoke();
+            for name in chunk {
+                invocation.key(name_key(name));
+            }
+            invocation.arg(&*self.node).arg(lease);
+            let lost: Vec<usize> = invocation.invoke_async(connection).await?;
+            for index in lost {
+                let Some(name) = index.checked_sub(1).and_then(|i| chunk.get(i)) else {
+                    continue;
+                };
+                if let Some(session) = shared.registry.get(name.as_bytes()) {
+                    warn!(
+                        user = name.as_str(),
+                        "cluster: name taken by another node meanwhile"
+                    );
+                    shared.registry.remove(&session);
+                    session.close_with_error(&name_lost_text(name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the other nodes about every name this node holds, in one
+    /// pipeline.
+    async fn announce_all(
+        &self,
+        shared: &Shared,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        let names = shared.registry.local_names();
+        for chunk in names.chunks(RENEW_CHUNK) {
+            let mut pipe = redis::pipe();
+            for name in chunk {
+                pipe.cmd("PUBLISH")
+                    .arg(PRESENCE_CHANNEL)
+                    .arg(format!("+{} {name}", self.node))
+                    .ignore();
+            }
+            let () = pipe.query_async(connection).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for outboxes with records and publishes each as one batch.
+    async fn publish_ready(
+        &self,
+        shared: &Shared,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        let ready: Vec<(Arc<str>, Vec<u8>, Arc<Outbox>)> = loop {
+            listener!(self.ready => wake);
+            let taken = self.take_batches();
+            if !taken.is_empty() {
+                break taken;
+            }
+            wake.await;
+        };
+        for (node, batch, outbox) in ready {
+            outbox.room.notify(usize::MAX);
+            let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(inbox(&node))
+                .arg(&batch)
+                .query_async(connection)
+                .await;
+            if let Err(e) = published {
+                // Nothing is lost silently: each sender hears of each
+                // message that did not go out.
+                refuse_batch(shared, &batch);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_batches(&self) -> Vec<(Arc<str>, Vec<u8>, Arc<Outbox>)> {
+        let outboxes = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
+        outboxes
+            .iter()
+            .filter_map(|(node, outbox)| {
+                let batch = std::mem::take(&mut *outbox.lock());
+                (!batch.is_empty()).then(|| (Arc::clone(node), batch, Arc::clone(outbox)))
+            })
+            .collect()
+    }
+
+    /// Acts on a batch from another node's outbox.
+    async fn deliver(&self, shared: &Shared, batch: &[u8]) {
+        let Some((origin, records)) = decode_batch(batch) else {
+            return;
+        };
+        let origin: Arc<str> = String::from_utf8_lossy(origin).into();
+        let mut touched: Vec<Arc<Session>> = Vec::new();
+        for record in records {
+            match record {
+                Record::Message { to, from, content } => {
+                    let Some(session) = shared.registry.get(to) else {
+                        let to = String::from_utf8_lossy(to);
+                        let text = format!("'{to}' is not connected\n");
+                        let error = Record::Error {
+                            to: from,
+                            text: text.as_bytes(),
+                        };
+                        let deadline = Instant::now() + shared.config.slow_consumer_timeout;
+                        let _ = self.send(&origin, &error, deadline).await;
+                        continue;
+                    };
+                    let (wire, name) = (session.wire(), session.name().as_bytes());
+                    let len = wire.message_len(name, from, content);
+                    let encode = |out: &mut Vec<u8>| wire.encode_message(name, from, content, out);
+                    let pushed = match session.outbound().try_push_deferred(len, encode) {
+                        Ok(idle) => Ok(idle),
+                        Err(super::outbound::PushError::Full) => {
+                            // Its own node's rule: wait for room, then
+                            // disconnect it as a slow consumer.
+                            flush_all(&mut touched);
+                            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
+                            session
+                                .outbound()
+                                .push(len, deadline, encode)
+                                .await
+                                .map(|()| false)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match pushed {
+                        Ok(true) => touched.push(session),
+                        Ok(false) => {}
+                        Err(super::outbound::PushError::Full) => {
+                            if session.outbound().abort() {
+                                shared.registry.remove(&session);
+                                warn!(
+                                    user = session.name(),
+                                    "disconnected slow consumer (messages from another node)"
+                                );
+                            }
+                        }
+                        Err(super::outbound::PushError::Closed) => {}
+                    }
+                }
+                Record::Error { to, text } => {
+                    if let Some(session) = shared.registry.get(to) {
+                        let frame = session.wire().error_frame(&String::from_utf8_lossy(text));
+                        if let Ok(true) = session
+                            .outbound()
+                            .try_push_deferred(frame.len(), |out| out.extend_from_slice(&frame))
+                        {
+                            touched.push(session);
+                        }
+                    }
+                }
+                Record::Kick { name } => {
+                    if let Some(session) = shared.registry.get(name) {
+                        shared.registry.remove(&session);
+                        if session.close_with_error(KICKED) {
+                            info!(
+                                user = session.name(),
+                                "kicked by the operator of another node"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        flush_all(&mut touched);
+    }
+
+    /// Leaves the cluster at shutdown: gives up every name and this node's
+    /// own lease at once, rather than letting them run out.
+    pub(crate) async fn leave(&self, shared: &Shared) {
+        for name in shared.registry.local_names() {
+            self.release(&name).await;
+        }
+        if let Some(mut connection) = self.connection() {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL")
+                .arg(node_key(&self.node))
+                .query_async(&mut connection)
+                .await;
+        }
+    }
+}
+
+/// Tells the senders of the messages in a batch that could not be
+/// published that they were not delivered.
+fn refuse_batch(shared: &Shared, batch: &[u8]) {
+    let Some((_, records)) = decode_batch(batch) else {
+        return;
+    };
+    let mut touched = Vec::new();
+    for record in records {
+        let Record::Message { to, from, .. } = record else {
+            continue;
+        };
+        let Some(sender) = shared.registry.get(from) else {
+            continue;
+        };
+        let text = unreachable_text(&String::from_utf8_lossy(to));
+        let frame = sender.wire().error_frame(&text);
+        if let Ok(true) = sender
+            .outbound()
+            .try_push_deferred(frame.len(), |out| out.extend_from_slice(&frame))
+        {
+            touched.push(sender);
+        }
+    }
+    flush_all(&mut touched);
+}
+
+/// Writes every queue a delivery made non-empty.
+fn flush_all(sessions: &mut Vec<Arc<Session>>) {
+    for session in sessions.drain(..) {
+        match session.connection() {
+            Some(connection) => session.outbound().flush_direct(&connection),
+            None => session.outbound().wake_writer(),
+        }
+    }
+}
+
+/// `+NODE NAME` or `-NODE NAME` from the presence channel.
+fn presence_event(shared: &Shared, me: &str, event: &[u8]) {
+    let Ok(event) = std::str::from_utf8(event) else {
+        return;
+    };
+    let (joined, rest) = match event.split_at_checked(1) {
+        Some(("+", rest)) => (true, rest),
+        Some(("-", rest)) => (false, rest),
+        _ => return,
+    };
+    let Some((node, name)) = rest.split_once(' ') else {
+        return;
+    };
+    if node == me {
+        return;
+    }
+    if joined {
+        shared.registry.remote_joined(name, node);
+    } else {
+        shared.registry.remote_left(name, node);
+    }
+}
+
+/// Reads every name held by another node into the registry's directory.
+async fn load_directory(
+    shared: &Shared,
+    me: &str,
+    connection: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("pmchat:name:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(connection)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut directory = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(1000) {
+        let nodes: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(chunk)
+            .query_async(connection)
+            .await?;
+        for (key, node) in chunk.iter().zip(nodes) {
+            let (Some(node), Some(name)) = (node, key.strip_prefix("pmchat:name:")) else {
+                continue;
+            };
+            if node != me {
+                directory.push((name.to_string(), node));
+            }
+        }
+    }
+    shared.registry.replace_remote(directory);
+    Ok(())
+}
+
+/// Forgets the names of nodes whose own lease ran out (they died).
+async fn check_nodes(
+    shared: &Shared,
+    connection: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    for node in shared.registry.remote_nodes() {
+        let alive: i64 = redis::cmd("EXISTS")
+            .arg(node_key(&node))
+            .query_async(connection)
+            .await?;
+        if alive == 0 {
+            let forgotten = shared.registry.forget_node(&node);
+            info!(
+                node = &*node,
+                "cluster: node gone; {forgotten} name(s) freed"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a name's key only if this node (ARGV[1]) holds it.
+fn release_script() -> redis::Script {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+}
+
+/// Renews each name this node (ARGV[1]) holds for ARGV[2] ms, claims again
+/// a name whose lease ran out, and returns the (1-based) indexes of names
+/// another node holds now.
+fn renew_script() -> redis::Script {
+    redis::Script::new(
+        "local lost = {}
+         for i, key in ipairs(KEYS) do
+           local holder = redis.call('GET', key)
+           if holder == ARGV[1] then
+             redis.call('PEXPIRE', key, ARGV[2])
+           elseif not holder then
+             redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+           else
+             table.insert(lost, i)
+           end
+         end
+         return lost",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_batches_round_trip_and_stop_at_garbage() {
+        let mut batch = Vec::new();
+        put_short(&mut batch, b"node1");
+        let records = [
+            Record::Message {
+                to: b"bob",
+                from: b"alice",
+                content: "hé".as_bytes(),
+            },
+            Record::Error {
+                to: b"alice",
+                text: b"'carol' is not connected\n",
+            },
+            Record::Kick { name: b"dave" },
+        ];
+        for record in &records {
+            let before = batch.len();
+            record.encode(&mut batch);
+            assert_eq!(batch.len() - before, record.len());
+        }
+        let (origin, decoded) = decode_batch(&batch).unwrap();
+        assert_eq!(origin, b"node1");
+        assert_eq!(decoded, records);
+        // A truncated record and an unknown kind end the batch.
+        batch.extend_from_slice(b"M\x05bo");
+        assert_eq!(decode_batch(&batch).unwrap().1.len(), 3);
+        batch.truncate(batch.len() - 4);
+        batch.push(b'Z');
+        assert_eq!(decode_batch(&batch).unwrap().1.len(), 3);
+        assert!(decode_batch(b"\x09short").is_none());
+    }
+
+    #[test]
+    fn node_ids_differ() {
+        assert_ne!(new_node_id(), new_node_id());
+        assert_eq!(new_node_id().len(), 16);
+    }
+}

@@ -1,0 +1,257 @@
+//! Several `chat-server` nodes on one real `redis-server` acting as one
+//! server: delivery across nodes, one namespace, leases, kick from another
+//! node, and Redis going away and coming back.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{Frame, RawClient, RedisProcess, ServerProcess, TIMEOUT};
+use crate::eqnice;
+
+/// `count` nodes on `redis`.
+fn nodes(redis: &RedisProcess, count: usize) -> Vec<ServerProcess> {
+    (0..count)
+        .map(|_| ServerProcess::start(&["--cluster", &redis.url()]))
+        .collect()
+}
+
+#[test]
+fn messages_cross_nodes_both_ways_in_order() {
+    let redis = RedisProcess::start();
+    let mut nodes = nodes(&redis, 3);
+    let mut alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    let mut carol = nodes[2].login("carol");
+    // Each node sees the others' users before anyone sends.
+    for node in &mut nodes {
+        for name in ["alice", "bob", "carol"] {
+            node.wait_online(name);
+        }
+    }
+    for i in 0..500 {
+        alice.send("bob", &format!("a{i}"));
+        carol.send("bob", &format!("c{i}"));
+    }
+    bob.send("alice", "back");
+    let (mut from_alice, mut from_carol) = (0, 0);
+    for _ in 0..1000 {
+        match bob.frame() {
+            Frame::Message { from, content } if from == b"alice" => {
+                eqnice!(format!("a{from_alice}").into_bytes(), content);
+                from_alice += 1;
+            }
+            Frame::Message { from, content } if from == b"carol" => {
+                eqnice!(format!("c{from_carol}").into_bytes(), content);
+                from_carol += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eqnice!(Frame::msg("bob", "back"), alice.frame());
+    // A message between two users of one node stays on it.
+    let mut dave = nodes[0].login("dave");
+    alice.send("dave", "local");
+    eqnice!(Frame::msg("alice", "local"), dave.frame());
+}
+
+#[test]
+fn not_connected_means_no_node_holds_the_name() {
+    let redis = RedisProcess::start();
+    let mut nodes = nodes(&redis, 2);
+    let mut alice = nodes[0].login("alice");
+    let bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    alice.send("nobody", "hi");
+    eqnice!(Frame::err("'nobody' is not connected\n"), alice.frame());
+    drop(bob);
+    nodes[0].wait_offline("bob");
+    alice.send("bob", "gone?");
+    eqnice!(Frame::err("'bob' is not connected\n"), alice.frame());
+}
+
+#[test]
+fn a_name_has_exactly_one_holder_under_a_20_way_race_across_nodes() {
+    let redis = RedisProcess::start();
+    let nodes = nodes(&redis, 3);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let start = Arc::new(Barrier::new(20));
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let (port, start) = (ports[i % ports.len()], Arc::clone(&start));
+            thread::spawn(move || {
+                let mut client = RawClient::open(port);
+                start.wait();
+                client.handshake(b"racer");
+                // The loser hears at once; the winner hears nothing.
+                client
+                    .stream
+                    .set_read_timeout(Some(Duration::from_millis(1500)))
+                    .unwrap();
+                let mut head = [0u8; 1];
+                let lost = std::io::Read::read(&mut client.stream, &mut head).is_ok();
+                (lost, client)
+            })
+        })
+        .collect();
+    let outcomes: Vec<(bool, RawClient)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let winners = outcomes.iter().filter(|(lost, _)| !lost).count();
+    eqnice!(1, winners);
+}
+
+#[test]
+fn who_presence_and_the_console_cover_every_node() {
+    let redis = RedisProcess::start();
+    let mut nodes = nodes(&redis, 2);
+    let mut watcher = nodes[0].connect("watcher");
+    // HELLO asking for presence: WELCOME, the online list, then events.
+    let features = b"pmchat/1 presence";
+    let mut hello = vec![0, 2, 0, 0, 0, features.len() as u8];
+    hello.extend_from_slice(features);
+    watcher.write(&hello);
+    let head = watcher.read_exact(6);
+    eqnice!(2, head[1]);
+    let skip = u16::from_be_bytes([head[2], head[3]]) + u16::from_be_bytes([head[4], head[5]]);
+    watcher.read_exact(usize::from(skip));
+    let online = extension_frame(&mut watcher);
+    eqnice!((3, b"end".to_vec(), b"watcher".to_vec()), online);
+    let _bob = nodes[1].login("bob");
+    eqnice!(
+        (4, b"joined".to_vec(), b"bob".to_vec()),
+        extension_frame(&mut watcher)
+    );
+    nodes[0].wait_online("bob");
+    eqnice!(
+        vec!["bob".to_string(), "watcher".to_string()],
+        nodes[1].users()
+    );
+    // WHO on one node lists the other's users.
+    watcher.write(&[0, 3, 0, 0, 0, 0]);
+    eqnice!(
+        (3, b"end".to_vec(), b"bob\nwatcher".to_vec()),
+        extension_frame(&mut watcher)
+    );
+}
+
+/// Reads one extension frame: opcode and its two fields.
+fn extension_frame(client: &mut RawClient) -> (u16, Vec<u8>, Vec<u8>) {
+    let head = client.read_exact(6);
+    let a = client.read_exact(usize::from(u16::from_be_bytes([head[2], head[3]])));
+    let b = client.read_exact(usize::from(u16::from_be_bytes([head[4], head[5]])));
+    (u16::from_be_bytes([head[0], head[1]]), a, b)
+}
+
+#[test]
+fn the_console_of_one_node_kicks_a_user_of_another() {
+    let redis = RedisProcess::start();
+    let mut nodes = nodes(&redis, 2);
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    nodes[0].console("kick bob");
+    eqnice!("kicked 'bob'", nodes[0].stdout_line());
+    eqnice!(
+        Frame::err("you were disconnected by the server operator\n"),
+        bob.frame()
+    );
+    bob.expect_closed();
+    nodes[0].wait_offline("bob");
+}
+
+#[test]
+fn a_killed_node_frees_its_names_within_the_lease() {
+    let redis = RedisProcess::start();
+    let mut nodes = nodes(&redis, 2);
+    let _dave = nodes[1].login("dave");
+    nodes[0].wait_online("dave");
+    nodes[1].signal("KILL");
+    let killed = Instant::now();
+    // Taken until the lease runs out, then free on the other node.
+    let mut again = loop {
+        let mut attempt = nodes[0].connect("dave");
+        attempt
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        if std::io::Read::read(&mut attempt.stream, &mut byte).is_err() {
+            break attempt;
+        }
+        assert!(killed.elapsed() < TIMEOUT, "dave never became free");
+        thread::sleep(Duration::from_millis(100));
+    };
+    let freed = killed.elapsed();
+    assert!(freed <= Duration::from_secs(7), "freed after {freed:?}");
+    again.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    again.send("dave", "mine now");
+    eqnice!(Frame::msg("dave", "mine now"), again.frame());
+}
+
+#[test]
+fn without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns() {
+    let mut redis = RedisProcess::start();
+    let port = redis.port;
+    let mut nodes = nodes(&redis, 2);
+    let mut alice = nodes[0].login("alice");
+    let mut carol = nodes[0].login("carol");
+    let _bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    redis.stop();
+    // Local users keep chatting.
+    alice.send("carol", "still here");
+    eqnice!(Frame::msg("alice", "still here"), carol.frame());
+    // Once the node has noticed: no logins, no messages to other nodes.
+    // (One sent before it noticed is refused when it fails to go out.)
+    alice
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        alice.send("bob", "anyone?");
+        let mut head = [0u8; 4];
+        if std::io::Read::read_exact(&mut alice.stream, &mut head).is_ok() {
+            let text = alice.read_exact(usize::from(u16::from_be_bytes([head[2], head[3]])));
+            eqnice!(
+                "'bob' is unreachable right now\n",
+                String::from_utf8_lossy(&text)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused");
+    }
+    alice.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut late = nodes[0].connect("late");
+    match late.frame() {
+        Frame::Error(text) => assert!(text.starts_with("service unavailable"), "{text}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Redis comes back (empty: it kept nothing): the nodes claim their
+    // names again, and messages cross once more.
+    let _redis = RedisProcess::start_on(port);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        alice.send("bob", "back?");
+        alice
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut alice.stream, &mut byte) {
+            // Silence: delivered.
+            Err(_) => break,
+            Ok(_) => {
+                // The rest of an error frame; try again shortly.
+                alice.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let rest = alice.read_exact(3);
+                let len = u16::from_be_bytes([rest[1], rest[2]]);
+                alice.read_exact(usize::from(len));
+            }
+        }
+        assert!(Instant::now() < deadline, "messages never crossed again");
+        thread::sleep(Duration::from_millis(200));
+    }
+    alice.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Nobody else could take alice's name meanwhile, and it is still hers.
+    let mut impostor = nodes[1].connect("alice");
+    eqnice!(Frame::err("Username is taken\n"), impostor.frame());
+}
