@@ -17,6 +17,7 @@ console_pid=
 
 cleanup() {
     stop_server
+    stop_cluster
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -71,12 +72,55 @@ fmt() { python3 -c 'import sys; print(format(float(sys.argv[1]), sys.argv[2]))' 
 
 # Extra server options for the cases that follow (TLS).
 server_args=()
+# Extra chat-bench options for the cases that follow (the cluster's).
+bench_args=()
+# Set by start_cluster: a redis-server of the suite's own and a second node
+# (the receivers' in the cross-node cases); the measured node is the one
+# start_server starts, with --cluster.
+redis_pid=
+redis_port=
+node_b_pid=
+node_b_port=
+
+start_cluster() {
+    redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no > "$work/redis.log" 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 200); do
+        redis-cli -p "$redis_port" ping > /dev/null 2>&1 && break
+        sleep 0.05
+    done
+    "$bin/chat-server" 0 --bind 127.0.0.1 -q --max-clients 100000 --cluster "redis://127.0.0.1:$redis_port" \
+        < /dev/null > "$work/node-b.out" 2> "$work/node-b.log" &
+    node_b_pid=$!
+    for _ in $(seq 200); do
+        grep -q '^listening on' "$work/node-b.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    node_b_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/node-b.out")
+}
+
+stop_cluster() {
+    for pid in $node_b_pid $redis_pid; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    node_b_pid=
+    redis_pid=
+}
 
 bench() {
     local name=$1; shift
     echo "== $name" >&2
     start_server "${server_args[@]}"
-    "$bin/chat-bench" "$@" --addr "127.0.0.1:$port" --pid "$server_pid" > "$work/result.json"
+    local redis_cpu0=0
+    [ -n "$redis_pid" ] && redis_cpu0=$(cpu_seconds "$redis_pid")
+    "$bin/chat-bench" "$@" "${bench_args[@]}" --addr "127.0.0.1:$port" --pid "$server_pid" > "$work/result.json"
+    if [ -n "$redis_pid" ]; then
+        # Redis's CPU for the run, in the result for the row to show.
+        python3 -c 'import json,sys; f=sys.argv[1]; d=json.load(open(f)); d["redis_cpu_s"]=float(sys.argv[2]); json.dump(d, open(f, "w"))' \
+            "$work/result.json" "$(python3 -c "print($(cpu_seconds "$redis_pid") - $redis_cpu0)")"
+    fi
     stop_server
 }
 
@@ -193,6 +237,27 @@ server_args=()
 # message, both ways), against the same server.
 throughput "throughput, 1 pair, 32 B, gob" --pairs 1 --messages 5000000 --size 32 --wire gob
 throughput "throughput, 100 pairs, 32 B, gob" --pairs 100 --messages 100000 --size 32 --wire gob
+# Several nodes through Redis (--cluster): senders on the measured node,
+# receivers on a second one, everything (Redis too) on the same two cores;
+# then both sides on the measured node of a cluster, against a single node
+# above. The result column adds Redis's CPU per message.
+cluster_throughput() {
+    local name=$1; shift
+    throughput "$name" "$@"
+    local r=${runs[1]}
+    local last=$(( ${#rows[@]} - 1 ))
+    rows[$last]="${rows[$last]/ msgs\/s (/ msgs\/s, Redis $(python3 -c "import json; d=json.load(open('$r')); print(f\"{d['redis_cpu_s'] / d['delivered'] * 1e6:.2f}\")") µs\/msg (}"
+}
+start_cluster
+server_args=(--cluster "redis://127.0.0.1:$redis_port")
+bench_args=(--receiver-addr "127.0.0.1:$node_b_port")
+cluster_throughput "cluster, across nodes, 1 pair, 32 B" --pairs 1 --messages 2000000 --size 32
+cluster_throughput "cluster, across nodes, 100 pairs, 32 B" --pairs 100 --messages 20000 --size 32
+latency "cluster, across nodes, latency, 10 pairs, 10,000 msgs/s" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
+bench_args=()
+cluster_throughput "cluster, same node, 100 pairs, 32 B" --pairs 100 --messages 100000 --size 32
+server_args=()
+stop_cluster
 conns "10,000 idle connections" 10000
 # What a session keeps once it went quiet after a burst (16 x 2 KiB to
 # itself, then 1 s idle): the same as one that never sent anything.

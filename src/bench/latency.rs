@@ -12,7 +12,7 @@ use smol::{Executor, Timer};
 
 use super::report::{Report, Usage};
 use super::Target;
-use super::{await_registered, get_hex, login, FrameTemplate, LatencyArgs};
+use super::{await_registered, get_hex, login, login_receiver, FrameTemplate, LatencyArgs};
 use crate::client::wire::{ClientWire, ServerWireDecoder};
 use crate::framing::FrameReader;
 use crate::protocol::ServerFrame;
@@ -55,12 +55,13 @@ pub async fn run(
     let mut streams = Vec::new();
     for i in 0..args.pairs {
         let (sender, receiver) = (format!("l{tag}s{i}"), format!("l{tag}r{i}"));
-        let r = login(target, &receiver).await?;
+        let r = login_receiver(target, &receiver).await?;
         let s = login(target, &sender).await?;
         await_registered(&r, &receiver, target.wire, timeout).await?;
         await_registered(&s, &sender, target.wire, timeout).await?;
         streams.push((s, r, receiver));
     }
+    target.settle().await;
     let origin = Instant::now();
     let usage = Usage::start(args.common.pid);
     let per_pair = args.rate as f64 / args.pairs as f64;

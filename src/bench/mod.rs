@@ -58,6 +58,12 @@ pub struct Common {
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: String,
 
+    /// Where the receivers connect (throughput and latency), when it is not
+    /// --addr: another node of a cluster, to measure messages crossing
+    /// nodes.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub receiver_addr: Option<String>,
+
     /// The server's process id, to report its CPU time and memory.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
@@ -91,6 +97,8 @@ pub struct Common {
 pub(crate) struct Target {
     /// The server's address.
     pub(crate) addr: SocketAddr,
+    /// Where the receivers connect (`addr` unless told otherwise).
+    pub(crate) receiver_addr: SocketAddr,
     /// TLS settings and the name to verify, when TLS is asked for.
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
     /// What the generated clients speak.
@@ -100,6 +108,10 @@ pub(crate) struct Target {
 impl Target {
     fn new(common: &Common) -> Result<Target, String> {
         let addr = resolve(&common.addr).map_err(|e| e.to_string())?;
+        let receiver_addr = match &common.receiver_addr {
+            Some(other) => resolve(other).map_err(|e| e.to_string())?,
+            None => addr,
+        };
         let tls = if common.tls || common.tls_ca.is_some() {
             let config = crate::transport::tls_client_config(common.tls_ca.as_deref())?;
             // The host as given: its name (or address) must be in the
@@ -117,6 +129,7 @@ impl Target {
         };
         Ok(Target {
             addr,
+            receiver_addr,
             tls,
             wire: common.wire,
         })
@@ -247,9 +260,38 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))
 }
 
-/// A connected, logged-in v1 client.
+/// How long the nodes of a cluster get to learn of each other's users
+/// before senders on one send to receivers on another.
+const CLUSTER_SETTLE: Duration = Duration::from_millis(500);
+
+impl Target {
+    /// True when receivers are on another node than senders.
+    pub(crate) fn crosses_nodes(&self) -> bool {
+        self.addr != self.receiver_addr
+    }
+
+    /// With receivers on another node: waits until the senders' node has
+    /// surely heard of them (presence travels through Redis in well under
+    /// a millisecond; this leaves a wide margin).
+    pub(crate) async fn settle(&self) {
+        if self.crosses_nodes() {
+            Timer::after(CLUSTER_SETTLE).await;
+        }
+    }
+}
+
+/// A connected, logged-in v1 client (a sender, at `--addr`).
 pub(crate) async fn login(target: &Target, name: &str) -> io::Result<Transport> {
-    let stream = Async::<TcpStream>::connect(target.addr).await?;
+    login_at(target, target.addr, name).await
+}
+
+/// A connected, logged-in v1 receiver, at `--receiver-addr`.
+pub(crate) async fn login_receiver(target: &Target, name: &str) -> io::Result<Transport> {
+    login_at(target, target.receiver_addr, name).await
+}
+
+async fn login_at(target: &Target, addr: SocketAddr, name: &str) -> io::Result<Transport> {
+    let stream = Async::<TcpStream>::connect(addr).await?;
     let transport = match &target.tls {
         None => Transport::tcp(stream),
         Some((config, host)) => connect_tls(stream, host, Arc::clone(config)).await?,

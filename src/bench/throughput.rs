@@ -12,7 +12,9 @@ use smol::Executor;
 
 use super::report::{Report, Usage};
 use super::Target;
-use super::{await_registered, get_hex, login, FrameTemplate, OrderCheck, ThroughputArgs};
+use super::{
+    await_registered, get_hex, login, login_receiver, FrameTemplate, OrderCheck, ThroughputArgs,
+};
 use crate::client::wire::ClientWire;
 use crate::framing::FrameReader;
 use crate::protocol::{self, ServerFrame};
@@ -52,7 +54,7 @@ pub async fn run(
     // Receivers first, each proven registered, then the senders.
     let mut pairs = Vec::new();
     for (sender, receiver) in &names {
-        let r = login(target, receiver).await?;
+        let r = login_receiver(target, receiver).await?;
         let s = login(target, sender).await?;
         if args.receipts {
             let mut hello = Vec::new();
@@ -67,6 +69,7 @@ pub async fn run(
         await_registered(r, receiver, target.wire, timeout).await?;
         await_registered(s, sender, target.wire, timeout).await?;
     }
+    target.settle().await;
 
     let usage = Usage::start(args.common.pid);
     let started = Instant::now();

@@ -262,7 +262,13 @@ impl Cluster {
     /// A node for the Redis at `url` (`redis://HOST:PORT`); nothing is
     /// connected until [`Cluster::run`].
     pub(crate) fn new(url: &str) -> Result<Cluster, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("bad --cluster URL: {e}"))?;
+        let bad = |e: redis::RedisError| format!("bad --cluster URL: {e}");
+        // TCP_NODELAY (off by default in the crate): a lone message must not
+        // wait for the acknowledgement of the one before it.
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(bad)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(bad)?;
         Ok(Cluster {
             node: new_node_id().into(),
             client,

@@ -311,18 +311,23 @@ impl Server {
                 }
             }
         };
-        let in_cluster = async {
-            match &shared.cluster {
-                Some(cluster) => cluster.run(shared).await,
-                None => std::future::pending().await,
-            }
-        };
+        // On smol's global executor, where the Redis client runs its
+        // connections' drivers: a message crossing nodes then wakes one
+        // thread fewer on each side. Dropped (cancelled) at shutdown.
+        let in_cluster = shared.cluster.is_some().then(|| {
+            let shared = Arc::clone(shared);
+            smol::spawn(async move {
+                if let Some(cluster) = &shared.cluster {
+                    cluster.run(&shared).await;
+                }
+            })
+        });
         accept_loop
             .or(housekeeping)
-            .or(in_cluster)
             .or(shutdown)
             .or(shared.shutdown.wait())
             .await;
+        drop(in_cluster);
         drop(listener);
         shared.registry.go_quiet();
         let open = shared.connections.open.load(Ordering::Acquire);
