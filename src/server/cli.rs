@@ -135,7 +135,7 @@ pub struct ServerArgs {
     /// Be one node of several acting as one server, through the Redis at
     /// URL (redis://HOST:PORT): one namespace of users across every node
     /// started with the same URL, messages routed to whichever node holds
-    /// the recipient. Names are leases of 5 s, renewed every second.
+    /// the recipient. A node's names are free 5 s after it dies.
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
 

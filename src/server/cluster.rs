@@ -4,13 +4,15 @@
 //! single server does; Redis holds only what the nodes must agree on and
 //! carries only what crosses between them:
 //!
-//! - **Names are leases.** `pmchat:name:NAME` holds the id of the node whose
-//!   session has the name, set with `SET … NX PX` (so two nodes racing for a
-//!   name get exactly one winner) and renewed every [`RENEW_EVERY`] for
-//!   [`LEASE`]. A node that dies (kill -9) stops renewing: its names are
-//!   free again within [`LEASE`].
-//! - **Nodes are leases too.** `pmchat:node:ID` is renewed with the names;
-//!   when it expires, the other nodes forget every name of that node.
+//! - **Nodes hold leases, names follow them.** `pmchat:node:ID` is set
+//!   for [`LEASE`] and renewed every [`RENEW_EVERY`]: one command a second
+//!   per node, however many users it has. `pmchat:name:NAME` holds the id
+//!   of the node whose session has the name; a claim (one Lua script, so
+//!   two nodes racing for a name get exactly one winner) succeeds when no
+//!   node holds the name or its holder's lease has run out. A node that
+//!   dies (kill -9) stops renewing, so its names are free again within
+//!   [`LEASE`]; the nodes that notice forget its users and delete its keys
+//!   (each node keeps the set of its name keys, `pmchat:names:ID`).
 //! - **The directory.** Each node mirrors who is online elsewhere in its
 //!   [`Registry`](super::registry::Registry) (name → node), loaded with
 //!   `SCAN` when it connects and kept current by the `pmchat:presence`
@@ -37,7 +39,7 @@
 //! What goes through an inbox is a batch: the sending node's id, then
 //! records, each a kind byte and its fields (see [`Record`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -51,16 +53,16 @@ use tracing::{debug, info, warn};
 use super::session::{Session, KICKED};
 use super::Shared;
 
-/// How long a name (and a node) stays claimed without renewal: a node that
-/// dies frees its names within this.
+/// How long a node's lease (and so its names) lasts without renewal: a
+/// node that dies frees its names within this.
 pub const LEASE: Duration = Duration::from_secs(5);
-/// How often a node renews its leases and checks the other nodes'.
+/// How often a node renews its lease and checks the other nodes'.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Bytes of messages waiting for one other node before senders wait.
 pub const OUTBOX_BYTES: usize = 1 << 20;
 /// The channel every node announces its users' arrivals and departures on.
 const PRESENCE_CHANNEL: &str = "pmchat:presence";
-/// Names renewed per script call.
+/// Names claimed again per pipeline after a reconnection.
 const RENEW_CHUNK: usize = 1000;
 /// How long a connection attempt or a command may take before Redis counts
 /// as unreachable.
@@ -88,6 +90,11 @@ fn name_key(name: &str) -> String {
 
 fn node_key(node: &str) -> String {
     format!("pmchat:node:{node}")
+}
+
+/// The set of name keys a node holds, for cleaning up after it dies.
+fn names_key(node: &str) -> String {
+    format!("pmchat:names:{node}")
 }
 
 fn inbox(node: &str) -> String {
@@ -135,6 +142,51 @@ pub(crate) struct Cluster {
     ready: Event,
     /// Fires when Redis becomes reachable.
     reachable: Event,
+    /// The claim script, compiled once (its hash is sent, not its text).
+    claim_script: redis::Script,
+    /// Messages from other nodes waiting for room in full local queues, by
+    /// recipient session (its address: a session with a backlog is kept
+    /// alive by the task draining it, so the address stays its own).
+    backlogs: Mutex<HashMap<usize, Backlog>>,
+}
+
+/// A message from another node waiting for room in a local recipient's
+/// queue.
+struct Waiting {
+    /// Encoded in the recipient's wire.
+    frame: Vec<u8>,
+    /// The sender's node and name, to tell it if the message is dropped.
+    origin: Arc<str>,
+    from: Box<[u8]>,
+}
+
+/// Messages from other nodes waiting, in order, for one recipient whose
+/// queue is full; at most `--queue-bytes` of them.
+#[derive(Default)]
+struct Backlog {
+    frames: VecDeque<Waiting>,
+    bytes: usize,
+}
+
+/// What [`Cluster::join_backlog`] did.
+enum Joined {
+    /// The recipient has no backlog: deliver as usual.
+    NoBacklog,
+    /// Queued behind the backlog.
+    Queued,
+    /// The backlog is full too: not delivered.
+    Refused(Vec<Waiting>),
+}
+
+/// A session's backlog key: its address.
+fn session_key(session: &Arc<Session>) -> usize {
+    Arc::as_ptr(session) as usize
+}
+
+/// The error text for a message dropped because its recipient, on another
+/// node, has not read what is already waiting for it.
+fn not_reading_text(name: &str) -> String {
+    format!("'{name}' is not reading fast enough; message not delivered\n")
 }
 
 /// One record of an inbox batch.
@@ -276,6 +328,8 @@ impl Cluster {
             outboxes: Mutex::new(HashMap::new()),
             ready: Event::new(),
             reachable: Event::new(),
+            backlogs: Mutex::new(HashMap::new()),
+            claim_script: claim_script(),
         })
     }
 
@@ -321,36 +375,44 @@ impl Cluster {
     }
 
     /// Claims `name` for this node, atomically across all of them, and
-    /// tells the others.
+    /// tells the others. `name` must not be held by a local session (the
+    /// caller checks): the claim succeeds when no live node holds it.
     pub(crate) async fn claim(&self, name: &str) -> Result<(), ClaimError> {
         let mut connection = self
             .connection_soon()
             .await
             .ok_or(ClaimError::Unavailable)?;
-        let claimed: Option<String> = redis::cmd("SET")
-            .arg(name_key(name))
-            .arg(&*self.node)
-            .arg("NX")
-            .arg("PX")
-            .arg(LEASE.as_millis() as u64)
-            .query_async(&mut connection)
+        let claimed: i64 = self
+            .claim_invocation(name)
+            .invoke_async(&mut connection)
             .await
             .map_err(|e| self.lost(e))?;
-        if claimed.is_none() {
+        if claimed == 0 {
             return Err(ClaimError::Taken);
         }
         self.announce(&mut connection, '+', name).await;
         Ok(())
     }
 
+    fn claim_invocation(&self, name: &str) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.claim_script.prepare_invoke();
+        invocation
+            .key(name_key(name))
+            .key(names_key(&self.node))
+            .arg(&*self.node);
+        invocation
+    }
+
     /// Gives `name` up, if this node still holds it, and tells the others.
     pub(crate) async fn release(&self, name: &str) {
         let Some(mut connection) = self.connection() else {
-            // Its lease runs out by itself.
+            // Freed when this node's lease runs out, or claimed again when
+            // Redis is back.
             return;
         };
         let released: Result<i64, _> = release_script()
             .key(name_key(name))
+            .key(names_key(&self.node))
             .arg(&*self.node)
             .invoke_async(&mut connection)
             .await;
@@ -463,16 +525,15 @@ impl Cluster {
     /// loads the directory, then serves the inbox, the presence channel,
     /// the publisher and the leases; reconnects with back-off whenever
     /// Redis fails.
-    pub(crate) async fn run(&self, shared: &Shared) {
+    pub(crate) async fn run(&self, shared: &Arc<Shared>) {
         let mut backoff = crate::backoff::Backoff::default();
         loop {
             match self.serve(shared, &mut backoff).await {
                 Ok(()) => {}
-                Err(e) => {
-                    if backoff.attempt == 0 {
-                        warn!("cluster: Redis unreachable: {e}; local users go on, logins wait");
-                    }
+                Err(e) if backoff.attempt == 0 => {
+                    warn!("cluster: Redis unreachable: {e}; local users go on, logins wait");
                 }
+                Err(e) => debug!("cluster: still unreachable: {e}"),
             }
             self.set_connection(None);
             let delay = backoff.next_delay();
@@ -485,7 +546,7 @@ impl Cluster {
     /// fails.
     async fn serve(
         &self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         backoff: &mut crate::backoff::Backoff,
     ) -> redis::RedisResult<()> {
         // Bounded: a Redis that stops answering must not hold a login (or
@@ -502,10 +563,11 @@ impl Cluster {
             .unwrap_or_else(|| Err((redis::ErrorKind::Io, "no answer in time").into()))?;
         pubsub.subscribe(inbox(&self.node)).await?;
         pubsub.subscribe(PRESENCE_CHANNEL).await?;
-        // Ours first (names held through an outage are renewed or lost),
-        // and said again, for nodes that lost track of them; then everyone
+        // Ours first (names held through an outage are kept or lost), and
+        // said again, for nodes that lost track of them; then everyone
         // else's.
-        self.renew(shared, &mut connection).await?;
+        self.renew(&mut connection).await?;
+        self.reclaim(shared, &mut connection).await?;
         self.announce_all(shared, &mut connection).await?;
         load_directory(shared, &self.node, &mut connection).await?;
         self.set_connection(Some(connection.clone()));
@@ -535,7 +597,7 @@ impl Cluster {
             let mut connection = connection.clone();
             loop {
                 Timer::after(RENEW_EVERY).await;
-                self.renew(shared, &mut connection).await?;
+                self.renew(&mut connection).await?;
                 check_nodes(shared, &mut connection).await?;
                 // A command that timed out marked Redis unreachable; it
                 // answers again.
@@ -554,35 +616,45 @@ impl Cluster {
         inbound.or(leases).or(publisher).await
     }
 
-    /// Renews this node's lease and every name it holds (claiming again
-    /// those whose lease ran out during an outage, if still free); closes
-    /// the sessions whose names another node took meanwhile.
-    async fn renew(
+    /// Renews this node's lease, which keeps every name it holds: one
+    /// command a second, however many users the node has.
+    async fn renew(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        redis::cmd("SET")
+            .arg(node_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(LEASE.as_millis() as u64)
+            .query_async(connection)
+            .await
+    }
+
+    /// Claims again every name this node's sessions hold, after connecting
+    /// (Redis may have restarted empty, or this node's lease may have run
+    /// out while it could not reach Redis); closes the sessions whose names
+    /// another node took meanwhile.
+    async fn reclaim(
         &self,
         shared: &Shared,
         connection: &mut MultiplexedConnection,
     ) -> redis::RedisResult<()> {
-        let lease = LEASE.as_millis() as u64;
-        let () = redis::cmd("SET")
-            .arg(node_key(&self.node))
-            .arg(1)
-            .arg("PX")
-            .arg(lease)
-            .query_async(connection)
-            .await?;
         let names = shared.registry.local_names();
-        let script = renew_script();
+        if names.is_empty() {
+            return Ok(());
+        }
+        // A pipeline sends the script's hash only: a Redis that restarted
+        // has to be given the script again first.
+        self.claim_script.load_async(connection).await?;
         for chunk in names.chunks(RENEW_CHUNK) {
-            let mut invocation = script.prepare_invoke();
+            let mut pipe = redis::pipe();
             for name in chunk {
-                invocation.key(name_key(name));
+                let invocation = self.claim_invocation(name);
+                pipe.invoke_script(&invocation);
             }
-            invocation.arg(&*self.node).arg(lease);
-            let lost: Vec<usize> = invocation.invoke_async(connection).await?;
-            for index in lost {
-                let Some(name) = index.checked_sub(1).and_then(|i| chunk.get(i)) else {
+            let claimed: Vec<i64> = pipe.query_async(connection).await?;
+            for (name, claimed) in chunk.iter().zip(claimed) {
+                if claimed != 0 {
                     continue;
-                };
+                }
                 if let Some(session) = shared.registry.get(name.as_bytes()) {
                     warn!(
                         user = name.as_str(),
@@ -604,6 +676,12 @@ impl Cluster {
         connection: &mut MultiplexedConnection,
     ) -> redis::RedisResult<()> {
         let names = shared.registry.local_names();
+        if names.is_empty() {
+            return Ok(());
+        }
+        // A pipeline sends the script's hash only: a Redis that restarted
+        // has to be given the script again first.
+        self.claim_script.load_async(connection).await?;
         for chunk in names.chunks(RENEW_CHUNK) {
             let mut pipe = redis::pipe();
             for name in chunk {
@@ -660,7 +738,7 @@ impl Cluster {
     }
 
     /// Acts on a batch from another node's outbox.
-    async fn deliver(&self, shared: &Shared, batch: &[u8]) {
+    async fn deliver(&self, shared: &Arc<Shared>, batch: &[u8]) {
         let Some((origin, records)) = decode_batch(batch) else {
             return;
         };
@@ -683,34 +761,37 @@ impl Cluster {
                     let (wire, name) = (session.wire(), session.name().as_bytes());
                     let len = wire.message_len(name, from, content);
                     let encode = |out: &mut Vec<u8>| wire.encode_message(name, from, content, out);
-                    let pushed = match session.outbound().try_push_deferred(len, encode) {
-                        Ok(idle) => Ok(idle),
-                        Err(super::outbound::PushError::Full) => {
-                            // Its own node's rule: wait for room, then
-                            // disconnect it as a slow consumer.
-                            flush_all(&mut touched);
-                            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
-                            session
-                                .outbound()
-                                .push(len, deadline, encode)
-                                .await
-                                .map(|()| false)
-                        }
-                        Err(e) => Err(e),
+                    let waiting = || Waiting {
+                        frame: {
+                            let mut frame = Vec::with_capacity(len);
+                            encode(&mut frame);
+                            frame
+                        },
+                        origin: Arc::clone(&origin),
+                        from: from.into(),
                     };
-                    match pushed {
-                        Ok(true) => touched.push(session),
-                        Ok(false) => {}
-                        Err(super::outbound::PushError::Full) => {
-                            if session.outbound().abort() {
-                                shared.registry.remove(&session);
-                                warn!(
-                                    user = session.name(),
-                                    "disconnected slow consumer (messages from another node)"
-                                );
-                            }
+                    // Behind the messages already waiting for it, if any:
+                    // order is kept, and this task never waits.
+                    match self.join_backlog(shared, &session, waiting) {
+                        Joined::Queued => continue,
+                        Joined::Refused(refused) => {
+                            self.refuse(shared, refused, &not_reading_text(session.name()))
+                                .await;
+                            continue;
                         }
-                        Err(super::outbound::PushError::Closed) => {}
+                        Joined::NoBacklog => {}
+                    }
+                    match session.outbound().try_push_deferred(len, encode) {
+                        Ok(true) => touched.push(session),
+                        Ok(false) | Err(super::outbound::PushError::Closed) => {}
+                        // Its own node's rule, without holding up the
+                        // others: the message waits for room (in order, with
+                        // those that follow it) for the slow-consumer
+                        // timeout, on a task of its own.
+                        Err(super::outbound::PushError::Full) => {
+                            let first = waiting();
+                            self.start_backlog(shared, Arc::clone(&session), first);
+                        }
                     }
                 }
                 Record::Error { to, text } => {
@@ -740,6 +821,119 @@ impl Cluster {
         flush_all(&mut touched);
     }
 
+    /// Queues a message behind `session`'s backlog if it has one.
+    fn join_backlog(
+        &self,
+        shared: &Shared,
+        session: &Arc<Session>,
+        waiting: impl FnOnce() -> Waiting,
+    ) -> Joined {
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(backlog) = backlogs.get_mut(&session_key(session)) else {
+            return Joined::NoBacklog;
+        };
+        let waiting = waiting();
+        if backlog.bytes + waiting.frame.len() > shared.config.queue_bytes {
+            return Joined::Refused(vec![waiting]);
+        }
+        backlog.bytes += waiting.frame.len();
+        backlog.frames.push_back(waiting);
+        Joined::Queued
+    }
+
+    /// Starts a backlog for `session`, whose queue is full, with `first`,
+    /// and the task that feeds it into the queue as room appears.
+    fn start_backlog(&self, shared: &Arc<Shared>, session: Arc<Session>, first: Waiting) {
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        backlogs.insert(
+            session_key(&session),
+            Backlog {
+                bytes: first.frame.len(),
+                frames: VecDeque::from([first]),
+            },
+        );
+        drop(backlogs);
+        let shared = Arc::clone(shared);
+        smol::spawn(async move {
+            if let Some(cluster) = &shared.cluster {
+                cluster.drain_backlog(&shared, &session).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Feeds `session`'s backlog into its queue, each message waiting up to
+    /// the slow-consumer timeout for room; a recipient that never makes room
+    /// is disconnected as a slow consumer, and the senders of what was still
+    /// waiting are told.
+    async fn drain_backlog(&self, shared: &Shared, session: &Arc<Session>) {
+        let key = session_key(session);
+        loop {
+            let next = {
+                let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(backlog) = backlogs.get_mut(&key) else {
+                    return;
+                };
+                match backlog.frames.pop_front() {
+                    Some(next) => {
+                        backlog.bytes -= next.frame.len();
+                        next
+                    }
+                    None => {
+                        backlogs.remove(&key);
+                        return;
+                    }
+                }
+            };
+            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
+            let frame = &next.frame;
+            let pushed = session
+                .outbound()
+                .push(frame.len(), deadline, |out| out.extend_from_slice(frame))
+                .await;
+            if pushed.is_ok() {
+                continue;
+            }
+            let mut dropped = vec![next];
+            if let Some(backlog) = self
+                .backlogs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key)
+            {
+                dropped.extend(backlog.frames);
+            }
+            if pushed == Err(super::outbound::PushError::Full) && session.outbound().abort() {
+                shared.registry.remove(session);
+                warn!(
+                    user = session.name(),
+                    "disconnected slow consumer: outbound queue stayed full for {:?} \
+                     (messages from another node)",
+                    shared.config.slow_consumer_timeout
+                );
+            }
+            let text = format!(
+                "'{}' was disconnected for not reading fast enough; message not delivered\n",
+                session.name()
+            );
+            self.refuse(shared, dropped, &text).await;
+            return;
+        }
+    }
+
+    /// Tells the senders of `dropped` (on whichever node) that their
+    /// messages were not delivered, because of `text`.
+    async fn refuse(&self, shared: &Shared, dropped: Vec<Waiting>, text: &str) {
+        for waiting in dropped {
+            let error = Record::Error {
+                to: &waiting.from,
+                text: text.as_bytes(),
+            };
+            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
+            let _ = self.send(&waiting.origin, &error, deadline).await;
+        }
+    }
+
     /// Leaves the cluster at shutdown: gives up every name and this node's
     /// own lease at once, rather than letting them run out.
     pub(crate) async fn leave(&self, shared: &Shared) {
@@ -749,6 +943,7 @@ impl Cluster {
         if let Some(mut connection) = self.connection() {
             let _: redis::RedisResult<i64> = redis::cmd("DEL")
                 .arg(node_key(&self.node))
+                .arg(names_key(&self.node))
                 .query_async(&mut connection)
                 .await;
         }
@@ -872,35 +1067,54 @@ async fn check_nodes(
                 node = &*node,
                 "cluster: node gone; {forgotten} name(s) freed"
             );
+            // Its keys, which would otherwise wait for a claim to replace
+            // them (every node that noticed does this; it is idempotent).
+            let _: i64 = forget_script()
+                .key(names_key(&node))
+                .arg(&*node)
+                .invoke_async(connection)
+                .await?;
         }
     }
     Ok(())
 }
 
-/// Deletes a name's key only if this node (ARGV[1]) holds it.
-fn release_script() -> redis::Script {
+/// Claims the name KEYS[1] for the node ARGV[1] unless a live node (one
+/// whose lease `pmchat:node:ID` exists) other than it holds it; records the
+/// name in the node's set KEYS[2]. 1 if claimed.
+fn claim_script() -> redis::Script {
     redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        "local holder = redis.call('GET', KEYS[1])
+         if holder and holder ~= ARGV[1]
+            and redis.call('EXISTS', 'pmchat:node:' .. holder) == 1 then
+           return 0
+         end
+         redis.call('SET', KEYS[1], ARGV[1])
+         redis.call('SADD', KEYS[2], KEYS[1])
+         return 1",
     )
 }
 
-/// Renews each name this node (ARGV[1]) holds for ARGV[2] ms, claims again
-/// a name whose lease ran out, and returns the (1-based) indexes of names
-/// another node holds now.
-fn renew_script() -> redis::Script {
+/// Deletes the name KEYS[1] only if the node ARGV[1] holds it, and drops it
+/// from that node's set KEYS[2]. 1 if deleted.
+fn release_script() -> redis::Script {
     redis::Script::new(
-        "local lost = {}
-         for i, key in ipairs(KEYS) do
-           local holder = redis.call('GET', key)
-           if holder == ARGV[1] then
-             redis.call('PEXPIRE', key, ARGV[2])
-           elseif not holder then
-             redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-           else
-             table.insert(lost, i)
-           end
+        "redis.call('SREM', KEYS[2], KEYS[1])
+         if redis.call('GET', KEYS[1]) == ARGV[1] then
+           return redis.call('DEL', KEYS[1])
          end
-         return lost",
+         return 0",
+    )
+}
+
+/// Deletes every name the dead node ARGV[1] still holds (from its set
+/// KEYS[1]), then the set.
+fn forget_script() -> redis::Script {
+    redis::Script::new(
+        "for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+           if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+         end
+         return redis.call('DEL', KEYS[1])",
     )
 }
 

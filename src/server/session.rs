@@ -212,7 +212,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     }
     // In a cluster the name is claimed across every node first.
     if let Some(cluster) = &shared.cluster {
-        let refusal = match cluster.claim(session.name()).await {
+        let held_here = shared.registry.get(session.name().as_bytes()).is_some();
+        let claimed = match held_here {
+            true => Err(ClaimError::Taken),
+            false => cluster.claim(session.name()).await,
+        };
+        let refusal = match claimed {
             Ok(()) => None,
             Err(ClaimError::Taken) => Some(protocol::USERNAME_TAKEN),
             Err(ClaimError::Unavailable) => Some(SERVICE_UNAVAILABLE),

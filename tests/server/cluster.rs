@@ -255,3 +255,43 @@ fn without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns() {
     let mut impostor = nodes[1].connect("alice");
     eqnice!(Frame::err("Username is taken\n"), impostor.frame());
 }
+
+#[test]
+fn a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded() {
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let mut sender_node = ServerProcess::start(&["--cluster", &url]);
+    let mut reader_node = ServerProcess::start(&[
+        "--cluster",
+        &url,
+        "--slow-consumer-timeout",
+        "500ms",
+        "--queue-bytes",
+        "66048",
+    ]);
+    let mut bob = reader_node.login("bob");
+    let mut carol = reader_node.login("carol");
+    let alice = sender_node.login("alice");
+    sender_node.wait_online("bob");
+    sender_node.wait_online("carol");
+    // alice floods bob, who never reads, from a thread of her own.
+    let flooding = crate::common::flood(alice.stream.try_clone().unwrap(), b"bob");
+    bob.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Nothing read: bob's node disconnects him once his queue stayed full.
+    reader_node.wait_offline("bob");
+    bob.drain_until_closed();
+    // The others on his node are unaffected.
+    let mut dave = sender_node.login("dave");
+    dave.send("carol", "still fine");
+    eqnice!(Frame::msg("dave", "still fine"), carol.frame());
+    let _ = alice.stream.shutdown(std::net::Shutdown::Both);
+    let _ = flooding.join();
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", sender_node.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap();
+    // The flood was far more than this: what waited for Redis was bounded.
+    assert!(rss_kib < 64 * 1024, "sender's node RSS {rss_kib} KiB");
+}
