@@ -568,7 +568,6 @@ impl Cluster {
         // else's.
         self.renew(&mut connection).await?;
         self.reclaim(shared, &mut connection).await?;
-        self.announce_all(shared, &mut connection).await?;
         load_directory(shared, &self.node, &mut connection).await?;
         self.set_connection(Some(connection.clone()));
         if backoff.attempt > 0 {
@@ -630,8 +629,9 @@ impl Cluster {
 
     /// Claims again every name this node's sessions hold, after connecting
     /// (Redis may have restarted empty, or this node's lease may have run
-    /// out while it could not reach Redis); closes the sessions whose names
-    /// another node took meanwhile.
+    /// out while it could not reach Redis), and tells the other nodes about
+    /// them again (they may have lost track); closes the sessions whose
+    /// names another node took meanwhile.
     async fn reclaim(
         &self,
         shared: &Shared,
@@ -651,8 +651,16 @@ impl Cluster {
                 pipe.invoke_script(&invocation);
             }
             let claimed: Vec<i64> = pipe.query_async(connection).await?;
+            let mut announcements = redis::pipe();
+            let mut kept = 0;
             for (name, claimed) in chunk.iter().zip(claimed) {
                 if claimed != 0 {
+                    kept += 1;
+                    announcements
+                        .cmd("PUBLISH")
+                        .arg(PRESENCE_CHANNEL)
+                        .arg(format!("+{} {name}", self.node))
+                        .ignore();
                     continue;
                 }
                 if let Some(session) = shared.registry.get(name.as_bytes()) {
@@ -664,33 +672,9 @@ impl Cluster {
                     session.close_with_error(&name_lost_text(name));
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Tells the other nodes about every name this node holds, in one
-    /// pipeline.
-    async fn announce_all(
-        &self,
-        shared: &Shared,
-        connection: &mut MultiplexedConnection,
-    ) -> redis::RedisResult<()> {
-        let names = shared.registry.local_names();
-        if names.is_empty() {
-            return Ok(());
-        }
-        // A pipeline sends the script's hash only: a Redis that restarted
-        // has to be given the script again first.
-        self.claim_script.load_async(connection).await?;
-        for chunk in names.chunks(RENEW_CHUNK) {
-            let mut pipe = redis::pipe();
-            for name in chunk {
-                pipe.cmd("PUBLISH")
-                    .arg(PRESENCE_CHANNEL)
-                    .arg(format!("+{} {name}", self.node))
-                    .ignore();
+            if kept > 0 {
+                let () = announcements.query_async(connection).await?;
             }
-            let () = pipe.query_async(connection).await?;
         }
         Ok(())
     }

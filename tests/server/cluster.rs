@@ -6,7 +6,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{Frame, RawClient, RedisProcess, ServerProcess, TIMEOUT};
+use crate::common::{
+    client_command, run_client, Follower, Frame, RawClient, RedisProcess, ServerProcess, TIMEOUT,
+};
 use crate::eqnice;
 
 /// `count` nodes on `redis`.
@@ -363,4 +365,28 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes() {
     let after = seen.iter().filter(|&&n| n + 200 > sent).count();
     assert!(before > 0 && after > 0, "sent {sent}, bob saw {seen:?}");
     drop(alice);
+}
+
+#[test]
+fn every_client_kind_works_across_nodes() {
+    let redis = RedisProcess::start();
+    let mut nodes = nodes(&redis, 2);
+    // On the second node: a gob client and a v1 client with extensions.
+    let gopher = Follower::start(&mut nodes[1], "gopher", &["--wire", "gob"]);
+    let modern = Follower::start(&mut nodes[1], "modern", &[]);
+    nodes[0].wait_online("gopher");
+    nodes[0].wait_online("modern");
+    // On the first: a raw v1 client.
+    let mut oldtimer = nodes[0].login("oldtimer");
+    nodes[1].wait_online("oldtimer");
+    oldtimer.send("gopher", "to the gob wire");
+    oldtimer.send("modern", "to an extended client");
+    eqnice!("oldtimer: to the gob wire", gopher.line());
+    eqnice!("oldtimer: to an extended client", modern.line());
+    // And back, from a gob client on the second node.
+    let mut command = client_command(nodes[1].port, "gob2");
+    command.args(["--wire", "gob"]);
+    let run = run_client(command, b"send oldtimer from the gob wire\n");
+    eqnice!(0, run.status);
+    eqnice!(Frame::msg("gob2", "from the gob wire"), oldtimer.frame());
 }
