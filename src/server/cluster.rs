@@ -1,4 +1,7 @@
-//! Several nodes acting as one server, through Redis (`--cluster URL`).
+//! Several nodes acting as one server, through Redis (`--cluster URL`):
+//! one Redis (`redis://HOST:PORT`) or a Redis Cluster
+//! (`redis+cluster://HOST:PORT,HOST:PORT,…`, sharded pub/sub, and every
+//! command on a single key, so that it goes to the one shard holding it).
 //!
 //! Every node keeps its own sessions, registry and routing exactly as a
 //! single server does; Redis holds only what the nodes must agree on and
@@ -14,14 +17,17 @@
 //!   [`LEASE`]; the nodes that notice forget its users and delete its keys
 //!   (each node keeps the set of its name keys, `pmchat:names:ID`).
 //! - **The directory.** Each node mirrors who is online elsewhere in its
-//!   [`Registry`](super::registry::Registry) (name → node), loaded with
-//!   `SCAN` when it connects and kept current by the `pmchat:presence`
+//!   [`Registry`](super::registry::Registry) (name → node), loaded when it
+//!   connects from the set of live nodes (`pmchat:nodes`) and each node's
+//!   set of names (`pmchat:names:ID`), no `SCAN` (which on a Redis Cluster
+//!   would visit every shard), and kept current by the `pmchat:presence`
 //!   channel (`+NODE NAME`, `-NODE NAME`). So "not connected", `who`,
 //!   presence events and the console's `users` cover every node without a
 //!   round trip to Redis per message.
 //! - **A message to a user on another node** is encoded into a bounded
 //!   outbox for that node ([`OUTBOX_BYTES`]); one publisher task sends each
-//!   outbox's contents as one `PUBLISH` to `pmchat:inbox:NODE`, however many
+//!   outbox's contents as one `PUBLISH` (`SPUBLISH` on a Redis Cluster) to
+//!   `pmchat:inbox:NODE`, however many
 //!   messages it holds, so Redis sees one command per batch, not per
 //!   message. One outbox per node and one publisher keep one sender's
 //!   messages to one recipient in order. A full outbox makes the sender
@@ -44,9 +50,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use event_listener::{listener, Event};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, Value};
 use smol::future::FutureExt;
-use smol::stream::StreamExt;
 use smol::Timer;
 use tracing::{debug, info, warn};
 
@@ -62,8 +69,6 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 pub const OUTBOX_BYTES: usize = 1 << 20;
 /// The channel every node announces its users' arrivals and departures on.
 const PRESENCE_CHANNEL: &str = "pmchat:presence";
-/// Names claimed again per pipeline after a reconnection.
-const RENEW_CHUNK: usize = 1000;
 /// How long a connection attempt or a command may take before Redis counts
 /// as unreachable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,7 +97,11 @@ fn node_key(node: &str) -> String {
     format!("pmchat:node:{node}")
 }
 
-/// The set of name keys a node holds, for cleaning up after it dies.
+/// The set of live nodes' ids.
+const NODES_KEY: &str = "pmchat:nodes";
+
+/// The set of name keys a node holds: the directory, and what to clean up
+/// after it dies.
 fn names_key(node: &str) -> String {
     format!("pmchat:names:{node}")
 }
@@ -129,21 +138,89 @@ impl Outbox {
     }
 }
 
+/// Where the cluster's Redis is.
+enum Backend {
+    /// One Redis server (`redis://HOST:PORT`).
+    Single(redis::ConnectionInfo),
+    /// A Redis Cluster (`redis+cluster://HOST:PORT,HOST:PORT,…`): the
+    /// nodes to start from.
+    Sharded(Vec<String>),
+}
+
+/// A connection for commands, carrying this node's subscriptions too
+/// (RESP3 pushes). Channels are sharded on a Redis Cluster (`SPUBLISH`,
+/// `SSUBSCRIBE`), so that a batch travels to the one shard that holds its
+/// channel, not to every node of the cluster.
+#[derive(Clone)]
+enum Commands {
+    Single(MultiplexedConnection),
+    Sharded(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Commands::Single(c) => c.req_packed_command(cmd),
+            Commands::Sharded(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Commands::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Commands::Sharded(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(c) => c.get_db(),
+            Commands::Sharded(c) => c.get_db(),
+        }
+    }
+}
+
+impl Commands {
+    /// The publish command for this Redis's channels.
+    fn publish(&self, channel: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(match self {
+            Commands::Single(_) => "PUBLISH",
+            Commands::Sharded(_) => "SPUBLISH",
+        });
+        cmd.arg(channel);
+        cmd
+    }
+
+    /// Subscribes this connection to `channel`; messages come as pushes.
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Commands::Single(c) => c.subscribe(channel).await,
+            Commands::Sharded(c) => c.ssubscribe(channel).await,
+        }
+    }
+}
+
 /// This node's part in the cluster.
 pub(crate) struct Cluster {
     /// This node's id, random per start.
     node: Arc<str>,
-    client: redis::Client,
+    backend: Backend,
     /// The connection for commands; `None` while Redis is unreachable.
-    commands: RwLock<Option<MultiplexedConnection>>,
+    commands: RwLock<Option<Commands>>,
     /// Messages for other nodes, by node id.
     outboxes: Mutex<HashMap<Arc<str>, Arc<Outbox>>>,
     /// Fires when an outbox got its first record.
     ready: Event,
     /// Fires when Redis becomes reachable.
     reachable: Event,
-    /// The claim script, compiled once (its hash is sent, not its text).
-    claim_script: redis::Script,
+    /// The claim's compare-and-set, compiled once (its hash is sent, not
+    /// its text).
+    swap_script: redis::Script,
     /// Messages from other nodes waiting for room in full local queues, by
     /// recipient session (its address: a session with a backlog is kept
     /// alive by the task draining it, so the address stays its own).
@@ -315,33 +392,54 @@ impl Cluster {
     /// connected until [`Cluster::run`].
     pub(crate) fn new(url: &str) -> Result<Cluster, String> {
         let bad = |e: redis::RedisError| format!("bad --cluster URL: {e}");
-        // TCP_NODELAY (off by default in the crate): a lone message must not
-        // wait for the acknowledgement of the one before it.
-        let info = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(bad)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(bad)?;
+        let backend = match url.strip_prefix("redis+cluster://") {
+            Some(nodes) => {
+                let nodes: Vec<String> = nodes
+                    .split(',')
+                    .filter(|node| !node.is_empty())
+                    .map(|node| format!("redis://{node}"))
+                    .collect();
+                for node in &nodes {
+                    redis::IntoConnectionInfo::into_connection_info(node.as_str()).map_err(bad)?;
+                }
+                if nodes.is_empty() {
+                    return Err("bad --cluster URL: redis+cluster:// names no node".into());
+                }
+                Backend::Sharded(nodes)
+            }
+            None => {
+                let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(redis::ProtocolVersion::RESP3);
+                Backend::Single(
+                    info.set_redis_settings(settings)
+                        .set_tcp_settings(no_delay()),
+                )
+            }
+        };
         Ok(Cluster {
             node: new_node_id().into(),
-            client,
+            backend,
             commands: RwLock::new(None),
             outboxes: Mutex::new(HashMap::new()),
             ready: Event::new(),
             reachable: Event::new(),
             backlogs: Mutex::new(HashMap::new()),
-            claim_script: claim_script(),
+            swap_script: swap_script(),
         })
     }
 
     /// The command connection, if Redis is reachable.
-    fn connection(&self) -> Option<MultiplexedConnection> {
+    fn connection(&self) -> Option<Commands> {
         self.commands
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn set_connection(&self, connection: Option<MultiplexedConnection>) {
+    fn set_connection(&self, connection: Option<Commands>) {
         let reachable = connection.is_some();
         *self.commands.write().unwrap_or_else(|e| e.into_inner()) = connection;
         if reachable {
@@ -352,7 +450,7 @@ impl Cluster {
     /// The command connection, waiting up to [`REDIS_TIMEOUT`] for one: a
     /// login that comes while the node is still joining (or Redis just
     /// blinked) waits a moment rather than being refused.
-    async fn connection_soon(&self) -> Option<MultiplexedConnection> {
+    async fn connection_soon(&self) -> Option<Commands> {
         let deadline = Instant::now() + REDIS_TIMEOUT;
         loop {
             if let Some(connection) = self.connection() {
@@ -382,25 +480,48 @@ impl Cluster {
             .connection_soon()
             .await
             .ok_or(ClaimError::Unavailable)?;
-        let claimed: i64 = self
-            .claim_invocation(name)
-            .invoke_async(&mut connection)
+        let claimed = self
+            .claim_on(&mut connection, name)
             .await
             .map_err(|e| self.lost(e))?;
-        if claimed == 0 {
+        if !claimed {
             return Err(ClaimError::Taken);
         }
         self.announce(&mut connection, '+', name).await;
         Ok(())
     }
 
-    fn claim_invocation(&self, name: &str) -> redis::ScriptInvocation<'_> {
-        let mut invocation = self.claim_script.prepare_invoke();
-        invocation
-            .key(name_key(name))
-            .key(names_key(&self.node))
-            .arg(&*self.node);
-        invocation
+    /// Claims `name` unless a live node other than this one holds it: the
+    /// holder is read, its lease checked, and the name swapped only if the
+    /// holder is still the one read (so of two nodes racing, one wins).
+    /// Each command touches one key, as a Redis Cluster requires.
+    async fn claim_on(&self, connection: &mut Commands, name: &str) -> redis::RedisResult<bool> {
+        let key = name_key(name);
+        let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(connection).await?;
+        if let Some(holder) = holder.as_deref().filter(|holder| *holder != &*self.node) {
+            let alive: i64 = redis::cmd("EXISTS")
+                .arg(node_key(holder))
+                .query_async(connection)
+                .await?;
+            if alive == 1 {
+                return Ok(false);
+            }
+        }
+        let swapped: i64 = self
+            .swap_script
+            .key(&key)
+            .arg(holder.unwrap_or_default())
+            .arg(&*self.node)
+            .invoke_async(connection)
+            .await?;
+        if swapped == 1 {
+            let _: i64 = redis::cmd("SADD")
+                .arg(names_key(&self.node))
+                .arg(&key)
+                .query_async(connection)
+                .await?;
+        }
+        Ok(swapped == 1)
     }
 
     /// Gives `name` up, if this node still holds it, and tells the others.
@@ -412,9 +533,13 @@ impl Cluster {
         };
         let released: Result<i64, _> = release_script()
             .key(name_key(name))
-            .key(names_key(&self.node))
             .arg(&*self.node)
             .invoke_async(&mut connection)
+            .await;
+        let _: redis::RedisResult<i64> = redis::cmd("SREM")
+            .arg(names_key(&self.node))
+            .arg(name_key(name))
+            .query_async(&mut connection)
             .await;
         match released {
             Ok(1) => self.announce(&mut connection, '-', name).await,
@@ -425,10 +550,10 @@ impl Cluster {
         }
     }
 
-    async fn announce(&self, connection: &mut MultiplexedConnection, sign: char, name: &str) {
+    async fn announce(&self, connection: &mut Commands, sign: char, name: &str) {
         let event = format!("{sign}{} {name}", self.node);
-        let published: Result<i64, _> = redis::cmd("PUBLISH")
-            .arg(PRESENCE_CHANNEL)
+        let published: Result<i64, _> = connection
+            .publish(PRESENCE_CHANNEL)
             .arg(event)
             .query_async(connection)
             .await;
@@ -542,6 +667,40 @@ impl Cluster {
         }
     }
 
+    /// A connection to this cluster's Redis whose pushes (subscribed
+    /// messages, disconnections) go to `pushed`. Bounded: a Redis that stops
+    /// answering must not hold a login (or the lease) forever; it counts as
+    /// unreachable instead.
+    async fn connect(
+        &self,
+        pushed: async_channel::Sender<PushInfo>,
+    ) -> redis::RedisResult<Commands> {
+        let push = move |info: PushInfo| pushed.try_send(info).map_err(|_| ());
+        match &self.backend {
+            Backend::Single(info) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
+                    .set_push_sender(push);
+                let client = redis::Client::open(info.clone())?;
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(Commands::Single(connection))
+            }
+            Backend::Sharded(nodes) => {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(push)
+                    .tcp_settings(no_delay())
+                    .connection_timeout(REDIS_TIMEOUT)
+                    .response_timeout(REDIS_TIMEOUT)
+                    .build()?;
+                Ok(Commands::Sharded(client.get_async_connection().await?))
+            }
+        }
+    }
+
     /// One connection's worth of [`Cluster::run`]; returns when Redis
     /// fails.
     async fn serve(
@@ -549,24 +708,19 @@ impl Cluster {
         shared: &Arc<Shared>,
         backoff: &mut crate::backoff::Backoff,
     ) -> redis::RedisResult<()> {
-        // Bounded: a Redis that stops answering must not hold a login (or
-        // the leases) forever; it counts as unreachable instead.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        let mut connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let mut pubsub = crate::runtime::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .unwrap_or_else(|| Err((redis::ErrorKind::Io, "no answer in time").into()))?;
-        pubsub.subscribe(inbox(&self.node)).await?;
-        pubsub.subscribe(PRESENCE_CHANNEL).await?;
+        let (pushed, pushes) = async_channel::unbounded::<PushInfo>();
+        let mut connection = self.connect(pushed).await?;
+        connection.subscribe(&inbox(&self.node)).await?;
+        connection.subscribe(PRESENCE_CHANNEL).await?;
         // Ours first (names held through an outage are kept or lost), and
         // said again, for nodes that lost track of them; then everyone
         // else's.
         self.renew(&mut connection).await?;
+        let _: i64 = redis::cmd("SADD")
+            .arg(NODES_KEY)
+            .arg(&*self.node)
+            .query_async(&mut connection)
+            .await?;
         self.reclaim(shared, &mut connection).await?;
         load_directory(shared, &self.node, &mut connection).await?;
         self.set_connection(Some(connection.clone()));
@@ -576,15 +730,23 @@ impl Cluster {
             info!(node = &*self.node, "cluster: joined");
         }
         backoff.reset();
-        let mut messages = pubsub.on_message();
         let inbound = async {
-            while let Some(message) = messages.next().await {
-                let channel = message.get_channel_name().to_string();
-                let payload = message.get_payload_bytes();
-                if channel == PRESENCE_CHANNEL {
-                    presence_event(shared, &self.node, payload);
-                } else {
-                    self.deliver(shared, payload).await;
+            while let Ok(push) = pushes.recv().await {
+                match push.kind {
+                    PushKind::Message | PushKind::SMessage => {
+                        let [Value::BulkString(channel), Value::BulkString(payload)] =
+                            &push.data[..]
+                        else {
+                            continue;
+                        };
+                        if channel == PRESENCE_CHANNEL.as_bytes() {
+                            presence_event(shared, &self.node, payload);
+                        } else {
+                            self.deliver(shared, payload).await;
+                        }
+                    }
+                    PushKind::Disconnection => break,
+                    _ => {}
                 }
             }
             Err(redis::RedisError::from((
@@ -617,7 +779,7 @@ impl Cluster {
 
     /// Renews this node's lease, which keeps every name it holds: one
     /// command a second, however many users the node has.
-    async fn renew(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn renew(&self, connection: &mut Commands) -> redis::RedisResult<()> {
         redis::cmd("SET")
             .arg(node_key(&self.node))
             .arg(1)
@@ -632,48 +794,22 @@ impl Cluster {
     /// out while it could not reach Redis), and tells the other nodes about
     /// them again (they may have lost track); closes the sessions whose
     /// names another node took meanwhile.
-    async fn reclaim(
-        &self,
-        shared: &Shared,
-        connection: &mut MultiplexedConnection,
-    ) -> redis::RedisResult<()> {
-        let names = shared.registry.local_names();
-        if names.is_empty() {
-            return Ok(());
-        }
-        // A pipeline sends the script's hash only: a Redis that restarted
-        // has to be given the script again first.
-        self.claim_script.load_async(connection).await?;
-        for chunk in names.chunks(RENEW_CHUNK) {
-            let mut pipe = redis::pipe();
-            for name in chunk {
-                let invocation = self.claim_invocation(name);
-                pipe.invoke_script(&invocation);
-            }
-            let claimed: Vec<i64> = pipe.query_async(connection).await?;
-            let mut announcements = redis::pipe();
-            let mut kept = 0;
-            for (name, claimed) in chunk.iter().zip(claimed) {
-                if claimed != 0 {
-                    kept += 1;
-                    announcements
-                        .cmd("PUBLISH")
-                        .arg(PRESENCE_CHANNEL)
-                        .arg(format!("+{} {name}", self.node))
-                        .ignore();
-                    continue;
-                }
-                if let Some(session) = shared.registry.get(name.as_bytes()) {
-                    warn!(
-                        user = name.as_str(),
-                        "cluster: name taken by another node meanwhile"
-                    );
-                    shared.registry.remove(&session);
-                    session.close_with_error(&name_lost_text(name));
-                }
-            }
-            if kept > 0 {
-                let () = announcements.query_async(connection).await?;
+    async fn reclaim(&self, shared: &Shared, connection: &mut Commands) -> redis::RedisResult<()> {
+        for name in shared.registry.local_names() {
+            if self.claim_on(connection, &name).await? {
+                let event = format!("+{} {name}", self.node);
+                let _: i64 = connection
+                    .publish(PRESENCE_CHANNEL)
+                    .arg(event)
+                    .query_async(connection)
+                    .await?;
+            } else if let Some(session) = shared.registry.get(name.as_bytes()) {
+                warn!(
+                    user = name.as_str(),
+                    "cluster: name taken by another node meanwhile"
+                );
+                shared.registry.remove(&session);
+                session.close_with_error(&name_lost_text(&name));
             }
         }
         Ok(())
@@ -683,7 +819,7 @@ impl Cluster {
     async fn publish_ready(
         &self,
         shared: &Shared,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Commands,
     ) -> redis::RedisResult<()> {
         let ready: Vec<(Arc<str>, Vec<u8>, Arc<Outbox>)> = loop {
             listener!(self.ready => wake);
@@ -695,8 +831,8 @@ impl Cluster {
         };
         for (node, batch, outbox) in ready {
             outbox.room.notify(usize::MAX);
-            let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(inbox(&node))
+            let published: redis::RedisResult<i64> = connection
+                .publish(&inbox(&node))
                 .arg(&batch)
                 .query_async(connection)
                 .await;
@@ -925,9 +1061,15 @@ impl Cluster {
             self.release(&name).await;
         }
         if let Some(mut connection) = self.connection() {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL")
-                .arg(node_key(&self.node))
-                .arg(names_key(&self.node))
+            for key in [node_key(&self.node), names_key(&self.node)] {
+                let _: redis::RedisResult<i64> = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await;
+            }
+            let _: redis::RedisResult<i64> = redis::cmd("SREM")
+                .arg(NODES_KEY)
+                .arg(&*self.node)
                 .query_async(&mut connection)
                 .await;
         }
@@ -993,53 +1135,42 @@ fn presence_event(shared: &Shared, me: &str, event: &[u8]) {
     }
 }
 
-/// Reads every name held by another node into the registry's directory.
+/// Reads every name held by another live node into the registry's
+/// directory, from the set of nodes and each node's set of names (no
+/// `SCAN`: on a Redis Cluster that would have to visit every shard).
 async fn load_directory(
     shared: &Shared,
     me: &str,
-    connection: &mut MultiplexedConnection,
+    connection: &mut Commands,
 ) -> redis::RedisResult<()> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("pmchat:name:*")
-            .arg("COUNT")
-            .arg(1000)
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(NODES_KEY)
+        .query_async(connection)
+        .await?;
+    let mut directory = Vec::new();
+    for node in nodes.iter().filter(|node| *node != me) {
+        let alive: i64 = redis::cmd("EXISTS")
+            .arg(node_key(node))
             .query_async(connection)
             .await?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
+        if alive == 0 {
+            continue;
         }
-        cursor = next;
-    }
-    let mut directory = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(1000) {
-        let nodes: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(chunk)
+        let keys: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(names_key(node))
             .query_async(connection)
             .await?;
-        for (key, node) in chunk.iter().zip(nodes) {
-            let (Some(node), Some(name)) = (node, key.strip_prefix("pmchat:name:")) else {
-                continue;
-            };
-            if node != me {
-                directory.push((name.to_string(), node));
-            }
-        }
+        directory.extend(keys.iter().filter_map(|key| {
+            let name = key.strip_prefix("pmchat:name:")?;
+            Some((name.to_string(), node.clone()))
+        }));
     }
     shared.registry.replace_remote(directory);
     Ok(())
 }
 
 /// Forgets the names of nodes whose own lease ran out (they died).
-async fn check_nodes(
-    shared: &Shared,
-    connection: &mut MultiplexedConnection,
-) -> redis::RedisResult<()> {
+async fn check_nodes(shared: &Shared, connection: &mut Commands) -> redis::RedisResult<()> {
     for node in shared.registry.remote_nodes() {
         let alive: i64 = redis::cmd("EXISTS")
             .arg(node_key(&node))
@@ -1053,53 +1184,56 @@ async fn check_nodes(
             );
             // Its keys, which would otherwise wait for a claim to replace
             // them (every node that noticed does this; it is idempotent).
-            let _: i64 = forget_script()
-                .key(names_key(&node))
-                .arg(&*node)
-                .invoke_async(connection)
+            let keys: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(names_key(&node))
+                .query_async(connection)
                 .await?;
+            for key in keys {
+                let _: i64 = release_script()
+                    .key(key)
+                    .arg(&*node)
+                    .invoke_async(connection)
+                    .await?;
+            }
+            for (command, key) in [("DEL", names_key(&node)), ("SREM", NODES_KEY.to_string())] {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(key);
+                if command == "SREM" {
+                    cmd.arg(&*node);
+                }
+                let _: i64 = cmd.query_async(connection).await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Claims the name KEYS[1] for the node ARGV[1] unless a live node (one
-/// whose lease `pmchat:node:ID` exists) other than it holds it; records the
-/// name in the node's set KEYS[2]. 1 if claimed.
-fn claim_script() -> redis::Script {
+/// Sets the name KEYS[1] to the node ARGV[2] if its holder is still ARGV[1]
+/// (empty: nobody). 1 if set.
+fn swap_script() -> redis::Script {
     redis::Script::new(
-        "local holder = redis.call('GET', KEYS[1])
-         if holder and holder ~= ARGV[1]
-            and redis.call('EXISTS', 'pmchat:node:' .. holder) == 1 then
-           return 0
-         end
-         redis.call('SET', KEYS[1], ARGV[1])
-         redis.call('SADD', KEYS[2], KEYS[1])
+        "local holder = redis.call('GET', KEYS[1]) or ''
+         if holder ~= ARGV[1] then return 0 end
+         redis.call('SET', KEYS[1], ARGV[2])
          return 1",
     )
 }
 
-/// Deletes the name KEYS[1] only if the node ARGV[1] holds it, and drops it
-/// from that node's set KEYS[2]. 1 if deleted.
+/// Deletes the name KEYS[1] only if the node ARGV[1] holds it. 1 if
+/// deleted.
 fn release_script() -> redis::Script {
     redis::Script::new(
-        "redis.call('SREM', KEYS[2], KEYS[1])
-         if redis.call('GET', KEYS[1]) == ARGV[1] then
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
            return redis.call('DEL', KEYS[1])
          end
          return 0",
     )
 }
 
-/// Deletes every name the dead node ARGV[1] still holds (from its set
-/// KEYS[1]), then the set.
-fn forget_script() -> redis::Script {
-    redis::Script::new(
-        "for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-           if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
-         end
-         return redis.call('DEL', KEYS[1])",
-    )
+/// TCP_NODELAY (off by default in the crate): a lone message must not wait
+/// for the acknowledgement of the one before it.
+fn no_delay() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 #[cfg(test)]

@@ -576,18 +576,20 @@ pub struct RedisProcess {
 impl RedisProcess {
     /// Starts one on a free port and waits until it answers PING.
     pub fn start() -> RedisProcess {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        RedisProcess::start_on(port)
+        RedisProcess::start_on(free_port())
     }
 
     /// Starts one on `port` (again, after [`RedisProcess::stop`]).
     pub fn start_on(port: u16) -> RedisProcess {
+        RedisProcess::spawn(port, &[])
+    }
+
+    /// Starts one on `port` with `extra` options.
+    fn spawn(port: u16, extra: &[&str]) -> RedisProcess {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -614,6 +616,38 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// How many times this server ran `command` (INFO commandstats).
+    pub fn calls(&self, command: &str) -> u64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        stream
+            .write_all(b"INFO commandstats\r\n")
+            .expect("ask redis");
+        let mut reply = vec![0u8; 1 << 16];
+        let n = stream.read(&mut reply).expect("redis answers");
+        let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+        let prefix = format!("cmdstat_{command}:calls=");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// True once `CLUSTER INFO` says the cluster is ok.
+    fn cluster_ok(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = vec![0u8; 4096];
+        stream.write_all(b"CLUSTER INFO\r\n").is_ok()
+            && matches!(stream.read(&mut reply), Ok(n)
+                if String::from_utf8_lossy(&reply[..n]).contains("cluster_state:ok"))
+    }
+
     fn answers(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
@@ -638,4 +672,99 @@ impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A Redis Cluster of three masters (no replicas), each a `redis-server`
+/// of its own with persistence off, made into a cluster with
+/// `redis-cli --cluster create`; stopped on drop.
+pub struct RedisClusterProcess {
+    masters: Vec<RedisProcess>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisClusterProcess {
+    pub fn start() -> RedisClusterProcess {
+        let dir = std::env::temp_dir().join(format!(
+            "pmchat-redis-cluster-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for the cluster");
+        let masters: Vec<RedisProcess> = (0..3)
+            .map(|i| {
+                let port = free_port();
+                let conf = dir.join(format!("nodes-{i}.conf"));
+                RedisProcess::spawn(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        conf.to_str().expect("a UTF-8 path"),
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--dir",
+                        dir.to_str().expect("a UTF-8 path"),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = masters
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = RedisClusterProcess { masters, dir };
+        let deadline = Instant::now() + TIMEOUT;
+        while !cluster.masters.iter().all(|m| m.cluster_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster never became ok"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// How many times each master ran `command` (from INFO commandstats).
+    pub fn calls(&self, command: &str) -> Vec<u64> {
+        self.masters.iter().map(|m| m.calls(command)).collect()
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .masters
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+impl Drop for RedisClusterProcess {
+    fn drop(&mut self) {
+        for master in &mut self.masters {
+            master.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }

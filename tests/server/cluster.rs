@@ -11,17 +11,47 @@ use crate::common::{
 };
 use crate::eqnice;
 
-/// `count` nodes on `redis`.
-fn nodes(redis: &RedisProcess, count: usize) -> Vec<ServerProcess> {
+/// `count` nodes on the Redis at `url`.
+fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
     (0..count)
-        .map(|_| ServerProcess::start(&["--cluster", &redis.url()]))
+        .map(|_| ServerProcess::start(&["--cluster", url]))
         .collect()
 }
 
-#[test]
-fn messages_cross_nodes_both_ways_in_order() {
-    let redis = RedisProcess::start();
-    let mut nodes = nodes(&redis, 3);
+/// Runs each case twice: on one Redis, and on a three-master Redis Cluster
+/// (sharded pub/sub, one key per command).
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod on_one_redis {
+            $(#[test]
+            fn $case() {
+                let redis = crate::common::RedisProcess::start();
+                super::$case(&redis.url());
+            })*
+        }
+        mod on_a_redis_cluster {
+            $(#[test]
+            fn $case() {
+                let redis = crate::common::RedisClusterProcess::start();
+                super::$case(&redis.url());
+            })*
+        }
+    };
+}
+
+on_both!(
+    messages_cross_nodes_both_ways_in_order,
+    not_connected_means_no_node_holds_the_name,
+    a_name_has_exactly_one_holder_under_a_20_way_race_across_nodes,
+    who_presence_and_the_console_cover_every_node,
+    the_console_of_one_node_kicks_a_user_of_another,
+    a_killed_node_frees_its_names_within_the_lease,
+    a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded,
+    every_client_kind_works_across_nodes,
+);
+
+fn messages_cross_nodes_both_ways_in_order(url: &str) {
+    let mut nodes = nodes(url, 3);
     let mut alice = nodes[0].login("alice");
     let mut bob = nodes[1].login("bob");
     let mut carol = nodes[2].login("carol");
@@ -57,10 +87,8 @@ fn messages_cross_nodes_both_ways_in_order() {
     eqnice!(Frame::msg("alice", "local"), dave.frame());
 }
 
-#[test]
-fn not_connected_means_no_node_holds_the_name() {
-    let redis = RedisProcess::start();
-    let mut nodes = nodes(&redis, 2);
+fn not_connected_means_no_node_holds_the_name(url: &str) {
+    let mut nodes = nodes(url, 2);
     let mut alice = nodes[0].login("alice");
     let bob = nodes[1].login("bob");
     nodes[0].wait_online("bob");
@@ -72,10 +100,8 @@ fn not_connected_means_no_node_holds_the_name() {
     eqnice!(Frame::err("'bob' is not connected\n"), alice.frame());
 }
 
-#[test]
-fn a_name_has_exactly_one_holder_under_a_20_way_race_across_nodes() {
-    let redis = RedisProcess::start();
-    let nodes = nodes(&redis, 3);
+fn a_name_has_exactly_one_holder_under_a_20_way_race_across_nodes(url: &str) {
+    let nodes = nodes(url, 3);
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let start = Arc::new(Barrier::new(20));
     let racers: Vec<_> = (0..20)
@@ -101,10 +127,8 @@ fn a_name_has_exactly_one_holder_under_a_20_way_race_across_nodes() {
     eqnice!(1, winners);
 }
 
-#[test]
-fn who_presence_and_the_console_cover_every_node() {
-    let redis = RedisProcess::start();
-    let mut nodes = nodes(&redis, 2);
+fn who_presence_and_the_console_cover_every_node(url: &str) {
+    let mut nodes = nodes(url, 2);
     let mut watcher = nodes[0].connect("watcher");
     // HELLO asking for presence: WELCOME, the online list, then events.
     let features = b"pmchat/1 presence";
@@ -143,10 +167,8 @@ fn extension_frame(client: &mut RawClient) -> (u16, Vec<u8>, Vec<u8>) {
     (u16::from_be_bytes([head[0], head[1]]), a, b)
 }
 
-#[test]
-fn the_console_of_one_node_kicks_a_user_of_another() {
-    let redis = RedisProcess::start();
-    let mut nodes = nodes(&redis, 2);
+fn the_console_of_one_node_kicks_a_user_of_another(url: &str) {
+    let mut nodes = nodes(url, 2);
     let mut bob = nodes[1].login("bob");
     nodes[0].wait_online("bob");
     nodes[0].console("kick bob");
@@ -159,10 +181,8 @@ fn the_console_of_one_node_kicks_a_user_of_another() {
     nodes[0].wait_offline("bob");
 }
 
-#[test]
-fn a_killed_node_frees_its_names_within_the_lease() {
-    let redis = RedisProcess::start();
-    let mut nodes = nodes(&redis, 2);
+fn a_killed_node_frees_its_names_within_the_lease(url: &str) {
+    let mut nodes = nodes(url, 2);
     let _dave = nodes[1].login("dave");
     nodes[0].wait_online("dave");
     nodes[1].signal("KILL");
@@ -192,7 +212,7 @@ fn a_killed_node_frees_its_names_within_the_lease() {
 fn without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns() {
     let mut redis = RedisProcess::start();
     let port = redis.port;
-    let mut nodes = nodes(&redis, 2);
+    let mut nodes = nodes(&redis.url(), 2);
     let mut alice = nodes[0].login("alice");
     let mut carol = nodes[0].login("carol");
     let _bob = nodes[1].login("bob");
@@ -258,14 +278,11 @@ fn without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns() {
     eqnice!(Frame::err("Username is taken\n"), impostor.frame());
 }
 
-#[test]
-fn a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded() {
-    let redis = RedisProcess::start();
-    let url = redis.url();
-    let mut sender_node = ServerProcess::start(&["--cluster", &url]);
+fn a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded(url: &str) {
+    let mut sender_node = ServerProcess::start(&["--cluster", url]);
     let mut reader_node = ServerProcess::start(&[
         "--cluster",
-        &url,
+        url,
         "--slow-consumer-timeout",
         "500ms",
         "--queue-bytes",
@@ -302,7 +319,7 @@ fn a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bou
 fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes() {
     let mut redis = RedisProcess::start();
     let port = redis.port;
-    let mut nodes = nodes(&redis, 2);
+    let mut nodes = nodes(&redis.url(), 2);
     let alice = nodes[0].login("alice");
     let mut bob = nodes[1].login("bob");
     nodes[0].wait_online("bob");
@@ -367,10 +384,8 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes() {
     drop(alice);
 }
 
-#[test]
-fn every_client_kind_works_across_nodes() {
-    let redis = RedisProcess::start();
-    let mut nodes = nodes(&redis, 2);
+fn every_client_kind_works_across_nodes(url: &str) {
+    let mut nodes = nodes(url, 2);
     // On the second node: a gob client and a v1 client with extensions.
     let gopher = Follower::start(&mut nodes[1], "gopher", &["--wire", "gob"]);
     let modern = Follower::start(&mut nodes[1], "modern", &[]);
@@ -389,4 +404,23 @@ fn every_client_kind_works_across_nodes() {
     let run = run_client(command, b"send oldtimer from the gob wire\n");
     eqnice!(0, run.status);
     eqnice!(Frame::msg("gob2", "from the gob wire"), oldtimer.frame());
+}
+
+#[test]
+fn on_a_redis_cluster_a_batch_travels_to_one_shard_only() {
+    let redis = crate::common::RedisClusterProcess::start();
+    let mut nodes = nodes(&redis.url(), 2);
+    let mut alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    for i in 0..100 {
+        alice.send("bob", &format!("{i}"));
+    }
+    for i in 0..100 {
+        eqnice!(Frame::msg("alice", &format!("{i}")), bob.frame());
+    }
+    // Sharded publishes only: a plain PUBLISH would be broadcast to every
+    // node of the Redis Cluster.
+    eqnice!(vec![0, 0, 0], redis.calls("publish"));
+    assert!(redis.calls("spublish").iter().sum::<u64>() > 0);
 }
