@@ -715,7 +715,7 @@ impl Cluster {
         // Ours first (names held through an outage are kept or lost), and
         // said again, for nodes that lost track of them; then everyone
         // else's.
-        self.renew(&mut connection).await?;
+        let _ = self.renew(&mut connection).await?;
         let _: i64 = redis::cmd("SADD")
             .arg(NODES_KEY)
             .arg(&*self.node)
@@ -758,7 +758,17 @@ impl Cluster {
             let mut connection = connection.clone();
             loop {
                 Timer::after(RENEW_EVERY).await;
-                self.renew(&mut connection).await?;
+                if !self.renew(&mut connection).await? {
+                    // Other nodes may have taken its names, and forgotten
+                    // it: it joins again.
+                    warn!("cluster: this node's lease ran out; claiming its names again");
+                    let _: i64 = redis::cmd("SADD")
+                        .arg(NODES_KEY)
+                        .arg(&*self.node)
+                        .query_async(&mut connection)
+                        .await?;
+                    self.reclaim(shared, &mut connection).await?;
+                }
                 check_nodes(shared, &mut connection).await?;
                 // A command that timed out marked Redis unreachable; it
                 // answers again.
@@ -778,15 +788,19 @@ impl Cluster {
     }
 
     /// Renews this node's lease, which keeps every name it holds: one
-    /// command a second, however many users the node has.
-    async fn renew(&self, connection: &mut Commands) -> redis::RedisResult<()> {
-        redis::cmd("SET")
+    /// command a second, however many users the node has. False if the
+    /// lease had run out (this node was stopped, or cut off, for longer
+    /// than [`LEASE`]): its names may have been claimed elsewhere since.
+    async fn renew(&self, connection: &mut Commands) -> redis::RedisResult<bool> {
+        let before: Option<String> = redis::cmd("SET")
             .arg(node_key(&self.node))
             .arg(1)
             .arg("PX")
             .arg(LEASE.as_millis() as u64)
+            .arg("GET")
             .query_async(connection)
-            .await
+            .await?;
+        Ok(before.is_some())
     }
 
     /// Claims again every name this node's sessions hold, after connecting

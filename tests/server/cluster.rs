@@ -48,6 +48,7 @@ on_both!(
     a_killed_node_frees_its_names_within_the_lease,
     a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded,
     every_client_kind_works_across_nodes,
+    a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile,
 );
 
 fn messages_cross_nodes_both_ways_in_order(url: &str) {
@@ -423,4 +424,24 @@ fn on_a_redis_cluster_a_batch_travels_to_one_shard_only() {
     // node of the Redis Cluster.
     eqnice!(vec![0, 0, 0], redis.calls("publish"));
     assert!(redis.calls("spublish").iter().sum::<u64>() > 0);
+}
+
+fn a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile(url: &str) {
+    let mut nodes = nodes(url, 2);
+    let mut alice = nodes[0].login("alice");
+    nodes[1].wait_online("alice");
+    // Frozen past its lease: to the others it is dead.
+    nodes[0].signal("STOP");
+    thread::sleep(Duration::from_millis(6500));
+    let mut again = nodes[1].login("alice");
+    nodes[0].signal("CONT");
+    // Back, it finds its lease gone and the name taken: its session is
+    // told and closed; the new one stays.
+    match alice.frame() {
+        Frame::Error(text) => assert!(text.contains("was taken by another login"), "{text}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    alice.drain_until_closed();
+    again.send("alice", "still mine");
+    eqnice!(Frame::msg("alice", "still mine"), again.frame());
 }
