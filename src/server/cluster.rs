@@ -46,6 +46,7 @@
 //! records, each a kind byte and its fields (see [`Record`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -225,6 +226,70 @@ pub(crate) struct Cluster {
     /// recipient session (its address: a session with a backlog is kept
     /// alive by the task draining it, so the address stays its own).
     backlogs: Mutex<HashMap<usize, Backlog>>,
+}
+
+/// Bytes of batches received from Redis and not yet handled past which
+/// further ones are dropped (and logged): a node that cannot keep up with
+/// what the others send it must not grow without bound. Redis applies the
+/// same rule to a slow subscriber (its pub/sub output buffer limit, 32 MiB,
+/// disconnects it).
+pub const INBOUND_BYTES: usize = 64 << 20;
+
+/// Where the Redis client hands this node's pushes, counted in bytes.
+struct Inbound {
+    sender: async_channel::Sender<PushInfo>,
+    /// Bytes queued and not yet taken.
+    pending: Arc<AtomicUsize>,
+}
+
+/// The other end of an [`Inbound`].
+struct InboundQueue {
+    receiver: async_channel::Receiver<PushInfo>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Inbound {
+    fn new() -> (Inbound, InboundQueue) {
+        let (sender, receiver) = async_channel::unbounded();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let queue = InboundQueue {
+            receiver,
+            pending: Arc::clone(&pending),
+        };
+        (Inbound { sender, pending }, queue)
+    }
+
+    /// Queues a push unless [`INBOUND_BYTES`] are waiting already.
+    fn push(&self, info: PushInfo) -> Result<(), ()> {
+        let size = push_size(&info);
+        let waiting = self.pending.load(Ordering::Relaxed);
+        if waiting + size > INBOUND_BYTES && info.kind != PushKind::Disconnection {
+            warn!("cluster: {size} bytes from Redis dropped: this node is {waiting} bytes behind");
+            return Ok(());
+        }
+        self.pending.fetch_add(size, Ordering::Relaxed);
+        self.sender.try_send(info).map_err(|_| ())
+    }
+}
+
+impl InboundQueue {
+    /// The next push; `None` once the connection is gone.
+    async fn next(&self) -> Option<PushInfo> {
+        let info = self.receiver.recv().await.ok()?;
+        self.pending.fetch_sub(push_size(&info), Ordering::Relaxed);
+        Some(info)
+    }
+}
+
+/// The bytes a push holds.
+fn push_size(info: &PushInfo) -> usize {
+    info.data
+        .iter()
+        .map(|value| match value {
+            Value::BulkString(bytes) => bytes.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// A message from another node waiting for room in a local recipient's
@@ -671,11 +736,8 @@ impl Cluster {
     /// messages, disconnections) go to `pushed`. Bounded: a Redis that stops
     /// answering must not hold a login (or the lease) forever; it counts as
     /// unreachable instead.
-    async fn connect(
-        &self,
-        pushed: async_channel::Sender<PushInfo>,
-    ) -> redis::RedisResult<Commands> {
-        let push = move |info: PushInfo| pushed.try_send(info).map_err(|_| ());
+    async fn connect(&self, pushed: Inbound) -> redis::RedisResult<Commands> {
+        let push = move |info: PushInfo| pushed.push(info);
         match &self.backend {
             Backend::Single(info) => {
                 let config = redis::AsyncConnectionConfig::new()
@@ -708,7 +770,7 @@ impl Cluster {
         shared: &Arc<Shared>,
         backoff: &mut crate::backoff::Backoff,
     ) -> redis::RedisResult<()> {
-        let (pushed, pushes) = async_channel::unbounded::<PushInfo>();
+        let (pushed, pushes) = Inbound::new();
         let mut connection = self.connect(pushed).await?;
         connection.subscribe(&inbox(&self.node)).await?;
         connection.subscribe(PRESENCE_CHANNEL).await?;
@@ -731,7 +793,7 @@ impl Cluster {
         }
         backoff.reset();
         let inbound = async {
-            while let Ok(push) = pushes.recv().await {
+            while let Some(push) = pushes.next().await {
                 match push.kind {
                     PushKind::Message | PushKind::SMessage => {
                         let [Value::BulkString(channel), Value::BulkString(payload)] =
