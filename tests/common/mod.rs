@@ -571,6 +571,64 @@ impl Follower {
 pub struct RedisProcess {
     child: Option<Child>,
     pub port: u16,
+    /// Options beyond the port and persistence, for a restart.
+    extra: Vec<String>,
+}
+
+/// A Redis a test can stop and start again: one server, or a Redis
+/// Cluster.
+pub trait RedisUnderTest {
+    /// What `--cluster` is given.
+    fn url(&self) -> String;
+    /// Stops it (kill -9: no goodbyes).
+    fn stop(&mut self);
+    /// Starts it again where it was, empty (persistence is off), and waits
+    /// until it serves.
+    fn restart(&mut self);
+}
+
+impl RedisUnderTest for RedisProcess {
+    fn url(&self) -> String {
+        RedisProcess::url(self)
+    }
+
+    fn stop(&mut self) {
+        RedisProcess::stop(self);
+    }
+
+    fn restart(&mut self) {
+        RedisProcess::stop(self);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        *self = RedisProcess::spawn(self.port, &extra);
+    }
+}
+
+impl RedisUnderTest for RedisClusterProcess {
+    fn url(&self) -> String {
+        RedisClusterProcess::url(self)
+    }
+
+    fn stop(&mut self) {
+        for master in &mut self.masters {
+            master.stop();
+        }
+    }
+
+    /// Each master comes back with its cluster configuration file, so the
+    /// cluster forms again with the same slots.
+    fn restart(&mut self) {
+        for master in &mut self.masters {
+            master.restart();
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.masters.iter().all(|m| m.cluster_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster never came back"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl RedisProcess {
@@ -602,6 +660,7 @@ impl RedisProcess {
         let redis = RedisProcess {
             child: Some(child),
             port,
+            extra: extra.iter().map(|e| e.to_string()).collect(),
         };
         let deadline = Instant::now() + TIMEOUT;
         while !redis.answers() {
@@ -692,7 +751,7 @@ impl RedisClusterProcess {
         std::fs::create_dir_all(&dir).expect("a directory for the cluster");
         let masters: Vec<RedisProcess> = (0..3)
             .map(|i| {
-                let port = free_port();
+                let port = free_cluster_port();
                 let conf = dir.join(format!("nodes-{i}.conf"));
                 RedisProcess::spawn(
                     port,
@@ -760,6 +819,23 @@ impl Drop for RedisClusterProcess {
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A free port whose cluster bus port (10000 above it) exists and is free
+/// too, as a Redis Cluster node needs.
+fn free_cluster_port() -> u16 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let port = free_port();
+        let bus_free = port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok();
+        if bus_free {
+            return port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no free port pair for a Redis Cluster node"
+        );
+    }
+}
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    client_command, run_client, Follower, Frame, RawClient, RedisProcess, ServerProcess, TIMEOUT,
+    client_command, run_client, Follower, Frame, RawClient, RedisUnderTest, ServerProcess, TIMEOUT,
 };
 use crate::eqnice;
 
@@ -19,14 +19,19 @@ fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
 }
 
 /// Runs each case twice: on one Redis, and on a three-master Redis Cluster
-/// (sharded pub/sub, one key per command).
+/// (sharded pub/sub, one key per command). Cases listed after `;` are
+/// given the Redis itself, to stop and restart.
 macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
+    ($($case:ident),* $(,)?; $($outage:ident),* $(,)?) => {
         mod on_one_redis {
             $(#[test]
             fn $case() {
                 let redis = crate::common::RedisProcess::start();
                 super::$case(&redis.url());
+            })*
+            $(#[test]
+            fn $outage() {
+                super::$outage(&mut crate::common::RedisProcess::start());
             })*
         }
         mod on_a_redis_cluster {
@@ -34,6 +39,10 @@ macro_rules! on_both {
             fn $case() {
                 let redis = crate::common::RedisClusterProcess::start();
                 super::$case(&redis.url());
+            })*
+            $(#[test]
+            fn $outage() {
+                super::$outage(&mut crate::common::RedisClusterProcess::start());
             })*
         }
     };
@@ -48,7 +57,9 @@ on_both!(
     a_killed_node_frees_its_names_within_the_lease,
     a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded,
     every_client_kind_works_across_nodes,
-    a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile,
+    a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile;
+    without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns,
+    redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes,
 );
 
 fn messages_cross_nodes_both_ways_in_order(url: &str) {
@@ -209,10 +220,9 @@ fn a_killed_node_frees_its_names_within_the_lease(url: &str) {
     eqnice!(Frame::msg("dave", "mine now"), again.frame());
 }
 
-#[test]
-fn without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns() {
-    let mut redis = RedisProcess::start();
-    let port = redis.port;
+fn without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns(
+    redis: &mut impl RedisUnderTest,
+) {
     let mut nodes = nodes(&redis.url(), 2);
     let mut alice = nodes[0].login("alice");
     let mut carol = nodes[0].login("carol");
@@ -250,7 +260,7 @@ fn without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns() {
     }
     // Redis comes back (empty: it kept nothing): the nodes claim their
     // names again, and messages cross once more.
-    let _redis = RedisProcess::start_on(port);
+    redis.restart();
     let deadline = Instant::now() + TIMEOUT;
     loop {
         alice.send("bob", "back?");
@@ -316,10 +326,9 @@ fn a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bou
     assert!(rss_kib < 64 * 1024, "sender's node RSS {rss_kib} KiB");
 }
 
-#[test]
-fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes() {
-    let mut redis = RedisProcess::start();
-    let port = redis.port;
+fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes(
+    redis: &mut impl RedisUnderTest,
+) {
     let mut nodes = nodes(&redis.url(), 2);
     let alice = nodes[0].login("alice");
     let mut bob = nodes[1].login("bob");
@@ -349,9 +358,10 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes() {
         })
     };
     let receiving = thread::spawn(move || {
-        // Quiet while Redis is away; the end is 5 s of silence.
+        // Quiet while Redis is away (a Redis Cluster takes a moment more
+        // to form again); the end is 8 s of silence.
         bob.stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(8)))
             .unwrap();
         let mut seen = Vec::new();
         while let Ok(frame) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bob.frame()))
@@ -368,10 +378,10 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes() {
     thread::sleep(Duration::from_millis(400));
     redis.stop();
     thread::sleep(Duration::from_millis(1000));
-    let _redis = RedisProcess::start_on(port);
+    redis.restart();
     // Long enough for both nodes to come back (their back-off is at about
     // 1 s by then) and for traffic to flow again for a while.
-    thread::sleep(Duration::from_millis(2500));
+    thread::sleep(Duration::from_millis(3500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = sending.join().unwrap();
     let seen = receiving.join().unwrap();
