@@ -778,11 +778,6 @@ impl Cluster {
         // said again, for nodes that lost track of them; then everyone
         // else's.
         let _ = self.renew(&mut connection).await?;
-        let _: i64 = redis::cmd("SADD")
-            .arg(NODES_KEY)
-            .arg(&*self.node)
-            .query_async(&mut connection)
-            .await?;
         self.reclaim(shared, &mut connection).await?;
         load_directory(shared, &self.node, &mut connection).await?;
         self.set_connection(Some(connection.clone()));
@@ -824,11 +819,6 @@ impl Cluster {
                     // Other nodes may have taken its names, and forgotten
                     // it: it joins again.
                     warn!("cluster: this node's lease ran out; claiming its names again");
-                    let _: i64 = redis::cmd("SADD")
-                        .arg(NODES_KEY)
-                        .arg(&*self.node)
-                        .query_async(&mut connection)
-                        .await?;
                     self.reclaim(shared, &mut connection).await?;
                 }
                 check_nodes(shared, &mut connection).await?;
@@ -865,12 +855,19 @@ impl Cluster {
         Ok(before.is_some())
     }
 
-    /// Claims again every name this node's sessions hold, after connecting
+    /// Lists this node among the live ones and claims again every name its
+    /// sessions hold, after connecting
     /// (Redis may have restarted empty, or this node's lease may have run
     /// out while it could not reach Redis), and tells the other nodes about
     /// them again (they may have lost track); closes the sessions whose
     /// names another node took meanwhile.
     async fn reclaim(&self, shared: &Shared, connection: &mut Commands) -> redis::RedisResult<()> {
+        // Listed among the live nodes first, so that others load its names.
+        let _: i64 = redis::cmd("SADD")
+            .arg(NODES_KEY)
+            .arg(&*self.node)
+            .query_async(connection)
+            .await?;
         for name in shared.registry.local_names() {
             if self.claim_on(connection, &name).await? {
                 let event = format!("+{} {name}", self.node);
