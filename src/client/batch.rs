@@ -8,7 +8,7 @@
 //!
 //! How a run ends depends on the server:
 //! - With receipts (a pmchat server), every message line is recorded in the
-//!   [`Ledger`](super::receipts::Ledger) before it is written, each refusal
+//!   [`Ledger`] before it is written, each refusal
 //!   is reported against its line (`SOURCE:LINE: text`), and at the end of
 //!   input the client leaves as soon as every line is accounted for.
 //! - Without (a v1 server), the client half-closes at the end of input and

@@ -10,9 +10,11 @@
 //! - **Nodes hold leases, names follow them.** `pmchat:node:ID` is set
 //!   for [`LEASE`] and renewed every [`RENEW_EVERY`]: one command a second
 //!   per node, however many users it has. `pmchat:name:NAME` holds the id
-//!   of the node whose session has the name; a claim (one Lua script, so
-//!   two nodes racing for a name get exactly one winner) succeeds when no
-//!   node holds the name or its holder's lease has run out. A node that
+//!   of the node whose session has the name; a claim reads the holder,
+//!   checks the holder's lease, and swaps the name only if the holder is
+//!   still the one it read (a compare-and-set script), so it succeeds when
+//!   no live node holds the name, and of two nodes racing for a name
+//!   exactly one wins. A node that
 //!   dies (kill -9) stops renewing, so its names are free again within
 //!   [`LEASE`]; the nodes that notice forget its users and delete its keys
 //!   (each node keeps the set of its name keys, `pmchat:names:ID`).
@@ -27,20 +29,23 @@
 //! - **A message to a user on another node** is encoded into a bounded
 //!   outbox for that node ([`OUTBOX_BYTES`]); one publisher task sends each
 //!   outbox's contents as one `PUBLISH` (`SPUBLISH` on a Redis Cluster) to
-//!   `pmchat:inbox:NODE`, however many
-//!   messages it holds, so Redis sees one command per batch, not per
-//!   message. One outbox per node and one publisher keep one sender's
-//!   messages to one recipient in order. A full outbox makes the sender
-//!   wait, as a full local queue does, and then refuse with
-//!   `'bob' is unreachable right now`. The receiving node puts each message
-//!   into its recipient's queue, where its own slow-consumer rule applies;
-//!   a recipient that left in between is reported back to the sender.
-//!   Messages between two users on one node never touch Redis.
+//!   `pmchat:inbox:NODE`, however many messages it holds, so Redis sees one
+//!   command per batch, not per message. One outbox per node and one
+//!   publisher keep one sender's messages to one recipient in order. A
+//!   full outbox makes the sender wait, as a full local queue does, and
+//!   then refuse with `'bob' is unreachable right now`. The receiving node
+//!   puts each message into its recipient's queue; one that finds the queue
+//!   full waits, in order with those after it, in a bounded backlog drained
+//!   by a task of its own, so the recipient's own slow-consumer rule
+//!   applies without holding up anyone else. A recipient that left in
+//!   between is reported back to the sender. Messages between two users on
+//!   one node never touch Redis.
 //! - **Redis unreachable.** The node keeps routing among its own users,
 //!   refuses new logins (`service unavailable`) and messages to other nodes
 //!   (`'bob' is unreachable right now`), logs it and reconnects with
-//!   back-off. Back, it renews (or claims again) every name it holds; a
-//!   session whose name was taken meanwhile is told and closed.
+//!   back-off. Back (or on finding that its own lease ran out while it was
+//!   stopped), it claims again every name it holds; a session whose name
+//!   another node took meanwhile is told and closed.
 //!
 //! What goes through an inbox is a batch: the sending node's id, then
 //! records, each a kind byte and its fields (see [`Record`]).
@@ -1281,7 +1286,7 @@ async fn check_nodes(shared: &Shared, connection: &mut Commands) -> redis::Redis
     Ok(())
 }
 
-/// Sets the name KEYS[1] to the node ARGV[2] if its holder is still ARGV[1]
+/// Sets the name `KEYS[1]` to the node `ARGV[2]` if its holder is still `ARGV[1]`
 /// (empty: nobody). 1 if set.
 fn swap_script() -> redis::Script {
     redis::Script::new(
@@ -1292,7 +1297,7 @@ fn swap_script() -> redis::Script {
     )
 }
 
-/// Deletes the name KEYS[1] only if the node ARGV[1] holds it. 1 if
+/// Deletes the name `KEYS[1]` only if the node `ARGV[1]` holds it. 1 if
 /// deleted.
 fn release_script() -> redis::Script {
     redis::Script::new(
