@@ -31,12 +31,20 @@ start_server() {
     "$bin/chat-server" 0 --bind 127.0.0.1 -q --max-clients 100000 "$@" \
         < "$work/console" > "$work/server.out" 2> "$work/server.log" &
     server_pid=$!
+    port=$(listening_port "$work/server.out" "$work/server.log")
+}
+
+# listening_port OUT LOG: waits for a chat-server's `listening on` line in
+# OUT and prints its port; fails with LOG if it never comes.
+listening_port() {
     for _ in $(seq 200); do
-        grep -q '^listening on' "$work/server.out" 2>/dev/null && break
+        grep -q '^listening on' "$1" 2>/dev/null && break
         sleep 0.05
     done
-    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/server.out")
-    [ -n "$port" ] || { echo "server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
+    local found
+    found=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$1")
+    [ -n "$found" ] || { echo "server did not start" >&2; cat "$2" >&2; exit 1; }
+    echo "$found"
 }
 
 stop_server() {
@@ -93,11 +101,7 @@ start_cluster() {
     "$bin/chat-server" 0 --bind 127.0.0.1 -q --max-clients 100000 --cluster "redis://127.0.0.1:$redis_port" \
         < /dev/null > "$work/node-b.out" 2> "$work/node-b.log" &
     node_b_pid=$!
-    for _ in $(seq 200); do
-        grep -q '^listening on' "$work/node-b.out" 2>/dev/null && break
-        sleep 0.05
-    done
-    node_b_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/node-b.out")
+    node_b_port=$(listening_port "$work/node-b.out" "$work/node-b.log")
 }
 
 stop_cluster() {

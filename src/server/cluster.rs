@@ -63,8 +63,10 @@ use smol::future::FutureExt;
 use smol::Timer;
 use tracing::{debug, info, warn};
 
+use super::router::{not_connected_text, slow_consumer_text};
 use super::session::{Session, KICKED};
 use super::Shared;
+use crate::sanitize::Escaped;
 
 /// How long a node's lease (and so its names) lasts without renewal: a
 /// node that dies frees its names within this.
@@ -85,8 +87,8 @@ pub const SERVICE_UNAVAILABLE: &str =
 
 /// The error text for a message to another node while Redis is
 /// unreachable or that node's outbox stayed full.
-pub fn unreachable_text(name: &str) -> String {
-    format!("'{name}' is unreachable right now\n")
+pub fn unreachable_text(name: &[u8]) -> String {
+    format!("'{}' is unreachable right now\n", Escaped(name))
 }
 
 /// The error text for a session whose name another node took while this
@@ -219,7 +221,7 @@ pub(crate) struct Cluster {
     /// The connection for commands; `None` while Redis is unreachable.
     commands: RwLock<Option<Commands>>,
     /// Messages for other nodes, by node id.
-    outboxes: Mutex<HashMap<Arc<str>, Arc<Outbox>>>,
+    outboxes: RwLock<HashMap<Arc<str>, Arc<Outbox>>>,
     /// Fires when an outbox got its first record.
     ready: Event,
     /// Fires when Redis becomes reachable.
@@ -493,7 +495,7 @@ impl Cluster {
             node: new_node_id().into(),
             backend,
             commands: RwLock::new(None),
-            outboxes: Mutex::new(HashMap::new()),
+            outboxes: RwLock::new(HashMap::new()),
             ready: Event::new(),
             reachable: Event::new(),
             backlogs: Mutex::new(HashMap::new()),
@@ -646,24 +648,33 @@ impl Cluster {
         ClaimError::Unavailable
     }
 
+    /// The outbox for `node`. Every cross-node message asks, from every
+    /// worker: a read lock, except the first time a node is seen.
     fn outbox(&self, node: &Arc<str>) -> Arc<Outbox> {
-        let mut outboxes = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(outbox) = known.get(node) {
+            return Arc::clone(outbox);
+        }
+        drop(known);
+        let mut outboxes = self.outboxes.write().unwrap_or_else(|e| e.into_inner());
         Arc::clone(outboxes.entry(Arc::clone(node)).or_default())
     }
 
-    /// Queues `record` for `node`, waiting until `deadline` while its
+    /// Queues `record` for `node`, waiting up to `patience` while its
     /// outbox is full.
     async fn send(
         &self,
         node: &Arc<str>,
         record: &Record<'_>,
-        deadline: Instant,
+        patience: Duration,
     ) -> Result<(), Unreachable> {
         if !self.available() {
             return Err(Unreachable);
         }
         let outbox = self.outbox(node);
         let len = record.len();
+        // Only a full outbox needs a deadline.
+        let mut deadline = None;
         loop {
             {
                 let mut batch = outbox.lock();
@@ -684,36 +695,33 @@ impl Cluster {
             if outbox.lock().len() + len <= OUTBOX_BYTES {
                 continue;
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + patience);
             if crate::runtime::until(deadline, room).await.is_none() || !self.available() {
                 return Err(Unreachable);
             }
         }
     }
 
-    /// Hands a message for `to`, held by `node`, to that node.
+    /// Hands a message for `to`, held by `node`, to that node, waiting up
+    /// to `patience` for room.
     pub(crate) async fn forward(
         &self,
         node: &Arc<str>,
         to: &[u8],
         from: &[u8],
         content: &[u8],
-        deadline: Instant,
+        patience: Duration,
     ) -> Result<(), Unreachable> {
-        self.send(node, &Record::Message { to, from, content }, deadline)
+        self.send(node, &Record::Message { to, from, content }, patience)
             .await
     }
 
     /// Asks `node` to disconnect its user `name`.
     pub(crate) async fn kick(&self, node: &Arc<str>, name: &str) -> Result<(), Unreachable> {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        self.send(
-            node,
-            &Record::Kick {
-                name: name.as_bytes(),
-            },
-            deadline,
-        )
-        .await
+        let kick = Record::Kick {
+            name: name.as_bytes(),
+        };
+        self.send(node, &kick, Duration::from_secs(1)).await
     }
 
     /// Keeps this node in the cluster until the server stops: connects,
@@ -925,7 +933,7 @@ impl Cluster {
     }
 
     fn take_batches(&self) -> Vec<(Arc<str>, Vec<u8>, Arc<Outbox>)> {
-        let outboxes = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
+        let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
         outboxes
             .iter()
             .filter_map(|(node, outbox)| {
@@ -946,14 +954,13 @@ impl Cluster {
             match record {
                 Record::Message { to, from, content } => {
                     let Some(session) = shared.registry.get(to) else {
-                        let to = String::from_utf8_lossy(to);
-                        let text = format!("'{to}' is not connected\n");
+                        let text = not_connected_text(to);
                         let error = Record::Error {
                             to: from,
                             text: text.as_bytes(),
                         };
-                        let deadline = Instant::now() + shared.config.slow_consumer_timeout;
-                        let _ = self.send(&origin, &error, deadline).await;
+                        let patience = shared.config.slow_consumer_timeout;
+                        let _ = self.send(&origin, &error, patience).await;
                         continue;
                     };
                     let (wire, name) = (session.wire(), session.name().as_bytes());
@@ -1110,11 +1117,8 @@ impl Cluster {
                     shared.config.slow_consumer_timeout
                 );
             }
-            let text = format!(
-                "'{}' was disconnected for not reading fast enough; message not delivered\n",
-                session.name()
-            );
-            self.refuse(shared, dropped, &text).await;
+            self.refuse(shared, dropped, &slow_consumer_text(session.name()))
+                .await;
             return;
         }
     }
@@ -1127,8 +1131,8 @@ impl Cluster {
                 to: &waiting.from,
                 text: text.as_bytes(),
             };
-            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
-            let _ = self.send(&waiting.origin, &error, deadline).await;
+            let patience = shared.config.slow_consumer_timeout;
+            let _ = self.send(&waiting.origin, &error, patience).await;
         }
     }
 
@@ -1168,7 +1172,7 @@ fn refuse_batch(shared: &Shared, batch: &[u8]) {
         let Some(sender) = shared.registry.get(from) else {
             continue;
         };
-        let text = unreachable_text(&String::from_utf8_lossy(to));
+        let text = unreachable_text(to);
         let frame = sender.wire().error_frame(&text);
         if let Ok(true) = sender
             .outbound()

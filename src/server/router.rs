@@ -73,6 +73,18 @@ impl Drop for Router<'_> {
 /// reader idle and answer at once.
 pub(crate) const ACK_EVERY: u64 = 8192;
 
+/// The error text for a message to `to`, whom no session (on any node)
+/// holds.
+pub(crate) fn not_connected_text(to: &[u8]) -> String {
+    format!("'{}' is not connected\n", Escaped(to))
+}
+
+/// The error text for a message whose recipient was disconnected as a slow
+/// consumer before it could be queued.
+pub(crate) fn slow_consumer_text(name: &str) -> String {
+    format!("'{name}' was disconnected for not reading fast enough; message not delivered\n")
+}
+
 /// Recipients remembered per sender before the cache is reset.
 const RECIPIENT_CACHE: usize = 256;
 
@@ -248,29 +260,21 @@ impl<'a> Router<'a> {
                 Err(PushError::Full) => {
                     self.forget(to);
                     self.disconnect_slow(&recipient);
-                    let text = format!(
-                        "'{}' was disconnected for not reading fast enough; message not delivered\n",
-                        recipient.name()
-                    );
-                    return self.refuse(&text).await;
+                    return self.refuse(&slow_consumer_text(recipient.name())).await;
                 }
             }
         }
         // On another node of the cluster?
         if let Some(cluster) = &self.shared.cluster {
             if let Some(node) = self.shared.registry.remote_node(to) {
-                let deadline = Instant::now() + self.shared.config.slow_consumer_timeout;
-                return match cluster.forward(&node, to, me, content, deadline).await {
+                let patience = self.shared.config.slow_consumer_timeout;
+                return match cluster.forward(&node, to, me, content, patience).await {
                     Ok(()) => Ok(()),
-                    Err(_) => {
-                        let text = super::cluster::unreachable_text(&Escaped(to).to_string());
-                        self.refuse(&text).await
-                    }
+                    Err(_) => self.refuse(&super::cluster::unreachable_text(to)).await,
                 };
             }
         }
-        let text = format!("'{}' is not connected\n", Escaped(to));
-        self.refuse(&text).await
+        self.refuse(&not_connected_text(to)).await
     }
 
     /// Tells the sender that its latest message was not delivered: an
