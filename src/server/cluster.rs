@@ -56,13 +56,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use event_listener::{listener, Event};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use smol::future::FutureExt;
 use smol::Timer;
 use tracing::{debug, info, warn};
 
+use super::redis_io::NodeConnection;
 use super::router::{not_connected_text, slow_consumer_text};
 use super::session::{Session, KICKED};
 use super::Shared;
@@ -79,7 +80,7 @@ pub const OUTBOX_BYTES: usize = 1 << 20;
 const PRESENCE_CHANNEL: &str = "pmchat:presence";
 /// How long a connection attempt or a command may take before Redis counts
 /// as unreachable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+const REDIS_TIMEOUT: Duration = super::redis_io::CONNECT_TIMEOUT;
 
 /// The error text for a login while Redis is unreachable.
 pub const SERVICE_UNAVAILABLE: &str =
@@ -161,8 +162,8 @@ enum Backend {
 /// channel, not to every node of the cluster.
 #[derive(Clone)]
 enum Commands {
-    Single(MultiplexedConnection),
-    Sharded(ClusterConnection),
+    Single(NodeConnection),
+    Sharded(ClusterConnection<NodeConnection>),
 }
 
 impl ConnectionLike for Commands {
@@ -485,10 +486,7 @@ impl Cluster {
                     .redis_settings()
                     .clone()
                     .set_protocol(redis::ProtocolVersion::RESP3);
-                Backend::Single(
-                    info.set_redis_settings(settings)
-                        .set_tcp_settings(no_delay()),
-                )
+                Backend::Single(info.set_redis_settings(settings))
             }
         };
         Ok(Cluster {
@@ -754,24 +752,22 @@ impl Cluster {
         match &self.backend {
             Backend::Single(info) => {
                 let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(REDIS_TIMEOUT))
                     .set_response_timeout(Some(REDIS_TIMEOUT))
                     .set_push_sender(push);
-                let client = redis::Client::open(info.clone())?;
-                let connection = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                Ok(Commands::Single(connection))
+                Ok(Commands::Single(NodeConnection::open(info, config).await?))
             }
             Backend::Sharded(nodes) => {
                 let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(push)
-                    .tcp_settings(no_delay())
                     .connection_timeout(REDIS_TIMEOUT)
                     .response_timeout(REDIS_TIMEOUT)
                     .build()?;
-                Ok(Commands::Sharded(client.get_async_connection().await?))
+                // Each shard's connection is a `NodeConnection`, read as
+                // the single Redis's is (the crate's generic constructor,
+                // public though left out of its docs).
+                let connection = client.get_async_generic_connection().await?;
+                Ok(Commands::Sharded(connection))
             }
         }
     }
@@ -1310,12 +1306,6 @@ fn release_script() -> redis::Script {
          end
          return 0",
     )
-}
-
-/// TCP_NODELAY (off by default in the crate): a lone message must not wait
-/// for the acknowledgement of the one before it.
-fn no_delay() -> redis::io::tcp::TcpSettings {
-    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 #[cfg(test)]

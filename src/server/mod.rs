@@ -18,7 +18,8 @@
 //! `accounts` (registered names: the file and its hashes), `auth` (the
 //! password check and its back-off, before a registered name is claimed),
 //! `config`/`cli` (settings), `console` (the operator), `cluster` (several
-//! nodes as one server, through Redis).
+//! nodes as one server, through Redis), `redis_io` (the sockets under its
+//! Redis connections).
 //!
 //! [`Server::run`] takes its listener and its shutdown signal from the
 //! caller, so tests and the binary alike bind where they want (port 0
@@ -31,6 +32,7 @@ mod cluster;
 pub mod config;
 pub mod console;
 mod outbound;
+mod redis_io;
 mod registry;
 mod router;
 mod session;
