@@ -80,7 +80,7 @@ pub const OUTBOX_BYTES: usize = 1 << 20;
 const PRESENCE_CHANNEL: &str = "pmchat:presence";
 /// How long a connection attempt or a command may take before Redis counts
 /// as unreachable.
-const REDIS_TIMEOUT: Duration = super::redis_io::CONNECT_TIMEOUT;
+pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The error text for a login while Redis is unreachable.
 pub const SERVICE_UNAVAILABLE: &str =

@@ -18,7 +18,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{
@@ -30,13 +29,11 @@ use smol::net::TcpStream;
 use smol::Task;
 use tokio::io::ReadBuf;
 
+use super::cluster::REDIS_TIMEOUT;
+
 /// Bytes one read takes from the socket at most: enough that a flood of
 /// 1 MiB batches costs a few dozen reads each.
 const SCRATCH_BYTES: usize = 64 << 10;
-
-/// How long connecting and saying hello to Redis may take before it counts
-/// as unreachable.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A socket as the `redis` crate's codec reads it: through a reused,
 /// initialised scratch buffer, never by zeroing the codec's free space.
@@ -112,7 +109,7 @@ pub(super) struct NodeConnection {
 
 impl NodeConnection {
     /// Connects to the Redis at `info` with `config` (pushes, response
-    /// timeout), given [`CONNECT_TIMEOUT`] to connect and say hello.
+    /// timeout), given [`REDIS_TIMEOUT`] to connect and say hello.
     pub(super) async fn open(
         info: &ConnectionInfo,
         config: AsyncConnectionConfig,
@@ -138,7 +135,7 @@ impl NodeConnection {
             }
         };
         let late = async {
-            smol::Timer::after(CONNECT_TIMEOUT).await;
+            smol::Timer::after(REDIS_TIMEOUT).await;
             Err(RedisError::from(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "Redis did not answer in time",
