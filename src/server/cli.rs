@@ -134,7 +134,7 @@ pub struct ServerArgs {
 
     /// Be one node of several acting as one server, through the Redis at
     /// URL: redis://HOST:PORT, or redis+cluster://HOST:PORT,HOST:PORT,...
-    /// for a Redis Cluster. One namespace of users across every node
+    /// for a Redis Cluster, or redis+unix:///PATH (no rediss://). One namespace of users across every node
     /// started with the same URL, messages routed to whichever node holds
     /// the recipient. A node's names are free 5 s after it dies.
     #[arg(long, value_name = "URL")]

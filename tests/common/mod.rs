@@ -642,6 +642,12 @@ impl RedisProcess {
         RedisProcess::spawn(port, &[])
     }
 
+    /// Starts one on a free port with `extra` options (a password, a Unix
+    /// socket).
+    pub fn start_with(extra: &[&str]) -> RedisProcess {
+        RedisProcess::spawn(free_port(), extra)
+    }
+
     /// Starts one on `port` with `extra` options.
     fn spawn(port: u16, extra: &[&str]) -> RedisProcess {
         let child = Command::new("redis-server")
@@ -713,9 +719,10 @@ impl RedisProcess {
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 7];
+        // One with a password answers too, by asking for it.
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
     /// Stops it (kill -9: no goodbyes) and waits until it is gone.

@@ -455,3 +455,47 @@ fn a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile(url: &str) {
     again.send("alice", "still mine");
     eqnice!(Frame::msg("alice", "still mine"), again.frame());
 }
+
+#[test]
+fn a_redis_with_a_password_is_reached_over_tcp_and_over_its_unix_socket() {
+    let socket = std::env::temp_dir().join(format!("pmchat-redis-{}.sock", std::process::id()));
+    let socket = socket.to_str().expect("a UTF-8 path");
+    let redis = crate::common::RedisProcess::start_with(&[
+        "--requirepass",
+        "s3cret",
+        "--unixsocket",
+        socket,
+    ]);
+    // Both in database 2: the names are keys, so nodes must agree on it.
+    let over_tcp = format!("redis://:s3cret@127.0.0.1:{}/2", redis.port);
+    let over_unix = format!("redis+unix://{socket}?db=2&pass=s3cret");
+    let mut nodes = [
+        ServerProcess::start(&["--cluster", &over_tcp]),
+        ServerProcess::start(&["--cluster", &over_unix]),
+    ];
+    let mut alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    nodes[1].wait_online("alice");
+    alice.send("bob", "over tcp, then the socket");
+    eqnice!(
+        Frame::msg("alice", "over tcp, then the socket"),
+        bob.frame()
+    );
+    bob.send("alice", "and back");
+    eqnice!(Frame::msg("bob", "and back"), alice.frame());
+    // One namespace across both ways in.
+    let mut impostor = nodes[1].connect("alice");
+    eqnice!(Frame::err("Username is taken\n"), impostor.frame());
+}
+
+#[test]
+fn a_wrong_redis_password_refuses_logins_as_service_unavailable() {
+    let redis = crate::common::RedisProcess::start_with(&["--requirepass", "s3cret"]);
+    let url = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let node = ServerProcess::start(&["--cluster", &url]);
+    match node.connect("alice").frame() {
+        Frame::Error(text) => assert!(text.starts_with("service unavailable"), "{text}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
