@@ -487,6 +487,8 @@ fn a_redis_with_a_password_is_reached_over_tcp_and_over_its_unix_socket() {
     // One namespace across both ways in.
     let mut impostor = nodes[1].connect("alice");
     eqnice!(Frame::err("Username is taken\n"), impostor.frame());
+    drop(redis);
+    let _ = std::fs::remove_file(socket);
 }
 
 #[test]
