@@ -501,3 +501,32 @@ fn a_wrong_redis_password_refuses_logins_as_service_unavailable() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn a_redis_that_accepts_and_never_answers_counts_as_unreachable() {
+    // A "Redis" that takes connections and never says a word: the node's
+    // hello must time out and be tried again later, not hang for good.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("its address").port();
+    let (accepted, attempts) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+            if accepted.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let url = format!("redis://127.0.0.1:{port}");
+    let node = ServerProcess::start(&["--cluster", &url]);
+    match node.connect("alice").frame() {
+        Frame::Error(text) => assert!(text.starts_with("service unavailable"), "{text}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    for attempt in 1..=2 {
+        if attempts.recv_timeout(TIMEOUT).is_err() {
+            panic!("connection attempt {attempt} to the silent Redis never came");
+        }
+    }
+}
