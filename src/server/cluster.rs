@@ -732,7 +732,12 @@ impl Cluster {
             match self.serve(shared, &mut backoff).await {
                 Ok(()) => {}
                 Err(e) if backoff.attempt == 0 => {
-                    warn!("cluster: Redis unreachable: {e}; local users go on, logins wait");
+                    let why = if refused_credentials(&e) {
+                        "Redis refused this node's password (the one in --cluster's URL)"
+                    } else {
+                        "Redis unreachable"
+                    };
+                    warn!("cluster: {why}: {e}; local users go on, logins wait");
                 }
                 Err(e) => debug!("cluster: still unreachable: {e}"),
             }
@@ -1288,6 +1293,13 @@ async fn check_nodes(shared: &Shared, connection: &mut Commands) -> redis::Redis
 
 /// Sets the name `KEYS[1]` to the node `ARGV[2]` if its holder is still `ARGV[1]`
 /// (empty: nobody). 1 if set.
+/// True when Redis answered, but not to this node's password (or lack of
+/// one): retrying helps only once the operator fixes one side.
+fn refused_credentials(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
+}
+
 fn swap_script() -> redis::Script {
     redis::Script::new(
         "local holder = redis.call('GET', KEYS[1]) or ''
