@@ -10,7 +10,8 @@
 //! [`OUTBOX_BYTES`](super::cluster::OUTBOX_BYTES), and never shrinks: after
 //! a burst of cross-node traffic every later read, even of one 60-byte
 //! message, zeroed a megabyte or more first. That was 61% of a receiving
-//! node's CPU at 10,000 msgs/s and doubled the cross-node p99.
+//! node's CPU at 10,000 msgs/s, and the cross-node p99 went from about
+//! 250 µs to 0.7–1 ms.
 //! [`RedisStream`] reads into a scratch buffer of its own, initialised once,
 //! and copies only the bytes that came.
 
