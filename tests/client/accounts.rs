@@ -292,6 +292,8 @@ fn passwd_round_trip_reaches_a_running_server() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eqnice!(0, login("second password").status);
+    // The client has exited; its session may take a moment to end.
+    server.wait_offline("alice");
     server.console("accounts");
     eqnice!("2 registered, 0 online", server.stdout_line());
     eqnice!("  alice", server.stdout_line());
