@@ -430,10 +430,8 @@ impl Output {
     /// Queues an error line.
     pub fn error(&mut self, text: &[u8]) {
         let mut line = String::new();
-        match self.renderer.error(text, self.stamp.as_ref(), &mut line) {
-            Stream::Stdout => self.stdout.push_str(&line),
-            Stream::Stderr => self.stderr.push_str(&line),
-        }
+        let stream = self.renderer.error(text, self.stamp.as_ref(), &mut line);
+        self.queue(stream, &line);
     }
 
     /// Queues the report of an accepted message, if shown.
@@ -450,25 +448,19 @@ impl Output {
                 .error(text, self.stamp.as_ref(), &mut self.stdout);
         }
         let mut line = String::new();
-        match self
+        let stream = self
             .renderer
-            .refused(sent, text, self.stamp.as_ref(), &mut line)
-        {
-            Stream::Stdout => self.stdout.push_str(&line),
-            Stream::Stderr => self.stderr.push_str(&line),
-        }
+            .refused(sent, text, self.stamp.as_ref(), &mut line);
+        self.queue(stream, &line);
     }
 
     /// Queues the answer to `who`, one name per line (JSON: one object).
     pub fn online(&mut self, names: &[String]) {
         let mut text = String::new();
-        match self
+        let stream = self
             .renderer
-            .online(names, false, self.stamp.as_ref(), &mut text)
-        {
-            Stream::Stdout => self.stdout.push_str(&text),
-            Stream::Stderr => self.stderr.push_str(&text),
-        }
+            .online(names, false, self.stamp.as_ref(), &mut text);
+        self.queue(stream, &text);
     }
 
     /// Queues a presence event; plain batch output shows none.
@@ -480,6 +472,14 @@ impl Output {
             == Some(Stream::Stdout)
         {
             self.stdout.push_str(&text);
+        }
+    }
+
+    /// Queues `text` for the stream it was rendered for.
+    fn queue(&mut self, stream: Stream, text: &str) {
+        match stream {
+            Stream::Stdout => self.stdout.push_str(text),
+            Stream::Stderr => self.stderr.push_str(text),
         }
     }
 

@@ -620,14 +620,7 @@ impl RedisUnderTest for RedisClusterProcess {
         for master in &mut self.masters {
             master.restart();
         }
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.masters.iter().all(|m| m.cluster_ok()) {
-            assert!(
-                Instant::now() < deadline,
-                "the Redis Cluster never came back"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until_ok("the Redis Cluster never came back");
     }
 }
 
@@ -749,6 +742,16 @@ pub struct RedisClusterProcess {
 }
 
 impl RedisClusterProcess {
+    /// Waits until every master says the cluster is ok; panics with
+    /// `failure` if that takes longer than [`TIMEOUT`].
+    fn wait_until_ok(&self, failure: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.masters.iter().all(|m| m.cluster_ok()) {
+            assert!(Instant::now() < deadline, "{failure}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn start() -> RedisClusterProcess {
         let dir = std::env::temp_dir().join(format!(
             "pmchat-redis-cluster-{}-{}",
@@ -789,14 +792,7 @@ impl RedisClusterProcess {
             .expect("run redis-cli --cluster create");
         assert!(created.success(), "redis-cli --cluster create failed");
         let cluster = RedisClusterProcess { masters, dir };
-        let deadline = Instant::now() + TIMEOUT;
-        while !cluster.masters.iter().all(|m| m.cluster_ok()) {
-            assert!(
-                Instant::now() < deadline,
-                "the Redis Cluster never became ok"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        cluster.wait_until_ok("the Redis Cluster never became ok");
         cluster
     }
 

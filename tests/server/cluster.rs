@@ -23,26 +23,23 @@ fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
 /// given the Redis itself, to stop and restart.
 macro_rules! on_both {
     ($($case:ident),* $(,)?; $($outage:ident),* $(,)?) => {
-        mod on_one_redis {
+        on_backend!(on_one_redis, RedisProcess; $($case),*; $($outage),*);
+        on_backend!(on_a_redis_cluster, RedisClusterProcess; $($case),*; $($outage),*);
+    };
+}
+
+/// One half of [`on_both`]: a module of tests, each on a fresh `$redis`.
+macro_rules! on_backend {
+    ($module:ident, $redis:ident; $($case:ident),*; $($outage:ident),*) => {
+        mod $module {
             $(#[test]
             fn $case() {
-                let redis = crate::common::RedisProcess::start();
+                let redis = crate::common::$redis::start();
                 super::$case(&redis.url());
             })*
             $(#[test]
             fn $outage() {
-                super::$outage(&mut crate::common::RedisProcess::start());
-            })*
-        }
-        mod on_a_redis_cluster {
-            $(#[test]
-            fn $case() {
-                let redis = crate::common::RedisClusterProcess::start();
-                super::$case(&redis.url());
-            })*
-            $(#[test]
-            fn $outage() {
-                super::$outage(&mut crate::common::RedisClusterProcess::start());
+                super::$outage(&mut crate::common::$redis::start());
             })*
         }
     };
