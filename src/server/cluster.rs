@@ -281,6 +281,11 @@ impl Inbound {
 }
 
 impl InboundQueue {
+    /// True when a push is already queued.
+    fn waiting(&self) -> bool {
+        !self.receiver.is_empty()
+    }
+
     /// The next push; `None` once the connection is gone.
     async fn next(&self) -> Option<PushInfo> {
         let info = self.receiver.recv().await.ok()?;
@@ -814,6 +819,15 @@ impl Cluster {
                             presence_event(shared, &self.node, payload);
                         } else {
                             self.deliver(shared, payload).await;
+                        }
+                        // Behind on a flood, every await above can finish
+                        // at once and this loop would never give the
+                        // thread up: the backlog tasks (which disconnect a
+                        // slow consumer on time), the publisher and the
+                        // Redis drivers share it. Idle, the next push is
+                        // not there yet and the loop waits anyway.
+                        if pushes.waiting() {
+                            smol::future::yield_now().await;
                         }
                     }
                     PushKind::Disconnection => break,
