@@ -62,9 +62,24 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// A wait as people read it in notices: seconds with one decimal
+/// (`0.2s`, `4.8s`), rounded up so that a wait never reads as `0.0s`.
+pub fn format_wait(duration: Duration) -> String {
+    let tenths = duration.as_millis().div_ceil(100);
+    format!("{}.{}s", tenths / 10, tenths % 10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_read_in_tenths_of_a_second() {
+        assert_eq!(format_wait(Duration::from_millis(197)), "0.2s");
+        assert_eq!(format_wait(Duration::from_millis(4_800)), "4.8s");
+        assert_eq!(format_wait(Duration::from_millis(1)), "0.1s");
+        assert_eq!(format_wait(Duration::from_secs(30)), "30.0s");
+    }
 
     #[test]
     fn durations() {

@@ -71,11 +71,44 @@ pub const OP_AUTH: u16 = 5;
 pub const OP_ACCEPTED: u16 = 6;
 /// Opcode of REFUSED (server → client, receipts).
 pub const OP_REFUSED: u16 = 7;
+/// Opcode of PENDING (server → client): the login is being worked on.
+pub const OP_PENDING: u16 = 8;
 
 /// Bytes of an ordinal in ACCEPTED and REFUSED.
 const ORDINAL_LEN: usize = 8;
 /// Encoded size of an ACCEPTED frame.
 pub const ACCEPTED_LEN: usize = MESSAGE_HEADER_LEN + ORDINAL_LEN;
+
+/// Why a login is pending, as PENDING's first field says it: a stable
+/// word the client decides on (and words it for people itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingReason {
+    /// The password is being checked (after any back-off earlier failures
+    /// earned).
+    Password,
+    /// The name is being claimed across the cluster's nodes.
+    Cluster,
+}
+
+impl PendingReason {
+    /// The word on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            PendingReason::Password => "password",
+            PendingReason::Cluster => "cluster",
+        }
+    }
+
+    /// The reason a word names; `None` for a word this version does not
+    /// know (a newer server's), which a client treats as a plain wait.
+    pub fn from_code(code: &[u8]) -> Option<PendingReason> {
+        match code {
+            b"password" => Some(PendingReason::Password),
+            b"cluster" => Some(PendingReason::Cluster),
+            _ => None,
+        }
+    }
+}
 
 /// Longest feature list a HELLO may carry.
 pub const MAX_HELLO: usize = 1024;
@@ -119,6 +152,10 @@ pub const REQUIRES_TLS: &str = "this server accepts TLS connections only (chat-c
 /// that accepts passwords over TLS only.
 pub const PASSWORDS_NEED_TLS: &str =
     "passwords are accepted over TLS only (chat-client --tls); the password was not checked\n";
+
+/// The error text for a login while a cluster node cannot reach Redis.
+pub const SERVICE_UNAVAILABLE: &str =
+    "service unavailable: the server cannot reach its cluster; try again in a moment\n";
 
 /// The error text when more logins are waiting for a password check than
 /// the server lets wait.
@@ -231,6 +268,10 @@ pub enum ServerFrame<'a> {
     Accepted { through: u64 },
     /// Message `ordinal` was refused, for the reason in `text`.
     Refused { ordinal: u64, text: &'a [u8] },
+    /// The login is being worked on (`reason`, a word: see
+    /// [`PendingReason`]); WELCOME or a refusal follows within `wait_ms`
+    /// milliseconds.
+    Pending { reason: &'a [u8], wait_ms: u64 },
 }
 
 /// The outcome of decoding from the front of a buffer.
@@ -511,7 +552,7 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
     }
     if !matches!(
         opcode,
-        OP_MESSAGE | OP_HELLO | OP_WHO | OP_PRESENCE | OP_ACCEPTED | OP_REFUSED
+        OP_MESSAGE | OP_HELLO | OP_WHO | OP_PRESENCE | OP_ACCEPTED | OP_REFUSED | OP_PENDING
     ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
@@ -531,6 +572,12 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             return Err(FrameError::Malformed {
                 frame: "REFUSED",
                 why: "its first field must be an 8-byte ordinal",
+            })
+        }
+        OP_PENDING if len_b != ORDINAL_LEN || len_a > MAX_PENDING_REASON => {
+            return Err(FrameError::Malformed {
+                frame: "PENDING",
+                why: "it must carry a reason word of at most 32 bytes and an 8-byte wait",
             })
         }
         _ => {}
@@ -555,6 +602,10 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
         OP_REFUSED => ServerFrame::Refused {
             ordinal: ordinal(a),
             text: b,
+        },
+        OP_PENDING => ServerFrame::Pending {
+            reason: a,
+            wait_ms: ordinal(b),
         },
         OP_WHO => match a {
             b"more" => ServerFrame::Online {
@@ -719,6 +770,17 @@ pub fn encode_refused(ordinal: u64, text: &str, out: &mut Vec<u8>) {
     let text = &text.as_bytes()[..text_fit(text)];
     // Both fields fit: an 8-byte ordinal, a text cut to a 16-bit length.
     let _ = encode_pair(OP_REFUSED, &ordinal.to_be_bytes(), text, out);
+}
+
+/// Longest reason word a PENDING frame may carry.
+const MAX_PENDING_REASON: usize = 32;
+
+/// Appends PENDING: the login is being worked on for `reason`, and its
+/// outcome follows within `wait` (rounded up to whole milliseconds).
+pub fn encode_pending(reason: PendingReason, wait: std::time::Duration, out: &mut Vec<u8>) {
+    let ms = u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+    // Both fields fit: a short word and an 8-byte count.
+    let _ = encode_pair(OP_PENDING, reason.code().as_bytes(), &ms.to_be_bytes(), out);
 }
 
 /// Server limits as WELCOME states them: `max_username=N max_message=M`.
@@ -1062,6 +1124,44 @@ mod tests {
             "000600010008",
             "000700040003",
         ] {
+            assert!(
+                matches!(
+                    decode_server_frame(&hex(frame)),
+                    Err(FrameError::Malformed { .. })
+                ),
+                "{frame}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_round_trips_as_the_readme_shows_it() {
+        let mut out = Vec::new();
+        encode_pending(
+            PendingReason::Password,
+            std::time::Duration::from_millis(11_000),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            hex("000800080008" /* header */)
+                .into_iter()
+                .chain(*b"password")
+                .chain(11_000u64.to_be_bytes())
+                .collect::<Vec<u8>>()
+        );
+        let Ok(Decoded::Frame(ServerFrame::Pending { reason, wait_ms }, used)) =
+            decode_server_frame(&out)
+        else {
+            panic!("not a PENDING frame");
+        };
+        assert_eq!(
+            (PendingReason::from_code(reason), wait_ms, used),
+            (Some(PendingReason::Password), 11_000, out.len())
+        );
+        // A wait that is not 8 bytes, or a reason longer than a word, is
+        // refused from the header.
+        for frame in ["000800000004", "000800210008"] {
             assert!(
                 matches!(
                     decode_server_frame(&hex(frame)),

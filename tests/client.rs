@@ -14,6 +14,8 @@ mod gob;
 mod hardening;
 #[path = "client/interactive.rs"]
 mod interactive;
+#[path = "client/login.rs"]
+mod login;
 #[path = "client/receipts.rs"]
 mod receipts;
 #[path = "client/tls.rs"]

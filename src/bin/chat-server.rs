@@ -2,7 +2,6 @@
 //! `exit`, SIGINT or SIGTERM. `chat-server passwd FILE NAME`: set a
 //! registered name's password.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -66,7 +65,10 @@ fn main() -> ExitCode {
             );
         }
     }
-    let addr = SocketAddr::new(args.bind, args.port);
+    let addr = match args.listen_addr() {
+        Ok(addr) => addr,
+        Err(e) => return fail(&e),
+    };
     let listener = match pmchat::runtime::bind(addr) {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),

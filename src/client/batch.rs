@@ -35,10 +35,11 @@ use smol::io::{AsyncBufReadExt, BufReader};
 use smol::{Timer, Unblock};
 
 use super::command::{self, Command};
-use super::connection::{await_login, receive, Login, Negotiation, Received};
+use super::connection::{await_login, login_channel, receive, Login, Negotiation, Received};
 use super::output::{Output, Renderer};
 use super::receipts::{unconfirmed_notice, Ledger, Origin, Sent, WINDOW};
 use super::state::ChatState;
+use super::wire::ClientWire;
 use super::Greeting;
 use crate::protocol::{self, Limits};
 use crate::transport::Transport;
@@ -71,6 +72,8 @@ enum SendEnd {
     Settled,
     /// SIGINT or SIGTERM in `--follow` mode.
     Interrupted,
+    /// The server did not confirm the login in time; nothing was sent.
+    LoginUnanswered(String),
 }
 
 /// How a run on one connection ended.
@@ -186,29 +189,37 @@ pub fn run(
         // Set once the whole script has been handed to the socket.
         let input_done = Cell::new(false);
         let logged_in = Cell::new(false);
-        let (told, outcome) = async_channel::bounded(1);
+        let (told, outcome) = login_channel();
         let negotiation = Negotiation {
-            outcome: Some(told),
-            presence: greeting.presence,
-            v1_answers: greeting.v1_answers,
             quiet_name_taken: options.retry_taken,
+            ..Negotiation::new(told, &greeting)
         };
         let receiving = async { Ok(receive(&transport, &mut output, state, negotiation).await) };
         let sending = async {
             // Nothing of the script goes out before the login is confirmed
             // (or a v1 server is recognised): a refused name sends nothing.
+            // A script just waits: its stderr is for what went wrong.
             let login = match transport.write_all(&greeting.bytes).await {
-                Ok(()) => await_login(&outcome, greeting.timeout).await,
+                Ok(()) => await_login(&outcome, greeting.timeout, |_, _| {}).await,
                 Err(_) => None,
             };
             match login {
                 // The server closed the connection; the receiver says why.
-                None => std::future::pending::<()>().await,
-                Some(Login::Silent) => {
-                    crate::err_line!(
-                        "chat-client: {}",
-                        super::silent_server_notice(greeting.timeout, state.wire())
-                    );
+                None | Some(Login::Pending(..)) => std::future::pending::<()>().await,
+                Some(Login::Silent { pending }) => {
+                    let notice =
+                        super::silent_server_notice(greeting.timeout, state.wire(), pending);
+                    // On v1 our HELLO asked for receipts (and perhaps sent a
+                    // password): only a pmchat server fits, and one that does
+                    // not confirm the login gets nothing of the script.
+                    if state.wire() == ClientWire::V1 {
+                        if !options.reconnect {
+                            crate::err_line!("chat-client: {notice}");
+                        }
+                        state.login_unanswered();
+                        return Err(SendEnd::LoginUnanswered(notice));
+                    }
+                    crate::err_line!("chat-client: {notice}");
                 }
                 Some(Login::Extended) => {
                     if let Some(notice) = super::password_notice(state, &greeting) {
@@ -257,11 +268,17 @@ pub fn run(
         let expected = input_done.get() && !options.follow;
         report_unconfirmed(state, &mut output);
         let received = ended.as_ref().ok();
+        let unanswered = match &ended {
+            Err(SendEnd::LoginUnanswered(notice)) => Some(notice.clone()),
+            _ => None,
+        };
         let lost = !expected
             && match received {
                 Some(Received::Closed { .. } | Received::Failed(_) | Received::Protocol(_)) => {
-                    !state.login_refused() || (options.retry_taken && state.name_taken())
+                    !state.login_refused() || (options.retry_taken && state.login_retryable())
                 }
+                // Reconnecting, a server that does not answer is retried.
+                None => unanswered.is_some() && options.reconnect,
                 _ => false,
             };
         let notice = received.and_then(|r| super::close_notice(r, expected));
@@ -273,12 +290,16 @@ pub fn run(
         output.finish(options.drain_timeout).await;
         let status = super::exit_status(state, received, expected);
         if lost {
-            let notice = match notice {
+            let notice = match notice.or(unanswered) {
                 _ if state.name_taken() => {
                     "the name is still taken (by our previous session, most likely)".into()
                 }
                 Some(notice) => notice,
-                None => "the server refused the login".into(),
+                // The close followed an error frame, which says why.
+                None if !state.last_error().is_empty() => {
+                    format!("the server closed the connection: {}", state.last_error())
+                }
+                None => "connection closed by server".into(),
             };
             Ended::Lost {
                 status,

@@ -20,7 +20,7 @@ use super::receipts::Sent;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
 use crate::framing::FrameReader;
-use crate::protocol::{self, FrameError, ServerFrame};
+use crate::protocol::{self, FrameError, PendingReason, ServerFrame};
 use crate::sanitize::escape;
 use crate::transport::{connect_tls, tls_client_config, Transport};
 
@@ -183,8 +183,24 @@ pub enum Login {
     Extended,
     /// A v1 server answered `'' is not connected`.
     V1,
-    /// No answer within the HELLO timeout: a v1 server is assumed.
-    Silent,
+    /// No answer within the HELLO timeout, or within what PENDING
+    /// promised (`pending`: a pmchat server said it was working on it).
+    Silent { pending: bool },
+    /// Not an outcome: the server is working on the login and will answer
+    /// within this long ([`await_login`] waits on).
+    Pending(Option<PendingReason>, Duration),
+}
+
+/// PENDING frames heeded per login: a server that keeps sending them is
+/// not believed forever.
+const MAX_PENDING: usize = 8;
+/// The longest one PENDING may make us wait, whatever it says.
+const MAX_PENDING_WAIT: Duration = Duration::from_secs(120);
+
+/// The channel on which the receiving side tells the login's outcome:
+/// room for every PENDING heeded and the outcome, so nothing is dropped.
+pub fn login_channel() -> (async_channel::Sender<Login>, async_channel::Receiver<Login>) {
+    async_channel::bounded(MAX_PENDING + 1)
 }
 
 /// The receiving side's view of the HELLO exchange.
@@ -201,6 +217,21 @@ pub struct Negotiation {
     /// A refusal because the name is taken is not shown: the caller will
     /// try again (reconnecting while our stale session holds the name).
     pub quiet_name_taken: bool,
+    /// PENDING frames heeded so far.
+    pub pending: usize,
+}
+
+impl Negotiation {
+    /// The negotiation of a login that tells `outcome`.
+    pub fn new(outcome: async_channel::Sender<Login>, greeting: &super::Greeting) -> Self {
+        Negotiation {
+            outcome: Some(outcome),
+            presence: greeting.presence,
+            v1_answers: greeting.v1_answers,
+            quiet_name_taken: false,
+            pending: 0,
+        }
+    }
 }
 
 /// Reads frames until the server closes the connection, handing each to
@@ -329,9 +360,26 @@ impl FrameHandler {
                 tell(&mut self.negotiation.outcome, Login::V1);
             }
             ServerFrame::Error { text } => {
-                state.server_error(text);
-                if !(self.negotiation.quiet_name_taken && state.name_taken()) {
+                // Before the login was confirmed, any error is its refusal.
+                let during_login = self
+                    .negotiation
+                    .outcome
+                    .as_ref()
+                    .is_some_and(|outcome| !outcome.is_closed());
+                state.server_error(text, during_login);
+                if !(self.negotiation.quiet_name_taken && state.login_retryable()) {
                     sink.error(text);
+                }
+            }
+            ServerFrame::Pending { reason, wait_ms } => {
+                let negotiation = &mut self.negotiation;
+                if let Some(outcome) = &negotiation.outcome {
+                    if negotiation.pending < MAX_PENDING {
+                        negotiation.pending += 1;
+                        let wait = Duration::from_millis(wait_ms).min(MAX_PENDING_WAIT);
+                        let reason = PendingReason::from_code(reason);
+                        let _ = outcome.try_send(Login::Pending(reason, wait));
+                    }
                 }
             }
             ServerFrame::Welcome { limits, .. } => {
@@ -439,15 +487,45 @@ fn tell(outcome: &mut Option<async_channel::Sender<Login>>, login: Login) {
 }
 
 /// Waits for the outcome of HELLO: the receiving side's verdict, or
-/// [`Login::Silent`] if nothing came within `timeout` (some servers never
-/// answer). `None` means the receiving side ended first (the server closed
-/// the connection).
+/// [`Login::Silent`] if nothing came within `timeout`. A PENDING from the
+/// server moves the deadline to what it promised plus `timeout`, and is
+/// handed to `pending` (to tell the user); never returned. `None` means the
+/// receiving side ended first (the server closed the connection).
 pub async fn await_login(
     outcome: &async_channel::Receiver<Login>,
     timeout: Duration,
+    mut pending: impl FnMut(Option<PendingReason>, Duration),
 ) -> Option<Login> {
-    match runtime::timeout(timeout, outcome.recv()).await {
-        Some(told) => told.ok(),
-        None => Some(Login::Silent),
+    let mut deadline = std::time::Instant::now() + timeout;
+    let mut told_pending = false;
+    loop {
+        match runtime::until(deadline, outcome.recv()).await {
+            Some(Ok(Login::Pending(reason, wait))) => {
+                told_pending = true;
+                deadline = std::time::Instant::now() + wait + timeout;
+                pending(reason, wait);
+            }
+            Some(told) => return told.ok(),
+            None => {
+                // Whatever comes later is no longer the login's answer.
+                outcome.close();
+                return Some(Login::Silent {
+                    pending: told_pending,
+                });
+            }
+        }
     }
+}
+
+/// What a PENDING means, for people.
+pub fn pending_notice(reason: Option<PendingReason>, wait: Duration) -> String {
+    let what = match reason {
+        Some(PendingReason::Password) => "checking the password (slowed down after failed logins)",
+        Some(PendingReason::Cluster) => "claiming the name across its cluster",
+        None => "working on the login",
+    };
+    format!(
+        "the server is {what}; waiting up to {}",
+        crate::args::format_wait(wait)
+    )
 }

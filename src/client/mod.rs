@@ -4,6 +4,7 @@
 //! - [`command`]: the command language, shared by both modes.
 //! - [`connection`]: connecting and the receiving loop.
 //! - [`output`]: rendering of received frames (plain, JSON, colour).
+//! - [`hangup`]: noticing stdout's reader left while nothing is written.
 //! - [`state`]: what the receiving side tells the command side.
 //! - [`receipts`]: messages in flight until the server accounts for them.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
@@ -15,6 +16,7 @@ mod batch;
 pub mod cli;
 mod command;
 mod connection;
+mod hangup;
 mod output;
 mod receipts;
 mod reconnect;
@@ -324,13 +326,23 @@ pub(crate) fn exit_status(
     }
 }
 
-/// The notice for a server that did not answer the greeting in time.
-pub(crate) fn silent_server_notice(timeout: std::time::Duration, wire: ClientWire) -> String {
+/// The notice for a server that did not answer the greeting in time
+/// (`pending`: after saying it was working on it).
+pub(crate) fn silent_server_notice(
+    timeout: std::time::Duration,
+    wire: ClientWire,
+    pending: bool,
+) -> String {
     let timeout = crate::args::format_duration(timeout);
     match wire {
+        ClientWire::V1 if pending => {
+            "the server said the login was pending but did not finish it in time; \
+             nothing was sent"
+                .to_string()
+        }
         ClientWire::V1 => format!(
-            "the server did not answer HELLO within {timeout}; assuming a v1 server \
-             (login not confirmed, no 'who', no presence)"
+            "the server did not answer the login within {timeout} (a pmchat or v1 server \
+             answers at once; see --hello-timeout); nothing was sent"
         ),
         ClientWire::Gob => {
             format!("the server did not answer the login within {timeout}; going on unconfirmed")

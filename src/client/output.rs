@@ -526,13 +526,15 @@ impl Output {
     /// Completes when stdout is gone (a closed pipe): a listener that only
     /// waits for messages must notice it without another message to write.
     pub fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
+        use smol::future::FutureExt;
         let gone = self.writer.as_ref().map(StdoutWriter::gone);
-        async move {
+        let failed = async move {
             match gone {
                 Some(gone) => gone.await,
                 None => std::future::pending().await,
             }
-        }
+        };
+        failed.or(super::hangup::stdout_gone())
     }
 
     /// Flushes, then waits at most `bound` for stdout to take everything;

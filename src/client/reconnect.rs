@@ -92,7 +92,7 @@ impl Connector<'_> {
                     let delay = backoff.next_delay();
                     crate::err_line!(
                         "chat-client: {notice}; reconnecting in {} (attempt {})",
-                        crate::args::format_duration(delay),
+                        crate::args::format_wait(delay),
                         backoff.attempt
                     );
                     smol::Timer::after(delay).await;

@@ -47,6 +47,11 @@ pub struct ChatState {
     login_refused: AtomicBool,
     /// The refusal was that the name is taken.
     name_taken: AtomicBool,
+    /// The refusal was the server's momentary trouble (its cluster is
+    /// unreachable, too many logins are being checked).
+    try_later: AtomicBool,
+    /// The last error text the server sent, escaped.
+    last_error: Mutex<String>,
     /// The server refused the login because the name is registered and no
     /// password came with it (the editor can then ask for one).
     password_required: AtomicBool,
@@ -224,6 +229,7 @@ impl ChatState {
             &self.extended,
             &self.login_refused,
             &self.name_taken,
+            &self.try_later,
             &self.password_required,
             &self.authenticated,
             &self.receipts,
@@ -305,15 +311,27 @@ impl ChatState {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Records a server error text, noticing login refusals.
-    pub fn server_error(&self, text: &[u8]) {
+    /// Records a server error text, noticing login refusals: any error
+    /// `during_login` (before the login was confirmed), and the texts a v1
+    /// server refuses a login with.
+    pub fn server_error(&self, text: &[u8], during_login: bool) {
         self.fail();
-        if is_login_refusal(text) {
+        if during_login || is_login_refusal(text) {
             self.login_refused.store(true, Ordering::Relaxed);
         }
         if text == protocol::USERNAME_TAKEN.as_bytes() {
             self.name_taken.store(true, Ordering::Relaxed);
         }
+        if text == protocol::SERVICE_UNAVAILABLE.as_bytes()
+            || text == protocol::LOGINS_BUSY.as_bytes()
+        {
+            self.try_later.store(true, Ordering::Relaxed);
+        }
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        last.clear();
+        last.push_str(&crate::sanitize::escape(
+            text.strip_suffix(b"\n").unwrap_or(text),
+        ));
         if protocol::auth_refusal(text) == Some(protocol::AuthRefusal::PasswordRequired) {
             self.password_required.store(true, Ordering::Relaxed);
         }
@@ -327,6 +345,27 @@ impl ChatState {
     /// True if the server refused the login because the name is taken.
     pub fn name_taken(&self) -> bool {
         self.name_taken.load(Ordering::Relaxed)
+    }
+
+    /// True if the login was refused for a reason that may pass: the name
+    /// is taken (by our own stale session, when reconnecting), or the
+    /// server could not serve logins for a moment.
+    pub fn login_retryable(&self) -> bool {
+        self.name_taken() || self.try_later.load(Ordering::Relaxed)
+    }
+
+    /// The login was not confirmed in time: counts as refused (exit 3).
+    pub fn login_unanswered(&self) {
+        self.fail();
+        self.login_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// The last error the server sent, escaped, without its newline.
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -6,16 +6,20 @@
 //!
 //! 1. The first frame after the handshake must be a HELLO listing the
 //!    `password` feature; anything else (a v1 client's first message, a
-//!    client without passwords, silence until the handshake timeout) gets
+//!    client without passwords, silence for [`FIRST_FRAME_WAIT`]) gets
 //!    `'NAME' is a registered name; log in with a client that supports
-//!    passwords`.
+//!    passwords`. pmchat's client sends its HELLO with its username, so a
+//!    silent peer is one that will not send it.
 //! 2. The next frame must be AUTH. An empty password is "a password is
 //!    required"; a password over plain TCP is refused unless the server
 //!    allows it (`--allow-plaintext-passwords`), without being checked.
 //! 3. The attempt waits out the back-off that earlier failures for this
 //!    name or from this address earned ([`Backoff`]), then the hash is
 //!    checked on the [`Verifier`] thread. A full verifier queue refuses the
-//!    login at once rather than queueing without bound.
+//!    login at once rather than queueing without bound. When this takes
+//!    time, the client is told PENDING with the longest it may take
+//!    ([`super::pending`]), and a check not done by then is refused as
+//!    busy.
 //!
 //! The password itself is never logged, and dropped as soon as it was
 //! checked.
@@ -30,11 +34,12 @@ use smol::Timer;
 use tracing::{info, warn};
 
 use super::accounts::{verify_password, Accounts};
+use super::pending::bounded_login_step;
 use super::session::{reject, SHUTTING_DOWN};
 use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ClientFrame};
+use crate::protocol::{self, ClientFrame, PendingReason};
 use crate::runtime::until;
 use crate::transport::Transport;
 
@@ -192,6 +197,15 @@ impl BackoffTable {
 
 /// Logins waiting for the verifier before new ones are refused.
 const VERIFY_QUEUE: usize = 32;
+/// The longest a password check may take once its back-off is over,
+/// queue included (a full queue takes about 2 s here); the PENDING frame
+/// promises an answer within the back-off plus this.
+const VERIFY_BOUND: Duration = Duration::from_secs(10);
+/// How long a login to a registered name waits for the client's first
+/// frame. pmchat's client sends HELLO and AUTH with its username, so
+/// they are normally there already; a v1 or gob peer that stays silent is
+/// refused after this rather than after the whole handshake timeout.
+pub(crate) const FIRST_FRAME_WAIT: Duration = Duration::from_secs(1);
 
 /// One password to check against one hash.
 struct Check {
@@ -335,13 +349,16 @@ pub(crate) async fn authenticate(
     };
     let steps = async {
         let deadline = Instant::now() + shared.config.handshake_timeout;
-        let hello = match next_login_frame(transport, input, deadline).await {
+        let first_deadline = Instant::now() + FIRST_FRAME_WAIT.min(shared.config.handshake_timeout);
+        let hello = match next_login_frame(transport, input, first_deadline).await {
             Ok(LoginFrame::Hello(hello)) if hello.password => hello,
             Err(NoFrame::Gone) => return Err(None),
             first => {
                 info!(%peer, user = name, "rejected: registered name, no password offered");
                 let wire = match first {
                     Ok(LoginFrame::Gob) => Wire::Gob,
+                    // Silent: told in the wire such clients speak here.
+                    Err(NoFrame::TimedOut) => shared.config.default_wire,
                     _ => Wire::V1,
                 };
                 return Err(Some((wire, protocol::registered_name_text(name))));
@@ -368,9 +385,16 @@ pub(crate) async fn authenticate(
         let wait = auth.backoff.begin(name, peer.ip(), Instant::now());
         if !wait.is_zero() {
             info!(%peer, user = name, "login delayed {wait:?} after earlier failures");
-            Timer::after(wait).await;
         }
-        match auth.verifier.verify(hash, password).await {
+        let check = async {
+            Timer::after(wait).await;
+            auth.verifier.verify(hash, password).await
+        };
+        let bound = wait + VERIFY_BOUND;
+        let checked = bounded_login_step(transport, true, PendingReason::Password, bound, check)
+            .await
+            .unwrap_or(Err(Busy));
+        match checked {
             Ok(true) => {
                 auth.backoff.succeeded(name, peer.ip());
                 Ok(hello)

@@ -1,6 +1,6 @@
 //! Command-line options of `chat-server`; the doc comments are `--help`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use clap::{ArgGroup, Parser};
 
 use super::config::Config;
 use super::tls::{self, SelfSigned, ServerTls, TlsError, TlsFiles};
+use super::wire::Wire;
 use crate::args::{parse_duration, ColorChoice};
 use crate::protocol::Limits;
 
@@ -33,7 +34,8 @@ Console commands (typed on stdin):
 End of stdin does not stop the server.
 
 Wires: v1 clients and gob clients (the original Go programs' wire) share
-the port; the first bytes after the handshake tell them apart.
+the port; the first bytes after the handshake tell them apart, and
+--default-wire says what a client that has sent nothing yet is spoken to in.
 
 TLS: plain and TLS clients share the port; a connection that opens with a
 TLS handshake gets TLS. --tls-self-signed DIR sets up a local CA in DIR
@@ -50,9 +52,10 @@ pub struct ServerArgs {
     /// TCP port to listen on; 0 picks a free port (see the first stdout line).
     pub port: u16,
 
-    /// Address to listen on (`::` for all IPv6 and IPv4 addresses).
-    #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
-    pub bind: IpAddr,
+    /// Address or host name to listen on (`::` for all IPv6 and IPv4
+    /// addresses, `localhost` for this machine only).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: String,
 
     /// Worker threads, each owning the connections handed to it [default:
     /// number of available cores].
@@ -140,7 +143,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
 
-    /// More log output (-v logs each routed message, -vv everything).
+    /// More log output: -v turns on debug logs (among them each routed
+    /// message, with its content), -vv trace logs too.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 
@@ -148,12 +152,41 @@ pub struct ServerArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub quiet: u8,
 
+    /// What to speak to a client that has sent nothing yet after its
+    /// username: v1, or gob for the original Go client, which sends
+    /// nothing until its user types. A client's first bytes decide for
+    /// good; pmchat's own client sends them at once, so it works either way.
+    #[arg(long, value_name = "WIRE", value_enum, default_value_t = DefaultWire::V1)]
+    pub default_wire: DefaultWire,
+
     /// Colour the log and console output.
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 }
 
+/// The wire of a connection that has sent nothing yet (`--default-wire`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DefaultWire {
+    /// pmchat v1.
+    V1,
+    /// The original Go programs' gob stream.
+    Gob,
+}
+
 impl ServerArgs {
+    /// The address to listen on: `--bind` as an IP address, or the first
+    /// address its host name resolves to.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        if let Ok(ip) = self.bind.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.port));
+        }
+        (self.bind.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve --bind {}: {e}", self.bind))?
+            .next()
+            .ok_or_else(|| format!("--bind {} resolves to no address", self.bind))
+    }
+
     /// The server settings these options describe.
     pub fn config(&self) -> Config {
         let queue_bytes = usize::try_from(self.queue_bytes).unwrap_or(usize::MAX);
@@ -171,6 +204,10 @@ impl ServerArgs {
             registered_only: self.registered_only,
             allow_plaintext_passwords: self.allow_plaintext_passwords,
             cluster: self.cluster.clone(),
+            default_wire: match self.default_wire {
+                DefaultWire::V1 => Wire::V1,
+                DefaultWire::Gob => Wire::Gob,
+            },
             ..Config::default()
         }
     }
@@ -244,6 +281,18 @@ mod tests {
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.max_clients, 10_000);
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bind_takes_host_names() {
+        let args = ServerArgs::parse_from(["chat-server", "9000", "--bind", "localhost"]);
+        let addr = args.listen_addr().unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.port(), 9000);
+        let args = ServerArgs::parse_from(["chat-server", "0", "--bind", "::1"]);
+        assert_eq!(args.listen_addr().unwrap(), "[::1]:0".parse().unwrap());
+        let args = ServerArgs::parse_from(["chat-server", "0", "--bind", "no such host!"]);
+        assert!(args.listen_addr().is_err());
     }
 
     #[test]

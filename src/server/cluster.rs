@@ -82,10 +82,6 @@ const PRESENCE_CHANNEL: &str = "pmchat:presence";
 /// as unreachable.
 pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The error text for a login while Redis is unreachable.
-pub const SERVICE_UNAVAILABLE: &str =
-    "service unavailable: the server cannot reach its cluster; try again in a moment\n";
-
 /// The error text for a message to another node while Redis is
 /// unreachable or that node's outbox stayed full.
 pub fn unreachable_text(name: &[u8]) -> String {

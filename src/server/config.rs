@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::accounts::Accounts;
 use super::tls::ServerTls;
+use super::wire::Wire;
 use crate::protocol::Limits;
 
 /// Everything a running server needs to know; built from the command line
@@ -43,6 +44,9 @@ pub struct Config {
     pub allow_plaintext_passwords: bool,
     /// The Redis that makes this node one of several (`--cluster`).
     pub cluster: Option<String>,
+    /// What a connection that has sent nothing after its username is
+    /// spoken to in (`--default-wire`).
+    pub default_wire: Wire,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             registered_only: false,
             allow_plaintext_passwords: false,
             cluster: None,
+            default_wire: Wire::V1,
         }
     }
 }

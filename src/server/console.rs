@@ -4,7 +4,7 @@
 //! only through a [`ServerHandle`]. End of input ends the console, not the
 //! server, so the server can run as a daemon with stdin closed.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use owo_colors::OwoColorize;
 use tracing::debug;
@@ -68,14 +68,94 @@ commands:
   exit             shut the server down";
 
 /// Starts the console on its own thread, reading `stdin` until it ends.
+///
+/// A terminal is read only while the server is in its foreground: a
+/// server started with `&` in an interactive shell would otherwise be
+/// stopped by the terminal (SIGTTIN) at its first read, and then serve
+/// nobody. In the background the console waits, says so once on stderr,
+/// and comes back with `fg`.
 pub fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
+    let terminal = std::io::stdin().is_terminal();
+    if terminal {
+        ignore_terminal_stops();
+    }
     std::thread::Builder::new()
         .name("pmchat-console".into())
         .spawn(move || {
             let stdin = std::io::stdin();
-            run(stdin.lock(), std::io::stdout(), &handle, color);
+            if terminal {
+                let input = std::io::BufReader::new(ForegroundOnly::new(stdin));
+                run(input, std::io::stdout(), &handle, color);
+            } else {
+                run(stdin.lock(), std::io::stdout(), &handle, color);
+            }
         })
         .map(drop)
+}
+
+/// Makes background reads from (and writes to) the terminal fail or pass
+/// instead of stopping the whole process.
+fn ignore_terminal_stops() {
+    for signal in [libc::SIGTTIN, libc::SIGTTOU] {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no
+        // handler code, so it cannot race anything running in a handler;
+        // it is done before the console thread starts reading.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+}
+
+/// True if this process's group owns the terminal on stdin.
+fn in_foreground() -> bool {
+    let stdin = std::io::stdin();
+    match rustix::termios::tcgetpgrp(&stdin) {
+        Ok(owner) => owner == rustix::process::getpgrp(),
+        // No terminal after all (or no controlling one): nothing to fear.
+        Err(_) => true,
+    }
+}
+
+/// How often a console in the background checks whether it is back.
+const FOREGROUND_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Stdin on a terminal, read only while the server is in the foreground.
+struct ForegroundOnly {
+    stdin: std::io::Stdin,
+    /// The background notice was printed.
+    told: bool,
+}
+
+impl ForegroundOnly {
+    fn new(stdin: std::io::Stdin) -> Self {
+        ForegroundOnly { stdin, told: false }
+    }
+
+    fn wait_for_foreground(&mut self) {
+        while !in_foreground() {
+            if !std::mem::replace(&mut self.told, true) {
+                crate::err_line!(
+                    "chat-server: running in the background of a terminal: the console is off \
+                     (bring the server to the foreground with fg to use it)"
+                );
+            }
+            std::thread::sleep(FOREGROUND_POLL);
+        }
+    }
+}
+
+impl std::io::Read for ForegroundOnly {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            self.wait_for_foreground();
+            match self.stdin.read(buf) {
+                // Sent to the background during the read (SIGTTIN is
+                // ignored, so the read fails instead of stopping us).
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && !in_foreground() => {}
+                other => return other,
+            }
+        }
+    }
 }
 
 /// Executes console lines from `input` until it ends or says `exit`.

@@ -17,6 +17,7 @@
 //! [`crate::transport`]), `tls` (certificates and the accept step),
 //! `accounts` (registered names: the file and its hashes), `auth` (the
 //! password check and its back-off, before a registered name is claimed),
+//! `pending` (telling a client its login is being worked on),
 //! `config`/`cli` (settings), `console` (the operator), `cluster` (several
 //! nodes as one server, through Redis), `redis_io` (the sockets under its
 //! Redis connections).
@@ -32,6 +33,7 @@ mod cluster;
 pub mod config;
 pub mod console;
 mod outbound;
+mod pending;
 mod redis_io;
 mod registry;
 mod router;
@@ -56,6 +58,7 @@ use crate::transport::{Socket, Transport};
 use crate::workers::Workers;
 pub use config::Config;
 use registry::Registry;
+pub use wire::Wire;
 
 /// State every connection task shares.
 pub(crate) struct Shared {

@@ -33,14 +33,17 @@ use smol::future::{self, FutureExt};
 use tracing::{debug, info, warn};
 
 use super::auth::{authenticate, HelloRequest};
-use super::cluster::{ClaimError, SERVICE_UNAVAILABLE};
+use super::cluster::ClaimError;
 use super::outbound::OutboundQueue;
+use super::pending::bounded_login_step;
 use super::router::Router;
 use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::framing::Decoder;
 use crate::framing::FrameReader;
-use crate::protocol::{self, ClientFrame, FrameError, HandshakeDecoder, UsernameError};
+use crate::protocol::{
+    self, ClientFrame, FrameError, HandshakeDecoder, PendingReason, UsernameError,
+};
 use crate::runtime::{timeout, until};
 use crate::transport::{Transport, WeakTransport};
 
@@ -112,9 +115,10 @@ impl Session {
         }
     }
 
-    /// The client turned out to speak gob.
-    fn speaks_gob(&self) {
-        self.gob.store(true, Ordering::Relaxed);
+    /// The client turned out to speak `wire` (or, having sent nothing
+    /// yet, is taken to).
+    fn set_wire(&self, wire: Wire) {
+        self.gob.store(wire == Wire::Gob, Ordering::Relaxed);
     }
 
     /// Frames waiting to be written to this user.
@@ -199,39 +203,52 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
         } else if shared.config.registered_only {
             info!(%peer, user = &*name, "rejected: not a registered name");
             let text = protocol::not_registered_text(&name);
-            let wire = wire_for_refusal(&transport, &mut input).await;
+            let wire = wire_for_refusal(&transport, &mut input, &shared).await;
             reject(&transport, wire, &text, shared.config.linger).await;
             return;
         }
     }
     let session = Arc::new(Session::new(name, peer, &transport, &shared));
-    // A gob client's first bytes usually come with its handshake: then it
-    // is known to speak gob before anyone can message it.
-    if starts_gob(input.buffered()) {
-        session.speaks_gob();
-    }
-    // In a cluster the name is claimed across every node first.
+    // A client's first bytes usually come with its handshake: then its
+    // wire is known before anyone can message it. One that has sent
+    // nothing is spoken to in the default wire until it does.
+    session.set_wire(match input.buffered().first() {
+        _ if proven.is_some() => Wire::V1,
+        Some(&first) => Wire::starting_with(first),
+        None => shared.config.default_wire,
+    });
+    // In a cluster the name is claimed across every node first; a client
+    // that sent HELLO hears at once if that takes a while.
     if let Some(cluster) = &shared.cluster {
         let held_here = shared.registry.get(session.name().as_bytes()).is_some();
+        let asked = proven.is_some() || sent_hello(&input, shared.config.limits);
         let claimed = match held_here {
             true => Err(ClaimError::Taken),
-            false => cluster.claim(session.name()).await,
+            false => bounded_login_step(
+                &transport,
+                asked,
+                PendingReason::Cluster,
+                CLAIM_BOUND,
+                cluster.claim(session.name()),
+            )
+            .await
+            .unwrap_or(Err(ClaimError::Unavailable)),
         };
         let refusal = match claimed {
             Ok(()) => None,
             Err(ClaimError::Taken) => Some(protocol::USERNAME_TAKEN),
-            Err(ClaimError::Unavailable) => Some(SERVICE_UNAVAILABLE),
+            Err(ClaimError::Unavailable) => Some(protocol::SERVICE_UNAVAILABLE),
         };
         if let Some(text) = refusal {
             info!(%peer, user = session.name(), "rejected: {}", text.trim_end());
-            let wire = wire_for_refusal(&transport, &mut input).await;
+            let wire = wire_for_refusal(&transport, &mut input, &shared).await;
             reject(&transport, wire, text, shared.config.linger).await;
             return;
         }
     }
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
-        let wire = wire_for_refusal(&transport, &mut input).await;
+        let wire = wire_for_refusal(&transport, &mut input, &shared).await;
         reject(
             &transport,
             wire,
@@ -347,9 +364,28 @@ async fn login(
         }
     };
     info!(%peer, "rejected: {}", text.trim_end());
-    reject(transport, Wire::V1, &text, shared.config.linger).await;
+    reject(
+        transport,
+        shared.config.default_wire,
+        &text,
+        shared.config.linger,
+    )
+    .await;
     None
 }
+
+/// True if the client's buffered input starts with a HELLO: it speaks the
+/// extensions and may be told PENDING.
+fn sent_hello(input: &FrameReader<InputDecoder>, limits: protocol::Limits) -> bool {
+    matches!(
+        protocol::decode_client_frame(input.buffered(), &limits),
+        Ok(protocol::Decoded::Frame(ClientFrame::Hello { .. }, _))
+    )
+}
+
+/// The longest a cluster claim may take before the login is refused as
+/// unavailable: the wait for Redis to come back and a few commands.
+const CLAIM_BOUND: Duration = Duration::from_secs(5);
 
 async fn read_handshake(
     transport: &Transport,
@@ -411,7 +447,7 @@ async fn read_loop(
                 Err(e) => {
                     if first && starts_gob(input.buffered()) {
                         debug!(user = session.name(), "speaks gob");
-                        session.speaks_gob();
+                        session.set_wire(Wire::Gob);
                         input.set_decoder(InputDecoder::gob(shared.config.limits));
                         first = false;
                         continue;
@@ -419,6 +455,11 @@ async fn read_loop(
                     return ReadEnd::Protocol(e);
                 }
             };
+            // The first frame decoded as v1: a session taken for gob while
+            // silent (--default-wire gob) speaks v1 after all.
+            if first {
+                session.set_wire(Wire::V1);
+            }
             // Inline, not a helper: a helper's future would add its
             // arguments to every connection's state for its whole life.
             let routed = match frame {
@@ -600,10 +641,12 @@ async fn write_loop(transport: Transport, session: Arc<Session>) {
 const REFUSAL_WIRE_WAIT: Duration = Duration::from_millis(250);
 
 /// The wire to refuse a login in: the one its first bytes after the
-/// handshake choose, v1 if none come within [`REFUSAL_WIRE_WAIT`].
+/// handshake choose, the default wire (`--default-wire`) if none come
+/// within [`REFUSAL_WIRE_WAIT`].
 pub(crate) async fn wire_for_refusal<D: Decoder>(
     transport: &Transport,
     input: &mut FrameReader<D>,
+    shared: &Shared,
 ) -> Wire {
     if input.buffered().is_empty() {
         let _ = timeout(REFUSAL_WIRE_WAIT, transport.read(input)).await;
@@ -611,7 +654,9 @@ pub(crate) async fn wire_for_refusal<D: Decoder>(
     input
         .buffered()
         .first()
-        .map_or(Wire::V1, |&first| Wire::starting_with(first))
+        .map_or(shared.config.default_wire, |&first| {
+            Wire::starting_with(first)
+        })
 }
 
 /// Sends one error frame to a client that never got a session, then closes.

@@ -43,6 +43,7 @@ pub(crate) enum Out {
     Presence(bool, String),
     Accepted(u64),
     Refused(u64, String),
+    Pending(String, u64),
 }
 
 /// Everything queued for `session` and not yet written, decoded.
@@ -73,6 +74,7 @@ pub(crate) fn queued(session: &Session) -> Vec<Out> {
             ServerFrame::Presence { joined, name } => Out::Presence(joined, text(name)),
             ServerFrame::Accepted { through } => Out::Accepted(through),
             ServerFrame::Refused { ordinal, text: t } => Out::Refused(ordinal, text(t)),
+            ServerFrame::Pending { reason, wait_ms } => Out::Pending(text(reason), wait_ms),
         });
         rest = &rest[used..];
     }

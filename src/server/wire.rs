@@ -26,7 +26,7 @@ use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Lim
 
 /// The wire one session speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wire {
+pub enum Wire {
     /// pmchat v1, with the negotiated extensions.
     V1,
     /// `encoding/gob` values of the original programs' `Message` struct.

@@ -17,7 +17,7 @@ use crate::interactive::{spawn_in_pty, TempDir};
 /// An accounts file in `dir` with these names and passwords, hashed with
 /// argon2id at a tiny cost so that tests stay quick (the server reads the
 /// cost from each hash).
-fn accounts_file(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn accounts_file(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
     let params = argon2::Params::new(64, 1, 1, None).unwrap();
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"pmchat-test-salt").unwrap();
@@ -32,7 +32,7 @@ fn accounts_file(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
 }
 
 /// A TLS server (self-signed set in `dir`) with `--accounts`.
-fn server_with_accounts(dir: &Path, accounts: &Path, extra: &[&str]) -> ServerProcess {
+pub(crate) fn server_with_accounts(dir: &Path, accounts: &Path, extra: &[&str]) -> ServerProcess {
     let mut args = vec![
         "--tls-self-signed",
         dir.to_str().unwrap(),
@@ -45,7 +45,7 @@ fn server_with_accounts(dir: &Path, accounts: &Path, extra: &[&str]) -> ServerPr
 
 /// `chat-client --tls-ca DIR/ca.pem localhost PORT NAME`, without any
 /// password from the environment.
-fn tls_client(dir: &Path, port: u16, name: &str) -> Command {
+pub(crate) fn tls_client(dir: &Path, port: u16, name: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-client"));
     command
         .arg("--tls-ca")
@@ -57,7 +57,7 @@ fn tls_client(dir: &Path, port: u16, name: &str) -> Command {
     command
 }
 
-fn with_password(mut command: Command, password: &str) -> Command {
+pub(crate) fn with_password(mut command: Command, password: &str) -> Command {
     command.env("PMCHAT_PASSWORD", password);
     command
 }
@@ -115,6 +115,27 @@ fn a_v1_peer_is_refused_a_registered_name_and_served_on_a_free_one() {
         Frame::msg("dave", "free names stay first-come"),
         bob.frame()
     );
+}
+
+#[test]
+fn a_silent_v1_peer_asking_for_a_registered_name_is_refused_within_about_a_second() {
+    let dir = TempDir::new("accounts-silent");
+    let accounts = accounts_file(&dir.0, &[("alice", "pw")]);
+    let server = server_with_accounts(&dir.0, &accounts, &[]);
+    let started = Instant::now();
+    let mut impostor = RawClient::open(server.port);
+    impostor.handshake(b"alice");
+    eqnice!(
+        Frame::err("'alice' is a registered name; log in with a client that supports passwords\n"),
+        impostor.frame()
+    );
+    // Not the whole 10 s handshake timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    impostor.expect_closed();
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Batch mode: scripts on stdin, output on stdout, exit statuses.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use crate::common::{
@@ -211,6 +211,24 @@ fn a_broken_stdout_pipe_is_a_normal_exit() {
         alice.send("bob", &format!("message {i}"));
     }
     eqnice!(Some(0), listener.wait().code());
+}
+
+#[test]
+fn a_follower_piped_into_head_logs_out_when_head_exits_without_another_message() {
+    let mut server = ServerProcess::start(&[]);
+    let mut bob = spawn_follower(server.port, "bob", &[], Stdio::piped(), Stdio::piped());
+    server.wait_online("bob");
+    let mut alice = server.login("alice");
+    alice.send("bob", "the one line head wants");
+    // `| head -1`: one line read, then the reader is gone.
+    let mut stdout = BufReader::new(bob.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("a line");
+    eqnice!("alice: the one line head wants\n", line);
+    drop(stdout);
+    // No further message: the name is released all the same.
+    server.wait_offline("bob");
+    eqnice!(Some(0), bob.wait().code());
 }
 
 #[test]

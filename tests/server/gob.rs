@@ -201,6 +201,37 @@ fn deliveries_and_errors_are_byte_identical_to_the_original_server() {
 }
 
 #[test]
+fn with_default_wire_gob_a_silent_original_client_receives_and_is_refused_in_gob() {
+    let mut server = ServerProcess::start(&["--default-wire", "gob"]);
+    // The original client sends only its handshake until its user types.
+    let mut bob = RawClient::open(server.port);
+    bob.handshake(b"bob");
+    server.wait_online("bob");
+    let mut alice = server.login("alice");
+    alice.send("bob", "hi bob");
+    let expected = case(2, "bob_received_hex");
+    let got = bob.read_exact(expected.len());
+    eqnice!(expected, got);
+    // A second silent bob is told the name is taken, in gob.
+    let mut taken = RawClient::open(server.port);
+    taken.handshake(b"bob");
+    let expected = case(4, "received_hex");
+    let got = taken.read_exact(expected.len());
+    eqnice!(expected, got);
+    taken.expect_closed();
+    // v1 peers that speak first, and pmchat's client, are served in v1.
+    let mut carol = server.connect("carol");
+    carol.send("alice", "v1 still");
+    eqnice!(Frame::msg("carol", "v1 still"), alice.frame());
+    let run = crate::common::run_client(
+        crate::common::client_command(server.port, "dave"),
+        b"send alice from the client\n",
+    );
+    eqnice!(0, run.status);
+    eqnice!(Frame::msg("dave", "from the client"), alice.frame());
+}
+
+#[test]
 fn gob_and_v1_users_message_each_other_both_ways() {
     let mut server = ServerProcess::start(&[]);
     let mut gopher = GobClient::ready(&mut server, "gopher");

@@ -114,10 +114,27 @@ fn port_in_use_is_one_clear_line_and_a_failure_status() {
 #[test]
 fn bad_arguments_are_a_usage_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--bind", "not-an-address", "0"])
+        .args(["--max-clients", "many", "0"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn bind_takes_a_host_name_and_an_unknown_one_is_one_clear_line() {
+    let server = ServerProcess::start_on("localhost", &[]);
+    let stream = std::net::TcpStream::connect(("localhost", server.port)).expect("connect");
+    assert!(stream.peer_addr().unwrap().ip().is_loopback());
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--bind", "no-such-host.invalid", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("chat-server: cannot resolve --bind no-such-host.invalid"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -146,4 +163,85 @@ fn ipv6_any_address_works() {
         client.send(name, "both");
         eqnice!(Frame::msg(name, "both"), client.frame());
     }
+}
+
+#[test]
+fn a_server_started_in_the_background_of_an_interactive_shell_serves_and_stops() {
+    use expectrl::Expect;
+    use std::time::{Duration, Instant};
+
+    let dir = std::env::temp_dir().join(format!("pmchat-background-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (out, err) = (dir.join("out"), dir.join("err"));
+    // An interactive shell in a terminal, with job control, as a person
+    // runs the README's recipe.
+    let mut shell = Command::new("bash");
+    shell
+        .args(["--norc", "--noprofile", "-i"])
+        .env("PS1", "shell$ ")
+        .env("TERM", "xterm");
+    let mut shell = expectrl::session::OsSession::spawn(shell).expect("bash in a pty");
+    shell.set_expect_timeout(Some(Duration::from_secs(20)));
+    shell.expect("shell$ ").expect("the prompt");
+    shell
+        .send_line(format!(
+            "{} 0 --bind 127.0.0.1 > {} 2> {} &",
+            env!("CARGO_BIN_EXE_chat-server"),
+            out.display(),
+            err.display()
+        ))
+        .unwrap();
+    shell.expect("shell$ ").expect("the prompt again");
+    let deadline = Instant::now() + crate::common::TIMEOUT;
+    let port: u16 = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(port) = text
+            .lines()
+            .next()
+            .and_then(|line| line.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+        {
+            break port;
+        }
+        assert!(Instant::now() < deadline, "no 'listening on' line");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The console is off, said once, and the server goes on serving.
+    let deadline = Instant::now() + crate::common::TIMEOUT;
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("background")
+    {
+        assert!(Instant::now() < deadline, "nothing said about the console");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut bob = crate::common::RawClient::open(port);
+    bob.handshake(b"bob");
+    let mut alice = crate::common::RawClient::open(port);
+    alice.handshake(b"alice");
+    // Until bob is in, alice hears he is not; then the message arrives.
+    let deadline = Instant::now() + crate::common::TIMEOUT;
+    loop {
+        alice.send("bob", "from the background");
+        bob.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut head = [0u8; 2];
+        if std::io::Read::read_exact(&mut bob.stream, &mut head).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never delivered");
+    }
+    // The job is running, not stopped, and SIGTERM ends it.
+    shell.send_line("jobs -l").unwrap();
+    let jobs = shell.expect("shell$ ").expect("the jobs listing");
+    let listing = String::from_utf8_lossy(jobs.before()).into_owned();
+    assert!(listing.contains("Running"), "{listing}");
+    assert!(!listing.contains("Stopped"), "{listing}");
+    shell.send_line("kill %1; wait %1; echo status=$?").unwrap();
+    shell
+        .expect("status=0")
+        .expect("a clean exit after SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -40,7 +40,7 @@ use rustyline::{
 };
 
 use super::command::{self, Command};
-use super::connection::{await_login, Login, Negotiation};
+use super::connection::{await_login, login_channel, pending_notice, Login, Negotiation};
 use super::output::{Renderer, NOTICE_MARK};
 use super::receipts::{unconfirmed_notice, Origin, Sent};
 use super::state::ChatState;
@@ -175,13 +175,8 @@ impl Link {
         let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
         // The handshake goes first; the channel is open, so this cannot fail.
         let _ = frames.send_blocking(std::mem::take(&mut greeting.bytes));
-        let (told, outcome) = async_channel::bounded(1);
-        let negotiation = Negotiation {
-            outcome: Some(told),
-            presence: greeting.presence,
-            v1_answers: greeting.v1_answers,
-            quiet_name_taken: false,
-        };
+        let (told, outcome) = login_channel();
+        let negotiation = Negotiation::new(told, &greeting);
         let phase = Arc::new(Phase::default());
         let network = {
             let state = Arc::clone(state);
@@ -200,7 +195,8 @@ impl Link {
                     )
                 })?
         };
-        let login = smol::block_on(await_login(&outcome, greeting.timeout));
+        let pending = |reason, wait| notice(&pending_notice(reason, wait));
+        let login = smol::block_on(await_login(&outcome, greeting.timeout, pending));
         let editing = greet(login, options, state, &greeting) && phase.start_editing();
         Ok(Link {
             frames,
@@ -341,11 +337,18 @@ fn greet(
         Some(Login::V1) => notice(&format!(
             "connected to {server} as {name} (a v1 server: login not confirmed, no online list)"
         )),
-        Some(Login::Silent) => notice(&format!(
+        Some(Login::Silent { pending }) if state.wire() == ClientWire::Gob => notice(&format!(
             "connected to {server} as {name}; {}",
-            super::silent_server_notice(wait, state.wire())
+            super::silent_server_notice(wait, state.wire(), pending)
         )),
-        None => return false,
+        // Our HELLO asked for receipts: only a pmchat server fits, and one
+        // that does not confirm the login is not one to type into.
+        Some(Login::Silent { pending }) => {
+            notice(&super::silent_server_notice(wait, state.wire(), pending));
+            state.login_unanswered();
+            return false;
+        }
+        None | Some(Login::Pending(..)) => return false,
     }
     if !options.greeted.swap(true, Ordering::Relaxed) {
         notice("type 'help' for commands");
