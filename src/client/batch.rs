@@ -425,7 +425,7 @@ fn encode_line<'a>(
         None => return Ok(Flow::Continue),
         Some(Command::Exit) => return Ok(Flow::Exit),
         Some(Command::Help) => {
-            crate::err_line!("{}", command::HELP);
+            crate::err_line!("{}", command::help_text("chat-client: "));
             return Ok(Flow::Continue);
         }
         Some(Command::Reconnect) => return Err(command::RECONNECT_IN_SCRIPTS.into()),

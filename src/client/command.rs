@@ -84,6 +84,15 @@ commands:
   exit, quit              leave (batch scripts end here too)
   /msg, /who, /quit       the IRC spellings of send, who and quit";
 
+/// [`HELP`] with every line starting with `prefix` (`* ` in the editor,
+/// `chat-client: ` on a script's stderr), in one string for one write.
+pub fn help_text(prefix: &str) -> String {
+    HELP.lines()
+        .map(|line| format!("{prefix}{line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Parses one line (without its line terminator). Blank lines and lines
 /// whose first non-blank character is `#` give `Ok(None)`.
 pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, CommandError> {

@@ -21,6 +21,7 @@ use crate::protocol::Limits;
 #[command(
     group(ArgGroup::new("tls_source").args(["tls_cert", "tls_self_signed"])),
     name = "chat-server",
+    override_usage = "chat-server [OPTIONS] <PORT>\n       chat-server passwd <FILE> <NAME>",
     version,
     after_long_help = "\
 Console commands (typed on stdin):

@@ -61,7 +61,10 @@ fn the_prompt_shows_the_username() {
     let dir = TempDir::new("prompt");
     let mut alice = repl(&server, "alice", &dir);
     alice.send_line("help").unwrap();
-    alice.expect("send <user> <message>").unwrap();
+    // Like every line that is not a message, help's lines start with `* `.
+    alice.expect("* commands:").unwrap();
+    alice.expect("*   send <user> <message>").unwrap();
+    alice.expect("*   exit, quit").unwrap();
 }
 
 #[test]
@@ -428,4 +431,25 @@ fn names_from_history_are_offered_only_on_their_server() {
     let mut alice = repl(&first, "alice", &dir);
     alice.send("send c\t").unwrap();
     alice.expect("send carol ").unwrap();
+}
+
+#[test]
+fn only_names_a_message_was_accepted_for_are_remembered_and_only_for_us() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = ServerProcess::start(&[]);
+    let dir = TempDir::new("history-private");
+    let mut carol = server.login("carol");
+    let mut alice = repl(&server, "alice", &dir);
+    alice.send_line("send dave nobody is there").unwrap();
+    alice.expect("'dave' is not connected").unwrap();
+    alice.send_line("send carol hello").unwrap();
+    eqnice!(Frame::msg("alice", "hello"), carol.frame());
+    leave_with_ctrl_d(&mut alice, "alice");
+    let recipients = dir.0.join("history.recipients");
+    let text = std::fs::read_to_string(&recipients).unwrap();
+    eqnice!(format!("127.0.0.1:{} carol\n", server.port), text);
+    for file in [&recipients, &dir.0.join("history")] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
+        eqnice!(0o600, mode & 0o777);
+    }
 }

@@ -329,6 +329,36 @@ fn a_reconnecting_listener_waits_while_its_name_is_still_held() {
 }
 
 #[test]
+fn a_reconnect_notice_says_what_happened_and_waits_in_tenths_of_a_second() {
+    let mut server = ServerProcess::start(&[]);
+    let (_listener, _stdout, stderr) = reconnecting_listener(&mut server, "bob");
+    server.console("kick bob");
+    let notice = loop {
+        let line = stderr.recv_timeout(TIMEOUT).expect("a notice");
+        if line.contains("reconnecting in") {
+            break line;
+        }
+    };
+    let (why, wait) = notice
+        .strip_prefix("chat-client: ")
+        .and_then(|rest| rest.split_once("; reconnecting in "))
+        .unwrap_or_else(|| panic!("{notice}"));
+    eqnice!(
+        "the server closed the connection: you were disconnected by the server operator",
+        why
+    );
+    // `0.2s (attempt 1)`: seconds with one decimal, as the README shows.
+    let (seconds, attempt) = wait.split_once(' ').unwrap();
+    eqnice!("(attempt 1)", attempt);
+    let seconds = seconds.strip_suffix('s').unwrap();
+    let (whole, tenths) = seconds.split_once('.').unwrap();
+    assert!(
+        whole.parse::<u32>().is_ok() && tenths.len() == 1,
+        "{notice}"
+    );
+}
+
+#[test]
 fn sigterm_stops_a_listener_waiting_to_reconnect() {
     let mut server = ServerProcess::start(&[]);
     let (mut listener, _stdout, stderr) = reconnecting_listener(&mut server, "bob");

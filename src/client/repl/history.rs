@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustyline::error::ReadlineError;
@@ -28,11 +29,19 @@ pub(super) fn load_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &
 /// never drops their lines).
 pub(super) fn append_history(editor: &mut Editor<ChatHelper, FileHistory>, path: &Path) {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        let _ = create_private_dir(dir);
     }
     if let Err(e) = editor.append_history(path) {
         crate::err_line!("chat-client: cannot save history {}: {e}", path.display());
     }
+}
+
+/// Creates the state directory (and its parents) readable by us only.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// The names messaged on one server in earlier runs, for completion, kept
@@ -74,13 +83,19 @@ impl Recipients {
             }
         }
         if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = create_private_dir(dir);
         }
+        // Who you talk to is nobody else's business: 0600, like the
+        // history itself.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .ok();
+        if let Some(file) = &file {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+        }
         Recipients {
             file,
             server,
@@ -112,6 +127,10 @@ mod tests {
         let history = dir.join("history");
         let mut one = Recipients::open(&history, "Host-A:9000");
         one.used("carol");
+        let mut path = history.clone().into_os_string();
+        path.push(".recipients");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         one.used("carol");
         one.used("bad name");
         let mut two = Recipients::open(&history, "host-b:9000");

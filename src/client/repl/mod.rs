@@ -26,7 +26,7 @@ use crate::exit_codes::Status;
 use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -84,6 +84,12 @@ pub struct ReplOptions {
     pub greeted: AtomicBool,
 }
 
+/// The names messaged, whichever thread holds them (a poisoned lock only
+/// means a thread panicked mid-append; the set is still usable).
+pub(super) fn lock(recipients: &Mutex<Recipients>) -> std::sync::MutexGuard<'_, Recipients> {
+    recipients.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Prints a notice line from the editor's thread: marked, one write.
 fn notice(text: &str) {
     crate::err_line!("{NOTICE_MARK}{text}");
@@ -111,7 +117,7 @@ pub fn run(
             return Status::Failure;
         }
     };
-    let mut recipients = options
+    let recipients = options
         .history
         .as_deref()
         .map(|path| Recipients::open(path, &options.server));
@@ -121,8 +127,18 @@ pub fn run(
     for name in recipients.iter().flat_map(|r| &r.names) {
         state.know_from_history(name);
     }
+    // Shared with the network thread, which records a name once a message
+    // to it is accepted.
+    let recipients = recipients.map(|r| Arc::new(Mutex::new(r)));
 
-    let link = match Link::start(&mut editor, transport, greeting, &options, &state) {
+    let link = match Link::start(
+        &mut editor,
+        transport,
+        greeting,
+        &options,
+        &state,
+        &recipients,
+    ) {
         Ok(link) => link,
         Err(e) => {
             crate::err_line!("chat-client: cannot start the network thread: {e}");
@@ -137,7 +153,7 @@ pub fn run(
     let mut session = Session {
         editor: &mut editor,
         ctrl_c: &ctrl_c,
-        recipients: recipients.as_mut(),
+        recipients: &recipients,
         state: &state,
         link,
         reconnect,
@@ -166,12 +182,18 @@ impl Link {
         mut greeting: Greeting,
         options: &ReplOptions,
         state: &Arc<ChatState>,
+        recipients: &Option<Arc<Mutex<Recipients>>>,
     ) -> io::Result<Link> {
         let printer = editor
             .create_external_printer()
             .ok()
             .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
-        let sink = ReplSink::new(options.renderer, printer, options.show_presence);
+        let sink = ReplSink::new(
+            options.renderer,
+            printer,
+            options.show_presence,
+            recipients.clone(),
+        );
         let (frames, outgoing) = async_channel::unbounded::<Vec<u8>>();
         // The handshake goes first; the channel is open, so this cannot fail.
         let _ = frames.send_blocking(std::mem::take(&mut greeting.bytes));
@@ -360,7 +382,7 @@ fn greet(
 struct Session<'a> {
     editor: &'a mut Editor<ChatHelper, FileHistory>,
     ctrl_c: &'a CtrlC,
-    recipients: Option<&'a mut Recipients>,
+    recipients: &'a Option<Arc<Mutex<Recipients>>>,
     state: &'a Arc<ChatState>,
     /// The current connection.
     link: Link,
@@ -391,11 +413,14 @@ impl Session<'_> {
                         Handled::Leave => return,
                         Handled::Reconnect if !lost => notice("already connected"),
                         Handled::Reconnect => self.connect_again(options),
-                        Handled::Sent { to } => {
-                            if let Some(recipients) = self.recipients.as_deref_mut() {
-                                recipients.used(&to);
+                        // With receipts the name is remembered once the
+                        // message is accepted (by the network thread).
+                        Handled::Sent { to } if !self.state.receipts() => {
+                            if let Some(recipients) = self.recipients {
+                                lock(recipients).used(&to);
                             }
                         }
+                        Handled::Sent { .. } => {}
                         Handled::Done => {}
                     }
                 }
@@ -434,7 +459,14 @@ impl Session<'_> {
         if let Some(text) = unconfirmed_notice(&self.state.ledger().abandon()) {
             notice(&text);
         }
-        let link = match Link::start(self.editor, transport, greeting, options, self.state) {
+        let link = match Link::start(
+            self.editor,
+            transport,
+            greeting,
+            options,
+            self.state,
+            self.recipients,
+        ) {
             Ok(link) => link,
             Err(e) => {
                 local_error(&format!("cannot start the network thread: {e}"));
@@ -501,7 +533,7 @@ fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>, lost: bo
         Ok(Some(Command::Exit)) => return Handled::Leave,
         Ok(Some(Command::Reconnect)) => return Handled::Reconnect,
         Ok(Some(Command::Help)) => {
-            crate::err_line!("{}", command::HELP);
+            crate::err_line!("{}", command::help_text(NOTICE_MARK));
             return Handled::Done;
         }
         Ok(Some(Command::Who)) => {

@@ -4,10 +4,12 @@
 //! connection: when the connection is lost it says why, offers to connect
 //! again and ends; the editor starts the next one.
 
+use super::history::Recipients;
 use super::Phase;
 use crate::exit_codes::Status;
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_channel::Receiver;
@@ -39,6 +41,9 @@ pub(super) struct ReplSink {
     show_presence: bool,
     /// Receive time of the frames being rendered (with `--timestamps`).
     stamp: Option<Stamp>,
+    /// The names messaged on this server: one is recorded once a message
+    /// to it is accepted.
+    recipients: Option<Arc<Mutex<Recipients>>>,
 }
 
 impl ReplSink {
@@ -48,6 +53,7 @@ impl ReplSink {
         renderer: Renderer,
         printer: Option<Box<dyn ExternalPrinter + Send>>,
         show_presence: bool,
+        recipients: Option<Arc<Mutex<Recipients>>>,
     ) -> Self {
         ReplSink {
             renderer,
@@ -57,6 +63,7 @@ impl ReplSink {
             plain: Output::new(renderer),
             show_presence,
             stamp: None,
+            recipients,
         }
     }
 
@@ -144,6 +151,9 @@ impl Sink for ReplSink {
     }
 
     fn accepted(&mut self, sent: &Sent) {
+        if let Some(recipients) = &self.recipients {
+            super::lock(recipients).used(&sent.to);
+        }
         let mut line = String::new();
         if self.renderer.accepted(sent, self.stamp(), &mut line) {
             self.route(Stream::Stdout, line);
