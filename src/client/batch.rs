@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ pub struct BatchOptions {
     pub drain_timeout: Duration,
     /// How frames are shown.
     pub renderer: Renderer,
+    /// With `--count`: messages still to print before leaving, shared by
+    /// every connection of the run.
+    pub messages_left: Option<Arc<AtomicU64>>,
 }
 
 /// Bytes of encoded frames gathered before a write even if the script
@@ -95,6 +99,8 @@ pub struct Script {
     sources: VecDeque<Source>,
     /// Line number within the front source.
     line: u64,
+    /// With `--to`: every line is a message to this user, verbatim.
+    peer: Option<String>,
 }
 
 /// One script file.
@@ -106,6 +112,8 @@ struct Source {
 
 /// How stdin is named in errors.
 pub const STDIN_NAME: &str = "<stdin>";
+/// How the command given on the command line is named in errors.
+pub const COMMAND_NAME: &str = "<command>";
 
 impl Script {
     /// Opens every file (`-`: stdin) now, so that a missing one is an
@@ -134,7 +142,30 @@ impl Script {
                 reader: reader(Box::new(file)),
             });
         }
-        Ok(Script { sources, line: 0 })
+        Ok(Script {
+            sources,
+            line: 0,
+            peer: None,
+        })
+    }
+
+    /// A script of one line: the command given after the username.
+    pub fn command(line: String) -> Script {
+        let reader = Box::new(io::Cursor::new(line.into_bytes())) as Box<dyn io::Read + Send>;
+        Script {
+            sources: VecDeque::from([Source {
+                name: COMMAND_NAME.into(),
+                reader: BufReader::new(Unblock::new(reader)),
+            }]),
+            line: 0,
+            peer: None,
+        }
+    }
+
+    /// Every line of this script is a message to `peer` (`--to`).
+    pub fn to(mut self, peer: Option<String>) -> Script {
+        self.peer = peer;
+        self
     }
 
     /// Reads the next line into `line` (cleared first); `None` at the end
@@ -194,7 +225,9 @@ pub fn run(
             quiet_name_taken: options.retry_taken,
             ..Negotiation::new(told, &greeting)
         };
-        let receiving = async { Ok(receive(&transport, &mut output, state, negotiation).await) };
+        let messages_left = options.messages_left.as_deref();
+        let receiving =
+            async { Ok(receive(&transport, &mut output, state, negotiation, messages_left).await) };
         let sending = async {
             // Nothing of the script goes out before the login is confirmed
             // (or a v1 server is recognised): a refused name sends nothing.
@@ -355,9 +388,10 @@ impl ScriptSender<'_> {
             }
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
+            let peer = script.peer.as_deref();
             let flow = std::str::from_utf8(text)
                 .map_err(|_| "line is not valid UTF-8".to_string())
-                .and_then(|text| encode_line(text, &self.limits, self.state, &mut out));
+                .and_then(|text| encode_line(text, &self.limits, self.state, peer, &mut out));
             match flow {
                 Ok(Flow::Sent(to)) => {
                     if let Some(ledger) = self.ledger {
@@ -419,9 +453,14 @@ fn encode_line<'a>(
     text: &'a str,
     limits: &Limits,
     state: &ChatState,
+    peer: Option<&'a str>,
     out: &mut Vec<u8>,
 ) -> Result<Flow<'a>, String> {
-    let (to, message) = match command::parse(text, limits).map_err(|e| e.to_string())? {
+    let parsed = match peer {
+        Some(peer) => command::message_to(peer, text, limits),
+        None => command::parse(text, limits),
+    };
+    let (to, message) = match parsed.map_err(|e| e.to_string())? {
         None => return Ok(Flow::Continue),
         Some(Command::Exit) => return Ok(Flow::Exit),
         Some(Command::Help) => {
@@ -429,6 +468,7 @@ fn encode_line<'a>(
             return Ok(Flow::Continue);
         }
         Some(Command::Reconnect) => return Err(command::RECONNECT_IN_SCRIPTS.into()),
+        Some(Command::Query { .. }) => return Err(command::QUERY_IN_SCRIPTS.into()),
         Some(Command::Who) => match state.who_unsupported() {
             Some(why) => return Err(why.to_string()),
             None => {

@@ -28,7 +28,8 @@ Commands:
   help                    list the commands
   reconnect               connect again after the connection was lost (the editor)
   exit, quit              leave
-IRC habits work too: /msg <user> <message>, /who, /quit.
+IRC habits work too: /msg <user> <message>, /who, /quit, and /query <user>
+(every line that is not a command goes to <user>; /query alone ends it).
 
 Registered names: the password comes from --password-file FILE, else the
 PMCHAT_PASSWORD environment variable, else (in the editor, when the server
@@ -53,7 +54,10 @@ Examples:
   chat-client localhost 9000 alice
   chat-client localhost 9000 alice < script.txt
   chat-client localhost 9000 alice -f monday.txt -f tuesday.txt
-  chat-client localhost 9000 alice --follow --reconnect < /dev/null | grep --line-buffered bob"
+  chat-client localhost 9000 alice send bob hello there
+  echo 'hi bob' | chat-client localhost 9000 alice --to bob
+  chat-client localhost 9000 alice --follow --count 1 < /dev/null
+  chat-client localhost 9000 alice --follow --reconnect < /dev/null | grep --line-buffered '^bob:'"
 )]
 pub struct ClientArgs {
     /// Server host name or IP address.
@@ -67,6 +71,24 @@ pub struct ClientArgs {
     /// maximum is 255, and the server decides).
     #[arg(value_parser = parse_username)]
     pub username: String,
+
+    /// One command to run instead of a script, like `redis-cli`:
+    /// `send bob hello there` sends one message, waits for the server to
+    /// account for it and exits (0 accepted, 1 refused); `who` lists who is
+    /// online. Everything after the username is the command.
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        conflicts_with_all = ["files", "interactive", "follow"]
+    )]
+    pub command: Vec<String>,
+
+    /// Send every line to USER, verbatim, as `nc` or `websocat` would: every
+    /// script line (blank lines skipped), or every editor line that does
+    /// not start with `/` (like `/query USER`).
+    #[arg(long, value_name = "USER", value_parser = parse_username)]
+    pub to: Option<String>,
 
     /// Interactive editor even if stdin is not a terminal.
     #[arg(long, conflicts_with = "batch")]
@@ -92,6 +114,12 @@ pub struct ClientArgs {
     #[arg(long, conflicts_with = "interactive")]
     pub follow: bool,
 
+    /// With --follow: exit after N messages have been printed, logging out
+    /// cleanly, like `nats sub --count`.
+    #[arg(long, value_name = "N", requires = "follow",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
     /// With --follow: when the connection is lost (the server restarted,
     /// the network dropped), connect again with capped exponential back-off
     /// and jitter, log in again under the same name (waiting while our
@@ -107,9 +135,9 @@ pub struct ClientArgs {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// How long to wait for the server's answer to our extension
-    /// handshake (HELLO) before assuming a v1 server (which the client then
-    /// says once on stderr).
+    /// How long to wait for the server's answer to our login (HELLO),
+    /// beyond what a server that says the login is pending asks for. No
+    /// answer means the login failed: nothing is sent, exit status 3.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub hello_timeout: Duration,
 
@@ -252,5 +280,17 @@ mod tests {
         // Longer than the default limit: the server decides.
         let long = "a".repeat(255);
         assert!(ClientArgs::try_parse_from(["c", "::1", "9000", &long]).is_ok());
+    }
+
+    #[test]
+    fn everything_after_the_username_is_one_command() {
+        let args =
+            ClientArgs::try_parse_from(["c", "::1", "9000", "alice", "send", "bob", "-v", "hi"])
+                .unwrap();
+        assert_eq!(args.command, ["send", "bob", "-v", "hi"]);
+        let args =
+            ClientArgs::try_parse_from(["c", "--to", "bob", "::1", "9000", "alice"]).unwrap();
+        assert_eq!(args.to.as_deref(), Some("bob"));
+        assert!(ClientArgs::try_parse_from(["c", "::1", "9000", "alice", "--count", "1"]).is_err());
     }
 }

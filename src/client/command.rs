@@ -22,6 +22,9 @@ pub enum Command<'a> {
     Reconnect,
     /// Stop reading commands.
     Exit,
+    /// `/query USER`: send every line that is not a command to `USER`;
+    /// `/query` alone: back to commands (the editor only).
+    Query { to: Option<&'a str> },
 }
 
 /// The answer to `who` on a server without extensions.
@@ -53,10 +56,13 @@ pub enum CommandError {
     /// `help`, `exit` or `quit` followed by something.
     #[error("'{0}' takes no arguments")]
     NoArguments(&'static str),
+    /// `/query` with more than a name.
+    #[error("usage: /query [<user>]")]
+    QueryUsage,
 }
 
 /// The commands, for `help` and for completion.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "send",
     "reply",
     "who",
@@ -67,7 +73,12 @@ pub const COMMANDS: [&str; 10] = [
     "/msg",
     "/who",
     "/quit",
+    "/query",
 ];
+
+/// What `/query` says in a script.
+pub const QUERY_IN_SCRIPTS: &str =
+    "/query works in the editor; a script sends every line to one user with --to USER";
 
 /// What `reconnect` says in a script.
 pub const RECONNECT_IN_SCRIPTS: &str =
@@ -82,7 +93,9 @@ commands:
   help                    show this list
   reconnect               connect again after the connection was lost (the editor)
   exit, quit              leave (batch scripts end here too)
-  /msg, /who, /quit       the IRC spellings of send, who and quit";
+  /msg, /who, /quit       the IRC spellings of send, who and quit
+  /query <user>           send every line that is not a command to <user>
+  /query                  back to commands";
 
 /// [`HELP`] with every line starting with `prefix` (`* ` in the editor,
 /// `chat-client: ` on a script's stderr), in one string for one write.
@@ -128,8 +141,44 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
         "reconnect" => no_arguments("reconnect", Command::Reconnect),
         "exit" => no_arguments("exit", Command::Exit),
         "quit" | "/quit" => no_arguments("quit", Command::Exit),
+        "/query" => match rest.map(str::trim).filter(|rest| !rest.is_empty()) {
+            None => Ok(Some(Command::Query { to: None })),
+            Some(to) if to.contains(' ') => Err(CommandError::QueryUsage),
+            Some(to) => {
+                check_recipient(to, limits)?;
+                Ok(Some(Command::Query { to: Some(to) }))
+            }
+        },
         other => Err(CommandError::Unknown(escape(other.as_bytes()))),
     }
+}
+
+/// Parses a line typed while talking to `peer` (`--to`, `/query`): a line
+/// starting with `/` is a command, any other is a message to `peer`,
+/// verbatim (a blank line sends nothing).
+pub fn parse_for<'a>(
+    line: &'a str,
+    limits: &Limits,
+    peer: Option<&'a str>,
+) -> Result<Option<Command<'a>>, CommandError> {
+    match peer {
+        Some(to) if !line.trim_start().starts_with('/') => message_to(to, line, limits),
+        _ => parse(line, limits),
+    }
+}
+
+/// A script line under `--to`: the whole line is a message to `to`,
+/// verbatim; a blank line sends nothing.
+pub fn message_to<'a>(
+    to: &'a str,
+    line: &'a str,
+    limits: &Limits,
+) -> Result<Option<Command<'a>>, CommandError> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    check_message(line, limits)?;
+    Ok(Some(Command::Send { to, message: line }))
 }
 
 /// Checks a recipient name with the server's username rules.
@@ -177,6 +226,43 @@ mod tests {
 
     fn p(line: &str) -> Result<Option<Command<'_>>, CommandError> {
         parse(line, &Limits::default())
+    }
+
+    #[test]
+    fn a_peer_takes_every_line_but_commands() {
+        let limits = Limits::default();
+        assert_eq!(
+            parse_for("  hello there ", &limits, Some("bob")),
+            Ok(Some(Command::Send {
+                to: "bob",
+                message: "  hello there "
+            }))
+        );
+        assert_eq!(parse_for("   ", &limits, Some("bob")), Ok(None));
+        assert_eq!(
+            parse_for("/msg carol hi", &limits, Some("bob")),
+            Ok(Some(Command::Send {
+                to: "carol",
+                message: "hi"
+            }))
+        );
+        assert_eq!(
+            parse_for("/query", &limits, Some("bob")),
+            Ok(Some(Command::Query { to: None }))
+        );
+        assert_eq!(
+            p("/query carol"),
+            Ok(Some(Command::Query { to: Some("carol") }))
+        );
+        assert_eq!(p("/query a b"), Err(CommandError::QueryUsage));
+        // A script under --to sends even lines that look like commands.
+        assert_eq!(
+            message_to("bob", "exit", &limits),
+            Ok(Some(Command::Send {
+                to: "bob",
+                message: "exit"
+            }))
+        );
     }
 
     #[test]

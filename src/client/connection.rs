@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use smol::future::FutureExt;
@@ -174,6 +175,8 @@ pub enum Received {
     NotChat { error: FrameError, start: String },
     /// Our stdout went away (`| head`): a normal end.
     OutputGone,
+    /// As many messages as asked for (`--count`) were printed: a normal end.
+    Enough,
 }
 
 /// How the server answered our HELLO.
@@ -239,18 +242,32 @@ impl Negotiation {
 /// or [`FLUSH_AT`] bytes are pending. A flush that waits (stdout is full)
 /// stops the reading too, so a flood is held back by the server's
 /// slow-consumer rule instead of growing this process.
+///
+/// With `messages_left` (`--count`), each message printed counts it down,
+/// and the loop ends ([`Received::Enough`]) once it reaches zero and the
+/// last one is written.
 pub async fn receive(
     transport: &Transport,
     sink: &mut impl Sink,
     state: &ChatState,
     negotiation: Negotiation,
+    messages_left: Option<&AtomicU64>,
 ) -> Received {
     let mut input = FrameReader::new(state.wire().decoder());
     let mut frames = FrameHandler::new(negotiation);
     loop {
         loop {
             match input.next_frame() {
-                Ok(Some(frame)) => frames.handle(frame, sink, state),
+                Ok(Some(frame)) => {
+                    let message = matches!(frame, ServerFrame::Message { .. });
+                    frames.handle(frame, sink, state);
+                    if message && counted_down(messages_left) {
+                        return match sink.flush().await {
+                            Err(e) => output_failed(e),
+                            Ok(()) => Received::Enough,
+                        };
+                    }
+                }
                 Ok(None) => break,
                 Err(error) => {
                     let _ = sink.flush().await;
@@ -299,6 +316,17 @@ pub async fn receive(
             }
         }
     }
+}
+
+/// Counts one message against `--count`; true when it was the last one
+/// wanted.
+fn counted_down(messages_left: Option<&AtomicU64>) -> bool {
+    messages_left.is_some_and(|left| {
+        let before = left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .unwrap_or(0);
+        before <= 1
+    })
 }
 
 /// Waits until the socket has input, or says why the session ends: the

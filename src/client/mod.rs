@@ -4,7 +4,8 @@
 //! - [`command`]: the command language, shared by both modes.
 //! - [`connection`]: connecting and the receiving loop.
 //! - [`output`]: rendering of received frames (plain, JSON, colour).
-//! - [`hangup`]: noticing stdout's reader left while nothing is written.
+//! - [`stdout`]: the threads that own stdout: its writer, and the watcher
+//!   that notices its reader left while nothing is written.
 //! - [`state`]: what the receiving side tells the command side.
 //! - [`receipts`]: messages in flight until the server accounts for them.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
@@ -16,12 +17,12 @@ mod batch;
 pub mod cli;
 mod command;
 mod connection;
-mod hangup;
 mod output;
 mod receipts;
 mod reconnect;
 mod repl;
 mod state;
+mod stdout;
 pub mod wire;
 
 use std::io::{self, IsTerminal};
@@ -37,8 +38,11 @@ use wire::ClientWire;
 
 /// Runs the client as the command line asks; returns the exit status.
 pub fn run(args: ClientArgs) -> Status {
-    let interactive =
-        args.interactive || (!args.batch && args.files.is_empty() && io::stdin().is_terminal());
+    let interactive = args.interactive
+        || (!args.batch
+            && args.files.is_empty()
+            && args.command.is_empty()
+            && io::stdin().is_terminal());
     let renderer = Renderer {
         json: args.json,
         color_stdout: args.color.enabled_for(&io::stdout()),
@@ -70,9 +74,14 @@ pub fn run(args: ClientArgs) -> Status {
         password = None;
     }
     // Opened before connecting: a script that cannot be read sends nothing.
-    let mut script = match (!interactive).then(|| batch::Script::open(&args.files)) {
+    let opened = match () {
+        _ if !args.command.is_empty() => Some(Ok(batch::Script::command(args.command.join(" ")))),
+        _ if interactive => None,
+        _ => Some(batch::Script::open(&args.files)),
+    };
+    let mut script = match opened {
         None => None,
-        Some(Ok(script)) => Some(script),
+        Some(Ok(script)) => Some(script.to(args.to.clone())),
         Some(Err(e)) => {
             crate::err_line!("chat-client: {e}");
             return Status::Usage;
@@ -189,6 +198,7 @@ fn connect_and_run(
                 show_presence: !args.no_presence,
                 renderer,
                 greeted: Default::default(),
+                peer: args.to.clone(),
             };
             let reconnect = || {
                 let stream = smol::block_on(connection::open(
@@ -300,7 +310,7 @@ pub(crate) fn close_notice(received: &Received, expected: bool) -> Option<String
             "the server does not look like a pmchat/v1 server: its first bytes \
              (\"{start}\") are not a v1 frame ({error})"
         )),
-        Received::OutputGone => None,
+        Received::OutputGone | Received::Enough => None,
     }
 }
 
@@ -317,7 +327,7 @@ pub(crate) fn exit_status(
     let lost = match received {
         Some(Received::Closed { .. }) => !expected,
         Some(Received::Failed(_) | Received::Protocol(_) | Received::NotChat { .. }) => true,
-        Some(Received::OutputGone) | None => false,
+        Some(Received::OutputGone | Received::Enough) | None => false,
     };
     if lost || state.failed() {
         Status::Failure

@@ -1,6 +1,6 @@
 //! How received frames are shown: plain lines or JSON, escaped, coloured
-//! only where asked, optionally time-stamped; and the bounded writer that
-//! takes them to stdout.
+//! only where asked, optionally time-stamped; [`Output`] gathers them for
+//! the bounded writer that takes them to stdout ([`super::stdout`]).
 //!
 //! A message is always exactly one line. Its content is escaped (see
 //! [`crate::sanitize`]) so no sender can forge a line or steer the terminal;
@@ -10,15 +10,13 @@
 //! online list) starts with `* `, which no message line can.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::timeout;
 use owo_colors::OwoColorize;
 
 use super::connection::Sink;
-use super::receipts::{Origin, Sent};
+use super::receipts::{preview, Origin, Sent};
+use super::stdout::StdoutWriter;
 use crate::clock::Stamp;
 use crate::json::push_string;
 use crate::sanitize::push_escaped;
@@ -140,6 +138,23 @@ impl Renderer {
         true
     }
 
+    /// Appends the editor's echo of a message we sent, once the server
+    /// accepted it: `→ bob: text`, dim when colouring, so a conversation
+    /// reads top to bottom. Nothing for a script line.
+    pub fn own_message(&self, to: &str, text: &str, stamp: Option<&Stamp>, out: &mut String) {
+        self.line_start(false, stamp, out);
+        let mut line = String::from("→ ");
+        push_escaped(&mut line, to.as_bytes());
+        line.push_str(": ");
+        push_escaped(&mut line, text.as_bytes());
+        if self.color_stderr {
+            out.push_str(&line.dimmed().to_string());
+        } else {
+            out.push_str(&line);
+        }
+        out.push('\n');
+    }
+
     /// Appends the report of a message the server refused with `text`:
     /// a `refused` object with `--json --receipts`; otherwise, for a script
     /// line, `SOURCE:LINE: text` (the form of local errors), and for a
@@ -169,13 +184,13 @@ impl Renderer {
                 out.push_str(&format!(":{number}: "));
                 push_escaped(out, text);
             }
-            Origin::Typed { preview } => {
+            Origin::Typed { text: typed } => {
                 self.label(out, "error");
                 push_escaped(out, text);
                 out.push_str(" (your message to ");
                 push_escaped(out, sent.to.as_bytes());
                 out.push_str(": \"");
-                push_escaped(out, preview.as_bytes());
+                push_escaped(out, preview(typed).as_bytes());
                 out.push_str("\")");
             }
         }
@@ -190,11 +205,11 @@ impl Renderer {
                 out.push_str(&format!(",\"line\":{number},\"to\":"));
                 push_string(out, sent.to.as_bytes());
             }
-            Origin::Typed { preview } => {
+            Origin::Typed { text } => {
                 out.push_str(",\"to\":");
                 push_string(out, sent.to.as_bytes());
                 out.push_str(",\"preview\":");
-                push_string(out, preview.as_bytes());
+                push_string(out, preview(text).as_bytes());
             }
         }
     }
@@ -308,84 +323,6 @@ impl Renderer {
 /// Pending output past which it is written out even while more frames are
 /// waiting: a sender that never pauses must not grow the client.
 pub const FLUSH_AT: usize = 64 * 1024;
-
-/// Chunks handed to the stdout thread and not yet written; with
-/// [`FLUSH_AT`] this bounds what a blocked stdout can make us hold.
-const STDOUT_CHUNKS: usize = 2;
-
-/// Standard output through a thread of its own, so a blocked reader (a
-/// full pipe) stalls only the caller that waits for room, never the
-/// thread's other tasks, and a dead one is reported as `BrokenPipe`.
-struct StdoutWriter {
-    chunks: Option<async_channel::Sender<String>>,
-    /// Closed when the thread has ended (written everything, or failed).
-    finished: async_channel::Receiver<()>,
-    /// The last write failed: stdout is gone.
-    broken: Arc<AtomicBool>,
-}
-
-impl StdoutWriter {
-    fn start() -> io::Result<StdoutWriter> {
-        let (chunks, queued) = async_channel::bounded::<String>(STDOUT_CHUNKS);
-        let (done, finished) = async_channel::bounded::<()>(1);
-        let broken = Arc::new(AtomicBool::new(false));
-        let failed = Arc::clone(&broken);
-        std::thread::Builder::new()
-            .name("pmchat-stdout".into())
-            .spawn(move || {
-                let _done = done;
-                let mut stdout = io::stdout();
-                while let Ok(chunk) = queued.recv_blocking() {
-                    if stdout
-                        .write_all(chunk.as_bytes())
-                        .and_then(|()| stdout.flush())
-                        .is_err()
-                    {
-                        failed.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            })?;
-        Ok(StdoutWriter {
-            chunks: Some(chunks),
-            finished,
-            broken,
-        })
-    }
-
-    /// Hands `chunk` to the thread, waiting while it is behind.
-    async fn write(&mut self, chunk: String) -> io::Result<()> {
-        let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(gone());
-        }
-        let Some(chunks) = &self.chunks else {
-            return Err(gone());
-        };
-        chunks.send(chunk).await.map_err(|_| gone())
-    }
-
-    /// Completes when stdout has failed (the thread ended without being
-    /// asked to).
-    fn gone(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let finished = self.finished.clone();
-        let broken = Arc::clone(&self.broken);
-        async move {
-            let _ = finished.recv().await;
-            if !broken.load(Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// Lets the thread write what it has, for at most `bound`; true if it
-    /// did, and stdout never failed.
-    async fn finish(&mut self, bound: Duration) -> bool {
-        self.chunks = None;
-        let done = timeout(bound, self.finished.recv()).await.is_some();
-        done && !self.broken.load(Ordering::SeqCst)
-    }
-}
 
 /// Received frames on their way to stdout and stderr: lines pile up in
 /// memory and are written when the caller calls [`Output::flush`], which it
@@ -534,7 +471,7 @@ impl Output {
                 None => std::future::pending().await,
             }
         };
-        failed.or(super::hangup::stdout_gone())
+        failed.or(super::stdout::stdout_gone())
     }
 
     /// Flushes, then waits at most `bound` for stdout to take everything;

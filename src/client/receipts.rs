@@ -28,9 +28,20 @@ pub enum Origin {
     /// Line `number` of a script, `source` being its file name or
     /// `<stdin>`.
     Line { source: Arc<str>, number: u64 },
-    /// Typed in the editor: the start of its text, for telling it apart
-    /// from other messages in flight.
-    Typed { preview: Box<str> },
+    /// Typed in the editor: its text, shown once accepted (`→ bob: text`)
+    /// and, shortened, in a refusal.
+    Typed { text: Box<str> },
+}
+
+/// Characters of a typed message a refusal quotes.
+const PREVIEW_CHARS: usize = 24;
+
+/// The start of `message`, for telling apart messages in flight.
+pub fn preview(message: &str) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(PREVIEW_CHARS) {
+        Some((end, _)) => format!("{}…", message[..end].trim_end()).into(),
+        None => message.into(),
+    }
 }
 
 /// A message sent and not yet accounted for.
@@ -158,7 +169,9 @@ pub fn unconfirmed_notice(lost: &[Sent]) -> Option<String> {
     let (first, last) = (lost.first()?, lost.last()?);
     let at = |sent: &Sent| match &sent.origin {
         Origin::Line { source, number } => format!("{source}:{number}"),
-        Origin::Typed { preview } => format!("your message to {}: \"{preview}\"", sent.to),
+        Origin::Typed { text } => {
+            format!("your message to {}: \"{}\"", sent.to, preview(text))
+        }
     };
     let which = match lost.len() {
         1 => at(first),

@@ -11,6 +11,7 @@
 //! open until a write to it fails): that refusal is retried like a failed
 //! connection. On the first connection it stays an error, exit status 3.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use smol::future::FutureExt;
@@ -61,6 +62,7 @@ impl Connector<'_> {
         let mut transport = transport;
         let mut state = Arc::clone(state);
         let mut reconnecting = false;
+        let messages_left = args.count.map(|count| Arc::new(AtomicU64::new(count)));
         loop {
             let options = BatchOptions {
                 follow: args.follow,
@@ -68,6 +70,7 @@ impl Connector<'_> {
                 retry_taken: reconnecting,
                 drain_timeout: args.drain_timeout,
                 renderer: self.renderer,
+                messages_left: messages_left.clone(),
             };
             let ended = batch::run(transport, (self.greeting)(), options, &state, script);
             let (mut notice, logged_in) = match ended {

@@ -244,3 +244,56 @@ fn follower_exits_when_the_server_shuts_down() {
     );
     eqnice!(Some(1), bob.wait().code());
 }
+
+#[test]
+fn a_command_after_the_username_sends_one_message_and_exits_on_its_receipt() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let mut command = client_command(server.port, "alice");
+    command.args(["send", "bob", "hello", "there"]);
+    let run = run_client(command, b"");
+    eqnice!("", run.stderr);
+    eqnice!(0, run.status);
+    eqnice!("alice: hello there", bob.line());
+    let mut command = client_command(server.port, "alice");
+    command.args(["send", "zed", "anyone?"]);
+    let run = run_client(command, b"");
+    eqnice!("<command>:1: 'zed' is not connected\n", run.stderr);
+    eqnice!(1, run.status);
+}
+
+#[test]
+fn to_sends_every_line_verbatim_to_one_user() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let mut command = client_command(server.port, "alice");
+    command.args(["--to", "bob"]);
+    let run = run_client(command, b"hi bob\n\n  send carol not a command\nexit\n");
+    eqnice!("", run.stderr);
+    eqnice!(0, run.status);
+    eqnice!("alice: hi bob", bob.line());
+    eqnice!("alice:   send carol not a command", bob.line());
+    eqnice!("alice: exit", bob.line());
+}
+
+#[test]
+fn count_ends_a_follower_after_that_many_messages_and_releases_the_name() {
+    let mut server = ServerProcess::start(&[]);
+    let mut bob = spawn_follower(
+        server.port,
+        "bob",
+        &["--count", "2"],
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    server.wait_online("bob");
+    let mut alice = server.login("alice");
+    for text in ["one", "two", "three"] {
+        alice.send("bob", text);
+    }
+    let lines = lines_of(bob.0.stdout.take().unwrap());
+    eqnice!(Some(0), bob.wait().code());
+    let printed: Vec<String> = lines.iter().collect();
+    eqnice!(vec!["alice: one", "alice: two"], printed);
+    server.wait_offline("bob");
+}

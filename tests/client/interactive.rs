@@ -434,7 +434,7 @@ fn names_from_history_are_offered_only_on_their_server() {
 }
 
 #[test]
-fn only_names_a_message_was_accepted_for_are_remembered_and_only_for_us() {
+fn accepted_messages_are_shown_and_only_their_names_remembered_privately() {
     use std::os::unix::fs::PermissionsExt;
     let mut server = ServerProcess::start(&[]);
     let dir = TempDir::new("history-private");
@@ -444,6 +444,8 @@ fn only_names_a_message_was_accepted_for_are_remembered_and_only_for_us() {
     alice.expect("'dave' is not connected").unwrap();
     alice.send_line("send carol hello").unwrap();
     eqnice!(Frame::msg("alice", "hello"), carol.frame());
+    // Once accepted, our own message shows, so the conversation reads on.
+    alice.expect("→ carol: hello").unwrap();
     leave_with_ctrl_d(&mut alice, "alice");
     let recipients = dir.0.join("history.recipients");
     let text = std::fs::read_to_string(&recipients).unwrap();
@@ -452,4 +454,20 @@ fn only_names_a_message_was_accepted_for_are_remembered_and_only_for_us() {
         let mode = std::fs::metadata(file).unwrap().permissions().mode();
         eqnice!(0o600, mode & 0o777);
     }
+}
+
+#[test]
+fn query_sends_plain_lines_to_one_user_until_ended() {
+    let mut server = ServerProcess::start(&[]);
+    let dir = TempDir::new("query");
+    let mut carol = server.login("carol");
+    let mut alice = repl(&server, "alice", &dir);
+    alice.send_line("/query carol").unwrap();
+    alice.expect("alice→carol> ").unwrap();
+    alice.send_line("just talking").unwrap();
+    eqnice!(Frame::msg("alice", "just talking"), carol.frame());
+    alice.send_line("/query").unwrap();
+    alice.expect("back to commands").unwrap();
+    alice.send_line("just talking").unwrap();
+    alice.expect("unknown command 'just'").unwrap();
 }

@@ -20,6 +20,7 @@
 
 mod complete;
 mod history;
+mod line;
 mod network;
 
 use crate::exit_codes::Status;
@@ -39,17 +40,17 @@ use rustyline::{
     KeyEvent, RepeatCount,
 };
 
-use super::command::{self, Command};
 use super::connection::{await_login, login_channel, pending_notice, Login, Negotiation};
 use super::output::{Renderer, NOTICE_MARK};
-use super::receipts::{unconfirmed_notice, Origin, Sent};
+use super::receipts::unconfirmed_notice;
 use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;
-use crate::protocol;
+
 use crate::transport::Transport;
 use complete::ChatHelper;
 use history::{append_history, load_history, Recipients};
+use line::{handle_line, Handled, LineContext};
 use network::{network, ReplSink};
 
 /// Most history entries kept.
@@ -82,6 +83,8 @@ pub struct ReplOptions {
     pub renderer: Renderer,
     /// The first login said how to get help; reconnections do not again.
     pub greeted: AtomicBool,
+    /// Lines that are not commands go to this user (`--to`) from the start.
+    pub peer: Option<String>,
 }
 
 /// The names messaged, whichever thread holds them (a poisoned lock only
@@ -392,8 +395,13 @@ struct Session<'a> {
 impl Session<'_> {
     /// Reads and acts on lines until the user leaves.
     fn edit(&mut self, options: &ReplOptions) {
-        let prompt = format!("{}> ", options.username);
+        let mut peer = options.peer.clone();
         loop {
+            // Talking to one user, the prompt says whom.
+            let prompt = match &peer {
+                Some(to) => format!("{}→{to}> ", options.username),
+                None => format!("{}> ", options.username),
+            };
             match self.editor.readline(&prompt) {
                 Ok(line) => {
                     if let Some(path) = &options.history {
@@ -407,7 +415,13 @@ impl Session<'_> {
                     let handled = if lost && line.trim().is_empty() {
                         Handled::Reconnect
                     } else {
-                        handle_line(&line, self.state, &self.link.frames, lost)
+                        let cx = LineContext {
+                            state: self.state,
+                            frames: &self.link.frames,
+                            lost,
+                            echo: &options.renderer,
+                        };
+                        handle_line(&line, &mut peer, &cx)
                     };
                     match handled {
                         Handled::Leave => return,
@@ -498,98 +512,5 @@ impl ConditionalEventHandler for CtrlC {
     fn handle(&self, _: &Event, _: RepeatCount, _: bool, ctx: &EventContext) -> Option<Cmd> {
         self.0.store(ctx.line().is_empty(), Ordering::SeqCst);
         Some(Cmd::Interrupt)
-    }
-}
-
-/// What a typed line did.
-enum Handled {
-    /// Nothing more to do.
-    Done,
-    /// A message went to `to`.
-    Sent { to: String },
-    /// The user wants to connect again.
-    Reconnect,
-    /// The user wants to leave.
-    Leave,
-}
-
-/// Acts on one typed line; `lost`: there is no connection to send on.
-fn handle_line(line: &str, state: &ChatState, frames: &Sender<Vec<u8>>, lost: bool) -> Handled {
-    let parsed = command::parse(line, &state.limits());
-    if lost
-        && matches!(
-            parsed,
-            Ok(Some(
-                Command::Send { .. } | Command::Reply { .. } | Command::Who
-            ))
-        )
-    {
-        local_error("not connected; nothing was sent");
-        notice(RECONNECT_OFFER);
-        return Handled::Done;
-    }
-    let (to, message) = match parsed {
-        Ok(None) => return Handled::Done,
-        Ok(Some(Command::Exit)) => return Handled::Leave,
-        Ok(Some(Command::Reconnect)) => return Handled::Reconnect,
-        Ok(Some(Command::Help)) => {
-            crate::err_line!("{}", command::help_text(NOTICE_MARK));
-            return Handled::Done;
-        }
-        Ok(Some(Command::Who)) => {
-            match state.who_unsupported() {
-                Some(why) => local_error(why),
-                None => {
-                    let mut frame = Vec::new();
-                    protocol::encode_who(&mut frame);
-                    state.who_sent();
-                    let _ = frames.send_blocking(frame);
-                }
-            }
-            return Handled::Done;
-        }
-        Ok(Some(Command::Send { to, message })) => (to.to_string(), message),
-        Ok(Some(Command::Reply { message })) => match state.last_sender() {
-            Some(to) => (to, message),
-            None => {
-                local_error("nobody has sent you a message yet; nothing to reply to");
-                return Handled::Done;
-            }
-        },
-        Err(e) => {
-            local_error(&e.to_string());
-            return Handled::Done;
-        }
-    };
-    let mut frame = Vec::new();
-    let wire = state.wire();
-    if let Err(e) = wire.encode_message(to.as_bytes(), message.as_bytes(), &mut frame) {
-        local_error(&e.to_string());
-        return Handled::Done;
-    }
-    state.know(&to);
-    if state.receipts() {
-        // Recorded before it is handed on, so the ledger's order is the
-        // order the network thread writes in.
-        state.ledger().record(Sent {
-            to: to.as_str().into(),
-            origin: Origin::Typed {
-                preview: preview(message).into(),
-            },
-        });
-    }
-    // A closed channel means the network thread is ending the process.
-    let _ = frames.send_blocking(frame);
-    Handled::Sent { to }
-}
-
-/// Characters of a typed message a refusal quotes.
-const PREVIEW_CHARS: usize = 24;
-
-/// The start of `message`, for telling apart messages in flight.
-fn preview(message: &str) -> String {
-    match message.char_indices().nth(PREVIEW_CHARS) {
-        Some((end, _)) => format!("{}…", message[..end].trim_end()),
-        None => message.to_string(),
     }
 }

@@ -19,7 +19,7 @@ use smol::Timer;
 
 use crate::client::connection::{receive, Negotiation, Sink};
 use crate::client::output::{Output, Renderer, Stream};
-use crate::client::receipts::{unconfirmed_notice, Sent};
+use crate::client::receipts::{unconfirmed_notice, Origin, Sent};
 use crate::client::state::ChatState;
 use crate::clock::Stamp;
 use crate::transport::Transport;
@@ -154,6 +154,13 @@ impl Sink for ReplSink {
         if let Some(recipients) = &self.recipients {
             super::lock(recipients).used(&sent.to);
         }
+        if let Origin::Typed { text } = &sent.origin {
+            let mut line = String::new();
+            self.renderer
+                .own_message(&sent.to, text, self.stamp(), &mut line);
+            // Beside the notices: never into a stdout that is a pipe.
+            self.route(Stream::Stderr, line);
+        }
         let mut line = String::new();
         if self.renderer.accepted(sent, self.stamp(), &mut line) {
             self.route(Stream::Stdout, line);
@@ -190,7 +197,8 @@ pub(super) fn network(
     (drain, pace): (Duration, Duration),
 ) -> Status {
     smol::block_on(async {
-        let receiving = async { Some(receive(&transport, &mut sink, state, negotiation).await) };
+        let receiving =
+            async { Some(receive(&transport, &mut sink, state, negotiation, None).await) };
         let sending = async {
             if write_frames(&transport, &outgoing, pace).await.is_ok() {
                 transport.shutdown_write().await;

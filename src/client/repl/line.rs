@@ -1,0 +1,129 @@
+//! What a line typed in the editor does: a command, or a message handed
+//! to the network thread (recorded in the ledger first, with receipts).
+
+use async_channel::Sender;
+
+use super::{local_error, notice, RECONNECT_OFFER};
+use crate::client::command::{self, Command};
+use crate::client::output::{Renderer, NOTICE_MARK};
+use crate::client::receipts::{Origin, Sent};
+use crate::client::state::ChatState;
+use crate::protocol;
+
+/// What a typed line did.
+pub(super) enum Handled {
+    /// Nothing more to do.
+    Done,
+    /// A message went to `to`.
+    Sent { to: String },
+    /// The user wants to connect again.
+    Reconnect,
+    /// The user wants to leave.
+    Leave,
+}
+
+/// What a typed line acts on.
+pub(super) struct LineContext<'a> {
+    pub(super) state: &'a ChatState,
+    /// Where frames for the network thread go.
+    pub(super) frames: &'a Sender<Vec<u8>>,
+    /// There is no connection to send on.
+    pub(super) lost: bool,
+    /// How our own messages are echoed.
+    pub(super) echo: &'a Renderer,
+}
+
+/// Acts on one typed line. `peer` is who lines that are not commands go
+/// to (`--to`, `/query`), changed by `/query`.
+pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContext<'_>) -> Handled {
+    let LineContext {
+        state,
+        frames,
+        lost,
+        echo,
+    } = *cx;
+    let parsed = command::parse_for(line, &state.limits(), peer.as_deref());
+    if lost
+        && matches!(
+            parsed,
+            Ok(Some(
+                Command::Send { .. } | Command::Reply { .. } | Command::Who
+            ))
+        )
+    {
+        local_error("not connected; nothing was sent");
+        notice(RECONNECT_OFFER);
+        return Handled::Done;
+    }
+    let (to, message) = match parsed {
+        Ok(None) => return Handled::Done,
+        Ok(Some(Command::Exit)) => return Handled::Leave,
+        Ok(Some(Command::Reconnect)) => return Handled::Reconnect,
+        Ok(Some(Command::Query { to })) => {
+            match to {
+                Some(to) => notice(&format!(
+                    "talking to {to}: every line that is not a command goes to {to} \
+                     (/query alone ends it)"
+                )),
+                None if peer.is_some() => notice("back to commands"),
+                None => {}
+            }
+            *peer = to.map(str::to_string);
+            return Handled::Done;
+        }
+        Ok(Some(Command::Help)) => {
+            crate::err_line!("{}", command::help_text(NOTICE_MARK));
+            return Handled::Done;
+        }
+        Ok(Some(Command::Who)) => {
+            match state.who_unsupported() {
+                Some(why) => local_error(why),
+                None => {
+                    let mut frame = Vec::new();
+                    protocol::encode_who(&mut frame);
+                    state.who_sent();
+                    let _ = frames.send_blocking(frame);
+                }
+            }
+            return Handled::Done;
+        }
+        Ok(Some(Command::Send { to, message })) => (to.to_string(), message),
+        Ok(Some(Command::Reply { message })) => match state.last_sender() {
+            Some(to) => (to, message),
+            None => {
+                local_error("nobody has sent you a message yet; nothing to reply to");
+                return Handled::Done;
+            }
+        },
+        Err(e) => {
+            local_error(&e.to_string());
+            return Handled::Done;
+        }
+    };
+    let mut frame = Vec::new();
+    let wire = state.wire();
+    if let Err(e) = wire.encode_message(to.as_bytes(), message.as_bytes(), &mut frame) {
+        local_error(&e.to_string());
+        return Handled::Done;
+    }
+    state.know(&to);
+    if state.receipts() {
+        // Recorded before it is handed on, so the ledger's order is the
+        // order the network thread writes in.
+        state.ledger().record(Sent {
+            to: to.as_str().into(),
+            origin: Origin::Typed {
+                text: message.into(),
+            },
+        });
+    }
+    // A closed channel means the network thread is ending the process.
+    let _ = frames.send_blocking(frame);
+    // Without receipts nothing will say it was accepted: echoed as sent.
+    if !state.receipts() {
+        let mut line = String::new();
+        echo.own_message(&to, message, None, &mut line);
+        crate::err_line!("{}", line.trim_end_matches('\n'));
+    }
+    Handled::Sent { to }
+}
