@@ -145,6 +145,11 @@ pub const MAX_SERVER_FRAME: usize = MESSAGE_HEADER_LEN + 2 * u16::MAX as usize;
 /// The error text v1 clients expect when their username is held by someone.
 pub const USERNAME_TAKEN: &str = "Username is taken\n";
 
+/// The error text for a login to a name the operator banned.
+pub fn banned_text(name: &str) -> String {
+    format!("'{name}' is banned from this server\n")
+}
+
 /// The error text for a plain connection to a server that requires TLS.
 pub const REQUIRES_TLS: &str = "this server accepts TLS connections only (chat-client --tls)\n";
 

@@ -27,6 +27,9 @@ use crate::protocol::Limits;
 Console commands (typed on stdin):
   users            list who is online
   kick NAME        disconnect NAME with an error frame saying so
+  ban NAME [DUR]   keep NAME out (30m, 2h, 7d…; until unbanned without DUR),
+                   disconnecting it if online; on every node with --cluster
+  unban NAME       let NAME log in again
   accounts         list the registered names, online or not
   reload-tls       read the TLS certificate and key again (also on SIGHUP)
   reload-accounts  read the accounts file again (also on SIGHUP)

@@ -98,6 +98,12 @@ fn name_key(name: &str) -> String {
     format!("pmchat:name:{name}")
 }
 
+/// A ban on a name, set by any node's operator, with the ban's duration as
+/// its time to live.
+fn ban_key(name: &str) -> String {
+    format!("pmchat:ban:{name}")
+}
+
 fn node_key(node: &str) -> String {
     format!("pmchat:node:{node}")
 }
@@ -120,6 +126,8 @@ fn inbox(node: &str) -> String {
 pub(crate) enum ClaimError {
     /// Another session, on any node, holds it.
     Taken,
+    /// The operator of some node banned it.
+    Banned,
     /// Redis cannot be reached.
     Unavailable,
 }
@@ -551,6 +559,14 @@ impl Cluster {
             .connection_soon()
             .await
             .ok_or(ClaimError::Unavailable)?;
+        let banned: i64 = redis::cmd("EXISTS")
+            .arg(ban_key(name))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.lost(e))?;
+        if banned == 1 {
+            return Err(ClaimError::Banned);
+        }
         let claimed = self
             .claim_on(&mut connection, name)
             .await
@@ -713,6 +729,38 @@ impl Cluster {
     ) -> Result<(), Unreachable> {
         self.send(node, &Record::Message { to, from, content }, patience)
             .await
+    }
+
+    /// Bans `name` on every node for `duration` (`None`: until lifted).
+    pub(crate) async fn ban(
+        &self,
+        name: &str,
+        duration: Option<Duration>,
+    ) -> Result<(), Unreachable> {
+        let mut connection = self.connection_soon().await.ok_or(Unreachable)?;
+        let mut set = redis::cmd("SET");
+        set.arg(ban_key(name)).arg(1);
+        if let Some(duration) = duration {
+            set.arg("PX").arg(duration.as_millis().max(1) as u64);
+        }
+        let done: redis::RedisResult<()> = set.query_async(&mut connection).await;
+        done.map_err(|e| {
+            self.lost(e);
+            Unreachable
+        })
+    }
+
+    /// Lifts `name`'s ban on every node; true if it had one.
+    pub(crate) async fn unban(&self, name: &str) -> Result<bool, Unreachable> {
+        let mut connection = self.connection_soon().await.ok_or(Unreachable)?;
+        let removed: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(ban_key(name))
+            .query_async(&mut connection)
+            .await;
+        removed.map(|n| n == 1).map_err(|e| {
+            self.lost(e);
+            Unreachable
+        })
     }
 
     /// Asks `node` to disconnect its user `name`.

@@ -9,7 +9,14 @@ use std::io::{BufRead, IsTerminal, Write};
 use owo_colors::OwoColorize;
 use tracing::debug;
 
+use super::bans::parse_ban_duration;
 use super::ServerHandle;
+
+/// A name typed at the console, escaped before it is echoed back: typed
+/// escape sequences must not drive the operator's terminal.
+fn escaped(name: &str) -> String {
+    crate::sanitize::escape(name.as_bytes())
+}
 
 /// One parsed console line.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,6 +27,10 @@ pub enum ConsoleCommand<'a> {
     Users,
     /// Disconnect a user.
     Kick(&'a str),
+    /// Keep a user out, for a while (`None`: until unbanned).
+    Ban(&'a str, Option<std::time::Duration>),
+    /// Let a banned user in again.
+    Unban(&'a str),
     /// Read the TLS certificate again.
     ReloadTls,
     /// List registered names.
@@ -50,10 +61,21 @@ pub fn parse(line: &str) -> ConsoleCommand<'_> {
         ("reload-accounts", []) => ConsoleCommand::ReloadAccounts,
         ("kick", [name]) => ConsoleCommand::Kick(name),
         ("kick", _) => ConsoleCommand::Invalid("usage: kick NAME".into()),
+        ("ban", [name]) => ConsoleCommand::Ban(name, None),
+        ("ban", [name, duration]) => match parse_ban_duration(duration) {
+            Ok(duration) => ConsoleCommand::Ban(name, Some(duration)),
+            Err(why) => ConsoleCommand::Invalid(why),
+        },
+        ("ban", _) => ConsoleCommand::Invalid("usage: ban NAME [DURATION]".into()),
+        ("unban", [name]) => ConsoleCommand::Unban(name),
+        ("unban", _) => ConsoleCommand::Invalid("usage: unban NAME".into()),
         ("exit" | "quit" | "users" | "help" | "reload-tls" | "accounts" | "reload-accounts", _) => {
             ConsoleCommand::Invalid(format!("'{command}' takes no arguments"))
         }
-        _ => ConsoleCommand::Invalid(format!("unknown command '{command}' (try 'help')")),
+        _ => ConsoleCommand::Invalid(format!(
+            "unknown command '{}' (try 'help')",
+            escaped(command)
+        )),
     }
 }
 
@@ -61,6 +83,8 @@ const HELP: &str = "\
 commands:
   users            list who is online
   kick NAME        disconnect NAME
+  ban NAME [DUR]   keep NAME out (for 30m, 2h, 7d…; until unbanned without)
+  unban NAME       let NAME in again
   accounts         list the registered names, online or not
   reload-tls       read the TLS certificate and key again
   reload-accounts  read the accounts file again
@@ -221,11 +245,27 @@ pub fn run(mut input: impl BufRead, mut out: impl Write, handle: &ServerHandle, 
                 Some(Ok(count)) => format!("accounts reloaded: {count} registered name(s)"),
                 Some(Err(e)) => format!("accounts not reloaded (keeping the previous ones): {e}"),
             },
+            ConsoleCommand::Ban(name, duration) => {
+                let how_long = duration.map_or_else(
+                    || "until unbanned".to_string(),
+                    |d| format!("for {}", crate::args::format_wait(d)),
+                );
+                match handle.ban(name, duration) {
+                    Ok(true) => format!("banned '{}' {how_long} (disconnected)", escaped(name)),
+                    Ok(false) => format!("banned '{}' {how_long}", escaped(name)),
+                    Err(why) => why,
+                }
+            }
+            ConsoleCommand::Unban(name) => match handle.unban(name) {
+                Ok(true) => format!("'{}' may log in again", escaped(name)),
+                Ok(false) => format!("'{}' was not banned", escaped(name)),
+                Err(why) => why,
+            },
             ConsoleCommand::Kick(name) => {
                 if handle.kick(name) {
-                    format!("kicked '{name}'")
+                    format!("kicked '{}'", escaped(name))
                 } else {
-                    format!("'{name}' is not online")
+                    format!("'{}' is not online", escaped(name))
                 }
             }
         };
@@ -251,6 +291,13 @@ mod tests {
         assert!(matches!(parse("accounts x"), ConsoleCommand::Invalid(_)));
         assert!(matches!(parse("kick"), ConsoleCommand::Invalid(_)));
         assert!(matches!(parse("kick a b"), ConsoleCommand::Invalid(_)));
+        assert_eq!(parse("ban bob"), ConsoleCommand::Ban("bob", None));
+        assert_eq!(
+            parse("ban bob 2h"),
+            ConsoleCommand::Ban("bob", Some(std::time::Duration::from_secs(7200)))
+        );
+        assert!(matches!(parse("ban bob soon"), ConsoleCommand::Invalid(_)));
+        assert_eq!(parse("unban bob"), ConsoleCommand::Unban("bob"));
         assert_eq!(
             parse("dance"),
             ConsoleCommand::Invalid("unknown command 'dance' (try 'help')".into())

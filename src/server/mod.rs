@@ -18,7 +18,8 @@
 //! `accounts` (registered names: the file and its hashes), `auth` (the
 //! password check and its back-off, before a registered name is claimed),
 //! `pending` (telling a client its login is being worked on),
-//! `config`/`cli` (settings), `console` (the operator), `cluster` (several
+//! `config`/`cli` (settings), `console` (the operator), `bans` (names kept
+//! out), `cluster` (several
 //! nodes as one server, through Redis), `redis_io` (the sockets under its
 //! Redis connections).
 //!
@@ -28,6 +29,7 @@
 
 pub mod accounts;
 mod auth;
+pub mod bans;
 pub mod cli;
 mod cluster;
 pub mod config;
@@ -76,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) auth: Option<auth::AuthState>,
     /// This node's part in a cluster (`--cluster`).
     pub(crate) cluster: Option<cluster::Cluster>,
+    /// Names the operator keeps out.
+    pub(crate) bans: bans::Bans,
 }
 
 /// A one-shot broadcast: "stop now".
@@ -255,6 +259,7 @@ impl Server {
                 shutdown: ShutdownSignal::default(),
                 connections: ConnectionCount::default(),
                 cluster,
+                bans: bans::Bans::default(),
             }),
         })
     }
@@ -494,6 +499,40 @@ impl ServerHandle {
             info!(peer = %session.peer(), user = name, "kicked by the operator");
         }
         true
+    }
+
+    /// Keeps `name` out for `duration` (`None`: until [`ServerHandle::unban`]),
+    /// on every node of a cluster, and disconnects it if it is online.
+    /// Returns whether it was online; `Err` when the ban could not reach
+    /// the cluster's Redis (this node keeps it out all the same).
+    ///
+    /// In a cluster the ban lives in Redis only, so that any node's
+    /// operator can lift it; without Redis it cannot be set (`Err`).
+    pub fn ban(&self, name: &str, duration: Option<Duration>) -> Result<bool, String> {
+        match &self.shared.cluster {
+            // The console runs on a thread of its own: waiting is fine.
+            Some(cluster) => smol::block_on(cluster.ban(name, duration))
+                .map_err(|_| "not banned: the cluster's Redis is unreachable".to_string())?,
+            None => self
+                .shared
+                .bans
+                .ban(name, duration, std::time::Instant::now()),
+        }
+        info!(user = name, ?duration, "banned by the operator");
+        Ok(self.kick(name))
+    }
+
+    /// Lifts `name`'s ban (everywhere, in a cluster); false if it had none.
+    pub fn unban(&self, name: &str) -> Result<bool, String> {
+        let lifted = match &self.shared.cluster {
+            Some(cluster) => smol::block_on(cluster.unban(name))
+                .map_err(|_| "the cluster's Redis is unreachable; try again".to_string())?,
+            None => self.shared.bans.unban(name, std::time::Instant::now()),
+        };
+        if lifted {
+            info!(user = name, "ban lifted by the operator");
+        }
+        Ok(lifted)
     }
 
     /// Reads the TLS certificate and key again, for new connections;

@@ -188,6 +188,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     let Some((name, mut input)) = login(&shared, &transport, peer).await else {
         return;
     };
+    // A banned name is refused before anything costs more.
+    if shared.bans.is_banned(&name, Instant::now()) {
+        info!(%peer, user = &*name, "rejected: banned");
+        let wire = wire_for_refusal(&transport, &mut input, &shared).await;
+        let text = protocol::banned_text(&name);
+        reject(&transport, wire, &text, shared.config.linger).await;
+        return;
+    }
     let mut proven = None;
     if let Some(auth) = &shared.auth {
         if auth.accounts.table().hash_of(&name).is_some() {
@@ -236,10 +244,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
         };
         let refusal = match claimed {
             Ok(()) => None,
-            Err(ClaimError::Taken) => Some(protocol::USERNAME_TAKEN),
-            Err(ClaimError::Unavailable) => Some(protocol::SERVICE_UNAVAILABLE),
+            Err(ClaimError::Taken) => Some(protocol::USERNAME_TAKEN.into()),
+            Err(ClaimError::Banned) => Some(protocol::banned_text(session.name())),
+            Err(ClaimError::Unavailable) => Some(protocol::SERVICE_UNAVAILABLE.into()),
         };
-        if let Some(text) = refusal {
+        if let Some(text) = refusal.as_deref() {
             info!(%peer, user = session.name(), "rejected: {}", text.trim_end());
             let wire = wire_for_refusal(&transport, &mut input, &shared).await;
             reject(&transport, wire, text, shared.config.linger).await;

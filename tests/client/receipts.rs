@@ -385,3 +385,35 @@ fn reconnect_needs_follow() {
     );
     eqnice!(2, run.status);
 }
+
+#[test]
+fn a_banned_name_stays_out_even_with_reconnect_until_unbanned() {
+    let mut server = ServerProcess::start(&[]);
+    let (mut bob, _stdout, stderr) = reconnecting_listener(&mut server, "bob");
+    server.console("ban bob");
+    // Kicked, back at once, refused: a ban is not something to retry.
+    eqnice!(Some(3), bob.wait().code());
+    // Its stderr says why (the pipe's lines may still be on their way).
+    let mut said = Vec::new();
+    while !said
+        .iter()
+        .any(|l| l == "error: 'bob' is banned from this server")
+    {
+        match stderr.recv_timeout(TIMEOUT) {
+            Ok(line) => said.push(line),
+            Err(_) => panic!("never said it was banned: {said:?}"),
+        }
+    }
+    let run = run_client(client_command(server.port, "bob"), b"");
+    eqnice!(3, run.status);
+    server.console("unban bob");
+    let run = run_client(client_command(server.port, "bob"), b"");
+    eqnice!(0, run.status);
+    // A ban for a while ends by itself.
+    server.console("ban carol 300ms");
+    let run = run_client(client_command(server.port, "carol"), b"");
+    eqnice!(3, run.status);
+    thread::sleep(Duration::from_millis(400));
+    let run = run_client(client_command(server.port, "carol"), b"");
+    eqnice!(0, run.status);
+}

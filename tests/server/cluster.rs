@@ -54,7 +54,8 @@ on_both!(
     a_killed_node_frees_its_names_within_the_lease,
     a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded,
     every_client_kind_works_across_nodes,
-    a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile;
+    a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile,
+    a_ban_on_one_node_keeps_the_name_out_of_every_node;
     without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns,
     redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes,
 );
@@ -525,5 +526,24 @@ fn a_redis_that_accepts_and_never_answers_counts_as_unreachable() {
         if attempts.recv_timeout(TIMEOUT).is_err() {
             panic!("connection attempt {attempt} to the silent Redis never came");
         }
+    }
+}
+
+fn a_ban_on_one_node_keeps_the_name_out_of_every_node(url: &str) {
+    let mut nodes = nodes(url, 2);
+    let _bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    // Banned on node 0 while online on node 1: disconnected there.
+    nodes[0].console("ban bob");
+    nodes[1].wait_offline("bob");
+    for node in &nodes {
+        let run = run_client(client_command(node.port, "bob"), b"");
+        eqnice!(3, run.status);
+        eqnice!("error: 'bob' is banned from this server\n", run.stderr);
+    }
+    nodes[1].console("unban bob");
+    for node in &nodes {
+        let run = run_client(client_command(node.port, "bob"), b"");
+        eqnice!(0, run.status);
     }
 }
