@@ -194,6 +194,8 @@ pub fn not_registered_text(name: &str) -> String {
 pub enum AuthRefusal {
     /// The name is registered and no password came with the login.
     PasswordRequired,
+    /// The password sent was wrong.
+    WrongPassword,
     /// Any other refusal to do with names and passwords.
     Other,
 }
@@ -205,9 +207,11 @@ pub fn auth_refusal(text: &[u8]) -> Option<AuthRefusal> {
     {
         return Some(AuthRefusal::PasswordRequired);
     }
+    if text.starts_with("wrong password for '") && text.ends_with("'\n") {
+        return Some(AuthRefusal::WrongPassword);
+    }
     let other = text == PASSWORDS_NEED_TLS
         || text == LOGINS_BUSY
-        || (text.starts_with("wrong password for '") && text.ends_with("'\n"))
         || text.ends_with("' is a registered name; log in with a client that supports passwords\n")
         || text.ends_with(
             "' is not a registered name, and this server accepts registered names only\n",

@@ -220,6 +220,9 @@ pub struct Negotiation {
     /// A refusal because the name is taken is not shown: the caller will
     /// try again (reconnecting while our stale session holds the name).
     pub quiet_name_taken: bool,
+    /// A refusal for want of a password is not shown: the caller asks for
+    /// one and logs in again.
+    pub quiet_password_required: bool,
     /// PENDING frames heeded so far.
     pub pending: usize,
 }
@@ -232,6 +235,7 @@ impl Negotiation {
             presence: greeting.presence,
             v1_answers: greeting.v1_answers,
             quiet_name_taken: false,
+            quiet_password_required: false,
             pending: 0,
         }
     }
@@ -395,7 +399,9 @@ impl FrameHandler {
                     .as_ref()
                     .is_some_and(|outcome| !outcome.is_closed());
                 state.server_error(text, during_login);
-                if !(self.negotiation.quiet_name_taken && state.login_retryable()) {
+                let quiet = (self.negotiation.quiet_name_taken && state.login_retryable())
+                    || (self.negotiation.quiet_password_required && state.password_required());
+                if !quiet {
                     sink.error(text);
                 }
             }

@@ -87,15 +87,33 @@ pub fn run(args: ClientArgs) -> Status {
             return Status::Usage;
         }
     };
+    let encrypted = matches!(security, connection::Security::Tls { .. });
+    // The editor asks for the password itself once the server wants one
+    // (so that refusal is no error to show), and lets a typed one be
+    // typed again after a mistake.
+    let may_ask = interactive
+        && crate::secret::stdin_is_terminal()
+        && (encrypted || args.allow_plaintext_password);
+    let mut typed = 0;
     loop {
         let state = Arc::new(ChatState::with_wire(args.wire));
-        let encrypted = matches!(security, connection::Security::Tls { .. });
         // A password goes only where nobody on the path can read it, unless
         // the user says the path is trusted.
         let withheld = password.is_some() && !encrypted && !args.allow_plaintext_password;
         let sent = password.as_deref().filter(|_| !withheld);
-        let status = connect_and_run(&args, &security, renderer, sent, &state, script.as_mut());
-        if !state.password_required() || sent.is_some() {
+        let asks = may_ask && sent.is_none();
+        let status = connect_and_run(
+            &args,
+            &security,
+            renderer,
+            sent,
+            asks,
+            &state,
+            script.as_mut(),
+        );
+        let mistyped = typed > 0 && typed < PASSWORD_TRIES && state.wrong_password();
+        let wanted = state.password_required() && sent.is_none();
+        if !(wanted || mistyped) {
             return status;
         }
         if withheld {
@@ -119,8 +137,19 @@ pub fn run(args: ClientArgs) -> Status {
             );
             return status;
         }
-        match crate::secret::read_password(&format!("Password for {}: ", args.username)) {
-            Ok(typed) => password = Some(typed),
+        let prompt = match typed {
+            0 => format!("Password for {}: ", args.username),
+            n => format!(
+                "Password for {} (try {} of {PASSWORD_TRIES}): ",
+                args.username,
+                n + 1
+            ),
+        };
+        match crate::secret::read_password(&prompt) {
+            Ok(given) => {
+                password = Some(given);
+                typed += 1;
+            }
             Err(e) => {
                 crate::err_line!("chat-client: no password: {e}");
                 return status;
@@ -144,6 +173,9 @@ fn given_password(args: &ClientArgs) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
+/// Passwords the editor lets a person type for one login.
+const PASSWORD_TRIES: u32 = 3;
+
 /// The environment variable a password may come from.
 pub const PASSWORD_VARIABLE: &str = "PMCHAT_PASSWORD";
 
@@ -154,6 +186,7 @@ fn connect_and_run(
     security: &connection::Security,
     renderer: Renderer,
     password: Option<&[u8]>,
+    asks_password: bool,
     state: &Arc<ChatState>,
     script: Option<&mut batch::Script>,
 ) -> Status {
@@ -199,6 +232,7 @@ fn connect_and_run(
                 renderer,
                 greeted: Default::default(),
                 peer: args.to.clone(),
+                asks_password,
             };
             let reconnect = || {
                 let stream = smol::block_on(connection::open(

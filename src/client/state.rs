@@ -55,6 +55,8 @@ pub struct ChatState {
     /// The server refused the login because the name is registered and no
     /// password came with it (the editor can then ask for one).
     password_required: AtomicBool,
+    /// The server refused the login because the password was wrong.
+    wrong_password: AtomicBool,
     /// WELCOME said the login was proved with a password.
     authenticated: AtomicBool,
     /// WELCOME granted receipts: every message sent goes in `ledger`.
@@ -231,6 +233,7 @@ impl ChatState {
             &self.name_taken,
             &self.try_later,
             &self.password_required,
+            &self.wrong_password,
             &self.authenticated,
             &self.receipts,
         ] {
@@ -291,6 +294,11 @@ impl ChatState {
         self.password_required.load(Ordering::Relaxed)
     }
 
+    /// True if the server refused the password we sent.
+    pub fn wrong_password(&self) -> bool {
+        self.wrong_password.load(Ordering::Relaxed)
+    }
+
     /// True if the server negotiated extensions.
     pub fn extended(&self) -> bool {
         self.extended.load(Ordering::SeqCst)
@@ -332,8 +340,14 @@ impl ChatState {
         last.push_str(&crate::sanitize::escape(
             text.strip_suffix(b"\n").unwrap_or(text),
         ));
-        if protocol::auth_refusal(text) == Some(protocol::AuthRefusal::PasswordRequired) {
-            self.password_required.store(true, Ordering::Relaxed);
+        match protocol::auth_refusal(text) {
+            Some(protocol::AuthRefusal::PasswordRequired) => {
+                self.password_required.store(true, Ordering::Relaxed);
+            }
+            Some(protocol::AuthRefusal::WrongPassword) => {
+                self.wrong_password.store(true, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 

@@ -326,12 +326,19 @@ fn passwd_round_trip_reaches_a_running_server() {
 }
 
 #[test]
-fn the_editor_asks_for_the_password_without_echo() {
+fn the_editor_asks_for_the_password_without_echo_and_again_after_a_typo() {
     let dir = TempDir::new("accounts-repl");
     let accounts = accounts_file(&dir.0, &[("alice", "typed secret")]);
     let server = server_with_accounts(&dir.0, &accounts, &[]);
     let mut session = spawn_in_pty(tls_client(&dir.0, server.port, "alice"), &dir);
-    session.expect("Password for alice: ").unwrap();
+    let first = session.expect("Password for alice: ").unwrap();
+    // Being asked is not an error.
+    let before = String::from_utf8_lossy(first.before()).into_owned();
+    assert!(!before.contains("error"), "{before}");
+    // A typo is not the end: the editor asks again.
+    session.send_line("typed secert").unwrap();
+    session.expect("wrong password for 'alice'").unwrap();
+    session.expect("Password for alice (try 2 of 3): ").unwrap();
     session.send_line("typed secret").unwrap();
     let seen = session.expect("alice> ").unwrap();
     let seen = String::from_utf8_lossy(seen.before()).into_owned();

@@ -85,6 +85,9 @@ pub struct ReplOptions {
     pub greeted: AtomicBool,
     /// Lines that are not commands go to this user (`--to`) from the start.
     pub peer: Option<String>,
+    /// A refusal for want of a password is not shown: the editor asks for
+    /// one next.
+    pub asks_password: bool,
 }
 
 /// The names messaged, whichever thread holds them (a poisoned lock only
@@ -201,7 +204,10 @@ impl Link {
         // The handshake goes first; the channel is open, so this cannot fail.
         let _ = frames.send_blocking(std::mem::take(&mut greeting.bytes));
         let (told, outcome) = login_channel();
-        let negotiation = Negotiation::new(told, &greeting);
+        let negotiation = Negotiation {
+            quiet_password_required: options.asks_password,
+            ..Negotiation::new(told, &greeting)
+        };
         let phase = Arc::new(Phase::default());
         let network = {
             let state = Arc::clone(state);
