@@ -81,6 +81,12 @@ pub async fn open(
         Some(Err(e)) if answered_in_clear(&e) => Err(failed(format!(
             "{e} (the server does not seem to speak TLS)"
         ))),
+        Some(Err(e)) if unknown_issuer(&e) => Err(failed(format!(
+            "{e}: no CA this client trusts signed the server's certificate. Give the \
+             server's CA with --tls-ca FILE (a chat-server started with \
+             --tls-self-signed DIR keeps it in DIR/ca.pem and prints its SHA-256 \
+             fingerprint when it starts: compare it before trusting the file)"
+        ))),
         Some(Err(e)) => Err(failed(e.to_string())),
         None => Err(failed(format!("no answer within {timeout:?}"))),
     }
@@ -94,6 +100,20 @@ fn answered_in_clear(error: &io::Error) -> bool {
             .and_then(|e| e.downcast_ref::<rustls::Error>()),
         Some(rustls::Error::InvalidMessage(
             rustls::InvalidMessage::InvalidContentType
+        ))
+    )
+}
+
+/// True if a handshake failed because no trusted CA signed the
+/// certificate: an issuer we do not know, or one we know by name whose key
+/// did not sign it (another `--tls-self-signed` CA has the same name).
+fn unknown_issuer(error: &io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature
         ))
     )
 }

@@ -162,6 +162,7 @@ pub fn run(args: ClientArgs) -> Status {
 /// variable counts as unset).
 fn given_password(args: &ClientArgs) -> Result<Option<Vec<u8>>, String> {
     if let Some(path) = &args.password_file {
+        warn_if_others_can_read(path);
         return crate::secret::read_password_file(path)
             .map(Some)
             .map_err(|e| format!("cannot read a password from {}: {e}", path.display()));
@@ -170,6 +171,24 @@ fn given_password(args: &ClientArgs) -> Result<Option<Vec<u8>>, String> {
         Ok(password) => Ok(password),
         Err(crate::secret::SecretError::Empty) => Ok(None),
         Err(e) => Err(format!("{PASSWORD_VARIABLE}: {e}")),
+    }
+}
+
+/// Says so when a password file can be read by other users than its
+/// owner: anyone on the machine could log in with it.
+fn warn_if_others_can_read(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = metadata.permissions().mode();
+    if metadata.is_file() && mode & 0o044 != 0 {
+        crate::err_line!(
+            "chat-client: warning: {} can be read by other users (mode {:o}); \
+             chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 //! out of logs and `ps`, and `chat-server passwd` with a running server.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,13 +86,31 @@ fn a_registered_name_is_taken_only_with_its_password() {
 
     let password_file = dir.0.join("password");
     std::fs::write(&password_file, "correct horse\n").unwrap();
-    let mut right = tls_client(&dir.0, server.port, "alice");
-    right.arg("--password-file").arg(&password_file);
-    let run = run_client(right, b"send bob three\n");
-    eqnice!("", run.stderr);
+    let with_file = || {
+        let mut right = tls_client(&dir.0, server.port, "alice");
+        right.arg("--password-file").arg(&password_file);
+        right
+    };
+    // A password file others can read works, with a warning.
+    let readable = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(&password_file, readable).unwrap();
+    let run = run_client(with_file(), b"send bob three\n");
+    eqnice!(
+        format!(
+            "chat-client: warning: {} can be read by other users (mode 644); chmod 600 it\n",
+            password_file.display()
+        ),
+        run.stderr
+    );
     eqnice!(0, run.status);
     // Nothing the refused logins sent got through.
     eqnice!("alice: three", bob.line());
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(&password_file, private).unwrap();
+    let run = run_client(with_file(), b"send bob four\n");
+    eqnice!("", run.stderr);
+    eqnice!(0, run.status);
+    eqnice!("alice: four", bob.line());
 }
 
 #[test]

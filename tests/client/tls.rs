@@ -106,11 +106,16 @@ fn a_certificate_from_another_ca_is_refused_with_exit_3() {
         "{}",
         run.stderr
     );
+    // It says what to do about it.
+    assert!(run.stderr.contains("--tls-ca FILE"), "{}", run.stderr);
+    assert!(run.stderr.contains("DIR/ca.pem"), "{}", run.stderr);
     // --tls alone trusts only the system's roots, which never signed it.
     let mut command = client_command(server.port, "alice");
     command.arg("--tls");
     let run = run_client(command, b"");
     eqnice!(3, run.status);
+    assert!(run.stderr.contains("UnknownIssuer"), "{}", run.stderr);
+    assert!(run.stderr.contains("--tls-ca FILE"), "{}", run.stderr);
 }
 
 #[test]
