@@ -1232,8 +1232,11 @@ mod tests {
             auth_refusal(password_required_text("alice").as_bytes()),
             Some(AuthRefusal::PasswordRequired)
         );
+        assert_eq!(
+            auth_refusal(wrong_password_text("alice").as_bytes()),
+            Some(AuthRefusal::WrongPassword)
+        );
         for text in [
-            wrong_password_text("alice"),
             registered_name_text("alice"),
             not_registered_text("bob"),
             PASSWORDS_NEED_TLS.to_string(),

@@ -37,7 +37,7 @@ use smol::{Timer, Unblock};
 
 use super::command::{self, Command};
 use super::connection::{await_login, login_channel, receive, Login, Negotiation, Received};
-use super::output::{Output, Renderer};
+use super::output::{Output, Renderer, PROGRAM_MARK};
 use super::receipts::{unconfirmed_notice, Ledger, Origin, Sent, WINDOW};
 use super::state::ChatState;
 use super::wire::ClientWire;
@@ -350,7 +350,7 @@ pub fn run(
 fn report_unconfirmed(state: &ChatState, output: &mut Output) {
     if let Some(text) = unconfirmed_notice(&state.ledger().abandon()) {
         state.fail();
-        output.notice(&format!("chat-client: {text}"));
+        output.notice(&text);
     }
 }
 
@@ -464,7 +464,7 @@ fn encode_line<'a>(
         None => return Ok(Flow::Continue),
         Some(Command::Exit) => return Ok(Flow::Exit),
         Some(Command::Help) => {
-            crate::err_line!("{}", command::help_text("chat-client: "));
+            crate::err_line!("{}", command::help_text(PROGRAM_MARK));
             return Ok(Flow::Continue);
         }
         Some(Command::Reconnect) => return Err(command::RECONNECT_IN_SCRIPTS.into()),

@@ -15,7 +15,8 @@ use crate::protocol::validate_username;
 /// With a terminal on stdin it is an interactive editor (history, tab
 /// completion, incoming messages above the prompt); otherwise it reads
 /// commands from stdin as a script. Received messages are printed on stdout
-/// as `from: content`, one per line; errors go to stderr as `error: TEXT`.
+/// as `from: content`, one per line; errors go to stderr as
+/// `chat-client: error: TEXT`.
 #[derive(Debug, Parser)]
 #[command(
     name = "chat-client",
@@ -195,7 +196,7 @@ pub struct ClientArgs {
     #[arg(long, requires = "json")]
     pub receipts: bool,
 
-    /// Start every received line with its local receive time (HH:MM:SS);
+    /// Start every received message with its local receive time (HH:MM:SS);
     /// with --json, add an RFC 3339 "ts" field to every object.
     #[arg(long)]
     pub timestamps: bool,

@@ -50,6 +50,8 @@ pub enum Stream {
 
 /// Marker that starts every editor line that is not a message.
 pub const NOTICE_MARK: &str = "* ";
+/// What starts every other line the client writes to stderr.
+pub const PROGRAM_MARK: &str = "chat-client: ";
 
 impl Renderer {
     /// Starts a JSON object of `kind`, with its `"ts"` when asked.
@@ -64,15 +66,29 @@ impl Renderer {
         }
     }
 
-    /// Starts a plain line: the time, and the notice mark when `notice`.
+    /// Starts a plain line. A message (`notice` false) gets its receive
+    /// time with `--timestamps`; nothing else does. A notice gets the mark
+    /// in the editor.
     fn line_start(&self, notice: bool, stamp: Option<&Stamp>, out: &mut String) {
-        if let Some(stamp) = stamp.filter(|_| self.timestamps) {
+        if notice {
+            if self.mark_notices {
+                out.push_str(NOTICE_MARK);
+            }
+        } else if let Some(stamp) = stamp.filter(|_| self.timestamps) {
             out.push_str(&stamp.clock);
             out.push(' ');
         }
-        if notice && self.mark_notices {
-            out.push_str(NOTICE_MARK);
-        }
+    }
+
+    /// Starts a line of our own on stderr: `* ` in the editor, the
+    /// program's name elsewhere, as every stderr line of a script run
+    /// starts (except a script line's own `SOURCE:LINE:`).
+    fn stderr_start(&self, out: &mut String) {
+        out.push_str(if self.mark_notices {
+            NOTICE_MARK
+        } else {
+            PROGRAM_MARK
+        });
     }
 
     /// Appends the line for a message (with its `\n`) to `out`.
@@ -117,7 +133,7 @@ impl Renderer {
             out.push_str("}\n");
             Stream::Stdout
         } else {
-            self.line_start(true, stamp, out);
+            self.stderr_start(out);
             self.label(out, "error");
             push_escaped(out, text);
             out.push('\n');
@@ -156,7 +172,8 @@ impl Renderer {
     }
 
     /// Appends the report of a message the server refused with `text`:
-    /// a `refused` object with `--json --receipts`; otherwise, for a script
+    /// a `refused` object with `--json --receipts`, an `error` object with
+    /// the line with `--json` alone; otherwise, for a script
     /// line, `SOURCE:LINE: text` (the form of local errors), and for a
     /// typed message the error with the recipient and the start of the
     /// message.
@@ -173,6 +190,16 @@ impl Renderer {
             Self::json_sent(sent, out);
             out.push_str(",\"text\":");
             push_string(out, text);
+            Self::json_source(sent, out);
+            out.push_str("}\n");
+            return Stream::Stdout;
+        }
+        // Plain JSON: the error object it always had, saying which line.
+        if self.json {
+            self.json_start("error", stamp, out);
+            out.push_str(",\"text\":");
+            push_string(out, text);
+            Self::json_sent(sent, out);
             Self::json_source(sent, out);
             out.push_str("}\n");
             return Stream::Stdout;
@@ -257,7 +284,6 @@ impl Renderer {
             return Stream::Stderr;
         }
         for name in names {
-            self.line_start(false, stamp, out);
             push_escaped(out, name.as_bytes());
             out.push('\n');
         }
@@ -300,11 +326,10 @@ impl Renderer {
     }
 
     /// Appends a local notice line (`connected as …`, a connection's end):
-    /// marked in the editor, never time-stamped or JSON.
+    /// marked in the editor, the program's name elsewhere, never
+    /// time-stamped or JSON.
     pub fn notice(&self, text: &str, out: &mut String) {
-        if self.mark_notices {
-            out.push_str(NOTICE_MARK);
-        }
+        self.stderr_start(out);
         out.push_str(text);
         out.push('\n');
     }
@@ -380,10 +405,6 @@ impl Output {
     /// Queues the report of a refused message. JSON without `--receipts`
     /// also gets the `error` object it always had.
     pub fn refused(&mut self, sent: &Sent, text: &[u8]) {
-        if self.renderer.json && !self.renderer.receipts {
-            self.renderer
-                .error(text, self.stamp.as_ref(), &mut self.stdout);
-        }
         let mut line = String::new();
         let stream = self
             .renderer
@@ -565,7 +586,7 @@ mod tests {
             PLAIN.error(b"'carol' is not connected\n", None, &mut out),
             Stream::Stderr
         );
-        assert_eq!(out, "error: 'carol' is not connected\n");
+        assert_eq!(out, "chat-client: error: 'carol' is not connected\n");
     }
 
     #[test]

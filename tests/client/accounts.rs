@@ -73,8 +73,9 @@ fn a_registered_name_is_taken_only_with_its_password() {
     let run = run_client(tls_client(&dir.0, server.port, "alice"), b"send bob one\n");
     eqnice!(3, run.status);
     assert!(
-        run.stderr
-            .starts_with("error: 'alice' is a registered name: a password is required\n"),
+        run.stderr.starts_with(
+            "chat-client: error: 'alice' is a registered name: a password is required\n"
+        ),
         "{}",
         run.stderr
     );
@@ -82,7 +83,10 @@ fn a_registered_name_is_taken_only_with_its_password() {
     let wrong = with_password(tls_client(&dir.0, server.port, "alice"), "battery staple");
     let run = run_client(wrong, b"send bob two\n");
     eqnice!(3, run.status);
-    eqnice!("error: wrong password for 'alice'\n", run.stderr);
+    eqnice!(
+        "chat-client: error: wrong password for 'alice'\n",
+        run.stderr
+    );
 
     let password_file = dir.0.join("password");
     std::fs::write(&password_file, "correct horse\n").unwrap();
@@ -183,7 +187,7 @@ fn passwords_are_refused_in_clear_unless_both_sides_allow_it() {
     );
     eqnice!(3, run.status);
     eqnice!(
-        "error: passwords are accepted over TLS only (chat-client --tls); the password was not checked\n",
+        "chat-client: error: passwords are accepted over TLS only (chat-client --tls); the password was not checked\n",
         run.stderr
     );
     drop(server);
@@ -205,7 +209,7 @@ fn registered_only_refuses_free_names() {
     let run = run_client(tls_client(&dir.0, server.port, "mallory"), b"");
     eqnice!(3, run.status);
     eqnice!(
-        "error: 'mallory' is not a registered name, and this server accepts registered names only\n",
+        "chat-client: error: 'mallory' is not a registered name, and this server accepts registered names only\n",
         run.stderr
     );
     let run = run_client(
@@ -228,7 +232,10 @@ fn guessing_backs_off_and_the_fifth_guess_is_measurably_delayed() {
         );
         let run = run_client(command, b"");
         eqnice!(3, run.status);
-        eqnice!("error: wrong password for 'alice'\n", run.stderr);
+        eqnice!(
+            "chat-client: error: wrong password for 'alice'\n",
+            run.stderr
+        );
         started.elapsed()
     };
     let times: Vec<Duration> = (1..=5).map(guess).collect();

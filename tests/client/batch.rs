@@ -118,7 +118,7 @@ fn exit_status_3_when_the_username_is_taken() {
     let _alice = server.login("alice");
     let run = run_client(client_command(server.port, "alice"), b"send alice hi\n");
     eqnice!(3, run.status);
-    eqnice!("error: Username is taken\n", run.stderr);
+    eqnice!("chat-client: error: Username is taken\n", run.stderr);
 }
 
 #[test]
@@ -176,10 +176,18 @@ fn json_output_parses_back() {
         b"send nobody hi\n",
     );
     let value: serde_json::Value = serde_json::from_str(run.stdout.trim_end()).expect("valid JSON");
+    // Once, on stdout, saying which line it was.
     eqnice!(
-        serde_json::json!({"type": "error", "text": "'nobody' is not connected"}),
+        serde_json::json!({
+            "type": "error",
+            "text": "'nobody' is not connected",
+            "line": 1,
+            "to": "nobody",
+            "source": "<stdin>"
+        }),
         value
     );
+    eqnice!("", run.stderr);
 }
 
 #[test]
@@ -239,7 +247,7 @@ fn follower_exits_when_the_server_shuts_down() {
     server.console("exit");
     let stderr = lines_of(bob.0.stderr.take().unwrap());
     eqnice!(
-        "error: server is shutting down",
+        "chat-client: error: server is shutting down",
         stderr.recv_timeout(TIMEOUT).expect("a line")
     );
     eqnice!(Some(1), bob.wait().code());

@@ -129,7 +129,7 @@ fn against_a_v1_server_a_script_ends_as_it_always_did() {
         b"send dave anyone\nsend echo still here\n",
     );
     // No receipts: the error frame as it comes, and the drain timeout.
-    eqnice!("error: 'dave' is not connected\n", run.stderr);
+    eqnice!("chat-client: error: 'dave' is not connected\n", run.stderr);
     eqnice!("echo: still here\n", run.stdout);
     eqnice!(1, run.status);
 }
@@ -144,7 +144,7 @@ fn a_taken_name_sends_nothing_and_exits_3() {
         b"send bob must not arrive\n",
     );
     eqnice!(3, run.status);
-    eqnice!("error: Username is taken\n", run.stderr);
+    eqnice!("chat-client: error: Username is taken\n", run.stderr);
     bob.expect_silence(Duration::from_millis(300));
 }
 

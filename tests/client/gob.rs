@@ -158,7 +158,7 @@ fn gob_and_v1_clients_talk_through_pmchat() {
     eqnice!(1, run.status);
     eqnice!("dave: hi rusty", rusty.line());
     eqnice!(
-        "<stdin>:3: who is not supported on the gob wire\nerror: 'nobody' is not connected\n",
+        "<stdin>:3: who is not supported on the gob wire\nchat-client: error: 'nobody' is not connected\n",
         sorted_lines(&run.stderr)
     );
 }
@@ -177,7 +177,7 @@ fn a_taken_name_on_the_gob_wire_exits_3() {
     let _holder = server.login("alice");
     let run = run_client(gob_client(server.port, "alice"), b"send bob hi\n");
     eqnice!(3, run.status);
-    eqnice!("error: Username is taken\n", run.stderr);
+    eqnice!("chat-client: error: Username is taken\n", run.stderr);
     // Passwords need v1.
     let mut command = gob_client(server.port, "bob");
     command.args(["--password-file", "/dev/null"]);

@@ -200,7 +200,7 @@ fn the_servers_limits_apply_to_the_username_too() {
     let run = run_client(client_command(server.port, &"a".repeat(65)), b"");
     eqnice!(3, run.status);
     eqnice!(
-        "error: invalid username: 65 bytes long (limit 64)\n",
+        "chat-client: error: invalid username: 65 bytes long (limit 64)\n",
         run.stderr
     );
 }
@@ -361,4 +361,31 @@ fn timestamps_prefix_plain_lines_and_join_json_objects() {
     assert!(is_clock(&ts[11..19]), "{ts}");
     assert!(ts[23..].starts_with(['+', '-']), "{ts}");
     eqnice!("hi", value["content"].as_str().unwrap());
+}
+
+#[test]
+fn timestamps_mark_messages_only_and_every_stderr_line_says_who_wrote_it() {
+    let mut server = ServerProcess::start(&[]);
+    let _bob = server.login("bob");
+    let mut command = client_command(server.port, "alice");
+    command.arg("--timestamps");
+    let run = run_client(command, b"who\nsend dave hi\nhelp\nbogus\n");
+    // `who` answers on stdout without a time: a name per line.
+    eqnice!("alice\nbob\n", run.stdout);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines.contains(&"<stdin>:2: 'dave' is not connected"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"<stdin>:4: unknown command 'bogus' (try 'help')"),
+        "{lines:?}"
+    );
+    for line in &lines {
+        assert!(
+            line.starts_with("chat-client: ") || line.starts_with("<stdin>:"),
+            "{line:?}"
+        );
+        assert!(!is_clock(line.split(' ').next().unwrap()), "{line:?}");
+    }
 }

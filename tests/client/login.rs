@@ -59,7 +59,7 @@ fn a_login_refused_while_the_cluster_is_unreachable_exits_3_with_nothing_sent() 
     let server = ServerProcess::start(&["--cluster", &url]);
     let run = run_client(client_command(server.port, "alice"), b"who\nsend bob hi\n");
     eqnice!(
-        "error: service unavailable: the server cannot reach its cluster; try again in a moment\n",
+        "chat-client: error: service unavailable: the server cannot reach its cluster; try again in a moment\n",
         run.stderr
     );
     eqnice!(3, run.status);

@@ -96,11 +96,13 @@ fn json_receipts_say_what_became_of_every_line() {
         b"send dave there\n",
     );
     assert!(
-        run.stdout
-            .contains(r#"{"type":"error","text":"'dave' is not connected"}"#),
+        run.stdout.contains(
+            r#"{"type":"error","text":"'dave' is not connected","line":1,"to":"dave","source":"<stdin>"}"#
+        ),
         "{}",
         run.stdout
     );
+    eqnice!("", run.stderr);
     assert!(!run.stdout.contains("accepted"), "{}", run.stdout);
 }
 
@@ -397,7 +399,7 @@ fn a_banned_name_stays_out_even_with_reconnect_until_unbanned() {
     let mut said = Vec::new();
     while !said
         .iter()
-        .any(|l| l == "error: 'bob' is banned from this server")
+        .any(|l| l == "chat-client: error: 'bob' is banned from this server")
     {
         match stderr.recv_timeout(TIMEOUT) {
             Ok(line) => said.push(line),

@@ -76,7 +76,7 @@ fn require_tls_refuses_plain_clients_with_a_clear_error() {
     let run = run_client(client_command(server.port, "plain"), b"send x hi\n");
     eqnice!(3, run.status);
     eqnice!(
-        "error: this server accepts TLS connections only (chat-client --tls)\n",
+        "chat-client: error: this server accepts TLS connections only (chat-client --tls)\n",
         run.stderr
     );
     // TLS clients are welcome.

@@ -539,7 +539,10 @@ fn a_ban_on_one_node_keeps_the_name_out_of_every_node(url: &str) {
     for node in &nodes {
         let run = run_client(client_command(node.port, "bob"), b"");
         eqnice!(3, run.status);
-        eqnice!("error: 'bob' is banned from this server\n", run.stderr);
+        eqnice!(
+            "chat-client: error: 'bob' is banned from this server\n",
+            run.stderr
+        );
     }
     nodes[1].console("unban bob");
     for node in &nodes {
