@@ -1,4 +1,5 @@
-//! `chat-client HOST PORT USERNAME`: parse the options and run the client.
+//! `chat-client HOST PORT USERNAME`: parse the options, fill in what the
+//! config file and the environment give, and run the client.
 
 use std::process::ExitCode;
 
@@ -6,6 +7,13 @@ use clap::Parser;
 use pmchat::client::{self, cli::ClientArgs};
 
 fn main() -> ExitCode {
-    let args = ClientArgs::parse();
-    client::run(args).into()
+    match ClientArgs::parse().resolve() {
+        Ok(args) => client::run(args).into(),
+        Err(e) => {
+            use clap::CommandFactory;
+            ClientArgs::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit()
+        }
+    }
 }

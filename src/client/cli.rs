@@ -61,17 +61,36 @@ Examples:
   chat-client localhost 9000 alice --follow --reconnect < /dev/null | grep --line-buffered '^bob:'"
 )]
 pub struct ClientArgs {
-    /// Server host name or IP address.
+    /// Server host name or IP address [default: PMCHAT_HOST], or the name
+    /// of a server in the config file (then PORT and USERNAME come from it).
+    #[arg(value_name = "HOST")]
+    host_arg: Option<String>,
+
+    /// Server port [default: PMCHAT_PORT].
+    #[arg(value_name = "PORT")]
+    port_arg: Option<String>,
+
+    /// Your username [default: PMCHAT_USER]: printable ASCII without spaces
+    /// or ':', at most as long as the server allows (32 bytes by default;
+    /// the protocol's maximum is 255, and the server decides).
+    #[arg(value_name = "USERNAME")]
+    username_arg: Option<String>,
+
+    /// The server's host, once resolved ([`ClientArgs::resolve`]).
+    #[arg(skip)]
     pub host: String,
-
-    /// Server port.
+    /// The server's port, once resolved.
+    #[arg(skip)]
     pub port: u16,
-
-    /// Your username: printable ASCII without spaces or ':', at most as
-    /// long as the server allows (32 bytes by default; the protocol's
-    /// maximum is 255, and the server decides).
-    #[arg(value_parser = parse_username)]
+    /// The username, once resolved.
+    #[arg(skip)]
     pub username: String,
+
+    /// The client config file [default: $XDG_CONFIG_HOME/pmchat/client.toml,
+    /// else ~/.config/pmchat/client.toml]: named servers with host, port,
+    /// name, tls, tls_ca and password_file, and `default` (see the man page).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// One command to run instead of a script, like `redis-cli`:
     /// `send bob hello there` sends one message, waits for the server to
@@ -217,6 +236,13 @@ pub struct ClientArgs {
     pub no_history: bool,
 }
 
+/// The environment variables that stand in for HOST, PORT and USERNAME.
+pub const HOST_VARIABLE: &str = "PMCHAT_HOST";
+/// See [`HOST_VARIABLE`].
+pub const PORT_VARIABLE: &str = "PMCHAT_PORT";
+/// See [`HOST_VARIABLE`].
+pub const USER_VARIABLE: &str = "PMCHAT_USER";
+
 /// Checks the username against the protocol's own maximum only: the
 /// server's limit is not known before login, and the server says if the
 /// name is too long for it.
@@ -231,6 +257,80 @@ fn parse_username(name: &str) -> Result<String, String> {
 pub const GOB_SEND_INTERVAL: Duration = Duration::from_millis(20);
 
 impl ClientArgs {
+    /// Fills in the server and the username: a server named in the config
+    /// file (its words after it are the command), else HOST, PORT and
+    /// USERNAME as given, each missing one from its environment variable,
+    /// else the file's `default` server. Options given on the command line
+    /// win over the file's. `Err` is a usage error.
+    pub fn resolve(mut self) -> Result<ClientArgs, String> {
+        let (path, required) = match &self.config {
+            Some(path) => (Some(path.clone()), true),
+            None => (super::config::default_path(), false),
+        };
+        let config = match &path {
+            Some(path) => super::config::ConfigFile::load(path, required)?,
+            None => super::config::ConfigFile::default(),
+        };
+        let mut words: Vec<String> = [
+            self.host_arg.take(),
+            self.port_arg.take(),
+            self.username_arg.take(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(std::mem::take(&mut self.command))
+        .collect();
+        let nothing_given = words.is_empty() && env(HOST_VARIABLE).is_none();
+        let named = match words.first() {
+            Some(first) => config.servers.get(first).inspect(|_| {
+                words.remove(0);
+            }),
+            None if nothing_given => config.default.as_ref().and_then(|d| config.servers.get(d)),
+            None => None,
+        };
+        if let Some(entry) = named {
+            self.host = entry.host.clone();
+            self.port = entry.port;
+            let name = entry.name.clone().or_else(|| env(USER_VARIABLE));
+            self.username =
+                name.ok_or("the config file's server has no name, and PMCHAT_USER is not set")?;
+            self.command = words;
+            if self.tls_ca.is_none() {
+                self.tls_ca = entry.tls_ca.clone();
+            }
+            self.tls |= entry.tls;
+            if self.password_file.is_none() {
+                self.password_file = entry.password_file.clone();
+            }
+        } else {
+            let mut words = words.into_iter();
+            let mut next = |variable: &str, what: &str| {
+                words.next().or_else(|| env(variable)).ok_or_else(|| {
+                    format!(
+                        "no {what} given: chat-client HOST PORT USERNAME, {HOST_VARIABLE}/\
+                         {PORT_VARIABLE}/{USER_VARIABLE}, or a server named in the config file"
+                    )
+                })
+            };
+            self.host = next(HOST_VARIABLE, "HOST")?;
+            let port = next(PORT_VARIABLE, "PORT")?;
+            self.username = next(USER_VARIABLE, "USERNAME")?;
+            self.port = port
+                .parse()
+                .map_err(|_| format!("'{port}' is not a port (0 to 65535)"))?;
+            self.command = words.collect();
+        }
+        self.username = parse_username(&self.username)?;
+        let alone = self.follow || self.interactive || !self.files.is_empty();
+        if !self.command.is_empty() && alone {
+            return Err(
+                "a COMMAND after the username runs alone: no --follow, --interactive or --file"
+                    .into(),
+            );
+        }
+        Ok(self)
+    }
+
     /// The pause after each message sent.
     pub fn send_interval(&self) -> Duration {
         self.send_interval.unwrap_or(match self.wire {
@@ -259,6 +359,13 @@ impl ClientArgs {
     }
 }
 
+/// A non-empty environment variable.
+fn env(variable: &str) -> Option<String> {
+    std::env::var(variable)
+        .ok()
+        .filter(|value| !value.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,28 +376,32 @@ mod tests {
         ClientArgs::command().debug_assert();
     }
 
+    /// Parses and resolves without any config file.
+    fn resolved(words: &[&str]) -> Result<ClientArgs, String> {
+        let mut args = vec!["c", "--config", "/dev/null"];
+        args.extend_from_slice(words);
+        ClientArgs::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .resolve()
+    }
+
     #[test]
     fn bad_usernames_are_usage_errors() {
         for name in ["", "two words", &"a".repeat(256), "tab\there", "bob:"] {
-            assert!(
-                ClientArgs::try_parse_from(["c", "localhost", "9000", name]).is_err(),
-                "{name:?}"
-            );
+            assert!(resolved(&["localhost", "9000", name]).is_err(), "{name:?}");
         }
-        assert!(ClientArgs::try_parse_from(["c", "::1", "9000", "alice"]).is_ok());
+        assert!(resolved(&["::1", "9000", "alice"]).is_ok());
         // Longer than the default limit: the server decides.
         let long = "a".repeat(255);
-        assert!(ClientArgs::try_parse_from(["c", "::1", "9000", &long]).is_ok());
+        assert!(resolved(&["::1", "9000", &long]).is_ok());
+        assert!(resolved(&["::1", "port", "alice"]).is_err());
     }
 
     #[test]
     fn everything_after_the_username_is_one_command() {
-        let args =
-            ClientArgs::try_parse_from(["c", "::1", "9000", "alice", "send", "bob", "-v", "hi"])
-                .unwrap();
+        let args = resolved(&["::1", "9000", "alice", "send", "bob", "-v", "hi"]).unwrap();
         assert_eq!(args.command, ["send", "bob", "-v", "hi"]);
-        let args =
-            ClientArgs::try_parse_from(["c", "--to", "bob", "::1", "9000", "alice"]).unwrap();
+        let args = resolved(&["--to", "bob", "::1", "9000", "alice"]).unwrap();
         assert_eq!(args.to.as_deref(), Some("bob"));
         assert!(ClientArgs::try_parse_from(["c", "::1", "9000", "alice", "--count", "1"]).is_err());
     }

@@ -1,6 +1,7 @@
 //! The chat client: connect, then run the REPL or a batch script.
 //!
 //! - [`cli`]: command-line options.
+//! - [`config`]: the config file and environment that fill them in.
 //! - [`command`]: the command language, shared by both modes.
 //! - [`connection`]: connecting and the receiving loop.
 //! - [`output`]: rendering of received frames (plain, JSON, colour).
@@ -16,6 +17,7 @@
 mod batch;
 pub mod cli;
 mod command;
+pub mod config;
 mod connection;
 mod output;
 mod receipts;

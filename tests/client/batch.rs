@@ -305,3 +305,56 @@ fn count_ends_a_follower_after_that_many_messages_and_releases_the_name() {
     eqnice!(vec!["alice: one", "alice: two"], printed);
     server.wait_offline("bob");
 }
+
+#[test]
+fn a_server_named_in_the_config_file_or_the_environment_needs_no_retyping() {
+    let mut server = ServerProcess::start(&[]);
+    let bob = Follower::start(&mut server, "bob", &[]);
+    let dir = std::env::temp_dir().join(format!("pmchat-config-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("pmchat")).unwrap();
+    std::fs::write(
+        dir.join("pmchat/client.toml"),
+        format!(
+            "default = \"here\"\n[servers.here]\nhost = \"127.0.0.1\"\nport = {}\nname = \"alice\"\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let bare = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-client"));
+        command
+            .env("HOME", std::env::temp_dir())
+            .env("XDG_CONFIG_HOME", &dir)
+            .env_remove("PMCHAT_HOST")
+            .env_remove("PMCHAT_PORT")
+            .env_remove("PMCHAT_USER");
+        command
+    };
+    // `chat-client here send …`: the named server, then a command.
+    let mut named = bare();
+    named.args(["here", "send", "bob", "by name"]);
+    let run = run_client(named, b"");
+    eqnice!("", run.stderr);
+    eqnice!(0, run.status);
+    eqnice!("alice: by name", bob.line());
+    // `chat-client` alone: the default server, a script on stdin.
+    let run = run_client(bare(), b"send bob by default\n");
+    eqnice!(0, run.status);
+    eqnice!("alice: by default", bob.line());
+    // The environment, with the command line winning where both speak.
+    let mut from_env = bare();
+    from_env
+        .env("XDG_CONFIG_HOME", dir.join("nowhere"))
+        .env("PMCHAT_HOST", "127.0.0.1")
+        .env("PMCHAT_PORT", server.port.to_string())
+        .env("PMCHAT_USER", "carol");
+    let run = run_client(from_env, b"send bob from the environment\n");
+    eqnice!(0, run.status);
+    eqnice!("carol: from the environment", bob.line());
+    // A mistake in the file is a usage error naming it.
+    std::fs::write(dir.join("pmchat/client.toml"), "[servers.here]\nhots = 1\n").unwrap();
+    let run = run_client(bare(), b"");
+    eqnice!(2, run.status);
+    assert!(run.stderr.contains("client.toml"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -438,7 +438,11 @@ pub fn client_command(port: u16, name: &str) -> Command {
         .args(["127.0.0.1", &port.to_string(), name])
         .env_remove("NO_COLOR")
         .env("HOME", std::env::temp_dir())
-        .env_remove("XDG_STATE_HOME");
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("PMCHAT_HOST")
+        .env_remove("PMCHAT_PORT")
+        .env_remove("PMCHAT_USER");
     command
 }
 
