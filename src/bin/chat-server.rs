@@ -132,6 +132,8 @@ fn main() -> ExitCode {
     // signals.
     smol::block_on(server.run(listener, stop_signal));
     workers.stop();
+    // The console's line editor may hold the terminal in raw mode.
+    server::restore_terminal();
     Status::Success.into()
 }
 

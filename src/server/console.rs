@@ -91,95 +91,27 @@ commands:
   help             show this list
   exit             shut the server down";
 
-/// Starts the console on its own thread, reading `stdin` until it ends.
-///
-/// A terminal is read only while the server is in its foreground: a
-/// server started with `&` in an interactive shell would otherwise be
-/// stopped by the terminal (SIGTTIN) at its first read, and then serve
-/// nobody. In the background the console waits, says so once on stderr,
-/// and comes back with `fg`.
+/// Starts the console on its own thread, reading `stdin` until it ends:
+/// through a line editor, and only while in the foreground, when stdin is
+/// a terminal ([`super::terminal`]); plain lines otherwise.
 pub fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
-    let terminal = std::io::stdin().is_terminal();
-    if terminal {
-        ignore_terminal_stops();
+    if std::io::stdin().is_terminal() {
+        return super::terminal::spawn(handle, color);
     }
     std::thread::Builder::new()
         .name("pmchat-console".into())
-        .spawn(move || {
-            let stdin = std::io::stdin();
-            if terminal {
-                let input = std::io::BufReader::new(ForegroundOnly::new(stdin));
-                run(input, std::io::stdout(), &handle, color);
-            } else {
-                run(stdin.lock(), std::io::stdout(), &handle, color);
-            }
-        })
+        .spawn(move || run(std::io::stdin().lock(), std::io::stdout(), &handle, color))
         .map(drop)
 }
 
-/// Makes background reads from (and writes to) the terminal fail or pass
-/// instead of stopping the whole process.
-fn ignore_terminal_stops() {
-    for signal in [libc::SIGTTIN, libc::SIGTTOU] {
-        // SAFETY: setting a signal's disposition to SIG_IGN installs no
-        // handler code, so it cannot race anything running in a handler;
-        // it is done before the console thread starts reading.
-        unsafe {
-            libc::signal(signal, libc::SIG_IGN);
-        }
-    }
-}
-
-/// True if this process's group owns the terminal on stdin.
-fn in_foreground() -> bool {
-    let stdin = std::io::stdin();
-    match rustix::termios::tcgetpgrp(&stdin) {
-        Ok(owner) => owner == rustix::process::getpgrp(),
-        // No terminal after all (or no controlling one): nothing to fear.
-        Err(_) => true,
-    }
-}
-
-/// How often a console in the background checks whether it is back.
-const FOREGROUND_POLL: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Stdin on a terminal, read only while the server is in the foreground.
-struct ForegroundOnly {
-    stdin: std::io::Stdin,
-    /// The background notice was printed.
-    told: bool,
-}
-
-impl ForegroundOnly {
-    fn new(stdin: std::io::Stdin) -> Self {
-        ForegroundOnly { stdin, told: false }
-    }
-
-    fn wait_for_foreground(&mut self) {
-        while !in_foreground() {
-            if !std::mem::replace(&mut self.told, true) {
-                crate::err_line!(
-                    "chat-server: running in the background of a terminal: the console is off \
-                     (bring the server to the foreground with fg to use it)"
-                );
-            }
-            std::thread::sleep(FOREGROUND_POLL);
-        }
-    }
-}
-
-impl std::io::Read for ForegroundOnly {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            self.wait_for_foreground();
-            match self.stdin.read(buf) {
-                // Sent to the background during the read (SIGTTIN is
-                // ignored, so the read fails instead of stopping us).
-                Err(e) if e.raw_os_error() == Some(libc::EIO) && !in_foreground() => {}
-                other => return other,
-            }
-        }
-    }
+/// What a console line asks for.
+pub(crate) enum Reply {
+    /// The server is shutting down: stop reading.
+    Exit,
+    /// A blank line.
+    Nothing,
+    /// Text to show the operator.
+    Text(String),
 }
 
 /// Executes console lines from `input` until it ends or says `exit`.
@@ -194,84 +126,93 @@ pub fn run(mut input: impl BufRead, mut out: impl Write, handle: &ServerHandle, 
             }
             Ok(_) => {}
         }
-        let text = String::from_utf8_lossy(&line);
-        let reply = match parse(&text) {
-            ConsoleCommand::Exit => {
-                handle.shutdown();
-                return;
+        let reply = match execute(&String::from_utf8_lossy(&line), handle, color) {
+            Reply::Exit => return,
+            Reply::Nothing => continue,
+            Reply::Text(reply) => reply,
+        };
+        // The console's output going away is no reason to stop serving.
+        let _ = writeln!(out, "{reply}").and_then(|()| out.flush());
+    }
+}
+
+/// Executes one console line.
+pub(crate) fn execute(text: &str, handle: &ServerHandle, color: bool) -> Reply {
+    let reply = match parse(text) {
+        ConsoleCommand::Exit => {
+            handle.shutdown();
+            return Reply::Exit;
+        }
+        ConsoleCommand::Nothing => return Reply::Nothing,
+        ConsoleCommand::Help => HELP.to_string(),
+        ConsoleCommand::Invalid(why) => why,
+        ConsoleCommand::Users => {
+            let names = handle.online();
+            let mut reply = format!("{} online", names.len());
+            for name in names {
+                reply.push_str("\n  ");
+                if color {
+                    reply.push_str(&name.bold().to_string());
+                } else {
+                    reply.push_str(&name);
+                }
             }
-            ConsoleCommand::Nothing => continue,
-            ConsoleCommand::Help => HELP.to_string(),
-            ConsoleCommand::Invalid(why) => why,
-            ConsoleCommand::Users => {
-                let names = handle.online();
-                let mut reply = format!("{} online", names.len());
-                for name in names {
+            reply
+        }
+        ConsoleCommand::ReloadTls => match handle.reload_tls() {
+            None => "TLS is not enabled".to_string(),
+            Some(Ok(())) => "TLS certificate reloaded".to_string(),
+            Some(Err(e)) => format!("TLS certificate not reloaded: {e}"),
+        },
+        ConsoleCommand::Accounts => match handle.accounts() {
+            None => "no accounts file (start the server with --accounts FILE)".to_string(),
+            Some(accounts) => {
+                let online = accounts.iter().filter(|(_, on)| *on).count();
+                let mut reply = format!("{} registered, {online} online", accounts.len());
+                for (name, on) in accounts {
                     reply.push_str("\n  ");
                     if color {
                         reply.push_str(&name.bold().to_string());
                     } else {
                         reply.push_str(&name);
                     }
+                    if on {
+                        reply.push_str(" (online)");
+                    }
                 }
                 reply
             }
-            ConsoleCommand::ReloadTls => match handle.reload_tls() {
-                None => "TLS is not enabled".to_string(),
-                Some(Ok(())) => "TLS certificate reloaded".to_string(),
-                Some(Err(e)) => format!("TLS certificate not reloaded: {e}"),
-            },
-            ConsoleCommand::Accounts => match handle.accounts() {
-                None => "no accounts file (start the server with --accounts FILE)".to_string(),
-                Some(accounts) => {
-                    let online = accounts.iter().filter(|(_, on)| *on).count();
-                    let mut reply = format!("{} registered, {online} online", accounts.len());
-                    for (name, on) in accounts {
-                        reply.push_str("\n  ");
-                        if color {
-                            reply.push_str(&name.bold().to_string());
-                        } else {
-                            reply.push_str(&name);
-                        }
-                        if on {
-                            reply.push_str(" (online)");
-                        }
-                    }
-                    reply
-                }
-            },
-            ConsoleCommand::ReloadAccounts => match handle.reload_accounts() {
-                None => "no accounts file (start the server with --accounts FILE)".to_string(),
-                Some(Ok(count)) => format!("accounts reloaded: {count} registered name(s)"),
-                Some(Err(e)) => format!("accounts not reloaded (keeping the previous ones): {e}"),
-            },
-            ConsoleCommand::Ban(name, duration) => {
-                let how_long = duration.map_or_else(
-                    || "until unbanned".to_string(),
-                    |d| format!("for {}", crate::args::format_wait(d)),
-                );
-                match handle.ban(name, duration) {
-                    Ok(true) => format!("banned '{}' {how_long} (disconnected)", escaped(name)),
-                    Ok(false) => format!("banned '{}' {how_long}", escaped(name)),
-                    Err(why) => why,
-                }
-            }
-            ConsoleCommand::Unban(name) => match handle.unban(name) {
-                Ok(true) => format!("'{}' may log in again", escaped(name)),
-                Ok(false) => format!("'{}' was not banned", escaped(name)),
+        },
+        ConsoleCommand::ReloadAccounts => match handle.reload_accounts() {
+            None => "no accounts file (start the server with --accounts FILE)".to_string(),
+            Some(Ok(count)) => format!("accounts reloaded: {count} registered name(s)"),
+            Some(Err(e)) => format!("accounts not reloaded (keeping the previous ones): {e}"),
+        },
+        ConsoleCommand::Ban(name, duration) => {
+            let how_long = duration.map_or_else(
+                || "until unbanned".to_string(),
+                |d| format!("for {}", crate::args::format_wait(d)),
+            );
+            match handle.ban(name, duration) {
+                Ok(true) => format!("banned '{}' {how_long} (disconnected)", escaped(name)),
+                Ok(false) => format!("banned '{}' {how_long}", escaped(name)),
                 Err(why) => why,
-            },
-            ConsoleCommand::Kick(name) => {
-                if handle.kick(name) {
-                    format!("kicked '{}'", escaped(name))
-                } else {
-                    format!("'{}' is not online", escaped(name))
-                }
             }
-        };
-        // The console's output going away is no reason to stop serving.
-        let _ = writeln!(out, "{reply}").and_then(|()| out.flush());
-    }
+        }
+        ConsoleCommand::Unban(name) => match handle.unban(name) {
+            Ok(true) => format!("'{}' may log in again", escaped(name)),
+            Ok(false) => format!("'{}' was not banned", escaped(name)),
+            Err(why) => why,
+        },
+        ConsoleCommand::Kick(name) => {
+            if handle.kick(name) {
+                format!("kicked '{}'", escaped(name))
+            } else {
+                format!("'{}' is not online", escaped(name))
+            }
+        }
+    };
+    Reply::Text(reply)
 }
 
 #[cfg(test)]

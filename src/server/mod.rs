@@ -18,7 +18,8 @@
 //! `accounts` (registered names: the file and its hashes), `auth` (the
 //! password check and its back-off, before a registered name is claimed),
 //! `pending` (telling a client its login is being worked on),
-//! `config`/`cli` (settings), `console` (the operator), `bans` (names kept
+//! `config`/`cli` (settings), `console` (the operator; `terminal` when it
+//! is on a terminal), `bans` (names kept
 //! out), `cluster` (several
 //! nodes as one server, through Redis), `redis_io` (the sockets under its
 //! Redis connections).
@@ -40,6 +41,7 @@ mod redis_io;
 mod registry;
 mod router;
 mod session;
+mod terminal;
 #[cfg(test)]
 mod testing;
 pub mod tls;
@@ -60,6 +62,7 @@ use crate::transport::{Socket, Transport};
 use crate::workers::Workers;
 pub use config::Config;
 use registry::Registry;
+pub use terminal::restore as restore_terminal;
 pub use wire::Wire;
 
 /// State every connection task shares.

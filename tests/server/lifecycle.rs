@@ -245,3 +245,40 @@ fn a_server_started_in_the_background_of_an_interactive_shell_serves_and_stops()
         .expect("a clean exit after SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_console_on_a_terminal_edits_lines_and_recalls_them_with_the_arrow_keys() {
+    use expectrl::Expect;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command
+        .args(["0", "--bind", "127.0.0.1", "-q"])
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1");
+    let mut console = expectrl::session::OsSession::spawn(command).expect("a pty");
+    console.set_expect_timeout(Some(std::time::Duration::from_secs(20)));
+    console.expect("listening on").unwrap();
+    console.send("kick nobody\r").unwrap();
+    console.expect("'nobody' is not online").unwrap();
+    // Up arrow: the same line again, not its escape code.
+    console.send("\x1b[A\r").unwrap();
+    let again = console.expect("'nobody' is not online").unwrap();
+    let between = String::from_utf8_lossy(again.before()).into_owned();
+    assert!(!between.contains("unknown command"), "{between:?}");
+    // Ctrl-C stops the server as SIGINT does.
+    console.send("\x03").unwrap();
+    console.expect(expectrl::Eof).unwrap();
+}
+
+#[test]
+fn console_replies_escape_what_was_typed() {
+    let mut server = ServerProcess::start(&[]);
+    server.console("kick \x1b]0;owned\x07");
+    let reply = server.stdout_line();
+    eqnice!("'\\x1b]0;owned\\x07' is not online", reply.trim_end());
+    server.console("\x1b[2Jwipe");
+    let reply = server.stdout_line();
+    eqnice!(
+        "unknown command '\\x1b[2Jwipe' (try 'help')",
+        reply.trim_end()
+    );
+}
