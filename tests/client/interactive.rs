@@ -471,3 +471,34 @@ fn query_sends_plain_lines_to_one_user_until_ended() {
     alice.send_line("just talking").unwrap();
     alice.expect("unknown command 'just'").unwrap();
 }
+
+#[test]
+fn pasted_lines_are_commands_of_their_own_and_a_long_paste_asks_first() {
+    let mut server = ServerProcess::start(&[]);
+    let dir = TempDir::new("paste");
+    let mut carol = server.login("carol");
+    let mut alice = repl(&server, "alice", &dir);
+    // A bracketed paste of two lines, then Enter.
+    alice
+        .send("\x1b[200~send carol pasted one\nsend carol pasted two\x1b[201~\r")
+        .unwrap();
+    eqnice!(Frame::msg("alice", "pasted one"), carol.frame());
+    eqnice!(Frame::msg("alice", "pasted two"), carol.frame());
+    // Six lines: asked first; a no sends nothing.
+    let six: String = (1..=6).map(|i| format!("send carol line {i}\n")).collect();
+    alice
+        .send(format!("\x1b[200~{}\x1b[201~\r", six.trim_end()))
+        .unwrap();
+    alice.expect("send 6 pasted lines? [y/N] ").unwrap();
+    alice.send_line("n").unwrap();
+    alice.expect("nothing of the paste was sent").unwrap();
+    carol.expect_silence(std::time::Duration::from_millis(300));
+    alice
+        .send(format!("\x1b[200~{}\x1b[201~\r", six.trim_end()))
+        .unwrap();
+    alice.expect("send 6 pasted lines? [y/N] ").unwrap();
+    alice.send_line("y").unwrap();
+    for i in 1..=6 {
+        eqnice!(Frame::msg("alice", &format!("line {i}")), carol.frame());
+    }
+}

@@ -56,6 +56,9 @@ use network::{network, ReplSink};
 /// Most history entries kept.
 const HISTORY_SIZE: usize = 1000;
 
+/// Lines a paste may hold before the editor asks whether to send them.
+const PASTE_WITHOUT_ASKING: usize = 5;
+
 /// What Ctrl-C at an empty prompt says.
 pub const HOW_TO_LEAVE: &str = "to leave, type exit or press Ctrl-D";
 
@@ -409,39 +412,26 @@ impl Session<'_> {
                 None => format!("{}> ", options.username),
             };
             match self.editor.readline(&prompt) {
-                Ok(line) => {
-                    if let Some(path) = &options.history {
-                        // `exit` would only ever be recalled by mistake.
-                        if !matches!(line.trim(), "" | "exit" | "quit" | "/quit") {
-                            let _ = self.editor.add_history_entry(line.as_str());
-                            append_history(self.editor, path);
+                // A paste of several lines comes as one: each line is a
+                // command of its own, as in irssi, and many need a yes.
+                Ok(line) if line.contains(['\n', '\r']) => {
+                    let lines: Vec<&str> = line
+                        .split(['\n', '\r'])
+                        .filter(|line| !line.trim().is_empty())
+                        .collect();
+                    if lines.len() > PASTE_WITHOUT_ASKING && !self.confirm_paste(lines.len()) {
+                        notice("nothing of the paste was sent");
+                        continue;
+                    }
+                    for line in lines {
+                        if self.act_on(line, options, &mut peer) {
+                            return;
                         }
                     }
-                    let lost = self.link.phase.is_lost();
-                    let handled = if lost && line.trim().is_empty() {
-                        Handled::Reconnect
-                    } else {
-                        let cx = LineContext {
-                            state: self.state,
-                            frames: &self.link.frames,
-                            lost,
-                            echo: &options.renderer,
-                        };
-                        handle_line(&line, &mut peer, &cx)
-                    };
-                    match handled {
-                        Handled::Leave => return,
-                        Handled::Reconnect if !lost => notice("already connected"),
-                        Handled::Reconnect => self.connect_again(options),
-                        // With receipts the name is remembered once the
-                        // message is accepted (by the network thread).
-                        Handled::Sent { to } if !self.state.receipts() => {
-                            if let Some(recipients) = self.recipients {
-                                lock(recipients).used(&to);
-                            }
-                        }
-                        Handled::Sent { .. } => {}
-                        Handled::Done => {}
+                }
+                Ok(line) => {
+                    if self.act_on(&line, options, &mut peer) {
+                        return;
                     }
                 }
                 // Ctrl-C: the editor has already dropped the line; at an
@@ -459,6 +449,53 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Asks before a paste of `count` lines goes out.
+    fn confirm_paste(&mut self, count: usize) -> bool {
+        let question = format!("{NOTICE_MARK}send {count} pasted lines? [y/N] ");
+        matches!(
+            self.editor.readline(&question).as_deref().map(str::trim),
+            Ok("y" | "Y" | "yes")
+        )
+    }
+
+    /// Acts on one line as typed; true when the user leaves.
+    fn act_on(&mut self, line: &str, options: &ReplOptions, peer: &mut Option<String>) -> bool {
+        if let Some(path) = &options.history {
+            // `exit` would only ever be recalled by mistake.
+            if !matches!(line.trim(), "" | "exit" | "quit" | "/quit") {
+                let _ = self.editor.add_history_entry(line);
+                append_history(self.editor, path);
+            }
+        }
+        let lost = self.link.phase.is_lost();
+        let handled = if lost && line.trim().is_empty() {
+            Handled::Reconnect
+        } else {
+            let cx = LineContext {
+                state: self.state,
+                frames: &self.link.frames,
+                lost,
+                echo: &options.renderer,
+            };
+            handle_line(line, peer, &cx)
+        };
+        match handled {
+            Handled::Leave => return true,
+            Handled::Reconnect if !lost => notice("already connected"),
+            Handled::Reconnect => self.connect_again(options),
+            // With receipts the name is remembered once the message is
+            // accepted (by the network thread).
+            Handled::Sent { to } if !self.state.receipts() => {
+                if let Some(recipients) = self.recipients {
+                    lock(recipients).used(&to);
+                }
+            }
+            Handled::Sent { .. } => {}
+            Handled::Done => {}
+        }
+        false
     }
 }
 
