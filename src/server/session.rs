@@ -191,10 +191,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     // A banned name is refused before anything costs more.
     if shared.bans.is_banned(&name, Instant::now()) {
         info!(%peer, user = &*name, "rejected: banned");
-        let wire = wire_for_refusal(&transport, &mut input, &shared).await;
         let text = protocol::banned_text(&name);
-        reject(&transport, wire, &text, shared.config.linger).await;
-        return;
+        return refuse_login(&transport, &mut input, &shared, text).await;
     }
     let mut proven = None;
     if let Some(auth) = &shared.auth {
@@ -211,9 +209,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
         } else if shared.config.registered_only {
             info!(%peer, user = &*name, "rejected: not a registered name");
             let text = protocol::not_registered_text(&name);
-            let wire = wire_for_refusal(&transport, &mut input, &shared).await;
-            reject(&transport, wire, &text, shared.config.linger).await;
-            return;
+            return refuse_login(&transport, &mut input, &shared, text).await;
         }
     }
     let session = Arc::new(Session::new(name, peer, &transport, &shared));
@@ -230,42 +226,34 @@ pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: Socke
     if let Some(cluster) = &shared.cluster {
         let held_here = shared.registry.get(session.name().as_bytes()).is_some();
         let asked = proven.is_some() || sent_hello(&input, shared.config.limits);
+        // Boxed, like the password check: a single node's sessions must
+        // not carry room for the claim's state for their whole life.
         let claimed = match held_here {
             true => Err(ClaimError::Taken),
-            false => bounded_login_step(
+            false => Box::pin(bounded_login_step(
                 &transport,
                 asked,
                 PendingReason::Cluster,
                 CLAIM_BOUND,
                 cluster.claim(session.name()),
-            )
+            ))
             .await
             .unwrap_or(Err(ClaimError::Unavailable)),
         };
-        let refusal = match claimed {
-            Ok(()) => None,
-            Err(ClaimError::Taken) => Some(protocol::USERNAME_TAKEN.into()),
-            Err(ClaimError::Banned) => Some(protocol::banned_text(session.name())),
-            Err(ClaimError::Unavailable) => Some(protocol::SERVICE_UNAVAILABLE.into()),
-        };
-        if let Some(text) = refusal.as_deref() {
+        if let Err(refused) = claimed {
+            let text = match refused {
+                ClaimError::Taken => protocol::USERNAME_TAKEN.to_string(),
+                ClaimError::Banned => protocol::banned_text(session.name()),
+                ClaimError::Unavailable => protocol::SERVICE_UNAVAILABLE.to_string(),
+            };
             info!(%peer, user = session.name(), "rejected: {}", text.trim_end());
-            let wire = wire_for_refusal(&transport, &mut input, &shared).await;
-            reject(&transport, wire, text, shared.config.linger).await;
-            return;
+            return refuse_login(&transport, &mut input, &shared, text).await;
         }
     }
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
-        let wire = wire_for_refusal(&transport, &mut input, &shared).await;
-        reject(
-            &transport,
-            wire,
-            protocol::USERNAME_TAKEN,
-            shared.config.linger,
-        )
-        .await;
-        return;
+        let text = protocol::USERNAME_TAKEN.to_string();
+        return refuse_login(&transport, &mut input, &shared, text).await;
     }
     info!(
         %peer,
@@ -666,6 +654,21 @@ pub(crate) async fn wire_for_refusal<D: Decoder>(
         .map_or(shared.config.default_wire, |&first| {
             Wire::starting_with(first)
         })
+}
+
+/// Refuses a login that never got a session: `text` in the wire the
+/// client's first bytes choose, then a close. Boxed, and owning its text:
+/// a refusal's state is not room every session carries for its whole life.
+fn refuse_login<'a>(
+    transport: &'a Transport,
+    input: &'a mut FrameReader<InputDecoder>,
+    shared: &'a Shared,
+    text: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let wire = wire_for_refusal(transport, input, shared).await;
+        reject(transport, wire, &text, shared.config.linger).await;
+    })
 }
 
 /// Sends one error frame to a client that never got a session, then closes.
