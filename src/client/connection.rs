@@ -92,12 +92,15 @@ pub async fn open(
     }
 }
 
+/// The rustls error under a failed handshake, if that is what failed it.
+fn tls_error(error: &io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
 /// True if a handshake failed because the answer was not a TLS record.
 fn answered_in_clear(error: &io::Error) -> bool {
     matches!(
-        error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        tls_error(error),
         Some(rustls::Error::InvalidMessage(
             rustls::InvalidMessage::InvalidContentType
         ))
@@ -109,9 +112,7 @@ fn answered_in_clear(error: &io::Error) -> bool {
 /// did not sign it (another `--tls-self-signed` CA has the same name).
 fn unknown_issuer(error: &io::Error) -> bool {
     matches!(
-        error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        tls_error(error),
         Some(rustls::Error::InvalidCertificate(
             rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature
         ))
