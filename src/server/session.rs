@@ -11,11 +11,12 @@
 //! A session speaks to a [`Wire`] (how its frames are encoded and decoded)
 //! and a [`Transport`] (the byte stream), both chosen per connection; the
 //! modules `wire` and `transport` say how a new one is added. Every session
-//! starts as v1; if the very first bytes after the handshake are a gob
+//! reads v1 first; if the very first bytes after the handshake are a gob
 //! stream (they do not start with `0x00`, which v1 refuses), the reading
-//! loop goes on with gob's decoder, on the same buffer.
+//! loop goes on with gob's decoder, on the same buffer. Until a client has
+//! sent anything, frames to it are encoded in `--default-wire`.
 //! Refusals before a session exists (a taken name) wait a moment for those
-//! first bytes to answer in the client's wire.
+//! first bytes to answer in the client's wire (else the default one).
 //!
 //! Closing is always the same dance, whoever starts it: leave the online
 //! list, let the writer flush what is queued (bounded by the flush timeout),

@@ -11,8 +11,10 @@
 //! The two are told apart by the first byte after the handshake: a v1
 //! frame always starts with `0x00` (the high byte of its opcode), a gob
 //! stream never does (it starts with a non-zero length). Until that byte
-//! arrives a session counts as v1, so a v1 peer that only listens is served
-//! exactly as before; a gob peer is recognised by the first thing it sends.
+//! arrives a session is spoken to in `--default-wire` (v1 unless told
+//! otherwise, so a v1 peer that only listens is served exactly as before);
+//! no byte sequence serves both, so a silent original gob client needs
+//! `--default-wire gob`.
 //!
 //! **Adding a wire**: add a variant to [`Wire`] with its encodings, a
 //! state to [`InputDecoder`] that yields [`ClientFrame`]s, and a way to
