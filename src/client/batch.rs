@@ -85,12 +85,12 @@ pub enum Ended {
     /// Done: exit with this status.
     Done(Status),
     /// The connection was lost (or, reconnecting, the name was still
-    /// held); the notice says how. `logged_in`: the login had been
-    /// confirmed before.
+    /// held); the notice says how. `logged_in_for`: how long the
+    /// connection lasted after its login was confirmed, if it was.
     Lost {
         status: Status,
         notice: String,
-        logged_in: bool,
+        logged_in_for: Option<Duration>,
     },
 }
 
@@ -219,7 +219,7 @@ pub fn run(
         let mut output = Output::new(options.renderer);
         // Set once the whole script has been handed to the socket.
         let input_done = Cell::new(false);
-        let logged_in = Cell::new(false);
+        let logged_in = Cell::new(None);
         let (told, outcome) = login_channel();
         let negotiation = Negotiation {
             quiet_name_taken: options.retry_taken,
@@ -261,7 +261,7 @@ pub fn run(
                 }
                 Some(Login::V1) => {}
             }
-            logged_in.set(true);
+            logged_in.set(Some(std::time::Instant::now()));
             if options.retry_taken {
                 crate::err_line!("chat-client: reconnected");
             }
@@ -337,7 +337,7 @@ pub fn run(
             Ended::Lost {
                 status,
                 notice,
-                logged_in: logged_in.get(),
+                logged_in_for: logged_in.get().map(|at| at.elapsed()),
             }
         } else {
             Ended::Done(status)

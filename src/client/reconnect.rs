@@ -3,7 +3,8 @@
 //! When the connection is lost (the server stopped, the network dropped)
 //! the client waits, connects again and logs in again under the same name,
 //! as `nats sub` and `websocat --autoreconnect` do, waiting by a
-//! [`Backoff`]; a connection that logs in starts it again. Each attempt is
+//! [`Backoff`]; a connection that stays logged in for 10 s starts it
+//! again. Each attempt is
 //! one line on stderr; stdout only ever gets whole message lines.
 //!
 //! A reconnection may find the name still held, by our own previous session
@@ -25,6 +26,10 @@ use super::Greeting;
 use crate::backoff::Backoff;
 use crate::exit_codes::Status;
 use crate::transport::Transport;
+
+/// How long a connection must stay up after its login before a loss
+/// starts the back-off from its first wait again.
+const STAYED_UP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a batch run needs to connect (again).
 pub struct Connector<'a> {
@@ -73,7 +78,7 @@ impl Connector<'_> {
                 messages_left: messages_left.clone(),
             };
             let ended = batch::run(transport, (self.greeting)(), options, &state, script);
-            let (mut notice, logged_in) = match ended {
+            let (mut notice, logged_in_for) = match ended {
                 Ended::Done(status) => {
                     let failed = failed || state.failed();
                     return match status {
@@ -83,12 +88,19 @@ impl Connector<'_> {
                 }
                 Ended::Lost { status, .. } if !args.reconnect => return status,
                 Ended::Lost {
-                    notice, logged_in, ..
-                } => (notice, logged_in),
+                    notice,
+                    logged_in_for,
+                    ..
+                } => (notice, logged_in_for),
             };
-            if logged_in {
+            if let Some(lasted) = logged_in_for {
                 failed |= state.failed();
-                backoff.reset();
+                // Only a connection that held starts the waits afresh: a
+                // server that logs us in and drops us at once must not
+                // be hammered at the shortest wait.
+                if lasted >= STAYED_UP {
+                    backoff.reset();
+                }
             }
             let next = async {
                 loop {

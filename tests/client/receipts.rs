@@ -419,3 +419,36 @@ fn a_banned_name_stays_out_even_with_reconnect_until_unbanned() {
     let run = run_client(client_command(server.port, "carol"), b"");
     eqnice!(0, run.status);
 }
+
+#[test]
+fn a_server_that_logs_in_and_drops_at_once_does_not_reset_the_back_off() {
+    // Logs every connection in (WELCOME), then closes it at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in listener.incoming().take(6) {
+            let Ok(mut stream) = stream else { continue };
+            let mut greeting = [0u8; 256];
+            let _ = stream.read(&mut greeting);
+            let mut welcome = vec![0, 2, 0, 4, 0, 0];
+            welcome.extend_from_slice(b"evil");
+            let _ = stream.write_all(&welcome);
+        }
+    });
+    let mut listener = spawn_follower(port, "bob", &["--reconnect"], Stdio::null(), Stdio::piped());
+    let stderr = lines_of(listener.0.stderr.take().unwrap());
+    let attempts: Vec<String> = (0..3)
+        .map(|_| loop {
+            let line = stderr.recv_timeout(TIMEOUT).expect("a reconnect notice");
+            if line.contains("reconnecting in") {
+                break line;
+            }
+        })
+        .collect();
+    for (i, line) in attempts.iter().enumerate() {
+        assert!(
+            line.ends_with(&format!("(attempt {})", i + 1)),
+            "{attempts:?}"
+        );
+    }
+}
