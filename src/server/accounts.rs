@@ -240,9 +240,29 @@ pub enum PasswdError {
 /// missing): the other lines, comments included, stay as they are. The new
 /// file is written beside the old one with mode 0600, synced and renamed
 /// over it, so a server reading it sees the old or the new version, never
-/// half of one. Returns true if the name was already registered.
+/// half of one. Runs of `chat-server passwd` at once take turns through an
+/// advisory lock on `PATH.lock`, so none loses another's entry. A path that
+/// is a symbolic link updates the file it points to. Returns true if the
+/// name was already registered.
 pub fn set_password(path: &Path, name: &str, password: &[u8]) -> Result<bool, PasswdError> {
     check_name(name)?;
+    // Hashed before the lock: it takes the longest and needs no file.
+    let hash = hash_password(password).map_err(PasswdError::Hash)?;
+    let target;
+    let path = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            target = fs::canonicalize(path).map_err(|source| PasswdError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            target.as_path()
+        }
+        _ => path,
+    };
+    let _lock = lock_beside(path).map_err(|source| PasswdError::Write {
+        path: lock_path(path),
+        source,
+    })?;
     let old = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
@@ -254,13 +274,34 @@ pub fn set_password(path: &Path, name: &str, password: &[u8]) -> Result<bool, Pa
         }
     };
     AccountTable::parse(&old, path).map_err(PasswdError::Existing)?;
-    let hash = hash_password(password).map_err(PasswdError::Hash)?;
     let (text, existed) = with_entry(&old, name, &hash);
     write_atomically(path, text.as_bytes()).map_err(|source| PasswdError::Write {
         path: path.to_path_buf(),
         source,
     })?;
     Ok(existed)
+}
+
+/// The lock file beside the accounts file `path`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive advisory lock beside `path`, waiting for whoever
+/// holds it; released when the returned file is dropped (or the process
+/// ends). The lock file stays: removing it would let two runs lock two
+/// different files.
+fn lock_beside(path: &Path) -> io::Result<fs::File> {
+    let lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(lock_path(path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(lock)
 }
 
 /// The file's text with `name`'s line replaced (or appended).

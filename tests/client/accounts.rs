@@ -253,6 +253,48 @@ fn guessing_backs_off_and_the_fifth_guess_is_measurably_delayed() {
 }
 
 #[test]
+fn passwd_runs_at_once_lose_no_entry() {
+    let dir = TempDir::new("accounts-concurrent");
+    let file = dir.0.join("accounts");
+    for round in 0..5 {
+        let names: Vec<String> = (0..4).map(|i| format!("user{round}x{i}")).collect();
+        let runs: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (file, name) = (file.clone(), name.clone());
+                std::thread::spawn(move || passwd(&file, &name, "pw"))
+            })
+            .collect();
+        for run in runs {
+            assert!(run.join().unwrap().status.success());
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in &names {
+            assert!(
+                text.contains(&format!("{name}:$argon2id$")),
+                "{name} lost:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn passwd_on_a_symbolic_link_updates_the_file_it_points_to() {
+    let dir = TempDir::new("accounts-symlink");
+    let real = dir.0.join("real-accounts");
+    let link = dir.0.join("accounts");
+    assert!(passwd(&real, "alice", "pw").status.success());
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(passwd(&link, "bob", "pw").status.success());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let text = std::fs::read_to_string(&real).unwrap();
+    assert!(text.contains("alice:") && text.contains("bob:"), "{text}");
+}
+
+#[test]
 fn the_password_appears_neither_in_logs_nor_in_ps() {
     const SECRET: &str = "Zq8-unmistakable-secret";
     let dir = TempDir::new("accounts-secret");
