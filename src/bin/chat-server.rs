@@ -120,7 +120,7 @@ fn main() -> ExitCode {
                     loop {
                         hangups.next().await;
                         let _ = handle.reload_tls();
-                        let _ = handle.reload_accounts();
+                        let _ = handle.reload_accounts(false);
                     }
                 });
             }

@@ -36,6 +36,29 @@ pub enum AccountsError {
         line: usize,
         why: String,
     },
+    /// The new version would unregister most names at once (an emptied or
+    /// truncated file): not loaded unless forced.
+    #[error(
+        "{path} would unregister {removed} of the {before} registered names \
+         ({after} left); not loaded: check the file, then reload-accounts --force"
+    )]
+    Shrinks {
+        path: PathBuf,
+        before: usize,
+        after: usize,
+        removed: usize,
+    },
+}
+
+/// What a reload changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Names registered now.
+    pub count: usize,
+    /// Names that were not registered before.
+    pub added: usize,
+    /// Names that are no longer registered.
+    pub removed: usize,
 }
 
 /// Registered names and their PHC hashes, as parsed from one version of
@@ -108,6 +131,12 @@ fn check_hash(hash: &str) -> Result<(), String> {
             parsed.algorithm
         ));
     }
+    // Without these the name would refuse every password, silently.
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("the hash has no salt or no hash part (use chat-server passwd)".into());
+    }
+    argon2::Params::try_from(&parsed)
+        .map_err(|e| format!("the hash's argon2 parameters are not usable ({e})"))?;
     Ok(())
 }
 
@@ -164,26 +193,45 @@ impl Accounts {
         Arc::clone(&self.table.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Reads the file again; on error the accounts stay as they were.
-    /// Returns how many names are registered now.
-    pub fn reload(&self) -> Result<usize, AccountsError> {
+    /// Reads the file again; on error the accounts stay as they were. A
+    /// version that would unregister every name, or more than half of
+    /// them, is refused ([`AccountsError::Shrinks`]) unless `force`: an
+    /// emptied or truncated file must not free registered names for anyone
+    /// to take. Each version is looked at once: a refused one is not tried
+    /// again until the file changes (or the operator forces it).
+    pub fn reload(&self, force: bool) -> Result<Reloaded, AccountsError> {
         let stamp = FileStamp::of(&self.path).ok();
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         let table = read_table(&self.path)?;
-        let count = table.len();
+        let old = self.table();
+        let removed = old.names().filter(|n| table.hash_of(n).is_none()).count();
+        let added = table.names().filter(|n| old.hash_of(n).is_none()).count();
+        let (before, after) = (old.len(), table.len());
+        if !force && before > 0 && (after == 0 || removed * 2 > before) {
+            return Err(AccountsError::Shrinks {
+                path: self.path.clone(),
+                before,
+                after,
+                removed,
+            });
+        }
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-        Ok(count)
+        Ok(Reloaded {
+            count: after,
+            added,
+            removed,
+        })
     }
 
-    /// Reloads if the file changed on disk since it was last read; `None`
-    /// when it did not (or cannot be looked at now: a rewrite in progress
-    /// is picked up at a later check).
-    pub fn reload_if_changed(&self) -> Option<Result<usize, AccountsError>> {
+    /// Reloads (unforced) if the file changed on disk since it was last
+    /// read; `None` when it did not (or cannot be looked at now: a rewrite
+    /// in progress is picked up at a later check).
+    pub fn reload_if_changed(&self) -> Option<Result<Reloaded, AccountsError>> {
         let stamp = FileStamp::of(&self.path).ok()?;
         if *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == Some(stamp) {
             return None;
         }
-        Some(self.reload())
+        Some(self.reload(false))
     }
 }
 
@@ -392,6 +440,17 @@ mod tests {
             (format!("\nal ice:{hash}\n"), 2, "invalid username"),
             ("alice:plaintext\n".to_string(), 1, "not a PHC"),
             (format!("alice:{hash}\nalice:{hash}\n"), 2, "listed twice"),
+            // A hash without its hash part would refuse every password.
+            (
+                "bob:$argon2id$garbage\n".to_string(),
+                1,
+                "no salt or no hash",
+            ),
+            (
+                format!("alice:{hash}\nbob:$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ\n"),
+                2,
+                "no salt or no hash",
+            ),
         ];
         for (text, line, why) in cases {
             match parse(&text) {
@@ -404,6 +463,44 @@ mod tests {
                 other => panic!("expected an error for {text:?}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_reload_that_unregisters_most_names_waits_for_force() {
+        let dir = std::env::temp_dir().join(format!("pmchat-shrink-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("accounts");
+        let hash = cheap_hash("pw");
+        let entries = |names: &[&str]| {
+            let text: String = names.iter().map(|n| format!("{n}:{hash}\n")).collect();
+            fs::write(&path, text).unwrap();
+        };
+        entries(&["a", "b", "c", "d"]);
+        let accounts = Accounts::load(&path).unwrap();
+        // Emptied: refused, and the names stay registered.
+        entries(&[]);
+        assert!(matches!(
+            accounts.reload(false),
+            Err(AccountsError::Shrinks {
+                before: 4,
+                after: 0,
+                removed: 4,
+                ..
+            })
+        ));
+        assert_eq!(accounts.table().len(), 4);
+        // Half gone is allowed, with what changed counted.
+        entries(&["a", "b", "e"]);
+        let reloaded = accounts.reload(false).unwrap();
+        assert_eq!(
+            (reloaded.count, reloaded.added, reloaded.removed),
+            (3, 1, 2)
+        );
+        // More than half gone needs force.
+        entries(&["a"]);
+        assert!(accounts.reload(false).is_err());
+        assert_eq!(accounts.reload(true).unwrap().count, 1);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -457,8 +554,13 @@ mod tests {
             set_password(&path, "no:colon", b"x"),
             Err(PasswdError::Name(UsernameError::Colon { .. }))
         ));
-        // Nothing left behind beside it.
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        // Nothing left behind beside it but the (empty) lock file.
+        let mut left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["accounts", "accounts.lock"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -32,7 +32,8 @@ Console commands (typed on stdin):
   unban NAME       let NAME log in again
   accounts         list the registered names, online or not
   reload-tls       read the TLS certificate and key again (also on SIGHUP)
-  reload-accounts  read the accounts file again (also on SIGHUP)
+  reload-accounts  read the accounts file again (also on SIGHUP); --force
+                   loads one that unregisters most names
   help             list the console commands
   exit             shut down (same as SIGINT or SIGTERM)
 End of stdin does not stop the server.

@@ -35,8 +35,9 @@ pub enum ConsoleCommand<'a> {
     ReloadTls,
     /// List registered names.
     Accounts,
-    /// Read the accounts file again.
-    ReloadAccounts,
+    /// Read the accounts file again (`--force`: even if it unregisters
+    /// most names).
+    ReloadAccounts { force: bool },
     /// List the commands.
     Help,
     /// A blank line.
@@ -58,7 +59,8 @@ pub fn parse(line: &str) -> ConsoleCommand<'_> {
         ("help", []) => ConsoleCommand::Help,
         ("reload-tls", []) => ConsoleCommand::ReloadTls,
         ("accounts", []) => ConsoleCommand::Accounts,
-        ("reload-accounts", []) => ConsoleCommand::ReloadAccounts,
+        ("reload-accounts", []) => ConsoleCommand::ReloadAccounts { force: false },
+        ("reload-accounts", ["--force"]) => ConsoleCommand::ReloadAccounts { force: true },
         ("kick", [name]) => ConsoleCommand::Kick(name),
         ("kick", _) => ConsoleCommand::Invalid("usage: kick NAME".into()),
         ("ban", [name]) => ConsoleCommand::Ban(name, None),
@@ -87,7 +89,8 @@ commands:
   unban NAME       let NAME in again
   accounts         list the registered names, online or not
   reload-tls       read the TLS certificate and key again
-  reload-accounts  read the accounts file again
+  reload-accounts  read the accounts file again (--force: even one that
+                   unregisters most names)
   help             show this list
   exit             shut the server down";
 
@@ -183,9 +186,12 @@ pub(crate) fn execute(text: &str, handle: &ServerHandle, color: bool) -> Reply {
                 reply
             }
         },
-        ConsoleCommand::ReloadAccounts => match handle.reload_accounts() {
+        ConsoleCommand::ReloadAccounts { force } => match handle.reload_accounts(force) {
             None => "no accounts file (start the server with --accounts FILE)".to_string(),
-            Some(Ok(count)) => format!("accounts reloaded: {count} registered name(s)"),
+            Some(Ok(reloaded)) => format!(
+                "accounts reloaded: {} registered name(s), {} added, {} removed",
+                reloaded.count, reloaded.added, reloaded.removed
+            ),
             Some(Err(e)) => format!("accounts not reloaded (keeping the previous ones): {e}"),
         },
         ConsoleCommand::Ban(name, duration) => {
@@ -228,7 +234,14 @@ mod tests {
         assert_eq!(parse("help"), ConsoleCommand::Help);
         assert_eq!(parse("reload-tls"), ConsoleCommand::ReloadTls);
         assert_eq!(parse("accounts"), ConsoleCommand::Accounts);
-        assert_eq!(parse("reload-accounts"), ConsoleCommand::ReloadAccounts);
+        assert_eq!(
+            parse("reload-accounts"),
+            ConsoleCommand::ReloadAccounts { force: false }
+        );
+        assert_eq!(
+            parse("reload-accounts --force"),
+            ConsoleCommand::ReloadAccounts { force: true }
+        );
         assert!(matches!(parse("accounts x"), ConsoleCommand::Invalid(_)));
         assert!(matches!(parse("kick"), ConsoleCommand::Invalid(_)));
         assert!(matches!(parse("kick a b"), ConsoleCommand::Invalid(_)));

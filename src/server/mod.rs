@@ -401,9 +401,15 @@ impl Server {
     }
 }
 
-fn log_accounts_reload(reloaded: &Result<usize, accounts::AccountsError>, why: &str) {
+fn log_accounts_reload(reloaded: &Result<accounts::Reloaded, accounts::AccountsError>, why: &str) {
     match reloaded {
-        Ok(count) => info!("accounts reloaded ({why}): {count} registered name(s)"),
+        Ok(accounts::Reloaded {
+            count,
+            added,
+            removed,
+        }) => info!(
+            "accounts reloaded ({why}): {count} registered name(s), {added} added, {removed} removed"
+        ),
         Err(e) => warn!("accounts not reloaded ({why}), keeping the previous ones: {e}"),
     }
 }
@@ -551,11 +557,15 @@ impl ServerHandle {
     }
 
     /// Reads the accounts file again; `None` without `--accounts`. On error
-    /// the accounts stay as they were.
-    pub fn reload_accounts(&self) -> Option<Result<usize, accounts::AccountsError>> {
+    /// the accounts stay as they were; `force` loads a version that
+    /// unregisters most names at once (see [`accounts::Accounts::reload`]).
+    pub fn reload_accounts(
+        &self,
+        force: bool,
+    ) -> Option<Result<accounts::Reloaded, accounts::AccountsError>> {
         let auth = self.shared.auth.as_ref()?;
-        let reloaded = auth.accounts.reload();
-        log_accounts_reload(&reloaded, "asked to");
+        let reloaded = auth.accounts.reload(force);
+        log_accounts_reload(&reloaded, if force { "forced" } else { "asked to" });
         Some(reloaded)
     }
 

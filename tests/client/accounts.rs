@@ -253,6 +253,32 @@ fn guessing_backs_off_and_the_fifth_guess_is_measurably_delayed() {
 }
 
 #[test]
+fn an_emptied_accounts_file_frees_no_name_until_the_operator_says_so() {
+    let dir = TempDir::new("accounts-emptied");
+    let accounts = accounts_file(&dir.0, &[("alice", "pw")]);
+    let mut server = server_with_accounts(&dir.0, &accounts, &[]);
+    std::fs::write(&accounts, "").unwrap();
+    // Well past the half-second poll: alice is still registered.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut impostor = RawClient::open(server.port);
+    impostor.handshake(b"alice");
+    impostor.send("bob", "it's me");
+    eqnice!(
+        Frame::err("'alice' is a registered name; log in with a client that supports passwords\n"),
+        impostor.frame()
+    );
+    server.console("reload-accounts");
+    assert!(server.stdout_line().contains("reload-accounts --force"));
+    server.console("reload-accounts --force");
+    let reply = server.stdout_line();
+    eqnice!(
+        "accounts reloaded: 0 registered name(s), 0 added, 1 removed",
+        reply.trim_end()
+    );
+    server.login("alice");
+}
+
+#[test]
 fn passwd_runs_at_once_lose_no_entry() {
     let dir = TempDir::new("accounts-concurrent");
     let file = dir.0.join("accounts");
