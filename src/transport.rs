@@ -74,6 +74,22 @@ impl Socket {
         }
     }
 
+    /// Waits until more input than is buffered now may have arrived. A
+    /// worker's readiness is edge-triggered: it fires only when new data
+    /// comes. async-io's fires again at once while anything is unread, so
+    /// off the workers (the server's in-process tests) this polls on a
+    /// timer instead.
+    pub(crate) async fn more_input(&self) {
+        match self {
+            Socket::Reactor(_) => {
+                smol::Timer::after(std::time::Duration::from_millis(5)).await;
+            }
+            Socket::Worker(stream) => {
+                let _ = stream.readable().await;
+            }
+        }
+    }
+
     /// Like `TcpStream::peek`, waiting for input.
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

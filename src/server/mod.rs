@@ -387,16 +387,19 @@ impl Server {
                 return;
             };
             info!(%peer, "connected");
+            // One handshake timeout for everything before the username:
+            // the TLS handshake (or telling plain from TLS) and the name.
+            let deadline = std::time::Instant::now() + shared.config.handshake_timeout;
             let transport = match &shared.config.tls {
                 None => Transport::plain(socket),
                 // Boxed: without TLS, a connection's task carries no
                 // room for the TLS handshake's state.
-                Some(tls) => match Box::pin(secure(&shared, tls, socket, peer)).await {
+                Some(tls) => match Box::pin(secure(&shared, tls, socket, peer, deadline)).await {
                     Some(transport) => transport,
                     None => return,
                 },
             };
-            session::serve(Arc::clone(&shared), transport, peer).await;
+            session::serve(Arc::clone(&shared), transport, peer, deadline).await;
         });
     }
 }
@@ -423,9 +426,9 @@ async fn secure(
     tls: &tls::ServerTls,
     stream: Socket,
     peer: SocketAddr,
+    deadline: std::time::Instant,
 ) -> Option<Transport> {
     let config = &shared.config;
-    let deadline = std::time::Instant::now() + config.handshake_timeout;
     let opens_tls = crate::runtime::until(deadline, first_bytes_say_tls(&stream))
         .await
         .unwrap_or(false);
@@ -462,10 +465,10 @@ async fn first_bytes_say_tls(stream: &Socket) -> bool {
     loop {
         match stream.peek(&mut first).await {
             Ok(n) if n >= 2 => return tls::starts_tls(&first),
-            // One byte so far: a lone 0x16 could still be either.
-            Ok(1) => {
-                Timer::after(Duration::from_millis(5)).await;
-            }
+            // One byte so far: only a 0x16 could still be either, and it
+            // waits for more input, not on a timer (a stalled peer costs
+            // nothing while it stalls).
+            Ok(1) if tls::may_start_tls(first[0]) => stream.more_input().await,
             _ => return false,
         }
     }

@@ -185,8 +185,16 @@ enum HandshakeEnd {
 }
 
 /// Serves one accepted connection until it is closed.
-pub(crate) async fn serve(shared: Arc<Shared>, transport: Transport, peer: SocketAddr) {
-    let Some((name, mut input)) = login(&shared, &transport, peer).await else {
+///
+/// The username must arrive by `handshake_deadline`, counted from the
+/// accept (a TLS handshake before it comes out of the same time).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    transport: Transport,
+    peer: SocketAddr,
+    handshake_deadline: Instant,
+) {
+    let Some((name, mut input)) = login(&shared, &transport, peer, handshake_deadline).await else {
         return;
     };
     // A banned name is refused before anything costs more.
@@ -332,16 +340,14 @@ async fn login(
     shared: &Shared,
     transport: &Transport,
     peer: SocketAddr,
+    deadline: Instant,
 ) -> Option<(Box<str>, FrameReader<InputDecoder>)> {
     let limits = shared.config.limits;
     let mut input = FrameReader::new(HandshakeDecoder { limits });
     let handshake = async {
-        timeout(
-            shared.config.handshake_timeout,
-            read_handshake(transport, &mut input),
-        )
-        .await
-        .unwrap_or(Err(HandshakeEnd::TimedOut))
+        until(deadline, read_handshake(transport, &mut input))
+            .await
+            .unwrap_or(Err(HandshakeEnd::TimedOut))
     }
     .or(async {
         shared.shutdown.wait().await;

@@ -118,7 +118,16 @@ fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
 
 /// True if the first two bytes of a connection open a TLS handshake.
 pub fn starts_tls(first: &[u8]) -> bool {
-    first.starts_with(&[0x16, 0x03])
+    first.starts_with(&[TLS_HANDSHAKE_RECORD, 0x03])
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// True if a connection whose first byte is `first` may still turn out to
+/// open a TLS handshake (any other first byte is plain at once).
+pub fn may_start_tls(first: u8) -> bool {
+    first == TLS_HANDSHAKE_RECORD
 }
 
 /// A self-signed set for local use: a CA and a server certificate it

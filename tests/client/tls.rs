@@ -237,3 +237,59 @@ fn a_tls_user_that_pauses_reading_still_gets_a_burst_whole_and_in_order() {
     }
     sender.join().unwrap();
 }
+
+/// User and system CPU seconds a process has used, from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .expect("a stat line")
+        .1
+        .split(' ')
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // The kernel's USER_HZ, 100 on Linux.
+    ticks / 100.0
+}
+
+#[test]
+fn peers_stalled_after_one_byte_cost_a_tls_server_no_cpu() {
+    let dir = TempDir::new("tls-one-byte");
+    let server = tls_server(&dir.0, "127.0.0.1", &["-q"]);
+    // A lone 0x16 could still open TLS or a 22-byte name: each waits.
+    let stalled: Vec<RawClient> = (0..500)
+        .map(|_| {
+            let mut client = RawClient::open(server.port);
+            client.write(&[0x16]);
+            client
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(server.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(server.pid()) - before;
+    // Re-polled on a timer they cost 0.75 s of CPU in these 2 s; waiting
+    // for input, nothing.
+    assert!(used < 0.25, "the server used {used:.2} s of CPU");
+    drop(stalled);
+}
+
+#[test]
+fn a_silent_plain_peer_on_a_tls_server_gets_one_handshake_timeout_not_two() {
+    let dir = TempDir::new("tls-silent");
+    let server = tls_server(&dir.0, "127.0.0.1", &["--handshake-timeout", "1s"]);
+    for first in [&[][..], &[0x16][..]] {
+        let mut silent = RawClient::open(server.port);
+        let started = Instant::now();
+        silent.write(first);
+        eqnice!(
+            Frame::err("no username received within 1s\n"),
+            silent.frame()
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_millis(1700),
+            "{first:?}: {waited:?}"
+        );
+    }
+}
