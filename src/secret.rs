@@ -12,6 +12,16 @@ use std::os::fd::AsFd;
 
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex};
 
+/// The permission bits of `path` when it is a regular file that users
+/// other than its owner can read (a password file, a key, the accounts
+/// file): the caller warns. `None` when it is private or not a file.
+pub fn readable_by_others(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    let mode = metadata.permissions().mode() & 0o777;
+    (metadata.is_file() && mode & 0o044 != 0).then_some(mode)
+}
+
 /// Longest password accepted from a person or a file, in bytes.
 pub const MAX_PASSWORD_INPUT: usize = crate::protocol::MAX_PASSWORD;
 

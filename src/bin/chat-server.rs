@@ -54,6 +54,13 @@ fn main() -> ExitCode {
                     accounts.table().len(),
                     path.display()
                 );
+                if let Some(mode) = pmchat::secret::readable_by_others(path) {
+                    tracing::warn!(
+                        "the accounts file {} can be read by other users (mode {mode:o}); \
+                         chmod 600 it",
+                        path.display()
+                    );
+                }
                 config.accounts = Some(Arc::new(accounts));
             }
             Err(e) => return fail(&format!("cannot use the accounts file: {e}")),

@@ -179,17 +179,11 @@ fn given_password(args: &ClientArgs) -> Result<Option<Vec<u8>>, String> {
 /// Says so when a password file can be read by other users than its
 /// owner: anyone on the machine could log in with it.
 fn warn_if_others_can_read(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(metadata) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = metadata.permissions().mode();
-    if metadata.is_file() && mode & 0o044 != 0 {
+    if let Some(mode) = crate::secret::readable_by_others(path) {
         crate::err_line!(
-            "chat-client: warning: {} can be read by other users (mode {:o}); \
+            "chat-client: warning: {} can be read by other users (mode {mode:o}); \
              chmod 600 it",
-            path.display(),
-            mode & 0o777
+            path.display()
         );
     }
 }

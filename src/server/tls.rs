@@ -107,13 +107,35 @@ fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
         path: files.key.clone(),
-        why: e.to_string(),
+        why: if is_encrypted_key(&files.key) {
+            "encrypted keys are not supported; give the key unencrypted, readable by the \
+             server's user only (openssl pkey -in KEY -out PLAIN-KEY)"
+                .into()
+        } else {
+            e.to_string()
+        },
     })?;
+    if let Some(mode) = crate::secret::readable_by_others(&files.key) {
+        tracing::warn!(
+            "the TLS key {} can be read by other users (mode {mode:o}); chmod 600 it",
+            files.key.display()
+        );
+    }
     let config = ServerConfig::builder_with_provider(crate::transport::crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// True if the PEM key file at `path` holds an encrypted key, which
+/// rustls cannot use (it reports only that no key was found).
+fn is_encrypted_key(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|pem| {
+        let pem = String::from_utf8_lossy(&pem);
+        pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            || pem.contains("Proc-Type: 4,ENCRYPTED")
+    })
 }
 
 /// True if the first two bytes of a connection open a TLS handshake.

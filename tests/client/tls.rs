@@ -293,3 +293,29 @@ fn a_silent_plain_peer_on_a_tls_server_gets_one_handshake_timeout_not_two() {
         );
     }
 }
+
+#[test]
+fn an_encrypted_key_is_named_as_such() {
+    let dir = TempDir::new("tls-encrypted-key");
+    // Only to create a certificate in `dir`.
+    drop(tls_server(&dir.0, "127.0.0.1", &[]));
+    let encrypted = dir.0.join("encrypted.key");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHzBJBgkqhkiG9w0BBQ0wPDAbBgkq\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["0", "--bind", "127.0.0.1", "--tls-cert"])
+        .arg(dir.0.join("server.pem"))
+        .arg("--tls-key")
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    eqnice!(Some(1), output.status.code());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("encrypted keys are not supported"),
+        "{stderr}"
+    );
+}
