@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         }
     };
     let console_color = args.color.enabled_for(&std::io::stdout());
-    if let Err(e) = server::console::spawn(server.handle(), console_color) {
+    if let Err(e) = server.handle().start_console(console_color) {
         return fail(&format!("cannot start the console: {e}"));
     }
     if reloadable {

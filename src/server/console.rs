@@ -4,7 +4,7 @@
 //! only through a [`ServerHandle`]. End of input ends the console, not the
 //! server, so the server can run as a daemon with stdin closed.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 
 use owo_colors::OwoColorize;
 use tracing::debug;
@@ -94,13 +94,10 @@ commands:
   help             show this list
   exit             shut the server down";
 
-/// Starts the console on its own thread, reading `stdin` until it ends:
-/// through a line editor, and only while in the foreground, when stdin is
-/// a terminal ([`super::terminal`]); plain lines otherwise.
-pub fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
-    if std::io::stdin().is_terminal() {
-        return super::terminal::spawn(handle, color);
-    }
+/// Starts the console on its own thread, reading plain lines from `stdin`
+/// until it ends (a terminal goes to `terminal`'s editor instead: see
+/// [`super::start_console`]).
+pub(super) fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("pmchat-console".into())
         .spawn(move || run(std::io::stdin().lock(), std::io::stdout(), &handle, color))

@@ -588,6 +588,16 @@ impl ServerHandle {
         )
     }
 
+    /// Starts the operator's console on stdin: a line editor used only in
+    /// the foreground when stdin is a terminal, plain lines otherwise.
+    pub fn start_console(&self, color: bool) -> std::io::Result<()> {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            terminal::spawn(self.clone(), color)
+        } else {
+            console::spawn(self.clone(), color)
+        }
+    }
+
     /// Starts a shutdown, as `exit` on the console or SIGTERM does.
     pub fn shutdown(&self) {
         self.shared.shutdown.trigger();
