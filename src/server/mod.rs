@@ -21,8 +21,8 @@
 //! `config`/`cli` (settings), `console` (the operator; `terminal` when it
 //! is on a terminal), `bans` (names kept
 //! out), `cluster` (several
-//! nodes as one server, through Redis), `redis_io` (the sockets under its
-//! Redis connections).
+//! nodes as one server, through Redis: `cluster/mod.rs` lists its parts),
+//! `redis_io` (the sockets under its Redis connections).
 //!
 //! [`Server::run`] takes its listener and its shutdown signal from the
 //! caller, so tests and the binary alike bind where they want (port 0

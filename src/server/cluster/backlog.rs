@@ -1,0 +1,171 @@
+//! Messages from other nodes waiting, in order, for room in a local
+//! recipient's full queue: the cross-node side of the slow-consumer rule.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::warn;
+
+use super::batch::Record;
+use super::Cluster;
+use crate::server::outbound::PushError;
+use crate::server::router::slow_consumer_text;
+use crate::server::session::Session;
+use crate::server::Shared;
+
+/// A message from another node waiting for room in a local recipient's
+/// queue.
+pub(super) struct Waiting {
+    /// Encoded in the recipient's wire.
+    pub(super) frame: Vec<u8>,
+    /// The sender's node and name, to tell it if the message is dropped.
+    pub(super) origin: Arc<str>,
+    pub(super) from: Box<[u8]>,
+}
+
+/// Messages from other nodes waiting, in order, for one recipient whose
+/// queue is full; at most `--queue-bytes` of them.
+#[derive(Default)]
+pub(super) struct Backlog {
+    frames: VecDeque<Waiting>,
+    bytes: usize,
+}
+
+/// What [`Cluster::join_backlog`] did.
+pub(super) enum Joined {
+    /// The recipient has no backlog: deliver as usual.
+    NoBacklog,
+    /// Queued behind the backlog.
+    Queued,
+    /// The backlog is full too: not delivered.
+    Refused(Vec<Waiting>),
+}
+
+/// A session's backlog key: its address.
+pub(super) fn session_key(session: &Arc<Session>) -> usize {
+    Arc::as_ptr(session) as usize
+}
+
+/// The error text for a message dropped because its recipient, on another
+/// node, has not read what is already waiting for it.
+pub(super) fn not_reading_text(name: &str) -> String {
+    format!("'{name}' is not reading fast enough; message not delivered\n")
+}
+
+impl Cluster {
+    /// Queues a message behind `session`'s backlog if it has one.
+    pub(super) fn join_backlog(
+        &self,
+        shared: &Shared,
+        session: &Arc<Session>,
+        waiting: impl FnOnce() -> Waiting,
+    ) -> Joined {
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(backlog) = backlogs.get_mut(&session_key(session)) else {
+            return Joined::NoBacklog;
+        };
+        let waiting = waiting();
+        if backlog.bytes + waiting.frame.len() > shared.config.queue_bytes {
+            return Joined::Refused(vec![waiting]);
+        }
+        backlog.bytes += waiting.frame.len();
+        backlog.frames.push_back(waiting);
+        Joined::Queued
+    }
+
+    /// Starts a backlog for `session`, whose queue is full, with `first`,
+    /// and the task that feeds it into the queue as room appears.
+    pub(super) fn start_backlog(
+        &self,
+        shared: &Arc<Shared>,
+        session: Arc<Session>,
+        first: Waiting,
+    ) {
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        backlogs.insert(
+            session_key(&session),
+            Backlog {
+                bytes: first.frame.len(),
+                frames: VecDeque::from([first]),
+            },
+        );
+        drop(backlogs);
+        let shared = Arc::clone(shared);
+        smol::spawn(async move {
+            if let Some(cluster) = &shared.cluster {
+                cluster.drain_backlog(&shared, &session).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Feeds `session`'s backlog into its queue, each message waiting up to
+    /// the slow-consumer timeout for room; a recipient that never makes room
+    /// is disconnected as a slow consumer, and the senders of what was still
+    /// waiting are told.
+    async fn drain_backlog(&self, shared: &Shared, session: &Arc<Session>) {
+        let key = session_key(session);
+        loop {
+            let next = {
+                let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(backlog) = backlogs.get_mut(&key) else {
+                    return;
+                };
+                match backlog.frames.pop_front() {
+                    Some(next) => {
+                        backlog.bytes -= next.frame.len();
+                        next
+                    }
+                    None => {
+                        backlogs.remove(&key);
+                        return;
+                    }
+                }
+            };
+            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
+            let frame = &next.frame;
+            let pushed = session
+                .outbound()
+                .push(frame.len(), deadline, |out| out.extend_from_slice(frame))
+                .await;
+            if pushed.is_ok() {
+                continue;
+            }
+            let mut dropped = vec![next];
+            if let Some(backlog) = self
+                .backlogs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key)
+            {
+                dropped.extend(backlog.frames);
+            }
+            if pushed == Err(PushError::Full) && session.outbound().abort() {
+                shared.registry.remove(session);
+                warn!(
+                    user = session.name(),
+                    "disconnected slow consumer: outbound queue stayed full for {:?} \
+                     (messages from another node)",
+                    shared.config.slow_consumer_timeout
+                );
+            }
+            self.refuse(shared, dropped, &slow_consumer_text(session.name()))
+                .await;
+            return;
+        }
+    }
+
+    /// Tells the senders of `dropped` (on whichever node) that their
+    /// messages were not delivered, because of `text`.
+    pub(super) async fn refuse(&self, shared: &Shared, dropped: Vec<Waiting>, text: &str) {
+        for waiting in dropped {
+            let error = Record::Error {
+                to: &waiting.from,
+                text: text.as_bytes(),
+            };
+            let patience = shared.config.slow_consumer_timeout;
+            let _ = self.send(&waiting.origin, &error, patience).await;
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The connection loop: connect to Redis, subscribe, join, then serve the
+//! inbox, the presence channel, the publisher and the leases until Redis
+//! fails; reconnect with back-off.
+
+use std::sync::Arc;
+
+use redis::{PushInfo, PushKind, Value};
+use smol::future::FutureExt;
+use smol::Timer;
+use tracing::{debug, info, warn};
+
+use super::commands::{Backend, Commands, REDIS_TIMEOUT};
+use super::directory::{check_nodes, load_directory, presence_event};
+use super::inbound::Inbound;
+use super::keys::{inbox, PRESENCE_CHANNEL};
+use super::{Cluster, RENEW_EVERY};
+use crate::server::redis_io::NodeConnection;
+use crate::server::Shared;
+
+impl Cluster {
+    /// Keeps this node in the cluster until the server stops: connects,
+    /// loads the directory, then serves the inbox, the presence channel,
+    /// the publisher and the leases; reconnects with back-off whenever
+    /// Redis fails.
+    pub(crate) async fn run(&self, shared: &Arc<Shared>) {
+        let mut backoff = crate::backoff::Backoff::default();
+        loop {
+            match self.serve(shared, &mut backoff).await {
+                Ok(()) => {}
+                Err(e) if backoff.attempt == 0 => {
+                    let why = if refused_credentials(&e) {
+                        "Redis refused this node's password (the one in --cluster's URL)"
+                    } else {
+                        "Redis unreachable"
+                    };
+                    warn!("cluster: {why}: {e}; local users go on, logins wait");
+                }
+                Err(e) => debug!("cluster: still unreachable: {e}"),
+            }
+            self.set_connection(None);
+            let delay = backoff.next_delay();
+            debug!("cluster: reconnecting in {delay:?}");
+            Timer::after(delay).await;
+        }
+    }
+
+    /// A connection to this cluster's Redis whose pushes (subscribed
+    /// messages, disconnections) go to `pushed`. Bounded: a Redis that stops
+    /// answering must not hold a login (or the lease) forever; it counts as
+    /// unreachable instead.
+    async fn connect(&self, pushed: Inbound) -> redis::RedisResult<Commands> {
+        let push = move |info: PushInfo| pushed.push(info);
+        match &self.backend {
+            Backend::Single(info) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
+                    .set_push_sender(push);
+                Ok(Commands::Single(NodeConnection::open(info, config).await?))
+            }
+            Backend::Sharded(nodes) => {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(push)
+                    .connection_timeout(REDIS_TIMEOUT)
+                    .response_timeout(REDIS_TIMEOUT)
+                    .build()?;
+                // Each shard's connection is a `NodeConnection`, read as
+                // the single Redis's is (the crate's generic constructor,
+                // public though left out of its docs).
+                let connection = client.get_async_generic_connection().await?;
+                Ok(Commands::Sharded(connection))
+            }
+        }
+    }
+
+    /// One connection's worth of [`Cluster::run`]; returns when Redis
+    /// fails.
+    async fn serve(
+        &self,
+        shared: &Arc<Shared>,
+        backoff: &mut crate::backoff::Backoff,
+    ) -> redis::RedisResult<()> {
+        let (pushed, pushes) = Inbound::new();
+        let mut connection = self.connect(pushed).await?;
+        connection.subscribe(&inbox(&self.node)).await?;
+        connection.subscribe(PRESENCE_CHANNEL).await?;
+        // Ours first (names held through an outage are kept or lost), and
+        // said again, for nodes that lost track of them; then everyone
+        // else's.
+        let _ = self.renew(&mut connection).await?;
+        self.reclaim(shared, &mut connection).await?;
+        load_directory(shared, &self.node, &mut connection).await?;
+        self.set_connection(Some(connection.clone()));
+        if backoff.attempt > 0 {
+            info!("cluster: Redis reachable again");
+        } else {
+            info!(node = &*self.node, "cluster: joined");
+        }
+        backoff.reset();
+        let inbound = async {
+            while let Some(push) = pushes.next().await {
+                match push.kind {
+                    PushKind::Message | PushKind::SMessage => {
+                        let [Value::BulkString(channel), Value::BulkString(payload)] =
+                            &push.data[..]
+                        else {
+                            continue;
+                        };
+                        if channel == PRESENCE_CHANNEL.as_bytes() {
+                            presence_event(shared, &self.node, payload);
+                        } else {
+                            self.deliver(shared, payload).await;
+                        }
+                        // Behind on a flood, every await above can finish
+                        // at once and this loop would never give the
+                        // thread up: the backlog tasks (which disconnect a
+                        // slow consumer on time), the publisher and the
+                        // Redis drivers share it. Idle, the next push is
+                        // not there yet and the loop waits anyway.
+                        if pushes.waiting() {
+                            smol::future::yield_now().await;
+                        }
+                    }
+                    PushKind::Disconnection => break,
+                    _ => {}
+                }
+            }
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the subscription ended",
+            )))
+        };
+        let leases = async {
+            let mut connection = connection.clone();
+            loop {
+                Timer::after(RENEW_EVERY).await;
+                if !self.renew(&mut connection).await? {
+                    // Other nodes may have taken its names, and forgotten
+                    // it: it joins again.
+                    warn!("cluster: this node's lease ran out; claiming its names again");
+                    self.reclaim(shared, &mut connection).await?;
+                }
+                check_nodes(shared, &mut connection).await?;
+                // A command that timed out marked Redis unreachable; it
+                // answers again.
+                if !self.available() {
+                    info!("cluster: Redis answers again");
+                    self.set_connection(Some(connection.clone()));
+                }
+            }
+        };
+        let publisher = async {
+            let mut connection = connection.clone();
+            loop {
+                self.publish_ready(shared, &mut connection).await?;
+            }
+        };
+        inbound.or(leases).or(publisher).await
+    }
+}
+
+/// True when Redis answered, but not to this node's password (or lack of
+/// one): retrying helps only once the operator fixes one side.
+fn refused_credentials(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
+}

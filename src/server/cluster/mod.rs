@@ -1,0 +1,297 @@
+//! Several nodes acting as one server, through Redis (`--cluster URL`):
+//! one Redis (`redis://HOST:PORT`) or a Redis Cluster
+//! (`redis+cluster://HOST:PORT,HOST:PORT,…`, sharded pub/sub, and every
+//! command on a single key, so that it goes to the one shard holding it).
+//!
+//! Every node keeps its own sessions, registry and routing exactly as a
+//! single server does; Redis holds only what the nodes must agree on and
+//! carries only what crosses between them:
+//!
+//! - **Nodes hold leases, names follow them.** `pmchat:node:ID` is set
+//!   for [`LEASE`] and renewed every [`RENEW_EVERY`]: one command a second
+//!   per node, however many users it has. `pmchat:name:NAME` holds the id
+//!   of the node whose session has the name; a claim reads the holder,
+//!   checks the holder's lease, and swaps the name only if the holder is
+//!   still the one it read (a compare-and-set script), so it succeeds when
+//!   no live node holds the name, and of two nodes racing for a name
+//!   exactly one wins. A node that
+//!   dies (kill -9) stops renewing, so its names are free again within
+//!   [`LEASE`]; the nodes that notice forget its users and delete its keys
+//!   (each node keeps the set of its name keys, `pmchat:names:ID`).
+//! - **The directory.** Each node mirrors who is online elsewhere in its
+//!   [`Registry`](super::registry::Registry) (name → node), loaded when it
+//!   connects from the set of live nodes (`pmchat:nodes`) and each node's
+//!   set of names (`pmchat:names:ID`), no `SCAN` (which on a Redis Cluster
+//!   would visit every shard), and kept current by the `pmchat:presence`
+//!   channel (`+NODE NAME`, `-NODE NAME`). So "not connected", `who`,
+//!   presence events and the console's `users` cover every node without a
+//!   round trip to Redis per message.
+//! - **A message to a user on another node** is encoded into a bounded
+//!   outbox for that node ([`OUTBOX_BYTES`]); one publisher task sends each
+//!   outbox's contents as one `PUBLISH` (`SPUBLISH` on a Redis Cluster) to
+//!   `pmchat:inbox:NODE`, however many messages it holds, so Redis sees one
+//!   command per batch, not per message. One outbox per node and one
+//!   publisher keep one sender's messages to one recipient in order. A
+//!   full outbox makes the sender wait, as a full local queue does, and
+//!   then refuse with `'bob' is unreachable right now`. The receiving node
+//!   puts each message into its recipient's queue; one that finds the queue
+//!   full waits, in order with those after it, in a bounded backlog drained
+//!   by a task of its own, so the recipient's own slow-consumer rule
+//!   applies without holding up anyone else. A recipient that left in
+//!   between is reported back to the sender. Messages between two users on
+//!   one node never touch Redis.
+//! - **Redis unreachable.** The node keeps routing among its own users,
+//!   refuses new logins (`service unavailable`) and messages to other nodes
+//!   (`'bob' is unreachable right now`), logs it and reconnects with
+//!   back-off. Back (or on finding that its own lease ran out while it was
+//!   stopped), it claims again every name it holds; a session whose name
+//!   another node took meanwhile is told and closed.
+//!
+//! What goes through an inbox is a batch: the sending node's id, then
+//! records, each a kind byte and its fields (see `batch`).
+//!
+//! # Parts
+//! - `keys`: the key schema in Redis, its scripts, node ids.
+//! - `commands`: the Redis connection (one Redis or a Redis Cluster).
+//! - `link`: the connection loop (connect, join, serve, reconnect).
+//! - `names`: this node's lease, claims and releases of names.
+//! - `directory`: who is online on the other nodes.
+//! - `inbound`: the bounded queue of what Redis pushed to this node.
+//! - `batch`: the inter-node batch format.
+//! - `outbox`: messages for other nodes and the publisher.
+//! - `delivery`: acting on a batch from another node.
+//! - `backlog`: messages from other nodes waiting for a full local queue.
+
+mod backlog;
+mod batch;
+mod commands;
+mod delivery;
+mod directory;
+mod inbound;
+mod keys;
+mod link;
+mod names;
+mod outbox;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use event_listener::{listener, Event};
+use tracing::warn;
+
+use self::backlog::Backlog;
+use self::commands::{Backend, Commands};
+use self::keys::{ban_key, names_key, new_node_id, node_key, swap_script, NODES_KEY};
+use self::outbox::Outbox;
+use super::Shared;
+use crate::sanitize::Escaped;
+
+pub(super) use self::commands::REDIS_TIMEOUT;
+/// How long a node's lease (and so its names) lasts without renewal: a
+/// node that dies frees its names within this.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How often a node renews its lease and checks the other nodes'.
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// Bytes of messages waiting for one other node before senders wait.
+pub const OUTBOX_BYTES: usize = 1 << 20;
+
+/// The error text for a message to another node while Redis is
+/// unreachable or that node's outbox stayed full.
+pub fn unreachable_text(name: &[u8]) -> String {
+    format!("'{}' is unreachable right now\n", Escaped(name))
+}
+
+/// The error text for a session whose name another node took while this
+/// one could not reach Redis.
+pub fn name_lost_text(name: &str) -> String {
+    format!("'{name}' was taken by another login while this server could not reach its cluster\n")
+}
+
+/// Why a name could not be claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    /// Another session, on any node, holds it.
+    Taken,
+    /// The operator of some node banned it.
+    Banned,
+    /// Redis cannot be reached.
+    Unavailable,
+}
+
+/// A message could not be handed on to another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unreachable;
+
+/// This node's part in the cluster.
+pub(crate) struct Cluster {
+    /// This node's id, random per start.
+    node: Arc<str>,
+    backend: Backend,
+    /// The connection for commands; `None` while Redis is unreachable.
+    commands: RwLock<Option<Commands>>,
+    /// Messages for other nodes, by node id.
+    outboxes: RwLock<HashMap<Arc<str>, Arc<Outbox>>>,
+    /// Fires when an outbox got its first record.
+    ready: Event,
+    /// Fires when Redis becomes reachable.
+    reachable: Event,
+    /// The claim's compare-and-set, compiled once (its hash is sent, not
+    /// its text).
+    swap_script: redis::Script,
+    /// Messages from other nodes waiting for room in full local queues, by
+    /// recipient session (its address: a session with a backlog is kept
+    /// alive by the task draining it, so the address stays its own).
+    backlogs: Mutex<HashMap<usize, Backlog>>,
+}
+
+impl Cluster {
+    /// A node for the Redis at `url` (`redis://HOST:PORT`); nothing is
+    /// connected until [`Cluster::run`].
+    pub(crate) fn new(url: &str) -> Result<Cluster, String> {
+        let bad = |e: redis::RedisError| format!("bad --cluster URL: {e}");
+        let backend = match url.strip_prefix("redis+cluster://") {
+            Some(nodes) => {
+                let nodes: Vec<String> = nodes
+                    .split(',')
+                    .filter(|node| !node.is_empty())
+                    .map(|node| format!("redis://{node}"))
+                    .collect();
+                for node in &nodes {
+                    redis::IntoConnectionInfo::into_connection_info(node.as_str()).map_err(bad)?;
+                }
+                if nodes.is_empty() {
+                    return Err("bad --cluster URL: redis+cluster:// names no node".into());
+                }
+                Backend::Sharded(nodes)
+            }
+            None => {
+                let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad)?;
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(redis::ProtocolVersion::RESP3);
+                Backend::Single(info.set_redis_settings(settings))
+            }
+        };
+        Ok(Cluster {
+            node: new_node_id().into(),
+            backend,
+            commands: RwLock::new(None),
+            outboxes: RwLock::new(HashMap::new()),
+            ready: Event::new(),
+            reachable: Event::new(),
+            backlogs: Mutex::new(HashMap::new()),
+            swap_script: swap_script(),
+        })
+    }
+
+    /// The command connection, if Redis is reachable.
+    fn connection(&self) -> Option<Commands> {
+        self.commands
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_connection(&self, connection: Option<Commands>) {
+        let reachable = connection.is_some();
+        *self.commands.write().unwrap_or_else(|e| e.into_inner()) = connection;
+        if reachable {
+            self.reachable.notify(usize::MAX);
+        }
+    }
+
+    /// The command connection, waiting up to [`REDIS_TIMEOUT`] for one: a
+    /// login that comes while the node is still joining (or Redis just
+    /// blinked) waits a moment rather than being refused.
+    async fn connection_soon(&self) -> Option<Commands> {
+        let deadline = Instant::now() + REDIS_TIMEOUT;
+        loop {
+            if let Some(connection) = self.connection() {
+                return Some(connection);
+            }
+            listener!(self.reachable => reachable);
+            if let Some(connection) = self.connection() {
+                return Some(connection);
+            }
+            crate::runtime::until(deadline, reachable).await?;
+        }
+    }
+
+    /// True while Redis is reachable.
+    pub(crate) fn available(&self) -> bool {
+        self.commands
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// A command failed. A broken or silent connection makes Redis
+    /// unreachable until the connection task connects again; any other
+    /// error is this command's alone.
+    fn lost(&self, error: redis::RedisError) -> ClaimError {
+        let broken = error.is_io_error() || error.is_connection_dropped() || error.is_timeout();
+        if broken && self.available() {
+            warn!("cluster: Redis failed: {error}");
+            self.set_connection(None);
+        } else if !broken {
+            warn!("cluster: Redis refused a command: {error}");
+        }
+        ClaimError::Unavailable
+    }
+
+    /// Bans `name` on every node for `duration` (`None`: until lifted).
+    pub(crate) async fn ban(
+        &self,
+        name: &str,
+        duration: Option<Duration>,
+    ) -> Result<(), Unreachable> {
+        let mut connection = self.connection_soon().await.ok_or(Unreachable)?;
+        let mut set = redis::cmd("SET");
+        set.arg(ban_key(name)).arg(1);
+        if let Some(duration) = duration {
+            set.arg("PX").arg(duration.as_millis().max(1) as u64);
+        }
+        let done: redis::RedisResult<()> = set.query_async(&mut connection).await;
+        done.map_err(|e| {
+            self.lost(e);
+            Unreachable
+        })
+    }
+
+    /// Lifts `name`'s ban on every node; true if it had one.
+    pub(crate) async fn unban(&self, name: &str) -> Result<bool, Unreachable> {
+        let mut connection = self.connection_soon().await.ok_or(Unreachable)?;
+        let removed: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(ban_key(name))
+            .query_async(&mut connection)
+            .await;
+        removed.map(|n| n == 1).map_err(|e| {
+            self.lost(e);
+            Unreachable
+        })
+    }
+
+    /// Leaves the cluster at shutdown: gives up every name and this node's
+    /// own lease at once, rather than letting them run out.
+    pub(crate) async fn leave(&self, shared: &Shared) {
+        for name in shared.registry.local_names() {
+            self.release(&name).await;
+        }
+        if let Some(mut connection) = self.connection() {
+            for key in [node_key(&self.node), names_key(&self.node)] {
+                let _: redis::RedisResult<i64> = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await;
+            }
+            let _: redis::RedisResult<i64> = redis::cmd("SREM")
+                .arg(NODES_KEY)
+                .arg(&*self.node)
+                .query_async(&mut connection)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Leases and claims: this node's lease, which keeps its names; claiming,
+//! releasing and announcing a name; claiming them all again after an
+//! outage.
+
+use tracing::warn;
+
+use super::commands::Commands;
+use super::keys::{
+    ban_key, name_key, names_key, node_key, release_script, NODES_KEY, PRESENCE_CHANNEL,
+};
+use super::{name_lost_text, ClaimError, Cluster, LEASE};
+use crate::server::Shared;
+
+impl Cluster {
+    /// Claims `name` for this node, atomically across all of them, and
+    /// tells the others. `name` must not be held by a local session (the
+    /// caller checks): the claim succeeds when no live node holds it.
+    pub(crate) async fn claim(&self, name: &str) -> Result<(), ClaimError> {
+        let mut connection = self
+            .connection_soon()
+            .await
+            .ok_or(ClaimError::Unavailable)?;
+        let banned: i64 = redis::cmd("EXISTS")
+            .arg(ban_key(name))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.lost(e))?;
+        if banned == 1 {
+            return Err(ClaimError::Banned);
+        }
+        let claimed = self
+            .claim_on(&mut connection, name)
+            .await
+            .map_err(|e| self.lost(e))?;
+        if !claimed {
+            return Err(ClaimError::Taken);
+        }
+        self.announce(&mut connection, '+', name).await;
+        Ok(())
+    }
+
+    /// Claims `name` unless a live node other than this one holds it: the
+    /// holder is read, its lease checked, and the name swapped only if the
+    /// holder is still the one read (so of two nodes racing, one wins).
+    /// Each command touches one key, as a Redis Cluster requires.
+    pub(super) async fn claim_on(
+        &self,
+        connection: &mut Commands,
+        name: &str,
+    ) -> redis::RedisResult<bool> {
+        let key = name_key(name);
+        let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(connection).await?;
+        if let Some(holder) = holder.as_deref().filter(|holder| *holder != &*self.node) {
+            let alive: i64 = redis::cmd("EXISTS")
+                .arg(node_key(holder))
+                .query_async(connection)
+                .await?;
+            if alive == 1 {
+                return Ok(false);
+            }
+        }
+        let swapped: i64 = self
+            .swap_script
+            .key(&key)
+            .arg(holder.unwrap_or_default())
+            .arg(&*self.node)
+            .invoke_async(connection)
+            .await?;
+        if swapped == 1 {
+            let _: i64 = redis::cmd("SADD")
+                .arg(names_key(&self.node))
+                .arg(&key)
+                .query_async(connection)
+                .await?;
+        }
+        Ok(swapped == 1)
+    }
+
+    /// Gives `name` up, if this node still holds it, and tells the others.
+    pub(crate) async fn release(&self, name: &str) {
+        let Some(mut connection) = self.connection() else {
+            // Freed when this node's lease runs out, or claimed again when
+            // Redis is back.
+            return;
+        };
+        let released: Result<i64, _> = release_script()
+            .key(name_key(name))
+            .arg(&*self.node)
+            .invoke_async(&mut connection)
+            .await;
+        let _: redis::RedisResult<i64> = redis::cmd("SREM")
+            .arg(names_key(&self.node))
+            .arg(name_key(name))
+            .query_async(&mut connection)
+            .await;
+        match released {
+            Ok(1) => self.announce(&mut connection, '-', name).await,
+            Ok(_) => {}
+            Err(e) => {
+                self.lost(e);
+            }
+        }
+    }
+
+    async fn announce(&self, connection: &mut Commands, sign: char, name: &str) {
+        let event = format!("{sign}{} {name}", self.node);
+        let published: Result<i64, _> = connection
+            .publish(PRESENCE_CHANNEL)
+            .arg(event)
+            .query_async(connection)
+            .await;
+        if let Err(e) = published {
+            self.lost(e);
+        }
+    }
+
+    /// Renews this node's lease, which keeps every name it holds: one
+    /// command a second, however many users the node has. False if the
+    /// lease had run out (this node was stopped, or cut off, for longer
+    /// than [`LEASE`]): its names may have been claimed elsewhere since.
+    pub(super) async fn renew(&self, connection: &mut Commands) -> redis::RedisResult<bool> {
+        let before: Option<String> = redis::cmd("SET")
+            .arg(node_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(LEASE.as_millis() as u64)
+            .arg("GET")
+            .query_async(connection)
+            .await?;
+        Ok(before.is_some())
+    }
+
+    /// Lists this node among the live ones and claims again every name its
+    /// sessions hold, after connecting
+    /// (Redis may have restarted empty, or this node's lease may have run
+    /// out while it could not reach Redis), and tells the other nodes about
+    /// them again (they may have lost track); closes the sessions whose
+    /// names another node took meanwhile.
+    pub(super) async fn reclaim(
+        &self,
+        shared: &Shared,
+        connection: &mut Commands,
+    ) -> redis::RedisResult<()> {
+        // Listed among the live nodes first, so that others load its names.
+        let _: i64 = redis::cmd("SADD")
+            .arg(NODES_KEY)
+            .arg(&*self.node)
+            .query_async(connection)
+            .await?;
+        for name in shared.registry.local_names() {
+            if self.claim_on(connection, &name).await? {
+                let event = format!("+{} {name}", self.node);
+                let _: i64 = connection
+                    .publish(PRESENCE_CHANNEL)
+                    .arg(event)
+                    .query_async(connection)
+                    .await?;
+            } else if let Some(session) = shared.registry.get(name.as_bytes()) {
+                warn!(
+                    user = name.as_str(),
+                    "cluster: name taken by another node meanwhile"
+                );
+                shared.registry.remove(&session);
+                session.close_with_error(&name_lost_text(&name));
+            }
+        }
+        Ok(())
+    }
+}
