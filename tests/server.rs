@@ -5,6 +5,8 @@ mod common;
 
 #[path = "server/cluster.rs"]
 mod cluster;
+#[path = "server/cluster_attacks.rs"]
+mod cluster_attacks;
 #[path = "server/gob.rs"]
 mod gob;
 #[path = "server/hardening.rs"]

@@ -38,6 +38,8 @@ pub enum ConsoleCommand<'a> {
     /// Read the accounts file again (`--force`: even if it unregisters
     /// most names).
     ReloadAccounts { force: bool },
+    /// Show the cluster's state.
+    Cluster,
     /// List the commands.
     Help,
     /// A blank line.
@@ -57,6 +59,7 @@ pub fn parse(line: &str) -> ConsoleCommand<'_> {
         ("exit" | "quit", []) => ConsoleCommand::Exit,
         ("users", []) => ConsoleCommand::Users,
         ("help", []) => ConsoleCommand::Help,
+        ("cluster", []) => ConsoleCommand::Cluster,
         ("reload-tls", []) => ConsoleCommand::ReloadTls,
         ("accounts", []) => ConsoleCommand::Accounts,
         ("reload-accounts", []) => ConsoleCommand::ReloadAccounts { force: false },
@@ -71,9 +74,11 @@ pub fn parse(line: &str) -> ConsoleCommand<'_> {
         ("ban", _) => ConsoleCommand::Invalid("usage: ban NAME [DURATION]".into()),
         ("unban", [name]) => ConsoleCommand::Unban(name),
         ("unban", _) => ConsoleCommand::Invalid("usage: unban NAME".into()),
-        ("exit" | "quit" | "users" | "help" | "reload-tls" | "accounts" | "reload-accounts", _) => {
-            ConsoleCommand::Invalid(format!("'{command}' takes no arguments"))
-        }
+        (
+            "exit" | "quit" | "users" | "help" | "reload-tls" | "accounts" | "reload-accounts"
+            | "cluster",
+            _,
+        ) => ConsoleCommand::Invalid(format!("'{command}' takes no arguments")),
         _ => ConsoleCommand::Invalid(format!(
             "unknown command '{}' (try 'help')",
             escaped(command)
@@ -91,6 +96,8 @@ commands:
   reload-tls       read the TLS certificate and key again
   reload-accounts  read the accounts file again (--force: even one that
                    unregisters most names)
+  cluster          this node's id, the other live nodes, and how many
+                   records read from Redis were dropped as invalid
   help             show this list
   exit             shut the server down";
 
@@ -159,6 +166,13 @@ pub(crate) fn execute(text: &str, handle: &ServerHandle, color: bool) -> Reply {
             }
             reply
         }
+        ConsoleCommand::Cluster => match handle.cluster() {
+            None => "not in a cluster (start the server with --cluster URL)".to_string(),
+            Some(state) => format!(
+                "node {}\n  {} other live node(s)\n  {} record(s) from Redis dropped as invalid",
+                state.node, state.live_nodes, state.rejected
+            ),
+        },
         ConsoleCommand::ReloadTls => match handle.reload_tls() {
             None => "TLS is not enabled".to_string(),
             Some(Ok(())) => "TLS certificate reloaded".to_string(),

@@ -474,7 +474,28 @@ async fn first_bytes_say_tls(stream: &Socket) -> bool {
     }
 }
 
+/// What the console's `cluster` shows.
+pub struct ClusterState {
+    /// This node's id.
+    pub node: String,
+    /// Other nodes known to be live.
+    pub live_nodes: usize,
+    /// Records read from Redis that broke a rule and were dropped.
+    pub rejected: u64,
+}
+
 impl ServerHandle {
+    /// The cluster's state as this node sees it; `None` without
+    /// `--cluster`.
+    pub fn cluster(&self) -> Option<ClusterState> {
+        let cluster = self.shared.cluster.as_ref()?;
+        Some(ClusterState {
+            node: cluster.node_id().to_string(),
+            live_nodes: cluster.live_nodes(),
+            rejected: cluster.rejected(),
+        })
+    }
+
     /// Online usernames, sorted.
     pub fn online(&self) -> Vec<String> {
         self.shared.registry.names()

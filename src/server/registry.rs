@@ -202,26 +202,45 @@ impl Registry {
         }
     }
 
-    /// Replaces the whole picture of the other nodes (after connecting to
-    /// Redis); watchers hear only what changed.
-    pub(crate) fn replace_remote(&self, directory: Vec<(String, String)>) {
+    /// Replaces the whole picture of the other nodes (read from Redis);
+    /// watchers hear only what changed. Returns how many names were added,
+    /// dropped or moved to another node: the drift it repaired.
+    pub(crate) fn replace_remote(&self, directory: Vec<(String, String)>) -> usize {
         let mut inner = self.write();
         let old = std::mem::take(&mut inner.remote);
+        let mut drift = 0;
+        // One shared id per node (a lookup per name in the directory being
+        // built would make this quadratic).
+        let mut ids: HashMap<String, Arc<str>> = HashMap::new();
         for (name, node) in directory {
             if inner.sessions.contains_key(name.as_str()) {
                 continue;
             }
-            let node = inner.node_id(&node);
-            if !old.contains_key(name.as_str()) {
-                inner.announce(true, &name);
+            let node = match ids.get(&node) {
+                Some(id) => Arc::clone(id),
+                None => {
+                    let id: Arc<str> = node.as_str().into();
+                    ids.insert(node, Arc::clone(&id));
+                    id
+                }
+            };
+            match old.get(name.as_str()) {
+                None => {
+                    drift += 1;
+                    inner.announce(true, &name);
+                }
+                Some(before) if **before != *node => drift += 1,
+                Some(_) => {}
             }
             inner.remote.insert(name.into(), node);
         }
         for name in old.keys() {
             if !inner.remote.contains_key(name) {
+                drift += 1;
                 inner.announce(false, name);
             }
         }
+        drift
     }
 
     /// The other nodes that hold names.

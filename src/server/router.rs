@@ -22,6 +22,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::auth::HelloRequest;
+use super::cluster::Ticket;
 use super::outbound::PushError;
 use super::session::Session;
 use super::Shared;
@@ -55,7 +56,31 @@ pub(crate) struct Router<'a> {
     ordinal: u64,
     /// The highest ordinal the client was told about.
     accounted: u64,
+    /// With receipts: messages handed to another node whose batch Redis
+    /// has not acknowledged yet; no ACCEPTED covers them before it has.
+    unconfirmed: Unconfirmed,
 }
+
+/// Messages sent to other nodes (with receipts) whose batches are not yet
+/// known to be published. Cleared, not freed, after each check: no
+/// allocation per message once warm.
+#[derive(Default)]
+struct Unconfirmed {
+    /// The distinct batches they went into.
+    tickets: Vec<Ticket>,
+    /// Each message: its ordinal, its batch (an index into `tickets`), its
+    /// index in that batch and its recipient's name (a range of `names`).
+    messages: Vec<(u64, usize, u32, std::ops::Range<usize>)>,
+    names: Vec<u8>,
+}
+
+/// How long a sender with receipts waits for a batch sent to another node
+/// to be settled (acknowledged by that node, or known lost) before its
+/// messages are reported as not delivered (they may still be: never lost
+/// silently). Redis failing settles them sooner; this bounds a receiving
+/// node that is alive but far behind, and stays under the client's
+/// default `--drain-timeout` (2 s of silence between receipts).
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 impl Drop for Router<'_> {
     fn drop(&mut self) {
@@ -85,6 +110,25 @@ pub(crate) fn slow_consumer_text(name: &str) -> String {
     format!("'{name}' was disconnected for not reading fast enough; message not delivered\n")
 }
 
+impl Unconfirmed {
+    /// Message `ordinal` to `to` went into `ticket`'s batch.
+    fn add(&mut self, ordinal: u64, to: &[u8], ticket: Ticket) {
+        let index = ticket.index;
+        let same = self
+            .tickets
+            .last()
+            .is_some_and(|last| last.same_batch(&ticket));
+        if !same {
+            self.tickets.push(ticket);
+        }
+        let start = self.names.len();
+        self.names.extend_from_slice(to);
+        let batch = self.tickets.len() - 1;
+        self.messages
+            .push((ordinal, batch, index, start..self.names.len()));
+    }
+}
+
 /// Recipients remembered per sender before the cache is reset.
 const RECIPIENT_CACHE: usize = 256;
 
@@ -101,6 +145,7 @@ impl<'a> Router<'a> {
             receipts: false,
             ordinal: 0,
             accounted: 0,
+            unconfirmed: Unconfirmed::default(),
         }
     }
 
@@ -112,6 +157,10 @@ impl<'a> Router<'a> {
     /// [`ACK_EVERY`] messages are unaccounted for, so that a client
     /// sending flat out gets one for many read batches, not one for each.
     pub(crate) async fn finish_batch(&mut self, idle: bool) -> Result<(), SenderClosed> {
+        let unaccounted = self.ordinal - self.accounted;
+        if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
+            self.confirm_forwarded().await?;
+        }
         let unaccounted = self.ordinal - self.accounted;
         if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
             self.accounted = self.ordinal;
@@ -268,10 +317,24 @@ impl<'a> Router<'a> {
         if let Some(cluster) = &self.shared.cluster {
             if let Some(node) = self.shared.registry.remote_node(to) {
                 let patience = self.shared.config.slow_consumer_timeout;
-                return match cluster.forward(&node, to, me, content, patience).await {
-                    Ok(()) => Ok(()),
+                let receipts = self.receipts;
+                return match cluster
+                    .forward(&node, to, me, content, receipts, patience)
+                    .await
+                {
+                    Ok(ticket) => {
+                        if self.receipts {
+                            self.unconfirmed.add(self.ordinal, to, ticket);
+                        }
+                        Ok(())
+                    }
                     Err(_) => self.refuse(&super::cluster::unreachable_text(to)).await,
                 };
+            }
+            // Redis came back moments ago: the recipient's node may not
+            // have announced it again yet.
+            if cluster.settling() {
+                return self.refuse(&super::cluster::unreachable_text(to)).await;
             }
         }
         self.refuse(&not_connected_text(to)).await
@@ -284,6 +347,8 @@ impl<'a> Router<'a> {
         if !self.receipts {
             return self.reply_error(text).await;
         }
+        // Receipts go out in order: those before it first.
+        self.confirm_forwarded().await?;
         let mut frames = Vec::new();
         let refused = self.ordinal;
         if refused - 1 > self.accounted {
@@ -291,6 +356,41 @@ impl<'a> Router<'a> {
         }
         protocol::encode_refused(refused, text, &mut frames);
         self.accounted = refused;
+        self.reply(&frames).await
+    }
+
+    /// Waits until Redis acknowledged (or failed) the batches of the
+    /// messages sent to other nodes since the last check, and reports the
+    /// ones not published as REFUSED, each after an ACCEPTED for what came
+    /// before it.
+    async fn confirm_forwarded(&mut self) -> Result<(), SenderClosed> {
+        if self.unconfirmed.messages.is_empty() {
+            return Ok(());
+        }
+        let mut unconfirmed = std::mem::take(&mut self.unconfirmed);
+        let deadline = Instant::now() + CONFIRM_WAIT;
+        let mut settled = Vec::with_capacity(unconfirmed.tickets.len());
+        for ticket in unconfirmed.tickets.drain(..) {
+            settled.push(ticket.settled(deadline).await);
+        }
+        let mut frames = Vec::new();
+        for (ordinal, batch, index, name) in unconfirmed.messages.drain(..) {
+            let text = match settled[batch].refusal(index) {
+                None => continue,
+                Some(Some(text)) => text.to_string(),
+                Some(None) => super::cluster::unreachable_text(&unconfirmed.names[name]),
+            };
+            if ordinal - 1 > self.accounted {
+                protocol::encode_accepted(ordinal - 1, &mut frames);
+            }
+            protocol::encode_refused(ordinal, &text, &mut frames);
+            self.accounted = ordinal;
+        }
+        unconfirmed.names.clear();
+        self.unconfirmed = unconfirmed;
+        if frames.is_empty() {
+            return Ok(());
+        }
         self.reply(&frames).await
     }
 

@@ -172,6 +172,27 @@ impl ServerProcess {
             .expect("a line on the server's stdout")
     }
 
+    /// Runs `cluster` on the console: this node's id, how many other nodes
+    /// it counts as live, how many records from Redis it dropped.
+    pub fn cluster_state(&mut self) -> (String, usize, u64) {
+        self.console("cluster");
+        let node = self.stdout_line();
+        let node = node
+            .trim()
+            .strip_prefix("node ")
+            .expect("node ID")
+            .to_string();
+        let number = |line: String| -> u64 {
+            line.split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        };
+        let live = number(self.stdout_line()) as usize;
+        let dropped = number(self.stdout_line());
+        (node, live, dropped)
+    }
+
     /// Runs `users` on the console and returns the names.
     pub fn users(&mut self) -> Vec<String> {
         self.console("users");
@@ -589,6 +610,31 @@ pub trait RedisUnderTest {
     /// Starts it again where it was, empty (persistence is off), and waits
     /// until it serves.
     fn restart(&mut self);
+    /// Runs one command (on the master that holds its key or channel) and
+    /// returns the raw RESP reply.
+    fn command(&self, args: &[&[u8]]) -> Vec<u8>;
+    /// Publishes `payload` on `channel` as the nodes do (PUBLISH, or
+    /// SPUBLISH on a Redis Cluster), as anyone who can write to Redis can.
+    fn publish(&self, channel: &str, payload: &[u8]) -> Vec<u8>;
+}
+
+/// Sends one RESP command to the Redis on `port`; its raw reply.
+pub fn redis_command(port: u16, args: &[&[u8]]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg);
+        request.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&request).expect("ask redis");
+    let mut reply = vec![0u8; 1 << 16];
+    let n = stream.read(&mut reply).expect("redis answers");
+    reply.truncate(n);
+    reply
 }
 
 impl RedisUnderTest for RedisProcess {
@@ -604,6 +650,14 @@ impl RedisUnderTest for RedisProcess {
         RedisProcess::stop(self);
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         *self = RedisProcess::spawn(self.port, &extra);
+    }
+
+    fn command(&self, args: &[&[u8]]) -> Vec<u8> {
+        redis_command(self.port, args)
+    }
+
+    fn publish(&self, channel: &str, payload: &[u8]) -> Vec<u8> {
+        self.command(&[b"PUBLISH", channel.as_bytes(), payload])
     }
 }
 
@@ -625,6 +679,18 @@ impl RedisUnderTest for RedisClusterProcess {
             master.restart();
         }
         self.wait_until_ok("the Redis Cluster never came back");
+    }
+
+    fn command(&self, args: &[&[u8]]) -> Vec<u8> {
+        self.masters
+            .iter()
+            .map(|master| redis_command(master.port, args))
+            .find(|reply| !reply.starts_with(b"-MOVED"))
+            .expect("one master holds the slot")
+    }
+
+    fn publish(&self, channel: &str, payload: &[u8]) -> Vec<u8> {
+        self.command(&[b"SPUBLISH", channel.as_bytes(), payload])
     }
 }
 
@@ -850,4 +916,33 @@ fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// Runs each case twice: on one Redis, and on a three-master Redis Cluster
+/// (sharded pub/sub, one key per command). Cases listed after `;` are
+/// given the Redis itself, to stop and restart.
+#[macro_export]
+macro_rules! on_both {
+    ($($case:ident),* $(,)?; $($outage:ident),* $(,)?) => {
+        $crate::on_backend!(on_one_redis, RedisProcess; $($case),*; $($outage),*);
+        $crate::on_backend!(on_a_redis_cluster, RedisClusterProcess; $($case),*; $($outage),*);
+    };
+}
+
+/// One half of [`on_both`]: a module of tests, each on a fresh `$redis`.
+#[macro_export]
+macro_rules! on_backend {
+    ($module:ident, $redis:ident; $($case:ident),*; $($outage:ident),*) => {
+        mod $module {
+            $(#[test]
+            fn $case() {
+                let redis = $crate::common::$redis::start();
+                super::$case(&redis.url());
+            })*
+            $(#[test]
+            fn $outage() {
+                super::$outage(&mut $crate::common::$redis::start());
+            })*
+        }
+    };
 }

@@ -18,34 +18,7 @@ fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
         .collect()
 }
 
-/// Runs each case twice: on one Redis, and on a three-master Redis Cluster
-/// (sharded pub/sub, one key per command). Cases listed after `;` are
-/// given the Redis itself, to stop and restart.
-macro_rules! on_both {
-    ($($case:ident),* $(,)?; $($outage:ident),* $(,)?) => {
-        on_backend!(on_one_redis, RedisProcess; $($case),*; $($outage),*);
-        on_backend!(on_a_redis_cluster, RedisClusterProcess; $($case),*; $($outage),*);
-    };
-}
-
-/// One half of [`on_both`]: a module of tests, each on a fresh `$redis`.
-macro_rules! on_backend {
-    ($module:ident, $redis:ident; $($case:ident),*; $($outage:ident),*) => {
-        mod $module {
-            $(#[test]
-            fn $case() {
-                let redis = crate::common::$redis::start();
-                super::$case(&redis.url());
-            })*
-            $(#[test]
-            fn $outage() {
-                super::$outage(&mut crate::common::$redis::start());
-            })*
-        }
-    };
-}
-
-on_both!(
+crate::on_both!(
     messages_cross_nodes_both_ways_in_order,
     not_connected_means_no_node_holds_the_name,
     a_name_has_exactly_one_holder_under_a_20_way_race_across_nodes,
@@ -335,10 +308,20 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes(
     // replies (refusals) are read and dropped on a thread of their own.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writer = alice.stream.try_clone().unwrap();
-    let mut reader = alice.stream.try_clone().unwrap();
-    thread::spawn(move || {
-        let mut sink = [0u8; 4096];
-        while matches!(std::io::Read::read(&mut reader, &mut sink), Ok(n) if n > 0) {}
+    let reader = alice.stream.try_clone().unwrap();
+    // alice's refusals: while the nodes find each other again, bob is
+    // "unreachable right now", never "not connected" (he never left).
+    let refusals = thread::spawn(move || {
+        let mut reader = RawClient { stream: reader };
+        let mut not_connected = 0;
+        while let Ok(frame) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.frame()))
+        {
+            if matches!(frame, Frame::Error(text) if text.contains("not connected")) {
+                not_connected += 1;
+            }
+        }
+        not_connected
     });
     let sending = {
         let stop = Arc::clone(&stop);
@@ -390,7 +373,8 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes(
     let before = seen.iter().filter(|&&n| n < 100).count();
     let after = seen.iter().filter(|&&n| n + 200 > sent).count();
     assert!(before > 0 && after > 0, "sent {sent}, bob saw {seen:?}");
-    drop(alice);
+    alice.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    eqnice!(0, refusals.join().unwrap());
 }
 
 fn every_client_kind_works_across_nodes(url: &str) {

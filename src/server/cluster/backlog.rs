@@ -39,7 +39,7 @@ pub(super) enum Joined {
     /// Queued behind the backlog.
     Queued,
     /// The backlog is full too: not delivered.
-    Refused(Vec<Waiting>),
+    Refused,
 }
 
 /// A session's backlog key: its address.
@@ -67,7 +67,7 @@ impl Cluster {
         };
         let waiting = waiting();
         if backlog.bytes + waiting.frame.len() > shared.config.queue_bytes {
-            return Joined::Refused(vec![waiting]);
+            return Joined::Refused;
         }
         backlog.bytes += waiting.frame.len();
         backlog.frames.push_back(waiting);

@@ -1,20 +1,38 @@
 //! The inter-node batch format: what goes through a node's inbox channel
-//! is the sending node's id, then records, each a kind byte and its fields
-//! (see [`Record`]).
+//! is a header (the sending node's id and the batch's number), then
+//! records, each a kind byte and its fields (see [`Record`]).
+//!
+//! Numbers count up per sending node, from 0 at its start (a node's id is
+//! new at every start). A batch holding a message from a sender with
+//! receipts (`R`) is answered with an acknowledgement (`A`) naming its
+//! number and the records in it that were refused at once, so that the
+//! sender's node reports ACCEPTED only for messages that reached the
+//! recipient's node, and REFUSED, with the reason, for the others.
 
 /// One record of an inbox batch.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Record<'a> {
-    /// `M`: a message for `to` on the receiving node.
+    /// `M`, or `R` when the sender asked for receipts: a message for `to`
+    /// on the receiving node.
     Message {
         to: &'a [u8],
         from: &'a [u8],
         content: &'a [u8],
+        receipts: bool,
     },
     /// `E`: an error for the sending node's user `to`.
     Error { to: &'a [u8], text: &'a [u8] },
     /// `K`: the operator of another node kicked `name`.
     Kick { name: &'a [u8] },
+    /// `A`: the receiving node acted on batch `seq` of this node; the `R`
+    /// records in it that it refused, as [`Refusals`].
+    Ack { seq: u64, refusals: &'a [u8] },
+}
+
+/// The header: the sending node's id and the batch's number.
+pub(super) fn put_header(out: &mut Vec<u8>, origin: &[u8], seq: u64) {
+    put_short(out, origin);
+    out.extend_from_slice(&seq.to_be_bytes());
 }
 
 pub(super) fn put_short(out: &mut Vec<u8>, field: &[u8]) {
@@ -29,11 +47,36 @@ pub(super) fn put_long(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(&field[..len]);
 }
 
+/// Adds the refusal of record `index` of a batch, because of `text`, to an
+/// acknowledgement's list.
+pub(super) fn put_refusal(out: &mut Vec<u8>, index: u32, text: &[u8]) {
+    out.extend_from_slice(&index.to_be_bytes());
+    put_long(out, text);
+}
+
+/// The refusals an acknowledgement carries: (record index, error text).
+pub(super) struct Refusals<'a>(pub(super) &'a [u8]);
+
+impl<'a> Iterator for Refusals<'a> {
+    type Item = (u32, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let index = take(&mut self.0, 4)?;
+        let index = u32::from_be_bytes([index[0], index[1], index[2], index[3]]);
+        Some((index, take_long(&mut self.0)?))
+    }
+}
+
 impl Record<'_> {
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Record::Message { to, from, content } => {
-                out.push(b'M');
+            Record::Message {
+                to,
+                from,
+                content,
+                receipts,
+            } => {
+                out.push(if *receipts { b'R' } else { b'M' });
                 put_short(out, to);
                 put_short(out, from);
                 put_long(out, content);
@@ -47,41 +90,70 @@ impl Record<'_> {
                 out.push(b'K');
                 put_short(out, name);
             }
+            Record::Ack { seq, refusals } => {
+                out.push(b'A');
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&(refusals.len() as u32).to_be_bytes());
+                out.extend_from_slice(refusals);
+            }
         }
     }
 
     pub(super) fn len(&self) -> usize {
         match self {
-            Record::Message { to, from, content } => {
-                1 + 1 + to.len() + 1 + from.len() + 2 + content.len()
-            }
+            Record::Message {
+                to, from, content, ..
+            } => 1 + 1 + to.len() + 1 + from.len() + 2 + content.len(),
             Record::Error { to, text } => 1 + 1 + to.len() + 2 + text.len(),
             Record::Kick { name } => 1 + 1 + name.len(),
+            Record::Ack { refusals, .. } => 1 + 8 + 4 + refusals.len(),
         }
     }
 }
 
-/// Reads a batch: the sending node's id, then its records. Stops at the
-/// first malformed record (only a foreign publisher could send one).
-pub(super) fn decode_batch(batch: &[u8]) -> Option<(&[u8], Vec<Record<'_>>)> {
+/// A decoded batch.
+pub(super) struct Batch<'a> {
+    pub(super) origin: &'a [u8],
+    pub(super) seq: u64,
+    pub(super) records: Vec<Record<'a>>,
+    /// What follows the first malformed record (only a foreign publisher
+    /// could send one); empty for a well-formed batch.
+    pub(super) garbage: &'a [u8],
+}
+
+/// Reads a batch: its header, then its records up to the first malformed
+/// one. `None` without a whole header.
+pub(super) fn decode_batch(batch: &[u8]) -> Option<Batch<'_>> {
     let mut rest = batch;
     let origin = take_short(&mut rest)?;
+    let seq = take_u64(&mut rest)?;
     let mut records = Vec::new();
-    while let Some(record) = decode_record(&mut rest) {
-        records.push(record);
+    loop {
+        let before = rest;
+        match decode_record(&mut rest) {
+            Some(record) => records.push(record),
+            None => {
+                return Some(Batch {
+                    origin,
+                    seq,
+                    records,
+                    garbage: before,
+                })
+            }
+        }
     }
-    Some((origin, records))
 }
 
 /// The record at the front of `rest`; `None` at the end or at garbage.
-pub(super) fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
+fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
     let (&kind, tail) = rest.split_first()?;
     *rest = tail;
     Some(match kind {
-        b'M' => Record::Message {
+        b'M' | b'R' => Record::Message {
             to: take_short(rest)?,
             from: take_short(rest)?,
             content: take_long(rest)?,
+            receipts: kind == b'R',
         },
         b'E' => Record::Error {
             to: take_short(rest)?,
@@ -90,22 +162,35 @@ pub(super) fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
         b'K' => Record::Kick {
             name: take_short(rest)?,
         },
+        b'A' => {
+            let seq = take_u64(rest)?;
+            let len = take(rest, 4)?;
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            Record::Ack {
+                seq,
+                refusals: take(rest, usize::try_from(len).ok()?)?,
+            }
+        }
         _ => return None,
     })
 }
 
-pub(super) fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     let (field, tail) = (rest.get(..n)?, rest.get(n..)?);
     *rest = tail;
     Some(field)
 }
 
-pub(super) fn take_short<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+fn take_u64(rest: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(take(rest, 8)?.try_into().ok()?))
+}
+
+fn take_short<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let len = usize::from(*take(rest, 1)?.first()?);
     take(rest, len)
 }
 
-pub(super) fn take_long<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+fn take_long<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let len = take(rest, 2)?;
     let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
     take(rest, len)
@@ -118,33 +203,52 @@ mod tests {
     #[test]
     fn inbox_batches_round_trip_and_stop_at_garbage() {
         let mut batch = Vec::new();
-        put_short(&mut batch, b"node1");
+        put_header(&mut batch, b"node1", 7);
+        let mut refusals = Vec::new();
+        put_refusal(&mut refusals, 3, b"'carol' is not connected\n");
         let records = [
             Record::Message {
                 to: b"bob",
                 from: b"alice",
                 content: "hé".as_bytes(),
+                receipts: false,
+            },
+            Record::Message {
+                to: b"bob",
+                from: b"carol",
+                content: b"with receipts",
+                receipts: true,
             },
             Record::Error {
                 to: b"alice",
                 text: b"'carol' is not connected\n",
             },
             Record::Kick { name: b"dave" },
+            Record::Ack {
+                seq: 41,
+                refusals: &refusals,
+            },
         ];
         for record in &records {
             let before = batch.len();
             record.encode(&mut batch);
             assert_eq!(batch.len() - before, record.len());
         }
-        let (origin, decoded) = decode_batch(&batch).unwrap();
-        assert_eq!(origin, b"node1");
-        assert_eq!(decoded, records);
+        let decoded = decode_batch(&batch).unwrap();
+        assert_eq!((decoded.origin, decoded.seq), (&b"node1"[..], 7));
+        assert_eq!(decoded.records, records);
+        assert!(decoded.garbage.is_empty());
+        assert_eq!(
+            Refusals(&refusals).collect::<Vec<_>>(),
+            vec![(3, &b"'carol' is not connected\n"[..])]
+        );
         // A truncated record and an unknown kind end the batch.
         batch.extend_from_slice(b"M\x05bo");
-        assert_eq!(decode_batch(&batch).unwrap().1.len(), 3);
+        assert_eq!(decode_batch(&batch).unwrap().records.len(), 5);
+        assert_eq!(decode_batch(&batch).unwrap().garbage, b"M\x05bo");
         batch.truncate(batch.len() - 4);
         batch.push(b'Z');
-        assert_eq!(decode_batch(&batch).unwrap().1.len(), 3);
-        assert!(decode_batch(b"\x09short").is_none());
+        assert_eq!(decode_batch(&batch).unwrap().records.len(), 5);
+        assert!(decode_batch(b"\x05node1\x00\x00").is_none());
     }
 }

@@ -6,67 +6,72 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::backlog::{not_reading_text, Joined, Waiting};
-use super::batch::{decode_batch, Record};
+use super::batch::{decode_batch, put_refusal, Record, Refusals};
+use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
 use super::Cluster;
+use crate::protocol::Limits;
 use crate::server::outbound::PushError;
 use crate::server::router::not_connected_text;
 use crate::server::session::{Session, KICKED};
 use crate::server::Shared;
 
 impl Cluster {
-    /// Acts on a batch from another node's outbox.
+    /// Acts on a batch from another node's outbox; acknowledges it if a
+    /// sender with receipts waits on it.
     pub(super) async fn deliver(&self, shared: &Arc<Shared>, batch: &[u8]) {
-        let Some((origin, records)) = decode_batch(batch) else {
+        let Some(batch) = decode_batch(batch) else {
+            self.reject("a batch without a header");
             return;
         };
-        let origin: Arc<str> = String::from_utf8_lossy(origin).into();
+        if !batch.garbage.is_empty() {
+            self.reject("a batch with a malformed record");
+        }
+        if !valid_node_id(batch.origin) {
+            self.reject("a batch from an invalid node id");
+            return;
+        }
+        // A node not seen yet (it may have joined since the last reading
+        // of the directory) counts as live until its lease is checked, as
+        // long as fewer than MAX_NODES are tracked.
+        let Some(origin) = self.note_live(batch.origin) else {
+            self.reject("a batch from one node too many");
+            return;
+        };
+        let limits = &shared.config.limits;
+        let patience = shared.config.slow_consumer_timeout;
         let mut touched: Vec<Arc<Session>> = Vec::new();
-        for record in records {
+        // The acknowledgement's list of refused records, if one is owed.
+        let mut refusals: Option<Vec<u8>> = None;
+        for (index, record) in batch.records.into_iter().enumerate() {
+            if !valid_record(limits, &record) {
+                self.reject("a record that breaks the limits");
+                continue;
+            }
             match record {
-                Record::Message { to, from, content } => {
-                    let Some(session) = shared.registry.get(to) else {
-                        let text = not_connected_text(to);
-                        let error = Record::Error {
-                            to: from,
-                            text: text.as_bytes(),
-                        };
-                        let patience = shared.config.slow_consumer_timeout;
-                        let _ = self.send(&origin, &error, patience).await;
+                Record::Message {
+                    to,
+                    from,
+                    content,
+                    receipts,
+                } => {
+                    let refused = self.deliver_message(shared, &origin, to, from, content);
+                    if receipts {
+                        refusals.get_or_insert_with(Vec::new);
+                    }
+                    let Some((session, text)) = refused else {
                         continue;
                     };
-                    let (wire, name) = (session.wire(), session.name().as_bytes());
-                    let len = wire.message_len(name, from, content);
-                    let encode = |out: &mut Vec<u8>| wire.encode_message(name, from, content, out);
-                    let waiting = || Waiting {
-                        frame: {
-                            let mut frame = Vec::with_capacity(len);
-                            encode(&mut frame);
-                            frame
-                        },
-                        origin: Arc::clone(&origin),
-                        from: from.into(),
-                    };
-                    // Behind the messages already waiting for it, if any:
-                    // order is kept, and this task never waits.
-                    match self.join_backlog(shared, &session, waiting) {
-                        Joined::Queued => continue,
-                        Joined::Refused(refused) => {
-                            self.refuse(shared, refused, &not_reading_text(session.name()))
-                                .await;
-                            continue;
+                    match (session, &mut refusals) {
+                        (Some(session), _) if text.is_empty() => touched.push(session),
+                        (_, Some(list)) if receipts => {
+                            put_refusal(list, index as u32, text.as_bytes());
                         }
-                        Joined::NoBacklog => {}
-                    }
-                    match session.outbound().try_push_deferred(len, encode) {
-                        Ok(true) => touched.push(session),
-                        Ok(false) | Err(PushError::Closed) => {}
-                        // Its own node's rule, without holding up the
-                        // others: the message waits for room (in order, with
-                        // those that follow it) for the slow-consumer
-                        // timeout, on a task of its own.
-                        Err(PushError::Full) => {
-                            let first = waiting();
-                            self.start_backlog(shared, Arc::clone(&session), first);
+                        _ => {
+                            let error = Record::Error {
+                                to: from,
+                                text: text.as_bytes(),
+                            };
+                            let _ = self.send(&origin, &error, patience).await;
                         }
                     }
                 }
@@ -92,9 +97,80 @@ impl Cluster {
                         }
                     }
                 }
+                Record::Ack { seq, refusals } => {
+                    self.acknowledged(&origin, seq, Refusals(refusals));
+                }
             }
         }
         flush_all(&mut touched);
+        if let Some(refusals) = refusals {
+            let ack = Record::Ack {
+                seq: batch.seq,
+                refusals: &refusals,
+            };
+            let _ = self.send(&origin, &ack, patience).await;
+        }
+    }
+
+    /// Puts one message from another node into its recipient's queue (or
+    /// behind its backlog). `None` when that needs nothing more; otherwise
+    /// the session to flush (with an empty text), or the refusal's text
+    /// (with no session).
+    fn deliver_message(
+        &self,
+        shared: &Arc<Shared>,
+        origin: &Arc<str>,
+        to: &[u8],
+        from: &[u8],
+        content: &[u8],
+    ) -> Option<(Option<Arc<Session>>, String)> {
+        let Some(session) = shared.registry.get(to) else {
+            return Some((None, not_connected_text(to)));
+        };
+        let (wire, name) = (session.wire(), session.name().as_bytes());
+        let len = wire.message_len(name, from, content);
+        let encode = |out: &mut Vec<u8>| wire.encode_message(name, from, content, out);
+        let waiting = || Waiting {
+            frame: {
+                let mut frame = Vec::with_capacity(len);
+                encode(&mut frame);
+                frame
+            },
+            origin: Arc::clone(origin),
+            from: from.into(),
+        };
+        // Behind the messages already waiting for it, if any: order is
+        // kept, and this task never waits.
+        match self.join_backlog(shared, &session, waiting) {
+            Joined::Queued => return None,
+            Joined::Refused => return Some((None, not_reading_text(session.name()))),
+            Joined::NoBacklog => {}
+        }
+        match session.outbound().try_push_deferred(len, encode) {
+            Ok(true) => Some((Some(session), String::new())),
+            Ok(false) | Err(PushError::Closed) => None,
+            // Its own node's rule, without holding up the others: the
+            // message waits for room (in order, with those that follow it)
+            // for the slow-consumer timeout, on a task of its own.
+            Err(PushError::Full) => {
+                let first = waiting();
+                self.start_backlog(shared, Arc::clone(&session), first);
+                None
+            }
+        }
+    }
+}
+
+/// True when every field of `record` is one a client or a node could have
+/// sent.
+fn valid_record(limits: &Limits, record: &Record<'_>) -> bool {
+    match record {
+        Record::Message {
+            to, from, content, ..
+        } => valid_name(limits, to) && valid_name(limits, from) && valid_content(limits, content),
+        Record::Error { to, text } => valid_name(limits, to) && valid_error_text(text),
+        Record::Kick { name } => valid_name(limits, name),
+        Record::Ack { .. } => true,
     }
 }
 

@@ -1,50 +1,205 @@
 //! The directory: who is online on the other nodes, loaded from Redis and
 //! kept current by the presence channel; nodes whose lease ran out are
 //! forgotten.
+//!
+//! Presence events are at most once (a node cut off, paused or restarted
+//! misses some), so the directory is also read again from Redis every
+//! [`RECONCILE_EVERY`], after this node's lease lapsed and after every
+//! reconnection: any drift is repaired within that bound. Events heard
+//! while a reading is under way are applied again on top of it, so a
+//! reading never undoes a newer event.
 
-use tracing::info;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
 
 use super::commands::Commands;
 use super::keys::{names_key, node_key, release_script, NODES_KEY};
+use super::trust::{valid_name, valid_node_id};
+use super::{Cluster, MAX_NODES};
 use crate::server::Shared;
 
-/// `+NODE NAME` or `-NODE NAME` from the presence channel.
-pub(super) fn presence_event(shared: &Shared, me: &str, event: &[u8]) {
-    let Ok(event) = std::str::from_utf8(event) else {
-        return;
-    };
-    let (joined, rest) = match event.split_at_checked(1) {
-        Some(("+", rest)) => (true, rest),
-        Some(("-", rest)) => (false, rest),
-        _ => return,
-    };
-    let Some((node, name)) = rest.split_once(' ') else {
-        return;
-    };
-    if node == me {
-        return;
+/// How often each node reads the whole directory again from Redis: the
+/// bound on how long any drift from a missed presence event lasts. It costs
+/// one `SMEMBERS` per live node.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// Presence events remembered while a reading is under way; past it the
+/// next reading repairs what was not replayed.
+const HEARD_WHILE_LOADING: usize = 65_536;
+
+impl Cluster {
+    /// Acts on an event from the presence channel.
+    pub(super) fn presence_event(&self, shared: &Shared, event: &[u8]) {
+        if let Some(heard) = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            if heard.len() < HEARD_WHILE_LOADING {
+                heard.push(event.into());
+            }
+        }
+        self.apply_presence(shared, event);
     }
-    if joined {
-        shared.registry.remote_joined(name, node);
-    } else {
-        shared.registry.remote_left(name, node);
+
+    /// Reads the directory from Redis and replaces the registry's picture
+    /// of the other nodes with it, then applies again the presence events
+    /// heard meanwhile (they may be newer than what was read).
+    pub(super) async fn load_directory(
+        &self,
+        shared: &Shared,
+        connection: &mut Commands,
+    ) -> redis::RedisResult<()> {
+        *self.loading.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+        let read = read_directory(&self.node, connection).await;
+        let heard = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        let (live, directory) = read?;
+        self.replace_live(shared, live);
+        let directory = directory
+            .into_iter()
+            .filter(|(name, node)| {
+                let valid = valid_name(&shared.config.limits, name.as_bytes())
+                    && valid_node_id(node.as_bytes());
+                if !valid {
+                    self.reject("a directory entry with an invalid name");
+                }
+                valid
+            })
+            .collect();
+        let drift = shared.registry.replace_remote(directory);
+        for event in heard {
+            self.apply_presence(shared, &event);
+        }
+        if drift > 0 {
+            warn!("cluster: directory repaired from Redis: {drift} name(s) were out of date");
+        }
+        Ok(())
     }
 }
 
-/// Reads every name held by another live node into the registry's
-/// directory, from the set of nodes and each node's set of names (no
-/// `SCAN`: on a Redis Cluster that would have to visit every shard).
-pub(super) async fn load_directory(
-    shared: &Shared,
+impl Cluster {
+    /// The live nodes are `live` (read from Redis), at most
+    /// [`MAX_NODES`]; the outboxes of the others are dropped.
+    fn replace_live(&self, shared: &Shared, live: Vec<String>) {
+        let live: HashSet<Arc<str>> = live
+            .into_iter()
+            .filter(|node| valid_node_id(node.as_bytes()))
+            .take(MAX_NODES)
+            .map(Arc::from)
+            .collect();
+        let gone: Vec<Arc<str>> = {
+            let mut known = self.live.write().unwrap_or_else(|e| e.into_inner());
+            let gone = known.difference(&live).cloned().collect();
+            *known = live;
+            gone
+        };
+        for node in gone {
+            self.drop_outbox(shared, &node);
+        }
+    }
+
+    /// Forgets `node`, which has no lease any more: its names, its outbox.
+    fn forget(&self, shared: &Shared, node: &str) -> usize {
+        self.live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
+        self.drop_outbox(shared, node);
+        shared.registry.forget_node(node)
+    }
+
+    /// Checks the lease of every node tracked (live, or holding names in
+    /// the directory) and forgets those whose lease ran out (they died).
+    pub(super) async fn check_nodes(
+        &self,
+        shared: &Shared,
+        connection: &mut Commands,
+    ) -> redis::RedisResult<()> {
+        let mut nodes = shared.registry.remote_nodes();
+        for node in self.live.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if !nodes.contains(node) {
+                nodes.push(Arc::clone(node));
+            }
+        }
+        for node in nodes {
+            let alive: i64 = redis::cmd("EXISTS")
+                .arg(node_key(&node))
+                .query_async(connection)
+                .await?;
+            if alive == 0 {
+                let forgotten = self.forget(shared, &node);
+                if forgotten > 0 {
+                    info!(
+                        node = &*node,
+                        "cluster: node gone; {forgotten} name(s) freed"
+                    );
+                }
+                clean_up_after(&node, connection).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on `+NODE NAME` or `-NODE NAME` from the presence channel.
+    fn apply_presence(&self, shared: &Shared, event: &[u8]) {
+        let Some((joined, node, name)) = parse_presence(event) else {
+            self.reject("a malformed presence event");
+            return;
+        };
+        if node == &*self.node {
+            return;
+        }
+        if !valid_node_id(node.as_bytes()) || !valid_name(&shared.config.limits, name.as_bytes()) {
+            self.reject("a presence event with an invalid node id or name");
+            return;
+        }
+        if joined {
+            if self.note_live(node.as_bytes()).is_none() {
+                self.reject("a presence event from one node too many");
+                return;
+            }
+            shared.registry.remote_joined(name, node);
+        } else {
+            shared.registry.remote_left(name, node);
+        }
+    }
+}
+
+/// `+NODE NAME` or `-NODE NAME`: joined, node, name.
+fn parse_presence(event: &[u8]) -> Option<(bool, &str, &str)> {
+    let event = std::str::from_utf8(event).ok()?;
+    let (joined, rest) = match event.split_at_checked(1) {
+        Some(("+", rest)) => (true, rest),
+        Some(("-", rest)) => (false, rest),
+        _ => return None,
+    };
+    let (node, name) = rest.split_once(' ')?;
+    Some((joined, node, name))
+}
+
+/// Reads every name held by another live node, from the set of nodes and
+/// each node's set of names (no `SCAN`: on a Redis Cluster that would have
+/// to visit every shard).
+async fn read_directory(
     me: &str,
     connection: &mut Commands,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<(Vec<String>, Vec<(String, String)>)> {
     let nodes: Vec<String> = redis::cmd("SMEMBERS")
         .arg(NODES_KEY)
         .query_async(connection)
         .await?;
     let mut directory = Vec::new();
-    for node in nodes.iter().filter(|node| *node != me) {
+    let mut live = Vec::new();
+    for node in nodes.iter().filter(|node| *node != me).take(MAX_NODES) {
         let alive: i64 = redis::cmd("EXISTS")
             .arg(node_key(node))
             .query_async(connection)
@@ -52,6 +207,7 @@ pub(super) async fn load_directory(
         if alive == 0 {
             continue;
         }
+        live.push(node.clone());
         let keys: Vec<String> = redis::cmd("SMEMBERS")
             .arg(names_key(node))
             .query_async(connection)
@@ -61,48 +217,32 @@ pub(super) async fn load_directory(
             Some((name.to_string(), node.clone()))
         }));
     }
-    shared.registry.replace_remote(directory);
-    Ok(())
+    Ok((live, directory))
 }
 
-/// Forgets the names of nodes whose own lease ran out (they died).
-pub(super) async fn check_nodes(
-    shared: &Shared,
-    connection: &mut Commands,
-) -> redis::RedisResult<()> {
-    for node in shared.registry.remote_nodes() {
-        let alive: i64 = redis::cmd("EXISTS")
-            .arg(node_key(&node))
-            .query_async(connection)
+/// Deletes the keys of `node`, which died: the names it held (only those
+/// still its own), its set of names, its place among the nodes. Every node
+/// that noticed does this; it is idempotent.
+async fn clean_up_after(node: &str, connection: &mut Commands) -> redis::RedisResult<()> {
+    let keys: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(names_key(node))
+        .query_async(connection)
+        .await?;
+    for key in keys {
+        let _: i64 = release_script()
+            .key(key)
+            .arg(node)
+            .invoke_async(connection)
             .await?;
-        if alive == 0 {
-            let forgotten = shared.registry.forget_node(&node);
-            info!(
-                node = &*node,
-                "cluster: node gone; {forgotten} name(s) freed"
-            );
-            // Its keys, which would otherwise wait for a claim to replace
-            // them (every node that noticed does this; it is idempotent).
-            let keys: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(names_key(&node))
-                .query_async(connection)
-                .await?;
-            for key in keys {
-                let _: i64 = release_script()
-                    .key(key)
-                    .arg(&*node)
-                    .invoke_async(connection)
-                    .await?;
-            }
-            for (command, key) in [("DEL", names_key(&node)), ("SREM", NODES_KEY.to_string())] {
-                let mut cmd = redis::cmd(command);
-                cmd.arg(key);
-                if command == "SREM" {
-                    cmd.arg(&*node);
-                }
-                let _: i64 = cmd.query_async(connection).await?;
-            }
-        }
     }
+    let _: i64 = redis::cmd("DEL")
+        .arg(names_key(node))
+        .query_async(connection)
+        .await?;
+    let _: i64 = redis::cmd("SREM")
+        .arg(NODES_KEY)
+        .arg(node)
+        .query_async(connection)
+        .await?;
     Ok(())
 }

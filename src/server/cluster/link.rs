@@ -3,6 +3,7 @@
 //! fails; reconnect with back-off.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use redis::{PushInfo, PushKind, Value};
 use smol::future::FutureExt;
@@ -10,7 +11,7 @@ use smol::Timer;
 use tracing::{debug, info, warn};
 
 use super::commands::{Backend, Commands, REDIS_TIMEOUT};
-use super::directory::{check_nodes, load_directory, presence_event};
+use super::directory::RECONCILE_EVERY;
 use super::inbound::Inbound;
 use super::keys::{inbox, PRESENCE_CHANNEL};
 use super::{Cluster, RENEW_EVERY};
@@ -38,6 +39,8 @@ impl Cluster {
                 Err(e) => debug!("cluster: still unreachable: {e}"),
             }
             self.set_connection(None);
+            // What waited for this connection will not go out on it.
+            self.fail_outboxes(shared);
             let delay = backoff.next_delay();
             debug!("cluster: reconnecting in {delay:?}");
             Timer::after(delay).await;
@@ -89,9 +92,12 @@ impl Cluster {
         // else's.
         let _ = self.renew(&mut connection).await?;
         self.reclaim(shared, &mut connection).await?;
-        load_directory(shared, &self.node, &mut connection).await?;
+        self.load_directory(shared, &mut connection).await?;
         self.set_connection(Some(connection.clone()));
         if backoff.attempt > 0 {
+            // Redis may have restarted empty: the other nodes' users come
+            // back as their nodes reconnect.
+            self.start_settling();
             info!("cluster: Redis reachable again");
         } else {
             info!(node = &*self.node, "cluster: joined");
@@ -107,7 +113,7 @@ impl Cluster {
                             continue;
                         };
                         if channel == PRESENCE_CHANNEL.as_bytes() {
-                            presence_event(shared, &self.node, payload);
+                            self.presence_event(shared, payload);
                         } else {
                             self.deliver(shared, payload).await;
                         }
@@ -132,15 +138,24 @@ impl Cluster {
         };
         let leases = async {
             let mut connection = connection.clone();
+            let mut reconciled = Instant::now();
             loop {
                 Timer::after(RENEW_EVERY).await;
-                if !self.renew(&mut connection).await? {
+                let lapsed = !self.renew(&mut connection).await?;
+                if lapsed {
                     // Other nodes may have taken its names, and forgotten
                     // it: it joins again.
                     warn!("cluster: this node's lease ran out; claiming its names again");
                     self.reclaim(shared, &mut connection).await?;
                 }
-                check_nodes(shared, &mut connection).await?;
+                self.check_nodes(shared, &mut connection).await?;
+                // After a lapse the presence events of the pause are of no
+                // use (the names this node held and lost are on other nodes
+                // now); and every while, whatever was missed.
+                if lapsed || reconciled.elapsed() >= RECONCILE_EVERY {
+                    self.load_directory(shared, &mut connection).await?;
+                    reconciled = Instant::now();
+                }
                 // A command that timed out marked Redis unreachable; it
                 // answers again.
                 if !self.available() {

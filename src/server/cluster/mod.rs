@@ -72,8 +72,11 @@ mod keys;
 mod link;
 mod names;
 mod outbox;
+mod ticket;
+mod trust;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -89,6 +92,7 @@ use super::Shared;
 use crate::sanitize::Escaped;
 
 pub(super) use self::commands::REDIS_TIMEOUT;
+pub(crate) use self::ticket::Ticket;
 /// How long a node's lease (and so its names) lasts without renewal: a
 /// node that dies frees its names within this.
 pub const LEASE: Duration = Duration::from_secs(5);
@@ -144,7 +148,24 @@ pub(crate) struct Cluster {
     /// recipient session (its address: a session with a backlog is kept
     /// alive by the task draining it, so the address stays its own).
     backlogs: Mutex<HashMap<usize, Backlog>>,
+    /// Presence events heard while the directory is being read from Redis
+    /// (`None` when it is not).
+    loading: Mutex<Option<Vec<Box<[u8]>>>>,
+    /// Until when, after Redis came back, the directory may still lack
+    /// users whose nodes have not reconnected yet: a miss then means
+    /// "unreachable right now", not "not connected".
+    settling_until: Mutex<Option<Instant>>,
+    /// The other nodes known to be live (a lease in Redis, or announced
+    /// since the last check): at most [`MAX_NODES`]. Only these get an
+    /// outbox, and only their batches are acted on.
+    live: RwLock<HashSet<Arc<str>>>,
+    /// Records read from Redis that broke a rule and were dropped.
+    rejected: AtomicU64,
 }
+
+/// The most other nodes one node keeps track of: what a Redis writer
+/// inventing node ids can make it hold is bounded.
+pub const MAX_NODES: usize = 1024;
 
 impl Cluster {
     /// A node for the Redis at `url` (`redis://HOST:PORT`); nothing is
@@ -183,6 +204,10 @@ impl Cluster {
             ready: Event::new(),
             reachable: Event::new(),
             backlogs: Mutex::new(HashMap::new()),
+            loading: Mutex::new(None),
+            settling_until: Mutex::new(None),
+            live: RwLock::new(HashSet::new()),
+            rejected: AtomicU64::new(0),
             swap_script: swap_script(),
         })
     }
@@ -218,6 +243,82 @@ impl Cluster {
             }
             crate::runtime::until(deadline, reachable).await?;
         }
+    }
+
+    /// True while the directory is being rebuilt after Redis came back
+    /// (the other nodes reconnect in their own time): a name missing from
+    /// it may be on a node that has not announced it again yet.
+    pub(crate) fn settling(&self) -> bool {
+        self.settling_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Starts the window of [`Cluster::settling`]: every live node renews
+    /// its lease within [`LEASE`] and retries Redis at least every
+    /// [`crate::backoff::MAX_DELAY`], and claims and announces its names
+    /// when it reconnects.
+    fn start_settling(&self) {
+        let until = Instant::now() + LEASE + crate::backoff::MAX_DELAY;
+        *self
+            .settling_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(until);
+    }
+
+    /// The shared id of `node` if it is live.
+    fn live_node(&self, node: &[u8]) -> Option<Arc<str>> {
+        let node = std::str::from_utf8(node).ok()?;
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
+
+    /// Counts `node` as live (it announced a user or sent a batch) until
+    /// its lease is next checked, unless [`MAX_NODES`] are tracked
+    /// already; its shared id.
+    fn note_live(&self, node: &[u8]) -> Option<Arc<str>> {
+        if let Some(known) = self.live_node(node) {
+            return Some(known);
+        }
+        let node = std::str::from_utf8(node).ok()?;
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = live.get(node) {
+            return Some(Arc::clone(known));
+        }
+        if live.len() >= MAX_NODES {
+            return None;
+        }
+        let node: Arc<str> = node.into();
+        live.insert(Arc::clone(&node));
+        Some(node)
+    }
+
+    /// Drops something read from Redis that broke a rule: counted, and
+    /// logged the first time and every 10,000th.
+    fn reject(&self, what: &str) {
+        let count = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        if count == 1 || count % 10_000 == 0 {
+            warn!("cluster: dropped {what} read from Redis ({count} dropped so far)");
+        }
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// How many other nodes are known to be live.
+    pub(crate) fn live_nodes(&self) -> usize {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Records read from Redis and dropped so far.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// True while Redis is reachable.

@@ -148,7 +148,8 @@ impl Cluster {
             .query_async(connection)
             .await?;
         for name in shared.registry.local_names() {
-            if self.claim_on(connection, &name).await? {
+            let claimed = self.claim_on(connection, &name).await?;
+            if claimed {
                 let event = format!("+{} {name}", self.node);
                 let _: i64 = connection
                     .publish(PRESENCE_CHANNEL)
@@ -162,6 +163,15 @@ impl Cluster {
                 );
                 shared.registry.remove(&session);
                 session.close_with_error(&name_lost_text(&name));
+            }
+            if !claimed {
+                // No longer this node's: out of its set, so that no node
+                // reading the directory finds the name on two nodes.
+                let _: i64 = redis::cmd("SREM")
+                    .arg(names_key(&self.node))
+                    .arg(name_key(&name))
+                    .query_async(connection)
+                    .await?;
             }
         }
         Ok(())

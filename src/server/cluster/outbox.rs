@@ -1,79 +1,154 @@
 //! Messages for other nodes: one bounded outbox per node, and the
 //! publisher that sends each outbox's contents as one batch.
+//!
+//! A message counts as handed on only once its batch is settled (see
+//! `ticket`): a sender with receipts hears ACCEPTED only for messages that
+//! reached the recipient's node, and REFUSED for the rest. A batch that
+//! could not be published (Redis failed, or nobody listens on that node's
+//! inbox any more) is refused to its senders without receipts as error
+//! frames.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use event_listener::{listener, Event};
 
-use super::batch::{decode_batch, put_short, Record};
+use super::batch::{decode_batch, put_header, Record};
 use super::commands::Commands;
 use super::delivery::flush_all;
 use super::keys::inbox;
+use super::ticket::{Acks, Ticket};
 use super::{unreachable_text, Cluster, Unreachable, OUTBOX_BYTES};
 use crate::server::Shared;
 
 /// Messages waiting for one other node.
 #[derive(Default)]
 pub(super) struct Outbox {
-    /// The batch being gathered: the header, then records.
-    batch: Mutex<Vec<u8>>,
+    /// The batch being gathered.
+    gathering: Mutex<Gathering>,
     /// Fires when the publisher took the batch.
     pub(super) room: Event,
+    /// What became of the batches taken.
+    pub(super) acks: Arc<Acks>,
+    /// Set when the node this outbox is for is gone: nothing more is
+    /// queued here.
+    closed: AtomicBool,
+}
+
+/// The batch being gathered.
+#[derive(Default)]
+struct Gathering {
+    /// The header, then records.
+    batch: Vec<u8>,
+    /// Its number: how many batches were taken before it.
+    seq: u64,
+    /// Records in it.
+    records: u32,
+    /// A sender with receipts waits on it.
+    wants_ack: bool,
+}
+
+impl Gathering {
+    /// Takes the batch, if it has records, leaving the next one empty.
+    fn take(&mut self) -> Option<(Vec<u8>, u64, bool)> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        let taken = (std::mem::take(&mut self.batch), self.seq, self.wants_ack);
+        self.seq += 1;
+        self.records = 0;
+        self.wants_ack = false;
+        Some(taken)
+    }
 }
 
 impl Outbox {
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Gathering> {
+        self.gathering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A batch the publisher took from an outbox.
+struct Taken {
+    node: Arc<str>,
+    batch: Vec<u8>,
+    seq: u64,
+    wants_ack: bool,
+    outbox: Arc<Outbox>,
+}
+
+impl Taken {
+    /// The batch did not go out: its senders are told.
+    fn lost(self, shared: &Shared) {
+        self.outbox.acks.published(self.seq, false, self.wants_ack);
+        refuse_batch(shared, &self.batch);
     }
 }
 
 impl Cluster {
-    /// The outbox for `node`. Every cross-node message asks, from every
-    /// worker: a read lock, except the first time a node is seen.
-    fn outbox(&self, node: &Arc<str>) -> Arc<Outbox> {
+    /// The outbox for `node`, if it is live. Every cross-node message
+    /// asks, from every worker: a read lock, except the first time a node
+    /// is seen.
+    fn outbox(&self, node: &Arc<str>) -> Option<Arc<Outbox>> {
         let known = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
         if let Some(outbox) = known.get(node) {
-            return Arc::clone(outbox);
+            return Some(Arc::clone(outbox));
         }
         drop(known);
+        // Not for a node id nobody vouched for: what a forged one costs is
+        // bounded by the live set.
+        let node = self.live_node(node.as_bytes())?;
         let mut outboxes = self.outboxes.write().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(outboxes.entry(Arc::clone(node)).or_default())
+        Some(Arc::clone(outboxes.entry(node).or_default()))
     }
 
     /// Queues `record` for `node`, waiting up to `patience` while its
-    /// outbox is full.
+    /// outbox is full; returns where it went.
     pub(super) async fn send(
         &self,
         node: &Arc<str>,
         record: &Record<'_>,
         patience: Duration,
-    ) -> Result<(), Unreachable> {
+    ) -> Result<Ticket, Unreachable> {
         if !self.available() {
             return Err(Unreachable);
         }
-        let outbox = self.outbox(node);
+        let outbox = self.outbox(node).ok_or(Unreachable)?;
         let len = record.len();
+        let wants_ack = matches!(record, Record::Message { receipts: true, .. });
         // Only a full outbox needs a deadline.
         let mut deadline = None;
         loop {
+            if outbox.closed.load(Ordering::Relaxed) {
+                return Err(Unreachable);
+            }
             {
-                let mut batch = outbox.lock();
-                if batch.is_empty() || batch.len() + len <= OUTBOX_BYTES {
-                    let first = batch.is_empty();
+                let mut gathering = outbox.lock();
+                if gathering.batch.is_empty() || gathering.batch.len() + len <= OUTBOX_BYTES {
+                    let first = gathering.batch.is_empty();
                     if first {
-                        put_short(&mut batch, self.node.as_bytes());
+                        let seq = gathering.seq;
+                        put_header(&mut gathering.batch, self.node.as_bytes(), seq);
                     }
-                    record.encode(&mut batch);
-                    drop(batch);
+                    record.encode(&mut gathering.batch);
+                    let ticket = Ticket {
+                        acks: Arc::clone(&outbox.acks),
+                        seq: gathering.seq,
+                        index: gathering.records,
+                    };
+                    gathering.records += 1;
+                    gathering.wants_ack |= wants_ack;
+                    drop(gathering);
                     if first {
                         self.ready.notify(1);
                     }
-                    return Ok(());
+                    return Ok(ticket);
                 }
             }
             listener!(outbox.room => room);
-            if outbox.lock().len() + len <= OUTBOX_BYTES {
+            if outbox.lock().batch.len() + len <= OUTBOX_BYTES {
                 continue;
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + patience);
@@ -84,17 +159,24 @@ impl Cluster {
     }
 
     /// Hands a message for `to`, held by `node`, to that node, waiting up
-    /// to `patience` for room.
+    /// to `patience` for room. `receipts`: the sender waits on the
+    /// returned ticket.
     pub(crate) async fn forward(
         &self,
         node: &Arc<str>,
         to: &[u8],
         from: &[u8],
         content: &[u8],
+        receipts: bool,
         patience: Duration,
-    ) -> Result<(), Unreachable> {
-        self.send(node, &Record::Message { to, from, content }, patience)
-            .await
+    ) -> Result<Ticket, Unreachable> {
+        let message = Record::Message {
+            to,
+            from,
+            content,
+            receipts,
+        };
+        self.send(node, &message, patience).await
     }
 
     /// Asks `node` to disconnect its user `name`.
@@ -102,7 +184,22 @@ impl Cluster {
         let kick = Record::Kick {
             name: name.as_bytes(),
         };
-        self.send(node, &kick, Duration::from_secs(1)).await
+        self.send(node, &kick, Duration::from_secs(1))
+            .await
+            .map(drop)
+    }
+
+    /// Another node acknowledged batch `seq` of ours.
+    pub(super) fn acknowledged(&self, node: &str, seq: u64, refusals: super::batch::Refusals<'_>) {
+        let outbox = self
+            .outboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned();
+        if let Some(outbox) = outbox {
+            outbox.acks.acknowledged(seq, refusals);
+        }
     }
 
     /// Waits for outboxes with records and publishes each as one batch.
@@ -111,7 +208,7 @@ impl Cluster {
         shared: &Shared,
         connection: &mut Commands,
     ) -> redis::RedisResult<()> {
-        let ready: Vec<(Arc<str>, Vec<u8>, Arc<Outbox>)> = loop {
+        let mut ready: VecDeque<Taken> = loop {
             listener!(self.ready => wake);
             let taken = self.take_batches();
             if !taken.is_empty() {
@@ -119,44 +216,110 @@ impl Cluster {
             }
             wake.await;
         };
-        for (node, batch, outbox) in ready {
-            outbox.room.notify(usize::MAX);
+        while let Some(taken) = ready.pop_front() {
+            taken.outbox.room.notify(usize::MAX);
             let published: redis::RedisResult<i64> = connection
-                .publish(&inbox(&node))
-                .arg(&batch)
+                .publish(&inbox(&taken.node))
+                .arg(&taken.batch)
                 .query_async(connection)
                 .await;
-            if let Err(e) = published {
-                // Nothing is lost silently: each sender hears of each
-                // message that did not go out.
-                refuse_batch(shared, &batch);
-                return Err(e);
+            match published {
+                Ok(receivers) if receivers > 0 => {
+                    taken
+                        .outbox
+                        .acks
+                        .published(taken.seq, true, taken.wants_ack);
+                }
+                // Nobody listens on that node's inbox (it is gone, or has
+                // not subscribed again since Redis came back): the batch
+                // is lost unless its senders are told.
+                Ok(_) => taken.lost(shared),
+                Err(e) => {
+                    // Nothing is lost silently: each sender hears of each
+                    // message that did not go out, this batch's and those
+                    // taken with it.
+                    taken.lost(shared);
+                    for taken in ready {
+                        taken.lost(shared);
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(())
     }
 
-    fn take_batches(&self) -> Vec<(Arc<str>, Vec<u8>, Arc<Outbox>)> {
+    /// Refuses everything waiting in every outbox, and every batch still
+    /// waiting for an acknowledgement: Redis is unreachable, so none of it
+    /// will go out, or be acknowledged, on this connection.
+    pub(super) fn fail_outboxes(&self, shared: &Shared) {
+        for taken in self.take_batches() {
+            taken.outbox.room.notify(usize::MAX);
+            taken.lost(shared);
+        }
+        let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
+        for outbox in outboxes.values() {
+            let taken = outbox.lock().seq;
+            outbox.acks.lose_unsettled(taken);
+        }
+    }
+
+    /// Drops the outbox of `node` (gone), refusing what waited in it.
+    pub(super) fn drop_outbox(&self, shared: &Shared, node: &str) {
+        let removed = self
+            .outboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
+        let Some(outbox) = removed else {
+            return;
+        };
+        outbox.closed.store(true, Ordering::Relaxed);
+        let mut gathering = outbox.lock();
+        let left = gathering.take();
+        let taken = gathering.seq;
+        drop(gathering);
+        outbox.room.notify(usize::MAX);
+        if let Some((batch, _, _)) = left {
+            refuse_batch(shared, &batch);
+        }
+        outbox.acks.lose_unsettled(taken);
+    }
+
+    fn take_batches(&self) -> VecDeque<Taken> {
         let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
         outboxes
             .iter()
             .filter_map(|(node, outbox)| {
-                let batch = std::mem::take(&mut *outbox.lock());
-                (!batch.is_empty()).then(|| (Arc::clone(node), batch, Arc::clone(outbox)))
+                let (batch, seq, wants_ack) = outbox.lock().take()?;
+                Some(Taken {
+                    node: Arc::clone(node),
+                    batch,
+                    seq,
+                    wants_ack,
+                    outbox: Arc::clone(outbox),
+                })
             })
             .collect()
     }
 }
 
-/// Tells the senders of the messages in a batch that could not be
-/// published that they were not delivered.
+/// Tells the senders without receipts of the messages in a batch that
+/// could not be published that they were not delivered (those with
+/// receipts hear it as REFUSED, through the ticket their router holds).
 fn refuse_batch(shared: &Shared, batch: &[u8]) {
-    let Some((_, records)) = decode_batch(batch) else {
+    let Some(batch) = decode_batch(batch) else {
         return;
     };
     let mut touched = Vec::new();
-    for record in records {
-        let Record::Message { to, from, .. } = record else {
+    for record in batch.records {
+        let Record::Message {
+            to,
+            from,
+            receipts: false,
+            ..
+        } = record
+        else {
             continue;
         };
         let Some(sender) = shared.registry.get(from) else {

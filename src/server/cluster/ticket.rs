@@ -1,0 +1,221 @@
+//! What became of the batches sent to one other node, for the senders
+//! with receipts waiting on them.
+//!
+//! A batch is settled when the publisher learns it could not be published
+//! (Redis failed, or nobody listens on that node's inbox), when Redis took
+//! a batch no sender with receipts waits on, or, for a batch that holds
+//! such a sender's message, when the receiving node acknowledges it (see
+//! `batch`), naming the records it refused. A batch still unsettled when
+//! Redis is lost, or when its node is gone, counts as not delivered.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use event_listener::{listener, Event};
+
+use super::batch::Refusals;
+
+/// Settled batches remembered with an outcome other than "all delivered",
+/// for tickets that ask late; older ones count as not delivered.
+const OUTCOMES_KEPT: usize = 1024;
+
+/// The outcomes of one outbox's batches.
+#[derive(Default)]
+pub(super) struct Acks {
+    state: Mutex<AckState>,
+    /// Fires when a batch settles.
+    settled: Event,
+}
+
+#[derive(Default)]
+struct AckState {
+    /// The publisher reported on every batch numbered below this.
+    reported: u64,
+    /// Published batches waiting for the receiving node's
+    /// acknowledgement, oldest first.
+    awaiting: VecDeque<u64>,
+    /// Settled batches whose outcome is not "all delivered", oldest
+    /// first.
+    outcomes: VecDeque<(u64, Settled)>,
+    /// Batches below this that are not in `outcomes` were forgotten.
+    forgotten_below: u64,
+}
+
+/// What became of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Every record reached the receiving node.
+    Delivered,
+    /// The batch did not reach it (or nobody knows any more).
+    Lost,
+    /// It reached it, and these records (index, error text) were refused.
+    Refused(Arc<[(u32, Box<str>)]>),
+}
+
+impl Settled {
+    /// What became of record `index`: `None` delivered; `Some(None)` not
+    /// delivered, no reason known; `Some(Some(text))` refused for `text`.
+    pub(crate) fn refusal(&self, index: u32) -> Option<Option<&str>> {
+        match self {
+            Settled::Delivered => None,
+            Settled::Lost => Some(None),
+            Settled::Refused(refused) => refused
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, text)| Some(&**text)),
+        }
+    }
+}
+
+impl Acks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The publisher's report on batch `seq`: `published` by Redis to at
+    /// least one subscriber; `wants_ack`: a sender with receipts waits on
+    /// it, so only the receiving node's acknowledgement settles it.
+    pub(super) fn published(&self, seq: u64, published: bool, wants_ack: bool) {
+        let mut state = self.lock();
+        state.reported = state.reported.max(seq + 1);
+        if !published {
+            state.remember(seq, Settled::Lost);
+        } else if wants_ack {
+            state.awaiting.push_back(seq);
+        }
+        drop(state);
+        self.settled.notify(usize::MAX);
+    }
+
+    /// The receiving node acknowledged batch `seq`, refusing `refusals`.
+    pub(super) fn acknowledged(&self, seq: u64, refusals: Refusals<'_>) {
+        let mut state = self.lock();
+        let Some(position) = state.awaiting.iter().position(|&s| s == seq) else {
+            return;
+        };
+        state.awaiting.remove(position);
+        let refused: Vec<(u32, Box<str>)> = refusals
+            .map(|(index, text)| (index, String::from_utf8_lossy(text).into()))
+            .collect();
+        if !refused.is_empty() {
+            state.remember(seq, Settled::Refused(refused.into()));
+        }
+        drop(state);
+        self.settled.notify(usize::MAX);
+    }
+
+    /// Every batch still waiting for an acknowledgement counts as lost
+    /// (Redis failed, or the receiving node is gone), and so does every
+    /// batch numbered below `taken` the publisher never reported on.
+    pub(super) fn lose_unsettled(&self, taken: u64) {
+        let mut state = self.lock();
+        let awaiting: Vec<u64> = state.awaiting.drain(..).collect();
+        for seq in awaiting {
+            state.remember(seq, Settled::Lost);
+        }
+        for seq in state.reported..taken {
+            state.remember(seq, Settled::Lost);
+        }
+        state.reported = state.reported.max(taken);
+        drop(state);
+        self.settled.notify(usize::MAX);
+    }
+
+    /// What became of batch `seq`, if known.
+    fn outcome(&self, seq: u64) -> Option<Settled> {
+        let state = self.lock();
+        if seq >= state.reported || state.awaiting.contains(&seq) {
+            return None;
+        }
+        if let Some((_, settled)) = state.outcomes.iter().find(|(s, _)| *s == seq) {
+            return Some(settled.clone());
+        }
+        if seq < state.forgotten_below {
+            return Some(Settled::Lost);
+        }
+        Some(Settled::Delivered)
+    }
+}
+
+impl AckState {
+    fn remember(&mut self, seq: u64, settled: Settled) {
+        if self.outcomes.len() == OUTCOMES_KEPT {
+            if let Some((oldest, _)) = self.outcomes.pop_front() {
+                self.forgotten_below = self.forgotten_below.max(oldest + 1);
+            }
+        }
+        self.outcomes.push_back((seq, settled));
+    }
+}
+
+/// Where a forwarded message went: its batch and its place in it.
+pub(crate) struct Ticket {
+    pub(super) acks: Arc<Acks>,
+    pub(super) seq: u64,
+    /// The record's index in its batch.
+    pub(crate) index: u32,
+}
+
+impl Ticket {
+    /// What became of the ticket's batch, waiting until `deadline` at
+    /// most; a batch still unsettled then counts as lost (the sender is
+    /// told it was not delivered: it may yet be, but it is never lost
+    /// silently).
+    pub(crate) async fn settled(&self, deadline: Instant) -> Settled {
+        loop {
+            if let Some(settled) = self.acks.outcome(self.seq) {
+                return settled;
+            }
+            listener!(self.acks.settled => wake);
+            if let Some(settled) = self.acks.outcome(self.seq) {
+                return settled;
+            }
+            if crate::runtime::until(deadline, wake).await.is_none() {
+                return Settled::Lost;
+            }
+        }
+    }
+
+    /// True when `other` waits for the same batch.
+    pub(crate) fn same_batch(&self, other: &Ticket) -> bool {
+        Arc::ptr_eq(&self.acks, &other.acks) && self.seq == other.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(acks: &Acks, seq: u64) -> Option<Settled> {
+        acks.outcome(seq)
+    }
+
+    #[test]
+    fn a_batch_settles_by_its_report_or_its_acknowledgement() {
+        let acks = Acks::default();
+        assert_eq!(None, outcome(&acks, 0));
+        // Published, nobody with receipts: delivered at once.
+        acks.published(0, true, false);
+        assert_eq!(Some(Settled::Delivered), outcome(&acks, 0));
+        // Published with receipts waiting: only the acknowledgement counts,
+        // and a later batch settling does not settle it.
+        acks.published(1, true, true);
+        acks.published(2, true, false);
+        assert_eq!(None, outcome(&acks, 1));
+        assert_eq!(Some(Settled::Delivered), outcome(&acks, 2));
+        let mut refusals = Vec::new();
+        super::super::batch::put_refusal(&mut refusals, 4, b"'x' is not connected\n");
+        acks.acknowledged(1, Refusals(&refusals));
+        let settled = outcome(&acks, 1).unwrap();
+        assert_eq!(Some(Some("'x' is not connected\n")), settled.refusal(4));
+        assert_eq!(None, settled.refusal(3));
+        // Not published; and lost with Redis while waiting.
+        acks.published(3, false, true);
+        acks.published(4, true, true);
+        acks.lose_unsettled(6);
+        for seq in [3, 4, 5] {
+            assert_eq!(Some(Settled::Lost), outcome(&acks, seq), "batch {seq}");
+        }
+    }
+}
