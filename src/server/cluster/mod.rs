@@ -92,7 +92,7 @@ use super::Shared;
 use crate::sanitize::Escaped;
 
 pub(super) use self::commands::REDIS_TIMEOUT;
-pub(crate) use self::ticket::Ticket;
+pub(crate) use self::outbox::Ticket;
 /// How long a node's lease (and so its names) lasts without renewal: a
 /// node that dies frees its names within this.
 pub const LEASE: Duration = Duration::from_secs(5);

@@ -19,7 +19,7 @@ use super::batch::{decode_batch, put_header, Record};
 use super::commands::Commands;
 use super::delivery::flush_all;
 use super::keys::inbox;
-use super::ticket::{Acks, Ticket};
+use super::ticket::{Acks, Settled};
 use super::{unreachable_text, Cluster, Unreachable, OUTBOX_BYTES};
 use crate::server::Shared;
 
@@ -31,7 +31,7 @@ pub(super) struct Outbox {
     /// Fires when the publisher took the batch.
     pub(super) room: Event,
     /// What became of the batches taken.
-    pub(super) acks: Arc<Acks>,
+    pub(super) acks: Acks,
     /// Set when the node this outbox is for is gone: nothing more is
     /// queued here.
     closed: AtomicBool,
@@ -67,6 +67,40 @@ impl Gathering {
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, Gathering> {
         self.gathering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where a forwarded message went: its batch and its place in it.
+pub(crate) struct Ticket {
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) seq: u64,
+    /// The record's index in its batch.
+    pub(crate) index: u32,
+}
+
+impl Ticket {
+    /// What became of the ticket's batch, waiting until `deadline` at
+    /// most; a batch still unsettled then counts as lost (the sender is
+    /// told it was not delivered: it may yet be, but it is never lost
+    /// silently).
+    pub(crate) async fn settled(&self, deadline: Instant) -> Settled {
+        loop {
+            if let Some(settled) = self.outbox.acks.outcome(self.seq) {
+                return settled;
+            }
+            listener!(self.outbox.acks.settled => wake);
+            if let Some(settled) = self.outbox.acks.outcome(self.seq) {
+                return settled;
+            }
+            if crate::runtime::until(deadline, wake).await.is_none() {
+                return Settled::Lost;
+            }
+        }
+    }
+
+    /// True when `other` waits for the same batch.
+    pub(crate) fn same_batch(&self, other: &Ticket) -> bool {
+        Arc::ptr_eq(&self.outbox, &other.outbox) && self.seq == other.seq
     }
 }
 
@@ -133,18 +167,14 @@ impl Cluster {
                         put_header(&mut gathering.batch, self.node.as_bytes(), seq);
                     }
                     record.encode(&mut gathering.batch);
-                    let ticket = Ticket {
-                        acks: Arc::clone(&outbox.acks),
-                        seq: gathering.seq,
-                        index: gathering.records,
-                    };
+                    let (seq, index) = (gathering.seq, gathering.records);
                     gathering.records += 1;
                     gathering.wants_ack |= wants_ack;
                     drop(gathering);
                     if first {
                         self.ready.notify(1);
                     }
-                    return Ok(ticket);
+                    return Ok(Ticket { outbox, seq, index });
                 }
             }
             listener!(outbox.room => room);

@@ -10,9 +10,8 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use event_listener::{listener, Event};
+use event_listener::Event;
 
 use super::batch::Refusals;
 
@@ -25,7 +24,7 @@ const OUTCOMES_KEPT: usize = 1024;
 pub(super) struct Acks {
     state: Mutex<AckState>,
     /// Fires when a batch settles.
-    settled: Event,
+    pub(super) settled: Event,
 }
 
 #[derive(Default)]
@@ -123,7 +122,7 @@ impl Acks {
     }
 
     /// What became of batch `seq`, if known.
-    fn outcome(&self, seq: u64) -> Option<Settled> {
+    pub(super) fn outcome(&self, seq: u64) -> Option<Settled> {
         let state = self.lock();
         if seq >= state.reported || state.awaiting.contains(&seq) {
             return None;
@@ -146,40 +145,6 @@ impl AckState {
             }
         }
         self.outcomes.push_back((seq, settled));
-    }
-}
-
-/// Where a forwarded message went: its batch and its place in it.
-pub(crate) struct Ticket {
-    pub(super) acks: Arc<Acks>,
-    pub(super) seq: u64,
-    /// The record's index in its batch.
-    pub(crate) index: u32,
-}
-
-impl Ticket {
-    /// What became of the ticket's batch, waiting until `deadline` at
-    /// most; a batch still unsettled then counts as lost (the sender is
-    /// told it was not delivered: it may yet be, but it is never lost
-    /// silently).
-    pub(crate) async fn settled(&self, deadline: Instant) -> Settled {
-        loop {
-            if let Some(settled) = self.acks.outcome(self.seq) {
-                return settled;
-            }
-            listener!(self.acks.settled => wake);
-            if let Some(settled) = self.acks.outcome(self.seq) {
-                return settled;
-            }
-            if crate::runtime::until(deadline, wake).await.is_none() {
-                return Settled::Lost;
-            }
-        }
-    }
-
-    /// True when `other` waits for the same batch.
-    pub(crate) fn same_batch(&self, other: &Ticket) -> bool {
-        Arc::ptr_eq(&self.acks, &other.acks) && self.seq == other.seq
     }
 }
 
