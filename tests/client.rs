@@ -10,6 +10,8 @@ mod batch;
 mod extensions;
 #[path = "client/gob.rs"]
 mod gob;
+#[path = "client/guessing.rs"]
+mod guessing;
 #[path = "client/hardening.rs"]
 mod hardening;
 #[path = "client/interactive.rs"]

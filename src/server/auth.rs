@@ -89,6 +89,9 @@ const MAX_ADDRESSES: usize = 65_536;
 struct Failures {
     count: u32,
     last: Instant,
+    /// When the latest attempt's check was scheduled to start (names
+    /// only): the next one starts its own delay after it.
+    latest_check: Instant,
 }
 
 /// How long an attempt waits after `failures` earlier ones.
@@ -104,8 +107,11 @@ fn delay_after(failures: u32) -> Duration {
 /// Back-off per name and per source address.
 ///
 /// An attempt counts as a failure from the moment it starts
-/// ([`Backoff::begin`]) until it succeeds, so a hundred guesses sent at
-/// once wait in turn instead of all being checked at the cost of one.
+/// ([`Backoff::begin`]) until it succeeds. The checks of one name's
+/// attempts are spaced out, each its delay after the previous one was
+/// scheduled, however many connections carry them: a hundred guesses sent
+/// at once are checked in turn, on the schedule, and those that would wait
+/// longer than [`MAX_DELAY`] for their turn are refused at once, unchecked.
 #[derive(Debug, Default)]
 pub(crate) struct Backoff {
     table: Mutex<BackoffTable>,
@@ -119,8 +125,10 @@ struct BackoffTable {
 
 impl Backoff {
     /// Counts an attempt; returns how long it must wait before its
-    /// password is checked.
-    pub(crate) fn begin(&self, name: &str, address: IpAddr, now: Instant) -> Duration {
+    /// password is checked, or `None` (not counted) when its turn would
+    /// come more than [`MAX_DELAY`] from now: enough of this name's
+    /// attempts are waiting already.
+    pub(crate) fn begin(&self, name: &str, address: IpAddr, now: Instant) -> Option<Duration> {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if !table.addresses.contains_key(&address) && table.addresses.len() >= MAX_ADDRESSES {
             table.forget_stale(now);
@@ -128,9 +136,17 @@ impl Backoff {
                 table.drop_stalest_address();
             }
         }
-        let by_name = bump(table.names.entry(name.into()).or_insert(fresh(now)), now);
-        let by_address = bump(table.addresses.entry(address).or_insert(fresh(now)), now);
-        delay_after(by_name.max(by_address))
+        let by_address = table.addresses.get(&address).map_or(0, |f| f.count);
+        let by_name = table.names.entry(name.into()).or_insert(fresh(now));
+        let delay = delay_after(by_name.count.max(by_address));
+        let check = by_name.latest_check.max(now) + delay;
+        if check.duration_since(now) > MAX_DELAY {
+            return None;
+        }
+        by_name.latest_check = check;
+        bump(by_name, now);
+        bump(table.addresses.entry(address).or_insert(fresh(now)), now);
+        Some(check.duration_since(now))
     }
 
     /// The attempt proved the name: the name starts afresh, and the
@@ -165,6 +181,7 @@ fn fresh(now: Instant) -> Failures {
     Failures {
         count: 0,
         last: now,
+        latest_check: now,
     }
 }
 
@@ -382,7 +399,10 @@ pub(crate) async fn authenticate(
             // Unregistered by a reload meanwhile: the name is free again.
             return Ok(hello);
         };
-        let wait = auth.backoff.begin(name, peer.ip(), Instant::now());
+        let Some(wait) = auth.backoff.begin(name, peer.ip(), Instant::now()) else {
+            warn!(%peer, user = name, "rejected: too many attempts waiting for this name");
+            return Err(v1(protocol::LOGINS_BUSY));
+        };
         if !wait.is_zero() {
             info!(%peer, user = name, "login delayed {wait:?} after earlier failures");
         }
@@ -461,12 +481,35 @@ mod tests {
     #[test]
     fn the_fifth_guess_waits_and_the_delay_doubles_up_to_a_cap() {
         let backoff = Backoff::default();
-        let now = Instant::now();
-        let delays: Vec<Duration> = (0..12).map(|_| backoff.begin("alice", HOME, now)).collect();
+        let mut now = Instant::now();
+        let mut delays = Vec::new();
+        // One attempt at a time, each after the previous one's check.
+        for _ in 0..12 {
+            let delay = backoff.begin("alice", HOME, now).unwrap();
+            delays.push(delay);
+            now += delay + Duration::from_millis(1);
+        }
         assert_eq!(delays[..3], [Duration::ZERO; 3]);
         assert_eq!(delays[3], FIRST_DELAY);
         assert_eq!(delays[4], FIRST_DELAY * 2);
         assert_eq!(delays[11], MAX_DELAY);
+    }
+
+    #[test]
+    fn attempts_at_once_are_checked_in_turn_and_the_rest_refused_unchecked() {
+        let backoff = Backoff::default();
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let turns: Vec<Option<Duration>> =
+            (0..10).map(|_| backoff.begin("alice", HOME, now)).collect();
+        let expected = [0, 0, 0, 500, 1500, 3500, 7500, 15_500].map(|t| Some(ms(t)));
+        assert_eq!(turns[..8], expected);
+        // The next turn would be 31.5 s away: refused, and not counted.
+        assert_eq!(turns[8..], [None, None]);
+        assert_eq!(backoff.failures("alice", HOME).0, 8);
+        // Once the queue has moved on, a turn is given again.
+        let later = now + ms(16_000);
+        assert_eq!(backoff.begin("alice", HOME, later), Some(ms(16_000)));
     }
 
     #[test]
@@ -476,10 +519,10 @@ mod tests {
         for name in ["a", "b", "c", "d"] {
             backoff.begin(name, HOME, now);
         }
-        assert_eq!(backoff.begin("e", HOME, now), FIRST_DELAY * 2);
+        assert_eq!(backoff.begin("e", HOME, now), Some(FIRST_DELAY * 2));
         // Another address guessing a fresh name is not slowed.
         let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
-        assert_eq!(backoff.begin("f", elsewhere, now), Duration::ZERO);
+        assert_eq!(backoff.begin("f", elsewhere, now), Some(Duration::ZERO));
     }
 
     #[test]
@@ -510,7 +553,7 @@ mod tests {
         let backoff = Backoff::default();
         let now = Instant::now();
         for i in 0..(MAX_ADDRESSES as u32 + 10) {
-            backoff.begin("alice", IpAddr::V4(i.into()), now);
+            backoff.begin(&format!("n{i}"), IpAddr::V4(i.into()), now);
         }
         let table = backoff.table.lock().unwrap();
         assert_eq!(table.addresses.len(), MAX_ADDRESSES);
