@@ -7,6 +7,8 @@ mod common;
 mod cluster;
 #[path = "server/cluster_attacks.rs"]
 mod cluster_attacks;
+#[path = "server/cluster_key.rs"]
+mod cluster_key;
 #[path = "server/gob.rs"]
 mod gob;
 #[path = "server/hardening.rs"]

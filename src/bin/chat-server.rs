@@ -93,10 +93,6 @@ fn main() -> ExitCode {
         }
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
-    // Scripts and tests read the real port from this first line. Nobody
-    // reading it is no reason not to serve.
-    let _ = pmchat::out_line!("listening on {local}");
-    tracing::info!("listening on {local}");
 
     let threads = args
         .threads
@@ -114,6 +110,11 @@ fn main() -> ExitCode {
             return fail(&e);
         }
     };
+    // Scripts and tests read the real port from this first line (once
+    // nothing can stop the server from starting). Nobody reading it is no
+    // reason not to serve.
+    let _ = pmchat::out_line!("listening on {local}");
+    tracing::info!("listening on {local}");
     let console_color = args.color.enabled_for(&std::io::stdout());
     if let Err(e) = server.handle().start_console(console_color) {
         return fail(&format!("cannot start the console: {e}"));

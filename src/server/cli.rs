@@ -148,6 +148,14 @@ pub struct ServerArgs {
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
 
+    /// A secret shared by every node (at least 32 bytes; `head -c 48
+    /// /dev/urandom | base64 > FILE` makes one): each signs what it puts in
+    /// Redis with it, and acts only on what carries a valid signature, so
+    /// whoever can write to Redis without the key cannot forge messages,
+    /// users, kicks or bans. Every node needs the same key.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_key_file: Option<std::path::PathBuf>,
+
     /// More log output: -v turns on debug logs (among them each routed
     /// message, with its content), -vv trace logs too.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -209,6 +217,7 @@ impl ServerArgs {
             registered_only: self.registered_only,
             allow_plaintext_passwords: self.allow_plaintext_passwords,
             cluster: self.cluster.clone(),
+            cluster_key_file: self.cluster_key_file.clone(),
             default_wire: match self.default_wire {
                 DefaultWire::V1 => Wire::V1,
                 DefaultWire::Gob => Wire::Gob,

@@ -44,6 +44,8 @@ pub struct Config {
     pub allow_plaintext_passwords: bool,
     /// The Redis that makes this node one of several (`--cluster`).
     pub cluster: Option<String>,
+    /// The nodes' shared secret (`--cluster-key-file`).
+    pub cluster_key_file: Option<std::path::PathBuf>,
     /// What a connection that has sent nothing after its username is
     /// spoken to in (`--default-wire`).
     pub default_wire: Wire,
@@ -66,6 +68,7 @@ impl Default for Config {
             registered_only: false,
             allow_plaintext_passwords: false,
             cluster: None,
+            cluster_key_file: None,
             default_wire: Wire::V1,
         }
     }

@@ -242,16 +242,22 @@ pub struct ServerHandle {
 
 impl Server {
     /// A server with these settings whose sessions run on `workers`; an
-    /// error only for a `--cluster` URL that does not parse.
+    /// error only for a `--cluster` URL that does not parse or a
+    /// `--cluster-key-file` that cannot be used.
     pub fn new(config: Config, workers: Arc<Workers>) -> Result<Self, String> {
         let auth = config
             .accounts
             .as_ref()
             .map(|accounts| auth::AuthState::new(Arc::clone(accounts)));
+        let key = config
+            .cluster_key_file
+            .as_deref()
+            .map(cluster::ClusterKey::load)
+            .transpose()?;
         let cluster = config
             .cluster
             .as_deref()
-            .map(cluster::Cluster::new)
+            .map(|url| cluster::Cluster::new(url, key))
             .transpose()?;
         Ok(Server {
             shared: Arc::new(Shared {

@@ -58,7 +58,9 @@ pub(crate) struct Router<'a> {
     accounted: u64,
     /// With receipts: messages handed to another node whose batch Redis
     /// has not acknowledged yet; no ACCEPTED covers them before it has.
-    unconfirmed: Unconfirmed,
+    /// Boxed, made on the first such message: most senders never have
+    /// one, and an idle connection's memory counts.
+    unconfirmed: Option<Box<Unconfirmed>>,
 }
 
 /// Messages sent to other nodes (with receipts) whose batches are not yet
@@ -145,7 +147,7 @@ impl<'a> Router<'a> {
             receipts: false,
             ordinal: 0,
             accounted: 0,
-            unconfirmed: Unconfirmed::default(),
+            unconfirmed: None,
         }
     }
 
@@ -159,7 +161,7 @@ impl<'a> Router<'a> {
     pub(crate) async fn finish_batch(&mut self, idle: bool) -> Result<(), SenderClosed> {
         let unaccounted = self.ordinal - self.accounted;
         if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
-            self.confirm_forwarded().await?;
+            self.confirm_forwarded_boxed().await?;
         }
         let unaccounted = self.ordinal - self.accounted;
         if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
@@ -324,7 +326,11 @@ impl<'a> Router<'a> {
                 {
                     Ok(ticket) => {
                         if self.receipts {
-                            self.unconfirmed.add(self.ordinal, to, ticket);
+                            self.unconfirmed.get_or_insert_with(Box::default).add(
+                                self.ordinal,
+                                to,
+                                ticket,
+                            );
                         }
                         Ok(())
                     }
@@ -348,7 +354,7 @@ impl<'a> Router<'a> {
             return self.reply_error(text).await;
         }
         // Receipts go out in order: those before it first.
-        self.confirm_forwarded().await?;
+        self.confirm_forwarded_boxed().await?;
         let mut frames = Vec::new();
         let refused = self.ordinal;
         if refused - 1 > self.accounted {
@@ -359,15 +365,28 @@ impl<'a> Router<'a> {
         self.reply(&frames).await
     }
 
+    /// [`Router::confirm_forwarded`], boxed when there is anything to
+    /// confirm: waiting on other nodes is rare, and its state must not
+    /// grow every session's future (an idle connection's memory).
+    async fn confirm_forwarded_boxed(&mut self) -> Result<(), SenderClosed> {
+        if self
+            .unconfirmed
+            .as_ref()
+            .is_none_or(|u| u.messages.is_empty())
+        {
+            return Ok(());
+        }
+        Box::pin(self.confirm_forwarded()).await
+    }
+
     /// Waits until Redis acknowledged (or failed) the batches of the
     /// messages sent to other nodes since the last check, and reports the
     /// ones not published as REFUSED, each after an ACCEPTED for what came
     /// before it.
     async fn confirm_forwarded(&mut self) -> Result<(), SenderClosed> {
-        if self.unconfirmed.messages.is_empty() {
+        let Some(mut unconfirmed) = self.unconfirmed.take() else {
             return Ok(());
-        }
-        let mut unconfirmed = std::mem::take(&mut self.unconfirmed);
+        };
         let deadline = Instant::now() + CONFIRM_WAIT;
         let mut settled = Vec::with_capacity(unconfirmed.tickets.len());
         for ticket in unconfirmed.tickets.drain(..) {
@@ -387,7 +406,7 @@ impl<'a> Router<'a> {
             self.accounted = ordinal;
         }
         unconfirmed.names.clear();
-        self.unconfirmed = unconfirmed;
+        self.unconfirmed = Some(unconfirmed);
         if frames.is_empty() {
             return Ok(());
         }

@@ -15,7 +15,7 @@ use crate::eqnice;
 /// `RECONCILE_EVERY`), plus slack for a loaded machine.
 const RECONCILE_BOUND: Duration = Duration::from_secs(5 + 3);
 
-fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
+pub(crate) fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
     (0..count)
         .map(|_| ServerProcess::start(&["--cluster", url]))
         .collect()
@@ -81,11 +81,13 @@ fn a_missed_presence_event_is_repaired_within_the_reconcile_bound(redis: &mut im
     online_within(&mut nodes[1], "alice", forged, RECONCILE_BOUND);
 }
 
-/// A batch as a node publishes it: the origin id, a batch number, then
-/// message records.
-fn batch(origin: &str, records: &[(&[u8], &[u8], &[u8])]) -> Vec<u8> {
+/// A batch as a node publishes it: the origin id, the destination id, a
+/// batch number, then message records.
+pub(crate) fn batch(origin: &str, destination: &str, records: &[(&[u8], &[u8], &[u8])]) -> Vec<u8> {
     let mut out = vec![origin.len() as u8];
     out.extend_from_slice(origin.as_bytes());
+    out.push(destination.len() as u8);
+    out.extend_from_slice(destination.as_bytes());
     out.extend_from_slice(&u64::MAX.to_be_bytes());
     for (to, from, content) in records {
         out.push(b'M');
@@ -122,10 +124,13 @@ fn forged_batches_and_events_from_redis_are_dropped_counted_and_bounded(
         (b"bob", b"alice", &long),
     ];
     for record in forged {
-        redis.publish(&inbox, &batch(&a, &[record]));
+        redis.publish(&inbox, &batch(&a, &b, &[record]));
     }
     // A well-formed record after them arrives first: none of them did.
-    redis.publish(&inbox, &batch(&a, &[(b"bob", b"alice", b"well-formed")]));
+    redis.publish(
+        &inbox,
+        &batch(&a, &b, &[(b"bob", b"alice", b"well-formed")]),
+    );
     eqnice!(Frame::msg("alice", "well-formed"), bob.frame());
     let (_, _, dropped) = nodes[1].cluster_state();
     assert!(dropped >= 4, "{dropped} dropped");
@@ -133,7 +138,7 @@ fn forged_batches_and_events_from_redis_are_dropped_counted_and_bounded(
     // would be answered), and 2,000 more announcing ghost users.
     for i in 0..5000u32 {
         let origin = format!("{:016x}", 0xf000_0000u64 + u64::from(i));
-        redis.publish(&inbox, &batch(&origin, &[(b"nobody", b"x", b"hi")]));
+        redis.publish(&inbox, &batch(&origin, &b, &[(b"nobody", b"x", b"hi")]));
     }
     for i in 0..2000u32 {
         let event = format!("+{:016x} ghost{i}", 0xe000_0000u64 + u64::from(i));

@@ -1,9 +1,12 @@
 //! The inter-node batch format: what goes through a node's inbox channel
-//! is a header (the sending node's id and the batch's number), then
-//! records, each a kind byte and its fields (see [`Record`]).
+//! is a header (the sending node's id, the receiving node's, and the
+//! batch's number), then records, each a kind byte and its fields (see
+//! [`Record`]), then, with the cluster key, the signature of all that (see
+//! `key`).
 //!
-//! Numbers count up per sending node, from 0 at its start (a node's id is
-//! new at every start). A batch holding a message from a sender with
+//! The numbers of the batches one node sends another only grow (a node's
+//! id is new at every start), so that with the key a batch captured in
+//! Redis and published again is refused as a replay. A batch holding a message from a sender with
 //! receipts (`R`) is answered with an acknowledgement (`A`) naming its
 //! number and the records in it that were refused at once, so that the
 //! sender's node reports ACCEPTED only for messages that reached the
@@ -29,9 +32,11 @@ pub(super) enum Record<'a> {
     Ack { seq: u64, refusals: &'a [u8] },
 }
 
-/// The header: the sending node's id and the batch's number.
-pub(super) fn put_header(out: &mut Vec<u8>, origin: &[u8], seq: u64) {
+/// The header: the sending node's id, the receiving node's, and the
+/// batch's number.
+pub(super) fn put_header(out: &mut Vec<u8>, origin: &[u8], destination: &[u8], seq: u64) {
     put_short(out, origin);
+    put_short(out, destination);
     out.extend_from_slice(&seq.to_be_bytes());
 }
 
@@ -114,6 +119,7 @@ impl Record<'_> {
 /// A decoded batch.
 pub(super) struct Batch<'a> {
     pub(super) origin: &'a [u8],
+    pub(super) destination: &'a [u8],
     pub(super) seq: u64,
     pub(super) records: Vec<Record<'a>>,
     /// What follows the first malformed record (only a foreign publisher
@@ -126,6 +132,7 @@ pub(super) struct Batch<'a> {
 pub(super) fn decode_batch(batch: &[u8]) -> Option<Batch<'_>> {
     let mut rest = batch;
     let origin = take_short(&mut rest)?;
+    let destination = take_short(&mut rest)?;
     let seq = take_u64(&mut rest)?;
     let mut records = Vec::new();
     loop {
@@ -135,6 +142,7 @@ pub(super) fn decode_batch(batch: &[u8]) -> Option<Batch<'_>> {
             None => {
                 return Some(Batch {
                     origin,
+                    destination,
                     seq,
                     records,
                     garbage: before,
@@ -203,7 +211,7 @@ mod tests {
     #[test]
     fn inbox_batches_round_trip_and_stop_at_garbage() {
         let mut batch = Vec::new();
-        put_header(&mut batch, b"node1", 7);
+        put_header(&mut batch, b"node1", b"node2", 7);
         let mut refusals = Vec::new();
         put_refusal(&mut refusals, 3, b"'carol' is not connected\n");
         let records = [
@@ -235,7 +243,10 @@ mod tests {
             assert_eq!(batch.len() - before, record.len());
         }
         let decoded = decode_batch(&batch).unwrap();
-        assert_eq!((decoded.origin, decoded.seq), (&b"node1"[..], 7));
+        assert_eq!(
+            (decoded.origin, decoded.destination, decoded.seq),
+            (&b"node1"[..], &b"node2"[..], 7)
+        );
         assert_eq!(decoded.records, records);
         assert!(decoded.garbage.is_empty());
         assert_eq!(
@@ -249,6 +260,6 @@ mod tests {
         batch.truncate(batch.len() - 4);
         batch.push(b'Z');
         assert_eq!(decode_batch(&batch).unwrap().records.len(), 5);
-        assert!(decode_batch(b"\x05node1\x00\x00").is_none());
+        assert!(decode_batch(b"\x05node1\x05node2\x00\x00").is_none());
     }
 }

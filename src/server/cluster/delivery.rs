@@ -7,6 +7,8 @@ use tracing::info;
 
 use super::backlog::{not_reading_text, Joined, Waiting};
 use super::batch::{decode_batch, put_refusal, Record, Refusals};
+use super::key::split_tag;
+use super::keys::node_key;
 use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
 use super::Cluster;
 use crate::protocol::Limits;
@@ -16,13 +18,53 @@ use crate::server::session::{Session, KICKED};
 use crate::server::Shared;
 
 impl Cluster {
+    /// True when `node` holds a lease in Redis now.
+    async fn has_lease(&self, node: &[u8]) -> bool {
+        let (Some(mut connection), Ok(node)) = (self.connection(), std::str::from_utf8(node))
+        else {
+            return false;
+        };
+        let alive: redis::RedisResult<i64> = redis::cmd("EXISTS")
+            .arg(node_key(node))
+            .query_async(&mut connection)
+            .await;
+        alive == Ok(1)
+    }
+
+    /// True when `seq` is newer than every batch accepted from `origin` so
+    /// far (and records it): the numbers one node sends another only grow.
+    fn first_time(&self, origin: &Arc<str>, seq: u64) -> bool {
+        let mut latest = self.latest_batch.lock().unwrap_or_else(|e| e.into_inner());
+        match latest.get(origin) {
+            Some(&last) if seq <= last => false,
+            _ => {
+                latest.insert(Arc::clone(origin), seq);
+                true
+            }
+        }
+    }
+
     /// Acts on a batch from another node's outbox; acknowledges it if a
     /// sender with receipts waits on it.
-    pub(super) async fn deliver(&self, shared: &Arc<Shared>, batch: &[u8]) {
-        let Some(batch) = decode_batch(batch) else {
+    pub(super) async fn deliver(&self, shared: &Arc<Shared>, payload: &[u8]) {
+        let body = match &self.key {
+            None => payload,
+            Some(key) => match split_tag(payload) {
+                Some((body, tag)) if key.verify(body, tag) => body,
+                _ => {
+                    self.reject("a batch without a valid signature");
+                    return;
+                }
+            },
+        };
+        let Some(batch) = decode_batch(body) else {
             self.reject("a batch without a header");
             return;
         };
+        if batch.destination != self.node.as_bytes() {
+            self.reject("a batch for another node");
+            return;
+        }
         if !batch.garbage.is_empty() {
             self.reject("a batch with a malformed record");
         }
@@ -32,11 +74,24 @@ impl Cluster {
         }
         // A node not seen yet (it may have joined since the last reading
         // of the directory) counts as live until its lease is checked, as
-        // long as fewer than MAX_NODES are tracked.
+        // long as fewer than MAX_NODES are tracked. With the key, its lease
+        // is checked first: a batch of a node that died, published again,
+        // must not bring it back.
+        if self.key.is_some()
+            && self.live_node(batch.origin).is_none()
+            && !self.has_lease(batch.origin).await
+        {
+            self.reject("a batch from a node without a lease");
+            return;
+        }
         let Some(origin) = self.note_live(batch.origin) else {
             self.reject("a batch from one node too many");
             return;
         };
+        if self.key.is_some() && !self.first_time(&origin, batch.seq) {
+            self.reject("a batch published again (a replay)");
+            return;
+        }
         let limits = &shared.config.limits;
         let patience = shared.config.slow_consumer_timeout;
         let mut touched: Vec<Arc<Session>> = Vec::new();

@@ -55,7 +55,7 @@ impl Cluster {
         connection: &mut Commands,
     ) -> redis::RedisResult<()> {
         *self.loading.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
-        let read = read_directory(&self.node, connection).await;
+        let read = self.read_directory(connection).await;
         let heard = self
             .loading
             .lock()
@@ -113,6 +113,10 @@ impl Cluster {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(node);
+        self.latest_batch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
         self.drop_outbox(shared, node);
         shared.registry.forget_node(node)
     }
@@ -143,7 +147,7 @@ impl Cluster {
                         "cluster: node gone; {forgotten} name(s) freed"
                     );
                 }
-                clean_up_after(&node, connection).await?;
+                self.clean_up_after(&node, connection).await?;
             }
         }
         Ok(())
@@ -151,6 +155,10 @@ impl Cluster {
 
     /// Acts on `+NODE NAME` or `-NODE NAME` from the presence channel.
     fn apply_presence(&self, shared: &Shared, event: &[u8]) {
+        let Some(event) = self.verified_presence(event) else {
+            self.reject("a presence event without a valid signature");
+            return;
+        };
         let Some((joined, node, name)) = parse_presence(event) else {
             self.reject("a malformed presence event");
             return;
@@ -186,63 +194,81 @@ fn parse_presence(event: &[u8]) -> Option<(bool, &str, &str)> {
     Some((joined, node, name))
 }
 
-/// Reads every name held by another live node, from the set of nodes and
-/// each node's set of names (no `SCAN`: on a Redis Cluster that would have
-/// to visit every shard).
-async fn read_directory(
-    me: &str,
-    connection: &mut Commands,
-) -> redis::RedisResult<(Vec<String>, Vec<(String, String)>)> {
-    let nodes: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(NODES_KEY)
-        .query_async(connection)
-        .await?;
-    let mut directory = Vec::new();
-    let mut live = Vec::new();
-    for node in nodes.iter().filter(|node| *node != me).take(MAX_NODES) {
-        let alive: i64 = redis::cmd("EXISTS")
-            .arg(node_key(node))
+impl Cluster {
+    /// Reads the live nodes, and every name another live node holds, from
+    /// the set of nodes and each node's set of names (no `SCAN`: on a Redis
+    /// Cluster that would have to visit every shard). Entries that are not
+    /// genuine (without the cluster key's signature, when there is one)
+    /// are dropped and counted.
+    async fn read_directory(
+        &self,
+        connection: &mut Commands,
+    ) -> redis::RedisResult<(Vec<String>, Vec<(String, String)>)> {
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(NODES_KEY)
             .query_async(connection)
             .await?;
-        if alive == 0 {
-            continue;
+        let mut directory = Vec::new();
+        let mut live = Vec::new();
+        for node in nodes
+            .iter()
+            .filter(|node| **node != *self.node)
+            .take(MAX_NODES)
+        {
+            let alive: i64 = redis::cmd("EXISTS")
+                .arg(node_key(node))
+                .query_async(connection)
+                .await?;
+            if alive == 0 {
+                continue;
+            }
+            live.push(node.clone());
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(names_key(node))
+                .query_async(connection)
+                .await?;
+            for member in &members {
+                match self.member_name(node, member) {
+                    Some(name) => directory.push((name.to_string(), node.clone())),
+                    None => self.reject("a name entry without a valid signature"),
+                }
+            }
         }
-        live.push(node.clone());
-        let keys: Vec<String> = redis::cmd("SMEMBERS")
+        Ok((live, directory))
+    }
+
+    /// Deletes the keys of `node`, which died: the names it held (only
+    /// those still its own), its set of names, its place among the nodes.
+    /// Every node that noticed does this; it is idempotent.
+    async fn clean_up_after(
+        &self,
+        node: &str,
+        connection: &mut Commands,
+    ) -> redis::RedisResult<()> {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(names_key(node))
             .query_async(connection)
             .await?;
-        directory.extend(keys.iter().filter_map(|key| {
-            let name = key.strip_prefix("pmchat:name:")?;
-            Some((name.to_string(), node.clone()))
-        }));
-    }
-    Ok((live, directory))
-}
-
-/// Deletes the keys of `node`, which died: the names it held (only those
-/// still its own), its set of names, its place among the nodes. Every node
-/// that noticed does this; it is idempotent.
-async fn clean_up_after(node: &str, connection: &mut Commands) -> redis::RedisResult<()> {
-    let keys: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(names_key(node))
-        .query_async(connection)
-        .await?;
-    for key in keys {
-        let _: i64 = release_script()
-            .key(key)
-            .arg(node)
-            .invoke_async(connection)
+        for member in members {
+            let key = Cluster::member_key(&member);
+            let Some(name) = key.strip_prefix("pmchat:name:") else {
+                continue;
+            };
+            let _: i64 = release_script()
+                .key(key)
+                .arg(self.holder_value_of(name, node))
+                .invoke_async(connection)
+                .await?;
+        }
+        let _: i64 = redis::cmd("DEL")
+            .arg(names_key(node))
+            .query_async(connection)
             .await?;
+        let _: i64 = redis::cmd("SREM")
+            .arg(NODES_KEY)
+            .arg(node)
+            .query_async(connection)
+            .await?;
+        Ok(())
     }
-    let _: i64 = redis::cmd("DEL")
-        .arg(names_key(node))
-        .query_async(connection)
-        .await?;
-    let _: i64 = redis::cmd("SREM")
-        .arg(NODES_KEY)
-        .arg(node)
-        .query_async(connection)
-        .await?;
-    Ok(())
 }

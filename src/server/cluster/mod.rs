@@ -68,10 +68,12 @@ mod commands;
 mod delivery;
 mod directory;
 mod inbound;
+mod key;
 mod keys;
 mod link;
 mod names;
 mod outbox;
+mod signed;
 mod ticket;
 mod trust;
 
@@ -92,6 +94,7 @@ use super::Shared;
 use crate::sanitize::Escaped;
 
 pub(super) use self::commands::REDIS_TIMEOUT;
+pub(crate) use self::key::ClusterKey;
 pub(crate) use self::outbox::Ticket;
 /// How long a node's lease (and so its names) lasts without renewal: a
 /// node that dies frees its names within this.
@@ -161,6 +164,15 @@ pub(crate) struct Cluster {
     live: RwLock<HashSet<Arc<str>>>,
     /// Records read from Redis that broke a rule and were dropped.
     rejected: AtomicU64,
+    /// The cluster key, if the nodes share one (`--cluster-key-file`).
+    key: Option<ClusterKey>,
+    /// One more than the highest batch number used so far: a new outbox
+    /// numbers its batches from here, so that the numbers a node sends
+    /// another only grow, even after its outbox was dropped and made anew.
+    batches: AtomicU64,
+    /// With the key: the number of the latest batch accepted from each
+    /// live node; an older or repeated one is a replay.
+    latest_batch: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 /// The most other nodes one node keeps track of: what a Redis writer
@@ -170,7 +182,7 @@ pub const MAX_NODES: usize = 1024;
 impl Cluster {
     /// A node for the Redis at `url` (`redis://HOST:PORT`); nothing is
     /// connected until [`Cluster::run`].
-    pub(crate) fn new(url: &str) -> Result<Cluster, String> {
+    pub(crate) fn new(url: &str, key: Option<ClusterKey>) -> Result<Cluster, String> {
         let bad = |e: redis::RedisError| format!("bad --cluster URL: {e}");
         let backend = match url.strip_prefix("redis+cluster://") {
             Some(nodes) => {
@@ -208,6 +220,9 @@ impl Cluster {
             settling_until: Mutex::new(None),
             live: RwLock::new(HashSet::new()),
             rejected: AtomicU64::new(0),
+            key,
+            batches: AtomicU64::new(0),
+            latest_batch: Mutex::new(HashMap::new()),
             swap_script: swap_script(),
         })
     }
@@ -351,7 +366,7 @@ impl Cluster {
     ) -> Result<(), Unreachable> {
         let mut connection = self.connection_soon().await.ok_or(Unreachable)?;
         let mut set = redis::cmd("SET");
-        set.arg(ban_key(name)).arg(1);
+        set.arg(ban_key(name)).arg(self.ban_value(name));
         if let Some(duration) = duration {
             set.arg("PX").arg(duration.as_millis().max(1) as u64);
         }

@@ -20,12 +20,12 @@ impl Cluster {
             .connection_soon()
             .await
             .ok_or(ClaimError::Unavailable)?;
-        let banned: i64 = redis::cmd("EXISTS")
+        let ban: Option<String> = redis::cmd("GET")
             .arg(ban_key(name))
             .query_async(&mut connection)
             .await
             .map_err(|e| self.lost(e))?;
-        if banned == 1 {
+        if ban.is_some_and(|value| self.genuine_ban(name, &value)) {
             return Err(ClaimError::Banned);
         }
         let claimed = self
@@ -50,9 +50,14 @@ impl Cluster {
     ) -> redis::RedisResult<bool> {
         let key = name_key(name);
         let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(connection).await?;
-        if let Some(holder) = holder.as_deref().filter(|holder| *holder != &*self.node) {
+        // A value that is not a genuine holder's (forged without the
+        // cluster key) holds nothing.
+        let holder_node = holder
+            .as_deref()
+            .and_then(|value| self.holder_node(name, value));
+        if let Some(node) = holder_node.filter(|node| *node != &*self.node) {
             let alive: i64 = redis::cmd("EXISTS")
-                .arg(node_key(holder))
+                .arg(node_key(node))
                 .query_async(connection)
                 .await?;
             if alive == 1 {
@@ -63,13 +68,13 @@ impl Cluster {
             .swap_script
             .key(&key)
             .arg(holder.unwrap_or_default())
-            .arg(&*self.node)
+            .arg(self.holder_value(name))
             .invoke_async(connection)
             .await?;
         if swapped == 1 {
             let _: i64 = redis::cmd("SADD")
                 .arg(names_key(&self.node))
-                .arg(&key)
+                .arg(self.member(name))
                 .query_async(connection)
                 .await?;
         }
@@ -85,12 +90,12 @@ impl Cluster {
         };
         let released: Result<i64, _> = release_script()
             .key(name_key(name))
-            .arg(&*self.node)
+            .arg(self.holder_value(name))
             .invoke_async(&mut connection)
             .await;
         let _: redis::RedisResult<i64> = redis::cmd("SREM")
             .arg(names_key(&self.node))
-            .arg(name_key(name))
+            .arg(self.member(name))
             .query_async(&mut connection)
             .await;
         match released {
@@ -103,7 +108,7 @@ impl Cluster {
     }
 
     async fn announce(&self, connection: &mut Commands, sign: char, name: &str) {
-        let event = format!("{sign}{} {name}", self.node);
+        let event = self.presence_text(sign == '+', name);
         let published: Result<i64, _> = connection
             .publish(PRESENCE_CHANNEL)
             .arg(event)
@@ -150,7 +155,7 @@ impl Cluster {
         for name in shared.registry.local_names() {
             let claimed = self.claim_on(connection, &name).await?;
             if claimed {
-                let event = format!("+{} {name}", self.node);
+                let event = self.presence_text(true, &name);
                 let _: i64 = connection
                     .publish(PRESENCE_CHANNEL)
                     .arg(event)
@@ -169,7 +174,7 @@ impl Cluster {
                 // reading the directory finds the name on two nodes.
                 let _: i64 = redis::cmd("SREM")
                     .arg(names_key(&self.node))
-                    .arg(name_key(&name))
+                    .arg(self.member(&name))
                     .query_async(connection)
                     .await?;
             }

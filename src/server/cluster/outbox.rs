@@ -65,6 +65,18 @@ impl Gathering {
 }
 
 impl Outbox {
+    /// An outbox whose batches are numbered from `first` on.
+    fn starting_at(first: u64) -> Outbox {
+        Outbox {
+            gathering: Mutex::new(Gathering {
+                seq: first,
+                ..Gathering::default()
+            }),
+            acks: Acks::starting_at(first),
+            ..Outbox::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Gathering> {
         self.gathering.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -135,7 +147,11 @@ impl Cluster {
         // bounded by the live set.
         let node = self.live_node(node.as_bytes())?;
         let mut outboxes = self.outboxes.write().unwrap_or_else(|e| e.into_inner());
-        Some(Arc::clone(outboxes.entry(node).or_default()))
+        let first = self.batches.load(Ordering::Relaxed);
+        let outbox = outboxes
+            .entry(node)
+            .or_insert_with(|| Arc::new(Outbox::starting_at(first)));
+        Some(Arc::clone(outbox))
     }
 
     /// Queues `record` for `node`, waiting up to `patience` while its
@@ -164,7 +180,12 @@ impl Cluster {
                     let first = gathering.batch.is_empty();
                     if first {
                         let seq = gathering.seq;
-                        put_header(&mut gathering.batch, self.node.as_bytes(), seq);
+                        put_header(
+                            &mut gathering.batch,
+                            self.node.as_bytes(),
+                            node.as_bytes(),
+                            seq,
+                        );
                     }
                     record.encode(&mut gathering.batch);
                     let (seq, index) = (gathering.seq, gathering.records);
@@ -246,13 +267,19 @@ impl Cluster {
             }
             wake.await;
         };
-        while let Some(taken) = ready.pop_front() {
+        while let Some(mut taken) = ready.pop_front() {
             taken.outbox.room.notify(usize::MAX);
+            let body = taken.batch.len();
+            if let Some(key) = &self.key {
+                let tag = key.sign(&taken.batch);
+                taken.batch.extend_from_slice(&tag);
+            }
             let published: redis::RedisResult<i64> = connection
                 .publish(&inbox(&taken.node))
                 .arg(&taken.batch)
                 .query_async(connection)
                 .await;
+            taken.batch.truncate(body);
             match published {
                 Ok(receivers) if receivers > 0 => {
                     taken
@@ -322,6 +349,7 @@ impl Cluster {
             .iter()
             .filter_map(|(node, outbox)| {
                 let (batch, seq, wants_ack) = outbox.lock().take()?;
+                self.batches.fetch_max(seq + 1, Ordering::Relaxed);
                 Some(Taken {
                     node: Arc::clone(node),
                     batch,

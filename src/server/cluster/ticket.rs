@@ -68,6 +68,16 @@ impl Settled {
 }
 
 impl Acks {
+    /// The outcomes of batches numbered from `first` on.
+    pub(super) fn starting_at(first: u64) -> Acks {
+        let acks = Acks::default();
+        let mut state = acks.lock();
+        state.reported = first;
+        state.forgotten_below = first;
+        drop(state);
+        acks
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
