@@ -334,7 +334,12 @@ impl<'a> Router<'a> {
                         }
                         Ok(())
                     }
-                    Err(_) => self.refuse(&super::cluster::unreachable_text(to)).await,
+                    Err(super::cluster::Forward::Unreachable) => {
+                        self.refuse(&super::cluster::unreachable_text(to)).await
+                    }
+                    Err(super::cluster::Forward::NotReading) => {
+                        self.refuse(&super::cluster::not_reading_text(to)).await
+                    }
                 };
             }
             // Redis came back moments ago: the recipient's node may not

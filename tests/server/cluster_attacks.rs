@@ -22,7 +22,8 @@ pub(crate) fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
 }
 
 crate::on_both!(
-    a_node_paused_past_its_lease_learns_where_its_lost_names_went;
+    a_node_paused_past_its_lease_learns_where_its_lost_names_went,
+    a_remote_recipient_reading_slowly_gets_every_message;
     a_missed_presence_event_is_repaired_within_the_reconcile_bound,
     forged_batches_and_events_from_redis_are_dropped_counted_and_bounded,
     redis_killed_mid_stream_loses_no_accepted_message,
@@ -82,13 +83,14 @@ fn a_missed_presence_event_is_repaired_within_the_reconcile_bound(redis: &mut im
 }
 
 /// A batch as a node publishes it: the origin id, the destination id, a
-/// batch number, then message records.
+/// batch number, flags, then message records.
 pub(crate) fn batch(origin: &str, destination: &str, records: &[(&[u8], &[u8], &[u8])]) -> Vec<u8> {
     let mut out = vec![origin.len() as u8];
     out.extend_from_slice(origin.as_bytes());
     out.push(destination.len() as u8);
     out.extend_from_slice(destination.as_bytes());
     out.extend_from_slice(&u64::MAX.to_be_bytes());
+    out.push(0);
     for (to, from, content) in records {
         out.push(b'M');
         out.push(to.len() as u8);
@@ -247,4 +249,54 @@ fn redis_killed_mid_stream_loses_no_accepted_message(redis: &mut impl RedisUnder
         "every line accounted for; stderr: {errors}"
     );
     assert!(lost.is_empty(), "accepted but never delivered: {lost:?}");
+}
+
+fn a_remote_recipient_reading_slowly_gets_every_message(url: &str) {
+    const COUNT: usize = 400;
+    const SIZE: usize = 64_000;
+    let args = ["--cluster", url, "--max-message-bytes", "65535"];
+    let mut nodes: Vec<ServerProcess> = (0..2).map(|_| ServerProcess::start(&args)).collect();
+    let alice = nodes[0].login("alice");
+    let bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    // bob reads about 8 MiB/s: far slower than alice sends, but reading.
+    let frame_len = 6 + "alice".len() + SIZE;
+    let mut stream = bob.stream.try_clone().unwrap();
+    let reading = thread::spawn(move || {
+        let mut buffer = vec![0u8; 64 << 10];
+        let mut total = 0;
+        let started = Instant::now();
+        while total < COUNT * frame_len && started.elapsed() < Duration::from_secs(60) {
+            match std::io::Read::read(&mut stream, &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            thread::sleep(Duration::from_millis(8));
+        }
+        total
+    });
+    // alice's refusals, counted on a thread of their own.
+    let errors = alice.stream.try_clone().unwrap();
+    let refusals = thread::spawn(move || {
+        errors
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut client = crate::common::RawClient { stream: errors };
+        let mut refused = 0;
+        while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.frame())).is_ok() {
+            refused += 1;
+        }
+        refused
+    });
+    let content = vec![b'x'; SIZE];
+    let mut writer = alice.stream.try_clone().unwrap();
+    for _ in 0..COUNT {
+        writer
+            .write_all(&crate::common::message(b"bob", &content))
+            .unwrap();
+    }
+    let total = reading.join().unwrap();
+    eqnice!(COUNT * frame_len, total);
+    eqnice!(0, refusals.join().unwrap());
+    drop(bob);
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::batch::Record;
+use super::pause::{BACKLOG_BYTES, PAUSE_AT};
 use super::Cluster;
 use crate::server::outbound::PushError;
 use crate::server::router::slow_consumer_text;
@@ -25,11 +26,14 @@ pub(super) struct Waiting {
 }
 
 /// Messages from other nodes waiting, in order, for one recipient whose
-/// queue is full; at most `--queue-bytes` of them.
+/// queue is full; at most [`BACKLOG_BYTES`] (or `--queue-bytes`, if more)
+/// of them.
 #[derive(Default)]
 pub(super) struct Backlog {
     frames: VecDeque<Waiting>,
     bytes: usize,
+    /// The nodes told to pause for this recipient, to be told to go on.
+    paused: Vec<Arc<str>>,
 }
 
 /// What [`Cluster::join_backlog`] did.
@@ -38,6 +42,9 @@ pub(super) enum Joined {
     NoBacklog,
     /// Queued behind the backlog.
     Queued,
+    /// Queued, and the backlog passed [`PAUSE_AT`]: the sender's node
+    /// must be told to pause.
+    QueuedPause,
     /// The backlog is full too: not delivered.
     Refused,
 }
@@ -45,12 +52,6 @@ pub(super) enum Joined {
 /// A session's backlog key: its address.
 pub(super) fn session_key(session: &Arc<Session>) -> usize {
     Arc::as_ptr(session) as usize
-}
-
-/// The error text for a message dropped because its recipient, on another
-/// node, has not read what is already waiting for it.
-pub(super) fn not_reading_text(name: &str) -> String {
-    format!("'{name}' is not reading fast enough; message not delivered\n")
 }
 
 impl Cluster {
@@ -66,12 +67,20 @@ impl Cluster {
             return Joined::NoBacklog;
         };
         let waiting = waiting();
-        if backlog.bytes + waiting.frame.len() > shared.config.queue_bytes {
+        if backlog.bytes + waiting.frame.len() > BACKLOG_BYTES.max(shared.config.queue_bytes) {
             return Joined::Refused;
         }
         backlog.bytes += waiting.frame.len();
+        let pause = backlog.bytes > PAUSE_AT && !backlog.paused.contains(&waiting.origin);
+        if pause {
+            backlog.paused.push(Arc::clone(&waiting.origin));
+        }
         backlog.frames.push_back(waiting);
-        Joined::Queued
+        if pause {
+            Joined::QueuedPause
+        } else {
+            Joined::Queued
+        }
     }
 
     /// Starts a backlog for `session`, whose queue is full, with `first`,
@@ -88,6 +97,7 @@ impl Cluster {
             Backlog {
                 bytes: first.frame.len(),
                 frames: VecDeque::from([first]),
+                paused: Vec::new(),
             },
         );
         drop(backlogs);
@@ -115,12 +125,18 @@ impl Cluster {
                 match backlog.frames.pop_front() {
                     Some(next) => {
                         backlog.bytes -= next.frame.len();
-                        next
+                        Ok(next)
                     }
-                    None => {
-                        backlogs.remove(&key);
-                        return;
-                    }
+                    None => Err(backlogs.remove(&key).map(|b| b.paused)),
+                }
+            };
+            let next = match next {
+                Ok(next) => next,
+                Err(paused) => {
+                    // Caught up: the nodes told to pause go on.
+                    self.resume_senders(session, paused.unwrap_or_default())
+                        .await;
+                    return;
                 }
             };
             let deadline = Instant::now() + shared.config.slow_consumer_timeout;
@@ -133,6 +149,7 @@ impl Cluster {
                 continue;
             }
             let mut dropped = vec![next];
+            let mut paused = Vec::new();
             if let Some(backlog) = self
                 .backlogs
                 .lock()
@@ -140,7 +157,10 @@ impl Cluster {
                 .remove(&key)
             {
                 dropped.extend(backlog.frames);
+                paused = backlog.paused;
             }
+            // Their next messages are refused at once, without waiting.
+            self.resume_senders(session, paused).await;
             if pushed == Err(PushError::Full) && session.outbound().abort() {
                 shared.registry.remove(session);
                 warn!(
@@ -153,6 +173,19 @@ impl Cluster {
             self.refuse(shared, dropped, &slow_consumer_text(session.name()))
                 .await;
             return;
+        }
+    }
+
+    /// Tells the nodes in `paused` that `session`'s user may be sent to
+    /// again.
+    async fn resume_senders(&self, session: &Session, paused: Vec<Arc<str>>) {
+        let go = Record::Go {
+            name: session.name().as_bytes(),
+        };
+        for node in paused {
+            let _ = self
+                .send(&node, &go, std::time::Duration::from_secs(1))
+                .await;
         }
     }
 

@@ -30,14 +30,32 @@ pub(super) enum Record<'a> {
     /// `A`: the receiving node acted on batch `seq` of this node; the `R`
     /// records in it that it refused, as [`Refusals`].
     Ack { seq: u64, refusals: &'a [u8] },
+    /// `P`: the receiving node's user `name` is behind: hold messages to
+    /// it (see `pause`).
+    Pause { name: &'a [u8] },
+    /// `G`: `name` caught up: go on.
+    Go { name: &'a [u8] },
 }
 
-/// The header: the sending node's id, the receiving node's, and the
-/// batch's number.
-pub(super) fn put_header(out: &mut Vec<u8>, origin: &[u8], destination: &[u8], seq: u64) {
+/// The header: the sending node's id, the receiving node's, the batch's
+/// number and its flags (0: see [`ACK_WANTED`], set later with
+/// [`want_ack`]). Returns where the flags are.
+pub(super) fn put_header(out: &mut Vec<u8>, origin: &[u8], destination: &[u8], seq: u64) -> usize {
     put_short(out, origin);
     put_short(out, destination);
     out.extend_from_slice(&seq.to_be_bytes());
+    out.push(0);
+    out.len() - 1
+}
+
+/// The header flag asking the receiving node to acknowledge the batch.
+pub(super) const ACK_WANTED: u8 = 1;
+
+/// Sets [`ACK_WANTED`] in a batch whose flags are at `flags`.
+pub(super) fn want_ack(batch: &mut [u8], flags: usize) {
+    if let Some(byte) = batch.get_mut(flags) {
+        *byte |= ACK_WANTED;
+    }
 }
 
 pub(super) fn put_short(out: &mut Vec<u8>, field: &[u8]) {
@@ -95,6 +113,14 @@ impl Record<'_> {
                 out.push(b'K');
                 put_short(out, name);
             }
+            Record::Pause { name } => {
+                out.push(b'P');
+                put_short(out, name);
+            }
+            Record::Go { name } => {
+                out.push(b'G');
+                put_short(out, name);
+            }
             Record::Ack { seq, refusals } => {
                 out.push(b'A');
                 out.extend_from_slice(&seq.to_be_bytes());
@@ -110,7 +136,9 @@ impl Record<'_> {
                 to, from, content, ..
             } => 1 + 1 + to.len() + 1 + from.len() + 2 + content.len(),
             Record::Error { to, text } => 1 + 1 + to.len() + 2 + text.len(),
-            Record::Kick { name } => 1 + 1 + name.len(),
+            Record::Kick { name } | Record::Pause { name } | Record::Go { name } => {
+                1 + 1 + name.len()
+            }
             Record::Ack { refusals, .. } => 1 + 8 + 4 + refusals.len(),
         }
     }
@@ -120,6 +148,8 @@ impl Record<'_> {
 pub(super) struct Batch<'a> {
     pub(super) origin: &'a [u8],
     pub(super) destination: &'a [u8],
+    /// The sending node waits for an acknowledgement.
+    pub(super) wants_ack: bool,
     pub(super) seq: u64,
     pub(super) records: Vec<Record<'a>>,
     /// What follows the first malformed record (only a foreign publisher
@@ -134,6 +164,7 @@ pub(super) fn decode_batch(batch: &[u8]) -> Option<Batch<'_>> {
     let origin = take_short(&mut rest)?;
     let destination = take_short(&mut rest)?;
     let seq = take_u64(&mut rest)?;
+    let flags = *take(&mut rest, 1)?.first()?;
     let mut records = Vec::new();
     loop {
         let before = rest;
@@ -143,6 +174,7 @@ pub(super) fn decode_batch(batch: &[u8]) -> Option<Batch<'_>> {
                 return Some(Batch {
                     origin,
                     destination,
+                    wants_ack: flags & ACK_WANTED != 0,
                     seq,
                     records,
                     garbage: before,
@@ -168,6 +200,12 @@ fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
             text: take_long(rest)?,
         },
         b'K' => Record::Kick {
+            name: take_short(rest)?,
+        },
+        b'P' => Record::Pause {
+            name: take_short(rest)?,
+        },
+        b'G' => Record::Go {
             name: take_short(rest)?,
         },
         b'A' => {
@@ -211,7 +249,8 @@ mod tests {
     #[test]
     fn inbox_batches_round_trip_and_stop_at_garbage() {
         let mut batch = Vec::new();
-        put_header(&mut batch, b"node1", b"node2", 7);
+        let flags = put_header(&mut batch, b"node1", b"node2", 7);
+        want_ack(&mut batch, flags);
         let mut refusals = Vec::new();
         put_refusal(&mut refusals, 3, b"'carol' is not connected\n");
         let records = [
@@ -232,6 +271,8 @@ mod tests {
                 text: b"'carol' is not connected\n",
             },
             Record::Kick { name: b"dave" },
+            Record::Pause { name: b"bob" },
+            Record::Go { name: b"bob" },
             Record::Ack {
                 seq: 41,
                 refusals: &refusals,
@@ -247,6 +288,7 @@ mod tests {
             (decoded.origin, decoded.destination, decoded.seq),
             (&b"node1"[..], &b"node2"[..], 7)
         );
+        assert!(decoded.wants_ack);
         assert_eq!(decoded.records, records);
         assert!(decoded.garbage.is_empty());
         assert_eq!(
@@ -255,11 +297,11 @@ mod tests {
         );
         // A truncated record and an unknown kind end the batch.
         batch.extend_from_slice(b"M\x05bo");
-        assert_eq!(decode_batch(&batch).unwrap().records.len(), 5);
+        assert_eq!(decode_batch(&batch).unwrap().records.len(), 7);
         assert_eq!(decode_batch(&batch).unwrap().garbage, b"M\x05bo");
         batch.truncate(batch.len() - 4);
         batch.push(b'Z');
-        assert_eq!(decode_batch(&batch).unwrap().records.len(), 5);
-        assert!(decode_batch(b"\x05node1\x05node2\x00\x00").is_none());
+        assert_eq!(decode_batch(&batch).unwrap().records.len(), 7);
+        assert!(decode_batch(b"\x05node1\x05node2\x00\x00\x00\x00\x00\x00\x00\x07").is_none());
     }
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::backlog::{not_reading_text, Joined, Waiting};
+use super::backlog::{Joined, Waiting};
 use super::batch::{decode_batch, put_refusal, Record, Refusals};
 use super::key::split_tag;
 use super::keys::node_key;
 use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
-use super::Cluster;
+use super::{not_reading_text, Cluster};
 use crate::protocol::Limits;
 use crate::server::outbound::PushError;
 use crate::server::router::not_connected_text;
@@ -96,7 +96,7 @@ impl Cluster {
         let patience = shared.config.slow_consumer_timeout;
         let mut touched: Vec<Arc<Session>> = Vec::new();
         // The acknowledgement's list of refused records, if one is owed.
-        let mut refusals: Option<Vec<u8>> = None;
+        let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
         for (index, record) in batch.records.into_iter().enumerate() {
             if !valid_record(limits, &record) {
                 self.reject("a record that breaks the limits");
@@ -109,18 +109,21 @@ impl Cluster {
                     content,
                     receipts,
                 } => {
-                    let refused = self.deliver_message(shared, &origin, to, from, content);
-                    if receipts {
-                        refusals.get_or_insert_with(Vec::new);
-                    }
-                    let Some((session, text)) = refused else {
-                        continue;
-                    };
-                    match (session, &mut refusals) {
-                        (Some(session), _) if text.is_empty() => touched.push(session),
-                        (_, Some(list)) if receipts => {
-                            put_refusal(list, index as u32, text.as_bytes());
+                    let text = match self.deliver_message(shared, &origin, to, from, content) {
+                        Delivered::Waiting => continue,
+                        Delivered::Queued(session) => {
+                            touched.push(session);
+                            continue;
                         }
+                        Delivered::WaitingPause => {
+                            let pause = Record::Pause { name: to };
+                            let _ = self.send(&origin, &pause, patience).await;
+                            continue;
+                        }
+                        Delivered::Refused(text) => text,
+                    };
+                    match &mut refusals {
+                        Some(list) if receipts => put_refusal(list, index as u32, text.as_bytes()),
                         _ => {
                             let error = Record::Error {
                                 to: from,
@@ -155,6 +158,8 @@ impl Cluster {
                 Record::Ack { seq, refusals } => {
                     self.acknowledged(&origin, seq, Refusals(refusals));
                 }
+                Record::Pause { name } => self.paused.pause(name),
+                Record::Go { name } => self.paused.resume(name),
             }
         }
         flush_all(&mut touched);
@@ -168,9 +173,7 @@ impl Cluster {
     }
 
     /// Puts one message from another node into its recipient's queue (or
-    /// behind its backlog). `None` when that needs nothing more; otherwise
-    /// the session to flush (with an empty text), or the refusal's text
-    /// (with no session).
+    /// behind its backlog).
     fn deliver_message(
         &self,
         shared: &Arc<Shared>,
@@ -178,9 +181,9 @@ impl Cluster {
         to: &[u8],
         from: &[u8],
         content: &[u8],
-    ) -> Option<(Option<Arc<Session>>, String)> {
+    ) -> Delivered {
         let Some(session) = shared.registry.get(to) else {
-            return Some((None, not_connected_text(to)));
+            return Delivered::Refused(not_connected_text(to));
         };
         let (wire, name) = (session.wire(), session.name().as_bytes());
         let len = wire.message_len(name, from, content);
@@ -197,23 +200,37 @@ impl Cluster {
         // Behind the messages already waiting for it, if any: order is
         // kept, and this task never waits.
         match self.join_backlog(shared, &session, waiting) {
-            Joined::Queued => return None,
-            Joined::Refused => return Some((None, not_reading_text(session.name()))),
+            Joined::Queued => return Delivered::Waiting,
+            Joined::QueuedPause => return Delivered::WaitingPause,
+            Joined::Refused => return Delivered::Refused(not_reading_text(name)),
             Joined::NoBacklog => {}
         }
         match session.outbound().try_push_deferred(len, encode) {
-            Ok(true) => Some((Some(session), String::new())),
-            Ok(false) | Err(PushError::Closed) => None,
+            Ok(true) => Delivered::Queued(session),
+            Ok(false) | Err(PushError::Closed) => Delivered::Waiting,
             // Its own node's rule, without holding up the others: the
             // message waits for room (in order, with those that follow it)
             // for the slow-consumer timeout, on a task of its own.
             Err(PushError::Full) => {
                 let first = waiting();
                 self.start_backlog(shared, Arc::clone(&session), first);
-                None
+                Delivered::Waiting
             }
         }
     }
+}
+
+/// What became of one message from another node.
+enum Delivered {
+    /// In the recipient's queue, which needs a write.
+    Queued(Arc<Session>),
+    /// In the queue (already being written) or waiting in its backlog.
+    Waiting,
+    /// Waiting in a backlog that passed the pause threshold: the sender's
+    /// node is to be told to pause.
+    WaitingPause,
+    /// Not delivered, for this reason.
+    Refused(String),
 }
 
 /// True when every field of `record` is one a client or a node could have
@@ -224,7 +241,9 @@ fn valid_record(limits: &Limits, record: &Record<'_>) -> bool {
             to, from, content, ..
         } => valid_name(limits, to) && valid_name(limits, from) && valid_content(limits, content),
         Record::Error { to, text } => valid_name(limits, to) && valid_error_text(text),
-        Record::Kick { name } => valid_name(limits, name),
+        Record::Kick { name } | Record::Pause { name } | Record::Go { name } => {
+            valid_name(limits, name)
+        }
         Record::Ack { .. } => true,
     }
 }

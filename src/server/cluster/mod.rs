@@ -73,6 +73,7 @@ mod keys;
 mod link;
 mod names;
 mod outbox;
+mod pause;
 mod signed;
 mod ticket;
 mod trust;
@@ -95,7 +96,7 @@ use crate::sanitize::Escaped;
 
 pub(super) use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
-pub(crate) use self::outbox::Ticket;
+pub(crate) use self::outbox::{Forward, Ticket};
 /// How long a node's lease (and so its names) lasts without renewal: a
 /// node that dies frees its names within this.
 pub const LEASE: Duration = Duration::from_secs(5);
@@ -108,6 +109,15 @@ pub const OUTBOX_BYTES: usize = 1 << 20;
 /// unreachable or that node's outbox stayed full.
 pub fn unreachable_text(name: &[u8]) -> String {
     format!("'{}' is unreachable right now\n", Escaped(name))
+}
+
+/// The error text for a message not delivered because its recipient, on
+/// another node, has not read what is already waiting for it.
+pub(crate) fn not_reading_text(name: &[u8]) -> String {
+    format!(
+        "'{}' is not reading fast enough; message not delivered\n",
+        Escaped(name)
+    )
 }
 
 /// The error text for a session whose name another node took while this
@@ -173,6 +183,8 @@ pub(crate) struct Cluster {
     /// With the key: the number of the latest batch accepted from each
     /// live node; an older or repeated one is a replay.
     latest_batch: Mutex<HashMap<Arc<str>, u64>>,
+    /// Recipients on other nodes whose senders here must wait.
+    paused: pause::Paused,
 }
 
 /// The most other nodes one node keeps track of: what a Redis writer
@@ -223,6 +235,7 @@ impl Cluster {
             key,
             batches: AtomicU64::new(0),
             latest_batch: Mutex::new(HashMap::new()),
+            paused: pause::Paused::default(),
             swap_script: swap_script(),
         })
     }

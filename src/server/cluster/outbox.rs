@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use event_listener::{listener, Event};
+use smol::future::FutureExt;
+use smol::Timer;
 
-use super::batch::{decode_batch, put_header, Record};
+use super::batch::{decode_batch, put_header, want_ack, Record};
 use super::commands::Commands;
 use super::delivery::flush_all;
 use super::keys::inbox;
-use super::ticket::{Acks, Settled};
+use super::ticket::{Acks, Settled, ACK_BATCH_BYTES};
 use super::{unreachable_text, Cluster, Unreachable, OUTBOX_BYTES};
 use crate::server::Shared;
 
@@ -48,6 +50,8 @@ struct Gathering {
     records: u32,
     /// A sender with receipts waits on it.
     wants_ack: bool,
+    /// Where its header's flags are.
+    flags: usize,
 }
 
 impl Gathering {
@@ -55,6 +59,12 @@ impl Gathering {
     fn take(&mut self) -> Option<(Vec<u8>, u64, bool)> {
         if self.batch.is_empty() {
             return None;
+        }
+        // A large batch is acknowledged too, so that it counts in the
+        // window.
+        if self.wants_ack || self.batch.len() >= ACK_BATCH_BYTES {
+            want_ack(&mut self.batch, self.flags);
+            self.wants_ack = true;
         }
         let taken = (std::mem::take(&mut self.batch), self.seq, self.wants_ack);
         self.seq += 1;
@@ -116,6 +126,16 @@ impl Ticket {
     }
 }
 
+/// Why a message was not handed on to another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Forward {
+    /// Redis is unreachable, or that node's outbox stayed full.
+    Unreachable,
+    /// The recipient's node asked for a pause that outlasted the sender's
+    /// patience: the recipient is not reading.
+    NotReading,
+}
+
 /// A batch the publisher took from an outbox.
 struct Taken {
     node: Arc<str>,
@@ -128,7 +148,10 @@ struct Taken {
 impl Taken {
     /// The batch did not go out: its senders are told.
     fn lost(self, shared: &Shared) {
-        self.outbox.acks.published(self.seq, false, self.wants_ack);
+        let bytes = self.batch.len();
+        self.outbox
+            .acks
+            .published(self.seq, bytes, false, self.wants_ack);
         refuse_batch(shared, &self.batch);
     }
 }
@@ -180,7 +203,7 @@ impl Cluster {
                     let first = gathering.batch.is_empty();
                     if first {
                         let seq = gathering.seq;
-                        put_header(
+                        gathering.flags = put_header(
                             &mut gathering.batch,
                             self.node.as_bytes(),
                             node.as_bytes(),
@@ -220,14 +243,21 @@ impl Cluster {
         content: &[u8],
         receipts: bool,
         patience: Duration,
-    ) -> Result<Ticket, Unreachable> {
+    ) -> Result<Ticket, Forward> {
+        // A recipient whose node asked for a pause is waited for, as a full
+        // local queue is.
+        if !self.paused.wait(to, Instant::now() + patience).await {
+            return Err(Forward::NotReading);
+        }
         let message = Record::Message {
             to,
             from,
             content,
             receipts,
         };
-        self.send(node, &message, patience).await
+        self.send(node, &message, patience)
+            .await
+            .map_err(|Unreachable| Forward::Unreachable)
     }
 
     /// Asks `node` to disconnect its user `name`.
@@ -250,6 +280,8 @@ impl Cluster {
             .cloned();
         if let Some(outbox) = outbox {
             outbox.acks.acknowledged(seq, refusals);
+            // Room in its window, perhaps: the publisher looks again.
+            self.ready.notify(1);
         }
     }
 
@@ -265,7 +297,12 @@ impl Cluster {
             if !taken.is_empty() {
                 break taken;
             }
-            wake.await;
+            // A full window empties as acknowledgements come (they wake
+            // this), or as they fail to come in time.
+            wake.or(async {
+                Timer::after(Duration::from_secs(1)).await;
+            })
+            .await;
         };
         while let Some(mut taken) = ready.pop_front() {
             taken.outbox.room.notify(usize::MAX);
@@ -285,7 +322,7 @@ impl Cluster {
                     taken
                         .outbox
                         .acks
-                        .published(taken.seq, true, taken.wants_ack);
+                        .published(taken.seq, body, true, taken.wants_ack);
                 }
                 // Nobody listens on that node's inbox (it is gone, or has
                 // not subscribed again since Redis came back): the batch
@@ -345,9 +382,14 @@ impl Cluster {
 
     fn take_batches(&self) -> VecDeque<Taken> {
         let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         outboxes
             .iter()
             .filter_map(|(node, outbox)| {
+                // Its node is behind on what it was sent: its senders wait.
+                if outbox.acks.window_full(now) {
+                    return None;
+                }
                 let (batch, seq, wants_ack) = outbox.lock().take()?;
                 self.batches.fetch_max(seq + 1, Ordering::Relaxed);
                 Some(Taken {

@@ -1,15 +1,23 @@
 //! What became of the batches sent to one other node, for the senders
-//! with receipts waiting on them.
+//! with receipts waiting on them, and the window of bytes in flight to it.
 //!
 //! A batch is settled when the publisher learns it could not be published
 //! (Redis failed, or nobody listens on that node's inbox), when Redis took
-//! a batch no sender with receipts waits on, or, for a batch that holds
-//! such a sender's message, when the receiving node acknowledges it (see
-//! `batch`), naming the records it refused. A batch still unsettled when
-//! Redis is lost, or when its node is gone, counts as not delivered.
+//! a batch that asked for no acknowledgement, or, for one that did (it
+//! holds a message from a sender with receipts, or is large), when the
+//! receiving node acknowledges it (see `batch`), naming the records it
+//! refused. A batch still unsettled when Redis is lost, when its node is
+//! gone, or [`ACK_WAIT`] after it was published, counts as not delivered.
+//!
+//! The bytes of published batches waiting for an acknowledgement are the
+//! window: past [`WINDOW_BYTES`] the publisher takes nothing more from
+//! that outbox, so its senders wait as for a full queue, and a receiving
+//! node that falls behind slows its senders down instead of piling up
+//! what they send.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
@@ -18,6 +26,15 @@ use super::batch::Refusals;
 /// Settled batches remembered with an outcome other than "all delivered",
 /// for tickets that ask late; older ones count as not delivered.
 const OUTCOMES_KEPT: usize = 1024;
+/// Bytes of published batches one node may have waiting for another's
+/// acknowledgement.
+pub const WINDOW_BYTES: usize = 4 << 20;
+/// A batch of at least this many bytes asks for an acknowledgement (so
+/// that it counts in the window); smaller ones only if a sender with
+/// receipts waits on them.
+pub const ACK_BATCH_BYTES: usize = 64 << 10;
+/// How long an acknowledgement may take before its batch counts as lost.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// The outcomes of one outbox's batches.
 #[derive(Default)]
@@ -32,8 +49,10 @@ struct AckState {
     /// The publisher reported on every batch numbered below this.
     reported: u64,
     /// Published batches waiting for the receiving node's
-    /// acknowledgement, oldest first.
-    awaiting: VecDeque<u64>,
+    /// acknowledgement, oldest first: number, bytes, when published.
+    awaiting: VecDeque<(u64, usize, Instant)>,
+    /// Their bytes.
+    in_flight: usize,
     /// Settled batches whose outcome is not "all delivered", oldest
     /// first.
     outcomes: VecDeque<(u64, Settled)>,
@@ -82,16 +101,17 @@ impl Acks {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The publisher's report on batch `seq`: `published` by Redis to at
-    /// least one subscriber; `wants_ack`: a sender with receipts waits on
-    /// it, so only the receiving node's acknowledgement settles it.
-    pub(super) fn published(&self, seq: u64, published: bool, wants_ack: bool) {
+    /// The publisher's report on batch `seq` of `bytes`: `published` by
+    /// Redis to at least one subscriber; `wants_ack`: it asked for an
+    /// acknowledgement, which alone settles it.
+    pub(super) fn published(&self, seq: u64, bytes: usize, published: bool, wants_ack: bool) {
         let mut state = self.lock();
         state.reported = state.reported.max(seq + 1);
         if !published {
             state.remember(seq, Settled::Lost);
         } else if wants_ack {
-            state.awaiting.push_back(seq);
+            state.awaiting.push_back((seq, bytes, Instant::now()));
+            state.in_flight += bytes;
         }
         drop(state);
         self.settled.notify(usize::MAX);
@@ -100,10 +120,12 @@ impl Acks {
     /// The receiving node acknowledged batch `seq`, refusing `refusals`.
     pub(super) fn acknowledged(&self, seq: u64, refusals: Refusals<'_>) {
         let mut state = self.lock();
-        let Some(position) = state.awaiting.iter().position(|&s| s == seq) else {
+        let Some(position) = state.awaiting.iter().position(|&(s, _, _)| s == seq) else {
             return;
         };
-        state.awaiting.remove(position);
+        if let Some((_, bytes, _)) = state.awaiting.remove(position) {
+            state.in_flight -= bytes;
+        }
         let refused: Vec<(u32, Box<str>)> = refusals
             .map(|(index, text)| (index, String::from_utf8_lossy(text).into()))
             .collect();
@@ -119,8 +141,9 @@ impl Acks {
     /// batch numbered below `taken` the publisher never reported on.
     pub(super) fn lose_unsettled(&self, taken: u64) {
         let mut state = self.lock();
-        let awaiting: Vec<u64> = state.awaiting.drain(..).collect();
-        for seq in awaiting {
+        let awaiting: Vec<(u64, usize, Instant)> = state.awaiting.drain(..).collect();
+        state.in_flight = 0;
+        for (seq, _, _) in awaiting {
             state.remember(seq, Settled::Lost);
         }
         for seq in state.reported..taken {
@@ -131,10 +154,33 @@ impl Acks {
         self.settled.notify(usize::MAX);
     }
 
+    /// True when the window is full: more than [`WINDOW_BYTES`] published
+    /// and not yet acknowledged. Batches waiting longer than [`ACK_WAIT`]
+    /// count as lost first.
+    pub(super) fn window_full(&self, now: Instant) -> bool {
+        let mut state = self.lock();
+        let mut expired = false;
+        while let Some(&(seq, bytes, at)) = state.awaiting.front() {
+            if now.duration_since(at) < ACK_WAIT {
+                break;
+            }
+            state.awaiting.pop_front();
+            state.in_flight -= bytes;
+            state.remember(seq, Settled::Lost);
+            expired = true;
+        }
+        let full = state.in_flight >= WINDOW_BYTES;
+        drop(state);
+        if expired {
+            self.settled.notify(usize::MAX);
+        }
+        full
+    }
+
     /// What became of batch `seq`, if known.
     pub(super) fn outcome(&self, seq: u64) -> Option<Settled> {
         let state = self.lock();
-        if seq >= state.reported || state.awaiting.contains(&seq) {
+        if seq >= state.reported || state.awaiting.iter().any(|&(s, _, _)| s == seq) {
             return None;
         }
         if let Some((_, settled)) = state.outcomes.iter().find(|(s, _)| *s == seq) {
@@ -171,12 +217,12 @@ mod tests {
         let acks = Acks::default();
         assert_eq!(None, outcome(&acks, 0));
         // Published, nobody with receipts: delivered at once.
-        acks.published(0, true, false);
+        acks.published(0, 10, true, false);
         assert_eq!(Some(Settled::Delivered), outcome(&acks, 0));
         // Published with receipts waiting: only the acknowledgement counts,
         // and a later batch settling does not settle it.
-        acks.published(1, true, true);
-        acks.published(2, true, false);
+        acks.published(1, 10, true, true);
+        acks.published(2, 10, true, false);
         assert_eq!(None, outcome(&acks, 1));
         assert_eq!(Some(Settled::Delivered), outcome(&acks, 2));
         let mut refusals = Vec::new();
@@ -186,11 +232,18 @@ mod tests {
         assert_eq!(Some(Some("'x' is not connected\n")), settled.refusal(4));
         assert_eq!(None, settled.refusal(3));
         // Not published; and lost with Redis while waiting.
-        acks.published(3, false, true);
-        acks.published(4, true, true);
+        acks.published(3, 10, false, true);
+        acks.published(4, WINDOW_BYTES, true, true);
+        assert!(acks.window_full(Instant::now()));
         acks.lose_unsettled(6);
         for seq in [3, 4, 5] {
             assert_eq!(Some(Settled::Lost), outcome(&acks, seq), "batch {seq}");
         }
+        assert!(!acks.window_full(Instant::now()));
+        // An acknowledgement that never comes frees the window in time.
+        acks.published(6, WINDOW_BYTES, true, true);
+        assert!(acks.window_full(Instant::now()));
+        assert!(!acks.window_full(Instant::now() + ACK_WAIT));
+        assert_eq!(Some(Settled::Lost), outcome(&acks, 6));
     }
 }
