@@ -28,7 +28,7 @@
 //! | WHO | client → server | 3 | empty | empty |
 //! | ONLINE | server → client | 3 | `more` or `end` | usernames separated by `\n` |
 //! | PRESENCE | server → client | 4 | `joined` or `left` | username |
-//! | AUTH | client → server | 5 | empty | password (may be empty: "I have none") |
+//! | AUTH | client → server | 5 | device token, or empty | password (may be empty: "I have none") |
 //! | ACCEPTED | server → client | 6 | empty | `u64` ordinal |
 //! | REFUSED | server → client | 7 | `u64` ordinal | error text (ends with `\n`) |
 //!
@@ -45,7 +45,10 @@
 //!
 //! AUTH follows HELLO at once, and only when HELLO lists the `password`
 //! feature; a WELCOME answering a login proved with a password says
-//! `auth=password` among its limits. A registered name (`--accounts`) is
+//! `auth=password` among its limits, and `token=HEX`: a device token the
+//! client keeps and sends back in AUTH's first field at its next login to
+//! that server, where it exempts the login from the back-off other
+//! devices' failures put on the name (the password is still checked). A registered name (`--accounts`) is
 //! given only to a login that proves it; see [`crate::server`] for the
 //! order of checks. A v1 server answers AUTH like HELLO, with
 //! `'' is not connected`, and never sees the password as a name.
@@ -125,6 +128,10 @@ pub const FEATURE_RECEIPTS: &str = "receipts";
 
 /// Longest password an AUTH frame may carry.
 pub const MAX_PASSWORD: usize = 1024;
+/// Longest device token in AUTH, in bytes.
+pub const MAX_DEVICE_TOKEN: usize = 128;
+/// The WELCOME word that carries a device token: `token=HEX`.
+pub const WELCOME_TOKEN: &str = "token";
 
 /// What a WELCOME adds to its limits when the login was proved with a
 /// password.
@@ -257,7 +264,11 @@ pub enum ClientFrame<'a> {
     /// A request for the online list.
     Who,
     /// The password that proves the login (empty: the client has none).
-    Auth { password: &'a [u8] },
+    Auth {
+        /// A device token the server issued, or empty.
+        token: &'a [u8],
+        password: &'a [u8],
+    },
 }
 
 /// A frame sent by a server, borrowed from the read buffer.
@@ -498,10 +509,10 @@ pub fn decode_client_frame<'a>(
             }
         }
         OP_AUTH => {
-            if len_a != 0 {
+            if len_a > MAX_DEVICE_TOKEN {
                 return Err(FrameError::Malformed {
                     frame: "AUTH",
-                    why: "its first field must be empty",
+                    why: "device token over 128 bytes",
                 });
             }
             if len_b > MAX_PASSWORD {
@@ -528,7 +539,10 @@ pub fn decode_client_frame<'a>(
     let frame = match opcode {
         OP_MESSAGE => ClientFrame::Message { to: a, content: b },
         OP_HELLO => ClientFrame::Hello { features: b },
-        OP_AUTH => ClientFrame::Auth { password: b },
+        OP_AUTH => ClientFrame::Auth {
+            token: a,
+            password: b,
+        },
         _ => ClientFrame::Who,
     };
     Ok(Decoded::Frame(frame, end))
@@ -704,15 +718,22 @@ pub fn encode_hello(features: &str, out: &mut Vec<u8>) -> Result<(), FieldTooLon
     encode_pair(OP_HELLO, b"", features.as_bytes(), out)
 }
 
-/// Appends an AUTH frame carrying `password` (empty: none).
-pub fn encode_auth(password: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
+/// Appends an AUTH frame carrying `password` (empty: none) and a device
+/// token from an earlier login (empty: none).
+pub fn encode_auth(token: &[u8], password: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
     if password.len() > MAX_PASSWORD {
         return Err(FieldTooLong {
             len: password.len(),
             max: MAX_PASSWORD,
         });
     }
-    encode_pair(OP_AUTH, b"", password, out)
+    if token.len() > MAX_DEVICE_TOKEN {
+        return Err(FieldTooLong {
+            len: token.len(),
+            max: MAX_DEVICE_TOKEN,
+        });
+    }
+    encode_pair(OP_AUTH, token, password, out)
 }
 
 /// Appends a WHO request.
@@ -804,6 +825,16 @@ pub fn format_limits(limits: &Limits) -> String {
 /// password.
 pub fn welcome_authenticated(text: &[u8]) -> bool {
     welcome_lists(text, WELCOME_AUTHENTICATED)
+}
+
+/// The value of `key=VALUE` in a WELCOME's limits field, such as the
+/// device token ([`WELCOME_TOKEN`]).
+pub fn welcome_value<'a>(text: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    text.split(|&b| b == b' ').find_map(|word| {
+        word.strip_prefix(key.as_bytes())?
+            .strip_prefix(b"=")
+            .filter(|value| !value.is_empty())
+    })
 }
 
 /// True if a WELCOME's limits field lists `word`, such as
@@ -1198,25 +1229,46 @@ mod tests {
         // A v1 server reads AUTH as a message to the empty name, so its
         // answer (`'' is not connected`) cannot quote the password.
         let mut out = Vec::new();
-        encode_auth(b"s3cret pass", &mut out).unwrap();
+        encode_auth(b"", b"s3cret pass", &mut out).unwrap();
         assert_eq!(&out[..6], [0, 5, 0, 0, 0, 11]);
         assert_eq!(
             decode_client_frame(&out, &Limits::default()).unwrap(),
             Decoded::Frame(
                 ClientFrame::Auth {
+                    token: b"",
                     password: b"s3cret pass"
                 },
                 out.len()
             )
         );
-        assert!(encode_auth(&[b'x'; MAX_PASSWORD + 1], &mut out).is_err());
+        assert!(encode_auth(b"", &[b'x'; MAX_PASSWORD + 1], &mut out).is_err());
+        // A device token rides in the first field.
+        let mut out = Vec::new();
+        encode_auth(b"00ff", b"pw", &mut out).unwrap();
+        assert!(matches!(
+            decode_client_frame(&out, &Limits::default()).unwrap(),
+            Decoded::Frame(
+                ClientFrame::Auth {
+                    token: b"00ff",
+                    password: b"pw"
+                },
+                _
+            )
+        ));
+        assert!(encode_auth(&[b'0'; MAX_DEVICE_TOKEN + 1], b"pw", &mut out).is_err());
+        assert_eq!(
+            welcome_value(b"max_message=2048 auth=password token=00ff", WELCOME_TOKEN),
+            Some(&b"00ff"[..])
+        );
+        assert_eq!(welcome_value(b"auth=password token=", WELCOME_TOKEN), None);
     }
 
     #[test]
-    fn auth_with_a_name_or_an_oversized_password_is_refused_from_its_header() {
+    fn auth_with_an_oversized_token_or_password_is_refused_from_its_header() {
         let limits = Limits::default();
+        // 129 bytes of token.
         assert!(matches!(
-            decode_client_frame(&[0, 5, 0, 1, 0, 0], &limits),
+            decode_client_frame(&[0, 5, 0, 129, 0, 0], &limits),
             Err(FrameError::Malformed { frame: "AUTH", .. })
         ));
         // 0x0401 = 1025 bytes, with no body sent at all.

@@ -347,6 +347,12 @@ impl ClientArgs {
         if let Some(path) = &self.history_file {
             return Some(path.clone());
         }
+        Some(self.state_dir()?.join("history"))
+    }
+
+    /// The client's state directory: `$XDG_STATE_HOME/pmchat`, else
+    /// `~/.local/state/pmchat` (history, recipients, device tokens).
+    pub fn state_dir(&self) -> Option<PathBuf> {
         let state_dir = std::env::var_os("XDG_STATE_HOME")
             .filter(|dir| !dir.is_empty())
             .map(PathBuf::from)
@@ -355,7 +361,7 @@ impl ClientArgs {
                     .filter(|home| !home.is_empty())
                     .map(|home| PathBuf::from(home).join(".local/state"))
             })?;
-        Some(state_dir.join("pmchat/history"))
+        Some(state_dir.join("pmchat"))
     }
 }
 

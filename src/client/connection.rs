@@ -444,6 +444,9 @@ impl FrameHandler {
                     protocol::welcome_authenticated(limits),
                     protocol::welcome_lists(limits, protocol::FEATURE_RECEIPTS),
                 );
+                if let Some(token) = protocol::welcome_value(limits, protocol::WELCOME_TOKEN) {
+                    state.device_token_issued(token);
+                }
                 if self.negotiation.presence {
                     self.awaiting_snapshot = true;
                 } else {

@@ -19,6 +19,7 @@ pub mod cli;
 mod command;
 pub mod config;
 mod connection;
+mod device;
 mod output;
 mod receipts;
 mod reconnect;
@@ -99,6 +100,10 @@ pub fn run(args: ClientArgs) -> Status {
     let mut typed = 0;
     loop {
         let state = Arc::new(ChatState::with_wire(args.wire));
+        if let Some(dir) = args.state_dir() {
+            let server = format!("{}:{}", args.host, args.port);
+            state.keep_tokens_in(device::TokenStore::new(dir, server, args.username.clone()));
+        }
         // A password goes only where nobody on the path can read it, unless
         // the user says the path is trusted.
         let withheld = password.is_some() && !encrypted && !args.allow_plaintext_password;
@@ -222,7 +227,17 @@ fn connect_and_run(
     // in JSON.
     let presence = (interactive || args.json) && args.wire == ClientWire::V1;
     let login = || {
-        greeting(&args.username, args.wire, presence, password).map(|bytes| Greeting {
+        // Read at every login: a reconnection sends the token the last
+        // login was given.
+        let token = password.and(state.device_token());
+        greeting(
+            &args.username,
+            args.wire,
+            presence,
+            password,
+            token.as_deref(),
+        )
+        .map(|bytes| Greeting {
             presence,
             password_sent: password.is_some(),
             timeout: args.hello_timeout,
@@ -308,6 +323,7 @@ fn greeting(
     wire: ClientWire,
     presence: bool,
     password: Option<&[u8]>,
+    token: Option<&str>,
 ) -> Result<Greeting, protocol::FieldTooLong> {
     let mut bytes = Vec::new();
     protocol::encode_handshake(username.as_bytes(), &mut bytes)?;
@@ -329,7 +345,8 @@ fn greeting(
     features.push(' ');
     features.push_str(protocol::FEATURE_RECEIPTS);
     protocol::encode_hello(&features, &mut bytes)?;
-    protocol::encode_auth(password.unwrap_or_default(), &mut bytes)?;
+    let token = token.unwrap_or_default().as_bytes();
+    protocol::encode_auth(token, password.unwrap_or_default(), &mut bytes)?;
     Ok(Greeting {
         bytes,
         v1_answers: 2,

@@ -68,6 +68,8 @@ pub struct ChatState {
     /// `who` requests sent and not yet answered: ONLINE pages are accepted
     /// only in answer to one (or as the presence snapshot).
     who_pending: AtomicU32,
+    /// Where a device token from WELCOME is kept, if anywhere.
+    tokens: Mutex<Option<super::device::TokenStore>>,
 }
 
 /// A bounded set of names that forgets the oldest first.
@@ -261,6 +263,34 @@ impl ChatState {
             (ClientWire::Gob, _) => Some(super::command::WHO_UNSUPPORTED_ON_GOB),
             (ClientWire::V1, false) => Some(super::command::WHO_UNSUPPORTED),
             (ClientWire::V1, true) => None,
+        }
+    }
+
+    /// Keeps device tokens from WELCOME in `store`.
+    pub fn keep_tokens_in(&self, store: super::device::TokenStore) {
+        *self.tokens.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
+    }
+
+    /// The device token kept for this server and name, if any.
+    pub fn device_token(&self) -> Option<String> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()?
+            .load()
+    }
+
+    /// WELCOME gave this device a token: kept for the next login. One that
+    /// cannot be kept is no reason to stop (the next login is merely not
+    /// exempt from the name's back-off).
+    pub fn device_token_issued(&self, token: &[u8]) {
+        let Ok(token) = std::str::from_utf8(token) else {
+            return;
+        };
+        if let Some(store) = &*self.tokens.lock().unwrap_or_else(|e| e.into_inner()) {
+            if let Err(e) = store.save(token) {
+                crate::err_line!("chat-client: cannot keep the device token: {e}");
+            }
         }
     }
 

@@ -14,7 +14,8 @@
 //!    required"; a password over plain TCP is refused unless the server
 //!    allows it (`--allow-plaintext-passwords`), without being checked.
 //! 3. The attempt waits out the back-off that earlier failures for this
-//!    name or from this address earned ([`Backoff`]), then the hash is
+//!    name or from this address earned ([`Backoff`]), unless AUTH carries
+//!    a valid device token for the name ([`super::device`]); then the hash is
 //!    checked on the [`Verifier`] thread. A full verifier queue refuses the
 //!    login at once rather than queueing without bound. When this takes
 //!    time, the client is told PENDING with the longest it may take
@@ -27,13 +28,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use smol::future::FutureExt;
 use smol::Timer;
 use tracing::{info, warn};
 
 use super::accounts::{verify_password, Accounts};
+use super::device::DeviceTokens;
 use super::pending::bounded_login_step;
 use super::session::{reject, SHUTTING_DOWN};
 use super::wire::{starts_gob, InputDecoder, Wire};
@@ -282,20 +284,30 @@ impl Verifier {
     }
 }
 
-/// The server's account state: the file, the checker, the back-off.
+/// The server's account state: the file, the checker, the back-off, the
+/// device tokens.
 #[derive(Debug)]
 pub(crate) struct AuthState {
     pub(crate) accounts: Arc<Accounts>,
     verifier: Verifier,
     pub(crate) backoff: Backoff,
+    tokens: DeviceTokens,
+}
+
+/// A login proved with its password: its HELLO, still to be answered, and
+/// the device token to give it.
+pub(crate) struct Proven {
+    pub(crate) hello: HelloRequest,
+    pub(crate) token: Option<String>,
 }
 
 impl AuthState {
-    pub(crate) fn new(accounts: Arc<Accounts>) -> AuthState {
+    pub(crate) fn new(accounts: Arc<Accounts>, tokens: DeviceTokens) -> AuthState {
         AuthState {
             accounts,
             verifier: Verifier::start(),
             backoff: Backoff::default(),
+            tokens,
         }
     }
 }
@@ -303,7 +315,8 @@ impl AuthState {
 /// The owned gist of a frame read during login.
 enum LoginFrame {
     Hello(HelloRequest),
-    Auth(Vec<u8>),
+    /// A device token (may be empty) and the password.
+    Auth(Vec<u8>, Vec<u8>),
     /// The client speaks gob, which has no passwords.
     Gob,
     Other,
@@ -328,8 +341,8 @@ async fn next_login_frame(
             Ok(Some(ClientFrame::Hello { features })) => {
                 return Ok(LoginFrame::Hello(HelloRequest::parse(features)))
             }
-            Ok(Some(ClientFrame::Auth { password })) => {
-                return Ok(LoginFrame::Auth(password.to_vec()))
+            Ok(Some(ClientFrame::Auth { token, password })) => {
+                return Ok(LoginFrame::Auth(token.to_vec(), password.to_vec()))
             }
             Ok(Some(_)) => return Ok(LoginFrame::Other),
             Ok(None) => {}
@@ -351,7 +364,8 @@ async fn next_login_frame(
 
 /// Proves a login to the registered name `name`, or refuses it with the
 /// reason and closes. Returns the HELLO the login came with, still to be
-/// answered; `None` when the connection is over.
+/// answered, and a fresh device token; `None` when the connection is
+/// over.
 pub(crate) async fn authenticate(
     shared: &Shared,
     auth: &AuthState,
@@ -359,7 +373,7 @@ pub(crate) async fn authenticate(
     peer: SocketAddr,
     name: &str,
     input: &mut FrameReader<InputDecoder>,
-) -> Option<HelloRequest> {
+) -> Option<Proven> {
     let refused = |wire: Wire, text: String| async move {
         reject(transport, wire, &text, shared.config.linger).await;
         None
@@ -381,8 +395,8 @@ pub(crate) async fn authenticate(
                 return Err(Some((wire, protocol::registered_name_text(name))));
             }
         };
-        let password = match next_login_frame(transport, input, deadline).await {
-            Ok(LoginFrame::Auth(password)) => password,
+        let (token, password) = match next_login_frame(transport, input, deadline).await {
+            Ok(LoginFrame::Auth(token, password)) => (token, password),
             Err(NoFrame::Gone) => return Err(None),
             Err(NoFrame::Invalid(text)) => return Err(v1(text)),
             _ => return Err(v1("expected AUTH right after a HELLO listing 'password'\n")),
@@ -397,9 +411,18 @@ pub(crate) async fn authenticate(
         }
         let Some(hash) = auth.accounts.table().hash_of(name).map(Box::<str>::from) else {
             // Unregistered by a reload meanwhile: the name is free again.
-            return Ok(hello);
+            return Ok(Proven { hello, token: None });
         };
-        let Some(wait) = auth.backoff.begin(name, peer.ip(), Instant::now()) else {
+        // A device that proved this name before skips the back-off other
+        // devices' failures earned it.
+        let trusted =
+            !token.is_empty() && auth.tokens.valid(&token, name, &hash, SystemTime::now());
+        let wait = if trusted {
+            Some(Duration::ZERO)
+        } else {
+            auth.backoff.begin(name, peer.ip(), Instant::now())
+        };
+        let Some(wait) = wait else {
             warn!(%peer, user = name, "rejected: too many attempts waiting for this name");
             return Err(v1(protocol::LOGINS_BUSY));
         };
@@ -408,7 +431,7 @@ pub(crate) async fn authenticate(
         }
         let check = async {
             Timer::after(wait).await;
-            auth.verifier.verify(hash, password).await
+            auth.verifier.verify(hash.clone(), password).await
         };
         let bound = wait + VERIFY_BOUND;
         let checked = bounded_login_step(transport, true, PendingReason::Password, bound, check)
@@ -416,10 +439,19 @@ pub(crate) async fn authenticate(
             .unwrap_or(Err(Busy));
         match checked {
             Ok(true) => {
-                auth.backoff.succeeded(name, peer.ip());
-                Ok(hello)
+                if !trusted {
+                    auth.backoff.succeeded(name, peer.ip());
+                }
+                let token = auth.tokens.issue(name, &hash, SystemTime::now());
+                Ok(Proven {
+                    hello,
+                    token: Some(token),
+                })
             }
             Ok(false) => {
+                if trusted {
+                    auth.tokens.failed(&token);
+                }
                 let (for_name, from_address) = auth.backoff.failures(name, peer.ip());
                 warn!(
                     %peer,
@@ -443,7 +475,7 @@ pub(crate) async fn authenticate(
         })
         .await;
     match outcome {
-        Ok(hello) => Some(hello),
+        Ok(proven) => Some(proven),
         Err(Some((wire, text))) => refused(wire, text).await,
         Err(None) => None,
     }

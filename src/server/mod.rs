@@ -35,6 +35,7 @@ pub mod cli;
 mod cluster;
 pub mod config;
 pub mod console;
+mod device;
 mod outbound;
 mod pending;
 mod redis_io;
@@ -245,15 +246,20 @@ impl Server {
     /// error only for a `--cluster` URL that does not parse or a
     /// `--cluster-key-file` that cannot be used.
     pub fn new(config: Config, workers: Arc<Workers>) -> Result<Self, String> {
-        let auth = config
-            .accounts
-            .as_ref()
-            .map(|accounts| auth::AuthState::new(Arc::clone(accounts)));
         let key = config
             .cluster_key_file
             .as_deref()
             .map(cluster::ClusterKey::load)
             .transpose()?;
+        let auth = config.accounts.as_ref().map(|accounts| {
+            // Every node accepts every node's device tokens: with the
+            // cluster key, their secret comes from it.
+            let tokens = match &key {
+                Some(key) => device::DeviceTokens::new(&key.derive(b"device tokens")),
+                None => device::DeviceTokens::load_or_create(&device::key_path(accounts.path())),
+            };
+            auth::AuthState::new(Arc::clone(accounts), tokens)
+        });
         let cluster = config
             .cluster
             .as_deref()

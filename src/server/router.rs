@@ -198,12 +198,17 @@ impl<'a> Router<'a> {
 
     /// Answers HELLO with WELCOME (and, if asked, the online list followed
     /// by presence events). `authenticated`: the login proved a registered
-    /// name with its password (and its AUTH frame was read with it).
+    /// name with its password (and its AUTH frame was read with it), with
+    /// the device token to give it, if any.
     pub(crate) async fn hello(
         &mut self,
         request: HelloRequest,
-        authenticated: bool,
+        authenticated: Option<Option<String>>,
     ) -> Result<(), SenderClosed> {
+        let (authenticated, token) = match authenticated {
+            Some(token) => (true, token),
+            None => (false, None),
+        };
         self.extended = true;
         self.auth_expected = request.password && !authenticated;
         self.receipts = request.receipts;
@@ -212,6 +217,9 @@ impl<'a> Router<'a> {
         if authenticated {
             limits.push(' ');
             limits.push_str(protocol::WELCOME_AUTHENTICATED);
+        }
+        if let Some(token) = token {
+            limits.push_str(&format!(" {}={token}", protocol::WELCOME_TOKEN));
         }
         if request.receipts {
             limits.push(' ');
@@ -525,7 +533,7 @@ mod tests {
             receipts: true,
             ..HelloRequest::default()
         };
-        assert!(smol::block_on(router.hello(receipts, false)).is_ok());
+        assert!(smol::block_on(router.hello(receipts, None)).is_ok());
         router
     }
 
@@ -597,7 +605,7 @@ mod tests {
         let alice = &users[0].0;
         let mut router = Router::new(&shared, alice);
         smol::block_on(async {
-            assert!(router.hello(HelloRequest::default(), false).await.is_ok());
+            assert!(router.hello(HelloRequest::default(), None).await.is_ok());
             for to in ["bob", "dave", "bob"] {
                 assert!(router.route(to.as_bytes(), b"hi").await.is_ok());
             }

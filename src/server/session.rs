@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use smol::future::{self, FutureExt};
 use tracing::{debug, info, warn};
 
-use super::auth::{authenticate, HelloRequest};
+use super::auth::{authenticate, HelloRequest, Proven};
 use super::cluster::ClaimError;
 use super::outbound::OutboundQueue;
 use super::pending::bounded_login_step;
@@ -212,7 +212,7 @@ pub(crate) async fn serve(
                 &shared, auth, &transport, peer, &name, &mut input,
             ));
             match checked.await {
-                Some(hello) => proven = Some(hello),
+                Some(login) => proven = Some(login),
                 None => return,
             }
         } else if shared.config.registered_only {
@@ -423,12 +423,19 @@ async fn read_loop(
     transport: &Transport,
     input: &mut FrameReader<InputDecoder>,
     session: &Arc<Session>,
-    proven: Option<HelloRequest>,
+    proven: Option<Proven>,
 ) -> ReadEnd {
     let mut router = Router::new(shared, session);
+    // Nothing decoded yet: a v1 error now may mean the client speaks gob
+    // (not after a password login, which already spoke v1).
+    let mut first = proven.is_none();
     // A registered name's HELLO was read while its password was checked.
-    if let Some(hello) = proven {
-        if router.hello(hello, true).await.is_err() {
+    if let Some(proven) = proven {
+        if router
+            .hello(proven.hello, Some(proven.token))
+            .await
+            .is_err()
+        {
             return ReadEnd::Closed;
         }
     }
@@ -437,9 +444,6 @@ async fn read_loop(
     // it likes, never inside one.
     let mut frame_deadline: Option<Instant> = None;
     let mut reads = Reads::default();
-    // Nothing decoded yet: a v1 error now may mean the client speaks gob
-    // (not after a password login, which already spoke v1).
-    let mut first = proven.is_none();
     loop {
         loop {
             // Bound first, so that the frame's borrow of the buffer ends
@@ -478,7 +482,7 @@ async fn read_loop(
                     return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO));
                 }
                 ClientFrame::Hello { features } => {
-                    router.hello(HelloRequest::parse(features), false).await
+                    router.hello(HelloRequest::parse(features), None).await
                 }
                 // The password for a name that is not registered: unused.
                 ClientFrame::Auth { .. } if router.auth_expected => {

@@ -43,3 +43,56 @@ fn sixty_guesses_at_once_get_the_checks_of_the_schedule_and_no_more() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_device_that_logged_in_before_gets_in_at_once_during_a_guessing_flood() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("guessing-token");
+    let accounts = accounts_file(&dir.0, &[("alice", "right")]);
+    let server = server_with_accounts(&dir.0, &accounts, &[]);
+    // alice's phone has logged in before; her new laptop has not.
+    let phone = dir.0.join("phone-state");
+    let laptop = dir.0.join("laptop-state");
+    let login = |state: &std::path::Path| {
+        let mut command = with_password(tls_client(&dir.0, server.port, "alice"), "right");
+        command.env("XDG_STATE_HOME", state);
+        let started = Instant::now();
+        let run = crate::common::run_client(command, b"");
+        (run.status, started.elapsed())
+    };
+    assert_eq!(0, login(&phone).0);
+    let tokens = phone.join("pmchat/device-tokens");
+    let mode = std::fs::metadata(&tokens).unwrap().permissions().mode();
+    assert_eq!(0o600, mode & 0o777);
+    assert!(std::fs::read_to_string(&tokens)
+        .unwrap()
+        .contains(" alice "));
+    // Someone guesses alice's password from twenty connections at once:
+    // the name's schedule is full for the next half minute.
+    let guesses: Vec<_> = (0..20)
+        .map(|n| {
+            let mut command = with_password(
+                tls_client(&dir.0, server.port, "alice"),
+                &format!("guess{n}"),
+            );
+            command
+                .env("XDG_STATE_HOME", dir.0.join("attacker"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            command.spawn().expect("start chat-client")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // The phone gets in at once; the laptop, right password and all, is
+    // turned away until the guessing stops.
+    let (status, took) = login(&phone);
+    assert_eq!(0, status);
+    assert!(took < Duration::from_secs(3), "the phone took {took:?}");
+    let (status, _) = login(&laptop);
+    assert_eq!(3, status);
+    for mut guess in guesses {
+        let _ = guess.kill();
+        let _ = guess.wait();
+    }
+}

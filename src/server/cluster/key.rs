@@ -64,7 +64,7 @@ impl ClusterKey {
     }
 
     /// The signature of `data`.
-    pub(super) fn sign(&self, data: &[u8]) -> [u8; TAG_LEN] {
+    pub(crate) fn sign(&self, data: &[u8]) -> [u8; TAG_LEN] {
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(hmac::sign(&self.0, data).as_ref());
         tag
@@ -73,6 +73,11 @@ impl ClusterKey {
     /// True when `tag` is `data`'s signature (in constant time).
     pub(super) fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
         hmac::verify(&self.0, data, tag).is_ok()
+    }
+
+    /// A secret for another purpose, derived from the cluster key.
+    pub(crate) fn derive(&self, purpose: &[u8]) -> [u8; TAG_LEN] {
+        self.sign(purpose)
     }
 
     /// The signature of `data`, in hex: for text values in Redis.

@@ -245,8 +245,9 @@ impl Cluster {
         patience: Duration,
     ) -> Result<Ticket, Forward> {
         // A recipient whose node asked for a pause is waited for, as a full
-        // local queue is.
-        if !self.paused.wait(to, Instant::now() + patience).await {
+        // local queue is. Boxed, and only then: every session's future
+        // would otherwise carry room for the wait.
+        if self.paused.any() && !Box::pin(self.paused.wait(to, Instant::now() + patience)).await {
             return Err(Forward::NotReading);
         }
         let message = Record::Message {

@@ -60,6 +60,11 @@ impl Paused {
         }
     }
 
+    /// True if any recipient is paused: one load.
+    pub(super) fn any(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
     /// True while `name` is paused.
     fn is_paused(&self, name: &[u8]) -> bool {
         if self.count.load(Ordering::Relaxed) == 0 {
