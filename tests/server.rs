@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "server/certificates.rs"]
+mod certificates;
 #[path = "server/cluster.rs"]
 mod cluster;
 #[path = "server/cluster_attacks.rs"]

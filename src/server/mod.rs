@@ -31,6 +31,7 @@
 pub mod accounts;
 mod auth;
 pub mod bans;
+mod certificate;
 pub mod cli;
 mod cluster;
 pub mod config;
@@ -154,6 +155,8 @@ impl Drop for ConnectionSlot<'_> {
 /// unused for one whole period is freed, so a session that went quiet after
 /// a burst is back to its small fixed size within two periods.
 const TRIM_PERIOD: Duration = Duration::from_millis(400);
+/// How often the TLS certificate's expiry is looked at again.
+const CERTIFICATE_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Hands freed memory back to the system: when the last connection is gone,
 /// and after idle sessions gave their buffers back. glibc keeps freed heap
@@ -314,9 +317,17 @@ impl Server {
         };
         let housekeeping = async {
             let mut ticks: u32 = 0;
+            let mut certificate_checked = std::time::Instant::now();
             loop {
                 Timer::after(TRIM_PERIOD).await;
                 ticks = ticks.wrapping_add(1);
+                // Once a day: a certificate about to expire is said again.
+                if certificate_checked.elapsed() >= CERTIFICATE_CHECK_EVERY {
+                    certificate_checked = std::time::Instant::now();
+                    if let Some(tls) = &shared.config.tls {
+                        tls.warn_if_expiring();
+                    }
+                }
                 if let Some(auth) = &shared.auth {
                     // A stat per period: `chat-server passwd` takes effect
                     // within half a second, without a signal.

@@ -10,11 +10,14 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::certificate::{self, Standing, Validity};
 
 use crate::transport::{SharedSocket, Socket, Transport};
 
@@ -30,6 +33,12 @@ pub enum TlsError {
     /// rustls refused the pair (for example, the key does not match).
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The certificate has expired: serving it would fail every client.
+    #[error("the certificate in {path} expired {days} day(s) ago; renew it")]
+    Expired { path: PathBuf, days: u64 },
+    /// The certificate is not valid yet (or this machine's clock is off).
+    #[error("the certificate in {path} is valid only in {days} day(s) (is the clock right?)")]
+    NotYetValid { path: PathBuf, days: u64 },
     /// Generating or writing the self-signed set failed.
     #[error("cannot create a self-signed certificate in {path}: {why}")]
     SelfSigned { path: PathBuf, why: String },
@@ -49,6 +58,9 @@ pub struct TlsFiles {
 pub struct ServerTls {
     files: TlsFiles,
     acceptor: RwLock<TlsAcceptor>,
+    /// When the certificate in use is valid (`None`: unreadable dates,
+    /// left to rustls and the clients).
+    validity: RwLock<Option<Validity>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -62,15 +74,31 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Loads the certificate chain and key.
     pub fn load(files: TlsFiles) -> Result<ServerTls, TlsError> {
-        let acceptor = RwLock::new(acceptor(&files)?);
-        Ok(ServerTls { files, acceptor })
+        let (acceptor, validity) = acceptor(&files)?;
+        Ok(ServerTls {
+            files,
+            acceptor: RwLock::new(acceptor),
+            validity: RwLock::new(validity),
+        })
     }
 
-    /// Reads the files again; on failure the certificates in use stay.
+    /// Reads the files again; on failure (an expired certificate among
+    /// them) the certificates in use stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = acceptor(&self.files)?;
+        let (fresh, validity) = acceptor(&self.files)?;
         *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        *self.validity.write().unwrap_or_else(|e| e.into_inner()) = validity;
         Ok(())
+    }
+
+    /// Warns if the certificate in use expires within
+    /// [`certificate::EXPIRY_WARNING`] or has expired: the server calls it
+    /// once a day.
+    pub fn warn_if_expiring(&self) {
+        let validity = *self.validity.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(validity) = validity {
+            warn_about(&self.files.cert, validity.at(SystemTime::now()));
+        }
     }
 
     /// Runs the server side of a TLS handshake on `stream`.
@@ -92,7 +120,7 @@ impl ServerTls {
     }
 }
 
-fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+fn acceptor(files: &TlsFiles) -> Result<(TlsAcceptor, Option<Validity>), TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Certificates {
@@ -104,6 +132,24 @@ fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
             path: files.cert.clone(),
             why: "no certificate in the file".into(),
         });
+    }
+    // The leaf's dates: an expired or not yet valid certificate is refused
+    // (at start; on reload the one in use stays), one about to expire
+    // warned about.
+    let validity = Validity::of(&certs[0]);
+    if let Some(validity) = validity {
+        let path = files.cert.clone();
+        match validity.at(SystemTime::now()) {
+            Standing::Expired(ago) => {
+                let days = certificate::days(ago);
+                return Err(TlsError::Expired { path, days });
+            }
+            Standing::NotYetValid(wait) => {
+                let days = certificate::days(wait);
+                return Err(TlsError::NotYetValid { path, days });
+            }
+            standing => warn_about(&files.cert, standing),
+        }
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
         path: files.key.clone(),
@@ -125,7 +171,25 @@ fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), validity))
+}
+
+/// Logs a warning about a certificate that expires soon or has expired.
+fn warn_about(path: &Path, standing: Standing) {
+    match standing {
+        Standing::Expiring(left) => tracing::warn!(
+            "the TLS certificate {} expires in {} day(s); renew it (reload-tls or SIGHUP \
+             picks up the new one)",
+            path.display(),
+            certificate::days(left)
+        ),
+        Standing::Expired(ago) => tracing::warn!(
+            "the TLS certificate {} expired {} day(s) ago: clients refuse it; renew it",
+            path.display(),
+            certificate::days(ago)
+        ),
+        Standing::Valid | Standing::NotYetValid(_) => {}
+    }
 }
 
 /// True if the PEM key file at `path` holds an encrypted key, which
