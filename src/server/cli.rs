@@ -142,9 +142,11 @@ pub struct ServerArgs {
 
     /// Be one node of several acting as one server, through the Redis at
     /// URL: redis://HOST:PORT, or redis+cluster://HOST:PORT,HOST:PORT,...
-    /// for a Redis Cluster, or redis+unix:///PATH (no rediss://). One namespace of users across every node
-    /// started with the same URL, messages routed to whichever node holds
-    /// the recipient. A node's names are free 5 s after it dies.
+    /// for a Redis Cluster, or redis+unix:///PATH; rediss:// and
+    /// rediss+cluster:// for TLS to Redis. A user and password go in the
+    /// URL (redis://USER:PASSWORD@HOST:PORT). One namespace of users across
+    /// every node started with the same URL, messages routed to whichever
+    /// node holds the recipient. A node's names are free 5 s after it dies.
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
 
@@ -155,6 +157,11 @@ pub struct ServerArgs {
     /// users, kicks or bans. Every node needs the same key.
     #[arg(long, value_name = "FILE", requires = "cluster")]
     pub cluster_key_file: Option<std::path::PathBuf>,
+
+    /// With rediss://: trust only the CA certificates in this PEM file for
+    /// Redis's certificate (default: the system's trusted roots).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_ca: Option<std::path::PathBuf>,
 
     /// More log output: -v turns on debug logs (among them each routed
     /// message, with its content), -vv trace logs too.
@@ -218,6 +225,7 @@ impl ServerArgs {
             allow_plaintext_passwords: self.allow_plaintext_passwords,
             cluster: self.cluster.clone(),
             cluster_key_file: self.cluster_key_file.clone(),
+            cluster_ca: self.cluster_ca.clone(),
             default_wire: match self.default_wire {
                 DefaultWire::V1 => Wire::V1,
                 DefaultWire::Gob => Wire::Gob,

@@ -44,6 +44,8 @@ pub struct Config {
     pub allow_plaintext_passwords: bool,
     /// The Redis that makes this node one of several (`--cluster`).
     pub cluster: Option<String>,
+    /// The CA that signed Redis's certificate (`--cluster-ca`).
+    pub cluster_ca: Option<std::path::PathBuf>,
     /// The nodes' shared secret (`--cluster-key-file`).
     pub cluster_key_file: Option<std::path::PathBuf>,
     /// What a connection that has sent nothing after its username is
@@ -69,6 +71,7 @@ impl Default for Config {
             allow_plaintext_passwords: false,
             cluster: None,
             cluster_key_file: None,
+            cluster_ca: None,
             default_wire: Wire::V1,
         }
     }

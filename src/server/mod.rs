@@ -266,7 +266,7 @@ impl Server {
         let cluster = config
             .cluster
             .as_deref()
-            .map(|url| cluster::Cluster::new(url, key))
+            .map(|url| cluster::Cluster::new(url, key, config.cluster_ca.as_deref()))
             .transpose()?;
         Ok(Server {
             shared: Arc::new(Shared {

@@ -17,7 +17,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -99,6 +99,17 @@ impl<S: AsyncWrite + Unpin> tokio::io::AsyncWrite for RedisStream<S> {
     }
 }
 
+/// TLS to Redis (`rediss://`), for every connection this process opens to
+/// it, a Redis Cluster's shards included (the cluster client opens those
+/// through [`NodeConnection`] with addresses it learned, which carry no
+/// TLS setting of their own): one cluster per process.
+static REDIS_TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Makes every Redis connection use TLS with `config`.
+pub(super) fn use_tls(config: Arc<rustls::ClientConfig>) {
+    let _ = REDIS_TLS.set(config);
+}
+
 /// A connection to one Redis server over a [`RedisStream`]: the crate's
 /// multiplexed connection, with the task that drives it, which stops when
 /// the last clone is dropped (as the crate's own connections do).
@@ -122,7 +133,18 @@ impl NodeConnection {
                     // A lone message must not wait for the acknowledgement
                     // of the one before it.
                     socket.set_nodelay(true)?;
-                    NodeConnection::over(socket, info, config).await
+                    match REDIS_TLS.get() {
+                        None => NodeConnection::over(socket, info, config).await,
+                        Some(tls) => {
+                            // The host's name (or address) must be in
+                            // Redis's certificate.
+                            let name = rustls_pki_types::ServerName::try_from(host.clone())
+                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                            let connector = futures_rustls::TlsConnector::from(Arc::clone(tls));
+                            let stream = connector.connect(name, socket).await?;
+                            NodeConnection::over(stream, info, config).await
+                        }
+                    }
                 }
                 ConnectionAddr::Unix(path) => {
                     let socket = smol::net::unix::UnixStream::connect(path).await?;

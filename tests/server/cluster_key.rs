@@ -202,3 +202,44 @@ fn nodes_work_as_a_redis_acl_user_limited_to_pmchat_keys_and_channels() {
     nodes[0].wait_offline("bob");
     let _ = std::fs::remove_file(key);
 }
+
+#[test]
+fn nodes_reach_redis_over_tls_and_refuse_a_certificate_they_do_not_trust() {
+    let dir = std::env::temp_dir().join(format!("pmchat-rediss-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tls = pmchat::server::tls::self_signed(&dir).expect("a certificate for Redis");
+    let tls_port = crate::common::free_port();
+    let redis = RedisProcess::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        tls.files.cert.to_str().unwrap(),
+        "--tls-key-file",
+        tls.files.key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        dir.join("ca.pem").to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let ca = dir.join("ca.pem");
+    let args = ["--cluster", &url, "--cluster-ca", ca.to_str().unwrap()];
+    let mut nodes: Vec<ServerProcess> = (0..2).map(|_| ServerProcess::start(&args)).collect();
+    let mut alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    alice.send("bob", "over TLS to Redis");
+    eqnice!(Frame::msg("alice", "over TLS to Redis"), bob.frame());
+    // Through this Redis, whose only port they were given is its TLS one.
+    assert!(redis.calls("publish") > 0);
+    // A node that does not trust the certificate (the system's roots) does
+    // not reach Redis: its logins are refused as the cluster unavailable.
+    let untrusting = ServerProcess::start(&["--cluster", &url]);
+    let mut carol = untrusting.connect("carol");
+    match carol.frame() {
+        Frame::Error(text) => assert!(text.starts_with("service unavailable"), "{text}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -194,8 +194,28 @@ pub const MAX_NODES: usize = 1024;
 impl Cluster {
     /// A node for the Redis at `url` (`redis://HOST:PORT`); nothing is
     /// connected until [`Cluster::run`].
-    pub(crate) fn new(url: &str, key: Option<ClusterKey>) -> Result<Cluster, String> {
+    pub(crate) fn new(
+        url: &str,
+        key: Option<ClusterKey>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Cluster, String> {
         let bad = |e: redis::RedisError| format!("bad --cluster URL: {e}");
+        // TLS to Redis is ours to set up (the crate's own needs a TLS
+        // stack of its own): the URL is read as its plain form.
+        let (url, tls) = match url.strip_prefix("rediss") {
+            Some(rest) if rest.starts_with("://") || rest.starts_with("+cluster://") => {
+                (format!("redis{rest}"), true)
+            }
+            _ => (url.to_string(), false),
+        };
+        if tls {
+            let config = crate::transport::tls_client_config(ca)
+                .map_err(|e| format!("TLS to Redis: {e}"))?;
+            super::redis_io::use_tls(config);
+        } else if ca.is_some() {
+            return Err("--cluster-ca needs a rediss:// URL".into());
+        }
+        let url = url.as_str();
         let backend = match url.strip_prefix("redis+cluster://") {
             Some(nodes) => {
                 let nodes: Vec<String> = nodes
