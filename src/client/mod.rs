@@ -9,6 +9,8 @@
 //!   that notices its reader left while nothing is written.
 //! - [`state`]: what the receiving side tells the command side.
 //! - [`receipts`]: messages in flight until the server accounts for them.
+//! - `device`: the device tokens servers gave this client, kept per server
+//!   and name in the state directory.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
 //! - [`batch`]: scripts from stdin or files.
 //! - [`reconnect`]: `--follow --reconnect`.

@@ -14,9 +14,11 @@
 //! Modules: `session` (one connection's life), `router` (one sender's
 //! routing), `registry` (who is online, presence), `outbound` (the bounded
 //! queue), `wire` (what a connection speaks; the byte stream under it is
-//! [`crate::transport`]), `tls` (certificates and the accept step),
-//! `accounts` (registered names: the file and its hashes), `auth` (the
-//! password check and its back-off, before a registered name is claimed),
+//! [`crate::transport`]), `tls` (certificates and the accept step;
+//! `certificate` reads their dates), `accounts` (registered names: the
+//! file and its hashes), `auth` (the password check and its back-off,
+//! before a registered name is claimed; `device` the tokens that exempt a
+//! known device from that back-off),
 //! `pending` (telling a client its login is being worked on),
 //! `config`/`cli` (settings), `console` (the operator; `terminal` when it
 //! is on a terminal), `bans` (names kept
