@@ -616,6 +616,10 @@ pub trait RedisUnderTest {
     /// Publishes `payload` on `channel` as the nodes do (PUBLISH, or
     /// SPUBLISH on a Redis Cluster), as anyone who can write to Redis can.
     fn publish(&self, channel: &str, payload: &[u8]) -> Vec<u8>;
+    /// The ports a subscriber may have to try, and the command that
+    /// subscribes as the nodes do (SUBSCRIBE, or SSUBSCRIBE on the master
+    /// that holds the channel's slot).
+    fn subscription(&self) -> (Vec<u16>, &'static str);
 }
 
 /// Sends one RESP command to the Redis on `port`; its raw reply.
@@ -659,6 +663,10 @@ impl RedisUnderTest for RedisProcess {
     fn publish(&self, channel: &str, payload: &[u8]) -> Vec<u8> {
         self.command(&[b"PUBLISH", channel.as_bytes(), payload])
     }
+
+    fn subscription(&self) -> (Vec<u16>, &'static str) {
+        (vec![self.port], "SUBSCRIBE")
+    }
 }
 
 impl RedisUnderTest for RedisClusterProcess {
@@ -691,6 +699,10 @@ impl RedisUnderTest for RedisClusterProcess {
 
     fn publish(&self, channel: &str, payload: &[u8]) -> Vec<u8> {
         self.command(&[b"SPUBLISH", channel.as_bytes(), payload])
+    }
+
+    fn subscription(&self) -> (Vec<u16>, &'static str) {
+        (self.masters.iter().map(|m| m.port).collect(), "SSUBSCRIBE")
     }
 }
 
@@ -823,6 +835,11 @@ impl RedisClusterProcess {
     }
 
     pub fn start() -> RedisClusterProcess {
+        RedisClusterProcess::start_with(|_| Vec::new())
+    }
+
+    /// Starts one whose masters also take `extra(i)` options.
+    pub fn start_with(extra: impl Fn(usize) -> Vec<String>) -> RedisClusterProcess {
         let dir = std::env::temp_dir().join(format!(
             "pmchat-redis-cluster-{}-{}",
             std::process::id(),
@@ -833,19 +850,21 @@ impl RedisClusterProcess {
             .map(|i| {
                 let port = free_cluster_port();
                 let conf = dir.join(format!("nodes-{i}.conf"));
-                RedisProcess::spawn(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        conf.to_str().expect("a UTF-8 path"),
-                        "--cluster-node-timeout",
-                        "2000",
-                        "--dir",
-                        dir.to_str().expect("a UTF-8 path"),
-                    ],
-                )
+                let mut args: Vec<String> = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().expect("a UTF-8 path"),
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--dir",
+                    dir.to_str().expect("a UTF-8 path"),
+                ]
+                .map(String::from)
+                .to_vec();
+                args.extend(extra(i));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                RedisProcess::spawn(port, &args)
             })
             .collect();
         let addresses: Vec<String> = masters

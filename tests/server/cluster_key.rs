@@ -15,10 +15,11 @@ use crate::eqnice;
 /// A key file (0600) holding `secret`.
 fn key_file(secret: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(
         "pmchat-cluster-key-{}-{}",
         std::process::id(),
-        secret.len()
+        COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::write(&path, format!("{secret}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -43,6 +44,7 @@ const SECRET: &str = "a shared secret of more than thirty-two bytes, for the tes
 crate::on_both!(
     ;
     with_the_key_nothing_unsigned_in_redis_is_acted_on,
+    with_the_key_a_batch_published_again_is_refused_as_a_replay,
 );
 
 fn with_the_key_nothing_unsigned_in_redis_is_acted_on(redis: &mut impl RedisUnderTest) {
@@ -90,22 +92,31 @@ fn with_the_key_nothing_unsigned_in_redis_is_acted_on(redis: &mut impl RedisUnde
     let _ = std::fs::remove_file(key);
 }
 
-/// Subscribes to `channel` on the Redis at `port` and returns the first
-/// message published on it.
-fn capture(port: u16, channel: &str) -> thread::JoinHandle<Vec<u8>> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let command = format!(
-        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
-        channel.len()
-    );
-    stream.write_all(command.as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream);
-    // The confirmation: subscribe, the channel, 1.
-    read_array(&mut reader);
-    thread::spawn(move || read_array(&mut reader).pop().expect("a payload"))
+/// Subscribes to `channel` as the nodes do, on whichever master holds it,
+/// and returns the first message published on it.
+fn capture(redis: &impl RedisUnderTest, channel: &str) -> thread::JoinHandle<Vec<u8>> {
+    let (ports, subscribe) = redis.subscription();
+    for port in ports {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let command = format!(
+            "*2\r\n${}\r\n{subscribe}\r\n${}\r\n{channel}\r\n",
+            subscribe.len(),
+            channel.len()
+        );
+        stream.write_all(command.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream);
+        // The confirmation (subscribe, the channel, 1), or -MOVED from a
+        // master that does not hold the channel.
+        if reader.fill_buf().unwrap().first() == Some(&b'-') {
+            continue;
+        }
+        read_array(&mut reader);
+        return thread::spawn(move || read_array(&mut reader).pop().expect("a payload"));
+    }
+    panic!("no master took the subscription to {channel}");
 }
 
 /// One RESP array of bulk strings and integers (integers as text).
@@ -131,9 +142,7 @@ fn read_array(reader: &mut BufReader<TcpStream>) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn with_the_key_a_batch_published_again_is_refused_as_a_replay() {
-    let mut redis = RedisProcess::start();
+fn with_the_key_a_batch_published_again_is_refused_as_a_replay(redis: &mut impl RedisUnderTest) {
     let key = key_file(&format!("{SECRET} (replay)"));
     let mut nodes = keyed_nodes(&redis.url(), 2, &key);
     let mut alice = nodes[0].login("alice");
@@ -141,7 +150,7 @@ fn with_the_key_a_batch_published_again_is_refused_as_a_replay() {
     nodes[0].wait_online("bob");
     let (b, _, _) = nodes[1].cluster_state();
     let inbox = format!("pmchat:inbox:{b}");
-    let captured = capture(redis.port, &inbox);
+    let captured = capture(redis, &inbox);
     // Let the subscription take hold before the message.
     thread::sleep(Duration::from_millis(200));
     alice.send("bob", "once");
@@ -153,7 +162,6 @@ fn with_the_key_a_batch_published_again_is_refused_as_a_replay() {
     let (_, _, dropped) = nodes[1].cluster_state();
     eqnice!(dropped_before + 1, dropped);
     let _ = std::fs::remove_file(key);
-    redis.stop();
 }
 
 #[test]
@@ -242,4 +250,85 @@ fn nodes_reach_redis_over_tls_and_refuse_a_certificate_they_do_not_trust() {
     }
     drop(nodes);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn nodes_reach_a_redis_cluster_over_tls() {
+    let dir = std::env::temp_dir().join(format!("pmchat-rediss-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tls = pmchat::server::tls::self_signed(&dir).expect("a certificate for Redis");
+    let ca = dir.join("ca.pem");
+    let tls_ports: Vec<u16> = (0..3).map(|_| crate::common::free_port()).collect();
+    let (cert, key, ca_arg) = (
+        tls.files.cert.to_str().unwrap().to_string(),
+        tls.files.key.to_str().unwrap().to_string(),
+        ca.to_str().unwrap().to_string(),
+    );
+    let redis = crate::common::RedisClusterProcess::start_with(|i| {
+        [
+            "--tls-port",
+            &tls_ports[i].to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_arg,
+            "--tls-auth-clients",
+            "no",
+            "--tls-cluster",
+            "yes",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let seeds: Vec<String> = tls_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let url = format!("rediss+cluster://{}", seeds.join(","));
+    let args = ["--cluster", &url, "--cluster-ca", ca.to_str().unwrap()];
+    let mut nodes: Vec<ServerProcess> = (0..2).map(|_| ServerProcess::start(&args)).collect();
+    let mut alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    alice.send("bob", "over TLS to a Redis Cluster");
+    eqnice!(
+        Frame::msg("alice", "over TLS to a Redis Cluster"),
+        bob.frame()
+    );
+    assert!(redis.calls("spublish").iter().sum::<u64>() > 0);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn nodes_work_on_a_redis_cluster_as_an_acl_user_limited_to_pmchat_keys_and_channels() {
+    // The README's recommended user on every master (the default user
+    // stays, for the cluster's creation).
+    let redis = crate::common::RedisClusterProcess::start_with(|_| {
+        [
+            "--user",
+            "pmchat",
+            "on",
+            ">node-secret",
+            "~pmchat:*",
+            "&pmchat:*",
+            "+@all",
+            "-@admin",
+            "-@dangerous",
+            "+info",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let url = redis
+        .url()
+        .replace("redis+cluster://", "redis+cluster://pmchat:node-secret@");
+    let url = url.replace(",127.0.0.1", ",pmchat:node-secret@127.0.0.1");
+    let mut nodes: Vec<ServerProcess> = (0..2)
+        .map(|_| ServerProcess::start(&["--cluster", &url]))
+        .collect();
+    let mut alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    alice.send("bob", "through a limited user");
+    eqnice!(Frame::msg("alice", "through a limited user"), bob.frame());
 }

@@ -97,8 +97,9 @@ impl Cluster {
         let mut touched: Vec<Arc<Session>> = Vec::new();
         // The acknowledgement's list of refused records, if one is owed.
         let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
+        let mut names = CheckedNames::default();
         for (index, record) in batch.records.into_iter().enumerate() {
-            if !valid_record(limits, &record) {
+            if !valid_record(limits, &record, &mut names) {
                 self.reject("a record that breaks the limits");
                 continue;
             }
@@ -233,16 +234,36 @@ enum Delivered {
     Refused(String),
 }
 
+/// The last two names of a batch found valid: a batch is mostly the same
+/// few senders and recipients, and each is checked once, not per message.
+#[derive(Default)]
+struct CheckedNames<'a> {
+    recent: [&'a [u8]; 2],
+}
+
+impl<'a> CheckedNames<'a> {
+    fn valid(&mut self, limits: &Limits, name: &'a [u8]) -> bool {
+        if !name.is_empty() && self.recent.contains(&name) {
+            return true;
+        }
+        if !valid_name(limits, name) {
+            return false;
+        }
+        self.recent = [name, self.recent[0]];
+        true
+    }
+}
+
 /// True when every field of `record` is one a client or a node could have
 /// sent.
-fn valid_record(limits: &Limits, record: &Record<'_>) -> bool {
-    match record {
+fn valid_record<'a>(limits: &Limits, record: &Record<'a>, names: &mut CheckedNames<'a>) -> bool {
+    match *record {
         Record::Message {
             to, from, content, ..
-        } => valid_name(limits, to) && valid_name(limits, from) && valid_content(limits, content),
-        Record::Error { to, text } => valid_name(limits, to) && valid_error_text(text),
+        } => names.valid(limits, to) && names.valid(limits, from) && valid_content(limits, content),
+        Record::Error { to, text } => names.valid(limits, to) && valid_error_text(text),
         Record::Kick { name } | Record::Pause { name } | Record::Go { name } => {
-            valid_name(limits, name)
+            names.valid(limits, name)
         }
         Record::Ack { .. } => true,
     }
