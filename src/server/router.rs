@@ -160,8 +160,12 @@ impl<'a> Router<'a> {
     /// sending flat out gets one for many read batches, not one for each.
     pub(crate) async fn finish_batch(&mut self, idle: bool) -> Result<(), SenderClosed> {
         let unaccounted = self.ordinal - self.accounted;
-        if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
-            self.confirm_forwarded_boxed().await?;
+        if self.receipts
+            && unaccounted > 0
+            && (idle || unaccounted >= ACK_EVERY)
+            && self.has_unconfirmed()
+        {
+            Box::pin(self.confirm_forwarded()).await?;
         }
         let unaccounted = self.ordinal - self.accounted;
         if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
@@ -328,10 +332,18 @@ impl<'a> Router<'a> {
             if let Some(node) = self.shared.registry.remote_node(to) {
                 let patience = self.shared.config.slow_consumer_timeout;
                 let receipts = self.receipts;
-                return match cluster
-                    .forward(&node, to, me, content, receipts, patience)
-                    .await
-                {
+                // At once, almost always; waiting (for room, or for a
+                // paused recipient) is rare, and boxed, so that the wait's
+                // state is not carried by every session's future.
+                let forwarded = match cluster.forward_now(&node, to, me, content, receipts) {
+                    Err(None) => {
+                        self.flush();
+                        let wait = cluster.forward(&node, to, me, content, receipts, patience);
+                        Box::pin(wait).await
+                    }
+                    done => done.map_err(|e| e.unwrap_or(super::cluster::Forward::Unreachable)),
+                };
+                let text = match forwarded {
                     Ok(ticket) => {
                         if self.receipts {
                             self.unconfirmed.get_or_insert_with(Box::default).add(
@@ -340,15 +352,17 @@ impl<'a> Router<'a> {
                                 ticket,
                             );
                         }
-                        Ok(())
+                        return Ok(());
                     }
                     Err(super::cluster::Forward::Unreachable) => {
-                        self.refuse(&super::cluster::unreachable_text(to)).await
+                        super::cluster::unreachable_text(to)
                     }
                     Err(super::cluster::Forward::NotReading) => {
-                        self.refuse(&super::cluster::not_reading_text(to)).await
+                        super::cluster::not_reading_text(to)
                     }
                 };
+                drop(node);
+                return self.refuse(&text).await;
             }
             // Redis came back moments ago: the recipient's node may not
             // have announced it again yet.
@@ -367,7 +381,9 @@ impl<'a> Router<'a> {
             return self.reply_error(text).await;
         }
         // Receipts go out in order: those before it first.
-        self.confirm_forwarded_boxed().await?;
+        if self.has_unconfirmed() {
+            Box::pin(self.confirm_forwarded()).await?;
+        }
         let mut frames = Vec::new();
         let refused = self.ordinal;
         if refused - 1 > self.accounted {
@@ -378,18 +394,14 @@ impl<'a> Router<'a> {
         self.reply(&frames).await
     }
 
-    /// [`Router::confirm_forwarded`], boxed when there is anything to
-    /// confirm: waiting on other nodes is rare, and its state must not
-    /// grow every session's future (an idle connection's memory).
-    async fn confirm_forwarded_boxed(&mut self) -> Result<(), SenderClosed> {
-        if self
-            .unconfirmed
+    /// True when messages sent to other nodes wait for their batches to
+    /// settle. [`Router::confirm_forwarded`] is then awaited boxed: waiting
+    /// on other nodes is rare, and its state must not grow every session's
+    /// future (an idle connection's memory).
+    fn has_unconfirmed(&self) -> bool {
+        self.unconfirmed
             .as_ref()
-            .is_none_or(|u| u.messages.is_empty())
-        {
-            return Ok(());
-        }
-        Box::pin(self.confirm_forwarded()).await
+            .is_some_and(|u| !u.messages.is_empty())
     }
 
     /// Waits until Redis acknowledged (or failed) the batches of the

@@ -177,6 +177,47 @@ impl Cluster {
         Some(Arc::clone(outbox))
     }
 
+    /// Queues `record` for `node` if its outbox has room now; returns
+    /// where it went. `Err(None)`: the outbox is full (try [`Cluster::send`],
+    /// which waits); `Err(Some(Unreachable))`: it never will be.
+    fn try_send(
+        &self,
+        node: &Arc<str>,
+        record: &Record<'_>,
+    ) -> Result<Ticket, Option<Unreachable>> {
+        if !self.available() {
+            return Err(Some(Unreachable));
+        }
+        let outbox = self.outbox(node).ok_or(Some(Unreachable))?;
+        if outbox.closed.load(Ordering::Relaxed) {
+            return Err(Some(Unreachable));
+        }
+        let len = record.len();
+        let mut gathering = outbox.lock();
+        if !gathering.batch.is_empty() && gathering.batch.len() + len > OUTBOX_BYTES {
+            return Err(None);
+        }
+        let first = gathering.batch.is_empty();
+        if first {
+            let seq = gathering.seq;
+            gathering.flags = put_header(
+                &mut gathering.batch,
+                self.node.as_bytes(),
+                node.as_bytes(),
+                seq,
+            );
+        }
+        record.encode(&mut gathering.batch);
+        let (seq, index) = (gathering.seq, gathering.records);
+        gathering.records += 1;
+        gathering.wants_ack |= matches!(record, Record::Message { receipts: true, .. });
+        drop(gathering);
+        if first {
+            self.ready.notify(1);
+        }
+        Ok(Ticket { outbox, seq, index })
+    }
+
     /// Queues `record` for `node`, waiting up to `patience` while its
     /// outbox is full; returns where it went.
     pub(super) async fn send(
@@ -185,44 +226,19 @@ impl Cluster {
         record: &Record<'_>,
         patience: Duration,
     ) -> Result<Ticket, Unreachable> {
-        if !self.available() {
-            return Err(Unreachable);
-        }
-        let outbox = self.outbox(node).ok_or(Unreachable)?;
-        let len = record.len();
-        let wants_ack = matches!(record, Record::Message { receipts: true, .. });
         // Only a full outbox needs a deadline.
         let mut deadline = None;
         loop {
-            if outbox.closed.load(Ordering::Relaxed) {
+            match self.try_send(node, record) {
+                Ok(ticket) => return Ok(ticket),
+                Err(Some(unreachable)) => return Err(unreachable),
+                Err(None) => {}
+            }
+            let Some(outbox) = self.outbox(node) else {
                 return Err(Unreachable);
-            }
-            {
-                let mut gathering = outbox.lock();
-                if gathering.batch.is_empty() || gathering.batch.len() + len <= OUTBOX_BYTES {
-                    let first = gathering.batch.is_empty();
-                    if first {
-                        let seq = gathering.seq;
-                        gathering.flags = put_header(
-                            &mut gathering.batch,
-                            self.node.as_bytes(),
-                            node.as_bytes(),
-                            seq,
-                        );
-                    }
-                    record.encode(&mut gathering.batch);
-                    let (seq, index) = (gathering.seq, gathering.records);
-                    gathering.records += 1;
-                    gathering.wants_ack |= wants_ack;
-                    drop(gathering);
-                    if first {
-                        self.ready.notify(1);
-                    }
-                    return Ok(Ticket { outbox, seq, index });
-                }
-            }
+            };
             listener!(outbox.room => room);
-            if outbox.lock().batch.len() + len <= OUTBOX_BYTES {
+            if outbox.lock().batch.len() + record.len() <= OUTBOX_BYTES {
                 continue;
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + patience);
@@ -232,9 +248,35 @@ impl Cluster {
         }
     }
 
+    /// Hands a message for `to`, held by `node`, to that node at once if
+    /// nothing stands in the way: no pause for `to`, room in the outbox.
+    /// `Err(None)`: something does; [`Cluster::forward`] waits for it.
+    /// Synchronous, so that the path of almost every message adds nothing
+    /// to a session's future.
+    pub(crate) fn forward_now(
+        &self,
+        node: &Arc<str>,
+        to: &[u8],
+        from: &[u8],
+        content: &[u8],
+        receipts: bool,
+    ) -> Result<Ticket, Option<Forward>> {
+        if self.paused.any() && self.paused.is_paused(to) {
+            return Err(None);
+        }
+        let message = Record::Message {
+            to,
+            from,
+            content,
+            receipts,
+        };
+        self.try_send(node, &message)
+            .map_err(|e| e.map(|Unreachable| Forward::Unreachable))
+    }
+
     /// Hands a message for `to`, held by `node`, to that node, waiting up
-    /// to `patience` for room. `receipts`: the sender waits on the
-    /// returned ticket.
+    /// to `patience` for room (and for a pause to end). `receipts`: the
+    /// sender waits on the returned ticket.
     pub(crate) async fn forward(
         &self,
         node: &Arc<str>,
@@ -245,9 +287,8 @@ impl Cluster {
         patience: Duration,
     ) -> Result<Ticket, Forward> {
         // A recipient whose node asked for a pause is waited for, as a full
-        // local queue is. Boxed, and only then: every session's future
-        // would otherwise carry room for the wait.
-        if self.paused.any() && !Box::pin(self.paused.wait(to, Instant::now() + patience)).await {
+        // local queue is.
+        if !self.paused.wait(to, Instant::now() + patience).await {
             return Err(Forward::NotReading);
         }
         let message = Record::Message {

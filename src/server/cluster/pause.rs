@@ -66,7 +66,7 @@ impl Paused {
     }
 
     /// True while `name` is paused.
-    fn is_paused(&self, name: &[u8]) -> bool {
+    pub(super) fn is_paused(&self, name: &[u8]) -> bool {
         if self.count.load(Ordering::Relaxed) == 0 {
             return false;
         }
