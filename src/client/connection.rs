@@ -16,7 +16,6 @@ use smol::Async;
 
 use crate::runtime;
 
-use super::output::FLUSH_AT;
 use super::receipts::Sent;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
@@ -154,6 +153,11 @@ pub async fn connect(
         reason,
     })
 }
+
+/// Pending output past which the receiving loop has its [`Sink`] write out
+/// even while more frames are waiting: a sender that never pauses must not
+/// grow the client.
+pub const FLUSH_AT: usize = 64 * 1024;
 
 /// Where received frames go.
 pub trait Sink {

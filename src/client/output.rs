@@ -345,14 +345,10 @@ impl Renderer {
     }
 }
 
-/// Pending output past which it is written out even while more frames are
-/// waiting: a sender that never pauses must not grow the client.
-pub const FLUSH_AT: usize = 64 * 1024;
-
 /// Received frames on their way to stdout and stderr: lines pile up in
 /// memory and are written when the caller calls [`Output::flush`], which it
 /// does as soon as no further frame is immediately waiting, or when
-/// [`Output::pending`] reaches [`FLUSH_AT`].
+/// [`Output::pending`] reaches [`FLUSH_AT`](super::connection::FLUSH_AT).
 pub struct Output {
     /// How frames are shown.
     pub renderer: Renderer,
