@@ -8,15 +8,44 @@
 //! by [`FrameReader::next_frame`] is consumed by the next call, so no frame
 //! is ever copied or allocated on its own.
 //!
-//! The decoders live with their wire ([`crate::protocol`] has v1's); a new
-//! wire format adds a [`Decoder`] and gets buffering, growth, release when
-//! idle and the largest-frame guarantee from here.
+//! The decoders live with their wire ([`crate::protocol`] has v1's,
+//! [`crate::gob`] the original programs'); a new wire format adds a
+//! [`Decoder`] and gets buffering, growth, release when idle and the
+//! largest-frame guarantee from here. The vocabulary they share, what a
+//! decode yields ([`Decoded`]) and the size limits it checks ([`Limits`]),
+//! lives here too, below every wire, so that no wire imports another's.
 
 use std::io::{self, Read};
 
 use smol::io::{AsyncRead, AsyncReadExt};
 
-use crate::protocol::Decoded;
+/// The outcome of decoding from the front of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded<F> {
+    /// A whole frame, and how many bytes of the buffer it used.
+    Frame(F, usize),
+    /// More bytes are needed. `header_complete` says whether the header has
+    /// already arrived (and passed the limits), which starts the body timer.
+    Incomplete { header_complete: bool },
+}
+
+/// Size limits on what a peer may send; headers over them are rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest username (and recipient name) in bytes, at most 255.
+    pub max_username: u8,
+    /// Longest message content in bytes, at most 65535.
+    pub max_message: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_username: 32,
+            max_message: 2048,
+        }
+    }
+}
 
 /// A wire format's decoder: finds one frame at the front of a buffer.
 pub trait Decoder {

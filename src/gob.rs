@@ -35,8 +35,7 @@
 //! [`encode_message`] writes the type definition before every value,
 //! because the original programs read each message with a fresh decoder.
 
-use crate::framing::Decoder;
-use crate::protocol::{Decoded, Limits};
+use crate::framing::{Decoded, Decoder, Limits};
 
 /// The type definition of `Message` exactly as Go's encoder writes it,
 /// length prefix included: type id -65, struct `Message` with id 65 and

@@ -14,11 +14,12 @@
 //! socket.
 //!
 //! # Layout
-//! - [`protocol`]: v1 frames, limits and the sans-IO codec.
+//! - [`protocol`]: v1 frames and the sans-IO codec.
 //! - [`gob`]: the original Go programs' wire (`encoding/gob` values of
 //!   their `Message` struct), a sans-IO codec beside [`protocol`]'s.
 //! - [`framing`]: [`framing::FrameReader`], the one place frames are read
-//!   from a byte stream.
+//!   from a byte stream, and what every wire's decoder shares (the decode
+//!   result, the size limits): the bottom layer of the wire modules.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
 //! - `json`: JSON string literals for `--json` and the benchmark's reports.
 //! - [`runtime`]: executor threads (the benchmark's), binding a listener,

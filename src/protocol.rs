@@ -57,6 +57,10 @@
 //! the body, so a peer can never make us buffer more than one maximum-sized
 //! frame.
 
+// The decoding vocabulary every wire shares lives in `framing`, below this
+// module and `gob`; v1's users find it here too.
+pub use crate::framing::{Decoded, Limits};
+
 /// Opcode of a message frame (both directions).
 pub const OP_MESSAGE: u16 = 0;
 /// Opcode of an error frame (server → client).
@@ -226,24 +230,6 @@ pub fn auth_refusal(text: &[u8]) -> Option<AuthRefusal> {
     other.then_some(AuthRefusal::Other)
 }
 
-/// Size limits on what a peer may send; headers over them are rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Longest username (and recipient name) in bytes, at most 255.
-    pub max_username: u8,
-    /// Longest message content in bytes, at most 65535.
-    pub max_message: u16,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_username: 32,
-            max_message: 2048,
-        }
-    }
-}
-
 impl Limits {
     /// Longest client → server frame these limits allow, header included
     /// (a message, a HELLO with its longest feature list, or an AUTH with
@@ -292,16 +278,6 @@ pub enum ServerFrame<'a> {
     /// [`PendingReason`]); WELCOME or a refusal follows within `wait_ms`
     /// milliseconds.
     Pending { reason: &'a [u8], wait_ms: u64 },
-}
-
-/// The outcome of decoding from the front of a buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decoded<F> {
-    /// A whole frame, and how many bytes of the buffer it used.
-    Frame(F, usize),
-    /// More bytes are needed. `header_complete` says whether the header has
-    /// already arrived (and passed the limits), which starts the body timer.
-    Incomplete { header_complete: bool },
 }
 
 /// A frame that breaks the protocol; the connection cannot go on.
