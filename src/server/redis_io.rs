@@ -30,7 +30,9 @@ use smol::net::TcpStream;
 use smol::Task;
 use tokio::io::ReadBuf;
 
-use super::cluster::REDIS_TIMEOUT;
+/// How long a connection attempt or a command may take before Redis counts
+/// as unreachable.
+pub(super) const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Bytes one read takes from the socket at most: enough that a flood of
 /// 1 MiB batches costs a few dozen reads each.

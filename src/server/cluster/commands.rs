@@ -1,17 +1,13 @@
 //! The Redis connection a node uses for commands and subscriptions, on one
 //! Redis or on a Redis Cluster.
 
-use std::time::Duration;
-
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::Value;
 
 use super::super::redis_io::NodeConnection;
 
-/// How long a connection attempt or a command may take before Redis counts
-/// as unreachable.
-pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) use super::super::redis_io::REDIS_TIMEOUT;
 
 /// Where the cluster's Redis is.
 pub(super) enum Backend {

@@ -94,7 +94,7 @@ use self::outbox::Outbox;
 use super::Shared;
 use crate::sanitize::Escaped;
 
-pub(super) use self::commands::REDIS_TIMEOUT;
+use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
 pub(crate) use self::outbox::{Forward, Ticket};
 /// How long a node's lease (and so its names) lasts without renewal: a
