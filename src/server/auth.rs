@@ -37,7 +37,7 @@ use tracing::{info, warn};
 use super::accounts::{verify_password, Accounts};
 use super::device::DeviceTokens;
 use super::pending::bounded_login_step;
-use super::session::{reject, SHUTTING_DOWN};
+use super::refusal::{reject, SHUTTING_DOWN};
 use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::framing::FrameReader;

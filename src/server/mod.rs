@@ -11,9 +11,11 @@
 //! over once when it is accepted; the accept loop, the housekeeping and the
 //! timers run on the caller's thread, under async-io.
 //!
-//! Modules: `session` (one connection's life), `router` (one sender's
-//! routing), `registry` (who is online, presence), `outbound` (the bounded
-//! queue), `wire` (what a connection speaks; the byte stream under it is
+//! Modules: `session` (one connection's life), `mailbox` (what others
+//! need to reach a logged-in user: the `Session` type), `refusal` (turning
+//! away a connection that never got a session), `texts` (the error texts
+//! about messages and sessions), `router` (one sender's routing),
+//! `registry` (who is online, presence), `outbound` (the bounded queue), `wire` (what a connection speaks; the byte stream under it is
 //! [`crate::transport`]), `tls` (certificates and the accept step;
 //! `certificate` reads their dates), `accounts` (registered names: the
 //! file and its hashes), `auth` (the password check and its back-off,
@@ -39,15 +41,18 @@ mod cluster;
 pub mod config;
 pub mod console;
 mod device;
+mod mailbox;
 mod outbound;
 mod pending;
 mod redis_io;
+mod refusal;
 mod registry;
 mod router;
 mod session;
 mod terminal;
 #[cfg(test)]
 mod testing;
+mod texts;
 pub mod tls;
 mod wire;
 
@@ -408,7 +413,7 @@ impl Server {
                 info!(%peer, "rejected: server is full");
                 let transport = Transport::plain(socket);
                 let (wire, linger) = (wire::Wire::V1, shared.config.linger);
-                session::reject(&transport, wire, "server is full\n", linger).await;
+                refusal::reject(&transport, wire, "server is full\n", linger).await;
                 return;
             };
             info!(%peer, "connected");
@@ -477,7 +482,7 @@ async fn secure(
     if config.require_tls {
         info!(%peer, "rejected: not TLS");
         let text = crate::protocol::REQUIRES_TLS;
-        session::reject(&transport, wire::Wire::V1, text, config.linger).await;
+        refusal::reject(&transport, wire::Wire::V1, text, config.linger).await;
         return None;
     }
     Some(transport)
@@ -553,7 +558,7 @@ impl ServerHandle {
             return asked;
         };
         self.shared.registry.remove(&session);
-        if session.close_with_error(session::KICKED) {
+        if session.close_with_error(texts::KICKED) {
             info!(peer = %session.peer(), user = name, "kicked by the operator");
         }
         true

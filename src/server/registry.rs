@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use tracing::warn;
 
-use super::session::Session;
+use super::mailbox::Session;
 use crate::protocol;
 
 /// The name is held by another session.

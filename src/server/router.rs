@@ -23,8 +23,9 @@ use tracing::{debug, warn};
 
 use super::auth::HelloRequest;
 use super::cluster::Ticket;
+use super::mailbox::Session;
 use super::outbound::PushError;
-use super::session::Session;
+use super::texts;
 use super::Shared;
 use crate::protocol;
 use crate::sanitize::Escaped;
@@ -99,18 +100,6 @@ impl Drop for Router<'_> {
 /// 65,536), and a client with a smaller one stops sending, which makes the
 /// reader idle and answer at once.
 pub(crate) const ACK_EVERY: u64 = 8192;
-
-/// The error text for a message to `to`, whom no session (on any node)
-/// holds.
-pub(crate) fn not_connected_text(to: &[u8]) -> String {
-    format!("'{}' is not connected\n", Escaped(to))
-}
-
-/// The error text for a message whose recipient was disconnected as a slow
-/// consumer before it could be queued.
-pub(crate) fn slow_consumer_text(name: &str) -> String {
-    format!("'{name}' was disconnected for not reading fast enough; message not delivered\n")
-}
 
 impl Unconfirmed {
     /// Message `ordinal` to `to` went into `ticket`'s batch.
@@ -323,7 +312,9 @@ impl<'a> Router<'a> {
                 Err(PushError::Full) => {
                     self.forget(to);
                     self.disconnect_slow(&recipient);
-                    return self.refuse(&slow_consumer_text(recipient.name())).await;
+                    return self
+                        .refuse(&texts::slow_consumer_text(recipient.name()))
+                        .await;
                 }
             }
         }
@@ -354,12 +345,8 @@ impl<'a> Router<'a> {
                         }
                         return Ok(());
                     }
-                    Err(super::cluster::Forward::Unreachable) => {
-                        super::cluster::unreachable_text(to)
-                    }
-                    Err(super::cluster::Forward::NotReading) => {
-                        super::cluster::not_reading_text(to)
-                    }
+                    Err(super::cluster::Forward::Unreachable) => texts::unreachable_text(to),
+                    Err(super::cluster::Forward::NotReading) => texts::not_reading_text(to),
                 };
                 drop(node);
                 return self.refuse(&text).await;
@@ -367,10 +354,10 @@ impl<'a> Router<'a> {
             // Redis came back moments ago: the recipient's node may not
             // have announced it again yet.
             if cluster.settling() {
-                return self.refuse(&super::cluster::unreachable_text(to)).await;
+                return self.refuse(&texts::unreachable_text(to)).await;
             }
         }
-        self.refuse(&not_connected_text(to)).await
+        self.refuse(&texts::not_connected_text(to)).await
     }
 
     /// Tells the sender that its latest message was not delivered: an
@@ -422,7 +409,7 @@ impl<'a> Router<'a> {
             let text = match settled[batch].refusal(index) {
                 None => continue,
                 Some(Some(text)) => text.to_string(),
-                Some(None) => super::cluster::unreachable_text(&unconfirmed.names[name]),
+                Some(None) => texts::unreachable_text(&unconfirmed.names[name]),
             };
             if ordinal - 1 > self.accounted {
                 protocol::encode_accepted(ordinal - 1, &mut frames);

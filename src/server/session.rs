@@ -2,7 +2,7 @@
 //!
 //! The connection's own task reads: a [`FrameReader`] decodes frames in
 //! place from a reused buffer and a [`Router`] routes each message straight
-//! into the recipient's [`OutboundQueue`], then writes the queues it made
+//! into the recipient's [`OutboundQueue`](super::outbound::OutboundQueue), then writes the queues it made
 //! non-empty directly to their sockets if nobody is writing them. A second
 //! task per session, the writer, takes over whatever a socket could not
 //! accept at once. The queue's `busy` flag keeps the two from writing at the
@@ -26,7 +26,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,8 +34,9 @@ use tracing::{debug, info, warn};
 
 use super::auth::{authenticate, HelloRequest, Proven};
 use super::cluster::ClaimError;
-use super::outbound::OutboundQueue;
+use super::mailbox::Session;
 use super::pending::bounded_login_step;
+use super::refusal::{linger, reject, SHUTTING_DOWN};
 use super::router::Router;
 use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
@@ -46,103 +46,7 @@ use crate::protocol::{
     self, ClientFrame, FrameError, HandshakeDecoder, PendingReason, UsernameError,
 };
 use crate::runtime::{timeout, until};
-use crate::transport::{Transport, WeakTransport};
-
-/// Error text sent to every client when the server stops.
-pub const SHUTTING_DOWN: &str = "server is shutting down\n";
-/// Error text sent to a client the operator kicked.
-pub const KICKED: &str = "you were disconnected by the server operator\n";
-
-/// A logged-in user: what other sessions need to reach it.
-#[derive(Debug)]
-pub struct Session {
-    /// Registered username; the `from` of every message this user sends.
-    name: Box<str>,
-    /// Remote address, for logs.
-    peer: SocketAddr,
-    /// Frames to this user are encoded for the gob wire, not v1: set once,
-    /// by the session's own reader, when its first bytes say so.
-    gob: AtomicBool,
-    /// Frames waiting to be written to this user.
-    outbound: OutboundQueue,
-    /// The worker thread the session runs on (`None` off the workers, in
-    /// unit tests).
-    worker: Option<usize>,
-    /// The connection, for direct flushes by senders' readers. Weak: other
-    /// sessions may cache this one after it ended and must not keep its
-    /// socket open.
-    connection: WeakTransport,
-}
-
-impl Session {
-    fn new(name: Box<str>, peer: SocketAddr, transport: &Transport, shared: &Shared) -> Self {
-        Session {
-            name,
-            peer,
-            gob: AtomicBool::new(false),
-            outbound: OutboundQueue::new(shared.config.queue_bytes),
-            worker: crate::workers::current_index(),
-            connection: transport.downgrade(),
-        }
-    }
-
-    /// A session for the server's unit tests.
-    #[cfg(test)]
-    pub(crate) fn for_test(
-        name: &str,
-        peer: SocketAddr,
-        transport: &Transport,
-        shared: &Shared,
-    ) -> Self {
-        Session::new(name.into(), peer, transport, shared)
-    }
-
-    /// The username.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The remote address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// How frames to this user are encoded.
-    pub(crate) fn wire(&self) -> Wire {
-        if self.gob.load(Ordering::Relaxed) {
-            Wire::Gob
-        } else {
-            Wire::V1
-        }
-    }
-
-    /// The client turned out to speak `wire` (or, having sent nothing
-    /// yet, is taken to).
-    fn set_wire(&self, wire: Wire) {
-        self.gob.store(wire == Wire::Gob, Ordering::Relaxed);
-    }
-
-    /// Frames waiting to be written to this user.
-    pub(crate) fn outbound(&self) -> &OutboundQueue {
-        &self.outbound
-    }
-
-    /// The worker thread the session runs on.
-    pub(crate) fn worker(&self) -> Option<usize> {
-        self.worker
-    }
-
-    /// The connection, for a direct write, if it is still open.
-    pub(crate) fn connection(&self) -> Option<Transport> {
-        self.connection.upgrade()
-    }
-
-    /// Ends the session after a last error frame with `text`; frames already
-    /// queued are still written first. False if it was already closing.
-    pub fn close_with_error(&self, text: &str) -> bool {
-        self.outbound.close(Some(&self.wire().error_frame(text)))
-    }
-}
+use crate::transport::Transport;
 
 /// How the reading side of a session ended.
 #[derive(Debug)]
@@ -277,7 +181,7 @@ pub(crate) async fn serve(
         .spawn_here(write_loop(transport.clone(), Arc::clone(&session)));
     let end = read_loop(&shared, &transport, &mut input, &session, proven)
         .or(async {
-            session.outbound.wait_closed().await;
+            session.outbound().wait_closed().await;
             ReadEnd::Closed
         })
         .or(async {
@@ -292,7 +196,7 @@ pub(crate) async fn serve(
     }
     let we_end_it = match &end {
         ReadEnd::PeerClosed => {
-            session.outbound.close(None);
+            session.outbound().close(None);
             false
         }
         ReadEnd::Protocol(e) => {
@@ -307,7 +211,7 @@ pub(crate) async fn serve(
             true
         }
         ReadEnd::Io(_) => {
-            session.outbound.abort();
+            session.outbound().abort();
             false
         }
         ReadEnd::Closed => true,
@@ -321,7 +225,7 @@ pub(crate) async fn serve(
     // The writer flushes what is queued and shuts down the write side. An
     // aborted queue (slow consumer, failed socket) has nothing worth
     // waiting for: its writer may be stuck on a full socket.
-    if session.outbound.is_aborted() {
+    if session.outbound().is_aborted() {
         writer.cancel().await;
         return;
     }
@@ -630,15 +534,15 @@ async fn wait_for_rest_of_frame<D: Decoder>(
 /// Writes this session's queue to the transport until the queue is closed.
 async fn write_loop(transport: Transport, session: Arc<Session>) {
     let mut batch = Vec::new();
-    while session.outbound.next_batch(&mut batch).await {
+    while session.outbound().next_batch(&mut batch).await {
         if let Err(e) = transport.write_all(&batch).await {
             debug!(user = session.name(), "write failed: {e}");
-            session.outbound.abort();
+            session.outbound().abort();
             return;
         }
         // The buffer goes back to the queue, where the next batch reuses
         // it and an idle session's trim frees it.
-        session.outbound.finish_write(&mut batch);
+        session.outbound().finish_write(&mut batch);
     }
     transport.shutdown_write().await;
 }
@@ -680,21 +584,4 @@ fn refuse_login<'a>(
         let wire = wire_for_refusal(transport, input, shared).await;
         reject(transport, wire, &text, shared.config.linger).await;
     })
-}
-
-/// Sends one error frame to a client that never got a session, then closes.
-pub(crate) async fn reject(transport: &Transport, wire: Wire, text: &str, linger_for: Duration) {
-    let frame = wire.error_frame(text);
-    let sent = timeout(linger_for, transport.write_all(&frame)).await;
-    if matches!(sent, Some(Ok(()))) {
-        transport.shutdown_write().await;
-        linger(transport, linger_for).await;
-    }
-}
-
-/// Discards input until the client closes or `limit` passes. Closing a
-/// socket with unread input makes the kernel send a reset, which can destroy
-/// the error frame we just sent before the client reads it.
-async fn linger(transport: &Transport, limit: Duration) {
-    let _ = timeout(limit, transport.discard_input()).await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use smol::Async;
 
 use super::config::Config;
-use super::session::Session;
+use super::mailbox::Session;
 use super::{Server, Shared};
 use crate::protocol::{self, Decoded, ServerFrame};
 use crate::transport::Transport;

@@ -10,9 +10,9 @@ use tracing::warn;
 use super::batch::Record;
 use super::pause::{BACKLOG_BYTES, PAUSE_AT};
 use super::Cluster;
+use crate::server::mailbox::Session;
 use crate::server::outbound::PushError;
-use crate::server::router::slow_consumer_text;
-use crate::server::session::Session;
+use crate::server::texts::slow_consumer_text;
 use crate::server::Shared;
 
 /// A message from another node waiting for room in a local recipient's

@@ -5,9 +5,9 @@ use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::Value;
 
-use super::super::redis_io::NodeConnection;
+use crate::server::redis_io::NodeConnection;
 
-pub(super) use super::super::redis_io::REDIS_TIMEOUT;
+pub(super) use crate::server::redis_io::REDIS_TIMEOUT;
 
 /// Where the cluster's Redis is.
 pub(super) enum Backend {

@@ -10,11 +10,11 @@ use super::batch::{decode_batch, put_refusal, Record, Refusals};
 use super::key::split_tag;
 use super::keys::node_key;
 use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
-use super::{not_reading_text, Cluster};
+use super::Cluster;
 use crate::protocol::Limits;
+use crate::server::mailbox::Session;
 use crate::server::outbound::PushError;
-use crate::server::router::not_connected_text;
-use crate::server::session::{Session, KICKED};
+use crate::server::texts::{not_connected_text, not_reading_text, KICKED};
 use crate::server::Shared;
 
 impl Cluster {

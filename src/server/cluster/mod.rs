@@ -92,7 +92,6 @@ use self::commands::{Backend, Commands};
 use self::keys::{ban_key, names_key, new_node_id, node_key, swap_script, NODES_KEY};
 use self::outbox::Outbox;
 use super::Shared;
-use crate::sanitize::Escaped;
 
 use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
@@ -104,27 +103,6 @@ pub const LEASE: Duration = Duration::from_secs(5);
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Bytes of messages waiting for one other node before senders wait.
 pub const OUTBOX_BYTES: usize = 1 << 20;
-
-/// The error text for a message to another node while Redis is
-/// unreachable or that node's outbox stayed full.
-pub fn unreachable_text(name: &[u8]) -> String {
-    format!("'{}' is unreachable right now\n", Escaped(name))
-}
-
-/// The error text for a message not delivered because its recipient, on
-/// another node, has not read what is already waiting for it.
-pub(crate) fn not_reading_text(name: &[u8]) -> String {
-    format!(
-        "'{}' is not reading fast enough; message not delivered\n",
-        Escaped(name)
-    )
-}
-
-/// The error text for a session whose name another node took while this
-/// one could not reach Redis.
-pub fn name_lost_text(name: &str) -> String {
-    format!("'{name}' was taken by another login while this server could not reach its cluster\n")
-}
 
 /// Why a name could not be claimed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

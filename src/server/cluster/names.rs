@@ -8,7 +8,8 @@ use super::commands::Commands;
 use super::keys::{
     ban_key, name_key, names_key, node_key, release_script, NODES_KEY, PRESENCE_CHANNEL,
 };
-use super::{name_lost_text, ClaimError, Cluster, LEASE};
+use super::{ClaimError, Cluster, LEASE};
+use crate::server::texts::name_lost_text;
 use crate::server::Shared;
 
 impl Cluster {

@@ -22,7 +22,8 @@ use super::commands::Commands;
 use super::delivery::flush_all;
 use super::keys::inbox;
 use super::ticket::{Acks, Settled, ACK_BATCH_BYTES};
-use super::{unreachable_text, Cluster, Unreachable, OUTBOX_BYTES};
+use super::{Cluster, Unreachable, OUTBOX_BYTES};
+use crate::server::texts::unreachable_text;
 use crate::server::Shared;
 
 /// Messages waiting for one other node.

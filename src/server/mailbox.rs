@@ -1,0 +1,109 @@
+//! A logged-in user's mailbox: what other sessions (and other nodes'
+//! deliveries, the console, the registry) need to reach it: its name, the
+//! wire its frames are encoded in, its bounded outbound queue, and a weak
+//! handle on its connection for direct writes. The connection's own tasks,
+//! which fill and drain it, are in `session`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::outbound::OutboundQueue;
+use super::wire::Wire;
+use super::Shared;
+use crate::transport::{Transport, WeakTransport};
+
+/// A logged-in user: what other sessions need to reach it.
+#[derive(Debug)]
+pub struct Session {
+    /// Registered username; the `from` of every message this user sends.
+    name: Box<str>,
+    /// Remote address, for logs.
+    peer: SocketAddr,
+    /// Frames to this user are encoded for the gob wire, not v1: set once,
+    /// by the session's own reader, when its first bytes say so.
+    gob: AtomicBool,
+    /// Frames waiting to be written to this user.
+    outbound: OutboundQueue,
+    /// The worker thread the session runs on (`None` off the workers, in
+    /// unit tests).
+    worker: Option<usize>,
+    /// The connection, for direct flushes by senders' readers. Weak: other
+    /// sessions may cache this one after it ended and must not keep its
+    /// socket open.
+    connection: WeakTransport,
+}
+
+impl Session {
+    pub(super) fn new(
+        name: Box<str>,
+        peer: SocketAddr,
+        transport: &Transport,
+        shared: &Shared,
+    ) -> Self {
+        Session {
+            name,
+            peer,
+            gob: AtomicBool::new(false),
+            outbound: OutboundQueue::new(shared.config.queue_bytes),
+            worker: crate::workers::current_index(),
+            connection: transport.downgrade(),
+        }
+    }
+
+    /// A session for the server's unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        name: &str,
+        peer: SocketAddr,
+        transport: &Transport,
+        shared: &Shared,
+    ) -> Self {
+        Session::new(name.into(), peer, transport, shared)
+    }
+
+    /// The username.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The remote address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// How frames to this user are encoded.
+    pub(crate) fn wire(&self) -> Wire {
+        if self.gob.load(Ordering::Relaxed) {
+            Wire::Gob
+        } else {
+            Wire::V1
+        }
+    }
+
+    /// The client turned out to speak `wire` (or, having sent nothing
+    /// yet, is taken to).
+    pub(super) fn set_wire(&self, wire: Wire) {
+        self.gob.store(wire == Wire::Gob, Ordering::Relaxed);
+    }
+
+    /// Frames waiting to be written to this user.
+    pub(crate) fn outbound(&self) -> &OutboundQueue {
+        &self.outbound
+    }
+
+    /// The worker thread the session runs on.
+    pub(crate) fn worker(&self) -> Option<usize> {
+        self.worker
+    }
+
+    /// The connection, for a direct write, if it is still open.
+    pub(crate) fn connection(&self) -> Option<Transport> {
+        self.connection.upgrade()
+    }
+
+    /// Ends the session after a last error frame with `text`; frames already
+    /// queued are still written first. False if it was already closing.
+    pub fn close_with_error(&self, text: &str) -> bool {
+        self.outbound.close(Some(&self.wire().error_frame(text)))
+    }
+}
