@@ -85,6 +85,12 @@ impl Cluster {
     ) -> redis::RedisResult<()> {
         let (pushed, pushes) = Inbound::new();
         let mut connection = self.connect(pushed).await?;
+        if backoff.attempt > 0 {
+            // Redis may have restarted empty: the other nodes' users come
+            // back as their nodes reconnect. Before the directory is read
+            // again, so that no router sees it without the window.
+            self.start_settling();
+        }
         connection.subscribe(&inbox(&self.node)).await?;
         connection.subscribe(PRESENCE_CHANNEL).await?;
         // Ours first (names held through an outage are kept or lost), and
@@ -95,8 +101,7 @@ impl Cluster {
         self.load_directory(shared, &mut connection).await?;
         self.set_connection(Some(connection.clone()));
         if backoff.attempt > 0 {
-            // Redis may have restarted empty: the other nodes' users come
-            // back as their nodes reconnect.
+            // The window runs from the directory's reading on.
             self.start_settling();
             info!("cluster: Redis reachable again");
         } else {
