@@ -162,6 +162,10 @@ impl Drop for ConnectionSlot<'_> {
 /// unused for one whole period is freed, so a session that went quiet after
 /// a burst is back to its small fixed size within two periods.
 const TRIM_PERIOD: Duration = Duration::from_millis(400);
+/// The longest the console waits for the cluster to answer one of its
+/// commands: every cluster command is bounded by the Redis timeout (2 s),
+/// a connection not there yet by as much again.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// How often the TLS certificate's expiry is looked at again.
 const CERTIFICATE_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 
@@ -546,8 +550,13 @@ impl ServerHandle {
             ) else {
                 return false;
             };
-            // The console runs on a thread of its own: waiting is fine.
-            let asked = smol::block_on(cluster.kick(&node, name)).is_ok();
+            let _ = cluster;
+            let (owned, holder) = (name.to_string(), Arc::clone(&node));
+            let asked = self
+                .on_cluster(move |shared| async move {
+                    shared.cluster.as_ref()?.kick(&holder, &owned).await.ok()
+                })
+                .is_some();
             if asked {
                 info!(
                     user = name,
@@ -573,9 +582,13 @@ impl ServerHandle {
     /// operator can lift it; without Redis it cannot be set (`Err`).
     pub fn ban(&self, name: &str, duration: Option<Duration>) -> Result<bool, String> {
         match &self.shared.cluster {
-            // The console runs on a thread of its own: waiting is fine.
-            Some(cluster) => smol::block_on(cluster.ban(name, duration))
-                .map_err(|_| "not banned: the cluster's Redis is unreachable".to_string())?,
+            Some(_) => {
+                let owned = name.to_string();
+                self.on_cluster(move |shared| async move {
+                    shared.cluster.as_ref()?.ban(&owned, duration).await.ok()
+                })
+                .ok_or_else(|| "not banned: the cluster's Redis is unreachable".to_string())?;
+            }
             None => self
                 .shared
                 .bans
@@ -585,11 +598,36 @@ impl ServerHandle {
         Ok(self.kick(name))
     }
 
+    /// Runs `work` on smol's global executor, where the cluster's
+    /// connection lives, and waits for its answer on the calling thread
+    /// (the console's) without running an executor there. `None` without a
+    /// cluster, when `work` answers `None`, or when no answer came within
+    /// [`ANSWER_WAIT`].
+    fn on_cluster<T, F>(&self, work: impl FnOnce(Arc<Shared>) -> F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Option<T>> + Send + 'static,
+    {
+        self.shared.cluster.as_ref()?;
+        let future = work(Arc::clone(&self.shared));
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        smol::spawn(async move {
+            let _ = answer.send(future.await);
+        })
+        .detach();
+        answered.recv_timeout(ANSWER_WAIT).ok().flatten()
+    }
+
     /// Lifts `name`'s ban (everywhere, in a cluster); false if it had none.
     pub fn unban(&self, name: &str) -> Result<bool, String> {
         let lifted = match &self.shared.cluster {
-            Some(cluster) => smol::block_on(cluster.unban(name))
-                .map_err(|_| "the cluster's Redis is unreachable; try again".to_string())?,
+            Some(_) => {
+                let owned = name.to_string();
+                self.on_cluster(move |shared| async move {
+                    shared.cluster.as_ref()?.unban(&owned).await.ok()
+                })
+                .ok_or_else(|| "the cluster's Redis is unreachable; try again".to_string())?
+            }
             None => self.shared.bans.unban(name, std::time::Instant::now()),
         };
         if lifted {
