@@ -20,6 +20,7 @@
 //! - [`framing`]: [`framing::FrameReader`], the one place frames are read
 //!   from a byte stream, and what every wire's decoder shares (the decode
 //!   result, the size limits): the bottom layer of the wire modules.
+//! - [`hex`]: lowercase hex for secrets and signatures kept as text.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
 //! - `json`: JSON string literals for `--json` and the benchmark's reports.
 //! - [`runtime`]: executor threads (the benchmark's), binding a listener,
@@ -58,6 +59,7 @@ pub(crate) mod clock;
 pub mod exit_codes;
 pub mod framing;
 pub mod gob;
+pub mod hex;
 pub(crate) mod json;
 pub mod logging;
 pub mod protocol;

@@ -108,7 +108,7 @@ impl DeviceTokens {
         let issued = seconds(now);
         let mut token = issued.to_be_bytes().to_vec();
         token.extend_from_slice(&self.signature(name, issued, hash));
-        token.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&token)
     }
 
     /// True when `token` was issued for `name` with its password hash
@@ -154,10 +154,7 @@ fn decode(token: &[u8]) -> Option<(u64, [u8; SIGNATURE])> {
     if token.len() != 2 * (8 + SIGNATURE) {
         return None;
     }
-    let bytes: Vec<u8> = token
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect::<Option<_>>()?;
+    let bytes = crate::hex::decode(token)?;
     let issued = u64::from_be_bytes(bytes[..8].try_into().ok()?);
     let signature = bytes[8..].try_into().ok()?;
     Some((issued, signature))
@@ -175,7 +172,7 @@ fn random_hex() -> String {
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
         bytes[..8].copy_from_slice(&seconds(SystemTime::now()).to_be_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&bytes)
 }
 
 /// Writes `text` to a new file at `path`, readable by its owner only.

@@ -544,13 +544,12 @@ impl ServerHandle {
     /// that holds it, in a cluster); false if nobody by that name is online.
     pub fn kick(&self, name: &str) -> bool {
         let Some(session) = self.shared.registry.get(name.as_bytes()) else {
-            let (Some(cluster), Some(node)) = (
+            let (Some(_), Some(node)) = (
                 &self.shared.cluster,
                 self.shared.registry.remote_node(name.as_bytes()),
             ) else {
                 return false;
             };
-            let _ = cluster;
             let (owned, holder) = (name.to_string(), Arc::clone(&node));
             let asked = self
                 .on_cluster(move |shared| async move {

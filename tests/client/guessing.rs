@@ -7,25 +7,29 @@ use std::time::{Duration, Instant};
 use crate::accounts::{accounts_file, server_with_accounts, tls_client, with_password};
 use crate::interactive::TempDir;
 
+/// Starts `count` logins to alice with wrong passwords at once, from an
+/// attacker's state directory in `dir`; their stderr is piped.
+fn guess_at_once(dir: &std::path::Path, port: u16, count: usize) -> Vec<std::process::Child> {
+    (0..count)
+        .map(|n| {
+            let mut command = with_password(tls_client(dir, port, "alice"), &format!("guess{n}"));
+            command
+                .env("XDG_STATE_HOME", dir.join("attacker"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            command.spawn().expect("start chat-client")
+        })
+        .collect()
+}
+
 #[test]
 fn sixty_guesses_at_once_get_the_checks_of_the_schedule_and_no_more() {
     let dir = TempDir::new("guessing-parallel");
     let accounts = accounts_file(&dir.0, &[("alice", "right")]);
     let server = server_with_accounts(&dir.0, &accounts, &[]);
     let started = Instant::now();
-    let guesses: Vec<_> = (0..60)
-        .map(|n| {
-            let mut command = with_password(
-                tls_client(&dir.0, server.port, "alice"),
-                &format!("guess{n}"),
-            );
-            command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            command.spawn().expect("start chat-client")
-        })
-        .collect();
+    let guesses = guess_at_once(&dir.0, server.port, 60);
     let mut checked = 0;
     for guess in guesses {
         let output = guess.wait_with_output().unwrap();
@@ -69,20 +73,7 @@ fn a_device_that_logged_in_before_gets_in_at_once_during_a_guessing_flood() {
         .contains(" alice "));
     // Someone guesses alice's password from twenty connections at once:
     // the name's schedule is full for the next half minute.
-    let guesses: Vec<_> = (0..20)
-        .map(|n| {
-            let mut command = with_password(
-                tls_client(&dir.0, server.port, "alice"),
-                &format!("guess{n}"),
-            );
-            command
-                .env("XDG_STATE_HOME", dir.0.join("attacker"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            command.spawn().expect("start chat-client")
-        })
-        .collect();
+    let guesses = guess_at_once(&dir.0, server.port, 20);
     std::thread::sleep(Duration::from_secs(1));
     // The phone gets in at once; the laptop, right password and all, is
     // turned away until the guessing stops.

@@ -39,6 +39,43 @@ fn keyed_nodes(url: &str, count: usize, key: &std::path::Path) -> Vec<ServerProc
         .collect()
 }
 
+/// The options that make a `redis-server` take TLS on `port` with the
+/// self-signed set `tls` (its CA in `dir`), clients unauthenticated.
+fn redis_tls_args(
+    port: u16,
+    tls: &pmchat::server::tls::SelfSigned,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    vec![
+        "--tls-port".into(),
+        port.to_string(),
+        "--tls-cert-file".into(),
+        path(&tls.files.cert),
+        "--tls-key-file".into(),
+        path(&tls.files.key),
+        "--tls-ca-cert-file".into(),
+        path(&dir.join("ca.pem")),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ]
+}
+
+/// The README's recommended ACL user for the nodes: pmchat's keys and
+/// channels only, password `node-secret`.
+const ACL_USER: [&str; 10] = [
+    "--user",
+    "pmchat",
+    "on",
+    ">node-secret",
+    "~pmchat:*",
+    "&pmchat:*",
+    "+@all",
+    "-@admin",
+    "-@dangerous",
+    "+info",
+];
+
 const SECRET: &str = "a shared secret of more than thirty-two bytes, for the tests";
 
 crate::on_both!(
@@ -183,21 +220,9 @@ fn a_short_or_missing_cluster_key_is_refused_at_start() {
 #[test]
 fn nodes_work_as_a_redis_acl_user_limited_to_pmchat_keys_and_channels() {
     // The README's recommended ACL user, and no default user.
-    let redis = RedisProcess::start_with(&[
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "pmchat",
-        "on",
-        ">node-secret",
-        "~pmchat:*",
-        "&pmchat:*",
-        "+@all",
-        "-@admin",
-        "-@dangerous",
-        "+info",
-    ]);
+    let mut args = vec!["--user", "default", "off"];
+    args.extend(ACL_USER);
+    let redis = RedisProcess::start_with(&args);
     let url = format!("redis://pmchat:node-secret@127.0.0.1:{}", redis.port);
     let key = key_file(&format!("{SECRET} (acl)"));
     let mut nodes = keyed_nodes(&url, 2, &key);
@@ -217,18 +242,8 @@ fn nodes_reach_redis_over_tls_and_refuse_a_certificate_they_do_not_trust() {
     let _ = std::fs::remove_dir_all(&dir);
     let tls = pmchat::server::tls::self_signed(&dir).expect("a certificate for Redis");
     let tls_port = crate::common::free_port();
-    let redis = RedisProcess::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        tls.files.cert.to_str().unwrap(),
-        "--tls-key-file",
-        tls.files.key.to_str().unwrap(),
-        "--tls-ca-cert-file",
-        dir.join("ca.pem").to_str().unwrap(),
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let args = redis_tls_args(tls_port, &tls, &dir);
+    let redis = RedisProcess::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let url = format!("rediss://127.0.0.1:{tls_port}");
     let ca = dir.join("ca.pem");
     let args = ["--cluster", &url, "--cluster-ca", ca.to_str().unwrap()];
@@ -259,28 +274,10 @@ fn nodes_reach_a_redis_cluster_over_tls() {
     let tls = pmchat::server::tls::self_signed(&dir).expect("a certificate for Redis");
     let ca = dir.join("ca.pem");
     let tls_ports: Vec<u16> = (0..3).map(|_| crate::common::free_port()).collect();
-    let (cert, key, ca_arg) = (
-        tls.files.cert.to_str().unwrap().to_string(),
-        tls.files.key.to_str().unwrap().to_string(),
-        ca.to_str().unwrap().to_string(),
-    );
     let redis = crate::common::RedisClusterProcess::start_with(|i| {
-        [
-            "--tls-port",
-            &tls_ports[i].to_string(),
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca_arg,
-            "--tls-auth-clients",
-            "no",
-            "--tls-cluster",
-            "yes",
-        ]
-        .map(String::from)
-        .to_vec()
+        let mut args = redis_tls_args(tls_ports[i], &tls, &dir);
+        args.extend(["--tls-cluster".into(), "yes".into()]);
+        args
     });
     let seeds: Vec<String> = tls_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let url = format!("rediss+cluster://{}", seeds.join(","));
@@ -303,22 +300,8 @@ fn nodes_reach_a_redis_cluster_over_tls() {
 fn nodes_work_on_a_redis_cluster_as_an_acl_user_limited_to_pmchat_keys_and_channels() {
     // The README's recommended user on every master (the default user
     // stays, for the cluster's creation).
-    let redis = crate::common::RedisClusterProcess::start_with(|_| {
-        [
-            "--user",
-            "pmchat",
-            "on",
-            ">node-secret",
-            "~pmchat:*",
-            "&pmchat:*",
-            "+@all",
-            "-@admin",
-            "-@dangerous",
-            "+info",
-        ]
-        .map(String::from)
-        .to_vec()
-    });
+    let redis =
+        crate::common::RedisClusterProcess::start_with(|_| ACL_USER.map(String::from).to_vec());
     let url = redis
         .url()
         .replace("redis+cluster://", "redis+cluster://pmchat:node-secret@");

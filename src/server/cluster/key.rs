@@ -82,24 +82,13 @@ impl ClusterKey {
 
     /// The signature of `data`, in hex: for text values in Redis.
     pub(super) fn sign_hex(&self, data: &[u8]) -> String {
-        self.sign(data).iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&self.sign(data))
     }
 
     /// True when `hex` is the hex signature of `data`.
     pub(super) fn verify_hex(&self, data: &[u8], hex: &str) -> bool {
-        decode_hex(hex).is_some_and(|tag| self.verify(data, &tag))
+        crate::hex::decode(hex.as_bytes()).is_some_and(|tag| self.verify(data, &tag))
     }
-}
-
-/// Bytes from lowercase or uppercase hex; `None` for anything else.
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Splits a signed batch into its body and its signature; `None` if it is
