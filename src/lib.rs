@@ -3,8 +3,8 @@
 //!
 //! # How a message travels
 //! `chat-client` parses `send bob hi` ([`client`]'s command parser), encodes
-//! a v1 frame ([`protocol`]) and writes it. On the server, alice's session
-//! reads it through a [`framing::FrameReader`], her router finds bob in the
+//! a v1 frame ([`wire::v1`]) and writes it. On the server, alice's session
+//! reads it through a [`wire::framing::FrameReader`], her router finds bob in the
 //! registry and encodes the delivery once, in bob's wire, into bob's bounded
 //! outbound queue; at the end of the read batch alice's reader writes bob's
 //! queue to bob's socket (or bob's writer task does, if it is busy). Bob's
@@ -14,12 +14,11 @@
 //! socket.
 //!
 //! # Layout
-//! - [`protocol`]: v1 frames and the sans-IO codec.
-//! - [`gob`]: the original Go programs' wire (`encoding/gob` values of
-//!   their `Message` struct), a sans-IO codec beside [`protocol`]'s.
-//! - [`framing`]: [`framing::FrameReader`], the one place frames are read
-//!   from a byte stream, and what every wire's decoder shares (the decode
-//!   result, the size limits): the bottom layer of the wire modules.
+//! - [`wire`]: every byte exchanged with clients, in sans-IO codecs: v1
+//!   and its extensions ([`wire::v1`]), the original programs' gob wire
+//!   ([`wire::gob`]), [`wire::framing::FrameReader`] (the one place frames
+//!   are read from a byte stream), and the catalogue of error texts with
+//!   their stable codes ([`wire::texts`]).
 //! - [`hex`]: lowercase hex for secrets and signatures kept as text.
 //! - [`sanitize`]: escaping of peer text before it reaches a terminal or log.
 //! - `json`: JSON string literals for `--json` and the benchmark's reports.
@@ -57,12 +56,9 @@ pub mod bench;
 pub mod client;
 pub(crate) mod clock;
 pub mod exit_codes;
-pub mod framing;
-pub mod gob;
 pub mod hex;
 pub(crate) mod json;
 pub mod logging;
-pub mod protocol;
 pub mod runtime;
 pub(crate) mod sanitize;
 pub mod secret;
@@ -70,4 +66,5 @@ pub mod server;
 pub mod signals;
 pub mod sys;
 pub(crate) mod transport;
+pub mod wire;
 pub mod workers;

@@ -23,7 +23,7 @@ pub fn readable_by_others(path: &std::path::Path) -> Option<u32> {
 }
 
 /// Longest password accepted from a person or a file, in bytes.
-pub const MAX_PASSWORD_INPUT: usize = crate::protocol::MAX_PASSWORD;
+pub const MAX_PASSWORD_INPUT: usize = crate::wire::v1::MAX_PASSWORD;
 
 /// Why no password was read.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use smol::io::{split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHa
 use smol::lock::Mutex;
 use smol::Async;
 
-use crate::framing::{Decoder, FrameReader};
+use crate::wire::framing::{Decoder, FrameReader};
 use crate::workers::WorkerStream;
 
 /// One connection's byte stream; cheap to clone (a writer task holds a

@@ -11,6 +11,8 @@ mod cluster;
 mod cluster_attacks;
 #[path = "server/cluster_key.rs"]
 mod cluster_key;
+#[path = "server/codes.rs"]
+mod codes;
 #[path = "server/gob.rs"]
 mod gob;
 #[path = "server/hardening.rs"]

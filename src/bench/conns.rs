@@ -13,10 +13,10 @@ use socket2::{Domain, Socket, Type};
 use super::report::{Report, Usage};
 use super::{await_registered, ConnsArgs};
 use crate::client::wire::ClientWire;
-use crate::framing::FrameReader;
-use crate::protocol;
 use crate::sys;
 use crate::transport::Transport;
+use crate::wire::framing::FrameReader;
+use crate::wire::v1;
 
 /// Connections opened at once.
 const CONCURRENCY: usize = 256;
@@ -138,7 +138,7 @@ async fn burst(
     let content = vec![b'b'; usize::from(size)];
     let mut frames = Vec::new();
     for _ in 0..count {
-        protocol::encode_message(name.as_bytes(), &content, &mut frames)
+        v1::encode_message(name.as_bytes(), &content, &mut frames)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     }
     stream.write_all(&frames).await?;
@@ -185,7 +185,7 @@ async fn open(addr: SocketAddr, i: usize, name: String) -> io::Result<Async<TcpS
         return Err(e);
     }
     let mut hello = Vec::new();
-    protocol::encode_handshake(name.as_bytes(), &mut hello)
+    v1::encode_handshake(name.as_bytes(), &mut hello)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     (&stream).write_all(&hello).await?;
     Ok(stream)

@@ -14,9 +14,9 @@ use super::report::{Report, Usage};
 use super::Target;
 use super::{await_registered, get_hex, login, login_receiver, FrameTemplate, LatencyArgs};
 use crate::client::wire::{ClientWire, ServerWireDecoder};
-use crate::framing::FrameReader;
-use crate::protocol::ServerFrame;
 use crate::transport::Transport;
+use crate::wire::framing::FrameReader;
+use crate::wire::v1::ServerFrame;
 
 /// Latencies, in nanoseconds: 1 ns to 60 s at three significant figures.
 pub fn new_histogram() -> Histogram<u64> {

@@ -28,9 +28,9 @@ use smol::{Async, Executor, Timer};
 
 use crate::args::parse_duration;
 use crate::client::wire::ClientWire;
-use crate::framing::FrameReader;
-use crate::protocol::{self, ServerFrame};
 use crate::transport::{connect_tls, Transport};
+use crate::wire::framing::FrameReader;
+use crate::wire::v1::{self, ServerFrame};
 
 /// Load generator and benchmark for pmchat and other v1 chat servers.
 #[derive(Debug, Parser)]
@@ -297,7 +297,7 @@ async fn login_at(target: &Target, addr: SocketAddr, name: &str) -> io::Result<T
         Some((config, host)) => connect_tls(stream, host, Arc::clone(config)).await?,
     };
     let mut hello = Vec::new();
-    protocol::encode_handshake(name.as_bytes(), &mut hello)
+    v1::encode_handshake(name.as_bytes(), &mut hello)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     transport.write_all(&hello).await?;
     Ok(transport)
@@ -438,7 +438,7 @@ impl OrderCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Decoded;
+    use crate::wire::v1::Decoded;
 
     #[test]
     fn template_frames_decode_with_their_numbers() {
@@ -448,7 +448,7 @@ mod tests {
         template.push(&mut out, &[8, 0]);
         assert_eq!(out.len(), 2 * template.len());
         let Ok(Decoded::Frame(ServerFrame::Message { from, content }, used)) =
-            protocol::decode_server_frame(&out)
+            v1::decode_server_frame(&out)
         else {
             panic!("not a message frame");
         };
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(&content[32..], b"xxxxxxxx");
         assert!(std::str::from_utf8(content).is_ok());
         let Ok(Decoded::Frame(ServerFrame::Message { content, .. }, _)) =
-            protocol::decode_server_frame(&out[used..])
+            v1::decode_server_frame(&out[used..])
         else {
             panic!("second frame");
         };

@@ -16,9 +16,9 @@ use super::{
     await_registered, get_hex, login, login_receiver, FrameTemplate, OrderCheck, ThroughputArgs,
 };
 use crate::client::wire::ClientWire;
-use crate::framing::FrameReader;
-use crate::protocol::{self, ServerFrame};
 use crate::transport::Transport;
+use crate::wire::framing::FrameReader;
+use crate::wire::v1::{self, ServerFrame};
 
 /// Bytes of frames per sender write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -58,8 +58,8 @@ pub async fn run(
         let s = login(target, sender).await?;
         if args.receipts {
             let mut hello = Vec::new();
-            let features = format!("{} {}", protocol::FEATURE_BASE, protocol::FEATURE_RECEIPTS);
-            protocol::encode_hello(&features, &mut hello)
+            let features = format!("{} {}", v1::FEATURE_BASE, v1::FEATURE_RECEIPTS);
+            v1::encode_hello(&features, &mut hello)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             s.write_all(&hello).await?;
         }

@@ -116,7 +116,7 @@ fn main() -> ExitCode {
     let _ = pmchat::out_line!("listening on {local}");
     tracing::info!("listening on {local}");
     let console_color = args.color.enabled_for(&std::io::stdout());
-    if let Err(e) = server.handle().start_console(console_color) {
+    if let Err(e) = pmchat::server::start_console(server.handle(), console_color) {
         return fail(&format!("cannot start the console: {e}"));
     }
     if reloadable {

@@ -37,13 +37,14 @@ use smol::{Timer, Unblock};
 
 use super::command::{self, Command};
 use super::connection::{await_login, login_channel, receive, Login, Negotiation, Received};
-use super::output::{Output, Renderer, PROGRAM_MARK};
+use super::output::Output;
 use super::receipts::{unconfirmed_notice, Ledger, Origin, Sent, WINDOW};
+use super::render::{Renderer, PROGRAM_MARK};
 use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;
-use crate::protocol::{self, Limits};
 use crate::transport::Transport;
+use crate::wire::v1::{self, Limits};
 
 /// Settings for one batch run.
 pub struct BatchOptions {
@@ -472,7 +473,7 @@ fn encode_line<'a>(
         Some(Command::Who) => match state.who_unsupported() {
             Some(why) => return Err(why.to_string()),
             None => {
-                protocol::encode_who(out);
+                v1::encode_who(out);
                 state.who_sent();
                 return Ok(Flow::Continue);
             }

@@ -8,7 +8,7 @@ use clap::Parser;
 use super::command::describe_name_error;
 use super::wire::ClientWire;
 use crate::args::{parse_duration, ColorChoice};
-use crate::protocol::validate_username;
+use crate::wire::v1::validate_username;
 
 /// A scriptable, line-oriented client for pmchat servers (and any v1 server).
 ///
@@ -210,8 +210,8 @@ pub struct ClientArgs {
     pub json: bool,
 
     /// With --json: also print an object for every message the server
-    /// accounts for, {"type":"accepted",…} or {"type":"refused",…,"text":…},
-    /// with the script line it came from (servers with receipts).
+    /// accounts for, {"type":"accepted",…} or {"type":"refused",…,"code":…,
+    /// "text":…}, with the script line it came from (servers with receipts).
     #[arg(long, requires = "json")]
     pub receipts: bool,
 

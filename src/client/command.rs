@@ -4,8 +4,8 @@
 //! that follows the user, kept verbatim. Checks happen here, before anything
 //! is sent, with the same rules the server applies.
 
-use crate::protocol::{validate_username, Limits, UsernameError};
 use crate::sanitize::escape;
+use crate::wire::v1::{validate_username, Limits, UsernameError};
 
 /// One parsed line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,10 +19,10 @@ use crate::runtime;
 use super::receipts::Sent;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
-use crate::framing::FrameReader;
-use crate::protocol::{self, FrameError, PendingReason, ServerFrame};
 use crate::sanitize::escape;
 use crate::transport::{connect_tls, tls_client_config, Transport};
+use crate::wire::framing::FrameReader;
+use crate::wire::v1::{self, FrameError, PendingReason, ServerFrame};
 
 /// Why we could not get a connection.
 #[derive(Debug, thiserror::Error)]
@@ -167,16 +167,18 @@ pub trait Sink {
     fn wants_stamps(&self) -> bool;
     /// A message from `from`.
     fn message(&mut self, from: &[u8], content: &[u8]);
-    /// An error reported by the server.
-    fn error(&mut self, text: &[u8]);
+    /// An error reported by the server, with its code (empty from a
+    /// server without codes).
+    fn error(&mut self, code: &[u8], text: &[u8]);
     /// The answer to a `who`: the online users, sorted.
     fn online(&mut self, names: &[String]);
     /// A presence event.
     fn presence(&mut self, joined: bool, name: &[u8]);
     /// The server accepted a message we sent (receipts).
     fn accepted(&mut self, sent: &Sent);
-    /// The server refused a message we sent, for the reason in `text`.
-    fn refused(&mut self, sent: &Sent, text: &[u8]);
+    /// The server refused a message we sent, for the reason in `code`
+    /// (empty from a server without codes) and `text`.
+    fn refused(&mut self, sent: &Sent, code: &[u8], text: &[u8]);
     /// Bytes rendered and not yet written.
     fn pending(&self) -> usize;
     /// Writes what is pending, waiting while the destination is full.
@@ -409,25 +411,25 @@ impl FrameHandler {
                 sink.message(from, content);
             }
             // A v1 server's answers to HELLO and AUTH: swallowed.
-            ServerFrame::Error { text }
-                if self.negotiation.v1_answers > 0 && text == protocol::V1_HELLO_ANSWER =>
+            ServerFrame::Error { text, .. }
+                if self.negotiation.v1_answers > 0 && text == v1::V1_HELLO_ANSWER =>
             {
                 self.negotiation.v1_answers -= 1;
                 self.after_error = false;
                 tell(&mut self.negotiation.outcome, Login::V1);
             }
-            ServerFrame::Error { text } => {
+            ServerFrame::Error { code, text } => {
                 // Before the login was confirmed, any error is its refusal.
                 let during_login = self
                     .negotiation
                     .outcome
                     .as_ref()
                     .is_some_and(|outcome| !outcome.is_closed());
-                state.server_error(text, during_login);
+                state.server_error(code, text, during_login);
                 let quiet = (self.negotiation.quiet_name_taken && state.login_retryable())
                     || (self.negotiation.quiet_password_required && state.password_required());
                 if !quiet {
-                    sink.error(text);
+                    sink.error(code, text);
                 }
             }
             ServerFrame::Pending { reason, wait_ms } => {
@@ -444,11 +446,11 @@ impl FrameHandler {
             ServerFrame::Welcome { limits, .. } => {
                 self.negotiation.v1_answers = 0;
                 state.set_extended(
-                    protocol::parse_limits(limits),
-                    protocol::welcome_authenticated(limits),
-                    protocol::welcome_lists(limits, protocol::FEATURE_RECEIPTS),
+                    v1::parse_limits(limits),
+                    v1::welcome_authenticated(limits),
+                    v1::lists_word(limits, v1::FEATURE_RECEIPTS),
                 );
-                if let Some(token) = protocol::welcome_value(limits, protocol::WELCOME_TOKEN) {
+                if let Some(token) = v1::welcome_value(limits, v1::WELCOME_TOKEN) {
                     state.device_token_issued(token);
                 }
                 if self.negotiation.presence {
@@ -465,12 +467,16 @@ impl FrameHandler {
             ServerFrame::Accepted { through } => {
                 state.ledger().accepted(through, |sent| sink.accepted(sent));
             }
-            ServerFrame::Refused { ordinal, text } => {
+            ServerFrame::Refused {
+                ordinal,
+                code,
+                text,
+            } => {
                 state.fail();
                 match state.ledger().refused(ordinal, |sent| sink.accepted(sent)) {
-                    Some(sent) => sink.refused(&sent, text),
+                    Some(sent) => sink.refused(&sent, code, text),
                     // Not a message of ours in flight: shown as it is.
-                    None => sink.error(text),
+                    None => sink.error(code, text),
                 }
             }
         }

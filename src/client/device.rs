@@ -54,7 +54,7 @@ impl TokenStore {
             .find(|line| self.is_ours(line))
             .and_then(|line| line.split(' ').nth(2))
             .filter(|token| {
-                token.len() <= crate::protocol::MAX_DEVICE_TOKEN
+                token.len() <= crate::wire::v1::MAX_DEVICE_TOKEN
                     && token.bytes().all(|b| b.is_ascii_hexdigit())
             })
             .map(str::to_string)

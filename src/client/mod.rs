@@ -4,7 +4,8 @@
 //! - [`config`]: the config file and environment that fill them in.
 //! - [`command`]: the command language, shared by both modes.
 //! - [`connection`]: connecting and the receiving loop.
-//! - [`output`]: rendering of received frames (plain, JSON, colour).
+//! - [`render`]: how a received frame is shown (plain, JSON, colour).
+//! - [`output`]: the rendered lines on their way to stdout and stderr.
 //! - [`stdout`]: the threads that own stdout: its writer, and the watcher
 //!   that notices its reader left while nothing is written.
 //! - [`state`]: what the receiving side tells the command side.
@@ -25,6 +26,7 @@ mod device;
 mod output;
 mod receipts;
 mod reconnect;
+mod render;
 mod repl;
 mod state;
 mod stdout;
@@ -34,10 +36,10 @@ use std::io::{self, IsTerminal};
 use std::sync::Arc;
 
 use crate::exit_codes::Status;
-use crate::protocol;
+use crate::wire::v1;
 use cli::ClientArgs;
 use connection::Received;
-use output::Renderer;
+use render::Renderer;
 use state::ChatState;
 use wire::ClientWire;
 
@@ -326,9 +328,9 @@ fn greeting(
     presence: bool,
     password: Option<&[u8]>,
     token: Option<&str>,
-) -> Result<Greeting, protocol::FieldTooLong> {
+) -> Result<Greeting, v1::FieldTooLong> {
     let mut bytes = Vec::new();
-    protocol::encode_handshake(username.as_bytes(), &mut bytes)?;
+    v1::encode_handshake(username.as_bytes(), &mut bytes)?;
     if wire == ClientWire::Gob {
         bytes.extend_from_slice(&wire::gob_announcement());
         return Ok(Greeting {
@@ -337,18 +339,20 @@ fn greeting(
             ..Greeting::default()
         });
     }
-    let mut features = protocol::FEATURE_BASE.to_string();
+    let mut features = v1::FEATURE_BASE.to_string();
     if presence {
         features.push(' ');
-        features.push_str(protocol::FEATURE_PRESENCE);
+        features.push_str(v1::FEATURE_PRESENCE);
     }
     features.push(' ');
-    features.push_str(protocol::FEATURE_PASSWORD);
+    features.push_str(v1::FEATURE_PASSWORD);
     features.push(' ');
-    features.push_str(protocol::FEATURE_RECEIPTS);
-    protocol::encode_hello(&features, &mut bytes)?;
+    features.push_str(v1::FEATURE_RECEIPTS);
+    features.push(' ');
+    features.push_str(v1::FEATURE_CODES);
+    v1::encode_hello(&features, &mut bytes)?;
     let token = token.unwrap_or_default().as_bytes();
-    protocol::encode_auth(token, password.unwrap_or_default(), &mut bytes)?;
+    v1::encode_auth(token, password.unwrap_or_default(), &mut bytes)?;
     Ok(Greeting {
         bytes,
         v1_answers: 2,

@@ -4,7 +4,7 @@
 //! against it.
 //!
 //! Messages are numbered from 1 in the order they are written, exactly as
-//! the server numbers the message frames it reads (see [`crate::protocol`]),
+//! the server numbers the message frames it reads (see [`crate::wire::v1`]),
 //! so the oldest unaccounted message is always the front of one queue and
 //! a receipt costs a pop, whatever the script's length. Only messages are
 //! numbered: `who` is not.

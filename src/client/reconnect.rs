@@ -20,7 +20,7 @@ use smol::future::FutureExt;
 use super::batch::{self, BatchOptions, Ended, Script};
 use super::cli::ClientArgs;
 use super::connection::{self, Security};
-use super::output::Renderer;
+use super::render::Renderer;
 use super::state::ChatState;
 use super::Greeting;
 use crate::backoff::Backoff;

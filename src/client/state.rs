@@ -8,7 +8,8 @@ use std::sync::{Mutex, RwLock};
 
 use super::receipts::Ledger;
 use super::wire::ClientWire;
-use crate::protocol::{self, validate_username, Limits};
+use crate::wire::texts::Code;
+use crate::wire::v1::{validate_username, Limits};
 
 /// Most usernames remembered from what the server says (senders, and those
 /// we messaged); the oldest is forgotten first. A hostile server could
@@ -349,20 +350,20 @@ impl ChatState {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Records a server error text, noticing login refusals: any error
-    /// `during_login` (before the login was confirmed), and the texts a v1
-    /// server refuses a login with.
-    pub fn server_error(&self, text: &[u8], during_login: bool) {
+    /// Records a server error, noticing login refusals: any error
+    /// `during_login` (before the login was confirmed), and those whose
+    /// code says so. The code decides ([`error_code`]); the text is kept
+    /// to be shown.
+    pub fn server_error(&self, code: &[u8], text: &[u8], during_login: bool) {
         self.fail();
-        if during_login || is_login_refusal(text) {
+        let code = error_code(code, text);
+        if during_login || code.is_some_and(Code::refuses_login) {
             self.login_refused.store(true, Ordering::Relaxed);
         }
-        if text == protocol::USERNAME_TAKEN.as_bytes() {
+        if code == Some(Code::NameTaken) {
             self.name_taken.store(true, Ordering::Relaxed);
         }
-        if text == protocol::SERVICE_UNAVAILABLE.as_bytes()
-            || text == protocol::LOGINS_BUSY.as_bytes()
-        {
+        if code.is_some_and(Code::try_later) {
             self.try_later.store(true, Ordering::Relaxed);
         }
         let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
@@ -370,11 +371,11 @@ impl ChatState {
         last.push_str(&crate::sanitize::escape(
             text.strip_suffix(b"\n").unwrap_or(text),
         ));
-        match protocol::auth_refusal(text) {
-            Some(protocol::AuthRefusal::PasswordRequired) => {
+        match code {
+            Some(Code::PasswordRequired) => {
                 self.password_required.store(true, Ordering::Relaxed);
             }
-            Some(protocol::AuthRefusal::WrongPassword) => {
+            Some(Code::WrongPassword) => {
                 self.wrong_password.store(true, Ordering::Relaxed);
             }
             _ => {}
@@ -413,13 +414,16 @@ impl ChatState {
     }
 }
 
-/// Error texts with which a server refuses a login (v1 sends no other sign).
-pub fn is_login_refusal(text: &[u8]) -> bool {
-    text == protocol::USERNAME_TAKEN.as_bytes()
-        || text.starts_with(b"invalid username")
-        || text == b"server is full\n"
-        || text == protocol::REQUIRES_TLS.as_bytes()
-        || protocol::auth_refusal(text).is_some()
+/// What an error is about: its code, from a server that negotiated codes
+/// (an unknown code, a newer server's, is `None`: shown, not acted on);
+/// from one on a wire without codes (an original v1 or gob server, or
+/// ours talking gob), the catalogue's reading of its text.
+pub fn error_code(code: &[u8], text: &[u8]) -> Option<Code> {
+    if code.is_empty() {
+        Code::of_text(text)
+    } else {
+        Code::parse(code)
+    }
 }
 
 #[cfg(test)]
@@ -486,9 +490,15 @@ mod tests {
     }
 
     #[test]
-    fn login_refusals_are_recognised() {
-        assert!(is_login_refusal(b"Username is taken\n"));
-        assert!(is_login_refusal(b"invalid username: it is empty\n"));
-        assert!(!is_login_refusal(b"'bob' is not connected\n"));
+    fn login_refusals_are_recognised_by_code_and_from_uncoded_texts() {
+        let refuses =
+            |code: &[u8], text: &[u8]| error_code(code, text).is_some_and(Code::refuses_login);
+        assert!(refuses(b"", b"Username is taken\n"));
+        assert!(refuses(b"", b"invalid username: it is empty\n"));
+        assert!(!refuses(b"", b"'bob' is not connected\n"));
+        // With a code, the words do not matter.
+        assert!(refuses(b"wrong-password", b"anything at all\n"));
+        assert!(!refuses(b"not-connected", b"Username is taken\n"));
+        assert!(!refuses(b"from-a-newer-server", b"Username is taken\n"));
     }
 }

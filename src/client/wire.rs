@@ -7,9 +7,9 @@
 //! understands. The gob wire has no extensions: no `who`, no presence, no
 //! passwords.
 
-use crate::framing::Decoder;
-use crate::gob::{self, GobDecoder, GobMessage};
-use crate::protocol::{
+use crate::wire::framing::Decoder;
+use crate::wire::gob::{self, GobDecoder, GobMessage};
+use crate::wire::v1::{
     self, Decoded, FieldTooLong, FrameError, Limits, ServerDecoder, ServerFrame,
 };
 
@@ -32,7 +32,7 @@ impl ClientWire {
         out: &mut Vec<u8>,
     ) -> Result<(), FieldTooLong> {
         match self {
-            ClientWire::V1 => protocol::encode_message(to, content, out),
+            ClientWire::V1 => v1::encode_message(to, content, out),
             ClientWire::Gob => {
                 // Each message carries its type definition: the original
                 // server reads every message with a fresh decoder.
@@ -92,6 +92,7 @@ impl Decoder for ServerWireDecoder {
         Ok(match gob.next_message(buf)? {
             Decoded::Frame(message, used) if message.error => Decoded::Frame(
                 ServerFrame::Error {
+                    code: b"",
                     text: message.content,
                 },
                 used,
@@ -156,6 +157,7 @@ mod tests {
             decoder.decode(&stream[first..]).unwrap(),
             Decoded::Frame(
                 ServerFrame::Error {
+                    code: b"",
                     text: b"'carol' is not connected\n"
                 },
                 stream.len() - first

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2};
+use tracing::{info, warn};
 
-use crate::protocol::{validate_username, UsernameError};
+use crate::wire::v1::{validate_username, UsernameError};
 
 /// Why an accounts file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -402,6 +403,20 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     written
+}
+
+/// Logs what a reload of the accounts file (`why`: who asked) did.
+pub(crate) fn log_reload(reloaded: &Result<Reloaded, AccountsError>, why: &str) {
+    match reloaded {
+        Ok(Reloaded {
+            count,
+            added,
+            removed,
+        }) => info!(
+            "accounts reloaded ({why}): {count} registered name(s), {added} added, {removed} removed"
+        ),
+        Err(e) => warn!("accounts not reloaded ({why}), keeping the previous ones: {e}"),
+    }
 }
 
 #[cfg(test)]

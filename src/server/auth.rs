@@ -37,13 +37,14 @@ use tracing::{info, warn};
 use super::accounts::{verify_password, Accounts};
 use super::device::DeviceTokens;
 use super::pending::bounded_login_step;
-use super::refusal::{reject, SHUTTING_DOWN};
+use super::refusal::reject;
 use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
-use crate::framing::FrameReader;
-use crate::protocol::{self, ClientFrame, PendingReason};
 use crate::runtime::until;
 use crate::transport::Transport;
+use crate::wire::framing::FrameReader;
+use crate::wire::texts::{Code, ErrorText};
+use crate::wire::v1::{self, ClientFrame, PendingReason};
 
 /// What a HELLO asked for, kept after its frame left the read buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub(crate) struct HelloRequest {
     pub(crate) password: bool,
     /// ACCEPTED and REFUSED for every message.
     pub(crate) receipts: bool,
+    /// Errors and refusals with their codes.
+    pub(crate) codes: bool,
 }
 
 impl HelloRequest {
@@ -63,9 +66,10 @@ impl HelloRequest {
         let mut request = HelloRequest::default();
         for feature in features.split(|&b| b == b' ') {
             match feature {
-                f if f == protocol::FEATURE_PRESENCE.as_bytes() => request.presence = true,
-                f if f == protocol::FEATURE_PASSWORD.as_bytes() => request.password = true,
-                f if f == protocol::FEATURE_RECEIPTS.as_bytes() => request.receipts = true,
+                f if f == v1::FEATURE_PRESENCE.as_bytes() => request.presence = true,
+                f if f == v1::FEATURE_PASSWORD.as_bytes() => request.password = true,
+                f if f == v1::FEATURE_RECEIPTS.as_bytes() => request.receipts = true,
+                f if f == v1::FEATURE_CODES.as_bytes() => request.codes = true,
                 _ => {}
             }
         }
@@ -328,7 +332,7 @@ enum NoFrame {
     /// Input ended, failed or broke the protocol: nobody to tell, or
     /// nothing worth telling beyond the refusal.
     Gone,
-    Invalid(String),
+    Invalid(ErrorText),
 }
 
 async fn next_login_frame(
@@ -347,11 +351,10 @@ async fn next_login_frame(
             Ok(Some(_)) => return Ok(LoginFrame::Other),
             Ok(None) => {}
             Err(e) => {
-                let text = format!("{e}\n");
                 if starts_gob(input.buffered()) {
                     return Ok(LoginFrame::Gob);
                 }
-                return Err(NoFrame::Invalid(text));
+                return Err(NoFrame::Invalid(ErrorText::protocol(&e)));
             }
         }
         match until(deadline, transport.read(input)).await {
@@ -374,8 +377,8 @@ pub(crate) async fn authenticate(
     name: &str,
     input: &mut FrameReader<InputDecoder>,
 ) -> Option<Proven> {
-    let refused = |wire: Wire, text: String| async move {
-        reject(transport, wire, &text, shared.config.linger).await;
+    let refused = |wire: Wire, error: ErrorText| async move {
+        reject(transport, wire, &error, shared.config.linger).await;
         None
     };
     let steps = async {
@@ -388,26 +391,33 @@ pub(crate) async fn authenticate(
                 info!(%peer, user = name, "rejected: registered name, no password offered");
                 let wire = match first {
                     Ok(LoginFrame::Gob) => Wire::Gob,
+                    Ok(LoginFrame::Hello(hello)) if hello.codes => Wire::Coded,
                     // Silent: told in the wire such clients speak here.
                     Err(NoFrame::TimedOut) => shared.config.default_wire,
                     _ => Wire::V1,
                 };
-                return Err(Some((wire, protocol::registered_name_text(name))));
+                let error = ErrorText::new(Code::PasswordUnsupported, name);
+                return Err(Some((wire, error)));
             }
         };
         let (token, password) = match next_login_frame(transport, input, deadline).await {
             Ok(LoginFrame::Auth(token, password)) => (token, password),
             Err(NoFrame::Gone) => return Err(None),
-            Err(NoFrame::Invalid(text)) => return Err(v1(text)),
-            _ => return Err(v1("expected AUTH right after a HELLO listing 'password'\n")),
+            Err(NoFrame::Invalid(error)) => return Err(refusal(&hello, error)),
+            _ => {
+                let error =
+                    ErrorText::protocol(&"expected AUTH right after a HELLO listing 'password'");
+                return Err(refusal(&hello, error));
+            }
         };
         if password.is_empty() {
             info!(%peer, user = name, "rejected: registered name, no password");
-            return Err(v1(protocol::password_required_text(name)));
+            let error = ErrorText::new(Code::PasswordRequired, name);
+            return Err(refusal(&hello, error));
         }
         if !transport.is_tls() && !shared.config.allow_plaintext_passwords {
             warn!(%peer, user = name, "rejected: password sent over plain TCP (not checked)");
-            return Err(v1(protocol::PASSWORDS_NEED_TLS));
+            return Err(refusal(&hello, ErrorText::of(Code::PasswordsNeedTls)));
         }
         let Some(hash) = auth.accounts.table().hash_of(name).map(Box::<str>::from) else {
             // Unregistered by a reload meanwhile: the name is free again.
@@ -424,7 +434,7 @@ pub(crate) async fn authenticate(
         };
         let Some(wait) = wait else {
             warn!(%peer, user = name, "rejected: too many attempts waiting for this name");
-            return Err(v1(protocol::LOGINS_BUSY));
+            return Err(refusal(&hello, ErrorText::of(Code::LoginsBusy)));
         };
         if !wait.is_zero() {
             info!(%peer, user = name, "login delayed {wait:?} after earlier failures");
@@ -460,31 +470,35 @@ pub(crate) async fn authenticate(
                     failures_from_address = from_address,
                     "wrong password"
                 );
-                Err(v1(protocol::wrong_password_text(name)))
+                let error = ErrorText::new(Code::WrongPassword, name);
+                Err(refusal(&hello, error))
             }
             Err(Busy) => {
                 warn!(%peer, user = name, "rejected: too many logins waiting for a password check");
-                Err(v1(protocol::LOGINS_BUSY))
+                Err(refusal(&hello, ErrorText::of(Code::LoginsBusy)))
             }
         }
     };
     let outcome = steps
         .or(async {
             shared.shutdown.wait().await;
-            Err(v1(SHUTTING_DOWN))
+            // The wire is v1 here: a gob client is refused at its first
+            // frame, before it can wait for anything.
+            Err(Some((Wire::V1, ErrorText::of(Code::ShuttingDown))))
         })
         .await;
     match outcome {
         Ok(proven) => Some(proven),
-        Err(Some((wire, text))) => refused(wire, text).await,
+        Err(Some((wire, error))) => refused(wire, error).await,
         Err(None) => None,
     }
 }
 
-/// A refusal in v1: everything after the first frame is v1 (a gob client
-/// was refused at its first frame).
-fn v1(text: impl Into<String>) -> Option<(Wire, String)> {
-    Some((Wire::V1, text.into()))
+/// A refusal after `hello`: everything after the first frame is v1 (a gob
+/// client was refused at its first frame), coded if the HELLO asked.
+fn refusal(hello: &HelloRequest, error: ErrorText) -> Option<(Wire, ErrorText)> {
+    let wire = if hello.codes { Wire::Coded } else { Wire::V1 };
+    Some((wire, error))
 }
 
 #[cfg(test)]
@@ -501,6 +515,7 @@ mod tests {
                 presence: true,
                 password: true,
                 receipts: false,
+                codes: false,
             }
         );
         assert!(HelloRequest::parse(b"pmchat/1 receipts").receipts);

@@ -10,7 +10,7 @@ use super::config::Config;
 use super::tls::{self, SelfSigned, ServerTls, TlsError, TlsFiles};
 use super::wire::Wire;
 use crate::args::{parse_duration, ColorChoice};
-use crate::protocol::Limits;
+use crate::wire::v1::Limits;
 
 /// A private-message chat server speaking the pmchat v1 protocol.
 ///

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::accounts::Accounts;
 use super::tls::ServerTls;
 use super::wire::Wire;
-use crate::protocol::Limits;
+use crate::wire::v1::Limits;
 
 /// Everything a running server needs to know; built from the command line
 /// by [`super::cli::ServerArgs::config`] or directly by tests.

@@ -103,7 +103,7 @@ commands:
 
 /// Starts the console on its own thread, reading plain lines from `stdin`
 /// until it ends (a terminal goes to `terminal`'s editor instead: see
-/// [`super::ServerHandle::start_console`]).
+/// [`super::start_console`]).
 pub(super) fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("pmchat-console".into())

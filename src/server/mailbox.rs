@@ -5,12 +5,13 @@
 //! which fill and drain it, are in `session`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::outbound::OutboundQueue;
 use super::wire::Wire;
 use super::Shared;
 use crate::transport::{Transport, WeakTransport};
+use crate::wire::texts::ErrorText;
 
 /// A logged-in user: what other sessions need to reach it.
 #[derive(Debug)]
@@ -19,9 +20,9 @@ pub struct Session {
     name: Box<str>,
     /// Remote address, for logs.
     peer: SocketAddr,
-    /// Frames to this user are encoded for the gob wire, not v1: set once,
-    /// by the session's own reader, when its first bytes say so.
-    gob: AtomicBool,
+    /// How frames to this user are encoded ([`Wire`] as a byte): set by
+    /// the session's own reader, when its first bytes or its HELLO say so.
+    wire: AtomicU8,
     /// Frames waiting to be written to this user.
     outbound: OutboundQueue,
     /// The worker thread the session runs on (`None` off the workers, in
@@ -43,7 +44,7 @@ impl Session {
         Session {
             name,
             peer,
-            gob: AtomicBool::new(false),
+            wire: AtomicU8::new(Wire::V1 as u8),
             outbound: OutboundQueue::new(shared.config.queue_bytes),
             worker: crate::workers::current_index(),
             connection: transport.downgrade(),
@@ -73,17 +74,17 @@ impl Session {
 
     /// How frames to this user are encoded.
     pub(crate) fn wire(&self) -> Wire {
-        if self.gob.load(Ordering::Relaxed) {
-            Wire::Gob
-        } else {
-            Wire::V1
+        match self.wire.load(Ordering::Relaxed) {
+            w if w == Wire::Gob as u8 => Wire::Gob,
+            w if w == Wire::Coded as u8 => Wire::Coded,
+            _ => Wire::V1,
         }
     }
 
     /// The client turned out to speak `wire` (or, having sent nothing
     /// yet, is taken to).
     pub(super) fn set_wire(&self, wire: Wire) {
-        self.gob.store(wire == Wire::Gob, Ordering::Relaxed);
+        self.wire.store(wire as u8, Ordering::Relaxed);
     }
 
     /// Frames waiting to be written to this user.
@@ -101,9 +102,10 @@ impl Session {
         self.connection.upgrade()
     }
 
-    /// Ends the session after a last error frame with `text`; frames already
-    /// queued are still written first. False if it was already closing.
-    pub fn close_with_error(&self, text: &str) -> bool {
-        self.outbound.close(Some(&self.wire().error_frame(text)))
+    /// Ends the session after a last error frame with `error`; frames
+    /// already queued are still written first. False if it was already
+    /// closing.
+    pub fn close_with_error(&self, error: &ErrorText) -> bool {
+        self.outbound.close(Some(&self.wire().error_frame(error)))
     }
 }

@@ -11,22 +11,29 @@
 //! over once when it is accepted; the accept loop, the housekeeping and the
 //! timers run on the caller's thread, under async-io.
 //!
-//! Modules: `session` (one connection's life), `mailbox` (what others
-//! need to reach a logged-in user: the `Session` type), `refusal` (turning
-//! away a connection that never got a session), `texts` (the error texts
-//! about messages and sessions), `router` (one sender's routing),
-//! `registry` (who is online, presence), `outbound` (the bounded queue), `wire` (what a connection speaks; the byte stream under it is
-//! [`crate::transport`]), `tls` (certificates and the accept step;
-//! `certificate` reads their dates), `accounts` (registered names: the
-//! file and its hashes), `auth` (the password check and its back-off,
-//! before a registered name is claimed; `device` the tokens that exempt a
-//! known device from that back-off),
-//! `pending` (telling a client its login is being worked on),
-//! `config`/`cli` (settings), `console` (the operator; `terminal` when it
-//! is on a terminal), `bans` (names kept
-//! out), `cluster` (several
-//! nodes as one server, through Redis: `cluster/mod.rs` lists its parts),
-//! `redis_io` (the sockets under its Redis connections).
+//! Modules:
+//! - connections: `session` (one connection's life), `refusal` (turning
+//!   away a connection that never got a session), `wire` (what a
+//!   connection speaks, and whether its errors carry codes; the byte
+//!   stream under it is [`crate::transport`]), `tls` (certificates and the
+//!   accept step; `certificate` reads their dates);
+//! - logins: `accounts` (registered names: the file and its hashes),
+//!   `auth` (the password check and its back-off, before a registered
+//!   name is claimed; `device` the tokens that exempt a known device from
+//!   that back-off), `pending` (telling a client its login is being worked
+//!   on), `bans` (names kept out);
+//! - routing: `mailbox` (what others need to reach a logged-in user: the
+//!   `Session` type), `router` (one sender's routing), `registry` (who is
+//!   online, presence), `outbound` (the bounded queue);
+//! - operating: `config`/`cli` (settings), `handle` (what the operator may
+//!   ask of a running server), `console` (the operator on stdin;
+//!   `terminal` when it is a terminal);
+//! - `cluster` (several nodes as one server, through Redis:
+//!   `cluster/mod.rs` lists its parts), `redis_io` (the sockets under its
+//!   Redis connections).
+//!
+//! The texts of every error a client is sent, with their codes, are
+//! [`crate::wire::texts`].
 //!
 //! [`Server::run`] takes its listener and its shutdown signal from the
 //! caller, so tests and the binary alike bind where they want (port 0
@@ -41,6 +48,7 @@ mod cluster;
 pub mod config;
 pub mod console;
 mod device;
+mod handle;
 mod mailbox;
 mod outbound;
 mod pending;
@@ -52,7 +60,6 @@ mod session;
 mod terminal;
 #[cfg(test)]
 mod testing;
-mod texts;
 pub mod tls;
 mod wire;
 
@@ -68,10 +75,13 @@ use smol::{Async, Timer};
 use tracing::{info, warn};
 
 use crate::transport::{Socket, Transport};
+use crate::wire::texts::{Code, ErrorText};
 use crate::workers::Workers;
 pub use config::Config;
+pub use handle::{ClusterState, ServerHandle};
 use registry::Registry;
 pub use terminal::restore as restore_terminal;
+pub use terminal::start as start_console;
 pub use wire::Wire;
 
 /// State every connection task shares.
@@ -162,10 +172,6 @@ impl Drop for ConnectionSlot<'_> {
 /// unused for one whole period is freed, so a session that went quiet after
 /// a burst is back to its small fixed size within two periods.
 const TRIM_PERIOD: Duration = Duration::from_millis(400);
-/// The longest the console waits for the cluster to answer one of its
-/// commands: every cluster command is bounded by the Redis timeout (2 s),
-/// a connection not there yet by as much again.
-const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// How often the TLS certificate's expiry is looked at again.
 const CERTIFICATE_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 
@@ -249,12 +255,6 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
-/// A cheap handle for controlling a running server (the console uses it).
-#[derive(Clone)]
-pub struct ServerHandle {
-    shared: Arc<Shared>,
-}
-
 impl Server {
     /// A server with these settings whose sessions run on `workers`; an
     /// error only for a `--cluster` URL that does not parse or a
@@ -295,9 +295,7 @@ impl Server {
 
     /// A handle for listing and kicking users and for stopping the server.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            shared: Arc::clone(&self.shared),
-        }
+        ServerHandle::new(Arc::clone(&self.shared))
     }
 
     /// Accepts connections until `shutdown` completes (or a handle asks to
@@ -343,7 +341,7 @@ impl Server {
                     // A stat per period: `chat-server passwd` takes effect
                     // within half a second, without a signal.
                     if let Some(reloaded) = auth.accounts.reload_if_changed() {
-                        log_accounts_reload(&reloaded, "changed on disk");
+                        accounts::log_reload(&reloaded, "changed on disk");
                     }
                     if ticks % 25 == 0 {
                         auth.backoff.forget_stale(std::time::Instant::now());
@@ -417,7 +415,8 @@ impl Server {
                 info!(%peer, "rejected: server is full");
                 let transport = Transport::plain(socket);
                 let (wire, linger) = (wire::Wire::V1, shared.config.linger);
-                refusal::reject(&transport, wire, "server is full\n", linger).await;
+                let error = ErrorText::of(Code::ServerFull);
+                refusal::reject(&transport, wire, &error, linger).await;
                 return;
             };
             info!(%peer, "connected");
@@ -435,19 +434,6 @@ impl Server {
             };
             session::serve(Arc::clone(&shared), transport, peer, deadline).await;
         });
-    }
-}
-
-fn log_accounts_reload(reloaded: &Result<accounts::Reloaded, accounts::AccountsError>, why: &str) {
-    match reloaded {
-        Ok(accounts::Reloaded {
-            count,
-            added,
-            removed,
-        }) => info!(
-            "accounts reloaded ({why}): {count} registered name(s), {added} added, {removed} removed"
-        ),
-        Err(e) => warn!("accounts not reloaded ({why}), keeping the previous ones: {e}"),
     }
 }
 
@@ -485,8 +471,8 @@ async fn secure(
     let transport = Transport::plain(stream);
     if config.require_tls {
         info!(%peer, "rejected: not TLS");
-        let text = crate::protocol::REQUIRES_TLS;
-        refusal::reject(&transport, wire::Wire::V1, text, config.linger).await;
+        let error = ErrorText::of(Code::TlsRequired);
+        refusal::reject(&transport, wire::Wire::V1, &error, config.linger).await;
         return None;
     }
     Some(transport)
@@ -505,190 +491,6 @@ async fn first_bytes_say_tls(stream: &Socket) -> bool {
             Ok(1) if tls::may_start_tls(first[0]) => stream.more_input().await,
             _ => return false,
         }
-    }
-}
-
-/// What the console's `cluster` shows.
-pub struct ClusterState {
-    /// This node's id.
-    pub node: String,
-    /// Other nodes known to be live.
-    pub live_nodes: usize,
-    /// Records read from Redis that broke a rule and were dropped.
-    pub rejected: u64,
-}
-
-impl ServerHandle {
-    /// The cluster's state as this node sees it; `None` without
-    /// `--cluster`.
-    pub fn cluster(&self) -> Option<ClusterState> {
-        let cluster = self.shared.cluster.as_ref()?;
-        Some(ClusterState {
-            node: cluster.node_id().to_string(),
-            live_nodes: cluster.live_nodes(),
-            rejected: cluster.rejected(),
-        })
-    }
-
-    /// Online usernames, sorted.
-    pub fn online(&self) -> Vec<String> {
-        self.shared.registry.names()
-    }
-
-    /// The worker thread `name`'s session runs on, if `name` is online.
-    pub fn worker_of(&self, name: &str) -> Option<usize> {
-        self.shared.registry.get(name.as_bytes())?.worker()
-    }
-
-    /// Disconnects `name` with an error frame saying so (asking the node
-    /// that holds it, in a cluster); false if nobody by that name is online.
-    pub fn kick(&self, name: &str) -> bool {
-        let Some(session) = self.shared.registry.get(name.as_bytes()) else {
-            let (Some(_), Some(node)) = (
-                &self.shared.cluster,
-                self.shared.registry.remote_node(name.as_bytes()),
-            ) else {
-                return false;
-            };
-            let (owned, holder) = (name.to_string(), Arc::clone(&node));
-            let asked = self
-                .on_cluster(move |shared| async move {
-                    shared.cluster.as_ref()?.kick(&holder, &owned).await.ok()
-                })
-                .is_some();
-            if asked {
-                info!(
-                    user = name,
-                    node = &*node,
-                    "asked the node holding it to kick it"
-                );
-            }
-            return asked;
-        };
-        self.shared.registry.remove(&session);
-        if session.close_with_error(texts::KICKED) {
-            info!(peer = %session.peer(), user = name, "kicked by the operator");
-        }
-        true
-    }
-
-    /// Keeps `name` out for `duration` (`None`: until [`ServerHandle::unban`]),
-    /// on every node of a cluster, and disconnects it if it is online.
-    /// Returns whether it was online; `Err` when the ban could not reach
-    /// the cluster's Redis (this node keeps it out all the same).
-    ///
-    /// In a cluster the ban lives in Redis only, so that any node's
-    /// operator can lift it; without Redis it cannot be set (`Err`).
-    pub fn ban(&self, name: &str, duration: Option<Duration>) -> Result<bool, String> {
-        match &self.shared.cluster {
-            Some(_) => {
-                let owned = name.to_string();
-                self.on_cluster(move |shared| async move {
-                    shared.cluster.as_ref()?.ban(&owned, duration).await.ok()
-                })
-                .ok_or_else(|| "not banned: the cluster's Redis is unreachable".to_string())?;
-            }
-            None => self
-                .shared
-                .bans
-                .ban(name, duration, std::time::Instant::now()),
-        }
-        info!(user = name, ?duration, "banned by the operator");
-        Ok(self.kick(name))
-    }
-
-    /// Runs `work` on smol's global executor, where the cluster's
-    /// connection lives, and waits for its answer on the calling thread
-    /// (the console's) without running an executor there. `None` without a
-    /// cluster, when `work` answers `None`, or when no answer came within
-    /// [`ANSWER_WAIT`].
-    fn on_cluster<T, F>(&self, work: impl FnOnce(Arc<Shared>) -> F) -> Option<T>
-    where
-        T: Send + 'static,
-        F: std::future::Future<Output = Option<T>> + Send + 'static,
-    {
-        self.shared.cluster.as_ref()?;
-        let future = work(Arc::clone(&self.shared));
-        let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        smol::spawn(async move {
-            let _ = answer.send(future.await);
-        })
-        .detach();
-        answered.recv_timeout(ANSWER_WAIT).ok().flatten()
-    }
-
-    /// Lifts `name`'s ban (everywhere, in a cluster); false if it had none.
-    pub fn unban(&self, name: &str) -> Result<bool, String> {
-        let lifted = match &self.shared.cluster {
-            Some(_) => {
-                let owned = name.to_string();
-                self.on_cluster(move |shared| async move {
-                    shared.cluster.as_ref()?.unban(&owned).await.ok()
-                })
-                .ok_or_else(|| "the cluster's Redis is unreachable; try again".to_string())?
-            }
-            None => self.shared.bans.unban(name, std::time::Instant::now()),
-        };
-        if lifted {
-            info!(user = name, "ban lifted by the operator");
-        }
-        Ok(lifted)
-    }
-
-    /// Reads the TLS certificate and key again, for new connections;
-    /// `None` when TLS is off.
-    pub fn reload_tls(&self) -> Option<Result<(), tls::TlsError>> {
-        let tls = self.shared.config.tls.as_ref()?;
-        let reloaded = tls.reload();
-        match &reloaded {
-            Ok(()) => info!("TLS certificate reloaded"),
-            Err(e) => warn!("TLS certificate not reloaded: {e}"),
-        }
-        Some(reloaded)
-    }
-
-    /// Reads the accounts file again; `None` without `--accounts`. On error
-    /// the accounts stay as they were; `force` loads a version that
-    /// unregisters most names at once (see [`accounts::Accounts::reload`]).
-    pub fn reload_accounts(
-        &self,
-        force: bool,
-    ) -> Option<Result<accounts::Reloaded, accounts::AccountsError>> {
-        let auth = self.shared.auth.as_ref()?;
-        let reloaded = auth.accounts.reload(force);
-        log_accounts_reload(&reloaded, if force { "forced" } else { "asked to" });
-        Some(reloaded)
-    }
-
-    /// Registered names, sorted, each with whether it is online now;
-    /// `None` without `--accounts`.
-    pub fn accounts(&self) -> Option<Vec<(String, bool)>> {
-        let auth = self.shared.auth.as_ref()?;
-        let table = auth.accounts.table();
-        Some(
-            table
-                .names()
-                .map(|name| {
-                    let online = self.shared.registry.get(name.as_bytes()).is_some();
-                    (name.to_string(), online)
-                })
-                .collect(),
-        )
-    }
-
-    /// Starts the operator's console on stdin: a line editor used only in
-    /// the foreground when stdin is a terminal, plain lines otherwise.
-    pub fn start_console(&self, color: bool) -> std::io::Result<()> {
-        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            terminal::spawn(self.clone(), color)
-        } else {
-            console::spawn(self.clone(), color)
-        }
-    }
-
-    /// Starts a shutdown, as `exit` on the console or SIGTERM does.
-    pub fn shutdown(&self) {
-        self.shared.shutdown.trigger();
     }
 }
 

@@ -15,9 +15,9 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{self, PendingReason};
 use crate::runtime::{timeout, until};
 use crate::transport::Transport;
+use crate::wire::v1::{self, PendingReason};
 
 /// How long login work may take before the client is told it is pending:
 /// a claim, or a password check without back-off, is done well within it
@@ -46,7 +46,7 @@ pub(crate) async fn bounded_login_step<T>(
         return Some(done);
     }
     let mut frame = Vec::new();
-    protocol::encode_pending(
+    v1::encode_pending(
         reason,
         deadline.saturating_duration_since(Instant::now()),
         &mut frame,

@@ -7,13 +7,16 @@ use std::time::Duration;
 use super::wire::Wire;
 use crate::runtime::timeout;
 use crate::transport::Transport;
-
-/// Error text sent to every client when the server stops.
-pub const SHUTTING_DOWN: &str = "server is shutting down\n";
+use crate::wire::texts::ErrorText;
 
 /// Sends one error frame to a client that never got a session, then closes.
-pub(crate) async fn reject(transport: &Transport, wire: Wire, text: &str, linger_for: Duration) {
-    let frame = wire.error_frame(text);
+pub(crate) async fn reject(
+    transport: &Transport,
+    wire: Wire,
+    error: &ErrorText,
+    linger_for: Duration,
+) {
+    let frame = wire.error_frame(error);
     let sent = timeout(linger_for, transport.write_all(&frame)).await;
     if matches!(sent, Some(Ok(()))) {
         transport.shutdown_write().await;

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use tracing::warn;
 
 use super::mailbox::Session;
-use crate::protocol;
+use crate::wire::v1;
 
 /// The name is held by another session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +75,7 @@ impl Inner {
             return;
         }
         let mut frame = Vec::new();
-        if protocol::encode_presence(joined, name.as_bytes(), &mut frame).is_err() {
+        if v1::encode_presence(joined, name.as_bytes(), &mut frame).is_err() {
             return;
         }
         for watcher in &self.watchers {
@@ -141,7 +141,7 @@ impl Registry {
             return;
         }
         let mut frames = welcome.to_vec();
-        protocol::encode_online(&inner.all_names(), &mut frames);
+        v1::encode_online(&inner.all_names(), &mut frames);
         // Bounded by the number of users, not by anything a peer sends.
         if session.outbound().push_unbounded(&frames).is_ok() {
             inner.watchers.push(Arc::clone(session));
@@ -316,7 +316,7 @@ mod tests {
         shared.registry.insert(&alice).unwrap();
         shared.registry.insert(&watcher).unwrap();
         let mut welcome = Vec::new();
-        protocol::encode_pair(protocol::OP_HELLO, b"test", b"", &mut welcome).unwrap();
+        v1::encode_pair(v1::OP_HELLO, b"test", b"", &mut welcome).unwrap();
         shared.registry.watch(&watcher, &welcome);
         shared.registry.insert(&bob).unwrap();
         shared.registry.remove(&alice);

@@ -8,7 +8,7 @@
 //! writes every queue it made non-empty directly to its socket (one write
 //! per recipient per batch) when nobody else is writing it.
 //!
-//! With receipts (see [`protocol`]) the router numbers the sender's
+//! With receipts (see [`crate::wire::v1`]) the router numbers the sender's
 //! messages and accounts for each: a refusal at once, as REFUSED, after an
 //! ACCEPTED for the messages before it; the accepted ones together, one
 //! ACCEPTED, when the reader runs out of input or every [`ACK_EVERY`]
@@ -25,10 +25,10 @@ use super::auth::HelloRequest;
 use super::cluster::Ticket;
 use super::mailbox::Session;
 use super::outbound::PushError;
-use super::texts;
 use super::Shared;
-use crate::protocol;
 use crate::sanitize::Escaped;
+use crate::wire::texts::{Code, ErrorText};
+use crate::wire::v1;
 
 /// The sending session's own session ended while it was routing.
 pub(crate) struct SenderClosed;
@@ -159,7 +159,7 @@ impl<'a> Router<'a> {
         let unaccounted = self.ordinal - self.accounted;
         if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
             self.accounted = self.ordinal;
-            self.reply(&protocol::accepted_frame(self.ordinal)).await?;
+            self.reply(&v1::accepted_frame(self.ordinal)).await?;
         }
         self.flush();
         Ok(())
@@ -205,23 +205,30 @@ impl<'a> Router<'a> {
         self.extended = true;
         self.auth_expected = request.password && !authenticated;
         self.receipts = request.receipts;
+        if request.codes {
+            self.me.set_wire(super::wire::Wire::Coded);
+        }
         let server = concat!("pmchat-server/", env!("CARGO_PKG_VERSION"));
-        let mut limits = protocol::format_limits(&self.shared.config.limits);
+        let mut limits = v1::format_limits(&self.shared.config.limits);
         if authenticated {
             limits.push(' ');
-            limits.push_str(protocol::WELCOME_AUTHENTICATED);
+            limits.push_str(v1::WELCOME_AUTHENTICATED);
         }
         if let Some(token) = token {
-            limits.push_str(&format!(" {}={token}", protocol::WELCOME_TOKEN));
+            limits.push_str(&format!(" {}={token}", v1::WELCOME_TOKEN));
         }
         if request.receipts {
             limits.push(' ');
-            limits.push_str(protocol::FEATURE_RECEIPTS);
+            limits.push_str(v1::FEATURE_RECEIPTS);
+        }
+        if request.codes {
+            limits.push(' ');
+            limits.push_str(v1::FEATURE_CODES);
         }
         let mut welcome = Vec::new();
         // Both fields are short server-made strings.
-        let _ = protocol::encode_pair(
-            protocol::OP_HELLO,
+        let _ = v1::encode_pair(
+            v1::OP_HELLO,
             server.as_bytes(),
             limits.as_bytes(),
             &mut welcome,
@@ -237,7 +244,7 @@ impl<'a> Router<'a> {
     /// Answers WHO with the online list.
     pub(crate) async fn who(&mut self) -> Result<(), SenderClosed> {
         let mut frames = Vec::new();
-        protocol::encode_online(&self.shared.registry.names(), &mut frames);
+        v1::encode_online(&self.shared.registry.names(), &mut frames);
         self.reply(&frames).await
     }
 
@@ -272,11 +279,8 @@ impl<'a> Router<'a> {
         // a branch to skip it.
         self.ordinal += 1;
         if std::str::from_utf8(content).is_err() {
-            let text = format!(
-                "message to '{}' is not valid UTF-8; not delivered\n",
-                Escaped(to)
-            );
-            return self.refuse(&text).await;
+            let error = ErrorText::new(Code::NotUtf8, Escaped(to));
+            return self.refuse(&error).await;
         }
         let me = self.me.name().as_bytes();
         // Two attempts: a cached recipient may have left, and someone new
@@ -313,7 +317,7 @@ impl<'a> Router<'a> {
                     self.forget(to);
                     self.disconnect_slow(&recipient);
                     return self
-                        .refuse(&texts::slow_consumer_text(recipient.name()))
+                        .refuse(&ErrorText::new(Code::SlowConsumer, recipient.name()))
                         .await;
                 }
             }
@@ -334,7 +338,7 @@ impl<'a> Router<'a> {
                     }
                     done => done.map_err(|e| e.unwrap_or(super::cluster::Forward::Unreachable)),
                 };
-                let text = match forwarded {
+                let error = match forwarded {
                     Ok(ticket) => {
                         if self.receipts {
                             self.unconfirmed.get_or_insert_with(Box::default).add(
@@ -345,27 +349,29 @@ impl<'a> Router<'a> {
                         }
                         return Ok(());
                     }
-                    Err(super::cluster::Forward::Unreachable) => texts::unreachable_text(to),
-                    Err(super::cluster::Forward::NotReading) => texts::not_reading_text(to),
+                    Err(super::cluster::Forward::Unreachable) => Code::Unreachable,
+                    Err(super::cluster::Forward::NotReading) => Code::NotReading,
                 };
                 drop(node);
-                return self.refuse(&text).await;
+                return self.refuse(&ErrorText::new(error, Escaped(to))).await;
             }
             // Redis came back moments ago: the recipient's node may not
             // have announced it again yet.
             if cluster.settling() {
-                return self.refuse(&texts::unreachable_text(to)).await;
+                let error = ErrorText::new(Code::Unreachable, Escaped(to));
+                return self.refuse(&error).await;
             }
         }
-        self.refuse(&texts::not_connected_text(to)).await
+        self.refuse(&ErrorText::new(Code::NotConnected, Escaped(to)))
+            .await
     }
 
     /// Tells the sender that its latest message was not delivered: an
     /// error frame, or with receipts an ACCEPTED for the messages before it
     /// (if any are unaccounted) and a REFUSED naming it.
-    async fn refuse(&mut self, text: &str) -> Result<(), SenderClosed> {
+    async fn refuse(&mut self, error: &ErrorText) -> Result<(), SenderClosed> {
         if !self.receipts {
-            return self.reply_error(text).await;
+            return self.reply_error(error).await;
         }
         // Receipts go out in order: those before it first.
         if self.has_unconfirmed() {
@@ -374,9 +380,10 @@ impl<'a> Router<'a> {
         let mut frames = Vec::new();
         let refused = self.ordinal;
         if refused - 1 > self.accounted {
-            protocol::encode_accepted(refused - 1, &mut frames);
+            v1::encode_accepted(refused - 1, &mut frames);
         }
-        protocol::encode_refused(refused, text, &mut frames);
+        let code = self.me.wire().code_of(error);
+        v1::encode_refused(refused, code, error.text(), &mut frames);
         self.accounted = refused;
         self.reply(&frames).await
     }
@@ -406,15 +413,16 @@ impl<'a> Router<'a> {
         }
         let mut frames = Vec::new();
         for (ordinal, batch, index, name) in unconfirmed.messages.drain(..) {
-            let text = match settled[batch].refusal(index) {
+            let error = match settled[batch].refusal(index) {
                 None => continue,
-                Some(Some(text)) => text.to_string(),
-                Some(None) => texts::unreachable_text(&unconfirmed.names[name]),
+                Some(Some(error)) => error.clone(),
+                Some(None) => ErrorText::new(Code::Unreachable, Escaped(&unconfirmed.names[name])),
             };
             if ordinal - 1 > self.accounted {
-                protocol::encode_accepted(ordinal - 1, &mut frames);
+                v1::encode_accepted(ordinal - 1, &mut frames);
             }
-            protocol::encode_refused(ordinal, &text, &mut frames);
+            let code = self.me.wire().code_of(&error);
+            v1::encode_refused(ordinal, code, error.text(), &mut frames);
             self.accounted = ordinal;
         }
         unconfirmed.names.clear();
@@ -437,8 +445,8 @@ impl<'a> Router<'a> {
     }
 
     /// Queues an error frame for the sender itself.
-    async fn reply_error(&mut self, text: &str) -> Result<(), SenderClosed> {
-        let frame = self.me.wire().error_frame(text);
+    async fn reply_error(&mut self, error: &ErrorText) -> Result<(), SenderClosed> {
+        let frame = self.me.wire().error_frame(error);
         self.reply(&frame).await
     }
 

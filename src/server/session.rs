@@ -36,17 +36,18 @@ use super::auth::{authenticate, HelloRequest, Proven};
 use super::cluster::ClaimError;
 use super::mailbox::Session;
 use super::pending::bounded_login_step;
-use super::refusal::{linger, reject, SHUTTING_DOWN};
+use super::refusal::{linger, reject};
 use super::router::Router;
-use super::wire::{starts_gob, InputDecoder, Wire};
+use super::wire::{refusal_wire, starts_gob, InputDecoder, Wire};
 use super::Shared;
-use crate::framing::Decoder;
-use crate::framing::FrameReader;
-use crate::protocol::{
-    self, ClientFrame, FrameError, HandshakeDecoder, PendingReason, UsernameError,
-};
 use crate::runtime::{timeout, until};
 use crate::transport::Transport;
+use crate::wire::framing::Decoder;
+use crate::wire::framing::FrameReader;
+use crate::wire::texts::{Code, ErrorText};
+use crate::wire::v1::{
+    self, ClientFrame, FrameError, HandshakeDecoder, PendingReason, UsernameError,
+};
 
 /// How the reading side of a session ended.
 #[derive(Debug)]
@@ -104,8 +105,8 @@ pub(crate) async fn serve(
     // A banned name is refused before anything costs more.
     if shared.bans.is_banned(&name, Instant::now()) {
         info!(%peer, user = &*name, "rejected: banned");
-        let text = protocol::banned_text(&name);
-        return refuse_login(&transport, &mut input, &shared, text).await;
+        let error = ErrorText::new(Code::Banned, &name);
+        return refuse_login(&transport, &mut input, &shared, error).await;
     }
     let mut proven = None;
     if let Some(auth) = &shared.auth {
@@ -121,8 +122,8 @@ pub(crate) async fn serve(
             }
         } else if shared.config.registered_only {
             info!(%peer, user = &*name, "rejected: not a registered name");
-            let text = protocol::not_registered_text(&name);
-            return refuse_login(&transport, &mut input, &shared, text).await;
+            let error = ErrorText::new(Code::NotRegistered, &name);
+            return refuse_login(&transport, &mut input, &shared, error).await;
         }
     }
     let session = Arc::new(Session::new(name, peer, &transport, &shared));
@@ -130,6 +131,7 @@ pub(crate) async fn serve(
     // wire is known before anyone can message it. One that has sent
     // nothing is spoken to in the default wire until it does.
     session.set_wire(match input.buffered().first() {
+        _ if proven.as_ref().is_some_and(|p| p.hello.codes) => Wire::Coded,
         _ if proven.is_some() => Wire::V1,
         Some(&first) => Wire::starting_with(first),
         None => shared.config.default_wire,
@@ -154,19 +156,19 @@ pub(crate) async fn serve(
             .unwrap_or(Err(ClaimError::Unavailable)),
         };
         if let Err(refused) = claimed {
-            let text = match refused {
-                ClaimError::Taken => protocol::USERNAME_TAKEN.to_string(),
-                ClaimError::Banned => protocol::banned_text(session.name()),
-                ClaimError::Unavailable => protocol::SERVICE_UNAVAILABLE.to_string(),
+            let error = match refused {
+                ClaimError::Taken => ErrorText::of(Code::NameTaken),
+                ClaimError::Banned => ErrorText::new(Code::Banned, session.name()),
+                ClaimError::Unavailable => ErrorText::of(Code::Unavailable),
             };
-            info!(%peer, user = session.name(), "rejected: {}", text.trim_end());
-            return refuse_login(&transport, &mut input, &shared, text).await;
+            info!(%peer, user = session.name(), "rejected: {}", error.text().trim_end());
+            return refuse_login(&transport, &mut input, &shared, error).await;
         }
     }
     if shared.registry.insert(&session).is_err() {
         info!(%peer, user = session.name(), "rejected: username is taken");
-        let text = protocol::USERNAME_TAKEN.to_string();
-        return refuse_login(&transport, &mut input, &shared, text).await;
+        let error = ErrorText::of(Code::NameTaken);
+        return refuse_login(&transport, &mut input, &shared, error).await;
     }
     info!(
         %peer,
@@ -200,14 +202,12 @@ pub(crate) async fn serve(
             false
         }
         ReadEnd::Protocol(e) => {
-            session.close_with_error(&format!("{e}\n"));
+            session.close_with_error(&ErrorText::protocol(e));
             true
         }
         ReadEnd::FrameTimeout => {
-            session.close_with_error(&format!(
-                "frame not received in full within {:?}\n",
-                shared.config.frame_timeout
-            ));
+            let limit = shared.config.frame_timeout;
+            session.close_with_error(&ErrorText::timeout("frame not received in full", limit));
             true
         }
         ReadEnd::Io(_) => {
@@ -216,7 +216,7 @@ pub(crate) async fn serve(
         }
         ReadEnd::Closed => true,
         ReadEnd::Shutdown => {
-            session.close_with_error(SHUTTING_DOWN);
+            session.close_with_error(&ErrorText::of(Code::ShuttingDown));
             true
         }
     };
@@ -258,24 +258,23 @@ async fn login(
         Err(HandshakeEnd::Shutdown)
     })
     .await;
-    let text = match handshake {
+    let error = match handshake {
         Ok(name) => return Some((name, input.switch(InputDecoder::v1(limits)))),
-        Err(HandshakeEnd::Invalid(e)) => format!("{e}\n"),
-        Err(HandshakeEnd::TimedOut) => format!(
-            "no username received within {:?}\n",
-            shared.config.handshake_timeout
-        ),
-        Err(HandshakeEnd::Shutdown) => SHUTTING_DOWN.to_string(),
+        Err(HandshakeEnd::Invalid(e)) => ErrorText::invalid_name(&e),
+        Err(HandshakeEnd::TimedOut) => {
+            ErrorText::timeout("no username received", shared.config.handshake_timeout)
+        }
+        Err(HandshakeEnd::Shutdown) => ErrorText::of(Code::ShuttingDown),
         Err(HandshakeEnd::Gone) => {
             debug!(%peer, "left before logging in");
             return None;
         }
     };
-    info!(%peer, "rejected: {}", text.trim_end());
+    info!(%peer, "rejected: {}", error.text().trim_end());
     reject(
         transport,
         shared.config.default_wire,
-        &text,
+        &error,
         shared.config.linger,
     )
     .await;
@@ -284,10 +283,10 @@ async fn login(
 
 /// True if the client's buffered input starts with a HELLO: it speaks the
 /// extensions and may be told PENDING.
-fn sent_hello(input: &FrameReader<InputDecoder>, limits: protocol::Limits) -> bool {
+fn sent_hello(input: &FrameReader<InputDecoder>, limits: v1::Limits) -> bool {
     matches!(
-        protocol::decode_client_frame(input.buffered(), &limits),
-        Ok(protocol::Decoded::Frame(ClientFrame::Hello { .. }, _))
+        v1::decode_client_frame(input.buffered(), &limits),
+        Ok(v1::Decoded::Frame(ClientFrame::Hello { .. }, _))
     )
 }
 
@@ -383,7 +382,7 @@ async fn read_loop(
                 }
                 // A wire without the extensions has no HELLO at all.
                 ClientFrame::Hello { .. } if !session.wire().extensions() => {
-                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_HELLO));
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(v1::OP_HELLO));
                 }
                 ClientFrame::Hello { features } => {
                     router.hello(HelloRequest::parse(features), None).await
@@ -402,7 +401,7 @@ async fn read_loop(
                 // WHO is an extension: a session that did not negotiate
                 // gets v1 behaviour, an unknown opcode.
                 ClientFrame::Who if !router.extended => {
-                    return ReadEnd::Protocol(FrameError::UnknownOpcode(protocol::OP_WHO));
+                    return ReadEnd::Protocol(FrameError::UnknownOpcode(v1::OP_WHO));
                 }
                 ClientFrame::Who => router.who().await,
             };
@@ -563,25 +562,21 @@ pub(crate) async fn wire_for_refusal<D: Decoder>(
     if input.buffered().is_empty() {
         let _ = timeout(REFUSAL_WIRE_WAIT, transport.read(input)).await;
     }
-    input
-        .buffered()
-        .first()
-        .map_or(shared.config.default_wire, |&first| {
-            Wire::starting_with(first)
-        })
+    let config = &shared.config;
+    refusal_wire(input.buffered(), &config.limits, config.default_wire)
 }
 
-/// Refuses a login that never got a session: `text` in the wire the
+/// Refuses a login that never got a session: `error` in the wire the
 /// client's first bytes choose, then a close. Boxed, and owning its text:
 /// a refusal's state is not room every session carries for its whole life.
 fn refuse_login<'a>(
     transport: &'a Transport,
     input: &'a mut FrameReader<InputDecoder>,
     shared: &'a Shared,
-    text: String,
+    error: ErrorText,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
         let wire = wire_for_refusal(transport, input, shared).await;
-        reject(transport, wire, &text, shared.config.linger).await;
+        reject(transport, wire, &error, shared.config.linger).await;
     })
 }

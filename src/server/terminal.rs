@@ -24,6 +24,16 @@ use tracing::debug;
 use super::console::{execute, Reply};
 use super::ServerHandle;
 
+/// Starts the operator's console on stdin: this line editor, used only in
+/// the foreground when stdin is a terminal, plain lines otherwise.
+pub fn start(handle: ServerHandle, color: bool) -> std::io::Result<()> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        spawn(handle, color)
+    } else {
+        super::console::spawn(handle, color)
+    }
+}
+
 /// How often a console in the background checks whether it is back.
 const FOREGROUND_POLL: Duration = Duration::from_millis(500);
 /// Console lines remembered for the arrow keys.

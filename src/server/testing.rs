@@ -9,8 +9,8 @@ use smol::Async;
 use super::config::Config;
 use super::mailbox::Session;
 use super::{Server, Shared};
-use crate::protocol::{self, Decoded, ServerFrame};
 use crate::transport::Transport;
+use crate::wire::v1::{self, Decoded, ServerFrame};
 
 /// The state a running server shares, without running it.
 pub(crate) fn shared() -> Arc<Shared> {
@@ -58,10 +58,10 @@ pub(crate) fn queued(session: &Session) -> Vec<Out> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut frames = Vec::new();
     let mut rest = &bytes[..];
-    while let Ok(Decoded::Frame(frame, used)) = protocol::decode_server_frame(rest) {
+    while let Ok(Decoded::Frame(frame, used)) = v1::decode_server_frame(rest) {
         frames.push(match frame {
             ServerFrame::Message { from, content } => Out::Message(text(from), text(content)),
-            ServerFrame::Error { text: t } => Out::Error(text(t)),
+            ServerFrame::Error { text: t, .. } => Out::Error(text(t)),
             ServerFrame::Welcome { .. } => Out::Welcome,
             ServerFrame::Online { last, names } => Out::Online(
                 last,
@@ -73,7 +73,9 @@ pub(crate) fn queued(session: &Session) -> Vec<Out> {
             ),
             ServerFrame::Presence { joined, name } => Out::Presence(joined, text(name)),
             ServerFrame::Accepted { through } => Out::Accepted(through),
-            ServerFrame::Refused { ordinal, text: t } => Out::Refused(ordinal, text(t)),
+            ServerFrame::Refused {
+                ordinal, text: t, ..
+            } => Out::Refused(ordinal, text(t)),
             ServerFrame::Pending { reason, wait_ms } => Out::Pending(text(reason), wait_ms),
         });
         rest = &rest[used..];

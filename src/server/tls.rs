@@ -352,9 +352,9 @@ mod tests {
 
     #[test]
     fn records_a_direct_write_leaves_behind_are_flushed_by_the_writer_even_with_nothing_queued() {
-        use crate::framing::FrameReader;
-        use crate::protocol::{ServerDecoder, ServerFrame};
         use crate::server::outbound::OutboundQueue;
+        use crate::wire::framing::FrameReader;
+        use crate::wire::v1::{ServerDecoder, ServerFrame};
         use std::time::Duration;
 
         let dir = std::env::temp_dir().join(format!("pmchat-tls-now-{}", std::process::id()));
@@ -362,7 +362,7 @@ mod tests {
         let (client, server) = tls_pair(&dir);
         let _ = fs::remove_dir_all(&dir);
         let mut message = Vec::new();
-        crate::protocol::encode_message(b"alice", &[b'x'; 1000], &mut message).unwrap();
+        crate::wire::v1::encode_message(b"alice", &[b'x'; 1000], &mut message).unwrap();
 
         // Nobody reads: writes that must not wait fill the socket until
         // one leaves its records encrypted inside the TLS session.

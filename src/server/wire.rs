@@ -22,15 +22,19 @@
 //! answers `false` to [`Wire::extensions`] and is never sent WELCOME,
 //! ONLINE or PRESENCE.
 
-use crate::framing::Decoder;
-use crate::gob::{self, GobDecoder, GobError, GobMessage};
-use crate::protocol::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Limits};
+use crate::wire::framing::Decoder;
+use crate::wire::gob::{self, GobDecoder, GobError, GobMessage};
+use crate::wire::texts::ErrorText;
+use crate::wire::v1::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Limits};
 
 /// The wire one session speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
     /// pmchat v1, with the negotiated extensions.
     V1,
+    /// pmchat v1 whose client negotiated `codes`: errors and refusals
+    /// carry their code.
+    Coded,
     /// `encoding/gob` values of the original programs' `Message` struct.
     Gob,
 }
@@ -39,7 +43,7 @@ impl Wire {
     /// Encoded size of a message from `from` to this session's user `to`.
     pub(crate) fn message_len(self, to: &[u8], from: &[u8], content: &[u8]) -> usize {
         match self {
-            Wire::V1 => protocol::message_frame_len(from, content),
+            Wire::V1 | Wire::Coded => v1::message_frame_len(from, content),
             Wire::Gob => gob::message_len(&delivery(to, from, content)),
         }
     }
@@ -49,34 +53,36 @@ impl Wire {
     /// 16-bit length field.
     pub(crate) fn encode_message(self, to: &[u8], from: &[u8], content: &[u8], out: &mut Vec<u8>) {
         match self {
-            Wire::V1 => {
-                let _ = protocol::encode_message(from, content, out);
+            Wire::V1 | Wire::Coded => {
+                let _ = v1::encode_message(from, content, out);
             }
             Wire::Gob => gob::encode_message(&delivery(to, from, content), out),
         }
     }
 
-    /// An encoded error frame with `text` (which ends with `\n`): on gob,
-    /// `Message{Content: text, Error: true}`, as the original server sends.
-    pub(crate) fn error_frame(self, text: &str) -> Vec<u8> {
+    /// An encoded error frame with `error`'s text: on gob,
+    /// `Message{Content: text, Error: true}`, as the original server
+    /// sends; with codes, the code beside it.
+    pub(crate) fn error_frame(self, error: &ErrorText) -> Vec<u8> {
+        let text = error.text();
+        let mut frame = Vec::with_capacity(v1::MESSAGE_HEADER_LEN + v1::MAX_WORD + text.len());
         match self {
-            Wire::V1 => {
-                let mut frame = Vec::with_capacity(protocol::ERROR_HEADER_LEN + text.len());
-                protocol::encode_error(text, &mut frame);
-                frame
-            }
-            Wire::Gob => {
-                let mut frame = Vec::new();
-                gob::encode_error(text, &mut frame);
-                frame
-            }
+            Wire::V1 => v1::encode_error(text, &mut frame),
+            Wire::Coded => v1::encode_coded_error(error.code().as_str(), text, &mut frame),
+            Wire::Gob => gob::encode_error(text, &mut frame),
         }
+        frame
+    }
+
+    /// The code a refusal carries to this session, if it negotiated codes.
+    pub(crate) fn code_of(self, error: &ErrorText) -> Option<&'static str> {
+        (self == Wire::Coded).then(|| error.code().as_str())
     }
 
     /// True if the client may negotiate the extensions (HELLO).
     pub(crate) fn extensions(self) -> bool {
         match self {
-            Wire::V1 => true,
+            Wire::V1 | Wire::Coded => true,
             Wire::Gob => false,
         }
     }
@@ -97,6 +103,23 @@ fn delivery<'a>(to: &'a [u8], from: &'a [u8], content: &'a [u8]) -> GobMessage<'
         from,
         content,
         error: false,
+    }
+}
+
+/// The wire to refuse a login in, from the client's first bytes after its
+/// handshake (`input`): gob, v1 with codes when they are a HELLO asking
+/// for them, plain v1; with no bytes, `default` (`--default-wire`).
+pub(crate) fn refusal_wire(input: &[u8], limits: &Limits, default: Wire) -> Wire {
+    let Some(&first) = input.first() else {
+        return default;
+    };
+    match v1::decode_client_frame(input, limits) {
+        Ok(Decoded::Frame(ClientFrame::Hello { features }, _))
+            if v1::lists_word(features, v1::FEATURE_CODES) =>
+        {
+            Wire::Coded
+        }
+        _ => Wire::starting_with(first),
     }
 }
 
@@ -181,11 +204,12 @@ impl Decoder for InputDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::texts::Code;
 
     #[test]
     fn the_first_byte_tells_gob_from_v1() {
         let mut frame = Vec::new();
-        protocol::encode_message(b"bob", b"hi", &mut frame).unwrap();
+        v1::encode_message(b"bob", b"hi", &mut frame).unwrap();
         assert!(!starts_gob(&frame));
         let mut stream = Vec::new();
         gob::encode_message(&delivery(b"bob", b"mallory", b"hi"), &mut stream);
@@ -226,7 +250,7 @@ mod tests {
 
     #[test]
     fn gob_errors_are_what_the_original_server_sends() {
-        let frame = Wire::Gob.error_frame("Username is taken\n");
+        let frame = Wire::Gob.error_frame(&ErrorText::of(Code::NameTaken));
         assert_eq!(&frame[..60], gob::MESSAGE_TYPE_DEFINITION);
         assert_eq!(
             &frame[60..],

@@ -180,6 +180,7 @@ fn json_output_parses_back() {
     eqnice!(
         serde_json::json!({
             "type": "error",
+            "code": "not-connected",
             "text": "'nobody' is not connected",
             "line": 1,
             "to": "nobody",

@@ -7,9 +7,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use pmchat::framing::Decoder;
-use pmchat::gob::{self, GobDecoder, GobFrame, GobMessage};
-use pmchat::protocol::{Decoded, Limits};
+use pmchat::wire::framing::Decoder;
+use pmchat::wire::gob::{self, GobDecoder, GobFrame, GobMessage};
+use pmchat::wire::v1::{Decoded, Limits};
 
 use crate::common::{client_command, run_client, Follower, ServerProcess};
 use crate::eqnice;

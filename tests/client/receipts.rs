@@ -79,7 +79,7 @@ fn json_receipts_say_what_became_of_every_line() {
     eqnice!(
         vec![
             r#"{"type":"accepted","line":1,"to":"bob","source":"<stdin>"}"#,
-            r#"{"type":"refused","line":2,"to":"dave","text":"'dave' is not connected","source":"<stdin>"}"#,
+            r#"{"type":"refused","line":2,"to":"dave","code":"not-connected","text":"'dave' is not connected","source":"<stdin>"}"#,
             r#"{"type":"accepted","line":4,"to":"bob","source":"<stdin>"}"#,
         ],
         receipts
@@ -97,7 +97,7 @@ fn json_receipts_say_what_became_of_every_line() {
     );
     assert!(
         run.stdout.contains(
-            r#"{"type":"error","text":"'dave' is not connected","line":1,"to":"dave","source":"<stdin>"}"#
+            r#"{"type":"error","code":"not-connected","text":"'dave' is not connected","line":1,"to":"dave","source":"<stdin>"}"#
         ),
         "{}",
         run.stdout

@@ -353,6 +353,22 @@ impl RawClient {
         }
     }
 
+    /// Reads one frame of the extensions' shape: (opcode, a, b).
+    pub fn pair_frame(&mut self) -> (u16, Vec<u8>, Vec<u8>) {
+        let head = self.read_exact(6);
+        let a = self.read_exact(usize::from(u16::from_be_bytes([head[2], head[3]])));
+        let b = self.read_exact(usize::from(u16::from_be_bytes([head[4], head[5]])));
+        (u16::from_be_bytes([head[0], head[1]]), a, b)
+    }
+
+    /// Sends a HELLO asking for `features`.
+    pub fn hello(&mut self, features: &str) {
+        let mut frame = vec![0, 2, 0, 0];
+        frame.extend_from_slice(&(features.len() as u16).to_be_bytes());
+        frame.extend_from_slice(features.as_bytes());
+        self.write(&frame);
+    }
+
     /// Asserts the server closes the connection (EOF or reset) within the
     /// timeout, without sending anything more.
     pub fn expect_closed(&mut self) {

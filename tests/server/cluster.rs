@@ -122,12 +122,12 @@ fn who_presence_and_the_console_cover_every_node(url: &str) {
     eqnice!(2, head[1]);
     let skip = u16::from_be_bytes([head[2], head[3]]) + u16::from_be_bytes([head[4], head[5]]);
     watcher.read_exact(usize::from(skip));
-    let online = extension_frame(&mut watcher);
+    let online = watcher.pair_frame();
     eqnice!((3, b"end".to_vec(), b"watcher".to_vec()), online);
     let _bob = nodes[1].login("bob");
     eqnice!(
         (4, b"joined".to_vec(), b"bob".to_vec()),
-        extension_frame(&mut watcher)
+        watcher.pair_frame()
     );
     nodes[0].wait_online("bob");
     eqnice!(
@@ -138,18 +138,11 @@ fn who_presence_and_the_console_cover_every_node(url: &str) {
     watcher.write(&[0, 3, 0, 0, 0, 0]);
     eqnice!(
         (3, b"end".to_vec(), b"bob\nwatcher".to_vec()),
-        extension_frame(&mut watcher)
+        watcher.pair_frame()
     );
 }
 
 /// Reads one extension frame: opcode and its two fields.
-fn extension_frame(client: &mut RawClient) -> (u16, Vec<u8>, Vec<u8>) {
-    let head = client.read_exact(6);
-    let a = client.read_exact(usize::from(u16::from_be_bytes([head[2], head[3]])));
-    let b = client.read_exact(usize::from(u16::from_be_bytes([head[4], head[5]])));
-    (u16::from_be_bytes([head[0], head[1]]), a, b)
-}
-
 fn the_console_of_one_node_kicks_a_user_of_another(url: &str) {
     let mut nodes = nodes(url, 2);
     let mut bob = nodes[1].login("bob");

@@ -5,9 +5,9 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 
-use pmchat::framing::Decoder;
-use pmchat::gob::{self, GobDecoder, GobFrame, GobMessage, MESSAGE_TYPE_DEFINITION};
-use pmchat::protocol::{Decoded, Limits};
+use pmchat::wire::framing::Decoder;
+use pmchat::wire::gob::{self, GobDecoder, GobFrame, GobMessage, MESSAGE_TYPE_DEFINITION};
+use pmchat::wire::v1::{Decoded, Limits};
 
 use crate::common::{hex, Frame, RawClient, ServerProcess};
 use crate::eqnice;

@@ -5,10 +5,10 @@ use async_channel::Sender;
 
 use super::{local_error, notice, RECONNECT_OFFER};
 use crate::client::command::{self, Command};
-use crate::client::output::{Renderer, NOTICE_MARK};
 use crate::client::receipts::{Origin, Sent};
+use crate::client::render::{Renderer, NOTICE_MARK};
 use crate::client::state::ChatState;
-use crate::protocol;
+use crate::wire::v1;
 
 /// What a typed line did.
 pub(super) enum Handled {
@@ -80,7 +80,7 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
                 Some(why) => local_error(why),
                 None => {
                     let mut frame = Vec::new();
-                    protocol::encode_who(&mut frame);
+                    v1::encode_who(&mut frame);
                     state.who_sent();
                     let _ = frames.send_blocking(frame);
                 }

@@ -41,8 +41,8 @@ use rustyline::{
 };
 
 use super::connection::{await_login, login_channel, pending_notice, Login, Negotiation};
-use super::output::{Renderer, NOTICE_MARK};
 use super::receipts::unconfirmed_notice;
+use super::render::{Renderer, NOTICE_MARK};
 use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;

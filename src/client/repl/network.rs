@@ -18,9 +18,12 @@ use smol::future::FutureExt;
 use smol::Timer;
 
 use crate::client::connection::{receive, Negotiation, Sink};
-use crate::client::output::{Output, Renderer, Stream};
 use crate::client::receipts::{unconfirmed_notice, Origin, Sent};
 use crate::client::state::ChatState;
+use crate::client::{
+    output::Output,
+    render::{Renderer, Stream},
+};
 use crate::clock::Stamp;
 use crate::transport::Transport;
 
@@ -128,9 +131,9 @@ impl Sink for ReplSink {
         self.route(stream, line);
     }
 
-    fn error(&mut self, text: &[u8]) {
+    fn error(&mut self, code: &[u8], text: &[u8]) {
         let mut line = String::new();
-        let stream = self.renderer.error(text, self.stamp(), &mut line);
+        let stream = self.renderer.error(code, text, self.stamp(), &mut line);
         self.route(stream, line);
     }
 
@@ -167,9 +170,11 @@ impl Sink for ReplSink {
         }
     }
 
-    fn refused(&mut self, sent: &Sent, text: &[u8]) {
+    fn refused(&mut self, sent: &Sent, code: &[u8], text: &[u8]) {
         let mut line = String::new();
-        let stream = self.renderer.refused(sent, text, self.stamp(), &mut line);
+        let stream = self
+            .renderer
+            .refused(sent, code, text, self.stamp(), &mut line);
         self.route(stream, line);
     }
 

@@ -12,8 +12,8 @@ use super::pause::{BACKLOG_BYTES, PAUSE_AT};
 use super::Cluster;
 use crate::server::mailbox::Session;
 use crate::server::outbound::PushError;
-use crate::server::texts::slow_consumer_text;
 use crate::server::Shared;
+use crate::wire::texts::{Code, ErrorText};
 
 /// A message from another node waiting for room in a local recipient's
 /// queue.
@@ -170,8 +170,8 @@ impl Cluster {
                     shared.config.slow_consumer_timeout
                 );
             }
-            self.refuse(shared, dropped, &slow_consumer_text(session.name()))
-                .await;
+            let error = ErrorText::new(Code::SlowConsumer, session.name());
+            self.refuse(shared, dropped, &error).await;
             return;
         }
     }
@@ -190,15 +190,16 @@ impl Cluster {
     }
 
     /// Tells the senders of `dropped` (on whichever node) that their
-    /// messages were not delivered, because of `text`.
-    pub(super) async fn refuse(&self, shared: &Shared, dropped: Vec<Waiting>, text: &str) {
+    /// messages were not delivered, because of `error`.
+    pub(super) async fn refuse(&self, shared: &Shared, dropped: Vec<Waiting>, error: &ErrorText) {
         for waiting in dropped {
-            let error = Record::Error {
+            let record = Record::Error {
                 to: &waiting.from,
-                text: text.as_bytes(),
+                code: error.code().to_byte(),
+                text: error.text().as_bytes(),
             };
             let patience = shared.config.slow_consumer_timeout;
-            let _ = self.send(&waiting.origin, &error, patience).await;
+            let _ = self.send(&waiting.origin, &record, patience).await;
         }
     }
 }

@@ -12,6 +12,8 @@
 //! sender's node reports ACCEPTED only for messages that reached the
 //! recipient's node, and REFUSED, with the reason, for the others.
 
+use crate::wire::texts::ErrorText;
+
 /// One record of an inbox batch.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Record<'a> {
@@ -23,8 +25,13 @@ pub(super) enum Record<'a> {
         content: &'a [u8],
         receipts: bool,
     },
-    /// `E`: an error for the sending node's user `to`.
-    Error { to: &'a [u8], text: &'a [u8] },
+    /// `E`: an error for the sending node's user `to`, with its code (as
+    /// [`crate::wire::texts::Code::to_byte`] writes it).
+    Error {
+        to: &'a [u8],
+        code: u8,
+        text: &'a [u8],
+    },
     /// `K`: the operator of another node kicked `name`.
     Kick { name: &'a [u8] },
     /// `A`: the receiving node acted on batch `seq` of this node; the `R`
@@ -70,23 +77,26 @@ pub(super) fn put_long(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(&field[..len]);
 }
 
-/// Adds the refusal of record `index` of a batch, because of `text`, to an
-/// acknowledgement's list.
-pub(super) fn put_refusal(out: &mut Vec<u8>, index: u32, text: &[u8]) {
+/// Adds the refusal of record `index` of a batch, because of `error`, to
+/// an acknowledgement's list.
+pub(super) fn put_refusal(out: &mut Vec<u8>, index: u32, error: &ErrorText) {
     out.extend_from_slice(&index.to_be_bytes());
-    put_long(out, text);
+    out.push(error.code().to_byte());
+    put_long(out, error.text().as_bytes());
 }
 
-/// The refusals an acknowledgement carries: (record index, error text).
+/// The refusals an acknowledgement carries: (record index, code byte,
+/// error text).
 pub(super) struct Refusals<'a>(pub(super) &'a [u8]);
 
 impl<'a> Iterator for Refusals<'a> {
-    type Item = (u32, &'a [u8]);
+    type Item = (u32, u8, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
         let index = take(&mut self.0, 4)?;
         let index = u32::from_be_bytes([index[0], index[1], index[2], index[3]]);
-        Some((index, take_long(&mut self.0)?))
+        let code = take(&mut self.0, 1)?[0];
+        Some((index, code, take_long(&mut self.0)?))
     }
 }
 
@@ -104,9 +114,10 @@ impl Record<'_> {
                 put_short(out, from);
                 put_long(out, content);
             }
-            Record::Error { to, text } => {
+            Record::Error { to, code, text } => {
                 out.push(b'E');
                 put_short(out, to);
+                out.push(*code);
                 put_long(out, text);
             }
             Record::Kick { name } => {
@@ -135,7 +146,7 @@ impl Record<'_> {
             Record::Message {
                 to, from, content, ..
             } => 1 + 1 + to.len() + 1 + from.len() + 2 + content.len(),
-            Record::Error { to, text } => 1 + 1 + to.len() + 2 + text.len(),
+            Record::Error { to, text, .. } => 1 + 1 + to.len() + 1 + 2 + text.len(),
             Record::Kick { name } | Record::Pause { name } | Record::Go { name } => {
                 1 + 1 + name.len()
             }
@@ -197,6 +208,7 @@ fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
         },
         b'E' => Record::Error {
             to: take_short(rest)?,
+            code: take(rest, 1)?[0],
             text: take_long(rest)?,
         },
         b'K' => Record::Kick {
@@ -245,6 +257,7 @@ fn take_long<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::texts::Code;
 
     #[test]
     fn inbox_batches_round_trip_and_stop_at_garbage() {
@@ -252,7 +265,8 @@ mod tests {
         let flags = put_header(&mut batch, b"node1", b"node2", 7);
         want_ack(&mut batch, flags);
         let mut refusals = Vec::new();
-        put_refusal(&mut refusals, 3, b"'carol' is not connected\n");
+        let carol = ErrorText::new(Code::NotConnected, "carol");
+        put_refusal(&mut refusals, 3, &carol);
         let records = [
             Record::Message {
                 to: b"bob",
@@ -268,6 +282,7 @@ mod tests {
             },
             Record::Error {
                 to: b"alice",
+                code: Code::NotConnected.to_byte(),
                 text: b"'carol' is not connected\n",
             },
             Record::Kick { name: b"dave" },
@@ -293,7 +308,7 @@ mod tests {
         assert!(decoded.garbage.is_empty());
         assert_eq!(
             Refusals(&refusals).collect::<Vec<_>>(),
-            vec![(3, &b"'carol' is not connected\n"[..])]
+            vec![(3, carol.code().to_byte(), carol.text().as_bytes())]
         );
         // A truncated record and an unknown kind end the batch.
         batch.extend_from_slice(b"M\x05bo");

@@ -11,11 +11,12 @@ use super::key::split_tag;
 use super::keys::node_key;
 use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
 use super::Cluster;
-use crate::protocol::Limits;
+use crate::sanitize::Escaped;
 use crate::server::mailbox::Session;
 use crate::server::outbound::PushError;
-use crate::server::texts::{not_connected_text, not_reading_text, KICKED};
 use crate::server::Shared;
+use crate::wire::texts::{Code, ErrorText};
+use crate::wire::v1::Limits;
 
 impl Cluster {
     /// True when `node` holds a lease in Redis now.
@@ -110,7 +111,7 @@ impl Cluster {
                     content,
                     receipts,
                 } => {
-                    let text = match self.deliver_message(shared, &origin, to, from, content) {
+                    let error = match self.deliver_message(shared, &origin, to, from, content) {
                         Delivered::Waiting => continue,
                         Delivered::Queued(session) => {
                             touched.push(session);
@@ -121,22 +122,26 @@ impl Cluster {
                             let _ = self.send(&origin, &pause, patience).await;
                             continue;
                         }
-                        Delivered::Refused(text) => text,
+                        Delivered::Refused(error) => error,
                     };
                     match &mut refusals {
-                        Some(list) if receipts => put_refusal(list, index as u32, text.as_bytes()),
+                        Some(list) if receipts => put_refusal(list, index as u32, &error),
                         _ => {
-                            let error = Record::Error {
+                            let record = Record::Error {
                                 to: from,
-                                text: text.as_bytes(),
+                                code: error.code().to_byte(),
+                                text: error.text().as_bytes(),
                             };
-                            let _ = self.send(&origin, &error, patience).await;
+                            let _ = self.send(&origin, &record, patience).await;
                         }
                     }
                 }
-                Record::Error { to, text } => {
+                Record::Error { to, code, text } => {
                     if let Some(session) = shared.registry.get(to) {
-                        let frame = session.wire().error_frame(&String::from_utf8_lossy(text));
+                        // Both checked by `valid_record`.
+                        let code = Code::from_byte(code).unwrap_or(Code::NotConnected);
+                        let text = String::from_utf8_lossy(text).into_owned();
+                        let frame = session.wire().error_frame(&ErrorText::carried(code, text));
                         if let Ok(true) = session
                             .outbound()
                             .try_push_deferred(frame.len(), |out| out.extend_from_slice(&frame))
@@ -148,7 +153,7 @@ impl Cluster {
                 Record::Kick { name } => {
                     if let Some(session) = shared.registry.get(name) {
                         shared.registry.remove(&session);
-                        if session.close_with_error(KICKED) {
+                        if session.close_with_error(&ErrorText::of(Code::Kicked)) {
                             info!(
                                 user = session.name(),
                                 "kicked by the operator of another node"
@@ -184,7 +189,7 @@ impl Cluster {
         content: &[u8],
     ) -> Delivered {
         let Some(session) = shared.registry.get(to) else {
-            return Delivered::Refused(not_connected_text(to));
+            return Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to)));
         };
         let (wire, name) = (session.wire(), session.name().as_bytes());
         let len = wire.message_len(name, from, content);
@@ -203,7 +208,9 @@ impl Cluster {
         match self.join_backlog(shared, &session, waiting) {
             Joined::Queued => return Delivered::Waiting,
             Joined::QueuedPause => return Delivered::WaitingPause,
-            Joined::Refused => return Delivered::Refused(not_reading_text(name)),
+            Joined::Refused => {
+                return Delivered::Refused(ErrorText::new(Code::NotReading, Escaped(name)))
+            }
             Joined::NoBacklog => {}
         }
         match session.outbound().try_push_deferred(len, encode) {
@@ -231,7 +238,7 @@ enum Delivered {
     /// node is to be told to pause.
     WaitingPause,
     /// Not delivered, for this reason.
-    Refused(String),
+    Refused(ErrorText),
 }
 
 /// The last two names of a batch found valid: a batch is mostly the same
@@ -261,11 +268,14 @@ fn valid_record<'a>(limits: &Limits, record: &Record<'a>, names: &mut CheckedNam
         Record::Message {
             to, from, content, ..
         } => names.valid(limits, to) && names.valid(limits, from) && valid_content(limits, content),
-        Record::Error { to, text } => names.valid(limits, to) && valid_error_text(text),
+        Record::Error { to, code, text } => {
+            names.valid(limits, to) && Code::from_byte(code).is_some() && valid_error_text(text)
+        }
         Record::Kick { name } | Record::Pause { name } | Record::Go { name } => {
             names.valid(limits, name)
         }
-        Record::Ack { .. } => true,
+        Record::Ack { refusals, .. } => Refusals(refusals)
+            .all(|(_, code, text)| Code::from_byte(code).is_some() && valid_error_text(text)),
     }
 }
 

@@ -9,8 +9,8 @@ use super::keys::{
     ban_key, name_key, names_key, node_key, release_script, NODES_KEY, PRESENCE_CHANNEL,
 };
 use super::{ClaimError, Cluster, LEASE};
-use crate::server::texts::name_lost_text;
 use crate::server::Shared;
+use crate::wire::texts::{Code, ErrorText};
 
 impl Cluster {
     /// Claims `name` for this node, atomically across all of them, and
@@ -168,7 +168,7 @@ impl Cluster {
                     "cluster: name taken by another node meanwhile"
                 );
                 shared.registry.remove(&session);
-                session.close_with_error(&name_lost_text(&name));
+                session.close_with_error(&ErrorText::new(Code::NameLost, &name));
             }
             if !claimed {
                 // No longer this node's: out of its set, so that no node

@@ -23,8 +23,9 @@ use super::delivery::flush_all;
 use super::keys::inbox;
 use super::ticket::{Acks, Settled, ACK_BATCH_BYTES};
 use super::{Cluster, Unreachable, OUTBOX_BYTES};
-use crate::server::texts::unreachable_text;
+use crate::sanitize::Escaped;
 use crate::server::Shared;
+use crate::wire::texts::{Code, ErrorText};
 
 /// Messages waiting for one other node.
 #[derive(Default)]
@@ -468,8 +469,8 @@ fn refuse_batch(shared: &Shared, batch: &[u8]) {
         let Some(sender) = shared.registry.get(from) else {
             continue;
         };
-        let text = unreachable_text(to);
-        let frame = sender.wire().error_frame(&text);
+        let error = ErrorText::new(Code::Unreachable, Escaped(to));
+        let frame = sender.wire().error_frame(&error);
         if let Ok(true) = sender
             .outbound()
             .try_push_deferred(frame.len(), |out| out.extend_from_slice(&frame))

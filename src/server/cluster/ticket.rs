@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 
 use super::batch::Refusals;
+use crate::wire::texts::{Code, ErrorText};
 
 /// Settled batches remembered with an outcome other than "all delivered",
 /// for tickets that ask late; older ones count as not delivered.
@@ -67,21 +68,22 @@ pub(crate) enum Settled {
     Delivered,
     /// The batch did not reach it (or nobody knows any more).
     Lost,
-    /// It reached it, and these records (index, error text) were refused.
-    Refused(Arc<[(u32, Box<str>)]>),
+    /// It reached it, and these records (index, why) were refused.
+    Refused(Arc<[(u32, ErrorText)]>),
 }
 
 impl Settled {
     /// What became of record `index`: `None` delivered; `Some(None)` not
-    /// delivered, no reason known; `Some(Some(text))` refused for `text`.
-    pub(crate) fn refusal(&self, index: u32) -> Option<Option<&str>> {
+    /// delivered, no reason known; `Some(Some(error))` refused for
+    /// `error`.
+    pub(crate) fn refusal(&self, index: u32) -> Option<Option<&ErrorText>> {
         match self {
             Settled::Delivered => None,
             Settled::Lost => Some(None),
             Settled::Refused(refused) => refused
                 .iter()
                 .find(|(i, _)| *i == index)
-                .map(|(_, text)| Some(&**text)),
+                .map(|(_, error)| Some(error)),
         }
     }
 }
@@ -126,8 +128,12 @@ impl Acks {
         if let Some((_, bytes, _)) = state.awaiting.remove(position) {
             state.in_flight -= bytes;
         }
-        let refused: Vec<(u32, Box<str>)> = refusals
-            .map(|(index, text)| (index, String::from_utf8_lossy(text).into()))
+        // Codes and texts were checked with the batch (`valid_record`).
+        let refused: Vec<(u32, ErrorText)> = refusals
+            .filter_map(|(index, code, text)| {
+                let text = String::from_utf8_lossy(text).into_owned();
+                Some((index, ErrorText::carried(Code::from_byte(code)?, text)))
+            })
             .collect();
         if !refused.is_empty() {
             state.remember(seq, Settled::Refused(refused.into()));
@@ -226,10 +232,11 @@ mod tests {
         assert_eq!(None, outcome(&acks, 1));
         assert_eq!(Some(Settled::Delivered), outcome(&acks, 2));
         let mut refusals = Vec::new();
-        super::super::batch::put_refusal(&mut refusals, 4, b"'x' is not connected\n");
+        let x = ErrorText::new(Code::NotConnected, "x");
+        super::super::batch::put_refusal(&mut refusals, 4, &x);
         acks.acknowledged(1, Refusals(&refusals));
         let settled = outcome(&acks, 1).unwrap();
-        assert_eq!(Some(Some("'x' is not connected\n")), settled.refusal(4));
+        assert_eq!(Some(Some(&x)), settled.refusal(4));
         assert_eq!(None, settled.refusal(3));
         // Not published; and lost with Redis while waiting.
         acks.published(3, 10, false, true);

@@ -6,7 +6,7 @@
 //! over the limit, an error text with control characters) is dropped and
 //! counted, never delivered.
 
-use crate::protocol::{validate_username, Limits};
+use crate::wire::v1::{validate_username, Limits};
 
 /// Longest error text a node sends another (they are short, server-made).
 pub(super) const MAX_ERROR_TEXT: usize = 1024;

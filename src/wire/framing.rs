@@ -8,8 +8,8 @@
 //! by [`FrameReader::next_frame`] is consumed by the next call, so no frame
 //! is ever copied or allocated on its own.
 //!
-//! The decoders live with their wire ([`crate::protocol`] has v1's,
-//! [`crate::gob`] the original programs'); a new wire format adds a
+//! The decoders live with their wire ([`crate::wire::v1`] has v1's,
+//! [`crate::wire::gob`] the original programs'); a new wire format adds a
 //! [`Decoder`] and gets buffering, growth, release when idle and the
 //! largest-frame guarantee from here. The vocabulary they share, what a
 //! decode yields ([`Decoded`]) and the size limits it checks ([`Limits`]),
@@ -330,7 +330,7 @@ impl ReadBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{
+    use crate::wire::v1::{
         decode_handshake, decode_server_frame, encode_message, ClientDecoder, ClientFrame, Limits,
         ServerDecoder,
     };
@@ -433,7 +433,7 @@ mod tests {
         let mut sizes = Vec::new();
         while reader.read_from(&mut source).unwrap() > 0 {
             while let Some(frame) = reader.next_frame().unwrap() {
-                if let crate::protocol::ServerFrame::Message { from, content } = frame {
+                if let crate::wire::v1::ServerFrame::Message { from, content } = frame {
                     sizes.push((from.len(), content.len()));
                 }
             }

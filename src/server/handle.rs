@@ -1,0 +1,201 @@
+//! The operator's handle on a running server: what the console (and, in
+//! time, a control socket) may ask of it. Every call returns without
+//! waiting on a worker; one that needs the cluster is spawned where the
+//! cluster's connection lives and answered on a channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{accounts, tls, Shared};
+use crate::wire::texts::{Code, ErrorText};
+
+/// The longest the console waits for the cluster to answer one of its
+/// commands: every cluster command is bounded by the Redis timeout (2 s),
+/// a connection not there yet by as much again.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// A cheap handle for controlling a running server (the console uses it).
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+/// What the console's `cluster` shows.
+pub struct ClusterState {
+    /// This node's id.
+    pub node: String,
+    /// Other nodes known to be live.
+    pub live_nodes: usize,
+    /// Records read from Redis that broke a rule and were dropped.
+    pub rejected: u64,
+}
+
+impl ServerHandle {
+    pub(super) fn new(shared: Arc<Shared>) -> ServerHandle {
+        ServerHandle { shared }
+    }
+
+    /// The cluster's state as this node sees it; `None` without
+    /// `--cluster`.
+    pub fn cluster(&self) -> Option<ClusterState> {
+        let cluster = self.shared.cluster.as_ref()?;
+        Some(ClusterState {
+            node: cluster.node_id().to_string(),
+            live_nodes: cluster.live_nodes(),
+            rejected: cluster.rejected(),
+        })
+    }
+
+    /// Online usernames, sorted.
+    pub fn online(&self) -> Vec<String> {
+        self.shared.registry.names()
+    }
+
+    /// The worker thread `name`'s session runs on, if `name` is online.
+    pub fn worker_of(&self, name: &str) -> Option<usize> {
+        self.shared.registry.get(name.as_bytes())?.worker()
+    }
+
+    /// Disconnects `name` with an error frame saying so (asking the node
+    /// that holds it, in a cluster); false if nobody by that name is online.
+    pub fn kick(&self, name: &str) -> bool {
+        let Some(session) = self.shared.registry.get(name.as_bytes()) else {
+            let (Some(_), Some(node)) = (
+                &self.shared.cluster,
+                self.shared.registry.remote_node(name.as_bytes()),
+            ) else {
+                return false;
+            };
+            let (owned, holder) = (name.to_string(), Arc::clone(&node));
+            let asked = self
+                .on_cluster(move |shared| async move {
+                    shared.cluster.as_ref()?.kick(&holder, &owned).await.ok()
+                })
+                .is_some();
+            if asked {
+                info!(
+                    user = name,
+                    node = &*node,
+                    "asked the node holding it to kick it"
+                );
+            }
+            return asked;
+        };
+        self.shared.registry.remove(&session);
+        if session.close_with_error(&ErrorText::of(Code::Kicked)) {
+            info!(peer = %session.peer(), user = name, "kicked by the operator");
+        }
+        true
+    }
+
+    /// Keeps `name` out for `duration` (`None`: until [`ServerHandle::unban`]),
+    /// on every node of a cluster, and disconnects it if it is online.
+    /// Returns whether it was online; `Err` when the ban could not reach
+    /// the cluster's Redis (this node keeps it out all the same).
+    ///
+    /// In a cluster the ban lives in Redis only, so that any node's
+    /// operator can lift it; without Redis it cannot be set (`Err`).
+    pub fn ban(&self, name: &str, duration: Option<Duration>) -> Result<bool, String> {
+        match &self.shared.cluster {
+            Some(_) => {
+                let owned = name.to_string();
+                self.on_cluster(move |shared| async move {
+                    shared.cluster.as_ref()?.ban(&owned, duration).await.ok()
+                })
+                .ok_or_else(|| "not banned: the cluster's Redis is unreachable".to_string())?;
+            }
+            None => self
+                .shared
+                .bans
+                .ban(name, duration, std::time::Instant::now()),
+        }
+        info!(user = name, ?duration, "banned by the operator");
+        Ok(self.kick(name))
+    }
+
+    /// Runs `work` on smol's global executor, where the cluster's
+    /// connection lives, and waits for its answer on the calling thread
+    /// (the console's) without running an executor there. `None` without a
+    /// cluster, when `work` answers `None`, or when no answer came within
+    /// [`ANSWER_WAIT`].
+    fn on_cluster<T, F>(&self, work: impl FnOnce(Arc<Shared>) -> F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Option<T>> + Send + 'static,
+    {
+        self.shared.cluster.as_ref()?;
+        let future = work(Arc::clone(&self.shared));
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        smol::spawn(async move {
+            let _ = answer.send(future.await);
+        })
+        .detach();
+        answered.recv_timeout(ANSWER_WAIT).ok().flatten()
+    }
+
+    /// Lifts `name`'s ban (everywhere, in a cluster); false if it had none.
+    pub fn unban(&self, name: &str) -> Result<bool, String> {
+        let lifted = match &self.shared.cluster {
+            Some(_) => {
+                let owned = name.to_string();
+                self.on_cluster(move |shared| async move {
+                    shared.cluster.as_ref()?.unban(&owned).await.ok()
+                })
+                .ok_or_else(|| "the cluster's Redis is unreachable; try again".to_string())?
+            }
+            None => self.shared.bans.unban(name, std::time::Instant::now()),
+        };
+        if lifted {
+            info!(user = name, "ban lifted by the operator");
+        }
+        Ok(lifted)
+    }
+
+    /// Reads the TLS certificate and key again, for new connections;
+    /// `None` when TLS is off.
+    pub fn reload_tls(&self) -> Option<Result<(), tls::TlsError>> {
+        let tls = self.shared.config.tls.as_ref()?;
+        let reloaded = tls.reload();
+        match &reloaded {
+            Ok(()) => info!("TLS certificate reloaded"),
+            Err(e) => warn!("TLS certificate not reloaded: {e}"),
+        }
+        Some(reloaded)
+    }
+
+    /// Reads the accounts file again; `None` without `--accounts`. On error
+    /// the accounts stay as they were; `force` loads a version that
+    /// unregisters most names at once (see [`accounts::Accounts::reload`]).
+    pub fn reload_accounts(
+        &self,
+        force: bool,
+    ) -> Option<Result<accounts::Reloaded, accounts::AccountsError>> {
+        let auth = self.shared.auth.as_ref()?;
+        let reloaded = auth.accounts.reload(force);
+        accounts::log_reload(&reloaded, if force { "forced" } else { "asked to" });
+        Some(reloaded)
+    }
+
+    /// Registered names, sorted, each with whether it is online now;
+    /// `None` without `--accounts`.
+    pub fn accounts(&self) -> Option<Vec<(String, bool)>> {
+        let auth = self.shared.auth.as_ref()?;
+        let table = auth.accounts.table();
+        Some(
+            table
+                .names()
+                .map(|name| {
+                    let online = self.shared.registry.get(name.as_bytes()).is_some();
+                    (name.to_string(), online)
+                })
+                .collect(),
+        )
+    }
+
+    /// Starts a shutdown, as `exit` on the console or SIGTERM does.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.trigger();
+    }
+}

@@ -1,0 +1,397 @@
+//! The pmchat v1 wire protocol: frames, limits and a sans-IO codec
+//! ([`decode`]'s functions read frames in place, [`encode`]'s append them
+//! to a buffer).
+//!
+//! Everything here works on byte slices: decoding never touches a socket and
+//! never allocates, so it can be unit-tested and fuzzed in isolation.
+//! [`crate::wire::framing::FrameReader`] pairs a decoder from here
+//! ([`HandshakeDecoder`], [`ClientDecoder`], [`ServerDecoder`]) with a
+//! buffer and a byte stream.
+//!
+//! All integers are big-endian.
+//!
+//! | frame | direction | layout |
+//! |---|---|---|
+//! | handshake | client → server | `u8 name_len`, name |
+//! | message | client → server | `u16 0`, `u16 to_len`, `u16 content_len`, to, content |
+//! | message | server → client | `u16 0`, `u16 from_len`, `u16 content_len`, from, content |
+//! | error | server → client | `u16 1`, `u16 text_len`, text (ends with `\n`) |
+//!
+//! Extensions, negotiated so that v1 peers never see them (a session gets
+//! no frame with opcode ≥ 2 unless it sent HELLO first). Every extension
+//! frame has the v1 message header shape, `u16 opcode`, `u16 len_a`,
+//! `u16 len_b`, a, b, so a v1 server stays in frame sync:
+//!
+//! | frame | direction | opcode | a | b |
+//! |---|---|---|---|---|
+//! | HELLO | client → server | 2 | empty | features, e.g. `pmchat/1 presence` |
+//! | WELCOME | server → client | 2 | server name/version | limits, `max_username=32 max_message=2048` |
+//! | WHO | client → server | 3 | empty | empty |
+//! | ONLINE | server → client | 3 | `more` or `end` | usernames separated by `\n` |
+//! | PRESENCE | server → client | 4 | `joined` or `left` | username |
+//! | AUTH | client → server | 5 | device token, or empty | password (may be empty: "I have none") |
+//! | ACCEPTED | server → client | 6 | empty | `u64` ordinal |
+//! | REFUSED | server → client | 7 | `u64` ordinal, then the code with `codes` | error text (ends with `\n`) |
+//! | PENDING | server → client | 8 | reason word | `u64` milliseconds to wait at most |
+//! | ERROR (coded) | server → client | 9 | code, e.g. `not-connected` | error text (ends with `\n`) |
+//!
+//! Codes (HELLO feature `codes`): a client that lists it gets every error
+//! as a coded ERROR frame and every REFUSED with the code after its
+//! ordinal, from the moment the server has read that HELLO (a login
+//! refused at once is refused coded too). The codes and their texts are
+//! [`crate::wire::texts`]' catalogue; a client decides on the code and
+//! shows the text.
+//!
+//! Receipts (HELLO feature `receipts`, granted when WELCOME's limits list
+//! `receipts`): the server numbers the message frames it reads from the
+//! client after login, 1, 2, 3…, and accounts for each one, in order.
+//! ACCEPTED *n* says every message up to *n* not refused before it was
+//! accepted: queued to a connected recipient's session (not yet read by the
+//! person). It comes once per read batch, not per message. REFUSED *n*
+//! says message *n* was not delivered and why, with the text an error
+//! frame would have carried; ACCEPTED for the messages before it always
+//! comes first, so receipts arrive in message order. A session with
+//! receipts gets REFUSED instead of those error frames.
+//!
+//! AUTH follows HELLO at once, and only when HELLO lists the `password`
+//! feature; a WELCOME answering a login proved with a password says
+//! `auth=password` among its limits, and `token=HEX`: a device token the
+//! client keeps and sends back in AUTH's first field at its next login to
+//! that server, where it exempts the login from the back-off other
+//! devices' failures put on the name (the password is still checked). A registered name (`--accounts`) is
+//! given only to a login that proves it; see [`crate::server`] for the
+//! order of checks. A v1 server answers AUTH like HELLO, with
+//! `'' is not connected`, and never sees the password as a name.
+//!
+//! A decoder checks every header against the [`Limits`] *before* it looks at
+//! the body, so a peer can never make us buffer more than one maximum-sized
+//! frame.
+
+// The decoding vocabulary every wire shares lives in `framing`, below this
+// module and `gob`; v1's users find it here too.
+pub use crate::wire::framing::{Decoded, Limits};
+
+/// Opcode of a message frame (both directions).
+pub const OP_MESSAGE: u16 = 0;
+/// Opcode of an error frame (server → client).
+pub const OP_ERROR: u16 = 1;
+
+/// Opcode of HELLO (client → server) and WELCOME (server → client).
+pub const OP_HELLO: u16 = 2;
+/// Opcode of WHO (client → server) and ONLINE (server → client).
+pub const OP_WHO: u16 = 3;
+/// Opcode of PRESENCE (server → client).
+pub const OP_PRESENCE: u16 = 4;
+/// Opcode of AUTH (client → server): the password, right after HELLO.
+pub const OP_AUTH: u16 = 5;
+/// Opcode of ACCEPTED (server → client, receipts).
+pub const OP_ACCEPTED: u16 = 6;
+/// Opcode of REFUSED (server → client, receipts).
+pub const OP_REFUSED: u16 = 7;
+/// Opcode of PENDING (server → client): the login is being worked on.
+pub const OP_PENDING: u16 = 8;
+/// Opcode of a coded error frame (server → client, feature `codes`).
+pub const OP_CODED_ERROR: u16 = 9;
+
+/// Longest code in a coded ERROR or a REFUSED, and longest reason word in
+/// PENDING.
+pub const MAX_WORD: usize = 32;
+
+/// Bytes of an ordinal in ACCEPTED and REFUSED.
+const ORDINAL_LEN: usize = 8;
+/// Encoded size of an ACCEPTED frame.
+pub const ACCEPTED_LEN: usize = MESSAGE_HEADER_LEN + ORDINAL_LEN;
+
+/// Why a login is pending, as PENDING's first field says it: a stable
+/// word the client decides on (and words it for people itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingReason {
+    /// The password is being checked (after any back-off earlier failures
+    /// earned).
+    Password,
+    /// The name is being claimed across the cluster's nodes.
+    Cluster,
+}
+
+impl PendingReason {
+    /// The word on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            PendingReason::Password => "password",
+            PendingReason::Cluster => "cluster",
+        }
+    }
+
+    /// The reason a word names; `None` for a word this version does not
+    /// know (a newer server's), which a client treats as a plain wait.
+    pub fn from_code(code: &[u8]) -> Option<PendingReason> {
+        match code {
+            b"password" => Some(PendingReason::Password),
+            b"cluster" => Some(PendingReason::Cluster),
+            _ => None,
+        }
+    }
+}
+
+/// Longest feature list a HELLO may carry.
+pub const MAX_HELLO: usize = 1024;
+
+/// Features our client asks for and our server offers.
+pub const FEATURE_BASE: &str = "pmchat/1";
+/// Feature: the online list, then joined/left events.
+pub const FEATURE_PRESENCE: &str = "presence";
+/// Feature: an AUTH frame follows this HELLO.
+pub const FEATURE_PASSWORD: &str = "password";
+/// Feature: ACCEPTED and REFUSED account for every message sent; a
+/// WELCOME granting it lists the word among its limits.
+pub const FEATURE_RECEIPTS: &str = "receipts";
+/// Feature: errors and refusals carry a stable code beside their text.
+pub const FEATURE_CODES: &str = "codes";
+
+/// Longest password an AUTH frame may carry.
+pub const MAX_PASSWORD: usize = 1024;
+/// Longest device token in AUTH, in bytes.
+pub const MAX_DEVICE_TOKEN: usize = 128;
+/// The WELCOME word that carries a device token: `token=HEX`.
+pub const WELCOME_TOKEN: &str = "token";
+
+/// What a WELCOME adds to its limits when the login was proved with a
+/// password.
+pub const WELCOME_AUTHENTICATED: &str = "auth=password";
+
+/// The text a v1 server answers a HELLO with (a message to the empty name).
+pub const V1_HELLO_ANSWER: &[u8] = b"'' is not connected\n";
+
+/// Bytes before the names in a message frame: opcode and two lengths.
+pub const MESSAGE_HEADER_LEN: usize = 6;
+/// Bytes before the text in an error frame: opcode and one length.
+pub const ERROR_HEADER_LEN: usize = 4;
+
+/// Largest server → client frame: two 16-bit fields after the header, the
+/// most a client ever needs to buffer.
+pub const MAX_SERVER_FRAME: usize = MESSAGE_HEADER_LEN + 2 * u16::MAX as usize;
+
+impl Limits {
+    /// Longest client → server frame these limits allow, header included
+    /// (a message, a HELLO with its longest feature list, or an AUTH with
+    /// the longest password).
+    pub fn max_client_frame(&self) -> usize {
+        let message = usize::from(self.max_username) + usize::from(self.max_message);
+        MESSAGE_HEADER_LEN + message.max(MAX_HELLO).max(MAX_PASSWORD)
+    }
+}
+
+/// A frame sent by a client, borrowed from the read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFrame<'a> {
+    /// A direct message to `to`.
+    Message { to: &'a [u8], content: &'a [u8] },
+    /// Extension negotiation, with the features the client wants.
+    Hello { features: &'a [u8] },
+    /// A request for the online list.
+    Who,
+    /// The password that proves the login (empty: the client has none).
+    Auth {
+        /// A device token the server issued, or empty.
+        token: &'a [u8],
+        password: &'a [u8],
+    },
+}
+
+/// A frame sent by a server, borrowed from the read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerFrame<'a> {
+    /// A message from the registered user `from`.
+    Message { from: &'a [u8], content: &'a [u8] },
+    /// An error report; the text normally ends with `\n`. The code is
+    /// empty in a v1 error frame (see [`crate::wire::texts::Code`]).
+    Error { code: &'a [u8], text: &'a [u8] },
+    /// The answer to HELLO: who the server is and its limits.
+    Welcome { server: &'a [u8], limits: &'a [u8] },
+    /// One page of the online list; `last` on the final page.
+    Online { last: bool, names: &'a [u8] },
+    /// A user joined (`joined`) or left.
+    Presence { joined: bool, name: &'a [u8] },
+    /// Every message up to `through` not refused was accepted.
+    Accepted { through: u64 },
+    /// Message `ordinal` was refused, for the reason in `text` (and
+    /// `code`, empty unless `codes` was negotiated).
+    Refused {
+        ordinal: u64,
+        code: &'a [u8],
+        text: &'a [u8],
+    },
+    /// The login is being worked on (`reason`, a word: see
+    /// [`PendingReason`]); WELCOME or a refusal follows within `wait_ms`
+    /// milliseconds.
+    Pending { reason: &'a [u8], wait_ms: u64 },
+}
+
+/// A frame that breaks the protocol; the connection cannot go on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The opcode is not one this side understands.
+    #[error("unknown opcode {0}")]
+    UnknownOpcode(u16),
+    /// The recipient name is longer than the username limit.
+    #[error("recipient name too long: {len} bytes (limit {limit})")]
+    NameTooLong { len: usize, limit: usize },
+    /// The content is longer than the message limit.
+    #[error("message too long: {len} bytes (limit {limit})")]
+    ContentTooLong { len: usize, limit: usize },
+    /// An extension frame whose fields do not fit its opcode.
+    #[error("malformed {frame} frame: {why}")]
+    Malformed {
+        frame: &'static str,
+        why: &'static str,
+    },
+    /// A frame that is valid only at another point of the conversation.
+    #[error("unexpected {frame} frame: {why}")]
+    Unexpected {
+        frame: &'static str,
+        why: &'static str,
+    },
+    /// The peer speaks the gob wire ([`crate::wire::gob`]) and broke it. Boxed:
+    /// v1 errors stay small.
+    #[error(transparent)]
+    Gob(Box<crate::wire::gob::GobError>),
+    /// A frame that may be sent once per connection came again.
+    #[error("{0} sent twice: extensions are negotiated once per connection")]
+    Repeated(&'static str),
+}
+
+impl From<crate::wire::gob::GobError> for FrameError {
+    fn from(error: crate::wire::gob::GobError) -> Self {
+        FrameError::Gob(Box::new(error))
+    }
+}
+
+/// Why a username is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsernameError {
+    /// Zero bytes long.
+    #[error("invalid username: it is empty")]
+    Empty,
+    /// Longer than the limit.
+    #[error("invalid username: {len} bytes long (limit {limit})")]
+    TooLong { len: usize, limit: usize },
+    /// Contains a byte outside printable ASCII, such as a space.
+    #[error(
+        "invalid username: byte 0x{byte:02x} at position {position} is not allowed \
+         (printable ASCII without spaces only)"
+    )]
+    InvalidByte { byte: u8, position: usize },
+    /// Contains `:`, which would make `name: text` output lines ambiguous.
+    #[error(
+        "invalid username: ':' at position {position} is not allowed \
+         (it would make 'name: message' lines ambiguous)"
+    )]
+    Colon { position: usize },
+}
+
+/// A field too long for its length prefix; only a caller's bug or unchecked
+/// user input can cause it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("field of {len} bytes does not fit its {max}-byte length prefix")]
+pub struct FieldTooLong {
+    /// Length of the offending field.
+    pub len: usize,
+    /// Largest length the prefix can carry.
+    pub max: usize,
+}
+
+/// Checks a username (or recipient name) against the rules: 1..=`limit`
+/// bytes of printable ASCII without spaces (0x21..=0x7E), and no `:`.
+///
+/// The colon is pmchat's own rule on top of v1's: clients print messages as
+/// `name: text`, so a name holding `:` could forge another sender's line
+/// (`bob:` sending `x` prints `bob:: x`, which `grep '^bob:'` matches).
+pub fn validate_username(name: &[u8], limit: usize) -> Result<(), UsernameError> {
+    if name.is_empty() {
+        return Err(UsernameError::Empty);
+    }
+    if name.len() > limit {
+        return Err(UsernameError::TooLong {
+            len: name.len(),
+            limit,
+        });
+    }
+    match name.iter().position(|b| !(0x21..=0x7e).contains(b)) {
+        Some(position) => Err(UsernameError::InvalidByte {
+            byte: name[position],
+            position,
+        }),
+        None => match name.iter().position(|&b| b == b':') {
+            Some(position) => Err(UsernameError::Colon { position }),
+            None => Ok(()),
+        },
+    }
+}
+
+/// The handshake, for a [`crate::wire::framing::FrameReader`] on the server.
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeDecoder {
+    /// The name limit.
+    pub limits: Limits,
+}
+
+impl crate::wire::framing::Decoder for HandshakeDecoder {
+    type Frame<'a> = &'a [u8];
+    type Error = UsernameError;
+
+    fn max_frame(&self) -> usize {
+        1 + usize::from(u8::MAX)
+    }
+
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<&'a [u8]>, UsernameError> {
+        decode_handshake(buf, &self.limits)
+    }
+}
+
+/// Client → server frames, for a [`crate::wire::framing::FrameReader`] on the
+/// server.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientDecoder {
+    /// Limits every header is checked against.
+    pub limits: Limits,
+}
+
+impl crate::wire::framing::Decoder for ClientDecoder {
+    type Frame<'a> = ClientFrame<'a>;
+    type Error = FrameError;
+
+    fn max_frame(&self) -> usize {
+        self.limits.max_client_frame()
+    }
+
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<ClientFrame<'a>>, FrameError> {
+        decode_client_frame(buf, &self.limits)
+    }
+}
+
+/// Server → client frames, for a [`crate::wire::framing::FrameReader`] in a
+/// client (ours, or the benchmark's).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerDecoder;
+
+impl crate::wire::framing::Decoder for ServerDecoder {
+    type Frame<'a> = ServerFrame<'a>;
+    type Error = FrameError;
+
+    fn max_frame(&self) -> usize {
+        MAX_SERVER_FRAME
+    }
+
+    fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<ServerFrame<'a>>, FrameError> {
+        decode_server_frame(buf)
+    }
+}
+
+mod decode;
+mod encode;
+
+pub use decode::*;
+pub use encode::*;
+
+#[cfg(test)]
+pub(crate) mod tests;
