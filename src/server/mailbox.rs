@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use super::outbound::OutboundQueue;
 use super::wire::Wire;
@@ -107,5 +108,16 @@ impl Session {
     /// closing.
     pub fn close_with_error(&self, error: &ErrorText) -> bool {
         self.outbound.close(Some(&self.wire().error_frame(error)))
+    }
+}
+
+/// Writes every queue a delivery made non-empty: directly when nobody is
+/// writing it, else by waking its writer.
+pub(crate) fn flush_all(sessions: &mut Vec<Arc<Session>>) {
+    for session in sessions.drain(..) {
+        match session.connection() {
+            Some(connection) => session.outbound().flush_direct(&connection),
+            None => session.outbound().wake_writer(),
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! calls `ReadBuf::initialize_unfilled`, and the codec above presents that
 //! space as fresh each time). The buffer grows to the largest push the
 //! connection has carried, an inbox batch of up to
-//! [`OUTBOX_BYTES`](super::cluster::OUTBOX_BYTES), and never shrinks: after
+//! `OUTBOX_BYTES` (see `cluster::outbox`), and never shrinks: after
 //! a burst of cross-node traffic every later read, even of one 60-byte
 //! message, zeroed a megabyte or more first. That was 61% of a receiving
 //! node's CPU at 10,000 msgs/s, and the cross-node p99 went from about

@@ -394,6 +394,7 @@ fn every_client_kind_works_across_nodes(url: &str) {
 
 #[test]
 fn on_a_redis_cluster_a_batch_travels_to_one_shard_only() {
+    crate::require_redis!();
     let redis = crate::common::RedisClusterProcess::start();
     let mut nodes = nodes(&redis.url(), 2);
     let mut alice = nodes[0].login("alice");
@@ -433,6 +434,7 @@ fn a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile(url: &str) {
 
 #[test]
 fn a_redis_with_a_password_is_reached_over_tcp_and_over_its_unix_socket() {
+    crate::require_redis!();
     let socket = std::env::temp_dir().join(format!("pmchat-redis-{}.sock", std::process::id()));
     let socket = socket.to_str().expect("a UTF-8 path");
     let redis = crate::common::RedisProcess::start_with(&[
@@ -468,6 +470,7 @@ fn a_redis_with_a_password_is_reached_over_tcp_and_over_its_unix_socket() {
 
 #[test]
 fn a_wrong_redis_password_refuses_logins_as_service_unavailable() {
+    crate::require_redis!();
     let redis = crate::common::RedisProcess::start_with(&["--requirepass", "s3cret"]);
     let url = format!("redis://:wrong@127.0.0.1:{}", redis.port);
     let node = ServerProcess::start(&["--cluster", &url]);

@@ -203,6 +203,7 @@ fn with_the_key_a_batch_published_again_is_refused_as_a_replay(redis: &mut impl 
 
 #[test]
 fn a_short_or_missing_cluster_key_is_refused_at_start() {
+    crate::require_redis!();
     let redis = RedisProcess::start();
     let short = key_file("too short");
     for key in [short.to_str().unwrap(), "/nonexistent/pmchat-key"] {
@@ -219,6 +220,7 @@ fn a_short_or_missing_cluster_key_is_refused_at_start() {
 
 #[test]
 fn nodes_work_as_a_redis_acl_user_limited_to_pmchat_keys_and_channels() {
+    crate::require_redis!();
     // The README's recommended ACL user, and no default user.
     let mut args = vec!["--user", "default", "off"];
     args.extend(ACL_USER);
@@ -238,6 +240,7 @@ fn nodes_work_as_a_redis_acl_user_limited_to_pmchat_keys_and_channels() {
 
 #[test]
 fn nodes_reach_redis_over_tls_and_refuse_a_certificate_they_do_not_trust() {
+    crate::require_redis!();
     let dir = std::env::temp_dir().join(format!("pmchat-rediss-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let tls = pmchat::server::tls::self_signed(&dir).expect("a certificate for Redis");
@@ -269,6 +272,7 @@ fn nodes_reach_redis_over_tls_and_refuse_a_certificate_they_do_not_trust() {
 
 #[test]
 fn nodes_reach_a_redis_cluster_over_tls() {
+    crate::require_redis!();
     let dir = std::env::temp_dir().join(format!("pmchat-rediss-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let tls = pmchat::server::tls::self_signed(&dir).expect("a certificate for Redis");
@@ -298,6 +302,7 @@ fn nodes_reach_a_redis_cluster_over_tls() {
 
 #[test]
 fn nodes_work_on_a_redis_cluster_as_an_acl_user_limited_to_pmchat_keys_and_channels() {
+    crate::require_redis!();
     // The README's recommended user on every master (the default user
     // stays, for the cluster's creation).
     let redis =

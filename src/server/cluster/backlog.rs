@@ -3,17 +3,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
-use tracing::warn;
-
-use super::batch::Record;
-use super::pause::{BACKLOG_BYTES, PAUSE_AT};
-use super::Cluster;
 use crate::server::mailbox::Session;
-use crate::server::outbound::PushError;
-use crate::server::Shared;
-use crate::wire::texts::{Code, ErrorText};
 
 /// A message from another node waiting for room in a local recipient's
 /// queue.
@@ -26,23 +17,23 @@ pub(super) struct Waiting {
 }
 
 /// Messages from other nodes waiting, in order, for one recipient whose
-/// queue is full; at most [`BACKLOG_BYTES`] (or `--queue-bytes`, if more)
+/// queue is full; at most `pause::BACKLOG_BYTES` (or `--queue-bytes`, if more)
 /// of them.
 #[derive(Default)]
 pub(super) struct Backlog {
-    frames: VecDeque<Waiting>,
-    bytes: usize,
+    pub(super) frames: VecDeque<Waiting>,
+    pub(super) bytes: usize,
     /// The nodes told to pause for this recipient, to be told to go on.
-    paused: Vec<Arc<str>>,
+    pub(super) paused: Vec<Arc<str>>,
 }
 
-/// What [`Cluster::join_backlog`] did.
+/// What `Cluster::join_backlog` (in `drain`) did.
 pub(super) enum Joined {
     /// The recipient has no backlog: deliver as usual.
     NoBacklog,
     /// Queued behind the backlog.
     Queued,
-    /// Queued, and the backlog passed [`PAUSE_AT`]: the sender's node
+    /// Queued, and the backlog passed `pause::PAUSE_AT`: the sender's node
     /// must be told to pause.
     QueuedPause,
     /// The backlog is full too: not delivered.
@@ -52,154 +43,4 @@ pub(super) enum Joined {
 /// A session's backlog key: its address.
 pub(super) fn session_key(session: &Arc<Session>) -> usize {
     Arc::as_ptr(session) as usize
-}
-
-impl Cluster {
-    /// Queues a message behind `session`'s backlog if it has one.
-    pub(super) fn join_backlog(
-        &self,
-        shared: &Shared,
-        session: &Arc<Session>,
-        waiting: impl FnOnce() -> Waiting,
-    ) -> Joined {
-        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(backlog) = backlogs.get_mut(&session_key(session)) else {
-            return Joined::NoBacklog;
-        };
-        let waiting = waiting();
-        if backlog.bytes + waiting.frame.len() > BACKLOG_BYTES.max(shared.config.queue_bytes) {
-            return Joined::Refused;
-        }
-        backlog.bytes += waiting.frame.len();
-        let pause = backlog.bytes > PAUSE_AT && !backlog.paused.contains(&waiting.origin);
-        if pause {
-            backlog.paused.push(Arc::clone(&waiting.origin));
-        }
-        backlog.frames.push_back(waiting);
-        if pause {
-            Joined::QueuedPause
-        } else {
-            Joined::Queued
-        }
-    }
-
-    /// Starts a backlog for `session`, whose queue is full, with `first`,
-    /// and the task that feeds it into the queue as room appears.
-    pub(super) fn start_backlog(
-        &self,
-        shared: &Arc<Shared>,
-        session: Arc<Session>,
-        first: Waiting,
-    ) {
-        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        backlogs.insert(
-            session_key(&session),
-            Backlog {
-                bytes: first.frame.len(),
-                frames: VecDeque::from([first]),
-                paused: Vec::new(),
-            },
-        );
-        drop(backlogs);
-        let shared = Arc::clone(shared);
-        smol::spawn(async move {
-            if let Some(cluster) = &shared.cluster {
-                cluster.drain_backlog(&shared, &session).await;
-            }
-        })
-        .detach();
-    }
-
-    /// Feeds `session`'s backlog into its queue, each message waiting up to
-    /// the slow-consumer timeout for room; a recipient that never makes room
-    /// is disconnected as a slow consumer, and the senders of what was still
-    /// waiting are told.
-    async fn drain_backlog(&self, shared: &Shared, session: &Arc<Session>) {
-        let key = session_key(session);
-        loop {
-            let next = {
-                let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(backlog) = backlogs.get_mut(&key) else {
-                    return;
-                };
-                match backlog.frames.pop_front() {
-                    Some(next) => {
-                        backlog.bytes -= next.frame.len();
-                        Ok(next)
-                    }
-                    None => Err(backlogs.remove(&key).map(|b| b.paused)),
-                }
-            };
-            let next = match next {
-                Ok(next) => next,
-                Err(paused) => {
-                    // Caught up: the nodes told to pause go on.
-                    self.resume_senders(session, paused.unwrap_or_default())
-                        .await;
-                    return;
-                }
-            };
-            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
-            let frame = &next.frame;
-            let pushed = session
-                .outbound()
-                .push(frame.len(), deadline, |out| out.extend_from_slice(frame))
-                .await;
-            if pushed.is_ok() {
-                continue;
-            }
-            let mut dropped = vec![next];
-            let mut paused = Vec::new();
-            if let Some(backlog) = self
-                .backlogs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key)
-            {
-                dropped.extend(backlog.frames);
-                paused = backlog.paused;
-            }
-            // Their next messages are refused at once, without waiting.
-            self.resume_senders(session, paused).await;
-            if pushed == Err(PushError::Full) && session.outbound().abort() {
-                shared.registry.remove(session);
-                warn!(
-                    user = session.name(),
-                    "disconnected slow consumer: outbound queue stayed full for {:?} \
-                     (messages from another node)",
-                    shared.config.slow_consumer_timeout
-                );
-            }
-            let error = ErrorText::new(Code::SlowConsumer, session.name());
-            self.refuse(shared, dropped, &error).await;
-            return;
-        }
-    }
-
-    /// Tells the nodes in `paused` that `session`'s user may be sent to
-    /// again.
-    async fn resume_senders(&self, session: &Session, paused: Vec<Arc<str>>) {
-        let go = Record::Go {
-            name: session.name().as_bytes(),
-        };
-        for node in paused {
-            let _ = self
-                .send(&node, &go, std::time::Duration::from_secs(1))
-                .await;
-        }
-    }
-
-    /// Tells the senders of `dropped` (on whichever node) that their
-    /// messages were not delivered, because of `error`.
-    pub(super) async fn refuse(&self, shared: &Shared, dropped: Vec<Waiting>, error: &ErrorText) {
-        for waiting in dropped {
-            let record = Record::Error {
-                to: &waiting.from,
-                code: error.code().to_byte(),
-                text: error.text().as_bytes(),
-            };
-            let patience = shared.config.slow_consumer_timeout;
-            let _ = self.send(&waiting.origin, &record, patience).await;
-        }
-    }
 }

@@ -12,6 +12,7 @@ use super::keys::node_key;
 use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
 use super::Cluster;
 use crate::sanitize::Escaped;
+use crate::server::mailbox::flush_all;
 use crate::server::mailbox::Session;
 use crate::server::outbound::PushError;
 use crate::server::Shared;
@@ -276,15 +277,5 @@ fn valid_record<'a>(limits: &Limits, record: &Record<'a>, names: &mut CheckedNam
         }
         Record::Ack { refusals, .. } => Refusals(refusals)
             .all(|(_, code, text)| Code::from_byte(code).is_some() && valid_error_text(text)),
-    }
-}
-
-/// Writes every queue a delivery made non-empty.
-pub(super) fn flush_all(sessions: &mut Vec<Arc<Session>>) {
-    for session in sessions.drain(..) {
-        match session.connection() {
-            Some(connection) => session.outbound().flush_direct(&connection),
-            None => session.outbound().wake_writer(),
-        }
     }
 }

@@ -58,15 +58,19 @@
 //! - `directory`: who is online on the other nodes.
 //! - `inbound`: the bounded queue of what Redis pushed to this node.
 //! - `batch`: the inter-node batch format.
-//! - `outbox`: messages for other nodes and the publisher.
+//! - `outbox`: a batch for another node being gathered, and the ticket a
+//!   forwarded message gets (data only: no `Cluster`).
+//! - `publish`: forwarding into outboxes, and the publisher.
 //! - `delivery`: acting on a batch from another node.
-//! - `backlog`: messages from other nodes waiting for a full local queue.
+//! - `backlog`: messages from other nodes waiting for a full local queue
+//!   (data only); `drain` empties them.
 
 mod backlog;
 mod batch;
 mod commands;
 mod delivery;
 mod directory;
+mod drain;
 mod inbound;
 mod key;
 mod keys;
@@ -74,6 +78,7 @@ mod link;
 mod names;
 mod outbox;
 mod pause;
+mod publish;
 mod signed;
 mod ticket;
 mod trust;
@@ -95,14 +100,14 @@ use super::Shared;
 
 use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
-pub(crate) use self::outbox::{Forward, Ticket};
+#[cfg(doc)]
+use self::outbox::OUTBOX_BYTES;
+pub(crate) use self::outbox::{Forward, Ticket, Unreachable};
 /// How long a node's lease (and so its names) lasts without renewal: a
 /// node that dies frees its names within this.
 pub const LEASE: Duration = Duration::from_secs(5);
 /// How often a node renews its lease and checks the other nodes'.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
-/// Bytes of messages waiting for one other node before senders wait.
-pub const OUTBOX_BYTES: usize = 1 << 20;
 
 /// Why a name could not be claimed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,10 +119,6 @@ pub(crate) enum ClaimError {
     /// Redis cannot be reached.
     Unavailable,
 }
-
-/// A message could not be handed on to another node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Unreachable;
 
 /// This node's part in the cluster.
 pub(crate) struct Cluster {

@@ -1,5 +1,6 @@
-//! Messages for other nodes: one bounded outbox per node, and the
-//! publisher that sends each outbox's contents as one batch.
+//! Messages for other nodes: the bounded outbox gathering one node's next
+//! batch, and the ticket a forwarded message gets. The publisher that
+//! sends each outbox's contents as one batch is `publish`.
 //!
 //! A message counts as handed on only once its batch is settled (see
 //! `ticket`): a sender with receipts hears ACCEPTED only for messages that
@@ -8,57 +9,54 @@
 //! inbox any more) is refused to its senders without receipts as error
 //! frames.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use event_listener::{listener, Event};
-use smol::future::FutureExt;
-use smol::Timer;
 
-use super::batch::{decode_batch, put_header, want_ack, Record};
-use super::commands::Commands;
-use super::delivery::flush_all;
-use super::keys::inbox;
+use super::batch::want_ack;
 use super::ticket::{Acks, Settled, ACK_BATCH_BYTES};
-use super::{Cluster, Unreachable, OUTBOX_BYTES};
-use crate::sanitize::Escaped;
-use crate::server::Shared;
-use crate::wire::texts::{Code, ErrorText};
+
+/// Bytes of messages waiting for one other node before senders wait.
+pub const OUTBOX_BYTES: usize = 1 << 20;
+
+/// A message could not be handed on to another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unreachable;
 
 /// Messages waiting for one other node.
 #[derive(Default)]
 pub(super) struct Outbox {
     /// The batch being gathered.
-    gathering: Mutex<Gathering>,
+    pub(super) gathering: Mutex<Gathering>,
     /// Fires when the publisher took the batch.
     pub(super) room: Event,
     /// What became of the batches taken.
     pub(super) acks: Acks,
     /// Set when the node this outbox is for is gone: nothing more is
     /// queued here.
-    closed: AtomicBool,
+    pub(super) closed: AtomicBool,
 }
 
 /// The batch being gathered.
 #[derive(Default)]
-struct Gathering {
+pub(super) struct Gathering {
     /// The header, then records.
-    batch: Vec<u8>,
+    pub(super) batch: Vec<u8>,
     /// Its number: how many batches were taken before it.
-    seq: u64,
+    pub(super) seq: u64,
     /// Records in it.
-    records: u32,
+    pub(super) records: u32,
     /// A sender with receipts waits on it.
-    wants_ack: bool,
+    pub(super) wants_ack: bool,
     /// Where its header's flags are.
-    flags: usize,
+    pub(super) flags: usize,
 }
 
 impl Gathering {
     /// Takes the batch, if it has records, leaving the next one empty.
-    fn take(&mut self) -> Option<(Vec<u8>, u64, bool)> {
+    pub(super) fn take(&mut self) -> Option<(Vec<u8>, u64, bool)> {
         if self.batch.is_empty() {
             return None;
         }
@@ -78,7 +76,7 @@ impl Gathering {
 
 impl Outbox {
     /// An outbox whose batches are numbered from `first` on.
-    fn starting_at(first: u64) -> Outbox {
+    pub(super) fn starting_at(first: u64) -> Outbox {
         Outbox {
             gathering: Mutex::new(Gathering {
                 seq: first,
@@ -89,7 +87,7 @@ impl Outbox {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Gathering> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Gathering> {
         self.gathering.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -136,347 +134,4 @@ pub(crate) enum Forward {
     /// The recipient's node asked for a pause that outlasted the sender's
     /// patience: the recipient is not reading.
     NotReading,
-}
-
-/// A batch the publisher took from an outbox.
-struct Taken {
-    node: Arc<str>,
-    batch: Vec<u8>,
-    seq: u64,
-    wants_ack: bool,
-    outbox: Arc<Outbox>,
-}
-
-impl Taken {
-    /// The batch did not go out: its senders are told.
-    fn lost(self, shared: &Shared) {
-        let bytes = self.batch.len();
-        self.outbox
-            .acks
-            .published(self.seq, bytes, false, self.wants_ack);
-        refuse_batch(shared, &self.batch);
-    }
-}
-
-impl Cluster {
-    /// The outbox for `node`, if it is live. Every cross-node message
-    /// asks, from every worker: a read lock, except the first time a node
-    /// is seen.
-    fn outbox(&self, node: &Arc<str>) -> Option<Arc<Outbox>> {
-        let known = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(outbox) = known.get(node) {
-            return Some(Arc::clone(outbox));
-        }
-        drop(known);
-        // Not for a node id nobody vouched for: what a forged one costs is
-        // bounded by the live set.
-        let node = self.live_node(node.as_bytes())?;
-        let mut outboxes = self.outboxes.write().unwrap_or_else(|e| e.into_inner());
-        let first = self.batches.load(Ordering::Relaxed);
-        let outbox = outboxes
-            .entry(node)
-            .or_insert_with(|| Arc::new(Outbox::starting_at(first)));
-        Some(Arc::clone(outbox))
-    }
-
-    /// Queues `record` for `node` if its outbox has room now; returns
-    /// where it went. `Err(None)`: the outbox is full (try [`Cluster::send`],
-    /// which waits); `Err(Some(Unreachable))`: it never will be.
-    fn try_send(
-        &self,
-        node: &Arc<str>,
-        record: &Record<'_>,
-    ) -> Result<Ticket, Option<Unreachable>> {
-        if !self.available() {
-            return Err(Some(Unreachable));
-        }
-        let outbox = self.outbox(node).ok_or(Some(Unreachable))?;
-        if outbox.closed.load(Ordering::Relaxed) {
-            return Err(Some(Unreachable));
-        }
-        let len = record.len();
-        let mut gathering = outbox.lock();
-        if !gathering.batch.is_empty() && gathering.batch.len() + len > OUTBOX_BYTES {
-            return Err(None);
-        }
-        let first = gathering.batch.is_empty();
-        if first {
-            let seq = gathering.seq;
-            gathering.flags = put_header(
-                &mut gathering.batch,
-                self.node.as_bytes(),
-                node.as_bytes(),
-                seq,
-            );
-        }
-        record.encode(&mut gathering.batch);
-        let (seq, index) = (gathering.seq, gathering.records);
-        gathering.records += 1;
-        gathering.wants_ack |= matches!(record, Record::Message { receipts: true, .. });
-        drop(gathering);
-        if first {
-            self.ready.notify(1);
-        }
-        Ok(Ticket { outbox, seq, index })
-    }
-
-    /// Queues `record` for `node`, waiting up to `patience` while its
-    /// outbox is full; returns where it went.
-    pub(super) async fn send(
-        &self,
-        node: &Arc<str>,
-        record: &Record<'_>,
-        patience: Duration,
-    ) -> Result<Ticket, Unreachable> {
-        // Only a full outbox needs a deadline.
-        let mut deadline = None;
-        loop {
-            match self.try_send(node, record) {
-                Ok(ticket) => return Ok(ticket),
-                Err(Some(unreachable)) => return Err(unreachable),
-                Err(None) => {}
-            }
-            let Some(outbox) = self.outbox(node) else {
-                return Err(Unreachable);
-            };
-            listener!(outbox.room => room);
-            if outbox.lock().batch.len() + record.len() <= OUTBOX_BYTES {
-                continue;
-            }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + patience);
-            if crate::runtime::until(deadline, room).await.is_none() || !self.available() {
-                return Err(Unreachable);
-            }
-        }
-    }
-
-    /// Hands a message for `to`, held by `node`, to that node at once if
-    /// nothing stands in the way: no pause for `to`, room in the outbox.
-    /// `Err(None)`: something does; [`Cluster::forward`] waits for it.
-    /// Synchronous, so that the path of almost every message adds nothing
-    /// to a session's future.
-    pub(crate) fn forward_now(
-        &self,
-        node: &Arc<str>,
-        to: &[u8],
-        from: &[u8],
-        content: &[u8],
-        receipts: bool,
-    ) -> Result<Ticket, Option<Forward>> {
-        if self.paused.any() && self.paused.is_paused(to) {
-            return Err(None);
-        }
-        let message = Record::Message {
-            to,
-            from,
-            content,
-            receipts,
-        };
-        self.try_send(node, &message)
-            .map_err(|e| e.map(|Unreachable| Forward::Unreachable))
-    }
-
-    /// Hands a message for `to`, held by `node`, to that node, waiting up
-    /// to `patience` for room (and for a pause to end). `receipts`: the
-    /// sender waits on the returned ticket.
-    pub(crate) async fn forward(
-        &self,
-        node: &Arc<str>,
-        to: &[u8],
-        from: &[u8],
-        content: &[u8],
-        receipts: bool,
-        patience: Duration,
-    ) -> Result<Ticket, Forward> {
-        // A recipient whose node asked for a pause is waited for, as a full
-        // local queue is.
-        if !self.paused.wait(to, Instant::now() + patience).await {
-            return Err(Forward::NotReading);
-        }
-        let message = Record::Message {
-            to,
-            from,
-            content,
-            receipts,
-        };
-        self.send(node, &message, patience)
-            .await
-            .map_err(|Unreachable| Forward::Unreachable)
-    }
-
-    /// Asks `node` to disconnect its user `name`.
-    pub(crate) async fn kick(&self, node: &Arc<str>, name: &str) -> Result<(), Unreachable> {
-        let kick = Record::Kick {
-            name: name.as_bytes(),
-        };
-        self.send(node, &kick, Duration::from_secs(1))
-            .await
-            .map(drop)
-    }
-
-    /// Another node acknowledged batch `seq` of ours.
-    pub(super) fn acknowledged(&self, node: &str, seq: u64, refusals: super::batch::Refusals<'_>) {
-        let outbox = self
-            .outboxes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)
-            .cloned();
-        if let Some(outbox) = outbox {
-            outbox.acks.acknowledged(seq, refusals);
-            // Room in its window, perhaps: the publisher looks again.
-            self.ready.notify(1);
-        }
-    }
-
-    /// Waits for outboxes with records and publishes each as one batch.
-    pub(super) async fn publish_ready(
-        &self,
-        shared: &Shared,
-        connection: &mut Commands,
-    ) -> redis::RedisResult<()> {
-        let mut ready: VecDeque<Taken> = loop {
-            listener!(self.ready => wake);
-            let taken = self.take_batches();
-            if !taken.is_empty() {
-                break taken;
-            }
-            // A full window empties as acknowledgements come (they wake
-            // this), or as they fail to come in time.
-            wake.or(async {
-                Timer::after(Duration::from_secs(1)).await;
-            })
-            .await;
-        };
-        while let Some(mut taken) = ready.pop_front() {
-            taken.outbox.room.notify(usize::MAX);
-            let body = taken.batch.len();
-            if let Some(key) = &self.key {
-                let tag = key.sign(&taken.batch);
-                taken.batch.extend_from_slice(&tag);
-            }
-            let published: redis::RedisResult<i64> = connection
-                .publish(&inbox(&taken.node))
-                .arg(&taken.batch)
-                .query_async(connection)
-                .await;
-            taken.batch.truncate(body);
-            match published {
-                Ok(receivers) if receivers > 0 => {
-                    taken
-                        .outbox
-                        .acks
-                        .published(taken.seq, body, true, taken.wants_ack);
-                }
-                // Nobody listens on that node's inbox (it is gone, or has
-                // not subscribed again since Redis came back): the batch
-                // is lost unless its senders are told.
-                Ok(_) => taken.lost(shared),
-                Err(e) => {
-                    // Nothing is lost silently: each sender hears of each
-                    // message that did not go out, this batch's and those
-                    // taken with it.
-                    taken.lost(shared);
-                    for taken in ready {
-                        taken.lost(shared);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses everything waiting in every outbox, and every batch still
-    /// waiting for an acknowledgement: Redis is unreachable, so none of it
-    /// will go out, or be acknowledged, on this connection.
-    pub(super) fn fail_outboxes(&self, shared: &Shared) {
-        for taken in self.take_batches() {
-            taken.outbox.room.notify(usize::MAX);
-            taken.lost(shared);
-        }
-        let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
-        for outbox in outboxes.values() {
-            let taken = outbox.lock().seq;
-            outbox.acks.lose_unsettled(taken);
-        }
-    }
-
-    /// Drops the outbox of `node` (gone), refusing what waited in it.
-    pub(super) fn drop_outbox(&self, shared: &Shared, node: &str) {
-        let removed = self
-            .outboxes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(node);
-        let Some(outbox) = removed else {
-            return;
-        };
-        outbox.closed.store(true, Ordering::Relaxed);
-        let mut gathering = outbox.lock();
-        let left = gathering.take();
-        let taken = gathering.seq;
-        drop(gathering);
-        outbox.room.notify(usize::MAX);
-        if let Some((batch, _, _)) = left {
-            refuse_batch(shared, &batch);
-        }
-        outbox.acks.lose_unsettled(taken);
-    }
-
-    fn take_batches(&self) -> VecDeque<Taken> {
-        let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        outboxes
-            .iter()
-            .filter_map(|(node, outbox)| {
-                // Its node is behind on what it was sent: its senders wait.
-                if outbox.acks.window_full(now) {
-                    return None;
-                }
-                let (batch, seq, wants_ack) = outbox.lock().take()?;
-                self.batches.fetch_max(seq + 1, Ordering::Relaxed);
-                Some(Taken {
-                    node: Arc::clone(node),
-                    batch,
-                    seq,
-                    wants_ack,
-                    outbox: Arc::clone(outbox),
-                })
-            })
-            .collect()
-    }
-}
-
-/// Tells the senders without receipts of the messages in a batch that
-/// could not be published that they were not delivered (those with
-/// receipts hear it as REFUSED, through the ticket their router holds).
-fn refuse_batch(shared: &Shared, batch: &[u8]) {
-    let Some(batch) = decode_batch(batch) else {
-        return;
-    };
-    let mut touched = Vec::new();
-    for record in batch.records {
-        let Record::Message {
-            to,
-            from,
-            receipts: false,
-            ..
-        } = record
-        else {
-            continue;
-        };
-        let Some(sender) = shared.registry.get(from) else {
-            continue;
-        };
-        let error = ErrorText::new(Code::Unreachable, Escaped(to));
-        let frame = sender.wire().error_frame(&error);
-        if let Ok(true) = sender
-            .outbound()
-            .try_push_deferred(frame.len(), |out| out.extend_from_slice(&frame))
-        {
-            touched.push(sender);
-        }
-    }
-    flush_all(&mut touched);
 }
