@@ -1,15 +1,59 @@
-//! Runtime helpers the binaries share: running an executor on several
-//! threads, binding a listener, and bounding a future in time.
+//! Runtime helpers the binaries share: naming threads after their
+//! program, running an executor on several threads, the background thread,
+//! binding a listener, and bounding a future in time.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::{Async, Executor, Timer};
 use socket2::{Domain, Socket, Type};
 use tracing::warn;
+
+/// The program whose threads these are (`chat-server`, `chat-client`,
+/// `chat-bench`); set once by its `main`.
+static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+
+/// Says which program this process is, for its threads' names.
+pub fn set_program(name: &'static str) {
+    let _ = PROGRAM.set(name);
+}
+
+/// The name for one of this program's threads: `chat-server/w1`,
+/// `chat-client/net`. Short roles: Linux keeps 15 bytes of a thread's
+/// name, what `top -H` and `ps -L` show.
+pub fn thread_name(role: &str) -> String {
+    format!("{}/{role}", PROGRAM.get().copied().unwrap_or("pmchat"))
+}
+
+/// The background thread's executor: one thread of the program's own,
+/// named `…/bg`, for work that belongs to no connection (the cluster's
+/// connection to Redis, its drivers and backlogs, the console's questions
+/// to the cluster). Started on first use; it runs until the process ends.
+fn background() -> &'static Executor<'static> {
+    static BACKGROUND: OnceLock<&'static Executor<'static>> = OnceLock::new();
+    BACKGROUND.get_or_init(|| {
+        let executor: &'static Executor<'static> = Box::leak(Box::new(Executor::new()));
+        let started = std::thread::Builder::new()
+            .name(thread_name("bg"))
+            .spawn(move || smol::block_on(executor.run(smol::future::pending::<()>())));
+        if let Err(e) = started {
+            // Nothing background would run: say so loudly, once.
+            tracing::error!("could not start the background thread: {e}");
+        }
+        executor
+    })
+}
+
+/// Runs `future` on the background thread (see [`background`]); dropping
+/// the task cancels it.
+pub fn spawn_background<T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> smol::Task<T> {
+    background().spawn(future)
+}
 
 /// Runs `future` until it completes or `limit` passes; `None` on time-out.
 pub async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
@@ -43,7 +87,7 @@ pub fn block_on_threads<T: Send + 'static>(
         let executor = Arc::clone(executor);
         let stopped = stopped.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("pmchat-worker-{i}"))
+            .name(thread_name(&format!("w{i}")))
             .spawn(move || smol::block_on(executor.run(stopped.recv())));
         if let Err(e) = spawned {
             warn!("could not start worker thread {i}: {e}");

@@ -127,7 +127,7 @@ impl Workers {
         for worker in &workers {
             let worker = Arc::clone(worker);
             let thread = std::thread::Builder::new()
-                .name(format!("pmchat-worker-{}", worker.index))
+                .name(crate::runtime::thread_name(&format!("w{}", worker.index)))
                 .spawn(move || worker.run());
             match thread {
                 Ok(thread) => threads.push(thread),

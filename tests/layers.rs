@@ -171,11 +171,7 @@ fn references(code: &str, here: &[String]) -> Vec<Vec<String>> {
 /// File → files it imports, with one name that ties them.
 fn import_graph() -> BTreeMap<PathBuf, BTreeMap<PathBuf, String>> {
     let modules = modules();
-    let resolve = |path: &[String]| {
-        (0..=path.len())
-            .rev()
-            .find_map(|k| modules.get(&path[..k]))
-    };
+    let resolve = |path: &[String]| (0..=path.len()).rev().find_map(|k| modules.get(&path[..k]));
     let mut graph = BTreeMap::new();
     for (module, file) in &modules {
         let edges: &mut BTreeMap<PathBuf, String> = graph.entry(file.clone()).or_default();

@@ -6,5 +6,6 @@ use clap::Parser;
 use pmchat::bench::{self, BenchArgs};
 
 fn main() -> ExitCode {
+    pmchat::runtime::set_program("chat-bench");
     bench::run(BenchArgs::parse()).into()
 }

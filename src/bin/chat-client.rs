@@ -7,6 +7,7 @@ use clap::Parser;
 use pmchat::client::{self, cli::ClientArgs};
 
 fn main() -> ExitCode {
+    pmchat::runtime::set_program("chat-client");
     match ClientArgs::parse().resolve() {
         Ok(args) => client::run(args).into(),
         Err(e) => {

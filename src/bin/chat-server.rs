@@ -13,6 +13,7 @@ use pmchat::server::{self, Server};
 use pmchat::workers::Workers;
 
 fn main() -> ExitCode {
+    pmchat::runtime::set_program("chat-server");
     // A subcommand beside a positional PORT: dispatched by hand, so that
     // `chat-server 0` and `chat-server passwd …` both read naturally.
     if std::env::args_os()

@@ -43,7 +43,7 @@ impl StdoutWriter {
         let broken = Arc::new(AtomicBool::new(false));
         let failed = Arc::clone(&broken);
         std::thread::Builder::new()
-            .name("pmchat-stdout".into())
+            .name(crate::runtime::thread_name("out"))
             .spawn(move || {
                 let _done = done;
                 let mut stdout = io::stdout();
@@ -110,7 +110,7 @@ fn start_watcher() {
     static STARTED: Once = Once::new();
     STARTED.call_once(|| {
         let _ = std::thread::Builder::new()
-            .name("pmchat-stdout-watch".into())
+            .name(crate::runtime::thread_name("outw"))
             .spawn(watch);
     });
 }

@@ -255,7 +255,7 @@ impl Verifier {
     pub(crate) fn start() -> Verifier {
         let (checks, queue) = async_channel::bounded::<Check>(VERIFY_QUEUE);
         let started = std::thread::Builder::new()
-            .name("pmchat-verify".into())
+            .name(crate::runtime::thread_name("pwd"))
             .spawn(move || {
                 while let Ok(mut check) = queue.recv_blocking() {
                     let ok = verify_password(&check.hash, &check.password);

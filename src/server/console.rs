@@ -106,7 +106,7 @@ commands:
 /// [`super::start_console`]).
 pub(super) fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
     std::thread::Builder::new()
-        .name("pmchat-console".into())
+        .name(crate::runtime::thread_name("con"))
         .spawn(move || run(std::io::stdin().lock(), std::io::stdout(), &handle, color))
         .map(drop)
 }

@@ -115,7 +115,7 @@ impl ServerHandle {
         Ok(self.kick(name))
     }
 
-    /// Runs `work` on smol's global executor, where the cluster's
+    /// Runs `work` on the background thread, where the cluster's
     /// connection lives, and waits for its answer on the calling thread
     /// (the console's) without running an executor there. `None` without a
     /// cluster, when `work` answers `None`, or when no answer came within
@@ -128,7 +128,7 @@ impl ServerHandle {
         self.shared.cluster.as_ref()?;
         let future = work(Arc::clone(&self.shared));
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        smol::spawn(async move {
+        crate::runtime::spawn_background(async move {
             let _ = answer.send(future.await);
         })
         .detach();

@@ -356,12 +356,12 @@ impl Server {
                 }
             }
         };
-        // On smol's global executor, where the Redis client runs its
-        // connections' drivers: a message crossing nodes then wakes one
-        // thread fewer on each side. Dropped (cancelled) at shutdown.
+        // On the background thread, where the Redis connections' drivers
+        // run too: a message crossing nodes then wakes one thread fewer on
+        // each side. Dropped (cancelled) at shutdown.
         let in_cluster = shared.cluster.is_some().then(|| {
             let shared = Arc::clone(shared);
-            smol::spawn(async move {
+            crate::runtime::spawn_background(async move {
                 if let Some(cluster) = &shared.cluster {
                     cluster.run(&shared).await;
                 }

@@ -183,7 +183,7 @@ impl NodeConnection {
             MultiplexedConnection::new_with_config(info.redis_settings(), stream, config).await?;
         Ok(NodeConnection {
             connection,
-            _driver: Arc::new(smol::spawn(driver)),
+            _driver: Arc::new(crate::runtime::spawn_background(driver)),
         })
     }
 

@@ -49,7 +49,7 @@ pub(super) fn spawn(handle: ServerHandle, color: bool) -> std::io::Result<()> {
         let _ = SAVED.set(settings);
     }
     std::thread::Builder::new()
-        .name("pmchat-console".into())
+        .name(crate::runtime::thread_name("con"))
         .spawn(move || edit(&handle, color))
         .map(drop)
 }

@@ -217,7 +217,7 @@ impl Link {
             let phase = Arc::clone(&phase);
             let timing = (options.drain_timeout, greeting.pace);
             thread::Builder::new()
-                .name("pmchat-network".into())
+                .name(crate::runtime::thread_name("net"))
                 .spawn(move || {
                     network(
                         transport,

@@ -63,7 +63,7 @@ impl Cluster {
         );
         drop(backlogs);
         let shared = Arc::clone(shared);
-        smol::spawn(async move {
+        crate::runtime::spawn_background(async move {
             if let Some(cluster) = &shared.cluster {
                 cluster.drain_backlog(&shared, &session).await;
             }

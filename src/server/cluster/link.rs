@@ -68,8 +68,13 @@ impl Cluster {
                     .response_timeout(REDIS_TIMEOUT)
                     .build()?;
                 // Each shard's connection is a `NodeConnection`, read as
-                // the single Redis's is (the crate's generic constructor,
-                // public though left out of its docs).
+                // the single Redis's is, on our own socket. This
+                // constructor is public but `#[doc(hidden)]`: Cargo.toml
+                // pins redis to exactly 1.8.1 for it, so that `cargo
+                // update` cannot move it under us. (It spares each read the
+                // zeroing of a fresh buffer that the smol adapter's
+                // `AsyncRead` does; until the adapter keeps its buffer, the
+                // pin stays.)
                 let connection = client.get_async_generic_connection().await?;
                 Ok(Commands::Sharded(connection))
             }
