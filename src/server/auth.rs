@@ -14,7 +14,7 @@
 //!    required"; a password over plain TCP is refused unless the server
 //!    allows it (`--allow-plaintext-passwords`), without being checked.
 //! 3. The attempt waits out the back-off that earlier failures for this
-//!    name or from this address earned ([`Backoff`]), unless AUTH carries
+//!    name or from this address earned ([`GuessThrottle`]), unless AUTH carries
 //!    a valid device token for the name ([`super::device`]); then the hash is
 //!    checked on the [`Verifier`] thread. A full verifier queue refuses the
 //!    login at once rather than queueing without bound. When this takes
@@ -113,13 +113,13 @@ fn delay_after(failures: u32) -> Duration {
 /// Back-off per name and per source address.
 ///
 /// An attempt counts as a failure from the moment it starts
-/// ([`Backoff::begin`]) until it succeeds. The checks of one name's
+/// ([`GuessThrottle::begin`]) until it succeeds. The checks of one name's
 /// attempts are spaced out, each its delay after the previous one was
 /// scheduled, however many connections carry them: a hundred guesses sent
 /// at once are checked in turn, on the schedule, and those that would wait
 /// longer than [`MAX_DELAY`] for their turn are refused at once, unchecked.
 #[derive(Debug, Default)]
-pub(crate) struct Backoff {
+pub(crate) struct GuessThrottle {
     table: Mutex<BackoffTable>,
 }
 
@@ -129,7 +129,7 @@ struct BackoffTable {
     addresses: HashMap<IpAddr, Failures>,
 }
 
-impl Backoff {
+impl GuessThrottle {
     /// Counts an attempt; returns how long it must wait before its
     /// password is checked, or `None` (not counted) when its turn would
     /// come more than [`MAX_DELAY`] from now: enough of this name's
@@ -294,7 +294,7 @@ impl Verifier {
 pub(crate) struct AuthState {
     pub(crate) accounts: Arc<Accounts>,
     verifier: Verifier,
-    pub(crate) backoff: Backoff,
+    pub(crate) backoff: GuessThrottle,
     tokens: DeviceTokens,
 }
 
@@ -310,7 +310,7 @@ impl AuthState {
         AuthState {
             accounts,
             verifier: Verifier::start(),
-            backoff: Backoff::default(),
+            backoff: GuessThrottle::default(),
             tokens,
         }
     }
@@ -527,7 +527,7 @@ mod tests {
 
     #[test]
     fn the_fifth_guess_waits_and_the_delay_doubles_up_to_a_cap() {
-        let backoff = Backoff::default();
+        let backoff = GuessThrottle::default();
         let mut now = Instant::now();
         let mut delays = Vec::new();
         // One attempt at a time, each after the previous one's check.
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn attempts_at_once_are_checked_in_turn_and_the_rest_refused_unchecked() {
-        let backoff = Backoff::default();
+        let backoff = GuessThrottle::default();
         let now = Instant::now();
         let ms = Duration::from_millis;
         let turns: Vec<Option<Duration>> =
@@ -561,7 +561,7 @@ mod tests {
 
     #[test]
     fn guessing_many_names_from_one_address_is_slowed_too() {
-        let backoff = Backoff::default();
+        let backoff = GuessThrottle::default();
         let now = Instant::now();
         for name in ["a", "b", "c", "d"] {
             backoff.begin(name, HOME, now);
@@ -574,7 +574,7 @@ mod tests {
 
     #[test]
     fn success_clears_the_name_and_uncharges_the_address() {
-        let backoff = Backoff::default();
+        let backoff = GuessThrottle::default();
         let now = Instant::now();
         for _ in 0..3 {
             backoff.begin("alice", HOME, now);
@@ -586,7 +586,7 @@ mod tests {
 
     #[test]
     fn stale_failures_are_forgotten() {
-        let backoff = Backoff::default();
+        let backoff = GuessThrottle::default();
         let then = Instant::now();
         for _ in 0..5 {
             backoff.begin("alice", HOME, then);
@@ -597,7 +597,7 @@ mod tests {
 
     #[test]
     fn the_address_table_is_bounded() {
-        let backoff = Backoff::default();
+        let backoff = GuessThrottle::default();
         let now = Instant::now();
         for i in 0..(MAX_ADDRESSES as u32 + 10) {
             backoff.begin(&format!("n{i}"), IpAddr::V4(i.into()), now);

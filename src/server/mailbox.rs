@@ -16,7 +16,7 @@ use crate::wire::texts::ErrorText;
 
 /// A logged-in user: what other sessions need to reach it.
 #[derive(Debug)]
-pub struct Session {
+pub struct Mailbox {
     /// Registered username; the `from` of every message this user sends.
     name: Box<str>,
     /// Remote address, for logs.
@@ -35,14 +35,14 @@ pub struct Session {
     connection: WeakTransport,
 }
 
-impl Session {
+impl Mailbox {
     pub(super) fn new(
         name: Box<str>,
         peer: SocketAddr,
         transport: &Transport,
         shared: &Shared,
     ) -> Self {
-        Session {
+        Mailbox {
             name,
             peer,
             wire: AtomicU8::new(Wire::V1 as u8),
@@ -60,7 +60,7 @@ impl Session {
         transport: &Transport,
         shared: &Shared,
     ) -> Self {
-        Session::new(name.into(), peer, transport, shared)
+        Mailbox::new(name.into(), peer, transport, shared)
     }
 
     /// The username.
@@ -113,7 +113,7 @@ impl Session {
 
 /// Writes every queue a delivery made non-empty: directly when nobody is
 /// writing it, else by waking its writer.
-pub(crate) fn flush_all(sessions: &mut Vec<Arc<Session>>) {
+pub(crate) fn flush_all(sessions: &mut Vec<Arc<Mailbox>>) {
     for session in sessions.drain(..) {
         match session.connection() {
             Some(connection) => session.outbound().flush_direct(&connection),

@@ -16,7 +16,9 @@
 //!
 //! The queue is bounded in bytes. A producer that finds it
 //! full waits for room (backpressure) with a deadline; what happens after the
-//! deadline is the caller's decision (see `session`).
+//! deadline is the caller's decision (`router` for a local sender, which
+//! disconnects the recipient as a slow consumer; `cluster/drain` for
+//! messages from other nodes).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //!
 //! The lock is a plain `RwLock` held only for a map operation, never across
 //! an `.await`. Readers look recipients up here only on a miss in their own
-//! small cache (see `session::Router`), so routing does not contend on it.
+//! small cache (see `router`), so routing does not contend on it.
 //!
 //! The registry also tells presence watchers (sessions that asked for
 //! `presence` in HELLO) who joins and leaves. Events are queued while the
@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use tracing::warn;
 
-use super::mailbox::Session;
+use super::mailbox::Mailbox;
 use crate::wire::v1;
 
 /// The name is held by another session.
@@ -36,9 +36,9 @@ pub struct Registry {
 #[derive(Debug, Default)]
 struct Inner {
     /// Logged-in sessions by username.
-    sessions: HashMap<Box<str>, Arc<Session>>,
+    sessions: HashMap<Box<str>, Arc<Mailbox>>,
     /// Sessions that receive joined/left events.
-    watchers: Vec<Arc<Session>>,
+    watchers: Vec<Arc<Mailbox>>,
     /// Set at shutdown, when everyone leaving at once is not news.
     quiet: bool,
     /// Users online on other nodes of the cluster: name → node id.
@@ -102,7 +102,7 @@ impl Registry {
     }
 
     /// Adds `session` under its name unless the name is held.
-    pub fn insert(&self, session: &Arc<Session>) -> Result<(), NameTaken> {
+    pub fn insert(&self, session: &Arc<Mailbox>) -> Result<(), NameTaken> {
         let mut inner = self.write();
         if inner.sessions.contains_key(session.name()) {
             return Err(NameTaken);
@@ -120,7 +120,7 @@ impl Registry {
 
     /// Removes `session`, but only if its name still maps to it (a new
     /// session with the same name must not be evicted by an old one).
-    pub fn remove(&self, session: &Arc<Session>) {
+    pub fn remove(&self, session: &Arc<Mailbox>) {
         let mut inner = self.write();
         inner.watchers.retain(|w| !Arc::ptr_eq(w, session));
         if inner
@@ -135,7 +135,7 @@ impl Registry {
 
     /// Makes `session` a presence watcher: queues `welcome`, then the
     /// current online list, then (later) every change.
-    pub fn watch(&self, session: &Arc<Session>, welcome: &[u8]) {
+    pub fn watch(&self, session: &Arc<Mailbox>, welcome: &[u8]) {
         let mut inner = self.write();
         if inner.watchers.iter().any(|w| Arc::ptr_eq(w, session)) {
             return;
@@ -154,14 +154,14 @@ impl Registry {
     }
 
     /// The session logged in as `name`, if any.
-    pub fn get(&self, name: &[u8]) -> Option<Arc<Session>> {
+    pub fn get(&self, name: &[u8]) -> Option<Arc<Mailbox>> {
         let name = std::str::from_utf8(name).ok()?;
         self.read().sessions.get(name).cloned()
     }
 
     /// Calls `f` on every logged-in session, under the read lock (so `f`
     /// must be quick and must not touch the registry).
-    pub(crate) fn for_each(&self, f: impl FnMut(&Arc<Session>)) {
+    pub(crate) fn for_each(&self, f: impl FnMut(&Arc<Mailbox>)) {
         self.read().sessions.values().for_each(f);
     }
 

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use super::auth::HelloRequest;
 use super::cluster::Ticket;
-use super::mailbox::Session;
+use super::mailbox::Mailbox;
 use super::outbound::PushError;
 use super::Shared;
 use crate::sanitize::Escaped;
@@ -38,11 +38,11 @@ pub(crate) struct SenderClosed;
 pub(crate) struct Router<'a> {
     shared: &'a Shared,
     /// The sending session (for `from` and for error replies).
-    me: &'a Arc<Session>,
+    me: &'a Arc<Mailbox>,
     /// Recipient of the previous message: usually also the next one's.
-    last: Option<Arc<Session>>,
+    last: Option<Arc<Mailbox>>,
     /// Recipients seen recently, by name.
-    cache: HashMap<Box<[u8]>, Arc<Session>>,
+    cache: HashMap<Box<[u8]>, Arc<Mailbox>>,
     /// The client negotiated extensions with HELLO, so it may be sent
     /// frames with opcodes of 2 and above.
     pub(crate) extended: bool,
@@ -50,7 +50,7 @@ pub(crate) struct Router<'a> {
     pub(crate) auth_expected: bool,
     /// Recipients whose idle queues got frames in this batch; written at
     /// the end of the batch by [`Router::flush`].
-    to_flush: Vec<Arc<Session>>,
+    to_flush: Vec<Arc<Mailbox>>,
     /// The client asked for receipts.
     receipts: bool,
     /// Message frames read since login: the ordinal of the latest.
@@ -124,7 +124,7 @@ impl Unconfirmed {
 const RECIPIENT_CACHE: usize = 256;
 
 impl<'a> Router<'a> {
-    pub(crate) fn new(shared: &'a Shared, me: &'a Arc<Session>) -> Self {
+    pub(crate) fn new(shared: &'a Shared, me: &'a Arc<Mailbox>) -> Self {
         Router {
             shared,
             me,
@@ -179,7 +179,7 @@ impl<'a> Router<'a> {
     /// remembered for the end-of-batch flush.
     fn push_now(
         &mut self,
-        session: &Arc<Session>,
+        session: &Arc<Mailbox>,
         len: usize,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), PushError> {
@@ -248,7 +248,7 @@ impl<'a> Router<'a> {
         self.reply(&frames).await
     }
 
-    fn lookup(&mut self, to: &[u8]) -> Option<Arc<Session>> {
+    fn lookup(&mut self, to: &[u8]) -> Option<Arc<Mailbox>> {
         if let Some(last) = &self.last {
             if last.name().as_bytes() == to {
                 return Some(Arc::clone(last));
@@ -433,7 +433,7 @@ impl<'a> Router<'a> {
         self.reply(&frames).await
     }
 
-    fn disconnect_slow(&self, session: &Arc<Session>) {
+    fn disconnect_slow(&self, session: &Arc<Mailbox>) {
         if session.outbound().abort() {
             self.shared.registry.remove(session);
             warn!(
@@ -485,7 +485,7 @@ mod tests {
     }
 
     /// Logged-in sessions with these names (and their clients' ends).
-    fn online(shared: &Shared, names: &[&str]) -> Vec<(Arc<Session>, std::net::TcpStream)> {
+    fn online(shared: &Shared, names: &[&str]) -> Vec<(Arc<Mailbox>, std::net::TcpStream)> {
         names
             .iter()
             .map(|name| {
@@ -534,7 +534,7 @@ mod tests {
     }
 
     /// A router for `me` after a HELLO asking for receipts.
-    fn with_receipts<'a>(shared: &'a Shared, me: &'a Arc<Session>) -> Router<'a> {
+    fn with_receipts<'a>(shared: &'a Shared, me: &'a Arc<Mailbox>) -> Router<'a> {
         let mut router = Router::new(shared, me);
         let receipts = HelloRequest {
             receipts: true,

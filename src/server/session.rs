@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::{authenticate, HelloRequest, Proven};
 use super::cluster::ClaimError;
-use super::mailbox::Session;
+use super::mailbox::Mailbox;
 use super::pending::bounded_login_step;
 use super::refusal::{linger, reject};
 use super::router::Router;
@@ -126,7 +126,7 @@ pub(crate) async fn serve(
             return refuse_login(&transport, &mut input, &shared, error).await;
         }
     }
-    let session = Arc::new(Session::new(name, peer, &transport, &shared));
+    let session = Arc::new(Mailbox::new(name, peer, &transport, &shared));
     // A client's first bytes usually come with its handshake: then its
     // wire is known before anyone can message it. One that has sent
     // nothing is spoken to in the default wire until it does.
@@ -325,7 +325,7 @@ async fn read_loop(
     shared: &Shared,
     transport: &Transport,
     input: &mut FrameReader<InputDecoder>,
-    session: &Arc<Session>,
+    session: &Arc<Mailbox>,
     proven: Option<Proven>,
 ) -> ReadEnd {
     let mut router = Router::new(shared, session);
@@ -531,7 +531,7 @@ async fn wait_for_rest_of_frame<D: Decoder>(
 }
 
 /// Writes this session's queue to the transport until the queue is closed.
-async fn write_loop(transport: Transport, session: Arc<Session>) {
+async fn write_loop(transport: Transport, session: Arc<Mailbox>) {
     let mut batch = Vec::new();
     while session.outbound().next_batch(&mut batch).await {
         if let Err(e) = transport.write_all(&batch).await {

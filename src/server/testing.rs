@@ -7,7 +7,7 @@ use std::sync::Arc;
 use smol::Async;
 
 use super::config::Config;
-use super::mailbox::Session;
+use super::mailbox::Mailbox;
 use super::{Server, Shared};
 use crate::transport::Transport;
 use crate::wire::v1::{self, Decoded, ServerFrame};
@@ -25,11 +25,11 @@ pub(crate) fn shared_with(config: Config) -> Arc<Shared> {
 
 /// A session named `name` on a real connection; the returned stream is the
 /// client's end (kept so the socket stays open).
-pub(crate) fn session(shared: &Shared, name: &str) -> (Arc<Session>, TcpStream) {
+pub(crate) fn session(shared: &Shared, name: &str) -> (Arc<Mailbox>, TcpStream) {
     let (client, server_end) = crate::runtime::loopback_pair();
     let peer = server_end.peer_addr().expect("peer");
     let transport = Transport::tcp(Async::new(server_end).expect("register"));
-    let session = Session::for_test(name, peer, &transport, shared);
+    let session = Mailbox::for_test(name, peer, &transport, shared);
     (Arc::new(session), client)
 }
 
@@ -47,7 +47,7 @@ pub(crate) enum Out {
 }
 
 /// Everything queued for `session` and not yet written, decoded.
-pub(crate) fn queued(session: &Session) -> Vec<Out> {
+pub(crate) fn queued(session: &Mailbox) -> Vec<Out> {
     let mut bytes = Vec::new();
     if let Some(true) = smol::block_on(crate::runtime::timeout(
         std::time::Duration::from_millis(50),

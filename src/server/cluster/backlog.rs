@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::server::mailbox::Session;
+use crate::server::mailbox::Mailbox;
 
 /// A message from another node waiting for room in a local recipient's
 /// queue.
@@ -41,6 +41,6 @@ pub(super) enum Joined {
 }
 
 /// A session's backlog key: its address.
-pub(super) fn session_key(session: &Arc<Session>) -> usize {
+pub(super) fn session_key(session: &Arc<Mailbox>) -> usize {
     Arc::as_ptr(session) as usize
 }

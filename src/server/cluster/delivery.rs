@@ -13,7 +13,7 @@ use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
 use super::Cluster;
 use crate::sanitize::Escaped;
 use crate::server::mailbox::flush_all;
-use crate::server::mailbox::Session;
+use crate::server::mailbox::Mailbox;
 use crate::server::outbound::PushError;
 use crate::server::Shared;
 use crate::wire::texts::{Code, ErrorText};
@@ -96,7 +96,7 @@ impl Cluster {
         }
         let limits = &shared.config.limits;
         let patience = shared.config.slow_consumer_timeout;
-        let mut touched: Vec<Arc<Session>> = Vec::new();
+        let mut touched: Vec<Arc<Mailbox>> = Vec::new();
         // The acknowledgement's list of refused records, if one is owed.
         let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
         let mut names = CheckedNames::default();
@@ -232,7 +232,7 @@ impl Cluster {
 /// What became of one message from another node.
 enum Delivered {
     /// In the recipient's queue, which needs a write.
-    Queued(Arc<Session>),
+    Queued(Arc<Mailbox>),
     /// In the queue (already being written) or waiting in its backlog.
     Waiting,
     /// Waiting in a backlog that passed the pause threshold: the sender's

@@ -6,7 +6,7 @@ use super::backlog::{session_key, Backlog, Joined, Waiting};
 use super::batch::Record;
 use super::pause::{BACKLOG_BYTES, PAUSE_AT};
 use super::Cluster;
-use crate::server::mailbox::Session;
+use crate::server::mailbox::Mailbox;
 use crate::server::outbound::PushError;
 use crate::server::Shared;
 use crate::wire::texts::{Code, ErrorText};
@@ -20,7 +20,7 @@ impl Cluster {
     pub(super) fn join_backlog(
         &self,
         shared: &Shared,
-        session: &Arc<Session>,
+        session: &Arc<Mailbox>,
         waiting: impl FnOnce() -> Waiting,
     ) -> Joined {
         let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
@@ -49,7 +49,7 @@ impl Cluster {
     pub(super) fn start_backlog(
         &self,
         shared: &Arc<Shared>,
-        session: Arc<Session>,
+        session: Arc<Mailbox>,
         first: Waiting,
     ) {
         let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,7 +75,7 @@ impl Cluster {
     /// the slow-consumer timeout for room; a recipient that never makes room
     /// is disconnected as a slow consumer, and the senders of what was still
     /// waiting are told.
-    async fn drain_backlog(&self, shared: &Shared, session: &Arc<Session>) {
+    async fn drain_backlog(&self, shared: &Shared, session: &Arc<Mailbox>) {
         let key = session_key(session);
         loop {
             let next = {
@@ -139,7 +139,7 @@ impl Cluster {
 
     /// Tells the nodes in `paused` that `session`'s user may be sent to
     /// again.
-    async fn resume_senders(&self, session: &Session, paused: Vec<Arc<str>>) {
+    async fn resume_senders(&self, session: &Mailbox, paused: Vec<Arc<str>>) {
         let go = Record::Go {
             name: session.name().as_bytes(),
         };

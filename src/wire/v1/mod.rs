@@ -47,7 +47,9 @@
 //! client after login, 1, 2, 3…, and accounts for each one, in order.
 //! ACCEPTED *n* says every message up to *n* not refused before it was
 //! accepted: queued to a connected recipient's session (not yet read by the
-//! person). It comes once per read batch, not per message. REFUSED *n*
+//! person), on this server or, in a cluster, on the recipient's node, which
+//! acknowledged it. It comes once per read batch (later for messages to
+//! other nodes: once their batch is acknowledged), not per message. REFUSED *n*
 //! says message *n* was not delivered and why, with the text an error
 //! frame would have carried; ACCEPTED for the messages before it always
 //! comes first, so receipts arrive in message order. A session with
