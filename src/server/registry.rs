@@ -15,6 +15,7 @@
 //! reached directly.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tracing::warn;
@@ -31,6 +32,10 @@ pub struct NameTaken;
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: RwLock<Inner>,
+    /// Bumped by every change (each write lock): a sender that found a
+    /// user on another node keeps using what it found while this stays
+    /// the same, without a lookup per message.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +99,17 @@ impl Inner {
 
 impl Registry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        let inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        // Under the lock: a reader that saw the old generation looked up
+        // before this change, and will look again.
+        self.generation.fetch_add(1, Ordering::Release);
+        inner
+    }
+
+    /// The registry's generation: it changes whenever anything in it does
+    /// (see [`Registry::remote_node`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::auth::HelloRequest;
-use super::cluster::Ticket;
+use super::cluster::{Route, Ticket};
 use super::mailbox::Mailbox;
 use super::outbound::PushError;
 use super::Shared;
@@ -57,18 +57,23 @@ pub(crate) struct Router<'a> {
     ordinal: u64,
     /// The highest ordinal the client was told about.
     accounted: u64,
-    /// With receipts: messages handed to another node whose batch Redis
-    /// has not acknowledged yet; no ACCEPTED covers them before it has.
-    /// Boxed, made on the first such message: most senders never have
-    /// one, and an idle connection's memory counts.
-    unconfirmed: Option<Box<Unconfirmed>>,
+    /// Messages to other nodes: the route of the last one and, with
+    /// receipts, those whose batch Redis has not acknowledged yet (no
+    /// ACCEPTED covers them before it has). Boxed, made on the first such
+    /// message: most senders never have one, and an idle connection's
+    /// memory counts.
+    cross: Option<Box<CrossNode>>,
 }
 
-/// Messages sent to other nodes (with receipts) whose batches are not yet
-/// known to be published. Cleared, not freed, after each check: no
-/// allocation per message once warm.
+/// A sender's state for messages to other nodes: made on its first such
+/// message. The messages sent with receipts whose batches are not yet
+/// known to be published (cleared, not freed, after each check: no
+/// allocation per message once warm), and the route of the last one.
 #[derive(Default)]
-struct Unconfirmed {
+struct CrossNode {
+    /// Where the last message to another node went, reused while the
+    /// registry does not change.
+    route: Option<Route>,
     /// The distinct batches they went into.
     tickets: Vec<Ticket>,
     /// Each message: its ordinal, its batch (an index into `tickets`), its
@@ -101,7 +106,7 @@ impl Drop for Router<'_> {
 /// reader idle and answer at once.
 pub(crate) const ACK_EVERY: u64 = 8192;
 
-impl Unconfirmed {
+impl CrossNode {
     /// Message `ordinal` to `to` went into `ticket`'s batch.
     fn add(&mut self, ordinal: u64, to: &[u8], ticket: Ticket) {
         let index = ticket.index;
@@ -136,7 +141,7 @@ impl<'a> Router<'a> {
             receipts: false,
             ordinal: 0,
             accounted: 0,
-            unconfirmed: None,
+            cross: None,
         }
     }
 
@@ -283,6 +288,25 @@ impl<'a> Router<'a> {
             return self.refuse(&error).await;
         }
         let me = self.me.name().as_bytes();
+        // To the user on another node the last message went to, while
+        // nobody logged in or out anywhere: no lookup at all.
+        if let (Some(cluster), Some(cross)) = (&self.shared.cluster, &mut self.cross) {
+            if let Some(route) = &cross.route {
+                if *route.to == *to && route.generation == self.shared.registry.generation() {
+                    if let Ok(ticket) = cluster.forward_on(route, me, content, self.receipts) {
+                        if let Some(ticket) = ticket {
+                            cross.add(self.ordinal, to, ticket);
+                        }
+                        return Ok(());
+                    }
+                    // No room, a pause, Redis away: the full path below
+                    // waits or refuses.
+                }
+            }
+        }
+        // Read before the lookups: a change after them moves it, and the
+        // route found is not kept past that.
+        let generation = self.shared.registry.generation();
         // Two attempts: a cached recipient may have left, and someone new
         // may hold the name by now.
         for _ in 0..2 {
@@ -340,13 +364,11 @@ impl<'a> Router<'a> {
                 };
                 let error = match forwarded {
                     Ok(ticket) => {
+                        let cross = self.cross.get_or_insert_with(Box::default);
                         if self.receipts {
-                            self.unconfirmed.get_or_insert_with(Box::default).add(
-                                self.ordinal,
-                                to,
-                                ticket,
-                            );
+                            cross.add(self.ordinal, to, ticket);
                         }
+                        cross.route = cluster.route(&node, to, generation);
                         return Ok(());
                     }
                     Err(super::cluster::Forward::Unreachable) => Code::Unreachable,
@@ -393,9 +415,7 @@ impl<'a> Router<'a> {
     /// on other nodes is rare, and its state must not grow every session's
     /// future (an idle connection's memory).
     fn has_unconfirmed(&self) -> bool {
-        self.unconfirmed
-            .as_ref()
-            .is_some_and(|u| !u.messages.is_empty())
+        self.cross.as_ref().is_some_and(|u| !u.messages.is_empty())
     }
 
     /// Waits until Redis acknowledged (or failed) the batches of the
@@ -403,7 +423,7 @@ impl<'a> Router<'a> {
     /// ones not published as REFUSED, each after an ACCEPTED for what came
     /// before it.
     async fn confirm_forwarded(&mut self) -> Result<(), SenderClosed> {
-        let Some(mut unconfirmed) = self.unconfirmed.take() else {
+        let Some(mut unconfirmed) = self.cross.take() else {
             return Ok(());
         };
         let deadline = Instant::now() + CONFIRM_WAIT;
@@ -426,7 +446,7 @@ impl<'a> Router<'a> {
             self.accounted = ordinal;
         }
         unconfirmed.names.clear();
-        self.unconfirmed = Some(unconfirmed);
+        self.cross = Some(unconfirmed);
         if frames.is_empty() {
             return Ok(());
         }

@@ -991,10 +991,21 @@ fn free_cluster_port() -> u16 {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    // Never the same port twice in one test process: a port picked for one
+    // purpose (a Redis TLS port) and not yet bound must not be picked
+    // again for another (a Redis node's own port) before it is.
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Runs each case twice: on one Redis, and on a three-master Redis Cluster

@@ -28,10 +28,37 @@ crate::on_both!(
     a_remote_non_reader_is_dropped_by_its_own_node_and_the_senders_node_stays_bounded,
     every_client_kind_works_across_nodes,
     a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile,
-    a_ban_on_one_node_keeps_the_name_out_of_every_node;
+    a_ban_on_one_node_keeps_the_name_out_of_every_node,
+    a_sender_follows_a_user_who_moves_between_nodes;
     without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns,
     redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes,
 );
+
+/// A sender keeps the way to a user on another node while nothing changes;
+/// the user moving to a third node, or to the sender's, must not leave it
+/// sending to the old one.
+fn a_sender_follows_a_user_who_moves_between_nodes(url: &str) {
+    let mut nodes = nodes(url, 3);
+    let mut alice = nodes[0].login("alice");
+    let bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    let mut bob = bob;
+    for i in 0..3 {
+        alice.send("bob", &format!("to node 1, {i}"));
+        eqnice!(Frame::msg("alice", &format!("to node 1, {i}")), bob.frame());
+    }
+    drop(bob);
+    nodes[0].wait_offline("bob");
+    let mut bob = nodes[2].login("bob");
+    nodes[0].wait_online("bob");
+    alice.send("bob", "to node 2");
+    eqnice!(Frame::msg("alice", "to node 2"), bob.frame());
+    drop(bob);
+    nodes[0].wait_offline("bob");
+    let mut bob = nodes[0].login("bob");
+    alice.send("bob", "on alice's node");
+    eqnice!(Frame::msg("alice", "on alice's node"), bob.frame());
+}
 
 fn messages_cross_nodes_both_ways_in_order(url: &str) {
     let mut nodes = nodes(url, 3);

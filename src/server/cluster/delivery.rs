@@ -100,6 +100,7 @@ impl Cluster {
         // The acknowledgement's list of refused records, if one is owed.
         let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
         let mut names = CheckedNames::default();
+        let mut recipients = Recipients::default();
         for (index, record) in batch.records.into_iter().enumerate() {
             if !valid_record(limits, &record, &mut names) {
                 self.reject("a record that breaks the limits");
@@ -112,7 +113,13 @@ impl Cluster {
                     content,
                     receipts,
                 } => {
-                    let error = match self.deliver_message(shared, &origin, to, from, content) {
+                    let delivered = match recipients.get(shared, to) {
+                        Some(session) => {
+                            self.deliver_message(shared, &origin, session, from, content)
+                        }
+                        None => Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to))),
+                    };
+                    let error = match delivered {
                         Delivered::Waiting => continue,
                         Delivered::Queued(session) => {
                             touched.push(session);
@@ -185,13 +192,10 @@ impl Cluster {
         &self,
         shared: &Arc<Shared>,
         origin: &Arc<str>,
-        to: &[u8],
+        session: Arc<Mailbox>,
         from: &[u8],
         content: &[u8],
     ) -> Delivered {
-        let Some(session) = shared.registry.get(to) else {
-            return Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to)));
-        };
         let (wire, name) = (session.wire(), session.name().as_bytes());
         let len = wire.message_len(name, from, content);
         let encode = |out: &mut Vec<u8>| wire.encode_message(name, from, content, out);
@@ -240,6 +244,43 @@ enum Delivered {
     WaitingPause,
     /// Not delivered, for this reason.
     Refused(ErrorText),
+}
+
+/// The recipients a batch reached, so that a batch (the same few hundred
+/// recipients at most, each many times) looks each up in the registry once
+/// rather than once per message: a small table by a cheap hash of the
+/// name, a collision replacing the older entry. It lives for one batch: a
+/// session that closes meanwhile is found closed when its queue is pushed
+/// to.
+struct Recipients {
+    slots: [Option<Arc<Mailbox>>; RECIPIENT_SLOTS],
+}
+
+impl Default for Recipients {
+    fn default() -> Self {
+        Recipients {
+            slots: std::array::from_fn(|_| None),
+        }
+    }
+}
+
+/// Slots in a batch's table of recipients (a power of two).
+const RECIPIENT_SLOTS: usize = 64;
+
+impl Recipients {
+    fn get(&mut self, shared: &Shared, to: &[u8]) -> Option<Arc<Mailbox>> {
+        // FNV-1a: a few cycles a byte on names of a few bytes.
+        let hash = to.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let slot = &mut self.slots[hash as usize & (RECIPIENT_SLOTS - 1)];
+        if let Some(hit) = slot.as_ref().filter(|m| m.name().as_bytes() == to) {
+            return Some(Arc::clone(hit));
+        }
+        let found = shared.registry.get(to)?;
+        *slot = Some(Arc::clone(&found));
+        Some(found)
+    }
 }
 
 /// The last two names of a batch found valid: a batch is mostly the same

@@ -174,12 +174,7 @@ impl Cluster {
                 }
             }
         };
-        let publisher = async {
-            let mut connection = connection.clone();
-            loop {
-                self.publish_ready(shared, &mut connection).await?;
-            }
-        };
+        let publisher = self.publish(shared, &connection);
         inbound.or(leases).or(publisher).await
     }
 }

@@ -102,7 +102,7 @@ use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
 #[cfg(doc)]
 use self::outbox::OUTBOX_BYTES;
-pub(crate) use self::outbox::{Forward, Ticket, Unreachable};
+pub(crate) use self::outbox::{Forward, Route, Ticket, Unreachable};
 /// How long a node's lease (and so its names) lasts without renewal: a
 /// node that dies frees its names within this.
 pub const LEASE: Duration = Duration::from_secs(5);

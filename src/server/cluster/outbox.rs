@@ -87,6 +87,11 @@ impl Outbox {
         }
     }
 
+    /// True if the batch being gathered has records.
+    pub(super) fn has_records(&self) -> bool {
+        !self.lock().batch.is_empty()
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Gathering> {
         self.gathering.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -124,6 +129,16 @@ impl Ticket {
     pub(crate) fn same_batch(&self, other: &Ticket) -> bool {
         Arc::ptr_eq(&self.outbox, &other.outbox) && self.seq == other.seq
     }
+}
+
+/// Where one sender's messages to one user on another node go: the node
+/// and its outbox, looked up once and used for as long as the registry
+/// stays at `generation` (any login, logout or directory change moves it).
+pub(crate) struct Route {
+    pub(crate) to: Box<[u8]>,
+    pub(super) node: Arc<str>,
+    pub(super) outbox: Arc<Outbox>,
+    pub(crate) generation: u64,
 }
 
 /// Why a message was not handed on to another node.

@@ -5,7 +5,7 @@
 use super::batch::{decode_batch, put_header, Record};
 use super::commands::Commands;
 use super::keys::inbox;
-use super::outbox::{Forward, Outbox, Ticket, Unreachable, OUTBOX_BYTES};
+use super::outbox::{Forward, Outbox, Route, Ticket, Unreachable, OUTBOX_BYTES};
 use super::Cluster;
 use crate::sanitize::Escaped;
 use crate::server::mailbox::flush_all;
@@ -39,6 +39,50 @@ impl Taken {
     }
 }
 
+/// PUBLISH commands on their way at once: enough that Redis always has the
+/// next batch while this node waits for the last one's answer.
+const PUBLISH_DEPTH: usize = 4;
+
+/// The batches published and not yet answered, oldest first: each with its
+/// length before the signature, and the task waiting for Redis's answer.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    batches: VecDeque<(Taken, usize, smol::Task<redis::RedisResult<i64>>)>,
+}
+
+impl InFlight<'_> {
+    /// Sends `taken` on its way.
+    fn start(&mut self, cluster: &Cluster, connection: &Commands, mut taken: Taken) {
+        taken.outbox.room.notify(usize::MAX);
+        let body = taken.batch.len();
+        if let Some(key) = &cluster.key {
+            let tag = key.sign(&taken.batch);
+            taken.batch.extend_from_slice(&tag);
+        }
+        let mut command = connection.publish(&inbox(&taken.node));
+        command.arg(&taken.batch);
+        taken.batch.truncate(body);
+        let mut connection = connection.clone();
+        // A task, so that the command is sent now (the connection is
+        // multiplexed: answers come back in order) and waited for later.
+        let answer = crate::runtime::spawn_background(async move {
+            command.query_async::<i64>(&mut connection).await
+        });
+        self.batches.push_back((taken, body, answer));
+    }
+}
+
+impl Drop for InFlight<'_> {
+    /// Batches still unanswered when the publisher stops (Redis failed, or
+    /// the connection loop ended) may or may not have gone out: their
+    /// senders are told they were not delivered, never left to wonder.
+    fn drop(&mut self) {
+        for (taken, _, _) in self.batches.drain(..) {
+            taken.lost(self.shared);
+        }
+    }
+}
+
 impl Cluster {
     /// The outbox for `node`, if it is live. Every cross-node message
     /// asks, from every worker: a read lock, except the first time a node
@@ -68,10 +112,22 @@ impl Cluster {
         node: &Arc<str>,
         record: &Record<'_>,
     ) -> Result<Ticket, Option<Unreachable>> {
+        let outbox = self.outbox(node).ok_or(Some(Unreachable))?;
+        let (seq, index) = self.try_send_to(&outbox, node, record)?;
+        Ok(Ticket { outbox, seq, index })
+    }
+
+    /// Queues `record` in `outbox` (for `node`) if there is room: where it
+    /// went, as its batch's number and its index in it.
+    fn try_send_to(
+        &self,
+        outbox: &Outbox,
+        node: &Arc<str>,
+        record: &Record<'_>,
+    ) -> Result<(u64, u32), Option<Unreachable>> {
         if !self.available() {
             return Err(Some(Unreachable));
         }
-        let outbox = self.outbox(node).ok_or(Some(Unreachable))?;
         if outbox.closed.load(Ordering::Relaxed) {
             return Err(Some(Unreachable));
         }
@@ -98,7 +154,47 @@ impl Cluster {
         if first {
             self.ready.notify(1);
         }
-        Ok(Ticket { outbox, seq, index })
+        Ok((seq, index))
+    }
+
+    /// The way to `to` on `node`, for a sender to keep while the registry
+    /// stays at `generation`; `None` if `node` is no longer live.
+    pub(crate) fn route(&self, node: &Arc<str>, to: &[u8], generation: u64) -> Option<Route> {
+        Some(Route {
+            to: to.into(),
+            node: Arc::clone(node),
+            outbox: self.outbox(node)?,
+            generation,
+        })
+    }
+
+    /// [`Cluster::forward_now`] along a route found before: no lookup of
+    /// the node or its outbox. A ticket only for a sender with receipts
+    /// (the others do not wait on one).
+    pub(crate) fn forward_on(
+        &self,
+        route: &Route,
+        from: &[u8],
+        content: &[u8],
+        receipts: bool,
+    ) -> Result<Option<Ticket>, Option<Forward>> {
+        if self.paused.any() && self.paused.is_paused(&route.to) {
+            return Err(None);
+        }
+        let message = Record::Message {
+            to: &route.to,
+            from,
+            content,
+            receipts,
+        };
+        let (seq, index) = self
+            .try_send_to(&route.outbox, &route.node, &message)
+            .map_err(|e| e.map(|Unreachable| Forward::Unreachable))?;
+        Ok(receipts.then(|| Ticket {
+            outbox: Arc::clone(&route.outbox),
+            seq,
+            index,
+        }))
     }
 
     /// Queues `record` for `node`, waiting up to `patience` while its
@@ -210,38 +306,61 @@ impl Cluster {
         }
     }
 
-    /// Waits for outboxes with records and publishes each as one batch.
-    pub(super) async fn publish_ready(
+    /// Publishes each outbox's records as one batch, for as long as the
+    /// connection lasts: up to [`PUBLISH_DEPTH`] batches are on their way
+    /// at once (Redis answers them in order on the one connection), so the
+    /// next batch goes out while the last one's answer is still coming.
+    /// Returns when Redis fails; every batch that had not been answered is
+    /// then refused to its senders, as it is when this is cancelled.
+    pub(super) async fn publish(
         &self,
         shared: &Shared,
-        connection: &mut Commands,
+        connection: &Commands,
     ) -> redis::RedisResult<()> {
-        let mut ready: VecDeque<Taken> = loop {
-            listener!(self.ready => wake);
-            let taken = self.take_batches();
-            if !taken.is_empty() {
-                break taken;
-            }
-            // A full window empties as acknowledgements come (they wake
-            // this), or as they fail to come in time.
-            wake.or(async {
-                Timer::after(Duration::from_secs(1)).await;
-            })
-            .await;
+        let mut flight = InFlight {
+            shared,
+            batches: VecDeque::new(),
         };
-        while let Some(mut taken) = ready.pop_front() {
-            taken.outbox.room.notify(usize::MAX);
-            let body = taken.batch.len();
-            if let Some(key) = &self.key {
-                let tag = key.sign(&taken.batch);
-                taken.batch.extend_from_slice(&tag);
+        loop {
+            if flight.batches.len() < PUBLISH_DEPTH {
+                let taken = self.take_batches();
+                if !taken.is_empty() {
+                    for taken in taken {
+                        flight.start(self, connection, taken);
+                    }
+                    continue;
+                }
             }
-            let published: redis::RedisResult<i64> = connection
-                .publish(&inbox(&taken.node))
-                .arg(&taken.batch)
-                .query_async(connection)
-                .await;
-            taken.batch.truncate(body);
+            listener!(self.ready => wake);
+            let room = flight.batches.len() < PUBLISH_DEPTH;
+            let Some((_, _, answer)) = flight.batches.front_mut() else {
+                if !self.take_batches_would_find() {
+                    // A full window empties as acknowledgements come (they
+                    // wake this), or as they fail to come in time.
+                    wake.or(async {
+                        Timer::after(Duration::from_secs(1)).await;
+                    })
+                    .await;
+                }
+                continue;
+            };
+            // The oldest answer, or (with room for more) new records.
+            let answered = if room {
+                async { Some(answer.await) }
+                    .or(async {
+                        wake.await;
+                        None
+                    })
+                    .await
+            } else {
+                Some(answer.await)
+            };
+            let Some(published) = answered else {
+                continue;
+            };
+            let Some((taken, body, _)) = flight.batches.pop_front() else {
+                continue;
+            };
             match published {
                 Ok(receivers) if receivers > 0 => {
                     taken
@@ -256,16 +375,22 @@ impl Cluster {
                 Err(e) => {
                     // Nothing is lost silently: each sender hears of each
                     // message that did not go out, this batch's and those
-                    // taken with it.
+                    // still in flight (dropping `flight` tells them).
                     taken.lost(shared);
-                    for taken in ready {
-                        taken.lost(shared);
-                    }
                     return Err(e);
                 }
             }
         }
-        Ok(())
+    }
+
+    /// True if an outbox has records the window lets out, without taking
+    /// them.
+    fn take_batches_would_find(&self) -> bool {
+        let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        outboxes
+            .values()
+            .any(|outbox| !outbox.acks.window_full(now) && outbox.has_records())
     }
 
     /// Refuses everything waiting in every outbox, and every batch still
