@@ -354,21 +354,28 @@ impl<'a> Router<'a> {
                 // At once, almost always; waiting (for room, or for a
                 // paused recipient) is rare, and boxed, so that the wait's
                 // state is not carried by every session's future.
-                let forwarded = match cluster.forward_now(&node, to, me, content, receipts) {
-                    Err(None) => {
+                let route = cluster.route(&node, to, generation);
+                let sent = route
+                    .as_ref()
+                    .map(|route| cluster.forward_on(route, me, content, receipts));
+                let forwarded = match sent {
+                    None => Err(super::cluster::Forward::Unreachable),
+                    Some(Err(None)) => {
                         self.flush();
                         let wait = cluster.forward(&node, to, me, content, receipts, patience);
-                        Box::pin(wait).await
+                        Box::pin(wait).await.map(Some)
                     }
-                    done => done.map_err(|e| e.unwrap_or(super::cluster::Forward::Unreachable)),
+                    Some(done) => {
+                        done.map_err(|e| e.unwrap_or(super::cluster::Forward::Unreachable))
+                    }
                 };
                 let error = match forwarded {
                     Ok(ticket) => {
                         let cross = self.cross.get_or_insert_with(Box::default);
-                        if self.receipts {
+                        if let Some(ticket) = ticket.filter(|_| self.receipts) {
                             cross.add(self.ordinal, to, ticket);
                         }
-                        cross.route = cluster.route(&node, to, generation);
+                        cross.route = route;
                         return Ok(());
                     }
                     Err(super::cluster::Forward::Unreachable) => Code::Unreachable,

@@ -87,11 +87,6 @@ impl Outbox {
         }
     }
 
-    /// True if the batch being gathered has records.
-    pub(super) fn has_records(&self) -> bool {
-        !self.lock().batch.is_empty()
-    }
-
     pub(super) fn lock(&self) -> MutexGuard<'_, Gathering> {
         self.gathering.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -168,9 +168,12 @@ impl Cluster {
         })
     }
 
-    /// [`Cluster::forward_now`] along a route found before: no lookup of
-    /// the node or its outbox. A ticket only for a sender with receipts
-    /// (the others do not wait on one).
+    /// Hands a message to the user and node `route` leads to at once if
+    /// nothing stands in the way: no pause for it, room in the outbox.
+    /// `Err(None)`: something does; [`Cluster::forward`] waits for it.
+    /// Synchronous, so that the path of almost every message adds nothing
+    /// to a session's future; no lookup of the node or its outbox. A ticket
+    /// only for a sender with receipts (the others do not wait on one).
     pub(crate) fn forward_on(
         &self,
         route: &Route,
@@ -225,32 +228,6 @@ impl Cluster {
                 return Err(Unreachable);
             }
         }
-    }
-
-    /// Hands a message for `to`, held by `node`, to that node at once if
-    /// nothing stands in the way: no pause for `to`, room in the outbox.
-    /// `Err(None)`: something does; [`Cluster::forward`] waits for it.
-    /// Synchronous, so that the path of almost every message adds nothing
-    /// to a session's future.
-    pub(crate) fn forward_now(
-        &self,
-        node: &Arc<str>,
-        to: &[u8],
-        from: &[u8],
-        content: &[u8],
-        receipts: bool,
-    ) -> Result<Ticket, Option<Forward>> {
-        if self.paused.any() && self.paused.is_paused(to) {
-            return Err(None);
-        }
-        let message = Record::Message {
-            to,
-            from,
-            content,
-            receipts,
-        };
-        self.try_send(node, &message)
-            .map_err(|e| e.map(|Unreachable| Forward::Unreachable))
     }
 
     /// Hands a message for `to`, held by `node`, to that node, waiting up
@@ -322,7 +299,11 @@ impl Cluster {
             batches: VecDeque::new(),
         };
         loop {
-            if flight.batches.len() < PUBLISH_DEPTH {
+            // Listening before looking: records queued after the look wake
+            // this.
+            listener!(self.ready => wake);
+            let room = flight.batches.len() < PUBLISH_DEPTH;
+            if room {
                 let taken = self.take_batches();
                 if !taken.is_empty() {
                     for taken in taken {
@@ -331,17 +312,13 @@ impl Cluster {
                     continue;
                 }
             }
-            listener!(self.ready => wake);
-            let room = flight.batches.len() < PUBLISH_DEPTH;
             let Some((_, _, answer)) = flight.batches.front_mut() else {
-                if !self.take_batches_would_find() {
-                    // A full window empties as acknowledgements come (they
-                    // wake this), or as they fail to come in time.
-                    wake.or(async {
-                        Timer::after(Duration::from_secs(1)).await;
-                    })
-                    .await;
-                }
+                // A full window empties as acknowledgements come (they wake
+                // this), or as they fail to come in time.
+                wake.or(async {
+                    Timer::after(Duration::from_secs(1)).await;
+                })
+                .await;
                 continue;
             };
             // The oldest answer, or (with room for more) new records.
@@ -381,16 +358,6 @@ impl Cluster {
                 }
             }
         }
-    }
-
-    /// True if an outbox has records the window lets out, without taking
-    /// them.
-    fn take_batches_would_find(&self) -> bool {
-        let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        outboxes
-            .values()
-            .any(|outbox| !outbox.acks.window_full(now) && outbox.has_records())
     }
 
     /// Refuses everything waiting in every outbox, and every batch still
