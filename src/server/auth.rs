@@ -37,7 +37,7 @@ use tracing::{info, warn};
 use super::accounts::{verify_password, Accounts};
 use super::device::DeviceTokens;
 use super::pending::bounded_login_step;
-use super::refusal::reject;
+use super::refusal::Step;
 use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::runtime::until;
@@ -365,10 +365,9 @@ async fn next_login_frame(
     }
 }
 
-/// Proves a login to the registered name `name`, or refuses it with the
-/// reason and closes. Returns the HELLO the login came with, still to be
-/// answered, and a fresh device token; `None` when the connection is
-/// over.
+/// Proves a login to the registered name `name`, or says why it is
+/// refused. Passes with the HELLO the login came with, still to be
+/// answered, and a fresh device token.
 pub(crate) async fn authenticate(
     shared: &Shared,
     auth: &AuthState,
@@ -376,17 +375,13 @@ pub(crate) async fn authenticate(
     peer: SocketAddr,
     name: &str,
     input: &mut FrameReader<InputDecoder>,
-) -> Option<Proven> {
-    let refused = |wire: Wire, error: ErrorText| async move {
-        reject(transport, wire, &error, shared.config.linger).await;
-        None
-    };
+) -> Step<Proven> {
     let steps = async {
         let deadline = Instant::now() + shared.config.handshake_timeout;
         let first_deadline = Instant::now() + FIRST_FRAME_WAIT.min(shared.config.handshake_timeout);
         let hello = match next_login_frame(transport, input, first_deadline).await {
             Ok(LoginFrame::Hello(hello)) if hello.password => hello,
-            Err(NoFrame::Gone) => return Err(None),
+            Err(NoFrame::Gone) => return Step::Gone,
             first => {
                 info!(%peer, user = name, "rejected: registered name, no password offered");
                 let wire = match first {
@@ -396,32 +391,30 @@ pub(crate) async fn authenticate(
                     Err(NoFrame::TimedOut) => shared.config.default_wire,
                     _ => Wire::V1,
                 };
-                let error = ErrorText::new(Code::PasswordUnsupported, name);
-                return Err(Some((wire, error)));
+                return Step::refused(wire, ErrorText::new(Code::PasswordUnsupported, name));
             }
         };
         let (token, password) = match next_login_frame(transport, input, deadline).await {
             Ok(LoginFrame::Auth(token, password)) => (token, password),
-            Err(NoFrame::Gone) => return Err(None),
-            Err(NoFrame::Invalid(error)) => return Err(refusal(&hello, error)),
+            Err(NoFrame::Gone) => return Step::Gone,
+            Err(NoFrame::Invalid(error)) => return refusal(&hello, error),
             _ => {
                 let error =
                     ErrorText::protocol(&"expected AUTH right after a HELLO listing 'password'");
-                return Err(refusal(&hello, error));
+                return refusal(&hello, error);
             }
         };
         if password.is_empty() {
             info!(%peer, user = name, "rejected: registered name, no password");
-            let error = ErrorText::new(Code::PasswordRequired, name);
-            return Err(refusal(&hello, error));
+            return refusal(&hello, ErrorText::new(Code::PasswordRequired, name));
         }
         if !transport.is_tls() && !shared.config.allow_plaintext_passwords {
             warn!(%peer, user = name, "rejected: password sent over plain TCP (not checked)");
-            return Err(refusal(&hello, ErrorText::of(Code::PasswordsNeedTls)));
+            return refusal(&hello, ErrorText::of(Code::PasswordsNeedTls));
         }
         let Some(hash) = auth.accounts.table().hash_of(name).map(Box::<str>::from) else {
             // Unregistered by a reload meanwhile: the name is free again.
-            return Ok(Proven { hello, token: None });
+            return Step::Passed(Proven { hello, token: None });
         };
         // A device that proved this name before skips the back-off other
         // devices' failures earned it.
@@ -434,7 +427,7 @@ pub(crate) async fn authenticate(
         };
         let Some(wait) = wait else {
             warn!(%peer, user = name, "rejected: too many attempts waiting for this name");
-            return Err(refusal(&hello, ErrorText::of(Code::LoginsBusy)));
+            return refusal(&hello, ErrorText::of(Code::LoginsBusy));
         };
         if !wait.is_zero() {
             info!(%peer, user = name, "login delayed {wait:?} after earlier failures");
@@ -453,7 +446,7 @@ pub(crate) async fn authenticate(
                     auth.backoff.succeeded(name, peer.ip());
                 }
                 let token = auth.tokens.issue(name, &hash, SystemTime::now());
-                Ok(Proven {
+                Step::Passed(Proven {
                     hello,
                     token: Some(token),
                 })
@@ -470,35 +463,29 @@ pub(crate) async fn authenticate(
                     failures_from_address = from_address,
                     "wrong password"
                 );
-                let error = ErrorText::new(Code::WrongPassword, name);
-                Err(refusal(&hello, error))
+                refusal(&hello, ErrorText::new(Code::WrongPassword, name))
             }
             Err(Busy) => {
                 warn!(%peer, user = name, "rejected: too many logins waiting for a password check");
-                Err(refusal(&hello, ErrorText::of(Code::LoginsBusy)))
+                refusal(&hello, ErrorText::of(Code::LoginsBusy))
             }
         }
     };
-    let outcome = steps
+    steps
         .or(async {
             shared.shutdown.wait().await;
             // The wire is v1 here: a gob client is refused at its first
             // frame, before it can wait for anything.
-            Err(Some((Wire::V1, ErrorText::of(Code::ShuttingDown))))
+            Step::refused(Wire::V1, ErrorText::of(Code::ShuttingDown))
         })
-        .await;
-    match outcome {
-        Ok(proven) => Some(proven),
-        Err(Some((wire, error))) => refused(wire, error).await,
-        Err(None) => None,
-    }
+        .await
 }
 
 /// A refusal after `hello`: everything after the first frame is v1 (a gob
 /// client was refused at its first frame), coded if the HELLO asked.
-fn refusal(hello: &HelloRequest, error: ErrorText) -> Option<(Wire, ErrorText)> {
+fn refusal<T>(hello: &HelloRequest, error: ErrorText) -> Step<T> {
     let wire = if hello.codes { Wire::Coded } else { Wire::V1 };
-    Some((wire, error))
+    Step::refused(wire, error)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! deliveries, the console, the registry) need to reach it: its name, the
 //! wire its frames are encoded in, its bounded outbound queue, and a weak
 //! handle on its connection for direct writes. The connection's own tasks,
-//! which fill and drain it, are in `session`.
+//! which fill and drain it, are in `connection`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -12,8 +12,10 @@
 //! timers run on the caller's thread, under async-io.
 //!
 //! Modules:
-//! - connections: `session` (one connection's life), `refusal` (turning
-//!   away a connection that never got a session), `wire` (what a
+//! - connections: `admission` (every step from an accepted socket to a
+//!   logged-in session, and the one place a refusal is sent), `connection`
+//!   (a logged-in connection's read and write loops), `refusal` (what a
+//!   refused login is told, and how), `wire` (what a
 //!   connection speaks, and whether its errors carry codes; the byte
 //!   stream under it is [`crate::transport`]), `tls` (certificates and the
 //!   accept step; `certificate` reads their dates);
@@ -40,12 +42,14 @@
 //! included) and stop it when they want.
 
 pub mod accounts;
+mod admission;
 mod auth;
 pub mod bans;
 mod certificate;
 pub mod cli;
 mod cluster;
 pub mod config;
+mod connection;
 pub mod console;
 mod device;
 mod handle;
@@ -56,7 +60,6 @@ mod redis_io;
 mod refusal;
 mod registry;
 mod router;
-mod session;
 mod terminal;
 #[cfg(test)]
 mod testing;
@@ -74,9 +77,8 @@ use smol::future::FutureExt;
 use smol::{Async, Timer};
 use tracing::{info, warn};
 
-use crate::transport::{Socket, Transport};
-use crate::wire::texts::{Code, ErrorText};
 use crate::workers::Workers;
+use admission::Admission;
 pub use config::Config;
 pub use handle::{ClusterState, ServerHandle};
 use registry::Registry;
@@ -311,7 +313,7 @@ impl Server {
                 match listener.read_with(|listener| listener.accept()).await {
                     Ok((stream, peer)) => {
                         failures.recovered();
-                        self.admit(stream, peer);
+                        self.hand_to_worker(stream, peer);
                     }
                     Err(e) => {
                         // Typically out of file descriptors: the pending
@@ -399,98 +401,22 @@ impl Server {
         info!("stopped");
     }
 
-    /// Hands a new connection to the next worker, where it lives until it
-    /// closes.
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+    /// Hands a new connection to the next worker, where it is admitted
+    /// and then lives until it closes.
+    fn hand_to_worker(&self, stream: TcpStream, peer: SocketAddr) {
         let shared = Arc::clone(&self.shared);
         self.shared.workers.spawn(async move {
-            let socket = match Socket::adopt(stream) {
-                Ok(socket) => socket,
-                Err(e) => {
-                    warn!(%peer, "cannot take the connection: {e}");
-                    return;
+            // Boxed: the state of admission's steps is large, and a
+            // session must not carry room for it for its whole life.
+            match Box::pin(admission::admit(&shared, stream, peer)).await {
+                Admission::Admitted(admitted) => connection::serve(&shared, admitted).await,
+                // The one place a refusal is sent.
+                Admission::Refused(transport, refusal) => {
+                    refusal.send(&transport, shared.config.linger).await;
                 }
-            };
-            let Some(_slot) = shared.connections.try_open(shared.config.max_clients) else {
-                info!(%peer, "rejected: server is full");
-                let transport = Transport::plain(socket);
-                let (wire, linger) = (wire::Wire::V1, shared.config.linger);
-                let error = ErrorText::of(Code::ServerFull);
-                refusal::reject(&transport, wire, &error, linger).await;
-                return;
-            };
-            info!(%peer, "connected");
-            // One handshake timeout for everything before the username:
-            // the TLS handshake (or telling plain from TLS) and the name.
-            let deadline = std::time::Instant::now() + shared.config.handshake_timeout;
-            let transport = match &shared.config.tls {
-                None => Transport::plain(socket),
-                // Boxed: without TLS, a connection's task carries no
-                // room for the TLS handshake's state.
-                Some(tls) => match Box::pin(secure(&shared, tls, socket, peer, deadline)).await {
-                    Some(transport) => transport,
-                    None => return,
-                },
-            };
-            session::serve(Arc::clone(&shared), transport, peer, deadline).await;
+                Admission::Gone => {}
+            }
         });
-    }
-}
-
-/// The transport for a new connection on a server with TLS on: TLS when
-/// it opens with a TLS handshake, plain TCP otherwise (refused with an
-/// error frame under `--require-tls`). `None` when the connection is
-/// closed.
-async fn secure(
-    shared: &Shared,
-    tls: &tls::ServerTls,
-    stream: Socket,
-    peer: SocketAddr,
-    deadline: std::time::Instant,
-) -> Option<Transport> {
-    let config = &shared.config;
-    let opens_tls = crate::runtime::until(deadline, first_bytes_say_tls(&stream))
-        .await
-        .unwrap_or(false);
-    if opens_tls {
-        // Boxed: the handshake's state is large, and a plain connection's
-        // task (on a server with TLS on) must not carry room for it.
-        let handshake = Box::pin(tls.accept(stream));
-        return match crate::runtime::until(deadline, handshake).await {
-            Some(Ok(transport)) => Some(transport),
-            Some(Err(e)) => {
-                info!(%peer, "TLS handshake failed: {e}");
-                None
-            }
-            None => {
-                info!(%peer, "TLS handshake not completed within {:?}", config.handshake_timeout);
-                None
-            }
-        };
-    }
-    let transport = Transport::plain(stream);
-    if config.require_tls {
-        info!(%peer, "rejected: not TLS");
-        let error = ErrorText::of(Code::TlsRequired);
-        refusal::reject(&transport, wire::Wire::V1, &error, config.linger).await;
-        return None;
-    }
-    Some(transport)
-}
-
-/// Waits for the first two bytes (or the end of input) and says whether
-/// they open a TLS handshake.
-async fn first_bytes_say_tls(stream: &Socket) -> bool {
-    let mut first = [0u8; 2];
-    loop {
-        match stream.peek(&mut first).await {
-            Ok(n) if n >= 2 => return tls::starts_tls(&first),
-            // One byte so far: only a 0x16 could still be either, and it
-            // waits for more input, not on a timer (a stalled peer costs
-            // nothing while it stalls).
-            Ok(1) if tls::may_start_tls(first[0]) => stream.more_input().await,
-            _ => return false,
-        }
     }
 }
 

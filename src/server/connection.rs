@@ -1,4 +1,5 @@
-//! One client connection, from handshake to close.
+//! One logged-in connection, from admission ([`super::admission`]) to
+//! close: its read loop and its write loop.
 //!
 //! The connection's own task reads: a [`FrameReader`] decodes frames in
 //! place from a reused buffer and a [`Router`] routes each message straight
@@ -15,8 +16,6 @@
 //! stream (they do not start with `0x00`, which v1 refuses), the reading
 //! loop goes on with gob's decoder, on the same buffer. Until a client has
 //! sent anything, frames to it are encoded in `--default-wire`.
-//! Refusals before a session exists (a taken name) wait a moment for those
-//! first bytes to answer in the client's wire (else the default one).
 //!
 //! Closing is always the same dance, whoever starts it: leave the online
 //! list, let the writer flush what is queued (bounded by the flush timeout),
@@ -25,29 +24,25 @@
 //! error frame on its way out.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smol::future::{self, FutureExt};
 use tracing::{debug, info, warn};
 
-use super::auth::{authenticate, HelloRequest, Proven};
-use super::cluster::ClaimError;
+use super::admission::Admitted;
+use super::auth::{HelloRequest, Proven};
 use super::mailbox::Mailbox;
-use super::pending::bounded_login_step;
-use super::refusal::{linger, reject};
+use super::refusal::linger;
 use super::router::Router;
-use super::wire::{refusal_wire, starts_gob, InputDecoder, Wire};
+use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::runtime::{timeout, until};
 use crate::transport::Transport;
 use crate::wire::framing::Decoder;
 use crate::wire::framing::FrameReader;
 use crate::wire::texts::{Code, ErrorText};
-use crate::wire::v1::{
-    self, ClientFrame, FrameError, HandshakeDecoder, PendingReason, UsernameError,
-};
+use crate::wire::v1::{self, ClientFrame, FrameError};
 
 /// How the reading side of a session ended.
 #[derive(Debug)]
@@ -80,108 +75,20 @@ impl ReadEnd {
     }
 }
 
-/// How the handshake phase failed.
-enum HandshakeEnd {
-    Invalid(UsernameError),
-    TimedOut,
-    Shutdown,
-    /// Input ended or failed: nobody to tell.
-    Gone,
-}
-
-/// Serves one accepted connection until it is closed.
-///
-/// The username must arrive by `handshake_deadline`, counted from the
-/// accept (a TLS handshake before it comes out of the same time).
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    transport: Transport,
-    peer: SocketAddr,
-    handshake_deadline: Instant,
-) {
-    let Some((name, mut input)) = login(&shared, &transport, peer, handshake_deadline).await else {
-        return;
-    };
-    // A banned name is refused before anything costs more.
-    if shared.bans.is_banned(&name, Instant::now()) {
-        info!(%peer, user = &*name, "rejected: banned");
-        let error = ErrorText::new(Code::Banned, &name);
-        return refuse_login(&transport, &mut input, &shared, error).await;
-    }
-    let mut proven = None;
-    if let Some(auth) = &shared.auth {
-        if auth.accounts.table().hash_of(&name).is_some() {
-            // Boxed: the password check's state is large, and sessions on
-            // free names must not carry room for it.
-            let checked = Box::pin(authenticate(
-                &shared, auth, &transport, peer, &name, &mut input,
-            ));
-            match checked.await {
-                Some(login) => proven = Some(login),
-                None => return,
-            }
-        } else if shared.config.registered_only {
-            info!(%peer, user = &*name, "rejected: not a registered name");
-            let error = ErrorText::new(Code::NotRegistered, &name);
-            return refuse_login(&transport, &mut input, &shared, error).await;
-        }
-    }
-    let session = Arc::new(Mailbox::new(name, peer, &transport, &shared));
-    // A client's first bytes usually come with its handshake: then its
-    // wire is known before anyone can message it. One that has sent
-    // nothing is spoken to in the default wire until it does.
-    session.set_wire(match input.buffered().first() {
-        _ if proven.as_ref().is_some_and(|p| p.hello.codes) => Wire::Coded,
-        _ if proven.is_some() => Wire::V1,
-        Some(&first) => Wire::starting_with(first),
-        None => shared.config.default_wire,
-    });
-    // In a cluster the name is claimed across every node first; a client
-    // that sent HELLO hears at once if that takes a while.
-    if let Some(cluster) = &shared.cluster {
-        let held_here = shared.registry.get(session.name().as_bytes()).is_some();
-        let asked = proven.is_some() || sent_hello(&input, shared.config.limits);
-        // Boxed, like the password check: a single node's sessions must
-        // not carry room for the claim's state for their whole life.
-        let claimed = match held_here {
-            true => Err(ClaimError::Taken),
-            false => Box::pin(bounded_login_step(
-                &transport,
-                asked,
-                PendingReason::Cluster,
-                CLAIM_BOUND,
-                cluster.claim(session.name()),
-            ))
-            .await
-            .unwrap_or(Err(ClaimError::Unavailable)),
-        };
-        if let Err(refused) = claimed {
-            let error = match refused {
-                ClaimError::Taken => ErrorText::of(Code::NameTaken),
-                ClaimError::Banned => ErrorText::new(Code::Banned, session.name()),
-                ClaimError::Unavailable => ErrorText::of(Code::Unavailable),
-            };
-            info!(%peer, user = session.name(), "rejected: {}", error.text().trim_end());
-            return refuse_login(&transport, &mut input, &shared, error).await;
-        }
-    }
-    if shared.registry.insert(&session).is_err() {
-        info!(%peer, user = session.name(), "rejected: username is taken");
-        let error = ErrorText::of(Code::NameTaken);
-        return refuse_login(&transport, &mut input, &shared, error).await;
-    }
-    info!(
-        %peer,
-        user = session.name(),
-        tls = transport.is_tls(),
-        password = proven.is_some(),
-        "logged in"
-    );
-
+/// Serves a logged-in connection until it is closed.
+pub(crate) async fn serve(shared: &Shared, admitted: Admitted<'_>) {
+    let Admitted {
+        transport,
+        mailbox: session,
+        mut input,
+        proven,
+        _slot,
+    } = admitted;
+    let peer = session.peer();
     let writer = shared
         .workers
         .spawn_here(write_loop(transport.clone(), Arc::clone(&session)));
-    let end = read_loop(&shared, &transport, &mut input, &session, proven)
+    let end = read_loop(shared, &transport, &mut input, &session, proven)
         .or(async {
             session.outbound().wait_closed().await;
             ReadEnd::Closed
@@ -234,85 +141,6 @@ pub(crate) async fn serve(
         warn!(%peer, user = session.name(), "could not flush within {limit:?}; closing");
     } else if we_end_it {
         linger(&transport, shared.config.linger).await;
-    }
-}
-
-/// Reads the handshake within the handshake timeout; on failure tells the
-/// client why and closes. Returns the name and the reader, positioned at
-/// the first frame after the handshake.
-async fn login(
-    shared: &Shared,
-    transport: &Transport,
-    peer: SocketAddr,
-    deadline: Instant,
-) -> Option<(Box<str>, FrameReader<InputDecoder>)> {
-    let limits = shared.config.limits;
-    let mut input = FrameReader::new(HandshakeDecoder { limits });
-    let handshake = async {
-        until(deadline, read_handshake(transport, &mut input))
-            .await
-            .unwrap_or(Err(HandshakeEnd::TimedOut))
-    }
-    .or(async {
-        shared.shutdown.wait().await;
-        Err(HandshakeEnd::Shutdown)
-    })
-    .await;
-    let error = match handshake {
-        Ok(name) => return Some((name, input.switch(InputDecoder::v1(limits)))),
-        Err(HandshakeEnd::Invalid(e)) => ErrorText::invalid_name(&e),
-        Err(HandshakeEnd::TimedOut) => {
-            ErrorText::timeout("no username received", shared.config.handshake_timeout)
-        }
-        Err(HandshakeEnd::Shutdown) => ErrorText::of(Code::ShuttingDown),
-        Err(HandshakeEnd::Gone) => {
-            debug!(%peer, "left before logging in");
-            return None;
-        }
-    };
-    info!(%peer, "rejected: {}", error.text().trim_end());
-    reject(
-        transport,
-        shared.config.default_wire,
-        &error,
-        shared.config.linger,
-    )
-    .await;
-    None
-}
-
-/// True if the client's buffered input starts with a HELLO: it speaks the
-/// extensions and may be told PENDING.
-fn sent_hello(input: &FrameReader<InputDecoder>, limits: v1::Limits) -> bool {
-    matches!(
-        v1::decode_client_frame(input.buffered(), &limits),
-        Ok(v1::Decoded::Frame(ClientFrame::Hello { .. }, _))
-    )
-}
-
-/// The longest a cluster claim may take before the login is refused as
-/// unavailable: the wait for Redis to come back and a few commands.
-const CLAIM_BOUND: Duration = Duration::from_secs(5);
-
-async fn read_handshake(
-    transport: &Transport,
-    input: &mut FrameReader<HandshakeDecoder>,
-) -> Result<Box<str>, HandshakeEnd> {
-    loop {
-        match input.next_frame() {
-            // Validated as printable ASCII, so this cannot fail.
-            Ok(Some(name)) => {
-                return std::str::from_utf8(name)
-                    .map(Box::from)
-                    .map_err(|_| HandshakeEnd::Gone)
-            }
-            Ok(None) => {}
-            Err(e) => return Err(HandshakeEnd::Invalid(e)),
-        }
-        match transport.read(input).await {
-            Ok(0) | Err(_) => return Err(HandshakeEnd::Gone),
-            Ok(_) => {}
-        }
     }
 }
 
@@ -544,39 +372,4 @@ async fn write_loop(transport: Transport, session: Arc<Mailbox>) {
         session.outbound().finish_write(&mut batch);
     }
     transport.shutdown_write().await;
-}
-
-/// How long a refused login waits for the client's first bytes to learn
-/// which wire to refuse it in. pmchat's clients (v1 and gob) send theirs
-/// with the handshake; a peer that sends nothing is refused in v1.
-const REFUSAL_WIRE_WAIT: Duration = Duration::from_millis(250);
-
-/// The wire to refuse a login in: the one its first bytes after the
-/// handshake choose, the default wire (`--default-wire`) if none come
-/// within [`REFUSAL_WIRE_WAIT`].
-pub(crate) async fn wire_for_refusal<D: Decoder>(
-    transport: &Transport,
-    input: &mut FrameReader<D>,
-    shared: &Shared,
-) -> Wire {
-    if input.buffered().is_empty() {
-        let _ = timeout(REFUSAL_WIRE_WAIT, transport.read(input)).await;
-    }
-    let config = &shared.config;
-    refusal_wire(input.buffered(), &config.limits, config.default_wire)
-}
-
-/// Refuses a login that never got a session: `error` in the wire the
-/// client's first bytes choose, then a close. Boxed, and owning its text:
-/// a refusal's state is not room every session carries for its whole life.
-fn refuse_login<'a>(
-    transport: &'a Transport,
-    input: &'a mut FrameReader<InputDecoder>,
-    shared: &'a Shared,
-    error: ErrorText,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(async move {
-        let wire = wire_for_refusal(transport, input, shared).await;
-        reject(transport, wire, &error, shared.config.linger).await;
-    })
 }
