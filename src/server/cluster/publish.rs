@@ -408,6 +408,7 @@ impl Cluster {
                     return None;
                 }
                 let (batch, seq, wants_ack) = outbox.lock().take()?;
+                outbox.acks.taken(seq, batch.len(), wants_ack);
                 self.batches.fetch_max(seq + 1, Ordering::Relaxed);
                 Some(Taken {
                     node: Arc::clone(node),

@@ -9,8 +9,11 @@
 //! refused. A batch still unsettled when Redis is lost, when its node is
 //! gone, or [`ACK_WAIT`] after it was published, counts as not delivered.
 //!
-//! The bytes of published batches waiting for an acknowledgement are the
-//! window: past [`WINDOW_BYTES`] the publisher takes nothing more from
+//! The bytes of batches on their way to the other node are the window:
+//! those handed to Redis whose `PUBLISH` is not answered yet (the
+//! publisher keeps several in flight) and those published and waiting for
+//! an acknowledgement. Past [`WINDOW_BYTES`] the publisher takes nothing
+//! more from
 //! that outbox, so its senders wait as for a full queue, and a receiving
 //! node that falls behind slows its senders down instead of piling up
 //! what they send.
@@ -54,6 +57,10 @@ struct AckState {
     awaiting: VecDeque<(u64, usize, Instant)>,
     /// Their bytes.
     in_flight: usize,
+    /// Bytes of batches taken for publishing whose `PUBLISH` was not
+    /// answered yet: on their way as much as those awaiting an
+    /// acknowledgement, so they count in the window too.
+    unanswered: usize,
     /// Settled batches whose outcome is not "all delivered", oldest
     /// first.
     outcomes: VecDeque<(u64, Settled)>,
@@ -103,17 +110,37 @@ impl Acks {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The publisher's report on batch `seq` of `bytes`: `published` by
-    /// Redis to at least one subscriber; `wants_ack`: it asked for an
-    /// acknowledgement, which alone settles it.
+    /// The publisher took batch `seq` of `bytes` to publish; it counts in
+    /// the window from now on. One that asks for an acknowledgement
+    /// awaits it from now on, too: the acknowledgement comes on another
+    /// connection than Redis's answer to the `PUBLISH`, and may well come
+    /// first.
+    pub(super) fn taken(&self, seq: u64, bytes: usize, wants_ack: bool) {
+        let mut state = self.lock();
+        if wants_ack {
+            state.awaiting.push_back((seq, bytes, Instant::now()));
+            state.in_flight += bytes;
+        } else {
+            state.unanswered += bytes;
+        }
+    }
+
+    /// The publisher's report on batch `seq` of `bytes`, taken before
+    /// ([`Acks::taken`]): `published` by Redis to at least one subscriber;
+    /// `wants_ack`: it asked for an acknowledgement, which alone settles
+    /// it.
     pub(super) fn published(&self, seq: u64, bytes: usize, published: bool, wants_ack: bool) {
         let mut state = self.lock();
         state.reported = state.reported.max(seq + 1);
+        if !wants_ack {
+            state.unanswered = state.unanswered.saturating_sub(bytes);
+        }
         if !published {
+            if let Some(position) = state.awaiting.iter().position(|&(s, _, _)| s == seq) {
+                state.awaiting.remove(position);
+                state.in_flight -= bytes;
+            }
             state.remember(seq, Settled::Lost);
-        } else if wants_ack {
-            state.awaiting.push_back((seq, bytes, Instant::now()));
-            state.in_flight += bytes;
         }
         drop(state);
         self.settled.notify(usize::MAX);
@@ -160,9 +187,10 @@ impl Acks {
         self.settled.notify(usize::MAX);
     }
 
-    /// True when the window is full: more than [`WINDOW_BYTES`] published
-    /// and not yet acknowledged. Batches waiting longer than [`ACK_WAIT`]
-    /// count as lost first.
+    /// True when the window is full: more than [`WINDOW_BYTES`] on their
+    /// way (taken and not answered, or published and not yet
+    /// acknowledged). Batches waiting longer than [`ACK_WAIT`] count as
+    /// lost first.
     pub(super) fn window_full(&self, now: Instant) -> bool {
         let mut state = self.lock();
         let mut expired = false;
@@ -175,7 +203,7 @@ impl Acks {
             state.remember(seq, Settled::Lost);
             expired = true;
         }
-        let full = state.in_flight >= WINDOW_BYTES;
+        let full = state.in_flight + state.unanswered >= WINDOW_BYTES;
         drop(state);
         if expired {
             self.settled.notify(usize::MAX);
@@ -223,10 +251,13 @@ mod tests {
         let acks = Acks::default();
         assert_eq!(None, outcome(&acks, 0));
         // Published, nobody with receipts: delivered at once.
+        acks.taken(0, 10, false);
         acks.published(0, 10, true, false);
         assert_eq!(Some(Settled::Delivered), outcome(&acks, 0));
         // Published with receipts waiting: only the acknowledgement counts,
         // and a later batch settling does not settle it.
+        acks.taken(1, 10, true);
+        acks.taken(2, 10, false);
         acks.published(1, 10, true, true);
         acks.published(2, 10, true, false);
         assert_eq!(None, outcome(&acks, 1));
@@ -239,6 +270,8 @@ mod tests {
         assert_eq!(Some(Some(&x)), settled.refusal(4));
         assert_eq!(None, settled.refusal(3));
         // Not published; and lost with Redis while waiting.
+        acks.taken(3, 10, true);
+        acks.taken(4, WINDOW_BYTES, true);
         acks.published(3, 10, false, true);
         acks.published(4, WINDOW_BYTES, true, true);
         assert!(acks.window_full(Instant::now()));
@@ -248,9 +281,65 @@ mod tests {
         }
         assert!(!acks.window_full(Instant::now()));
         // An acknowledgement that never comes frees the window in time.
+        acks.taken(6, WINDOW_BYTES, true);
         acks.published(6, WINDOW_BYTES, true, true);
         assert!(acks.window_full(Instant::now()));
         assert!(!acks.window_full(Instant::now() + ACK_WAIT));
         assert_eq!(Some(Settled::Lost), outcome(&acks, 6));
+    }
+
+    /// The regression: with several PUBLISH commands in flight, the bytes
+    /// not yet answered were outside the window, so a slow recipient's
+    /// node received more than its backlog holds before its pause took
+    /// effect, and refused messages of a sender that was only fast.
+    #[test]
+    fn batches_not_yet_answered_by_redis_count_in_the_window() {
+        let acks = Acks::starting_at(0);
+        let batch = WINDOW_BYTES / 4;
+        for seq in 0..4 {
+            assert!(!acks.window_full(Instant::now()));
+            acks.taken(seq, batch, seq % 2 == 1);
+        }
+        assert!(acks.window_full(Instant::now()));
+        // Answered without an acknowledgement owed: off the window.
+        acks.published(0, batch, true, false);
+        assert!(!acks.window_full(Instant::now()));
+        // Answered and owing one: still on it until acknowledged.
+        acks.taken(4, batch, true);
+        acks.published(1, batch, true, true);
+        assert!(acks.window_full(Instant::now()));
+        acks.acknowledged(1, Refusals(&[]));
+        assert!(!acks.window_full(Instant::now()));
+        // Not published: off it too.
+        acks.published(2, batch, true, false);
+        acks.published(3, batch, false, true);
+        acks.published(4, batch, false, true);
+        assert_eq!(Some(Settled::Lost), outcome(&acks, 4));
+        acks.taken(5, WINDOW_BYTES - 1, false);
+        assert!(!acks.window_full(Instant::now()));
+    }
+
+    /// The regression: the receiving node's acknowledgement comes on the
+    /// subscription, Redis's answer to the PUBLISH on the command
+    /// connection, and the acknowledgement may come first. It was ignored
+    /// then, and the batch held its window until ACK_WAIT passed, stalling
+    /// every sender to that node for seconds.
+    #[test]
+    fn an_acknowledgement_before_redis_answers_the_publish_counts() {
+        let acks = Acks::starting_at(0);
+        acks.taken(0, WINDOW_BYTES, true);
+        assert!(acks.window_full(Instant::now()));
+        let mut refusals = Vec::new();
+        let x = ErrorText::new(Code::NotConnected, "x");
+        super::super::batch::put_refusal(&mut refusals, 2, &x);
+        acks.acknowledged(0, Refusals(&refusals));
+        assert!(!acks.window_full(Instant::now()));
+        // Not settled until the publisher reports on it.
+        assert_eq!(None, outcome(&acks, 0));
+        acks.published(0, WINDOW_BYTES, true, true);
+        assert!(!acks.window_full(Instant::now()));
+        let settled = outcome(&acks, 0).unwrap();
+        assert_eq!(Some(Some(&x)), settled.refusal(2));
+        assert_eq!(None, settled.refusal(1));
     }
 }
