@@ -24,9 +24,11 @@
 //! - `json`: JSON string literals for `--json` and the benchmark's reports.
 //! - [`runtime`]: executor threads (the benchmark's), binding a listener,
 //!   `timeout`/`until`.
-//! - [`workers`]: the server's worker threads, one run queue and one epoll
-//!   each; the path of a message across them.
-//! - `transport`: the byte stream under a connection, plain TCP or TLS.
+//! - [`net`]: moving bytes, and who may touch which socket: the server's
+//!   worker threads ([`net::workers`], one run queue and one epoll each;
+//!   the path of a message across them), a socket and its readiness
+//!   (`net::socket`), the byte stream under a connection, plain TCP or
+//!   TLS (`net::transport`, `net::tls`).
 //! - [`args`]: argument types the binaries share (durations, `--color`).
 //! - [`backoff`]: capped exponential back-off with jitter, for reconnects.
 //! - [`clock`]: local-time stamps for `chat-client --timestamps`.
@@ -59,12 +61,11 @@ pub mod exit_codes;
 pub mod hex;
 pub(crate) mod json;
 pub mod logging;
+pub mod net;
 pub mod runtime;
 pub(crate) mod sanitize;
 pub mod secret;
 pub mod server;
 pub mod signals;
 pub mod sys;
-pub(crate) mod transport;
 pub mod wire;
-pub mod workers;

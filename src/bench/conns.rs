@@ -13,8 +13,8 @@ use socket2::{Domain, Socket, Type};
 use super::report::{Report, Usage};
 use super::{await_registered, ConnsArgs};
 use crate::client::wire::ClientWire;
+use crate::net::transport::Transport;
 use crate::sys;
-use crate::transport::Transport;
 use crate::wire::framing::FrameReader;
 use crate::wire::v1;
 

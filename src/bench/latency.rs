@@ -14,7 +14,7 @@ use super::report::{Report, Usage};
 use super::Target;
 use super::{await_registered, get_hex, login, login_receiver, FrameTemplate, LatencyArgs};
 use crate::client::wire::{ClientWire, ServerWireDecoder};
-use crate::transport::Transport;
+use crate::net::transport::Transport;
 use crate::wire::framing::FrameReader;
 use crate::wire::v1::ServerFrame;
 

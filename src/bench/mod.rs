@@ -28,7 +28,7 @@ use smol::{Async, Executor, Timer};
 
 use crate::args::parse_duration;
 use crate::client::wire::ClientWire;
-use crate::transport::{connect_tls, Transport};
+use crate::net::transport::{connect_tls, Transport};
 use crate::wire::framing::FrameReader;
 use crate::wire::v1::{self, ServerFrame};
 
@@ -113,7 +113,7 @@ impl Target {
             None => addr,
         };
         let tls = if common.tls || common.tls_ca.is_some() {
-            let config = crate::transport::tls_client_config(common.tls_ca.as_deref())?;
+            let config = crate::net::tls::tls_client_config(common.tls_ca.as_deref())?;
             // The host as given: its name (or address) must be in the
             // server's certificate.
             let host = common

@@ -16,7 +16,7 @@ use super::{
     await_registered, get_hex, login, login_receiver, FrameTemplate, OrderCheck, ThroughputArgs,
 };
 use crate::client::wire::ClientWire;
-use crate::transport::Transport;
+use crate::net::transport::Transport;
 use crate::wire::framing::FrameReader;
 use crate::wire::v1::{self, ServerFrame};
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use pmchat::exit_codes::Status;
+use pmchat::net::workers::Workers;
 use pmchat::server::accounts::{self, Accounts};
 use pmchat::server::cli::{PasswdArgs, ServerArgs};
 use pmchat::server::{self, Server};
-use pmchat::workers::Workers;
 
 fn main() -> ExitCode {
     pmchat::runtime::set_program("chat-server");

@@ -43,7 +43,7 @@ use super::render::{Renderer, PROGRAM_MARK};
 use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;
-use crate::transport::Transport;
+use crate::net::transport::Transport;
 use crate::wire::v1::{self, Limits};
 
 /// Settings for one batch run.

@@ -19,8 +19,9 @@ use crate::runtime;
 use super::receipts::Sent;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
+use crate::net::tls::tls_client_config;
+use crate::net::transport::{connect_tls, Transport};
 use crate::sanitize::escape;
-use crate::transport::{connect_tls, tls_client_config, Transport};
 use crate::wire::framing::FrameReader;
 use crate::wire::v1::{self, FrameError, PendingReason, ServerFrame};
 

@@ -25,7 +25,7 @@ use super::state::ChatState;
 use super::Greeting;
 use crate::backoff::Backoff;
 use crate::exit_codes::Status;
-use crate::transport::Transport;
+use crate::net::transport::Transport;
 
 /// How long a connection must stay up after its login before a loss
 /// starts the back-off from its first wait again.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::outbound::OutboundQueue;
 use super::wire::Wire;
 use super::Shared;
-use crate::transport::{Transport, WeakTransport};
+use crate::net::transport::{Transport, WeakTransport};
 use crate::wire::texts::ErrorText;
 
 /// A logged-in user: what other sessions need to reach it.
@@ -47,7 +47,7 @@ impl Mailbox {
             peer,
             wire: AtomicU8::new(Wire::V1 as u8),
             outbound: OutboundQueue::new(shared.config.queue_bytes),
-            worker: crate::workers::current_index(),
+            worker: crate::net::workers::current_index(),
             connection: transport.downgrade(),
         }
     }

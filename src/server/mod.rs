@@ -7,7 +7,7 @@
 //! reader writes that queue to the recipient's socket itself when nobody is
 //! writing it (the direct write), else the recipient's writer task does.
 //! There is no central router task: every session routes its own messages.
-//! Each session lives on one worker thread ([`crate::workers`]), handed
+//! Each session lives on one worker thread ([`crate::net::workers`]), handed
 //! over once when it is accepted; the accept loop, the housekeeping and the
 //! timers run on the caller's thread, under async-io.
 //!
@@ -17,7 +17,7 @@
 //!   (a logged-in connection's read and write loops), `refusal` (what a
 //!   refused login is told, and how), `wire` (what a
 //!   connection speaks, and whether its errors carry codes; the byte
-//!   stream under it is [`crate::transport`]), `tls` (certificates and the
+//!   stream under it is [`crate::net::transport`]), `tls` (certificates and the
 //!   accept step; `certificate` reads their dates);
 //! - logins: `accounts` (registered names: the file and its hashes),
 //!   `auth` (the password check and its back-off, before a registered
@@ -77,7 +77,7 @@ use smol::future::FutureExt;
 use smol::{Async, Timer};
 use tracing::{info, warn};
 
-use crate::workers::Workers;
+use crate::net::workers::Workers;
 use admission::Admission;
 pub use config::Config;
 pub use handle::{ClusterState, ServerHandle};

@@ -25,8 +25,9 @@ use std::time::Instant;
 
 use event_listener::{listener, Event};
 
+use crate::net::socket::Written;
+use crate::net::transport::Transport;
 use crate::runtime::until;
-use crate::transport::{Transport, Written};
 
 /// Largest emptied buffer kept for the next frames; a bigger one (after a
 /// burst) is freed at once rather than pinned.

@@ -15,8 +15,8 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use crate::net::transport::Transport;
 use crate::runtime::{timeout, until};
-use crate::transport::Transport;
 use crate::wire::v1::{self, PendingReason};
 
 /// How long login work may take before the client is told it is pending:

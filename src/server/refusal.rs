@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use super::wire::Wire;
+use crate::net::transport::Transport;
 use crate::runtime::timeout;
-use crate::transport::Transport;
 use crate::wire::texts::ErrorText;
 
 /// A login refused: what to tell the client, and in which wire.

@@ -9,7 +9,7 @@ use smol::Async;
 use super::config::Config;
 use super::mailbox::Mailbox;
 use super::{Server, Shared};
-use crate::transport::Transport;
+use crate::net::transport::Transport;
 use crate::wire::v1::{self, Decoded, ServerFrame};
 
 /// The state a running server shares, without running it.
@@ -19,7 +19,7 @@ pub(crate) fn shared() -> Arc<Shared> {
 
 /// The same with these settings.
 pub(crate) fn shared_with(config: Config) -> Arc<Shared> {
-    let workers = crate::workers::Workers::start(1).expect("a worker thread");
+    let workers = crate::net::workers::Workers::start(1).expect("a worker thread");
     Arc::clone(&Server::new(config, workers).expect("a server").shared)
 }
 

@@ -19,7 +19,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::certificate::{self, Standing, Validity};
 
-use crate::transport::{SharedSocket, Socket, Transport};
+use crate::net::socket::Socket;
+use crate::net::tls::SharedSocket;
+use crate::net::transport::Transport;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +169,7 @@ fn acceptor(files: &TlsFiles) -> Result<(TlsAcceptor, Option<Validity>), TlsErro
             files.key.display()
         );
     }
-    let config = ServerConfig::builder_with_provider(crate::transport::crypto_provider())
+    let config = ServerConfig::builder_with_provider(crate::net::tls::crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
@@ -332,13 +334,13 @@ mod tests {
     fn tls_pair(dir: &Path) -> (Transport, Transport) {
         let set = self_signed(dir).unwrap();
         let server_tls = ServerTls::load(set.files.clone()).unwrap();
-        let client_config = crate::transport::tls_client_config(Some(&set.ca)).unwrap();
+        let client_config = crate::net::tls::tls_client_config(Some(&set.ca)).unwrap();
         smol::block_on(async {
             let listener = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
             let addr = listener.get_ref().local_addr().unwrap();
             let client = async {
                 let stream = Async::<TcpStream>::connect(addr).await.unwrap();
-                crate::transport::connect_tls(stream, "localhost", client_config)
+                crate::net::transport::connect_tls(stream, "localhost", client_config)
                     .await
                     .unwrap()
             };

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pmchat::net::workers::Workers;
 use pmchat::runtime::bind;
 use pmchat::server::config::Config;
 use pmchat::server::{Server, ServerHandle};
-use pmchat::workers::Workers;
 
 use crate::common::{Frame, RawClient, TIMEOUT};
 use crate::eqnice;

@@ -47,7 +47,7 @@ use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;
 
-use crate::transport::Transport;
+use crate::net::transport::Transport;
 use complete::ChatHelper;
 use history::{append_history, load_history, Recipients};
 use line::{handle_line, Handled, LineContext};

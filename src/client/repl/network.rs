@@ -25,7 +25,7 @@ use crate::client::{
     render::{Renderer, Stream},
 };
 use crate::clock::Stamp;
-use crate::transport::Transport;
+use crate::net::transport::Transport;
 
 /// Received frames in interactive mode: above the prompt through the
 /// external printer when stdout is that terminal, plain stdout otherwise.

@@ -188,8 +188,8 @@ impl Cluster {
             _ => (url.to_string(), false),
         };
         if tls {
-            let config = crate::transport::tls_client_config(ca)
-                .map_err(|e| format!("TLS to Redis: {e}"))?;
+            let config =
+                crate::net::tls::tls_client_config(ca).map_err(|e| format!("TLS to Redis: {e}"))?;
             super::redis_io::use_tls(config);
         } else if ca.is_some() {
             return Err("--cluster-ca needs a rediss:// URL".into());
