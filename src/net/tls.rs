@@ -30,16 +30,24 @@ pub(crate) struct TlsConnection {
 /// buffer: rustls asks for 4 KiB at a time, and without the buffer a busy
 /// TLS connection would cost a `read` syscall per 4 KiB instead of per
 /// 32 KiB. The buffer is freed when the socket has nothing more to read,
-/// so an idle TLS connection keeps none, while a busy one reuses it.
+/// so an idle TLS connection keeps none. It is sized to what arrives: a
+/// wake for one message allocates (and zeroes) [`TLS_READ_FIRST`], and it
+/// doubles, up to [`TLS_READ_CHUNK`], for each read that fills it, where a
+/// busy connection keeps it.
 #[derive(Debug)]
 pub(crate) struct SharedSocket {
     socket: Arc<Socket>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read filled the buffer: more is likely waiting.
+    filled: bool,
 }
 
-/// Bytes read from a TLS connection's socket per syscall.
+/// Bytes read from a TLS connection's socket by the first read after it
+/// was idle: what rustls asks for at a time.
+const TLS_READ_FIRST: usize = 4 * 1024;
+/// The most bytes read from a TLS connection's socket per syscall.
 const TLS_READ_CHUNK: usize = 32 * 1024;
 
 impl SharedSocket {
@@ -49,6 +57,7 @@ impl SharedSocket {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            filled: false,
         }
     }
 }
@@ -65,17 +74,22 @@ impl AsyncRead for SharedSocket {
                 return Pin::new(&mut &*this.socket).poll_read(cx, out);
             }
             if this.buf.is_empty() {
-                this.buf = vec![0; TLS_READ_CHUNK];
+                this.buf = vec![0; TLS_READ_FIRST];
+            } else if this.filled && this.buf.len() < TLS_READ_CHUNK {
+                // Zeroes only the new part.
+                this.buf.resize((this.buf.len() * 2).min(TLS_READ_CHUNK), 0);
             }
             let n = match Pin::new(&mut &*this.socket).poll_read(cx, &mut this.buf) {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Pending => {
                     // Nothing to read: the connection is (for now) idle.
                     this.buf = Vec::new();
+                    this.filled = false;
                     return Poll::Pending;
                 }
                 other => return other,
             };
+            this.filled = n == this.buf.len();
             this.start = 0;
             this.end = n;
         }

@@ -398,4 +398,31 @@ mod tests {
             assert_eq!(0, client.read(&mut input).await.unwrap());
         });
     }
+
+    #[test]
+    fn tls_carries_a_burst_larger_than_any_read_buffer_intact() {
+        let (server, client) = tls_pair();
+        let burst: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        smol::block_on(async {
+            let sending = async {
+                client.write_all(&burst).await.unwrap();
+                client.shutdown_write().await;
+            };
+            let receiving = async {
+                let mut received = Vec::new();
+                let mut input = reader();
+                loop {
+                    let n = server.read(&mut input).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    received.extend_from_slice(input.buffered());
+                    input = reader();
+                }
+                received
+            };
+            let ((), received) = smol::future::zip(sending, receiving).await;
+            assert!(received == burst, "{} bytes, not the burst", received.len());
+        });
+    }
 }
