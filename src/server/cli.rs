@@ -158,6 +158,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE", requires = "cluster")]
     pub cluster_key_file: Option<std::path::PathBuf>,
 
+    /// How long a node's names outlive it: a node that dies (or is cut
+    /// off from Redis) frees its names within this, and renews its lease
+    /// five times as often. Every node should use the same value.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_lease, requires = "cluster")]
+    pub cluster_lease: Duration,
+
     /// With rediss://: trust only the CA certificates in this PEM file for
     /// Redis's certificate (default: the system's trusted roots).
     #[arg(long, value_name = "FILE", requires = "cluster")]
@@ -225,6 +231,7 @@ impl ServerArgs {
             allow_plaintext_passwords: self.allow_plaintext_passwords,
             cluster: self.cluster.clone(),
             cluster_key_file: self.cluster_key_file.clone(),
+            cluster_lease: self.cluster_lease,
             cluster_ca: self.cluster_ca.clone(),
             default_wire: match self.default_wire {
                 DefaultWire::V1 => Wire::V1,
@@ -286,9 +293,28 @@ pub struct PasswdArgs {
     pub name: String,
 }
 
+/// A `--cluster-lease`: long enough that renewing it five times as often
+/// costs Redis little and survives a slow command, short enough to matter.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if lease < Duration::from_millis(500) || lease > Duration::from_secs(3600) {
+        return Err("a lease must be between 500ms and 1h".into());
+    }
+    Ok(lease)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_too_short_to_renew_or_too_long_to_matter_is_refused() {
+        assert_eq!(Ok(Duration::from_secs(2)), parse_lease("2s"));
+        assert_eq!(Ok(Duration::from_millis(500)), parse_lease("500ms"));
+        assert!(parse_lease("100ms").is_err());
+        assert!(parse_lease("2h").is_err());
+        assert!(parse_lease("soon").is_err());
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Config {
     pub cluster_ca: Option<std::path::PathBuf>,
     /// The nodes' shared secret (`--cluster-key-file`).
     pub cluster_key_file: Option<std::path::PathBuf>,
+    /// How long a node's names outlive it (`--cluster-lease`).
+    pub cluster_lease: std::time::Duration,
     /// What a connection that has sent nothing after its username is
     /// spoken to in (`--default-wire`).
     pub default_wire: Wire,
@@ -71,6 +73,7 @@ impl Default for Config {
             allow_plaintext_passwords: false,
             cluster: None,
             cluster_key_file: None,
+            cluster_lease: super::cluster::LEASE,
             cluster_ca: None,
             default_wire: Wire::V1,
         }

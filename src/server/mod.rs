@@ -279,7 +279,10 @@ impl Server {
         let cluster = config
             .cluster
             .as_deref()
-            .map(|url| cluster::Cluster::new(url, key, config.cluster_ca.as_deref()))
+            .map(|url| {
+                let lease = config.cluster_lease;
+                cluster::Cluster::new(url, key, config.cluster_ca.as_deref(), lease)
+            })
             .transpose()?;
         Ok(Server {
             shared: Arc::new(Shared {

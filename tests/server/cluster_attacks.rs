@@ -42,7 +42,7 @@ fn online_within(node: &mut ServerProcess, name: &str, since: Instant, bound: Du
 }
 
 fn a_node_paused_past_its_lease_learns_where_its_lost_names_went(url: &str) {
-    let mut nodes = nodes(url, 2);
+    let mut nodes = super::cluster::short_lease_nodes(url, 2);
     let mut old_bob = nodes[1].login("bob");
     let mut carol = nodes[1].login("carol");
     nodes[0].wait_online("bob");
@@ -50,7 +50,7 @@ fn a_node_paused_past_its_lease_learns_where_its_lost_names_went(url: &str) {
     // Frozen past its lease (SIGSTOP): to the others node B is dead, and
     // bob logs in again on A.
     nodes[1].signal("STOP");
-    thread::sleep(Duration::from_millis(6500));
+    thread::sleep(super::cluster::SHORT_LEASE * 3 / 2);
     let mut bob = nodes[0].login("bob");
     nodes[1].signal("CONT");
     match old_bob.frame() {

@@ -14,7 +14,7 @@ use super::commands::{Backend, Commands, REDIS_TIMEOUT};
 use super::directory::RECONCILE_EVERY;
 use super::inbound::Inbound;
 use super::keys::{inbox, PRESENCE_CHANNEL};
-use super::{Cluster, RENEW_EVERY};
+use super::Cluster;
 use crate::server::redis_io::NodeConnection;
 use crate::server::Shared;
 
@@ -150,7 +150,7 @@ impl Cluster {
             let mut connection = connection.clone();
             let mut reconciled = Instant::now();
             loop {
-                Timer::after(RENEW_EVERY).await;
+                Timer::after(self.renew_every()).await;
                 let lapsed = !self.renew(&mut connection).await?;
                 if lapsed {
                     // Other nodes may have taken its names, and forgotten

@@ -8,15 +8,16 @@
 //! carries only what crosses between them:
 //!
 //! - **Nodes hold leases, names follow them.** `pmchat:node:ID` is set
-//!   for [`LEASE`] and renewed every [`RENEW_EVERY`]: one command a second
-//!   per node, however many users it has. `pmchat:name:NAME` holds the id
+//!   for its lease (`--cluster-lease`, [`LEASE`] by default) and renewed
+//!   five times per lease: one command a second per node at the default,
+//!   however many users it has. `pmchat:name:NAME` holds the id
 //!   of the node whose session has the name; a claim reads the holder,
 //!   checks the holder's lease, and swaps the name only if the holder is
 //!   still the one it read (a compare-and-set script), so it succeeds when
 //!   no live node holds the name, and of two nodes racing for a name
 //!   exactly one wins. A node that
 //!   dies (kill -9) stops renewing, so its names are free again within
-//!   [`LEASE`]; the nodes that notice forget its users and delete its keys
+//!   its lease; the nodes that notice forget its users and delete its keys
 //!   (each node keeps the set of its name keys, `pmchat:names:ID`).
 //! - **The directory.** Each node mirrors who is online elsewhere in its
 //!   [`Registry`](super::registry::Registry) (name → node), loaded when it
@@ -103,11 +104,13 @@ pub(crate) use self::key::ClusterKey;
 #[cfg(doc)]
 use self::outbox::OUTBOX_BYTES;
 pub(crate) use self::outbox::{Forward, Route, Ticket, Unreachable};
-/// How long a node's lease (and so its names) lasts without renewal: a
-/// node that dies frees its names within this.
+/// How long a node's lease (and so its names) lasts without renewal, by
+/// default (`--cluster-lease`): a node that dies frees its names within
+/// this.
 pub const LEASE: Duration = Duration::from_secs(5);
-/// How often a node renews its lease and checks the other nodes'.
-pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// How many times a node renews its lease (and checks the other nodes')
+/// within one lease.
+const RENEWALS_PER_LEASE: u32 = 5;
 
 /// Why a name could not be claimed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +139,9 @@ pub(crate) struct Cluster {
     /// The claim's compare-and-set, compiled once (its hash is sent, not
     /// its text).
     swap_script: redis::Script,
+    /// How long this node's lease lasts without renewal
+    /// (`--cluster-lease`).
+    lease: Duration,
     /// Messages from other nodes waiting for room in full local queues, by
     /// recipient session (its address: a session with a backlog is kept
     /// alive by the task draining it, so the address stays its own).
@@ -171,12 +177,18 @@ pub(crate) struct Cluster {
 pub const MAX_NODES: usize = 1024;
 
 impl Cluster {
+    /// How often this node renews its lease and checks the other nodes'.
+    fn renew_every(&self) -> Duration {
+        self.lease / RENEWALS_PER_LEASE
+    }
+
     /// A node for the Redis at `url` (`redis://HOST:PORT`); nothing is
     /// connected until [`Cluster::run`].
     pub(crate) fn new(
         url: &str,
         key: Option<ClusterKey>,
         ca: Option<&std::path::Path>,
+        lease: Duration,
     ) -> Result<Cluster, String> {
         let bad = |e: redis::RedisError| format!("bad --cluster URL: {e}");
         // TLS to Redis is ours to set up (the crate's own needs a TLS
@@ -236,6 +248,7 @@ impl Cluster {
             latest_batch: Mutex::new(HashMap::new()),
             paused: pause::Paused::default(),
             swap_script: swap_script(),
+            lease,
         })
     }
 
@@ -283,11 +296,11 @@ impl Cluster {
     }
 
     /// Starts the window of [`Cluster::settling`]: every live node renews
-    /// its lease within [`LEASE`] and retries Redis at least every
+    /// its lease within its lease time and retries Redis at least every
     /// [`crate::backoff::MAX_DELAY`], and claims and announces its names
     /// when it reconnects.
     fn start_settling(&self) {
-        let until = Instant::now() + LEASE + crate::backoff::MAX_DELAY;
+        let until = Instant::now() + self.lease + crate::backoff::MAX_DELAY;
         *self
             .settling_until
             .lock()

@@ -8,7 +8,7 @@ use super::commands::Commands;
 use super::keys::{
     ban_key, name_key, names_key, node_key, release_script, NODES_KEY, PRESENCE_CHANNEL,
 };
-use super::{ClaimError, Cluster, LEASE};
+use super::{ClaimError, Cluster};
 use crate::server::Shared;
 use crate::wire::texts::{Code, ErrorText};
 
@@ -123,13 +123,13 @@ impl Cluster {
     /// Renews this node's lease, which keeps every name it holds: one
     /// command a second, however many users the node has. False if the
     /// lease had run out (this node was stopped, or cut off, for longer
-    /// than [`LEASE`]): its names may have been claimed elsewhere since.
+    /// than its lease): its names may have been claimed elsewhere since.
     pub(super) async fn renew(&self, connection: &mut Commands) -> redis::RedisResult<bool> {
         let before: Option<String> = redis::cmd("SET")
             .arg(node_key(&self.node))
             .arg(1)
             .arg("PX")
-            .arg(LEASE.as_millis() as u64)
+            .arg(self.lease.as_millis() as u64)
             .arg("GET")
             .query_async(connection)
             .await?;
