@@ -363,3 +363,117 @@ async fn refused_in_their_wire<T>(
     let wire = refusal_wire(input.buffered(), &config.limits, config.default_wire);
     Step::refused(wire, error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::config::Config;
+    use crate::server::testing;
+    use std::io::Write;
+
+    /// Runs admission for a connection whose client sends `sends` and
+    /// then, if `close`, ends its input; returns how admission ended.
+    fn admit_with<'a>(shared: &'a Shared, sends: &[u8], close: bool) -> Admission<'a> {
+        let (mut client, server_end) = crate::runtime::loopback_pair();
+        let peer = server_end.peer_addr().unwrap();
+        client.write_all(sends).unwrap();
+        if close {
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        // Kept open until admission is done (a refusal writes to it).
+        let admitted = smol::block_on(admit(shared, server_end, peer));
+        drop(client);
+        admitted
+    }
+
+    fn refusal(admission: Admission<'_>) -> (Wire, Code) {
+        match admission {
+            Admission::Refused(_, refusal) => (refusal.wire, refusal.error.code()),
+            Admission::Admitted(a) => panic!("admitted {}", a.mailbox.name()),
+            Admission::Gone => panic!("gone"),
+        }
+    }
+
+    #[test]
+    fn a_free_name_is_admitted_into_the_registry_in_the_wire_it_sent() {
+        let shared = testing::shared();
+        let admission = admit_with(&shared, b"\x05alice\x00\x00\x00\x03\x00\x02bobhi", false);
+        match admission {
+            Admission::Admitted(admitted) => {
+                assert_eq!("alice", admitted.mailbox.name());
+                assert!(shared.registry.get(b"alice").is_some());
+                assert_eq!(Wire::V1, admitted.mailbox.wire());
+                assert!(admitted.proven.is_none());
+                // The reader starts at the first frame after the name.
+                assert_eq!(b"\x00\x00\x00\x03\x00\x02bobhi", admitted.input.buffered());
+            }
+            _ => panic!("refused"),
+        };
+    }
+
+    #[test]
+    fn a_taken_name_is_refused_in_the_wire_of_the_first_bytes_after_it() {
+        let shared = testing::shared();
+        let (holder, _client) = testing::session(&shared, "alice");
+        shared.registry.insert(&holder).unwrap();
+        let v1 = admit_with(&shared, b"\x05alice\x00\x00\x00\x03\x00\x02bobhi", false);
+        assert_eq!((Wire::V1, Code::NameTaken), refusal(v1));
+        // A HELLO asking for codes: refused with one.
+        let mut hello = b"\x05alice".to_vec();
+        crate::wire::v1::encode_hello("pmchat/1 codes", &mut hello).unwrap();
+        let coded = admit_with(&shared, &hello, false);
+        assert_eq!((Wire::Coded, Code::NameTaken), refusal(coded));
+    }
+
+    #[test]
+    fn a_banned_name_is_refused_before_anything_else() {
+        let shared = testing::shared();
+        shared.bans.ban("mallory", None, Instant::now());
+        let admission = admit_with(&shared, b"\x07mallory", true);
+        assert_eq!(Code::Banned, refusal(admission).1);
+        assert!(shared.registry.get(b"mallory").is_none());
+    }
+
+    #[test]
+    fn an_invalid_name_is_refused_in_the_default_wire() {
+        let shared = testing::shared();
+        let admission = admit_with(&shared, b"\x03a b", false);
+        assert_eq!((Wire::V1, Code::InvalidName), refusal(admission));
+    }
+
+    #[test]
+    fn a_client_that_leaves_before_its_name_is_gone_and_told_nothing() {
+        let shared = testing::shared();
+        assert!(matches!(
+            admit_with(&shared, b"\x05al", true),
+            Admission::Gone
+        ));
+    }
+
+    #[test]
+    fn a_full_server_refuses_before_reading_anything() {
+        let shared = testing::shared_with(Config {
+            max_clients: 0,
+            ..Config::default()
+        });
+        let admission = admit_with(&shared, b"", false);
+        assert_eq!((Wire::V1, Code::ServerFull), refusal(admission));
+    }
+
+    #[test]
+    fn an_unregistered_name_is_refused_when_only_registered_ones_may_log_in() {
+        let dir = std::env::temp_dir().join(format!("pmchat-admission-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("accounts");
+        std::fs::write(&path, "").unwrap();
+        let accounts = crate::server::accounts::Accounts::load(&path).unwrap();
+        let shared = testing::shared_with(Config {
+            accounts: Some(Arc::new(accounts)),
+            registered_only: true,
+            ..Config::default()
+        });
+        let admission = admit_with(&shared, b"\x05alice", true);
+        assert_eq!(Code::NotRegistered, refusal(admission).1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -373,3 +373,91 @@ async fn write_loop(transport: Transport, session: Arc<Mailbox>) {
     }
     transport.shutdown_write().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::admission::{admit, Admission};
+    use crate::server::testing;
+    use std::io::{Read, Write};
+
+    /// Serves one connection in-process, from admission to close, whose
+    /// client sends `sends` and then (if `close`) ends its input; returns
+    /// everything the client received until the server closed.
+    fn serve_one(shared: &Shared, sends: &'static [u8], close: bool) -> Vec<u8> {
+        let (mut client, server_end) = crate::runtime::loopback_pair();
+        let peer = server_end.peer_addr().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let talking = std::thread::spawn(move || {
+            client.write_all(sends).unwrap();
+            if close {
+                client.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).unwrap();
+            received
+        });
+        smol::block_on(async {
+            match admit(shared, server_end, peer).await {
+                Admission::Admitted(admitted) => serve(shared, admitted).await,
+                _ => panic!("not admitted"),
+            }
+        });
+        talking.join().unwrap()
+    }
+
+    #[test]
+    fn a_client_that_breaks_the_protocol_is_told_why_and_closed() {
+        let shared = testing::shared();
+        // Opcode 0x7f is no frame of v1's.
+        let received = serve_one(&shared, b"\x05alice\x00\x7f\x00\x00\x00\x00", false);
+        let (frame, _) = match v1::decode_server_frame(&received) {
+            Ok(v1::Decoded::Frame(frame, used)) => (frame, used),
+            other => panic!("not a frame: {other:?} in {received:?}"),
+        };
+        assert!(matches!(frame, v1::ServerFrame::Error { .. }), "{frame:?}");
+        assert!(shared.registry.get(b"alice").is_none(), "still online");
+    }
+
+    #[test]
+    fn a_client_that_closes_is_sent_nothing_and_leaves_the_registry() {
+        let shared = testing::shared();
+        let received = serve_one(&shared, b"\x05alice", true);
+        assert!(received.is_empty(), "{received:?}");
+        assert!(shared.registry.get(b"alice").is_none(), "still online");
+    }
+
+    #[test]
+    fn a_message_to_nobody_is_answered_with_not_connected_in_the_sender_wire() {
+        let shared = testing::shared();
+        let received = serve_one(&shared, b"\x05alice\x00\x00\x00\x03\x00\x02bobhi", true);
+        match v1::decode_server_frame(&received) {
+            Ok(v1::Decoded::Frame(v1::ServerFrame::Error { text, .. }, used)) => {
+                let shown = String::from_utf8_lossy(text);
+                assert_eq!(Some(Code::NotConnected), Code::of_text(text), "{shown}");
+                assert_eq!(used, received.len(), "one frame, then the close");
+            }
+            other => panic!("not an error frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_that_speaks_gob_is_read_and_answered_in_gob() {
+        let shared = testing::shared();
+        // The gob client's first message (type definitions, then a value),
+        // as the original client sent it: to nobody, so it is refused.
+        let mut sends = b"\x05alice".to_vec();
+        let message = crate::wire::gob::GobMessage {
+            to: b"bob",
+            content: b"hi",
+            ..Default::default()
+        };
+        crate::wire::gob::encode_message(&message, &mut sends);
+        let sends: &'static [u8] = Box::leak(sends.into_boxed_slice());
+        let received = serve_one(&shared, sends, true);
+        assert!(!received.is_empty());
+        assert_ne!(0, received[0], "a gob stream, not a v1 frame");
+    }
+}
