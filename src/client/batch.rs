@@ -36,7 +36,8 @@ use smol::io::{AsyncBufReadExt, BufReader};
 use smol::{Timer, Unblock};
 
 use super::command::{self, Command};
-use super::connection::{await_login, login_channel, receive, Login, Negotiation, Received};
+use super::connection::{receive, Received};
+use super::frames::{await_login, login_channel, Login, Negotiation};
 use super::output::Output;
 use super::receipts::{unconfirmed_notice, Ledger, Origin, Sent, WINDOW};
 use super::render::{Renderer, PROGRAM_MARK};

@@ -16,14 +16,14 @@ use smol::Async;
 
 use crate::runtime;
 
-use super::receipts::Sent;
-use super::state::{ChatState, MAX_ONLINE_USERS};
+use super::frames::{FrameHandler, Negotiation, Sink, FLUSH_AT};
+use super::state::ChatState;
 use crate::clock::Stamp;
 use crate::net::tls::tls_client_config;
 use crate::net::transport::{connect_tls, Transport};
 use crate::sanitize::escape;
 use crate::wire::framing::FrameReader;
-use crate::wire::v1::{self, FrameError, PendingReason, ServerFrame};
+use crate::wire::v1::{FrameError, ServerFrame};
 
 /// Why we could not get a connection.
 #[derive(Debug, thiserror::Error)]
@@ -155,39 +155,6 @@ pub async fn connect(
     })
 }
 
-/// Pending output past which the receiving loop has its [`Sink`] write out
-/// even while more frames are waiting: a sender that never pauses must not
-/// grow the client.
-pub const FLUSH_AT: usize = 64 * 1024;
-
-/// Where received frames go.
-pub trait Sink {
-    /// Sets the receive time of the frames that follow (`--timestamps`).
-    fn set_stamp(&mut self, stamp: Stamp);
-    /// True if frames should be time-stamped.
-    fn wants_stamps(&self) -> bool;
-    /// A message from `from`.
-    fn message(&mut self, from: &[u8], content: &[u8]);
-    /// An error reported by the server, with its code (empty from a
-    /// server without codes).
-    fn error(&mut self, code: &[u8], text: &[u8]);
-    /// The answer to a `who`: the online users, sorted.
-    fn online(&mut self, names: &[String]);
-    /// A presence event.
-    fn presence(&mut self, joined: bool, name: &[u8]);
-    /// The server accepted a message we sent (receipts).
-    fn accepted(&mut self, sent: &Sent);
-    /// The server refused a message we sent, for the reason in `code`
-    /// (empty from a server without codes) and `text`.
-    fn refused(&mut self, sent: &Sent, code: &[u8], text: &[u8]);
-    /// Bytes rendered and not yet written.
-    fn pending(&self) -> usize;
-    /// Writes what is pending, waiting while the destination is full.
-    fn flush(&mut self) -> impl Future<Output = io::Result<()>>;
-    /// Completes when the destination went away (stdout closed).
-    fn gone(&self) -> impl Future<Output = ()> + 'static;
-}
-
 /// How the receiving loop ended.
 #[derive(Debug)]
 pub enum Received {
@@ -205,68 +172,6 @@ pub enum Received {
     OutputGone,
     /// As many messages as asked for (`--count`) were printed: a normal end.
     Enough,
-}
-
-/// How the server answered our HELLO.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Login {
-    /// WELCOME (and, if asked, the presence snapshot) arrived.
-    Extended,
-    /// A v1 server answered `'' is not connected`.
-    V1,
-    /// No answer within the HELLO timeout, or within what PENDING
-    /// promised (`pending`: a pmchat server said it was working on it).
-    Silent { pending: bool },
-    /// Not an outcome: the server is working on the login and will answer
-    /// within this long ([`await_login`] waits on).
-    Pending(Option<PendingReason>, Duration),
-}
-
-/// PENDING frames heeded per login: a server that keeps sending them is
-/// not believed forever.
-const MAX_PENDING: usize = 8;
-/// The longest one PENDING may make us wait, whatever it says.
-const MAX_PENDING_WAIT: Duration = Duration::from_secs(120);
-
-/// The channel on which the receiving side tells the login's outcome:
-/// room for every PENDING heeded and the outcome, so nothing is dropped.
-pub fn login_channel() -> (async_channel::Sender<Login>, async_channel::Receiver<Login>) {
-    async_channel::bounded(MAX_PENDING + 1)
-}
-
-/// The receiving side's view of the HELLO exchange.
-pub struct Negotiation {
-    /// Told the outcome once it is known; `None` once it was told (or when
-    /// no HELLO was sent).
-    pub outcome: Option<async_channel::Sender<Login>>,
-    /// We asked for presence, so the first ONLINE list after WELCOME is the
-    /// snapshot, not an answer to `who`.
-    pub presence: bool,
-    /// `'' is not connected` errors still to be read as a v1 server's
-    /// answers to our login frames (HELLO, AUTH) rather than shown.
-    pub v1_answers: u8,
-    /// A refusal because the name is taken is not shown: the caller will
-    /// try again (reconnecting while our stale session holds the name).
-    pub quiet_name_taken: bool,
-    /// A refusal for want of a password is not shown: the caller asks for
-    /// one and logs in again.
-    pub quiet_password_required: bool,
-    /// PENDING frames heeded so far.
-    pub pending: usize,
-}
-
-impl Negotiation {
-    /// The negotiation of a login that tells `outcome`.
-    pub fn new(outcome: async_channel::Sender<Login>, greeting: &super::Greeting) -> Self {
-        Negotiation {
-            outcome: Some(outcome),
-            presence: greeting.presence,
-            v1_answers: greeting.v1_answers,
-            quiet_name_taken: false,
-            quiet_password_required: false,
-            pending: 0,
-        }
-    }
 }
 
 /// Reads frames until the server closes the connection, handing each to
@@ -375,170 +280,6 @@ async fn wait_readable(
         .await
 }
 
-/// What the receiving side makes of each frame, and what it remembers
-/// between frames.
-struct FrameHandler {
-    negotiation: Negotiation,
-    /// The last frame was an error (which then explains a close).
-    after_error: bool,
-    /// Nothing valid arrived yet: garbage now means "not a chat server".
-    first: bool,
-    /// ONLINE pages collected so far, and what they are for.
-    online: Vec<String>,
-    collecting: Collecting,
-    /// WELCOME arrived and asked-for presence: the next list is the
-    /// snapshot that completes the login.
-    awaiting_snapshot: bool,
-}
-
-impl FrameHandler {
-    fn new(negotiation: Negotiation) -> Self {
-        FrameHandler {
-            negotiation,
-            after_error: false,
-            first: true,
-            online: Vec::new(),
-            collecting: Collecting::Nothing,
-            awaiting_snapshot: false,
-        }
-    }
-
-    fn handle(&mut self, frame: ServerFrame<'_>, sink: &mut impl Sink, state: &ChatState) {
-        self.first = false;
-        self.after_error = matches!(frame, ServerFrame::Error { .. });
-        match frame {
-            ServerFrame::Message { from, content } => {
-                state.received_from(&String::from_utf8_lossy(from));
-                sink.message(from, content);
-            }
-            // A v1 server's answers to HELLO and AUTH: swallowed.
-            ServerFrame::Error { text, .. }
-                if self.negotiation.v1_answers > 0 && text == v1::V1_HELLO_ANSWER =>
-            {
-                self.negotiation.v1_answers -= 1;
-                self.after_error = false;
-                tell(&mut self.negotiation.outcome, Login::V1);
-            }
-            ServerFrame::Error { code, text } => {
-                // Before the login was confirmed, any error is its refusal.
-                let during_login = self
-                    .negotiation
-                    .outcome
-                    .as_ref()
-                    .is_some_and(|outcome| !outcome.is_closed());
-                state.server_error(code, text, during_login);
-                let quiet = (self.negotiation.quiet_name_taken && state.login_retryable())
-                    || (self.negotiation.quiet_password_required && state.password_required());
-                if !quiet {
-                    sink.error(code, text);
-                }
-            }
-            ServerFrame::Pending { reason, wait_ms } => {
-                let negotiation = &mut self.negotiation;
-                if let Some(outcome) = &negotiation.outcome {
-                    if negotiation.pending < MAX_PENDING {
-                        negotiation.pending += 1;
-                        let wait = Duration::from_millis(wait_ms).min(MAX_PENDING_WAIT);
-                        let reason = PendingReason::from_code(reason);
-                        let _ = outcome.try_send(Login::Pending(reason, wait));
-                    }
-                }
-            }
-            ServerFrame::Welcome { limits, .. } => {
-                self.negotiation.v1_answers = 0;
-                state.set_extended(
-                    v1::parse_limits(limits),
-                    v1::welcome_authenticated(limits),
-                    v1::lists_word(limits, v1::FEATURE_RECEIPTS),
-                );
-                if let Some(token) = v1::welcome_value(limits, v1::WELCOME_TOKEN) {
-                    state.device_token_issued(token);
-                }
-                if self.negotiation.presence {
-                    self.awaiting_snapshot = true;
-                } else {
-                    tell(&mut self.negotiation.outcome, Login::Extended);
-                }
-            }
-            ServerFrame::Online { last, names } => self.online_page(last, names, sink, state),
-            ServerFrame::Presence { joined, name } => {
-                state.presence(joined, &String::from_utf8_lossy(name));
-                sink.presence(joined, name);
-            }
-            ServerFrame::Accepted { through } => {
-                state.ledger().accepted(through, |sent| sink.accepted(sent));
-            }
-            ServerFrame::Refused {
-                ordinal,
-                code,
-                text,
-            } => {
-                state.fail();
-                match state.ledger().refused(ordinal, |sent| sink.accepted(sent)) {
-                    Some(sent) => sink.refused(&sent, code, text),
-                    // Not a message of ours in flight: shown as it is.
-                    None => sink.error(code, text),
-                }
-            }
-        }
-    }
-
-    /// Collects an ONLINE page; the last one completes the list. Only the
-    /// snapshot and answers to our own `who` are kept (up to
-    /// [`MAX_ONLINE_USERS`] names); anything else is read and dropped.
-    fn online_page(&mut self, last: bool, names: &[u8], sink: &mut impl Sink, state: &ChatState) {
-        if self.collecting == Collecting::Nothing {
-            self.collecting = if self.awaiting_snapshot {
-                Collecting::Snapshot
-            } else if state.who_expected() {
-                Collecting::Answer
-            } else {
-                Collecting::Unasked
-            };
-        }
-        if self.collecting != Collecting::Unasked {
-            let room = MAX_ONLINE_USERS.saturating_sub(self.online.len());
-            self.online.extend(
-                names
-                    .split(|&b| b == b'\n')
-                    .filter(|n| !n.is_empty())
-                    .take(room)
-                    .map(|n| String::from_utf8_lossy(n).into_owned()),
-            );
-        }
-        if !last {
-            return;
-        }
-        let mut online = std::mem::take(&mut self.online);
-        online.sort_unstable();
-        match std::mem::replace(&mut self.collecting, Collecting::Nothing) {
-            Collecting::Snapshot => {
-                self.awaiting_snapshot = false;
-                state.set_online(&online);
-                tell(&mut self.negotiation.outcome, Login::Extended);
-            }
-            Collecting::Answer => {
-                state.who_answered();
-                sink.online(&online);
-            }
-            Collecting::Unasked | Collecting::Nothing => {}
-        }
-    }
-}
-
-/// What the ONLINE pages being received are for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Collecting {
-    /// No list in progress.
-    Nothing,
-    /// The presence snapshot that completes the login.
-    Snapshot,
-    /// The answer to our `who`.
-    Answer,
-    /// Nobody asked: read and dropped.
-    Unasked,
-}
-
 /// A failed write to our own stdout: a closed pipe is a normal end; other
 /// failures end the session too (there is nowhere to show messages).
 fn output_failed(error: io::Error) -> Received {
@@ -547,54 +288,4 @@ fn output_failed(error: io::Error) -> Received {
     } else {
         Received::Failed(error)
     }
-}
-
-fn tell(outcome: &mut Option<async_channel::Sender<Login>>, login: Login) {
-    if let Some(outcome) = outcome.take() {
-        let _ = outcome.try_send(login);
-    }
-}
-
-/// Waits for the outcome of HELLO: the receiving side's verdict, or
-/// [`Login::Silent`] if nothing came within `timeout`. A PENDING from the
-/// server moves the deadline to what it promised plus `timeout`, and is
-/// handed to `pending` (to tell the user); never returned. `None` means the
-/// receiving side ended first (the server closed the connection).
-pub async fn await_login(
-    outcome: &async_channel::Receiver<Login>,
-    timeout: Duration,
-    mut pending: impl FnMut(Option<PendingReason>, Duration),
-) -> Option<Login> {
-    let mut deadline = std::time::Instant::now() + timeout;
-    let mut told_pending = false;
-    loop {
-        match runtime::until(deadline, outcome.recv()).await {
-            Some(Ok(Login::Pending(reason, wait))) => {
-                told_pending = true;
-                deadline = std::time::Instant::now() + wait + timeout;
-                pending(reason, wait);
-            }
-            Some(told) => return told.ok(),
-            None => {
-                // Whatever comes later is no longer the login's answer.
-                outcome.close();
-                return Some(Login::Silent {
-                    pending: told_pending,
-                });
-            }
-        }
-    }
-}
-
-/// What a PENDING means, for people.
-pub fn pending_notice(reason: Option<PendingReason>, wait: Duration) -> String {
-    let what = match reason {
-        Some(PendingReason::Password) => "checking the password (slowed down after failed logins)",
-        Some(PendingReason::Cluster) => "claiming the name across its cluster",
-        None => "working on the login",
-    };
-    format!(
-        "the server is {what}; waiting up to {}",
-        crate::args::format_wait(wait)
-    )
 }

@@ -4,6 +4,8 @@
 //! - [`config`]: the config file and environment that fill them in.
 //! - [`command`]: the command language, shared by both modes.
 //! - [`connection`]: connecting and the receiving loop.
+//! - [`frames`]: what each server frame means for the output (a `Sink`)
+//!   and for the login's negotiation.
 //! - [`render`]: how a received frame is shown (plain, JSON, colour).
 //! - [`output`]: the rendered lines on their way to stdout and stderr.
 //! - [`stdout`]: the threads that own stdout: its writer, and the watcher
@@ -23,6 +25,7 @@ mod command;
 pub mod config;
 mod connection;
 mod device;
+mod frames;
 mod output;
 mod receipts;
 mod reconnect;

@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::connection::Sink;
+use super::frames::Sink;
 use super::receipts::Sent;
 use super::render::{Renderer, Stream};
 use super::stdout::StdoutWriter;
@@ -15,7 +15,7 @@ use crate::clock::Stamp;
 /// Received frames on their way to stdout and stderr: lines pile up in
 /// memory and are written when the caller calls [`Output::flush`], which it
 /// does as soon as no further frame is immediately waiting, or when
-/// [`Output::pending`] reaches [`FLUSH_AT`](super::connection::FLUSH_AT).
+/// [`Output::pending`] reaches [`FLUSH_AT`](super::frames::FLUSH_AT).
 pub struct Output {
     /// How frames are shown.
     pub renderer: Renderer,

@@ -22,7 +22,7 @@ use rustix::event::{PollFd, PollFlags};
 use crate::runtime::timeout;
 
 /// Chunks handed to the stdout thread and not yet written; with
-/// [`FLUSH_AT`](super::connection::FLUSH_AT) this bounds what a blocked stdout can make us hold.
+/// [`FLUSH_AT`](super::frames::FLUSH_AT) this bounds what a blocked stdout can make us hold.
 const STDOUT_CHUNKS: usize = 2;
 
 /// Standard output through a thread of its own, so a blocked reader (a

@@ -17,7 +17,8 @@ use rustyline::ExternalPrinter;
 use smol::future::FutureExt;
 use smol::Timer;
 
-use crate::client::connection::{receive, Negotiation, Sink};
+use crate::client::connection::receive;
+use crate::client::frames::{Negotiation, Sink};
 use crate::client::receipts::{unconfirmed_notice, Origin, Sent};
 use crate::client::state::ChatState;
 use crate::client::{

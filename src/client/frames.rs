@@ -1,0 +1,531 @@
+//! What the client makes of the frames a server sends: where they go (a
+//! [`Sink`]), and what the login negotiation (HELLO, PENDING, WELCOME, the
+//! presence snapshot) learns from them. Pure bookkeeping over frames
+//! already decoded: the socket and the receiving loop are
+//! [`super::connection`].
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use super::receipts::Sent;
+use super::state::{ChatState, MAX_ONLINE_USERS};
+use crate::clock::Stamp;
+use crate::runtime;
+use crate::wire::v1::{self, PendingReason, ServerFrame};
+
+/// Pending output past which the receiving loop has its [`Sink`] write out
+/// even while more frames are waiting: a sender that never pauses must not
+/// grow the client.
+pub const FLUSH_AT: usize = 64 * 1024;
+
+/// Where received frames go.
+pub trait Sink {
+    /// Sets the receive time of the frames that follow (`--timestamps`).
+    fn set_stamp(&mut self, stamp: Stamp);
+    /// True if frames should be time-stamped.
+    fn wants_stamps(&self) -> bool;
+    /// A message from `from`.
+    fn message(&mut self, from: &[u8], content: &[u8]);
+    /// An error reported by the server, with its code (empty from a
+    /// server without codes).
+    fn error(&mut self, code: &[u8], text: &[u8]);
+    /// The answer to a `who`: the online users, sorted.
+    fn online(&mut self, names: &[String]);
+    /// A presence event.
+    fn presence(&mut self, joined: bool, name: &[u8]);
+    /// The server accepted a message we sent (receipts).
+    fn accepted(&mut self, sent: &Sent);
+    /// The server refused a message we sent, for the reason in `code`
+    /// (empty from a server without codes) and `text`.
+    fn refused(&mut self, sent: &Sent, code: &[u8], text: &[u8]);
+    /// Bytes rendered and not yet written.
+    fn pending(&self) -> usize;
+    /// Writes what is pending, waiting while the destination is full.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>>;
+    /// Completes when the destination went away (stdout closed).
+    fn gone(&self) -> impl Future<Output = ()> + 'static;
+}
+
+/// How the server answered our HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// WELCOME (and, if asked, the presence snapshot) arrived.
+    Extended,
+    /// A v1 server answered `'' is not connected`.
+    V1,
+    /// No answer within the HELLO timeout, or within what PENDING
+    /// promised (`pending`: a pmchat server said it was working on it).
+    Silent { pending: bool },
+    /// Not an outcome: the server is working on the login and will answer
+    /// within this long ([`await_login`] waits on).
+    Pending(Option<PendingReason>, Duration),
+}
+
+/// PENDING frames heeded per login: a server that keeps sending them is
+/// not believed forever.
+const MAX_PENDING: usize = 8;
+/// The longest one PENDING may make us wait, whatever it says.
+const MAX_PENDING_WAIT: Duration = Duration::from_secs(120);
+
+/// The channel on which the receiving side tells the login's outcome:
+/// room for every PENDING heeded and the outcome, so nothing is dropped.
+pub fn login_channel() -> (async_channel::Sender<Login>, async_channel::Receiver<Login>) {
+    async_channel::bounded(MAX_PENDING + 1)
+}
+
+/// The receiving side's view of the HELLO exchange.
+pub struct Negotiation {
+    /// Told the outcome once it is known; `None` once it was told (or when
+    /// no HELLO was sent).
+    pub outcome: Option<async_channel::Sender<Login>>,
+    /// We asked for presence, so the first ONLINE list after WELCOME is the
+    /// snapshot, not an answer to `who`.
+    pub presence: bool,
+    /// `'' is not connected` errors still to be read as a v1 server's
+    /// answers to our login frames (HELLO, AUTH) rather than shown.
+    pub v1_answers: u8,
+    /// A refusal because the name is taken is not shown: the caller will
+    /// try again (reconnecting while our stale session holds the name).
+    pub quiet_name_taken: bool,
+    /// A refusal for want of a password is not shown: the caller asks for
+    /// one and logs in again.
+    pub quiet_password_required: bool,
+    /// PENDING frames heeded so far.
+    pub pending: usize,
+}
+
+impl Negotiation {
+    /// The negotiation of a login that tells `outcome`.
+    pub fn new(outcome: async_channel::Sender<Login>, greeting: &super::Greeting) -> Self {
+        Negotiation {
+            outcome: Some(outcome),
+            presence: greeting.presence,
+            v1_answers: greeting.v1_answers,
+            quiet_name_taken: false,
+            quiet_password_required: false,
+            pending: 0,
+        }
+    }
+}
+
+/// What the receiving side makes of each frame, and what it remembers
+/// between frames.
+pub(super) struct FrameHandler {
+    negotiation: Negotiation,
+    /// The last frame was an error (which then explains a close).
+    pub(super) after_error: bool,
+    /// Nothing valid arrived yet: garbage now means "not a chat server".
+    pub(super) first: bool,
+    /// ONLINE pages collected so far, and what they are for.
+    online: Vec<String>,
+    collecting: Collecting,
+    /// WELCOME arrived and asked-for presence: the next list is the
+    /// snapshot that completes the login.
+    awaiting_snapshot: bool,
+}
+
+impl FrameHandler {
+    pub(super) fn new(negotiation: Negotiation) -> Self {
+        FrameHandler {
+            negotiation,
+            after_error: false,
+            first: true,
+            online: Vec::new(),
+            collecting: Collecting::Nothing,
+            awaiting_snapshot: false,
+        }
+    }
+
+    pub(super) fn handle(
+        &mut self,
+        frame: ServerFrame<'_>,
+        sink: &mut impl Sink,
+        state: &ChatState,
+    ) {
+        self.first = false;
+        self.after_error = matches!(frame, ServerFrame::Error { .. });
+        match frame {
+            ServerFrame::Message { from, content } => {
+                state.received_from(&String::from_utf8_lossy(from));
+                sink.message(from, content);
+            }
+            // A v1 server's answers to HELLO and AUTH: swallowed.
+            ServerFrame::Error { text, .. }
+                if self.negotiation.v1_answers > 0 && text == v1::V1_HELLO_ANSWER =>
+            {
+                self.negotiation.v1_answers -= 1;
+                self.after_error = false;
+                tell(&mut self.negotiation.outcome, Login::V1);
+            }
+            ServerFrame::Error { code, text } => {
+                // Before the login was confirmed, any error is its refusal.
+                let during_login = self
+                    .negotiation
+                    .outcome
+                    .as_ref()
+                    .is_some_and(|outcome| !outcome.is_closed());
+                state.server_error(code, text, during_login);
+                let quiet = (self.negotiation.quiet_name_taken && state.login_retryable())
+                    || (self.negotiation.quiet_password_required && state.password_required());
+                if !quiet {
+                    sink.error(code, text);
+                }
+            }
+            ServerFrame::Pending { reason, wait_ms } => {
+                let negotiation = &mut self.negotiation;
+                if let Some(outcome) = &negotiation.outcome {
+                    if negotiation.pending < MAX_PENDING {
+                        negotiation.pending += 1;
+                        let wait = Duration::from_millis(wait_ms).min(MAX_PENDING_WAIT);
+                        let reason = PendingReason::from_code(reason);
+                        let _ = outcome.try_send(Login::Pending(reason, wait));
+                    }
+                }
+            }
+            ServerFrame::Welcome { limits, .. } => {
+                self.negotiation.v1_answers = 0;
+                state.set_extended(
+                    v1::parse_limits(limits),
+                    v1::welcome_authenticated(limits),
+                    v1::lists_word(limits, v1::FEATURE_RECEIPTS),
+                );
+                if let Some(token) = v1::welcome_value(limits, v1::WELCOME_TOKEN) {
+                    state.device_token_issued(token);
+                }
+                if self.negotiation.presence {
+                    self.awaiting_snapshot = true;
+                } else {
+                    tell(&mut self.negotiation.outcome, Login::Extended);
+                }
+            }
+            ServerFrame::Online { last, names } => self.online_page(last, names, sink, state),
+            ServerFrame::Presence { joined, name } => {
+                state.presence(joined, &String::from_utf8_lossy(name));
+                sink.presence(joined, name);
+            }
+            ServerFrame::Accepted { through } => {
+                state.ledger().accepted(through, |sent| sink.accepted(sent));
+            }
+            ServerFrame::Refused {
+                ordinal,
+                code,
+                text,
+            } => {
+                state.fail();
+                match state.ledger().refused(ordinal, |sent| sink.accepted(sent)) {
+                    Some(sent) => sink.refused(&sent, code, text),
+                    // Not a message of ours in flight: shown as it is.
+                    None => sink.error(code, text),
+                }
+            }
+        }
+    }
+
+    /// Collects an ONLINE page; the last one completes the list. Only the
+    /// snapshot and answers to our own `who` are kept (up to
+    /// [`MAX_ONLINE_USERS`] names); anything else is read and dropped.
+    fn online_page(&mut self, last: bool, names: &[u8], sink: &mut impl Sink, state: &ChatState) {
+        if self.collecting == Collecting::Nothing {
+            self.collecting = if self.awaiting_snapshot {
+                Collecting::Snapshot
+            } else if state.who_expected() {
+                Collecting::Answer
+            } else {
+                Collecting::Unasked
+            };
+        }
+        if self.collecting != Collecting::Unasked {
+            let room = MAX_ONLINE_USERS.saturating_sub(self.online.len());
+            self.online.extend(
+                names
+                    .split(|&b| b == b'\n')
+                    .filter(|n| !n.is_empty())
+                    .take(room)
+                    .map(|n| String::from_utf8_lossy(n).into_owned()),
+            );
+        }
+        if !last {
+            return;
+        }
+        let mut online = std::mem::take(&mut self.online);
+        online.sort_unstable();
+        match std::mem::replace(&mut self.collecting, Collecting::Nothing) {
+            Collecting::Snapshot => {
+                self.awaiting_snapshot = false;
+                state.set_online(&online);
+                tell(&mut self.negotiation.outcome, Login::Extended);
+            }
+            Collecting::Answer => {
+                state.who_answered();
+                sink.online(&online);
+            }
+            Collecting::Unasked | Collecting::Nothing => {}
+        }
+    }
+}
+
+/// What the ONLINE pages being received are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Collecting {
+    /// No list in progress.
+    Nothing,
+    /// The presence snapshot that completes the login.
+    Snapshot,
+    /// The answer to our `who`.
+    Answer,
+    /// Nobody asked: read and dropped.
+    Unasked,
+}
+
+fn tell(outcome: &mut Option<async_channel::Sender<Login>>, login: Login) {
+    if let Some(outcome) = outcome.take() {
+        let _ = outcome.try_send(login);
+    }
+}
+
+/// Waits for the outcome of HELLO: the receiving side's verdict, or
+/// [`Login::Silent`] if nothing came within `timeout`. A PENDING from the
+/// server moves the deadline to what it promised plus `timeout`, and is
+/// handed to `pending` (to tell the user); never returned. `None` means the
+/// receiving side ended first (the server closed the connection).
+pub async fn await_login(
+    outcome: &async_channel::Receiver<Login>,
+    timeout: Duration,
+    mut pending: impl FnMut(Option<PendingReason>, Duration),
+) -> Option<Login> {
+    let mut deadline = std::time::Instant::now() + timeout;
+    let mut told_pending = false;
+    loop {
+        match runtime::until(deadline, outcome.recv()).await {
+            Some(Ok(Login::Pending(reason, wait))) => {
+                told_pending = true;
+                deadline = std::time::Instant::now() + wait + timeout;
+                pending(reason, wait);
+            }
+            Some(told) => return told.ok(),
+            None => {
+                // Whatever comes later is no longer the login's answer.
+                outcome.close();
+                return Some(Login::Silent {
+                    pending: told_pending,
+                });
+            }
+        }
+    }
+}
+
+/// What a PENDING means, for people.
+pub fn pending_notice(reason: Option<PendingReason>, wait: Duration) -> String {
+    let what = match reason {
+        Some(PendingReason::Password) => "checking the password (slowed down after failed logins)",
+        Some(PendingReason::Cluster) => "claiming the name across its cluster",
+        None => "working on the login",
+    };
+    format!(
+        "the server is {what}; waiting up to {}",
+        crate::args::format_wait(wait)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything a handler hands to its sink, as text.
+    #[derive(Default)]
+    struct Recorded(Vec<String>);
+
+    impl Sink for Recorded {
+        fn set_stamp(&mut self, _: Stamp) {}
+        fn wants_stamps(&self) -> bool {
+            false
+        }
+        fn message(&mut self, from: &[u8], content: &[u8]) {
+            let (from, content) = (
+                String::from_utf8_lossy(from),
+                String::from_utf8_lossy(content),
+            );
+            self.0.push(format!("message {from}: {content}"));
+        }
+        fn error(&mut self, code: &[u8], text: &[u8]) {
+            let (code, text) = (String::from_utf8_lossy(code), String::from_utf8_lossy(text));
+            self.0.push(format!("error {code} {}", text.trim_end()));
+        }
+        fn online(&mut self, names: &[String]) {
+            self.0.push(format!("online {}", names.join(",")));
+        }
+        fn presence(&mut self, joined: bool, name: &[u8]) {
+            self.0.push(format!(
+                "presence {joined} {}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        fn accepted(&mut self, sent: &Sent) {
+            self.0.push(format!("accepted {sent:?}"));
+        }
+        fn refused(&mut self, sent: &Sent, _: &[u8], _: &[u8]) {
+            self.0.push(format!("refused {sent:?}"));
+        }
+        fn pending(&self) -> usize {
+            0
+        }
+        async fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        #[allow(clippy::manual_async_fn)]
+        fn gone(&self) -> impl Future<Output = ()> + 'static {
+            async {}
+        }
+    }
+
+    fn negotiation(presence: bool) -> (Negotiation, async_channel::Receiver<Login>) {
+        let (outcome, told) = login_channel();
+        let negotiation = Negotiation {
+            outcome: Some(outcome),
+            presence,
+            v1_answers: 0,
+            quiet_name_taken: false,
+            quiet_password_required: false,
+            pending: 0,
+        };
+        (negotiation, told)
+    }
+
+    fn online(last: bool, names: &'static [u8]) -> ServerFrame<'static> {
+        ServerFrame::Online { last, names }
+    }
+
+    #[test]
+    fn an_online_list_nobody_asked_for_is_read_and_dropped() {
+        let (negotiation, _told) = negotiation(false);
+        let (mut frames, mut sink, state) = (
+            FrameHandler::new(negotiation),
+            Recorded::default(),
+            ChatState::default(),
+        );
+        frames.handle(online(false, b"mallory\neve"), &mut sink, &state);
+        frames.handle(online(true, b"trudy"), &mut sink, &state);
+        assert!(sink.0.is_empty(), "{:?}", sink.0);
+        assert!(state.users_starting_with("mal").is_empty());
+    }
+
+    #[test]
+    fn the_presence_snapshot_after_welcome_completes_the_login() {
+        let (negotiation, told) = negotiation(true);
+        let (mut frames, mut sink, state) = (
+            FrameHandler::new(negotiation),
+            Recorded::default(),
+            ChatState::default(),
+        );
+        frames.handle(
+            ServerFrame::Welcome {
+                server: b"pmchat",
+                limits: b"",
+            },
+            &mut sink,
+            &state,
+        );
+        assert!(told.try_recv().is_err(), "told before the snapshot");
+        frames.handle(online(false, b"bob\nalice"), &mut sink, &state);
+        assert!(told.try_recv().is_err(), "told before the last page");
+        frames.handle(online(true, b"carol"), &mut sink, &state);
+        assert_eq!(Ok(Login::Extended), told.try_recv());
+        assert_eq!(Some(3), state.online_count());
+        // The snapshot is the state's, not output.
+        assert!(sink.0.is_empty(), "{:?}", sink.0);
+    }
+
+    #[test]
+    fn a_server_that_keeps_saying_pending_is_not_believed_forever() {
+        let (negotiation, told) = negotiation(false);
+        let (mut frames, mut sink, state) = (
+            FrameHandler::new(negotiation),
+            Recorded::default(),
+            ChatState::default(),
+        );
+        for _ in 0..MAX_PENDING + 5 {
+            let frame = ServerFrame::Pending {
+                reason: b"password",
+                wait_ms: u64::MAX,
+            };
+            frames.handle(frame, &mut sink, &state);
+        }
+        let mut heeded = 0;
+        while let Ok(login) = told.try_recv() {
+            assert_eq!(
+                Login::Pending(Some(PendingReason::Password), MAX_PENDING_WAIT),
+                login
+            );
+            heeded += 1;
+        }
+        assert_eq!(MAX_PENDING, heeded);
+    }
+
+    #[test]
+    fn a_v1_servers_answers_to_the_login_frames_are_swallowed() {
+        let (mut negotiation, told) = negotiation(false);
+        negotiation.v1_answers = 2;
+        let (mut frames, mut sink, state) = (
+            FrameHandler::new(negotiation),
+            Recorded::default(),
+            ChatState::default(),
+        );
+        for _ in 0..2 {
+            let frame = ServerFrame::Error {
+                code: b"",
+                text: v1::V1_HELLO_ANSWER,
+            };
+            frames.handle(frame, &mut sink, &state);
+        }
+        assert_eq!(Ok(Login::V1), told.try_recv());
+        assert!(sink.0.is_empty(), "{:?}", sink.0);
+        assert!(!frames.after_error);
+        // A third one is a real error, and shown.
+        let frame = ServerFrame::Error {
+            code: b"",
+            text: v1::V1_HELLO_ANSWER,
+        };
+        frames.handle(frame, &mut sink, &state);
+        assert_eq!(1, sink.0.len());
+        assert!(frames.after_error);
+    }
+
+    #[test]
+    fn messages_go_to_the_sink_and_make_their_sender_the_one_to_reply_to() {
+        let (negotiation, _told) = negotiation(false);
+        let (mut frames, mut sink, state) = (
+            FrameHandler::new(negotiation),
+            Recorded::default(),
+            ChatState::default(),
+        );
+        let frame = ServerFrame::Message {
+            from: b"bob",
+            content: b"hi",
+        };
+        frames.handle(frame, &mut sink, &state);
+        assert_eq!(vec!["message bob: hi".to_string()], sink.0);
+        assert_eq!(Some("bob".to_string()), state.last_sender());
+        assert!(!frames.first);
+    }
+
+    #[test]
+    fn a_silent_server_is_silent_after_the_timeout_and_pending_extends_it() {
+        smol::block_on(async {
+            let (outcome, told) = login_channel();
+            let silent = await_login(&told, Duration::from_millis(20), |_, _| {}).await;
+            assert_eq!(Some(Login::Silent { pending: false }), silent);
+            drop(outcome);
+            let (outcome, told) = login_channel();
+            outcome
+                .try_send(Login::Pending(None, Duration::from_millis(30)))
+                .unwrap();
+            let mut notices = 0;
+            let started = std::time::Instant::now();
+            let answer = await_login(&told, Duration::from_millis(20), |_, _| notices += 1).await;
+            assert_eq!(Some(Login::Silent { pending: true }), answer);
+            assert_eq!(1, notices);
+            assert!(started.elapsed() >= Duration::from_millis(50));
+        });
+    }
+}
