@@ -505,3 +505,95 @@ async fn wait_for_signal() -> SendEnd {
     }
     SendEnd::Interrupted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(
+        text: &str,
+        state: &ChatState,
+        peer: Option<&str>,
+    ) -> (Result<String, String>, Vec<u8>) {
+        let mut out = Vec::new();
+        let flow = encode_line(text, &Limits::default(), state, peer, &mut out);
+        let flow = flow.map(|flow| match flow {
+            Flow::Sent(to) => format!("sent {to}"),
+            Flow::Continue => "continue".into(),
+            Flow::Exit => "exit".into(),
+        });
+        (flow, out)
+    }
+
+    #[test]
+    fn a_send_line_is_encoded_as_one_frame_and_names_its_recipient() {
+        let state = ChatState::default();
+        let (flow, out) = encode("send bob hello there", &state, None);
+        assert_eq!(Ok("sent bob".to_string()), flow);
+        let mut expected = Vec::new();
+        v1::encode_message(b"bob", b"hello there", &mut expected).unwrap();
+        assert_eq!(expected, out);
+    }
+
+    #[test]
+    fn with_to_every_line_is_a_message_verbatim() {
+        let state = ChatState::default();
+        let (flow, out) = encode("send carol not a command", &state, Some("bob"));
+        assert_eq!(Ok("sent bob".to_string()), flow);
+        let mut expected = Vec::new();
+        v1::encode_message(b"bob", b"send carol not a command", &mut expected).unwrap();
+        assert_eq!(expected, out);
+    }
+
+    #[test]
+    fn lines_that_cannot_be_sent_are_refused_with_a_reason_and_encode_nothing() {
+        let state = ChatState::default();
+        for line in ["reply nobody yet", "reconnect", "send", "frobnicate bob"] {
+            let (flow, out) = encode(line, &state, None);
+            assert!(flow.is_err(), "{line}: {flow:?}");
+            assert!(out.is_empty(), "{line}");
+        }
+        // Too long for the server's limits.
+        let long = format!("send bob {}", "x".repeat(70_000));
+        let (flow, out) = encode(&long, &state, None);
+        assert!(flow.is_err());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn blank_lines_continue_and_exit_ends_the_script() {
+        let state = ChatState::default();
+        assert_eq!(Ok("continue".to_string()), encode("", &state, None).0);
+        assert_eq!(Ok("exit".to_string()), encode("exit", &state, None).0);
+        // A reply goes to whoever wrote last.
+        state.received_from("dave");
+        assert_eq!(
+            Ok("sent dave".to_string()),
+            encode("reply hi", &state, None).0
+        );
+    }
+
+    #[test]
+    fn a_missing_script_file_is_an_error_before_anything_is_sent() {
+        let missing = PathBuf::from("/nonexistent/pmchat/script");
+        let error = Script::open(&[missing]).err().expect("an error");
+        assert!(error.contains("/nonexistent/pmchat/script"), "{error}");
+    }
+
+    #[test]
+    fn script_lines_are_read_in_order_across_sources_with_their_numbers() {
+        let state = ChatState::default();
+        let mut script = Script::command("send bob one\nsend bob two".into());
+        smol::block_on(async {
+            let mut line = Vec::new();
+            script.next_line(&mut line, &state).await.unwrap();
+            assert_eq!(b"send bob one\n", &line[..]);
+            assert_eq!(1, script.line);
+            assert_eq!(COMMAND_NAME, &*script.source());
+            script.next_line(&mut line, &state).await.unwrap();
+            assert_eq!(b"send bob two", &line[..]);
+            assert_eq!(2, script.line);
+            assert!(script.next_line(&mut line, &state).await.is_none());
+        });
+    }
+}
