@@ -557,3 +557,45 @@ impl ConditionalEventHandler for CtrlC {
         Some(Cmd::Interrupt)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_ends_before_the_editor_starts_is_ended_by_the_main_thread() {
+        let phase = Phase::default();
+        assert!(phase.end_before_editing());
+        assert!(!phase.start_editing(), "the editor must not start");
+        assert!(!phase.done());
+    }
+
+    #[test]
+    fn a_connection_lost_while_editing_lets_the_editor_connect_again() {
+        let phase = Phase::default();
+        assert!(phase.start_editing());
+        assert!(!phase.end_before_editing(), "the editor is running");
+        phase.lost();
+        assert!(phase.is_lost());
+        assert!(!phase.done());
+    }
+
+    #[test]
+    fn a_close_after_the_user_left_the_editor_is_expected_not_lost() {
+        let phase = Phase::default();
+        assert!(phase.start_editing());
+        phase.editing_done();
+        // The network thread sees the close: not a loss.
+        phase.lost();
+        assert!(phase.done());
+        assert!(!phase.is_lost());
+    }
+
+    #[test]
+    fn a_lost_connection_marked_before_editing_still_counts_as_lost() {
+        let phase = Phase::default();
+        phase.mark_lost();
+        assert!(phase.is_lost());
+        assert!(!phase.start_editing());
+    }
+}
