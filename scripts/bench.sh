@@ -113,9 +113,39 @@ stop_cluster() {
     redis_pid=
 }
 
+# When set (nats or redis), `bench` starts that server instead of
+# chat-server and drives it with the same workload (chat-bench --peer).
+peer=
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_peer() {
+    port=$(free_port)
+    case $peer in
+        nats) nats-server -p "$port" -a 127.0.0.1 > "$work/peer.log" 2>&1 & ;;
+        redis) redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+                   > "$work/peer.log" 2>&1 & ;;
+    esac
+    server_pid=$!
+    for _ in $(seq 200); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.1)' \
+            "$port" 2> /dev/null && return
+        sleep 0.05
+    done
+    echo "$peer did not start" >&2; cat "$work/peer.log" >&2; exit 1
+}
+
 bench() {
     local name=$1; shift
     echo "== $name" >&2
+    if [ -n "$peer" ]; then
+        start_peer
+        "$bin/chat-bench" "$@" --peer "$peer" --addr "127.0.0.1:$port" --pid "$server_pid" > "$work/result.json"
+        stop_server
+        return
+    fi
     start_server "${server_args[@]}"
     local redis_cpu0=0
     [ -n "$redis_pid" ] && redis_cpu0=$(cpu_seconds "$redis_pid")
@@ -218,6 +248,17 @@ throughput "throughput, 10 pairs, 1 KiB" --pairs 10 --messages 200000 --size 102
 throughput "throughput, 1 pair, 32 B, receipts" --pairs 1 --messages 5000000 --size 32 --receipts
 throughput "throughput, 100 pairs, 32 B, receipts" --pairs 100 --messages 100000 --size 32 --receipts
 latency "latency, 10 pairs, 10,000 msgs/s" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
+# The same workload on NATS and Redis publish/subscribe (Debian's
+# nats-server and redis-server), measured in the same run.
+for peer in nats redis; do
+    if command -v "$peer-server" > /dev/null; then
+        latency "latency, 10 pairs, 10,000 msgs/s, $peer-server $("$peer-server" --version | grep -o '[0-9][0-9.]*' | head -1)" \
+            --pairs 10 --rate 10000 --duration "${latency_seconds}s"
+    else
+        row "latency, 10 pairs, 10,000 msgs/s, $peer-server" "not installed (apt install $peer-server)" "" "" "" ""
+    fi
+done
+peer=
 latency "latency, 10 pairs, 30,000 msgs/s" --pairs 10 --rate 30000 --duration "${latency_seconds}s"
 # The same with the generator's receivers busy-polling on a thread of their
 # own: the generator's wake-up latency leaves the figures, a core goes to it

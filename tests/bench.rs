@@ -196,3 +196,38 @@ fn throughput_and_latency_work_on_the_gob_wire() {
     );
     assert_eq!(report["lost"], 0);
 }
+
+#[test]
+fn latency_drives_redis_pub_sub_with_the_same_workload() {
+    crate::require_redis!();
+    let redis = common::RedisProcess::start();
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["latency", "--peer", "redis"])
+        .args(["--addr", &format!("127.0.0.1:{}", redis.port)])
+        .args(["--pairs", "2", "--rate", "400", "--duration", "500ms"])
+        .output()
+        .expect("run chat-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chat-bench failed:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).expect("JSON");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(report["received"].as_u64().unwrap() > 100, "{report}");
+    assert!(report["p50_us"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[test]
+fn latency_against_a_peer_that_is_not_one_fails_cleanly() {
+    // A pmchat server is neither NATS nor Redis: it answers nothing a
+    // peer's handshake waits for, or closes; chat-bench must say so and
+    // fail, not hang.
+    let server = ServerProcess::start(&["-q", "--handshake-timeout", "1s"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["latency", "--peer", "nats"])
+        .args(["--addr", &format!("127.0.0.1:{}", server.port)])
+        .args(["--pairs", "1", "--rate", "100", "--duration", "200ms"])
+        .args(["--timeout", "5s"])
+        .output()
+        .expect("run chat-bench");
+    assert!(!output.status.success());
+}

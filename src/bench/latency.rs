@@ -10,9 +10,12 @@ use hdrhistogram::Histogram;
 
 use smol::{Executor, Timer};
 
+use super::peers::Peer;
 use super::report::{Report, Usage};
 use super::Target;
-use super::{await_registered, get_hex, login, login_receiver, FrameTemplate, LatencyArgs};
+use super::{
+    await_registered, get_hex, login, login_receiver, put_hex, FrameTemplate, LatencyArgs,
+};
 use crate::client::wire::{ClientWire, ServerWireDecoder};
 use crate::net::transport::Transport;
 use crate::wire::framing::FrameReader;
@@ -50,6 +53,9 @@ pub async fn run(
     target: &Target,
     args: &LatencyArgs,
 ) -> io::Result<Report> {
+    if let Some(peer) = args.peer {
+        return run_peer(ex, peer, target.addr, args).await;
+    }
     let tag = std::process::id() % 100_000;
     let timeout = args.common.timeout;
     let mut streams = Vec::new();
@@ -112,6 +118,105 @@ pub async fn run(
     let mut report = report(args, &pairs);
     usage.finish(&mut report);
     drop(streams_kept);
+    Ok(report)
+}
+
+/// Runs the case against another server (`--peer`): each pair's receiver
+/// subscribes to a subject of its own, its sender publishes to it.
+async fn run_peer(
+    ex: &Arc<Executor<'static>>,
+    peer: Peer,
+    addr: std::net::SocketAddr,
+    args: &LatencyArgs,
+) -> io::Result<Report> {
+    let tag = std::process::id() % 100_000;
+    let mut streams = Vec::new();
+    for i in 0..args.pairs {
+        let subject = format!("pmbench.{tag}.{i}");
+        let receiver = peer.subscriber(addr, &subject).await?;
+        let sender = peer.publisher(addr).await?;
+        streams.push((sender, receiver, subject));
+    }
+    let origin = Instant::now();
+    let usage = Usage::start(args.common.pid);
+    let per_pair = args.rate as f64 / args.pairs as f64;
+    let end = origin + args.duration;
+    let mut pairs = Vec::new();
+    let mut tasks = Vec::new();
+    for (mut sender, mut receiver, subject) in streams {
+        let pair = Arc::new(Pair {
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            latencies: Mutex::new(new_histogram()),
+        });
+        let receiving = Arc::clone(&pair);
+        ex.spawn(async move {
+            let mut received = 0;
+            receiver
+                .receive(|payload| {
+                    let now = origin.elapsed().as_nanos() as u64;
+                    if let Some(stamp) = payload.get(16..).and_then(get_hex) {
+                        let mut latencies = receiving
+                            .latencies
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        let _ = latencies.record(now.saturating_sub(stamp).max(1));
+                    }
+                    received += 1;
+                    receiving.received.store(received, Ordering::Release);
+                })
+                .await
+        })
+        .detach();
+        // Redis answers every PUBLISH: read and dropped.
+        let mut replies = sender.discard_replies()?;
+        ex.spawn(async move {
+            let mut sink = vec![0u8; 16 * 1024];
+            while matches!(smol::io::AsyncReadExt::read(&mut replies, &mut sink).await, Ok(n) if n > 0) {}
+        })
+        .detach();
+        let mut payload = vec![b'x'; usize::from(args.size)];
+        let sending = Arc::clone(&pair);
+        tasks.push(ex.spawn(async move {
+            let started = Instant::now();
+            let mut batch = Vec::new();
+            let mut sent: u64 = 0;
+            while Instant::now() < end {
+                let due = ((Instant::now() - started).as_secs_f64() * per_pair) as u64 + 1;
+                if due > sent {
+                    batch.clear();
+                    let stamp = origin.elapsed().as_nanos() as u64;
+                    for seq in sent..due {
+                        put_hex(&mut payload[..16], seq);
+                        put_hex(&mut payload[16..32], stamp);
+                        peer.encode_publish(&subject, &payload, &mut batch);
+                    }
+                    sender.write_all(&batch).await?;
+                    sent = due;
+                    sending.sent.store(sent, Ordering::Release);
+                }
+                Timer::at(started + Duration::from_secs_f64(sent as f64 / per_pair)).await;
+            }
+            io::Result::Ok(sender)
+        }));
+        pairs.push(pair);
+    }
+    let mut kept = Vec::new();
+    for task in tasks {
+        kept.push(task.await?);
+    }
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < drain_until
+        && pairs
+            .iter()
+            .any(|p| p.received.load(Ordering::Acquire) < p.sent.load(Ordering::Acquire))
+    {
+        Timer::after(Duration::from_millis(10)).await;
+    }
+    let mut report = report(args, &pairs);
+    report.line(format!("peer: {peer:?}"));
+    usage.finish(&mut report);
+    drop(kept);
     Ok(report)
 }
 

@@ -13,6 +13,7 @@
 
 mod conns;
 mod latency;
+pub mod peers;
 mod report;
 mod throughput;
 
@@ -178,8 +179,13 @@ pub struct LatencyArgs {
     pub size: u16,
     /// Receive by busy-polling on a dedicated thread (costs a core), so the
     /// generator's own wake-up latency stays out of the figures.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peer")]
     pub spin: bool,
+    /// Drive another server at --addr with the same workload instead of
+    /// pmchat: nats (core publish/subscribe) or redis (PUBLISH and
+    /// SUBSCRIBE), each pair on a subject of its own.
+    #[arg(long, value_name = "PEER", value_enum)]
+    pub peer: Option<peers::Peer>,
 }
 
 /// `chat-bench conns`.
