@@ -11,6 +11,7 @@ use crate::server::outbound::PushError;
 use crate::server::Shared;
 use crate::wire::texts::{Code, ErrorText};
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::warn;
@@ -23,11 +24,13 @@ impl Cluster {
         session: &Arc<Mailbox>,
         waiting: impl FnOnce() -> Waiting,
     ) -> Joined {
-        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        // Almost always: no hashing per message when nobody is behind.
-        if backlogs.is_empty() {
+        // Almost always: no lock and no hashing per message when nobody is
+        // behind. Backlogs start and end on the thread that delivers (the
+        // server's background thread), so the count is never stale here.
+        if self.backlog_count.load(Ordering::Acquire) == 0 {
             return Joined::NoBacklog;
         }
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
         let Some(backlog) = backlogs.get_mut(&session_key(session)) else {
             return Joined::NoBacklog;
         };
@@ -65,6 +68,7 @@ impl Cluster {
                 paused: Vec::new(),
             },
         );
+        self.backlog_count.store(backlogs.len(), Ordering::Release);
         drop(backlogs);
         let shared = Arc::clone(shared);
         crate::runtime::spawn_background(async move {
@@ -92,7 +96,11 @@ impl Cluster {
                         backlog.bytes -= next.frame.len();
                         Ok(next)
                     }
-                    None => Err(backlogs.remove(&key).map(|b| b.paused)),
+                    None => {
+                        let removed = backlogs.remove(&key).map(|b| b.paused);
+                        self.backlog_count.store(backlogs.len(), Ordering::Release);
+                        Err(removed)
+                    }
                 }
             };
             let next = match next {
@@ -115,12 +123,13 @@ impl Cluster {
             }
             let mut dropped = vec![next];
             let mut paused = Vec::new();
-            if let Some(backlog) = self
-                .backlogs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key)
-            {
+            let removed = {
+                let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+                let removed = backlogs.remove(&key);
+                self.backlog_count.store(backlogs.len(), Ordering::Release);
+                removed
+            };
+            if let Some(backlog) = removed {
                 dropped.extend(backlog.frames);
                 paused = backlog.paused;
             }

@@ -85,7 +85,7 @@ mod ticket;
 mod trust;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -130,6 +130,10 @@ pub(crate) struct Cluster {
     backend: Backend,
     /// The connection for commands; `None` while Redis is unreachable.
     commands: RwLock<Option<Commands>>,
+    /// Whether `commands` holds a connection, for the path of every
+    /// message to another node: a load of a line every worker only reads,
+    /// where the lock's read would bounce its counter between cores.
+    connected: AtomicBool,
     /// Messages for other nodes, by node id.
     outboxes: RwLock<HashMap<Arc<str>, Arc<Outbox>>>,
     /// Fires when an outbox got its first record.
@@ -146,6 +150,9 @@ pub(crate) struct Cluster {
     /// recipient session (its address: a session with a backlog is kept
     /// alive by the task draining it, so the address stays its own).
     backlogs: Mutex<HashMap<usize, Backlog>>,
+    /// How many backlogs there are, kept with the map: zero on the path of
+    /// almost every message, which then takes no lock for them.
+    backlog_count: AtomicUsize,
     /// Presence events heard while the directory is being read from Redis
     /// (`None` when it is not).
     loading: Mutex<Option<Vec<Box<[u8]>>>>,
@@ -235,10 +242,12 @@ impl Cluster {
             node: new_node_id().into(),
             backend,
             commands: RwLock::new(None),
+            connected: AtomicBool::new(false),
             outboxes: RwLock::new(HashMap::new()),
             ready: Event::new(),
             reachable: Event::new(),
             backlogs: Mutex::new(HashMap::new()),
+            backlog_count: AtomicUsize::new(0),
             loading: Mutex::new(None),
             settling_until: Mutex::new(None),
             live: RwLock::new(HashSet::new()),
@@ -262,7 +271,10 @@ impl Cluster {
 
     fn set_connection(&self, connection: Option<Commands>) {
         let reachable = connection.is_some();
-        *self.commands.write().unwrap_or_else(|e| e.into_inner()) = connection;
+        let mut commands = self.commands.write().unwrap_or_else(|e| e.into_inner());
+        *commands = connection;
+        self.connected.store(reachable, Ordering::Release);
+        drop(commands);
         if reachable {
             self.reachable.notify(usize::MAX);
         }
@@ -363,10 +375,7 @@ impl Cluster {
 
     /// True while Redis is reachable.
     pub(crate) fn available(&self) -> bool {
-        self.commands
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.connected.load(Ordering::Acquire)
     }
 
     /// A command failed. A broken or silent connection makes Redis
