@@ -25,7 +25,8 @@
 //!   that back-off), `pending` (telling a client its login is being worked
 //!   on), `bans` (names kept out);
 //! - routing: `mailbox` (what others need to reach a logged-in user: the
-//!   `Mailbox` type), `router` (one sender's routing), `registry` (who is
+//!   `Mailbox` type), `router` (one sender's routing; `router/across` the
+//!   cross-node side, boxed), `registry` (who is
 //!   online, presence), `outbound` (the bounded queue);
 //! - operating: `config`/`cli` (settings), `handle` (what the operator may
 //!   ask of a running server), `console` (the operator on stdin;

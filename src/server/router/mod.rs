@@ -21,8 +21,11 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+mod across;
+mod cross_node;
+
+use self::cross_node::CrossNode;
 use super::auth::HelloRequest;
-use super::cluster::{Route, Ticket};
 use super::mailbox::Mailbox;
 use super::outbound::PushError;
 use super::Shared;
@@ -65,31 +68,6 @@ pub(crate) struct Router<'a> {
     cross: Option<Box<CrossNode>>,
 }
 
-/// A sender's state for messages to other nodes: made on its first such
-/// message. The messages sent with receipts whose batches are not yet
-/// known to be published (cleared, not freed, after each check: no
-/// allocation per message once warm), and the route of the last one.
-#[derive(Default)]
-struct CrossNode {
-    /// Where the last message to another node went, reused while the
-    /// registry does not change.
-    route: Option<Route>,
-    /// The distinct batches they went into.
-    tickets: Vec<Ticket>,
-    /// Each message: its ordinal, its batch (an index into `tickets`), its
-    /// index in that batch and its recipient's name (a range of `names`).
-    messages: Vec<(u64, usize, u32, std::ops::Range<usize>)>,
-    names: Vec<u8>,
-}
-
-/// How long a sender with receipts waits for a batch sent to another node
-/// to be settled (acknowledged by that node, or known lost) before its
-/// messages are reported as not delivered (they may still be: never lost
-/// silently). Redis failing settles them sooner; this bounds a receiving
-/// node that is alive but far behind, and stays under the client's
-/// default `--drain-timeout` (2 s of silence between receipts).
-const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
-
 impl Drop for Router<'_> {
     fn drop(&mut self) {
         // Cancelled mid-batch (the session is closing): the writers write.
@@ -105,25 +83,6 @@ impl Drop for Router<'_> {
 /// 65,536), and a client with a smaller one stops sending, which makes the
 /// reader idle and answer at once.
 pub(crate) const ACK_EVERY: u64 = 8192;
-
-impl CrossNode {
-    /// Message `ordinal` to `to` went into `ticket`'s batch.
-    fn add(&mut self, ordinal: u64, to: &[u8], ticket: Ticket) {
-        let index = ticket.index;
-        let same = self
-            .tickets
-            .last()
-            .is_some_and(|last| last.same_batch(&ticket));
-        if !same {
-            self.tickets.push(ticket);
-        }
-        let start = self.names.len();
-        self.names.extend_from_slice(to);
-        let batch = self.tickets.len() - 1;
-        self.messages
-            .push((ordinal, batch, index, start..self.names.len()));
-    }
-}
 
 /// Recipients remembered per sender before the cache is reset.
 const RECIPIENT_CACHE: usize = 256;
@@ -346,43 +305,13 @@ impl<'a> Router<'a> {
                 }
             }
         }
-        // On another node of the cluster?
+        // On another node of the cluster? Boxed: a single node's sessions
+        // carry no room in their futures for the cross-node path's state,
+        // and on a cluster only a message that misses the cached route
+        // (above) takes this allocation.
         if let Some(cluster) = &self.shared.cluster {
             if let Some(node) = self.shared.registry.remote_node(to) {
-                let patience = self.shared.config.slow_consumer_timeout;
-                let receipts = self.receipts;
-                // At once, almost always; waiting (for room, or for a
-                // paused recipient) is rare, and boxed, so that the wait's
-                // state is not carried by every session's future.
-                let route = cluster.route(&node, to, generation);
-                let sent = route
-                    .as_ref()
-                    .map(|route| cluster.forward_on(route, me, content, receipts));
-                let forwarded = match sent {
-                    None => Err(super::cluster::Forward::Unreachable),
-                    Some(Err(None)) => {
-                        self.flush();
-                        let wait = cluster.forward(&node, to, me, content, receipts, patience);
-                        Box::pin(wait).await.map(Some)
-                    }
-                    Some(done) => {
-                        done.map_err(|e| e.unwrap_or(super::cluster::Forward::Unreachable))
-                    }
-                };
-                let error = match forwarded {
-                    Ok(ticket) => {
-                        let cross = self.cross.get_or_insert_with(Box::default);
-                        if let Some(ticket) = ticket.filter(|_| self.receipts) {
-                            cross.add(self.ordinal, to, ticket);
-                        }
-                        cross.route = route;
-                        return Ok(());
-                    }
-                    Err(super::cluster::Forward::Unreachable) => Code::Unreachable,
-                    Err(super::cluster::Forward::NotReading) => Code::NotReading,
-                };
-                drop(node);
-                return self.refuse(&ErrorText::new(error, Escaped(to))).await;
+                return Box::pin(self.route_across(node, to, content, generation)).await;
             }
             // Redis came back moments ago: the recipient's node may not
             // have announced it again yet.
@@ -414,49 +343,6 @@ impl<'a> Router<'a> {
         let code = self.me.wire().code_of(error);
         v1::encode_refused(refused, code, error.text(), &mut frames);
         self.accounted = refused;
-        self.reply(&frames).await
-    }
-
-    /// True when messages sent to other nodes wait for their batches to
-    /// settle. [`Router::confirm_forwarded`] is then awaited boxed: waiting
-    /// on other nodes is rare, and its state must not grow every session's
-    /// future (an idle connection's memory).
-    fn has_unconfirmed(&self) -> bool {
-        self.cross.as_ref().is_some_and(|u| !u.messages.is_empty())
-    }
-
-    /// Waits until Redis acknowledged (or failed) the batches of the
-    /// messages sent to other nodes since the last check, and reports the
-    /// ones not published as REFUSED, each after an ACCEPTED for what came
-    /// before it.
-    async fn confirm_forwarded(&mut self) -> Result<(), SenderClosed> {
-        let Some(mut unconfirmed) = self.cross.take() else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + CONFIRM_WAIT;
-        let mut settled = Vec::with_capacity(unconfirmed.tickets.len());
-        for ticket in unconfirmed.tickets.drain(..) {
-            settled.push(ticket.settled(deadline).await);
-        }
-        let mut frames = Vec::new();
-        for (ordinal, batch, index, name) in unconfirmed.messages.drain(..) {
-            let error = match settled[batch].refusal(index) {
-                None => continue,
-                Some(Some(error)) => error.clone(),
-                Some(None) => ErrorText::new(Code::Unreachable, Escaped(&unconfirmed.names[name])),
-            };
-            if ordinal - 1 > self.accounted {
-                v1::encode_accepted(ordinal - 1, &mut frames);
-            }
-            let code = self.me.wire().code_of(&error);
-            v1::encode_refused(ordinal, code, error.text(), &mut frames);
-            self.accounted = ordinal;
-        }
-        unconfirmed.names.clear();
-        self.cross = Some(unconfirmed);
-        if frames.is_empty() {
-            return Ok(());
-        }
         self.reply(&frames).await
     }
 

@@ -1,0 +1,116 @@
+//! The cross-node side of a sender's routing: the path that hands a
+//! message to another node's outbox, waiting when it must, and the
+//! receipts of messages sent there, once their batches settle. Reached
+//! only on a cluster, and only boxed, so that a single node's sessions
+//! carry none of its state; what it remembers between messages is
+//! [`super::cross_node::CrossNode`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Router, SenderClosed};
+use crate::sanitize::Escaped;
+use crate::server::cluster::Forward;
+use crate::wire::texts::{Code, ErrorText};
+use crate::wire::v1;
+
+/// How long a sender with receipts waits for a batch sent to another node
+/// to be settled (acknowledged by that node, or known lost) before its
+/// messages are reported as not delivered (they may still be: never lost
+/// silently). Redis failing settles them sooner; this bounds a receiving
+/// node that is alive but far behind, and stays under the client's
+/// default `--drain-timeout` (2 s of silence between receipts).
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+impl Router<'_> {
+    /// Hands a message for `to`, held on `node`, to that node: at once if
+    /// its outbox has room and no pause holds it, else waiting up to the
+    /// slow-consumer timeout; refused to the sender if it cannot go. The
+    /// route found is kept while the registry stays at `generation`.
+    pub(super) async fn route_across(
+        &mut self,
+        node: Arc<str>,
+        to: &[u8],
+        content: &[u8],
+        generation: u64,
+    ) -> Result<(), SenderClosed> {
+        let Some(cluster) = &self.shared.cluster else {
+            return Ok(());
+        };
+        let me = self.me.name().as_bytes();
+        let patience = self.shared.config.slow_consumer_timeout;
+        let receipts = self.receipts;
+        let route = cluster.route(&node, to, generation);
+        let sent = route
+            .as_ref()
+            .map(|route| cluster.forward_on(route, me, content, receipts));
+        let forwarded = match sent {
+            None => Err(Forward::Unreachable),
+            Some(Err(None)) => {
+                self.flush();
+                cluster
+                    .forward(&node, to, me, content, receipts, patience)
+                    .await
+                    .map(Some)
+            }
+            Some(done) => done.map_err(|e| e.unwrap_or(Forward::Unreachable)),
+        };
+        let error = match forwarded {
+            Ok(ticket) => {
+                let cross = self.cross.get_or_insert_with(Box::default);
+                if let Some(ticket) = ticket.filter(|_| self.receipts) {
+                    cross.add(self.ordinal, to, ticket);
+                }
+                cross.route = route;
+                return Ok(());
+            }
+            Err(Forward::Unreachable) => Code::Unreachable,
+            Err(Forward::NotReading) => Code::NotReading,
+        };
+        drop(node);
+        self.refuse(&ErrorText::new(error, Escaped(to))).await
+    }
+
+    /// True when messages sent to other nodes wait for their batches to
+    /// settle. [`Router::confirm_forwarded`] is then awaited boxed: waiting
+    /// on other nodes is rare, and its state must not grow every session's
+    /// future (an idle connection's memory).
+    pub(super) fn has_unconfirmed(&self) -> bool {
+        self.cross.as_ref().is_some_and(|u| !u.messages.is_empty())
+    }
+
+    /// Waits until Redis acknowledged (or failed) the batches of the
+    /// messages sent to other nodes since the last check, and reports the
+    /// ones not published as REFUSED, each after an ACCEPTED for what came
+    /// before it.
+    pub(super) async fn confirm_forwarded(&mut self) -> Result<(), SenderClosed> {
+        let Some(mut unconfirmed) = self.cross.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + CONFIRM_WAIT;
+        let mut settled = Vec::with_capacity(unconfirmed.tickets.len());
+        for ticket in unconfirmed.tickets.drain(..) {
+            settled.push(ticket.settled(deadline).await);
+        }
+        let mut frames = Vec::new();
+        for (ordinal, batch, index, name) in unconfirmed.messages.drain(..) {
+            let error = match settled[batch].refusal(index) {
+                None => continue,
+                Some(Some(error)) => error.clone(),
+                Some(None) => ErrorText::new(Code::Unreachable, Escaped(&unconfirmed.names[name])),
+            };
+            if ordinal - 1 > self.accounted {
+                v1::encode_accepted(ordinal - 1, &mut frames);
+            }
+            let code = self.me.wire().code_of(&error);
+            v1::encode_refused(ordinal, code, error.text(), &mut frames);
+            self.accounted = ordinal;
+        }
+        unconfirmed.names.clear();
+        self.cross = Some(unconfirmed);
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.reply(&frames).await
+    }
+}
