@@ -46,10 +46,16 @@ pub enum Delivery {
 pub struct PeerStream {
     peer: Peer,
     stream: Async<TcpStream>,
+    /// Read from the peer: `input[at..end]` is not parsed yet.
     input: Vec<u8>,
     /// Where parsing resumes in `input`.
     at: usize,
+    /// Where the bytes read end.
+    end: usize,
 }
+
+/// Bytes read from a peer per call, at least.
+const READ_CHUNK: usize = 64 * 1024;
 
 impl Peer {
     /// Appends a publication of `payload` to `subject`.
@@ -101,8 +107,9 @@ impl PeerStream {
         Ok(PeerStream {
             peer,
             stream,
-            input: Vec::new(),
+            input: vec![0; READ_CHUNK],
             at: 0,
+            end: 0,
         })
     }
 
@@ -116,7 +123,7 @@ impl PeerStream {
         self.stream.write_all(&hello).await?;
         loop {
             let line_end = loop {
-                if let Some(end) = find_crlf(&self.input[self.at..]) {
+                if let Some(end) = find_crlf(&self.input[self.at..self.end]) {
                     break self.at + end;
                 }
                 self.fill().await?;
@@ -133,31 +140,34 @@ impl PeerStream {
         }
     }
 
-    /// Reads more input, waiting for it; end of input is an error.
+    /// Reads more input, waiting for it; end of input is an error. What
+    /// is not parsed yet moves to the front first; the buffer grows only
+    /// for a unit larger than it, up to [`MAX_INPUT`].
     async fn fill(&mut self) -> io::Result<()> {
-        if self.at > 0 && self.at == self.input.len() {
-            self.input.clear();
-            self.at = 0;
-        }
-        if self.input.len() - self.at > MAX_INPUT {
+        let pending = self.end - self.at;
+        if pending > MAX_INPUT {
             return Err(io::Error::other(
                 "a peer sent more than the benchmark accepts",
             ));
         }
-        let start = self.input.len();
-        self.input.resize(start + 64 * 1024, 0);
-        let n = self.stream.read(&mut self.input[start..]).await;
-        self.input.truncate(start + *n.as_ref().unwrap_or(&0));
-        match n? {
+        self.input.copy_within(self.at..self.end, 0);
+        (self.at, self.end) = (0, pending);
+        if self.input.len() - self.end < READ_CHUNK / 2 {
+            self.input.resize(self.end + READ_CHUNK, 0);
+        }
+        match self.stream.read(&mut self.input[self.end..]).await? {
             0 => Err(io::ErrorKind::UnexpectedEof.into()),
-            _ => Ok(()),
+            n => {
+                self.end += n;
+                Ok(())
+            }
         }
     }
 
     /// The next unit of output, waiting for it.
     async fn next(&mut self) -> io::Result<Delivery> {
         loop {
-            match parse(self.peer, &self.input[self.at..]) {
+            match parse(self.peer, &self.input[self.at..self.end]) {
                 Ok(Some((delivery, used))) => {
                     let start = self.at;
                     self.at += used;

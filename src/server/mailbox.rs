@@ -109,6 +109,22 @@ impl Mailbox {
     pub fn close_with_error(&self, error: &ErrorText) -> bool {
         self.outbound.close(Some(&self.wire().error_frame(error)))
     }
+
+    /// Disconnects this user for not reading: what is queued is dropped
+    /// (its socket is full, so no last frame would get through), and the
+    /// connection's tasks end. The one slow-consumer path, whoever found
+    /// the queue full: a local sender (`router`), messages from another
+    /// node (`cluster/drain`), presence events (`registry`). `waiting` says
+    /// what stayed unread, for the log. False if it was already closing;
+    /// the caller then has nothing more to do, else it takes the name out
+    /// of the registry if it holds it there.
+    pub(crate) fn disconnect_slow(&self, waiting: std::fmt::Arguments<'_>) -> bool {
+        if !self.outbound.abort() {
+            return false;
+        }
+        tracing::warn!(peer = %self.peer, user = self.name(), "disconnected slow consumer: {waiting}");
+        true
+    }
 }
 
 /// Writes every queue a delivery made non-empty: directly when nobody is

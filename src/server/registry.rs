@@ -18,8 +18,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tracing::warn;
-
 use super::mailbox::Mailbox;
 use crate::wire::v1;
 
@@ -87,11 +85,9 @@ impl Inner {
             let pushed = watcher
                 .outbound()
                 .try_push(frame.len(), |out| out.extend_from_slice(&frame));
-            if pushed == Err(super::outbound::PushError::Full) && watcher.outbound().abort() {
-                warn!(
-                    peer = %watcher.peer(), user = watcher.name(),
-                    "disconnected slow consumer: presence events not read"
-                );
+            if pushed == Err(super::outbound::PushError::Full) {
+                // Its session removes it from the registry as it ends.
+                watcher.disconnect_slow(format_args!("presence events not read"));
             }
         }
     }

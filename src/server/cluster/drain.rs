@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::warn;
 
 impl Cluster {
     /// Queues a message behind `session`'s backlog if it has one.
@@ -135,14 +134,13 @@ impl Cluster {
             }
             // Their next messages are refused at once, without waiting.
             self.resume_senders(session, paused).await;
-            if pushed == Err(PushError::Full) && session.outbound().abort() {
+            let limit = shared.config.slow_consumer_timeout;
+            if pushed == Err(PushError::Full)
+                && session.disconnect_slow(format_args!(
+                    "outbound queue stayed full for {limit:?} (messages from another node)"
+                ))
+            {
                 shared.registry.remove(session);
-                warn!(
-                    user = session.name(),
-                    "disconnected slow consumer: outbound queue stayed full for {:?} \
-                     (messages from another node)",
-                    shared.config.slow_consumer_timeout
-                );
             }
             let error = ErrorText::new(Code::SlowConsumer, session.name());
             self.refuse(shared, dropped, &error).await;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::debug;
 
 mod across;
 mod cross_node;
@@ -347,13 +347,9 @@ impl<'a> Router<'a> {
     }
 
     fn disconnect_slow(&self, session: &Arc<Mailbox>) {
-        if session.outbound().abort() {
+        let limit = self.shared.config.slow_consumer_timeout;
+        if session.disconnect_slow(format_args!("outbound queue stayed full for {limit:?}")) {
             self.shared.registry.remove(session);
-            warn!(
-                peer = %session.peer(), user = session.name(),
-                "disconnected slow consumer: outbound queue stayed full for {:?}",
-                self.shared.config.slow_consumer_timeout
-            );
         }
     }
 
