@@ -44,8 +44,9 @@ use crate::wire::v1::{self, ClientFrame, HandshakeDecoder, PendingReason, Userna
 
 /// How admitting a connection ended.
 pub(crate) enum Admission<'a> {
-    /// Logged in: the name is in the registry.
-    Admitted(Admitted<'a>),
+    /// Logged in: the name is in the registry. Boxed: a future keeps its
+    /// arguments for its whole life, and the connection's is long.
+    Admitted(Box<Admitted<'a>>),
     /// Refused: the client is owed `refusal` on `transport`.
     Refused(Transport, Refusal),
     /// The client left (or the socket failed) before it could be told.
@@ -103,13 +104,13 @@ pub(crate) async fn admit(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
         Step::Gone => return Admission::Gone,
     };
     match log_in(shared, &transport, peer, name, &mut input).await {
-        Step::Passed((mailbox, proven)) => Admission::Admitted(Admitted {
+        Step::Passed((mailbox, proven)) => Admission::Admitted(Box::new(Admitted {
             transport,
             mailbox,
             input,
             proven,
             _slot: slot,
-        }),
+        })),
         Step::Refused(refusal) => Admission::Refused(transport, refusal),
         Step::Gone => Admission::Gone,
     }

@@ -76,14 +76,14 @@ impl ReadEnd {
 }
 
 /// Serves a logged-in connection until it is closed.
-pub(crate) async fn serve(shared: &Shared, admitted: Admitted<'_>) {
+pub(crate) async fn serve(shared: &Shared, admitted: Box<Admitted<'_>>) {
     let Admitted {
         transport,
         mailbox: session,
         mut input,
         proven,
         _slot,
-    } = admitted;
+    } = *admitted;
     let peer = session.peer();
     let writer = shared
         .workers

@@ -410,16 +410,23 @@ impl Server {
     fn hand_to_worker(&self, stream: TcpStream, peer: SocketAddr) {
         let shared = Arc::clone(&self.shared);
         self.shared.workers.spawn(async move {
-            // Boxed: the state of admission's steps is large, and a
-            // session must not carry room for it for its whole life.
-            match Box::pin(admission::admit(&shared, stream, peer)).await {
-                Admission::Admitted(admitted) => connection::serve(&shared, admitted).await,
-                // The one place a refusal is sent.
-                Admission::Refused(transport, refusal) => {
-                    refusal.send(&transport, shared.config.linger).await;
+            // Built in a block of its own, so that nothing of admission
+            // (its boxed state, its outcome) stays in this task's future
+            // while the connection is served.
+            let serving = {
+                // Boxed: the state of admission's steps is large.
+                let admission = Box::pin(admission::admit(&shared, stream, peer)).await;
+                match admission {
+                    Admission::Admitted(admitted) => connection::serve(&shared, admitted),
+                    // The one place a refusal is sent.
+                    Admission::Refused(transport, refusal) => {
+                        refusal.send(&transport, shared.config.linger).await;
+                        return;
+                    }
+                    Admission::Gone => return,
                 }
-                Admission::Gone => {}
-            }
+            };
+            serving.await;
         });
     }
 }
