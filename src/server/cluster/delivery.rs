@@ -113,16 +113,25 @@ impl Cluster {
                     content,
                     receipts,
                 } => {
-                    let delivered = match recipients.get(shared, to) {
-                        Some(session) => {
-                            self.deliver_message(shared, &origin, session, from, content)
-                        }
-                        None => Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to))),
+                    // Borrowed from the batch's table: no reference count
+                    // touched per message (its line is shared with the
+                    // recipient's own worker).
+                    let (delivered, recipient) = match recipients.get(shared, to) {
+                        Some(session) => (
+                            self.deliver_message(shared, &origin, session, from, content),
+                            Some(session),
+                        ),
+                        None => (
+                            Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to))),
+                            None,
+                        ),
                     };
                     let error = match delivered {
                         Delivered::Waiting => continue,
-                        Delivered::Queued(session) => {
-                            touched.push(session);
+                        Delivered::Queued => {
+                            if let Some(session) = recipient {
+                                touched.push(Arc::clone(session));
+                            }
                             continue;
                         }
                         Delivered::WaitingPause => {
@@ -192,7 +201,7 @@ impl Cluster {
         &self,
         shared: &Arc<Shared>,
         origin: &Arc<str>,
-        session: Arc<Mailbox>,
+        session: &Arc<Mailbox>,
         from: &[u8],
         content: &[u8],
     ) -> Delivered {
@@ -210,7 +219,7 @@ impl Cluster {
         };
         // Behind the messages already waiting for it, if any: order is
         // kept, and this task never waits.
-        match self.join_backlog(shared, &session, waiting) {
+        match self.join_backlog(shared, session, waiting) {
             Joined::Queued => return Delivered::Waiting,
             Joined::QueuedPause => return Delivered::WaitingPause,
             Joined::Refused => {
@@ -219,14 +228,14 @@ impl Cluster {
             Joined::NoBacklog => {}
         }
         match session.outbound().try_push_deferred(len, encode) {
-            Ok(true) => Delivered::Queued(session),
+            Ok(true) => Delivered::Queued,
             Ok(false) | Err(PushError::Closed) => Delivered::Waiting,
             // Its own node's rule, without holding up the others: the
             // message waits for room (in order, with those that follow it)
             // for the slow-consumer timeout, on a task of its own.
             Err(PushError::Full) => {
                 let first = waiting();
-                self.start_backlog(shared, Arc::clone(&session), first);
+                self.start_backlog(shared, Arc::clone(session), first);
                 Delivered::Waiting
             }
         }
@@ -236,7 +245,7 @@ impl Cluster {
 /// What became of one message from another node.
 enum Delivered {
     /// In the recipient's queue, which needs a write.
-    Queued(Arc<Mailbox>),
+    Queued,
     /// In the queue (already being written) or waiting in its backlog.
     Waiting,
     /// Waiting in a backlog that passed the pause threshold: the sender's
@@ -268,18 +277,16 @@ impl Default for Recipients {
 const RECIPIENT_SLOTS: usize = 64;
 
 impl Recipients {
-    fn get(&mut self, shared: &Shared, to: &[u8]) -> Option<Arc<Mailbox>> {
+    fn get(&mut self, shared: &Shared, to: &[u8]) -> Option<&Arc<Mailbox>> {
         // FNV-1a: a few cycles a byte on names of a few bytes.
         let hash = to.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
         let slot = &mut self.slots[hash as usize & (RECIPIENT_SLOTS - 1)];
-        if let Some(hit) = slot.as_ref().filter(|m| m.name().as_bytes() == to) {
-            return Some(Arc::clone(hit));
+        if slot.as_ref().is_none_or(|m| m.name().as_bytes() != to) {
+            *slot = Some(shared.registry.get(to)?);
         }
-        let found = shared.registry.get(to)?;
-        *slot = Some(Arc::clone(&found));
-        Some(found)
+        slot.as_ref()
     }
 }
 
