@@ -47,6 +47,37 @@ struct Pair {
     latencies: Mutex<Histogram<u64>>,
 }
 
+impl Default for Pair {
+    fn default() -> Self {
+        Pair {
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            latencies: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+/// Records one message's latency as of `now` (nanoseconds since the
+/// origin), from the send time stamped in its content.
+fn record_latency(latencies: &mut Histogram<u64>, now: u64, content: &[u8]) {
+    if let Some(stamp) = content.get(16..).and_then(get_hex) {
+        let _ = latencies.record(now.saturating_sub(stamp).max(1));
+    }
+}
+
+/// Lets what is in flight arrive: waits until every pair received what it
+/// sent, for at most 2 s.
+async fn wait_for_in_flight(pairs: &[Arc<Pair>]) {
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < drain_until
+        && pairs
+            .iter()
+            .any(|p| p.received.load(Ordering::Acquire) < p.sent.load(Ordering::Acquire))
+    {
+        Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs the case.
 pub async fn run(
     ex: &Arc<Executor<'static>>,
@@ -77,11 +108,7 @@ pub async fn run(
     let mut spinning = Vec::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (s, r, receiver) in streams {
-        let pair = Arc::new(Pair {
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            latencies: Mutex::new(new_histogram()),
-        });
+        let pair = Arc::new(Pair::default());
         if args.spin {
             spinning.push((r.into_tcp()?, Arc::clone(&pair)));
         } else {
@@ -101,15 +128,7 @@ pub async fn run(
     for task in tasks {
         streams_kept.push(task.await?);
     }
-    // Let what is in flight arrive.
-    let drain_until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < drain_until
-        && pairs
-            .iter()
-            .any(|p| p.received.load(Ordering::Acquire) < p.sent.load(Ordering::Acquire))
-    {
-        Timer::after(Duration::from_millis(10)).await;
-    }
+    wait_for_in_flight(&pairs).await;
 
     stop.store(true, Ordering::Release);
     if let Some(spinner) = spinner {
@@ -144,24 +163,18 @@ async fn run_peer(
     let mut pairs = Vec::new();
     let mut tasks = Vec::new();
     for (mut sender, mut receiver, subject) in streams {
-        let pair = Arc::new(Pair {
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            latencies: Mutex::new(new_histogram()),
-        });
+        let pair = Arc::new(Pair::default());
         let receiving = Arc::clone(&pair);
         ex.spawn(async move {
             let mut received = 0;
             receiver
                 .receive(|payload| {
                     let now = origin.elapsed().as_nanos() as u64;
-                    if let Some(stamp) = payload.get(16..).and_then(get_hex) {
-                        let mut latencies = receiving
-                            .latencies
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner());
-                        let _ = latencies.record(now.saturating_sub(stamp).max(1));
-                    }
+                    let mut latencies = receiving
+                        .latencies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    record_latency(&mut latencies, now, payload);
                     received += 1;
                     receiving.received.store(received, Ordering::Release);
                 })
@@ -169,12 +182,7 @@ async fn run_peer(
         })
         .detach();
         // Redis answers every PUBLISH: read and dropped.
-        let mut replies = sender.discard_replies()?;
-        ex.spawn(async move {
-            let mut sink = vec![0u8; 16 * 1024];
-            while matches!(smol::io::AsyncReadExt::read(&mut replies, &mut sink).await, Ok(n) if n > 0) {}
-        })
-        .detach();
+        ex.spawn(sender.discard_replies()?).detach();
         let mut payload = vec![b'x'; usize::from(args.size)];
         let sending = Arc::clone(&pair);
         tasks.push(ex.spawn(async move {
@@ -205,14 +213,7 @@ async fn run_peer(
     for task in tasks {
         kept.push(task.await?);
     }
-    let drain_until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < drain_until
-        && pairs
-            .iter()
-            .any(|p| p.received.load(Ordering::Acquire) < p.sent.load(Ordering::Acquire))
-    {
-        Timer::after(Duration::from_millis(10)).await;
-    }
+    wait_for_in_flight(&pairs).await;
     let mut report = report(args, &pairs);
     report.line(format!("peer: {peer:?}"));
     usage.finish(&mut report);
@@ -324,9 +325,7 @@ fn record_latencies(
     let mut count = 0;
     while let Ok(Some(frame)) = input.next_frame() {
         if let ServerFrame::Message { content, .. } = frame {
-            if let Some(stamp) = content.get(16..).and_then(get_hex) {
-                let _ = latencies.record(now.saturating_sub(stamp).max(1));
-            }
+            record_latency(&mut latencies, now, content);
             count += 1;
         }
     }

@@ -203,11 +203,15 @@ impl PeerStream {
         self.stream.write_all(bytes).await
     }
 
-    /// Reads and drops whatever the peer answers a publisher (Redis's
-    /// receiver counts), so its replies never fill the socket.
-    pub fn discard_replies(&self) -> io::Result<Async<TcpStream>> {
-        let clone = self.stream.get_ref().try_clone()?;
-        Async::new(clone)
+    /// A task that reads and drops whatever the peer answers a publisher
+    /// (Redis's receiver counts), so its replies never fill the socket,
+    /// through a second handle on the connection.
+    pub fn discard_replies(&self) -> io::Result<impl std::future::Future<Output = ()> + use<>> {
+        let mut replies = Async::new(self.stream.get_ref().try_clone()?)?;
+        Ok(async move {
+            let mut sink = vec![0u8; 16 * 1024];
+            while matches!(replies.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
     }
 }
 

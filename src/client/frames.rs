@@ -379,17 +379,29 @@ mod tests {
         }
     }
 
-    fn negotiation(presence: bool) -> (Negotiation, async_channel::Receiver<Login>) {
+    /// A handler for a login that asked for `presence` (and expects
+    /// `v1_answers` answers from a v1 server), with an empty sink and
+    /// state, and where it tells the login's outcome.
+    fn handler(
+        presence: bool,
+        v1_answers: u8,
+    ) -> (
+        FrameHandler,
+        Recorded,
+        ChatState,
+        async_channel::Receiver<Login>,
+    ) {
         let (outcome, told) = login_channel();
         let negotiation = Negotiation {
             outcome: Some(outcome),
             presence,
-            v1_answers: 0,
+            v1_answers,
             quiet_name_taken: false,
             quiet_password_required: false,
             pending: 0,
         };
-        (negotiation, told)
+        let frames = FrameHandler::new(negotiation);
+        (frames, Recorded::default(), ChatState::default(), told)
     }
 
     fn online(last: bool, names: &'static [u8]) -> ServerFrame<'static> {
@@ -398,12 +410,7 @@ mod tests {
 
     #[test]
     fn an_online_list_nobody_asked_for_is_read_and_dropped() {
-        let (negotiation, _told) = negotiation(false);
-        let (mut frames, mut sink, state) = (
-            FrameHandler::new(negotiation),
-            Recorded::default(),
-            ChatState::default(),
-        );
+        let (mut frames, mut sink, state, _told) = handler(false, 0);
         frames.handle(online(false, b"mallory\neve"), &mut sink, &state);
         frames.handle(online(true, b"trudy"), &mut sink, &state);
         assert!(sink.0.is_empty(), "{:?}", sink.0);
@@ -412,12 +419,7 @@ mod tests {
 
     #[test]
     fn the_presence_snapshot_after_welcome_completes_the_login() {
-        let (negotiation, told) = negotiation(true);
-        let (mut frames, mut sink, state) = (
-            FrameHandler::new(negotiation),
-            Recorded::default(),
-            ChatState::default(),
-        );
+        let (mut frames, mut sink, state, told) = handler(true, 0);
         frames.handle(
             ServerFrame::Welcome {
                 server: b"pmchat",
@@ -438,12 +440,7 @@ mod tests {
 
     #[test]
     fn a_server_that_keeps_saying_pending_is_not_believed_forever() {
-        let (negotiation, told) = negotiation(false);
-        let (mut frames, mut sink, state) = (
-            FrameHandler::new(negotiation),
-            Recorded::default(),
-            ChatState::default(),
-        );
+        let (mut frames, mut sink, state, told) = handler(false, 0);
         for _ in 0..MAX_PENDING + 5 {
             let frame = ServerFrame::Pending {
                 reason: b"password",
@@ -464,13 +461,7 @@ mod tests {
 
     #[test]
     fn a_v1_servers_answers_to_the_login_frames_are_swallowed() {
-        let (mut negotiation, told) = negotiation(false);
-        negotiation.v1_answers = 2;
-        let (mut frames, mut sink, state) = (
-            FrameHandler::new(negotiation),
-            Recorded::default(),
-            ChatState::default(),
-        );
+        let (mut frames, mut sink, state, told) = handler(false, 2);
         for _ in 0..2 {
             let frame = ServerFrame::Error {
                 code: b"",
@@ -493,12 +484,7 @@ mod tests {
 
     #[test]
     fn messages_go_to_the_sink_and_make_their_sender_the_one_to_reply_to() {
-        let (negotiation, _told) = negotiation(false);
-        let (mut frames, mut sink, state) = (
-            FrameHandler::new(negotiation),
-            Recorded::default(),
-            ChatState::default(),
-        );
+        let (mut frames, mut sink, state, _told) = handler(false, 0);
         let frame = ServerFrame::Message {
             from: b"bob",
             content: b"hi",

@@ -13,9 +13,14 @@ use crate::eqnice;
 
 /// `count` nodes on the Redis at `url`.
 fn nodes(url: &str, count: usize) -> Vec<ServerProcess> {
-    (0..count)
-        .map(|_| ServerProcess::start(&["--cluster", url]))
-        .collect()
+    nodes_with(url, count, &[])
+}
+
+/// `count` nodes on the Redis at `url`, started with `extra` options.
+fn nodes_with(url: &str, count: usize, extra: &[&str]) -> Vec<ServerProcess> {
+    let mut args = vec!["--cluster", url];
+    args.extend_from_slice(extra);
+    (0..count).map(|_| ServerProcess::start(&args)).collect()
 }
 
 /// The lease the tests that wait one out give their nodes: what they test
@@ -24,9 +29,7 @@ pub(crate) const SHORT_LEASE: Duration = Duration::from_secs(2);
 
 /// Nodes whose leases last [`SHORT_LEASE`].
 pub(crate) fn short_lease_nodes(url: &str, count: usize) -> Vec<ServerProcess> {
-    (0..count)
-        .map(|_| ServerProcess::start(&["--cluster", url, "--cluster-lease", "2s"]))
-        .collect()
+    nodes_with(url, count, &["--cluster-lease", "2s"])
 }
 
 crate::on_both!(

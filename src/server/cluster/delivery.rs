@@ -116,24 +116,20 @@ impl Cluster {
                     // Borrowed from the batch's table: no reference count
                     // touched per message (its line is shared with the
                     // recipient's own worker).
-                    let (delivered, recipient) = match recipients.get(shared, to) {
-                        Some(session) => (
-                            self.deliver_message(shared, &origin, session, from, content),
-                            Some(session),
-                        ),
-                        None => (
-                            Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to))),
-                            None,
-                        ),
+                    let delivered = match recipients.get(shared, to) {
+                        Some(session) => {
+                            match self.deliver_message(shared, &origin, session, from, content) {
+                                Delivered::Queued => {
+                                    touched.push(Arc::clone(session));
+                                    continue;
+                                }
+                                other => other,
+                            }
+                        }
+                        None => Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to))),
                     };
                     let error = match delivered {
-                        Delivered::Waiting => continue,
-                        Delivered::Queued => {
-                            if let Some(session) = recipient {
-                                touched.push(Arc::clone(session));
-                            }
-                            continue;
-                        }
+                        Delivered::Waiting | Delivered::Queued => continue,
                         Delivered::WaitingPause => {
                             let pause = Record::Pause { name: to };
                             let _ = self.send(&origin, &pause, patience).await;

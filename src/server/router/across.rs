@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::{Router, SenderClosed};
 use crate::sanitize::Escaped;
-use crate::server::cluster::Forward;
+use crate::server::cluster::{Cluster, Forward};
 use crate::wire::texts::{Code, ErrorText};
 use crate::wire::v1;
 
@@ -23,20 +23,18 @@ use crate::wire::v1;
 const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 impl Router<'_> {
-    /// Hands a message for `to`, held on `node`, to that node: at once if
+    /// Hands a message for `to`, held on `node`, to that node of `cluster`: at once if
     /// its outbox has room and no pause holds it, else waiting up to the
     /// slow-consumer timeout; refused to the sender if it cannot go. The
     /// route found is kept while the registry stays at `generation`.
     pub(super) async fn route_across(
         &mut self,
+        cluster: &Cluster,
         node: Arc<str>,
         to: &[u8],
         content: &[u8],
         generation: u64,
     ) -> Result<(), SenderClosed> {
-        let Some(cluster) = &self.shared.cluster else {
-            return Ok(());
-        };
         let me = self.me.name().as_bytes();
         let patience = self.shared.config.slow_consumer_timeout;
         let receipts = self.receipts;

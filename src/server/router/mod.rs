@@ -309,9 +309,11 @@ impl<'a> Router<'a> {
         // carry no room in their futures for the cross-node path's state,
         // and on a cluster only a message that misses the cached route
         // (above) takes this allocation.
-        if let Some(cluster) = &self.shared.cluster {
-            if let Some(node) = self.shared.registry.remote_node(to) {
-                return Box::pin(self.route_across(node, to, content, generation)).await;
+        let shared = self.shared;
+        if let Some(cluster) = &shared.cluster {
+            if let Some(node) = shared.registry.remote_node(to) {
+                let across = self.route_across(cluster, node, to, content, generation);
+                return Box::pin(across).await;
             }
             // Redis came back moments ago: the recipient's node may not
             // have announced it again yet.
