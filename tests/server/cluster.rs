@@ -2,6 +2,7 @@
 //! server: delivery across nodes, one namespace, leases, kick from another
 //! node, and Redis going away and coming back.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -362,33 +363,43 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes(
         }
         not_connected
     });
+    // How many alice has sent, and the highest number bob has seen (0
+    // until he sees one past the first).
+    let sent_so_far = Arc::new(AtomicU32::new(0));
+    let highest_seen = Arc::new(AtomicU32::new(0));
     let sending = {
         let stop = Arc::clone(&stop);
+        let sent_so_far = Arc::clone(&sent_so_far);
         thread::spawn(move || {
             let mut sent = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let frame = crate::common::message(b"bob", sent.to_string().as_bytes());
                 if std::io::Write::write_all(&mut writer, &frame).is_err() {
                     break;
                 }
                 sent += 1;
+                sent_so_far.store(sent, Ordering::Relaxed);
                 thread::sleep(Duration::from_millis(2));
             }
             sent
         })
     };
+    let highest = Arc::clone(&highest_seen);
+    let bob_socket = bob.stream.try_clone().unwrap();
     let receiving = thread::spawn(move || {
-        // Quiet while Redis is away (a Redis Cluster takes a moment more
-        // to form again); the end is 8 s of silence.
+        // Quiet while Redis is away and the nodes come back (see below);
+        // the end is bob's socket shut down.
         bob.stream
-            .set_read_timeout(Some(Duration::from_secs(8)))
+            .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
         let mut seen = Vec::new();
         while let Ok(frame) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bob.frame()))
         {
             match frame {
                 Frame::Message { content, .. } => {
-                    seen.push(String::from_utf8(content).unwrap().parse::<u32>().unwrap());
+                    let n = String::from_utf8(content).unwrap().parse::<u32>().unwrap();
+                    highest.fetch_max(n, Ordering::Relaxed);
+                    seen.push(n);
                 }
                 other => panic!("bob got {other:?}"),
             }
@@ -399,19 +410,32 @@ fn redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes(
     redis.stop();
     thread::sleep(Duration::from_millis(1000));
     redis.restart();
-    // Long enough for both nodes to come back (their back-off is at about
-    // 1 s by then) and for traffic to flow again for a while.
-    thread::sleep(Duration::from_millis(3500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Traffic flows again once both nodes are back: each retries with a
+    // back-off that reaches `MAX_DELAY` (5 s), after an attempt that may
+    // wait `REDIS_TIMEOUT` (2 s) on a Redis Cluster still forming, so
+    // the bound is 10 s; then it flows for a while.
+    let restarted_at = sent_so_far.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while highest_seen.load(Ordering::Relaxed) <= restarted_at && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
     let sent = sending.join().unwrap();
+    // What is on its way arrives, then bob stops reading.
+    thread::sleep(Duration::from_millis(300));
+    bob_socket.shutdown(std::net::Shutdown::Both).unwrap();
     let seen = receiving.join().unwrap();
     assert!(
         seen.windows(2).all(|w| w[0] < w[1]),
         "out of order or twice: {seen:?}"
     );
     let before = seen.iter().filter(|&&n| n < 100).count();
-    let after = seen.iter().filter(|&&n| n + 200 > sent).count();
-    assert!(before > 0 && after > 0, "sent {sent}, bob saw {seen:?}");
+    let after = seen.iter().filter(|&&n| n > restarted_at).count();
+    assert!(
+        before > 0 && after > 0,
+        "sent {sent} ({restarted_at} before the restart), bob saw {seen:?}"
+    );
     alice.stream.shutdown(std::net::Shutdown::Both).unwrap();
     eqnice!(0, refusals.join().unwrap());
 }
