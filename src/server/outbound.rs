@@ -146,6 +146,29 @@ impl OutboundQueue {
         Ok(was_empty && !state.busy)
     }
 
+    /// Queues several frames, `len` bytes in all, written by `encode`, under
+    /// one lock, if all of them fit within the bound (never over it, even
+    /// on an empty queue: a caller falls back to one frame at a time, so
+    /// that as many fit as would one by one). `Ok(true)` as for
+    /// [`OutboundQueue::try_push_deferred`].
+    pub fn try_push_run(
+        &self,
+        len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<bool, PushError> {
+        let mut state = self.lock();
+        if state.phase != Phase::Open {
+            return Err(PushError::Closed);
+        }
+        if state.bytes.len() + len > self.max_bytes {
+            return Err(PushError::Full);
+        }
+        let was_empty = state.bytes.is_empty();
+        encode(&mut state.bytes);
+        state.used = true;
+        Ok(was_empty && !state.busy)
+    }
+
     /// Wakes the writer task to write what is queued.
     pub fn wake_writer(&self) {
         self.data_ready.notify(1);
@@ -416,6 +439,20 @@ mod tests {
         assert_eq!(queue.try_push(2, frame(3, 2)), Ok(()));
         assert_eq!(queue.try_push(2, frame(4, 2)), Ok(()));
         assert_eq!(queue.try_push(1, frame(5, 1)), Err(PushError::Full));
+    }
+
+    #[test]
+    fn a_run_goes_in_whole_or_not_at_all_and_never_over_the_bound() {
+        let queue = OutboundQueue::new(10);
+        assert_eq!(queue.try_push_run(12, frame(1, 12)), Err(PushError::Full));
+        assert_eq!(queue.try_push_run(6, frame(2, 6)), Ok(true));
+        assert_eq!(queue.try_push_run(6, frame(3, 6)), Err(PushError::Full));
+        assert_eq!(queue.try_push_run(4, frame(4, 4)), Ok(false));
+        let mut batch = Vec::new();
+        assert_eq!(queue.take(&mut batch), Some(true));
+        assert_eq!(batch, [[2; 6].as_slice(), &[4; 4]].concat());
+        queue.close(None);
+        assert_eq!(queue.try_push_run(1, frame(5, 1)), Err(PushError::Closed));
     }
 
     #[test]

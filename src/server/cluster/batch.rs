@@ -15,7 +15,7 @@
 use crate::wire::texts::ErrorText;
 
 /// One record of an inbox batch.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Record<'a> {
     /// `M`, or `R` when the sender asked for receipts: a message for `to`
     /// on the receiving node.

@@ -1,6 +1,7 @@
 //! Acting on a batch from another node: messages into local recipients'
 //! queues, errors to local senders, kicks.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tracing::info;
@@ -101,7 +102,14 @@ impl Cluster {
         let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
         let mut names = CheckedNames::default();
         let mut recipients = Recipients::default();
-        for (index, record) in batch.records.into_iter().enumerate() {
+        // Records before this one belong to a run that did not fit its
+        // recipient's queue at once: they go one at a time.
+        let mut one_by_one_until = 0;
+        let records = &batch.records[..];
+        let mut next = 0;
+        while let Some(&record) = records.get(next) {
+            let index = next;
+            next += 1;
             if !valid_record(limits, &record, &mut names) {
                 self.reject("a record that breaks the limits");
                 continue;
@@ -118,6 +126,22 @@ impl Cluster {
                     // recipient's own worker).
                     let delivered = match recipients.get(shared, to) {
                         Some(session) => {
+                            if index >= one_by_one_until {
+                                // The messages to the same recipient that
+                                // follow this one go into its queue
+                                // together, under one lock.
+                                let end = run_end(records, index, limits, &mut names);
+                                if let Some(needs_write) =
+                                    self.deliver_run(session, &records[index..end])
+                                {
+                                    if needs_write {
+                                        touched.push(Arc::clone(session));
+                                    }
+                                    next = end;
+                                    continue;
+                                }
+                                one_by_one_until = end;
+                            }
                             match self.deliver_message(shared, &origin, session, from, content) {
                                 Delivered::Queued => {
                                     touched.push(Arc::clone(session));
@@ -191,6 +215,36 @@ impl Cluster {
         }
     }
 
+    /// Puts a run of valid messages to `session` into its queue at once,
+    /// if no backlog stands in the way and all of them fit: whether the
+    /// queue needs a write. `None`: they go one at a time instead.
+    fn deliver_run(&self, session: &Mailbox, run: &[Record<'_>]) -> Option<bool> {
+        if run.len() < 2 || self.backlog_count.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let (wire, name) = (session.wire(), session.name().as_bytes());
+        let messages = || {
+            run.iter().filter_map(|record| match *record {
+                Record::Message { from, content, .. } => Some((from, content)),
+                _ => None,
+            })
+        };
+        let len = messages()
+            .map(|(from, content)| wire.message_len(name, from, content))
+            .sum();
+        let encode = |out: &mut Vec<u8>| {
+            for (from, content) in messages() {
+                wire.encode_message(name, from, content, out);
+            }
+        };
+        match session.outbound().try_push_run(len, encode) {
+            Ok(needs_write) => Some(needs_write),
+            // As one at a time: what goes to a closed queue is dropped.
+            Err(PushError::Closed) => Some(false),
+            Err(PushError::Full) => None,
+        }
+    }
+
     /// Puts one message from another node into its recipient's queue (or
     /// behind its backlog).
     fn deliver_message(
@@ -237,6 +291,33 @@ impl Cluster {
         }
     }
 }
+
+/// The end of the run of messages that starts at `records[start]` (a
+/// valid message): the index of the first record after it that is not a
+/// valid message to the same recipient, at most [`MAX_RUN`] on.
+fn run_end<'a>(
+    records: &[Record<'a>],
+    start: usize,
+    limits: &Limits,
+    names: &mut CheckedNames<'a>,
+) -> usize {
+    let Some(Record::Message { to, .. }) = records.get(start) else {
+        return start;
+    };
+    let same = |record: &Record<'a>, names: &mut CheckedNames<'a>| {
+        matches!(record, Record::Message { to: other, .. } if other == to)
+            && valid_record(limits, record, names)
+    };
+    let mut end = start + 1;
+    while end < records.len().min(start + MAX_RUN) && same(&records[end], names) {
+        end += 1;
+    }
+    end
+}
+
+/// The most messages put into one queue under one lock: the recipient's
+/// worker waits for that lock to write.
+const MAX_RUN: usize = 256;
 
 /// What became of one message from another node.
 enum Delivered {
@@ -321,5 +402,64 @@ fn valid_record<'a>(limits: &Limits, record: &Record<'a>, names: &mut CheckedNam
         }
         Record::Ack { refusals, .. } => Refusals(refusals)
             .all(|(_, code, text)| Code::from_byte(code).is_some() && valid_error_text(text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message<'a>(to: &'a [u8], content: &'a [u8]) -> Record<'a> {
+        Record::Message {
+            to,
+            from: b"alice",
+            content,
+            receipts: false,
+        }
+    }
+
+    fn end_of_run(records: &[Record<'_>], start: usize) -> usize {
+        run_end(
+            records,
+            start,
+            &Limits::default(),
+            &mut CheckedNames::default(),
+        )
+    }
+
+    #[test]
+    fn a_run_ends_at_another_recipient_or_another_kind_of_record() {
+        let records = [
+            message(b"bob", b"1"),
+            message(b"bob", b"2"),
+            message(b"carol", b"3"),
+            message(b"bob", b"4"),
+            Record::Go { name: b"bob" },
+            message(b"bob", b"5"),
+        ];
+        assert_eq!(end_of_run(&records, 0), 2);
+        assert_eq!(end_of_run(&records, 2), 3);
+        assert_eq!(end_of_run(&records, 3), 4);
+        assert_eq!(end_of_run(&records, 5), 6);
+    }
+
+    #[test]
+    fn a_record_that_breaks_the_limits_is_never_part_of_a_run() {
+        let too_long = vec![b'x'; usize::from(Limits::default().max_message) + 1];
+        let records = [
+            message(b"bob", b"1"),
+            message(b"bob", &too_long),
+            message(b"bob", b"3"),
+            message(b"bob", b"4"),
+        ];
+        assert_eq!(end_of_run(&records, 0), 1);
+        assert_eq!(end_of_run(&records, 2), 4);
+    }
+
+    #[test]
+    fn a_run_is_at_most_max_run_messages_long() {
+        let records = vec![message(b"bob", b"x"); MAX_RUN + 10];
+        assert_eq!(end_of_run(&records, 0), MAX_RUN);
+        assert_eq!(end_of_run(&records, MAX_RUN), MAX_RUN + 10);
     }
 }
