@@ -38,6 +38,8 @@
 //!   environment, never from the command line.
 //! - [`signals`]: SIGINT/SIGTERM as a future.
 //! - [`sys`]: process limits and `/proc` readings (open files, CPU, RSS).
+//! - [`store`]: the durable conversation logs of `--store` (redb), with
+//!   their writer thread and group commit.
 //! - [`server`]: the server: listener, registry, sessions, console.
 //! - [`client`]: the client: commands, connection, REPL, batch, output.
 //! - [`bench`](mod@bench): `chat-bench`, the load generator.
@@ -67,5 +69,6 @@ pub(crate) mod sanitize;
 pub mod secret;
 pub mod server;
 pub mod signals;
+pub mod store;
 pub mod sys;
 pub mod wire;

@@ -25,3 +25,5 @@ mod lifecycle;
 mod limits;
 #[path = "server/routing.rs"]
 mod routing;
+#[path = "server/store.rs"]
+mod store;

@@ -73,6 +73,21 @@ fn main() -> ExitCode {
             );
         }
     }
+    // The store opens after the accounts (it serves registered names
+    // only) and before the port is announced.
+    if let Some(path) = &args.store {
+        match pmchat::store::Store::open(path, args.retention()) {
+            Ok(store) => {
+                tracing::info!(
+                    "storing messages for registered names in {}",
+                    path.display()
+                );
+                config.store = Some(store);
+            }
+            Err(e) => return fail(&format!("cannot use the store: {e}")),
+        }
+    }
+    let store = config.store.clone();
     let addr = match args.listen_addr() {
         Ok(addr) => addr,
         Err(e) => return fail(&e),
@@ -141,6 +156,10 @@ fn main() -> ExitCode {
     // signals.
     smol::block_on(server.run(listener, stop_signal));
     workers.stop();
+    // Whatever was logged until the end is committed before exiting.
+    if let Some(store) = store {
+        store.close();
+    }
     // The console's line editor may hold the terminal in raw mode.
     server::restore_terminal();
     Status::Success.into()

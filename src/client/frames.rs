@@ -204,6 +204,20 @@ impl FrameHandler {
                 state.presence(joined, &String::from_utf8_lossy(name));
                 sink.presence(joined, name);
             }
+            // Only sent to a client that asked for `inbox` or `stored`,
+            // which this one does not yet.
+            ServerFrame::Entry {
+                direction,
+                peer,
+                content,
+                ..
+            } => {
+                if direction != b'o' {
+                    state.received_from(&String::from_utf8_lossy(peer));
+                    sink.message(peer, content);
+                }
+            }
+            ServerFrame::Stored { .. } => {}
             ServerFrame::Accepted { through } => {
                 state.ledger().accepted(through, |sent| sink.accepted(sent));
             }

@@ -286,6 +286,11 @@ async fn log_in(
         Some(&first) => Wire::starting_with(first),
         None => shared.config.default_wire,
     });
+    // A registered name that asked for its inbox is fed from it (granted
+    // in WELCOME).
+    if shared.inboxes.is_some() && proven.as_ref().is_some_and(|p| p.hello.inbox) {
+        mailbox.set_inbox();
+    }
     // In a cluster the name is claimed across every node first; a client
     // that sent HELLO hears at once if that takes a while.
     if let Some(cluster) = &shared.cluster {

@@ -57,6 +57,13 @@ pub(crate) struct HelloRequest {
     pub(crate) receipts: bool,
     /// Errors and refusals with their codes.
     pub(crate) codes: bool,
+    /// The user's log (`--store`): messages as ENTRY frames, replayed
+    /// after `after` (or after the owner's mark) first.
+    pub(crate) inbox: bool,
+    /// `after=ID`: the cursor of the client's device.
+    pub(crate) after: Option<u64>,
+    /// With receipts, STORED for messages stored for later.
+    pub(crate) stored: bool,
 }
 
 impl HelloRequest {
@@ -70,7 +77,17 @@ impl HelloRequest {
                 f if f == v1::FEATURE_PASSWORD.as_bytes() => request.password = true,
                 f if f == v1::FEATURE_RECEIPTS.as_bytes() => request.receipts = true,
                 f if f == v1::FEATURE_CODES.as_bytes() => request.codes = true,
-                _ => {}
+                f if f == v1::FEATURE_INBOX.as_bytes() => request.inbox = true,
+                f if f == v1::FEATURE_STORED.as_bytes() => request.stored = true,
+                f => {
+                    if let Some(after) = f
+                        .strip_prefix(v1::HELLO_AFTER.as_bytes())
+                        .and_then(|rest| rest.strip_prefix(b"="))
+                    {
+                        request.after =
+                            std::str::from_utf8(after).ok().and_then(|n| n.parse().ok());
+                    }
+                }
             }
         }
         request
@@ -501,11 +518,15 @@ mod tests {
             HelloRequest {
                 presence: true,
                 password: true,
-                receipts: false,
-                codes: false,
+                ..HelloRequest::default()
             }
         );
         assert!(HelloRequest::parse(b"pmchat/1 receipts").receipts);
+        let inbox = HelloRequest::parse(b"pmchat/1 inbox after=42 stored");
+        assert!(inbox.inbox && inbox.stored);
+        assert_eq!(inbox.after, Some(42));
+        assert_eq!(HelloRequest::parse(b"inbox after=x").after, None);
+        assert_eq!(HelloRequest::parse(b"inbox after").after, None);
         assert_eq!(
             HelloRequest::parse(b"pmchat/1 passwords"),
             HelloRequest::default()

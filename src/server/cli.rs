@@ -135,6 +135,29 @@ pub struct ServerArgs {
     #[arg(long, requires = "accounts")]
     pub registered_only: bool,
 
+    /// Keep messages for registered names in FILE (created if missing; a
+    /// file that is not a store is an error, never replaced): a message to
+    /// a registered name with nobody logged in to it is stored and
+    /// delivered at its next login, and every message to or from a
+    /// registered name is kept as its history.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "accounts",
+        conflicts_with = "cluster"
+    )]
+    pub store: Option<PathBuf>,
+
+    /// Messages of history kept per registered name; the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = 10_000, requires = "store",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max: u64,
+
+    /// Days of history kept; older messages go.
+    #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "store",
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub history_days: u64,
+
     /// Check passwords sent over plain TCP too (by default they are refused
     /// unchecked: only TLS keeps them secret). For trusted networks only.
     #[arg(long, requires = "accounts")]
@@ -238,6 +261,14 @@ impl ServerArgs {
                 DefaultWire::Gob => Wire::Gob,
             },
             ..Config::default()
+        }
+    }
+
+    /// How much history `--store` keeps.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            max_entries: self.history_max,
+            max_days: self.history_days,
         }
     }
 

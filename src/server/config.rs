@@ -40,6 +40,8 @@ pub struct Config {
     pub accounts: Option<Arc<Accounts>>,
     /// Refuse names that are not registered.
     pub registered_only: bool,
+    /// The store of messages that wait (`--store`), already open.
+    pub store: Option<Arc<crate::store::Store>>,
     /// Check passwords sent over plain TCP too (normally refused unseen).
     pub allow_plaintext_passwords: bool,
     /// The Redis that makes this node one of several (`--cluster`).
@@ -70,6 +72,7 @@ impl Default for Config {
             require_tls: false,
             accounts: None,
             registered_only: false,
+            store: None,
             allow_plaintext_passwords: false,
             cluster: None,
             cluster_key_file: None,

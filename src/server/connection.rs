@@ -88,7 +88,26 @@ pub(crate) async fn serve(shared: &Shared, admitted: Box<Admitted<'_>>) {
     let writer = shared
         .workers
         .spawn_here(write_loop(transport.clone(), Arc::clone(&session)));
+    // A session fed from its inbox: its feeder runs beside the reader, in
+    // this task. Polled after the reader (`or` polls in order), which
+    // queues WELCOME on its first poll: the replay comes after it.
+    let after = proven.as_ref().and_then(|p| p.hello.after);
+    let feeder = async {
+        if let (Some(inboxes), true) = (&shared.inboxes, session.is_inbox()) {
+            if let Some(inbox) = inboxes.get(session.name().as_bytes()) {
+                let patience = shared.config.slow_consumer_timeout;
+                // Boxed: sessions without an inbox carry no room for it.
+                Box::pin(super::inbox::feed(
+                    inboxes, inbox, &session, after, patience,
+                ))
+                .await;
+            }
+        }
+        // The session is closing; `wait_closed` below ends it.
+        future::pending::<ReadEnd>().await
+    };
     let end = read_loop(shared, &transport, &mut input, &session, proven)
+        .or(feeder)
         .or(async {
             session.outbound().wait_closed().await;
             ReadEnd::Closed

@@ -5,7 +5,7 @@
 //! which fill and drain it, are in `connection`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::outbound::OutboundQueue;
@@ -26,6 +26,9 @@ pub struct Mailbox {
     wire: AtomicU8,
     /// Frames waiting to be written to this user.
     outbound: OutboundQueue,
+    /// Fed from its owner's inbox (`--store`, HELLO with `inbox`): senders
+    /// never queue to it directly, the inbox does, in id order.
+    inbox: AtomicBool,
     /// The worker thread the session runs on (`None` off the workers, in
     /// unit tests).
     worker: Option<usize>,
@@ -47,6 +50,7 @@ impl Mailbox {
             peer,
             wire: AtomicU8::new(Wire::V1 as u8),
             outbound: OutboundQueue::new(shared.config.queue_bytes),
+            inbox: AtomicBool::new(false),
             worker: crate::net::workers::current_index(),
             connection: transport.downgrade(),
         }
@@ -86,6 +90,17 @@ impl Mailbox {
     /// yet, is taken to).
     pub(super) fn set_wire(&self, wire: Wire) {
         self.wire.store(wire as u8, Ordering::Relaxed);
+    }
+
+    /// True if the session is fed from its owner's inbox.
+    pub(crate) fn is_inbox(&self) -> bool {
+        self.inbox.load(Ordering::Relaxed)
+    }
+
+    /// Makes the session one fed from its owner's inbox: before it is in
+    /// the registry, where senders could find it.
+    pub(super) fn set_inbox(&self) {
+        self.inbox.store(true, Ordering::Relaxed);
     }
 
     /// Frames waiting to be written to this user.

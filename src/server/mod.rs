@@ -54,6 +54,7 @@ mod connection;
 pub mod console;
 mod device;
 mod handle;
+mod inbox;
 mod mailbox;
 mod outbound;
 mod pending;
@@ -105,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: Option<cluster::Cluster>,
     /// Names the operator keeps out.
     pub(crate) bans: bans::Bans,
+    /// Registered users' inboxes, with `--store`.
+    pub(crate) inboxes: Option<inbox::Inboxes>,
 }
 
 /// A one-shot broadcast: "stop now".
@@ -285,8 +288,15 @@ impl Server {
                 cluster::Cluster::new(url, key, config.cluster_ca.as_deref(), lease)
             })
             .transpose()?;
+        let inboxes = match (&config.store, &config.accounts) {
+            (Some(store), Some(accounts)) => {
+                Some(inbox::Inboxes::new(Arc::clone(store), Arc::clone(accounts)))
+            }
+            _ => None,
+        };
         Ok(Server {
             shared: Arc::new(Shared {
+                inboxes,
                 auth,
                 config,
                 registry: Registry::default(),

@@ -44,6 +44,10 @@ pub(crate) enum Out {
     Accepted(u64),
     Refused(u64, String),
     Pending(String, u64),
+    /// ENTRY: id, direction, peer, content.
+    Entry(u64, u8, String, String),
+    /// STORED: first, last.
+    Stored(u64, u64),
 }
 
 /// Everything queued for `session` and not yet written, decoded.
@@ -77,6 +81,14 @@ pub(crate) fn queued(session: &Mailbox) -> Vec<Out> {
                 ordinal, text: t, ..
             } => Out::Refused(ordinal, text(t)),
             ServerFrame::Pending { reason, wait_ms } => Out::Pending(text(reason), wait_ms),
+            ServerFrame::Entry {
+                id,
+                direction,
+                peer,
+                content,
+                ..
+            } => Out::Entry(id, direction, text(peer), text(content)),
+            ServerFrame::Stored { first, last } => Out::Stored(first, last),
         });
         rest = &rest[used..];
     }

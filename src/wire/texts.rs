@@ -62,6 +62,9 @@ pub enum Code {
     Kicked,
     /// The server is stopping.
     ShuttingDown,
+    /// The recipient is not connected and the store cannot take the
+    /// message just now (a full disk, a disk not keeping up).
+    StoreUnavailable,
 }
 
 /// Each code with its word and the template of its text, where `{}`
@@ -152,6 +155,11 @@ const CATALOGUE: &[(Code, &str, &str)] = &[
         Code::ShuttingDown,
         "shutting-down",
         "server is shutting down\n",
+    ),
+    (
+        Code::StoreUnavailable,
+        "store-unavailable",
+        "cannot store messages right now; message to '{}' not delivered\n",
     ),
 ];
 

@@ -23,6 +23,7 @@ use tracing::debug;
 
 mod across;
 mod cross_node;
+mod stored;
 
 use self::cross_node::CrossNode;
 use super::auth::HelloRequest;
@@ -66,6 +67,9 @@ pub(crate) struct Router<'a> {
     /// message: most senders never have one, and an idle connection's
     /// memory counts.
     cross: Option<Box<CrossNode>>,
+    /// With `--store`: what the store's side of routing remembers. Boxed,
+    /// made on the first message, like `cross`.
+    store: Option<Box<stored::StoreRoute>>,
 }
 
 impl Drop for Router<'_> {
@@ -101,6 +105,7 @@ impl<'a> Router<'a> {
             ordinal: 0,
             accounted: 0,
             cross: None,
+            store: None,
         }
     }
 
@@ -119,6 +124,9 @@ impl<'a> Router<'a> {
             && self.has_unconfirmed()
         {
             Box::pin(self.confirm_forwarded()).await?;
+        }
+        if self.stored_to_settle(idle, self.ordinal - self.accounted) {
+            Box::pin(self.settle_stored()).await?;
         }
         let unaccounted = self.ordinal - self.accounted;
         if self.receipts && unaccounted > 0 && (idle || unaccounted >= ACK_EVERY) {
@@ -189,6 +197,15 @@ impl<'a> Router<'a> {
             limits.push(' ');
             limits.push_str(v1::FEATURE_CODES);
         }
+        if request.inbox && self.me.is_inbox() {
+            limits.push(' ');
+            limits.push_str(v1::FEATURE_INBOX);
+        }
+        if request.stored && request.receipts && self.shared.inboxes.is_some() {
+            limits.push(' ');
+            limits.push_str(v1::FEATURE_STORED);
+            self.store.get_or_insert_with(Box::default).stored_receipts = true;
+        }
         let mut welcome = Vec::new();
         // Both fields are short server-made strings.
         let _ = v1::encode_pair(
@@ -246,6 +263,17 @@ impl<'a> Router<'a> {
             let error = ErrorText::new(Code::NotUtf8, Escaped(to));
             return self.refuse(&error).await;
         }
+        // With a store, a registered recipient's inbox first.
+        if let Some(inboxes) = &self.shared.inboxes {
+            match self.route_to_inbox(inboxes, to, content) {
+                stored::ToInbox::NotRegistered | stored::ToInbox::Plain => {}
+                stored::ToInbox::Done => return Ok(()),
+                stored::ToInbox::Unavailable => {
+                    let error = ErrorText::new(Code::StoreUnavailable, Escaped(to));
+                    return self.refuse(&error).await;
+                }
+            }
+        }
         let me = self.me.name().as_bytes();
         // To the user on another node the last message went to, while
         // nobody logged in or out anywhere: no lookup at all.
@@ -287,6 +315,9 @@ impl<'a> Router<'a> {
             };
             match pushed {
                 Ok(()) => {
+                    if let Some(inboxes) = &self.shared.inboxes {
+                        self.log_sent(inboxes, to, content);
+                    }
                     debug!(
                         "{} -> {}: {}",
                         self.me.name(),
@@ -336,6 +367,9 @@ impl<'a> Router<'a> {
         // Receipts go out in order: those before it first.
         if self.has_unconfirmed() {
             Box::pin(self.confirm_forwarded()).await?;
+        }
+        if self.stored_to_settle(true, 0) {
+            Box::pin(self.settle_stored()).await?;
         }
         let mut frames = Vec::new();
         let refused = self.ordinal;

@@ -181,6 +181,8 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             | OP_REFUSED
             | OP_PENDING
             | OP_CODED_ERROR
+            | OP_ENTRY
+            | OP_STORED
     ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
@@ -206,6 +208,18 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             return Err(FrameError::Malformed {
                 frame: "ERROR",
                 why: "its code must be 1 to 32 bytes",
+            })
+        }
+        OP_ENTRY if len_a < ENTRY_HEAD_LEN => {
+            return Err(FrameError::Malformed {
+                frame: "ENTRY",
+                why: "its first field must hold an id, a time and a direction",
+            })
+        }
+        OP_STORED if len_a != ORDINAL_LEN || len_b != ORDINAL_LEN => {
+            return Err(FrameError::Malformed {
+                frame: "STORED",
+                why: "it must carry two 8-byte ordinals",
             })
         }
         OP_PENDING if len_b != ORDINAL_LEN || len_a > MAX_WORD => {
@@ -242,6 +256,17 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
         OP_PENDING => ServerFrame::Pending {
             reason: a,
             wait_ms: ordinal(b),
+        },
+        OP_ENTRY => ServerFrame::Entry {
+            id: ordinal(&a[..8]),
+            ts_ms: ordinal(&a[8..16]),
+            direction: a[16],
+            peer: &a[ENTRY_HEAD_LEN..],
+            content: b,
+        },
+        OP_STORED => ServerFrame::Stored {
+            first: ordinal(a),
+            last: ordinal(b),
         },
         OP_WHO => match a {
             b"more" => ServerFrame::Online {

@@ -124,6 +124,38 @@ pub fn accepted_frame(through: u64) -> [u8; ACCEPTED_LEN] {
     frame
 }
 
+/// Appends STORED: messages `first..=last` were stored.
+pub fn encode_stored(first: u64, last: u64, out: &mut Vec<u8>) {
+    // Both fields fit: 8 bytes each.
+    let _ = encode_pair(OP_STORED, &first.to_be_bytes(), &last.to_be_bytes(), out);
+}
+
+/// Encoded size of an ENTRY frame.
+pub fn entry_len(peer: &[u8], content: &[u8]) -> usize {
+    MESSAGE_HEADER_LEN + ENTRY_HEAD_LEN + peer.len() + content.len()
+}
+
+/// Appends ENTRY: a message of the user's log (see
+/// [`super::ServerFrame::Entry`]). `peer` is a name (at most 255 bytes)
+/// and `content` within the 16-bit limit, as everything the store keeps.
+pub fn encode_entry(
+    id: u64,
+    ts_ms: u64,
+    direction: u8,
+    peer: &[u8],
+    content: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&OP_ENTRY.to_be_bytes());
+    out.extend_from_slice(&((ENTRY_HEAD_LEN + peer.len()) as u16).to_be_bytes());
+    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&ts_ms.to_be_bytes());
+    out.push(direction);
+    out.extend_from_slice(peer);
+    out.extend_from_slice(content);
+}
+
 /// Appends REFUSED: message `ordinal` was not delivered, because of `text`
 /// (cut to fit a frame, like [`encode_error`]'s), with `code` after the
 /// ordinal when the client negotiated codes.

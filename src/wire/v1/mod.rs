@@ -95,6 +95,18 @@ pub const OP_PENDING: u16 = 8;
 /// Opcode of a coded error frame (server → client, feature `codes`).
 pub const OP_CODED_ERROR: u16 = 9;
 
+/// Opcode of ENTRY (server → client, feature `inbox`): a message to or
+/// from the user, with its id in the user's log and the time it was
+/// logged.
+pub const OP_ENTRY: u16 = 10;
+/// Opcode of STORED (server → client, receipts with feature `stored`):
+/// messages `first..=last` were stored for recipients not connected.
+pub const OP_STORED: u16 = 11;
+
+/// Bytes before the peer's name in ENTRY's first field: id, time,
+/// direction.
+pub const ENTRY_HEAD_LEN: usize = 17;
+
 /// Longest code in a coded ERROR or a REFUSED, and longest reason word in
 /// PENDING.
 pub const MAX_WORD: usize = 32;
@@ -149,6 +161,16 @@ pub const FEATURE_PASSWORD: &str = "password";
 pub const FEATURE_RECEIPTS: &str = "receipts";
 /// Feature: errors and refusals carry a stable code beside their text.
 pub const FEATURE_CODES: &str = "codes";
+
+/// Feature: the user's log, with `after=ID` (replay what came after
+/// that id first) or without (replay what came after the last id any of
+/// the user's devices was sent); messages then come as ENTRY frames.
+pub const FEATURE_INBOX: &str = "inbox";
+/// The HELLO word that carries an inbox cursor: `after=ID`.
+pub const HELLO_AFTER: &str = "after";
+/// Feature: with receipts, STORED says which messages were stored for a
+/// recipient not connected (without it, ACCEPTED covers them).
+pub const FEATURE_STORED: &str = "stored";
 
 /// Longest password an AUTH frame may carry.
 pub const MAX_PASSWORD: usize = 1024;
@@ -227,6 +249,19 @@ pub enum ServerFrame<'a> {
     /// [`PendingReason`]); WELCOME or a refusal follows within `wait_ms`
     /// milliseconds.
     Pending { reason: &'a [u8], wait_ms: u64 },
+    /// A message in the user's log: `direction` is `r` (received live),
+    /// `s` (stored while no device was connected) or `o` (sent by one of
+    /// the user's devices to `peer`).
+    Entry {
+        id: u64,
+        ts_ms: u64,
+        direction: u8,
+        peer: &'a [u8],
+        content: &'a [u8],
+    },
+    /// Messages `first..=last` were stored (durably) for recipients not
+    /// connected.
+    Stored { first: u64, last: u64 },
 }
 
 /// A frame that breaks the protocol; the connection cannot go on.

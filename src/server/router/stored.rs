@@ -1,0 +1,185 @@
+//! The store's side of a sender's routing (`--store`): a message to a
+//! registered name goes through its owner's inbox (logged, queued to the
+//! devices that read it live, or kept for later), a registered sender's
+//! messages are logged as sent, and messages kept for later are reported
+//! once the store has committed them: STORED (or, to a client that did
+//! not ask for it, covered by ACCEPTED), or refused if the commit failed.
+//! Reached only with `--store`, and boxed, so that sessions of a server
+//! without a store carry none of its state.
+
+use std::sync::Arc;
+
+use super::{Router, SenderClosed, ACK_EVERY};
+use crate::sanitize::Escaped;
+use crate::server::inbox::{Inbox, Inboxes};
+use crate::store::now_ms;
+use crate::wire::texts::{Code, ErrorText};
+use crate::wire::v1;
+
+/// What a sender's router remembers for the store.
+#[derive(Default)]
+pub(super) struct StoreRoute {
+    /// Messages kept for later and not reported yet: ordinal, id, and
+    /// the recipient's inbox (for its name).
+    pending: Vec<(u64, u64, Arc<Inbox>)>,
+    /// The sender's own inbox, if its name is registered (looked up once).
+    mine: Option<Option<Arc<Inbox>>>,
+    /// The previous recipient and its inbox (`None`: not registered).
+    last: Option<RecipientInbox>,
+    /// The client asked for STORED.
+    pub(super) stored_receipts: bool,
+}
+
+/// A recipient's name and its inbox, if it is registered.
+type RecipientInbox = (Box<[u8]>, Option<Arc<Inbox>>);
+
+/// Where a message to a possibly registered name went.
+pub(super) enum ToInbox {
+    /// Not a registered name: routed as without a store.
+    NotRegistered,
+    /// Logged; a session of the recipient that is not fed from its inbox
+    /// takes it the usual way.
+    Plain,
+    /// Logged, and queued to a device or kept for later.
+    Done,
+    /// The store cannot take it.
+    Unavailable,
+}
+
+impl Router<'_> {
+    /// Logs a message to `to`, if `to` is a registered name, and queues
+    /// it for `to`'s devices that read their inbox.
+    pub(super) fn route_to_inbox(
+        &mut self,
+        inboxes: &Inboxes,
+        to: &[u8],
+        content: &[u8],
+    ) -> ToInbox {
+        let route = self.store.get_or_insert_with(Box::default);
+        let inbox = match &route.last {
+            Some((name, inbox)) if **name == *to => inbox.clone(),
+            _ => {
+                let inbox = inboxes.get(to);
+                route.last = Some((to.into(), inbox.clone()));
+                inbox
+            }
+        };
+        let Some(inbox) = inbox else {
+            return ToInbox::NotRegistered;
+        };
+        let plain = self.lookup(to).is_some_and(|session| !session.is_inbox());
+        let ts = now_ms();
+        let me = self.me.name().as_bytes();
+        let logged = inbox.deliver(inboxes.store(), ts, me, content, plain, &mut self.to_flush);
+        let Ok(logged) = logged else {
+            return ToInbox::Unavailable;
+        };
+        if plain {
+            return ToInbox::Plain;
+        }
+        if !logged.live {
+            let ordinal = self.ordinal;
+            if let Some(route) = &mut self.store {
+                route.pending.push((ordinal, logged.id, inbox));
+            }
+        }
+        self.log_sent_at(inboxes, ts, to, content);
+        ToInbox::Done
+    }
+
+    /// Logs a message the sender sent to `to` in the sender's own log, if
+    /// its name is registered, for its other devices and its history.
+    pub(super) fn log_sent(&mut self, inboxes: &Inboxes, to: &[u8], content: &[u8]) {
+        self.log_sent_at(inboxes, now_ms(), to, content);
+    }
+
+    fn log_sent_at(&mut self, inboxes: &Inboxes, ts: u64, to: &[u8], content: &[u8]) {
+        let route = self.store.get_or_insert_with(Box::default);
+        let mine = route
+            .mine
+            .get_or_insert_with(|| inboxes.get(self.me.name().as_bytes()));
+        if let Some(mine) = mine {
+            // A copy the store cannot take now is missing from history and
+            // the other devices; the message itself went.
+            let _ = mine.log_sent(
+                inboxes.store(),
+                ts,
+                self.me,
+                to,
+                content,
+                &mut self.to_flush,
+            );
+        }
+    }
+
+    /// True if messages kept for later wait to be reported; `unaccounted`
+    /// and `idle` as in [`Router::finish_batch`].
+    pub(super) fn stored_to_settle(&self, idle: bool, unaccounted: u64) -> bool {
+        self.store.as_ref().is_some_and(|route| {
+            !route.pending.is_empty()
+                && (idle || unaccounted >= ACK_EVERY || route.pending.len() as u64 >= ACK_EVERY)
+        })
+    }
+
+    /// Waits until the store has dealt with the messages kept for later
+    /// since the last report, then reports them in order: STORED for those
+    /// committed (to a client that asked; for others the next ACCEPTED
+    /// covers them), REFUSED (or an error frame) for those that were not.
+    pub(super) async fn settle_stored(&mut self) -> Result<(), SenderClosed> {
+        let (Some(inboxes), Some(route)) = (&self.shared.inboxes, &mut self.store) else {
+            return Ok(());
+        };
+        let Some(&(_, last_id, _)) = route.pending.last() else {
+            return Ok(());
+        };
+        let store = inboxes.store();
+        store.wait_done(last_id).await;
+        let mut frames = Vec::new();
+        // A run of consecutive ordinals stored, not written yet.
+        let mut run: Option<(u64, u64)> = None;
+        let stored_receipts = route.stored_receipts && self.receipts;
+        for (ordinal, id, inbox) in route.pending.drain(..) {
+            if !store.failed(id) {
+                if stored_receipts {
+                    run = match run {
+                        Some((first, last)) if last + 1 == ordinal => Some((first, ordinal)),
+                        Some((first, last)) => {
+                            v1::encode_stored(first, last, &mut frames);
+                            self.accounted = last;
+                            Some((ordinal, ordinal))
+                        }
+                        None => Some((ordinal, ordinal)),
+                    };
+                    if ordinal - 1 > self.accounted && run == Some((ordinal, ordinal)) {
+                        v1::encode_accepted(ordinal - 1, &mut frames);
+                        self.accounted = ordinal - 1;
+                    }
+                }
+                continue;
+            }
+            if let Some((first, last)) = run.take() {
+                v1::encode_stored(first, last, &mut frames);
+                self.accounted = last;
+            }
+            let error = ErrorText::new(Code::StoreUnavailable, Escaped(inbox.name().as_bytes()));
+            let code = self.me.wire().code_of(&error);
+            if self.receipts {
+                if ordinal - 1 > self.accounted {
+                    v1::encode_accepted(ordinal - 1, &mut frames);
+                }
+                v1::encode_refused(ordinal, code, error.text(), &mut frames);
+                self.accounted = ordinal;
+            } else {
+                frames.extend_from_slice(&self.me.wire().error_frame(&error));
+            }
+        }
+        if let Some((first, last)) = run {
+            v1::encode_stored(first, last, &mut frames);
+            self.accounted = last;
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.reply(&frames).await
+    }
+}

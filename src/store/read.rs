@@ -1,0 +1,178 @@
+//! Reading the logs back: pages after a cursor (catch-up), pages before
+//! one (history), counts, export; and purging a log. Blocking calls: see
+//! the module doc of [`super`].
+
+use std::io::Write;
+
+use redb::ReadableTableMetadata;
+
+use super::entry::{decode_value, Direction, Entry};
+use super::{read_mark, Store, StoreError, COUNTS, LOG};
+
+fn read_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Read(e.to_string())
+}
+
+impl Store {
+    /// Up to `max` of `owner`'s entries with ids in `after+1 ..= up_to`,
+    /// oldest first.
+    pub fn after(
+        &self,
+        owner: &str,
+        after: u64,
+        up_to: u64,
+        max: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if after >= up_to {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let log = txn.open_table(LOG).map_err(read_error)?;
+        let mut entries = Vec::new();
+        for item in log
+            .range((owner, after + 1)..=(owner, up_to))
+            .map_err(read_error)?
+        {
+            let (key, value) = item.map_err(read_error)?;
+            if let Some(entry) = decode_value(key.value().1, value.value()) {
+                entries.push(entry);
+            }
+            if entries.len() >= max {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Up to `max` of `owner`'s entries with ids below `before`, with
+    /// `peer` only if given, newest last (the page just before the cursor).
+    pub fn before(
+        &self,
+        owner: &str,
+        peer: Option<&str>,
+        before: u64,
+        max: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let log = txn.open_table(LOG).map_err(read_error)?;
+        let mut entries = Vec::new();
+        if before == 0 {
+            return Ok(entries);
+        }
+        let range = log
+            .range((owner, 0)..=(owner, before - 1))
+            .map_err(read_error)?;
+        for item in range.rev() {
+            let (key, value) = item.map_err(read_error)?;
+            let Some(entry) = decode_value(key.value().1, value.value()) else {
+                continue;
+            };
+            if peer.is_some_and(|peer| entry.peer != peer) {
+                continue;
+            }
+            entries.push(entry);
+            if entries.len() >= max {
+                break;
+            }
+        }
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// The id of `owner`'s newest committed entry, 0 if none.
+    pub fn last_id(&self, owner: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let log = txn.open_table(LOG).map_err(read_error)?;
+        let mut range = log
+            .range((owner, 0)..=(owner, u64::MAX))
+            .map_err(read_error)?;
+        match range.next_back() {
+            Some(item) => Ok(item.map_err(read_error)?.0.value().1),
+            None => Ok(0),
+        }
+    }
+
+    /// `owner`'s mark (see [`Store::set_mark`]), if one was ever set.
+    pub fn mark(&self, owner: &str) -> Result<Option<u64>, StoreError> {
+        read_mark(&self.db, owner).map_err(read_error)
+    }
+
+    /// Entries kept for `owner`.
+    pub fn count(&self, owner: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let counts = txn.open_table(COUNTS).map_err(read_error)?;
+        let count = counts
+            .get(owner)
+            .map_err(read_error)?
+            .map_or(0, |v| v.value());
+        Ok(count)
+    }
+
+    /// Entries kept in all.
+    pub fn total(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let log = txn.open_table(LOG).map_err(read_error)?;
+        log.len().map_err(read_error)
+    }
+
+    /// Writes `owner`'s log as JSON lines, oldest first: `id`, `ts` (ms
+    /// since the epoch), `dir` (`in` or `out`), `peer`, `content`. How many.
+    pub fn export(&self, owner: &str, out: &mut impl Write) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let log = txn.open_table(LOG).map_err(read_error)?;
+        let mut written = 0;
+        let mut line = String::new();
+        for item in log
+            .range((owner, 0)..=(owner, u64::MAX))
+            .map_err(read_error)?
+        {
+            let (key, value) = item.map_err(read_error)?;
+            let Some(entry) = decode_value(key.value().1, value.value()) else {
+                continue;
+            };
+            line.clear();
+            entry_json(&entry, &mut line);
+            line.push('\n');
+            out.write_all(line.as_bytes()).map_err(read_error)?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Removes every entry of `owner`'s log; how many went.
+    pub fn purge(&self, owner: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(read_error)?;
+        let purged = {
+            let mut log = txn.open_table(LOG).map_err(read_error)?;
+            let purged = log
+                .extract_from_if((owner, 0)..=(owner, u64::MAX), |_, _| true)
+                .map_err(read_error)?
+                .count() as u64;
+            txn.open_table(COUNTS)
+                .map_err(read_error)?
+                .remove(owner)
+                .map_err(read_error)?;
+            purged
+        };
+        txn.commit().map_err(read_error)?;
+        Ok(purged)
+    }
+}
+
+/// One entry as a JSON object, for export.
+pub(super) fn entry_json(entry: &Entry, out: &mut String) {
+    use std::fmt::Write as _;
+    let dir = match entry.direction {
+        Direction::Sent => "out",
+        Direction::Received | Direction::Stored => "in",
+    };
+    let _ = write!(
+        out,
+        "{{\"id\":{},\"ts\":{},\"dir\":\"{dir}\",\"peer\":",
+        entry.id, entry.ts_ms
+    );
+    crate::json::push_string(out, entry.peer.as_bytes());
+    out.push_str(",\"content\":");
+    crate::json::push_string(out, &entry.content);
+    out.push('}');
+}

@@ -1,0 +1,167 @@
+//! The store's writer thread: one transaction, one fsync, for whatever
+//! was appended while the previous one was being written.
+
+// redb's error is large; it is returned once per failed commit, on the
+// writer's own thread, never per message.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use tracing::warn;
+
+use super::entry::{pending_entries, value_ts};
+use super::{now_ms, Retention, Store, COUNTS, LOG, MARKS, META, PRUNE_EVERY, RESERVE};
+
+/// Runs until [`Store::close`]: see the module doc of [`super`].
+pub(super) fn run(store: &Store) {
+    let mut batch = Vec::new();
+    let mut marks = Vec::new();
+    let mut last_prune = Instant::now();
+    loop {
+        let (first, last, reserved) = {
+            let mut pending = store.lock_pending();
+            while pending.buf.is_empty() && pending.marks.is_empty() {
+                if store.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                let wait = PRUNE_EVERY.saturating_sub(last_prune.elapsed());
+                let (next, timed_out) = store
+                    .wake
+                    .wait_timeout(pending, wait)
+                    .unwrap_or_else(|p| p.into_inner());
+                pending = next;
+                if timed_out.timed_out() {
+                    break;
+                }
+            }
+            std::mem::swap(&mut batch, &mut pending.buf);
+            std::mem::swap(&mut marks, &mut pending.marks);
+            let first = pending_entries(&batch).next().map(|e| e.id);
+            (first, pending.next_id - 1, pending.reserved)
+        };
+        let prune = last_prune.elapsed() >= PRUNE_EVERY;
+        if prune {
+            last_prune = Instant::now();
+        }
+        // A reservation well ahead of what was handed out, written with
+        // the entries that use it up.
+        let reserve = (last + RESERVE / 2 > reserved).then_some(last + RESERVE);
+        match commit(store, &batch, &marks, reserve, prune) {
+            Ok(()) => {
+                if let Some(reserved) = reserve {
+                    store.lock_pending().reserved = reserved;
+                }
+            }
+            Err(e) => {
+                warn!(store = %store.path.display(), "cannot write to the store: {e}");
+                if let Some(first) = first {
+                    store.note_failure(first, last);
+                }
+            }
+        }
+        batch.clear();
+        marks.clear();
+        store.done.store(last, Ordering::Release);
+        store.done_moved.notify(usize::MAX);
+    }
+}
+
+/// Writes one batch in one durable transaction.
+fn commit(
+    store: &Store,
+    batch: &[u8],
+    marks: &[(Box<str>, u64)],
+    reserve: Option<u64>,
+    prune: bool,
+) -> Result<(), redb::Error> {
+    let mut txn = store.db.begin_write()?;
+    txn.set_durability(Durability::Immediate);
+    insert_entries(&txn, batch, store.retention)?;
+    if !marks.is_empty() {
+        let mut table = txn.open_table(MARKS)?;
+        for (owner, id) in marks {
+            table.insert(&**owner, id)?;
+        }
+    }
+    if let Some(reserved) = reserve {
+        txn.open_table(META)?.insert("reserved", reserved)?;
+    }
+    if prune {
+        prune_old(&txn, store.retention)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Inserts the batch's entries and drops what each log holds past
+/// `--history-max`.
+fn insert_entries(
+    txn: &WriteTransaction,
+    batch: &[u8],
+    retention: Retention,
+) -> Result<(), redb::Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut log = txn.open_table(LOG)?;
+    let mut counts = txn.open_table(COUNTS)?;
+    let mut added: HashMap<&str, u64> = HashMap::new();
+    for entry in pending_entries(batch) {
+        log.insert((entry.owner, entry.id), entry.value)?;
+        *added.entry(entry.owner).or_default() += 1;
+    }
+    for (owner, added) in added {
+        let count = counts.get(owner)?.map_or(0, |v| v.value()) + added;
+        let excess = count.saturating_sub(retention.max_entries);
+        if excess > 0 {
+            drop_oldest(&mut log, owner, excess, |_| true)?;
+        }
+        counts.insert(owner, count - excess)?;
+    }
+    Ok(())
+}
+
+/// Removes up to `most` of `owner`'s oldest entries, stopping at the first
+/// one `take` does not accept; how many went.
+fn drop_oldest(
+    log: &mut Table<(&str, u64), &[u8]>,
+    owner: &str,
+    most: u64,
+    mut take: impl FnMut(&[u8]) -> bool,
+) -> Result<u64, redb::Error> {
+    let mut ids = Vec::new();
+    for item in log.range((owner, 0)..=(owner, u64::MAX))? {
+        let (key, value) = item?;
+        if ids.len() as u64 >= most || !take(value.value()) {
+            break;
+        }
+        ids.push(key.value().1);
+    }
+    for id in &ids {
+        log.remove((owner, *id))?;
+    }
+    Ok(ids.len() as u64)
+}
+
+/// Drops entries older than `--history-days` from every log.
+fn prune_old(txn: &WriteTransaction, retention: Retention) -> Result<(), redb::Error> {
+    let cutoff = now_ms().saturating_sub(retention.max_days.saturating_mul(86_400_000));
+    let mut log = txn.open_table(LOG)?;
+    let mut counts = txn.open_table(COUNTS)?;
+    let owners: Vec<(String, u64)> = counts
+        .iter()?
+        .filter_map(|item| item.ok())
+        .map(|(owner, count)| (owner.value().to_owned(), count.value()))
+        .collect();
+    for (owner, count) in owners {
+        let old = |value: &[u8]| value_ts(value).is_some_and(|ts| ts < cutoff);
+        let dropped = drop_oldest(&mut log, &owner, count, old)?;
+        if dropped > 0 {
+            counts.insert(owner.as_str(), count - dropped)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! Messages that wait (`--store`): offline delivery to registered names,
+//! stored receipts, catch-up from a cursor, and a store file that is not
+//! one, through the real binary and raw frames.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+
+use crate::common::{RawClient, ServerProcess, TIMEOUT};
+
+const OP_HELLO: u16 = 2;
+const OP_ACCEPTED: u16 = 6;
+const OP_REFUSED: u16 = 7;
+const OP_ENTRY: u16 = 10;
+const OP_STORED: u16 = 11;
+
+/// A directory of its own, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("pmchat-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `alice` and `bob` registered (password `pw`), hashed at a tiny cost.
+fn accounts(dir: &Path) -> PathBuf {
+    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"pmchat-test-salt").unwrap();
+    let mut text = String::new();
+    for name in ["alice", "bob"] {
+        let hash = argon.hash_password(b"pw", &salt).unwrap();
+        text.push_str(&format!("{name}:{hash}\n"));
+    }
+    let path = dir.join("accounts");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A server with the accounts and the store in `dir`.
+fn server(dir: &Path) -> ServerProcess {
+    let accounts = accounts(dir);
+    let store = dir.join("store.redb");
+    ServerProcess::start(&[
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+        "--store",
+        store.to_str().unwrap(),
+    ])
+}
+
+/// One entry of a user's log, as ENTRY carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    id: u64,
+    direction: u8,
+    peer: String,
+    content: String,
+}
+
+/// Logs in a registered name with `features` (and `password`, AUTH),
+/// and reads its WELCOME.
+fn log_in(server: &ServerProcess, name: &str, features: &str) -> RawClient {
+    let mut client = server.connect(name);
+    client.hello(&format!("pmchat/1 password {features}"));
+    let mut auth = vec![0, 5, 0, 0, 0, 2];
+    auth.extend_from_slice(b"pw");
+    client.write(&auth);
+    let (opcode, _, limits) = client.pair_frame();
+    assert_eq!(opcode, OP_HELLO, "expected WELCOME");
+    let limits = String::from_utf8(limits).unwrap();
+    for feature in features.split(' ').filter(|f| !f.contains('=')) {
+        assert!(
+            limits.split(' ').any(|w| w == feature),
+            "{feature} not in {limits}"
+        );
+    }
+    client
+}
+
+fn entry(client: &mut RawClient) -> Entry {
+    let (opcode, a, b) = client.pair_frame();
+    assert_eq!(opcode, OP_ENTRY, "expected ENTRY, got opcode {opcode}");
+    Entry {
+        id: u64::from_be_bytes(a[..8].try_into().unwrap()),
+        direction: a[16],
+        peer: String::from_utf8(a[17..].to_vec()).unwrap(),
+        content: String::from_utf8(b).unwrap(),
+    }
+}
+
+fn ordinal(field: &[u8]) -> u64 {
+    u64::from_be_bytes(field[..8].try_into().unwrap())
+}
+
+#[test]
+fn a_message_to_a_registered_name_nobody_holds_is_stored_and_replayed_at_its_login() {
+    let dir = TempDir::new("offline");
+    let mut server = server(&dir.0);
+    let mut alice = log_in(&server, "alice", "receipts codes stored");
+    alice.send("bob", "while you were away");
+    alice.send("bob", "and another");
+    let (opcode, a, b) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&a), ordinal(&b)), (OP_STORED, 1, 2));
+    // Not a registered name: refused as before.
+    alice.send("carol", "hi");
+    let (opcode, a, _) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&a)), (OP_REFUSED, 3));
+    assert_eq!(&a[8..], b"not-connected");
+
+    let mut bob = log_in(&server, "bob", "inbox");
+    let first = entry(&mut bob);
+    let second = entry(&mut bob);
+    assert_eq!(
+        (first.direction, first.peer.as_str(), first.content.as_str()),
+        (b's', "alice", "while you were away")
+    );
+    assert_eq!(second.content, "and another");
+    assert!(first.id < second.id);
+    // Live now: the next one comes at once, numbered after them.
+    alice.send("bob", "live");
+    let live = entry(&mut bob);
+    assert_eq!((live.direction, live.content.as_str()), (b'r', "live"));
+    assert!(live.id > second.id);
+    let (opcode, a, _) = alice.pair_frame();
+    assert_eq!((opcode, a.len()), (OP_ACCEPTED, 0));
+    drop(bob);
+    server.wait_offline("bob");
+
+    // A device without a cursor of its own starts where the last one
+    // left: nothing is replayed twice.
+    let mut bob = log_in(&server, "bob", "inbox");
+    bob.expect_silence(Duration::from_millis(300));
+    // With a cursor, what came after it.
+    drop(bob);
+    server.wait_offline("bob");
+    let mut bob = log_in(&server, "bob", &format!("inbox after={}", first.id));
+    assert_eq!(entry(&mut bob).content, "and another");
+    assert_eq!(entry(&mut bob).content, "live");
+    bob.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn a_v1_sender_to_an_offline_registered_name_sees_no_error() {
+    let dir = TempDir::new("v1-sender");
+    let mut server = server(&dir.0);
+    let mut carol = server.login("carol");
+    carol.send("bob", "from v1");
+    carol.send("dave", "nobody");
+    assert_eq!(
+        carol.frame(),
+        crate::common::Frame::err("'dave' is not connected\n")
+    );
+    let mut bob = log_in(&server, "bob", "inbox");
+    let got = entry(&mut bob);
+    assert_eq!(
+        (got.peer.as_str(), got.content.as_str()),
+        ("carol", "from v1")
+    );
+}
+
+#[test]
+fn stored_messages_survive_a_restart_and_a_kill_9() {
+    let dir = TempDir::new("restart");
+    // The cursor of bob's device: exact across restarts (a device without
+    // one starts from a mark written when a device leaves, which a killed
+    // server may not have written).
+    let mut cursor = 0;
+    for kill in [false, true] {
+        let mut server = server(&dir.0);
+        let mut alice = log_in(&server, "alice", "receipts stored");
+        alice.send(
+            "bob",
+            if kill {
+                "before kill -9"
+            } else {
+                "before SIGTERM"
+            },
+        );
+        let (opcode, ..) = alice.pair_frame();
+        assert_eq!(opcode, OP_STORED);
+        if kill {
+            server.signal("KILL");
+        } else {
+            server.signal("TERM");
+        }
+        server.wait_exit();
+        drop(alice);
+        let server = self::server(&dir.0);
+        let mut bob = log_in(&server, "bob", &format!("inbox after={cursor}"));
+        let got = entry(&mut bob);
+        assert_eq!(
+            got.content,
+            if kill {
+                "before kill -9"
+            } else {
+                "before SIGTERM"
+            }
+        );
+        cursor = got.id;
+        bob.expect_silence(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_device_resuming_from_its_cursor_during_a_flood_misses_nothing_and_repeats_nothing() {
+    let dir = TempDir::new("flood");
+    let mut server = server(&dir.0);
+    const TOTAL: usize = 20_000;
+    let port = server.port;
+    let sender = std::thread::spawn(move || {
+        let mut alice = RawClient::open(port);
+        alice.handshake(b"alice");
+        alice.hello("pmchat/1 password");
+        alice.write(&[0, 5, 0, 0, 0, 2, b'p', b'w']);
+        let _welcome = alice.pair_frame();
+        for i in 0..TOTAL {
+            alice.send("bob", &format!("m{i}"));
+            if i % 500 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        alice
+    });
+    let mut cursor = 0u64;
+    let mut seen = 0usize;
+    let deadline = Instant::now() + TIMEOUT * 3;
+    // Each login reads a few hundred messages and leaves, resuming from
+    // the id of the last one it read.
+    while seen < TOTAL {
+        assert!(Instant::now() < deadline, "only {seen} of {TOTAL} arrived");
+        let mut bob = log_in(&server, "bob", &format!("inbox after={cursor}"));
+        for _ in 0..(TOTAL - seen).min(700) {
+            let got = entry(&mut bob);
+            assert_eq!(got.content, format!("m{seen}"), "after id {cursor}");
+            assert!(got.id > cursor);
+            cursor = got.id;
+            seen += 1;
+        }
+        // One session per name: the next login waits until this one is
+        // gone.
+        drop(bob);
+        server.wait_offline("bob");
+    }
+    drop(sender.join().unwrap());
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_refused_at_start_and_left_as_it_is() {
+    let dir = TempDir::new("corrupt");
+    let accounts = accounts(&dir.0);
+    let store = dir.0.join("store.redb");
+    let junk = b"not a store at all\n".repeat(200);
+    std::fs::write(&store, &junk).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["0", "--bind", "127.0.0.1", "--accounts"])
+        .arg(&accounts)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "it announced a port");
+    assert_eq!(std::fs::read(&store).unwrap(), junk);
+}
+
+#[test]
+fn a_store_in_use_by_another_server_is_refused_at_start() {
+    let dir = TempDir::new("locked");
+    let _first = server(&dir.0);
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["0", "--bind", "127.0.0.1", "--accounts"])
+        .arg(dir.0.join("accounts"))
+        .arg("--store")
+        .arg(dir.0.join("store.redb"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "it announced a port");
+}
