@@ -14,6 +14,8 @@ mod gob;
 mod guessing;
 #[path = "client/hardening.rs"]
 mod hardening;
+#[path = "client/inbox.rs"]
+mod inbox;
 #[path = "client/interactive.rs"]
 mod interactive;
 #[path = "client/login.rs"]

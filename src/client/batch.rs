@@ -51,6 +51,11 @@ use crate::wire::v1::{self, Limits};
 pub struct BatchOptions {
     /// Keep receiving after the end of input.
     pub follow: bool,
+    /// Where the inbox cursor is kept (with --follow and a state
+    /// directory).
+    pub cursor: Option<super::cursor::CursorFile>,
+    /// Leave once the log is replayed.
+    pub until_caught_up: bool,
     /// A lost connection will be reconnected: say nothing about it here.
     pub reconnect: bool,
     /// This connection is a reconnection: a name still held (by our own
@@ -219,6 +224,11 @@ pub fn run(
 ) -> Ended {
     smol::block_on(async {
         let mut output = Output::new(options.renderer);
+        output.follow_log(options.cursor, options.until_caught_up);
+        // Following, SIGINT and SIGTERM end the run cleanly (what was
+        // received is written, the cursor kept) from the start, not only
+        // once the script is sent: messages may be printed before that.
+        let signal = options.follow.then(crate::signals::termination);
         // Set once the whole script has been handed to the socket.
         let input_done = Cell::new(false);
         let logged_in = Cell::new(None);
@@ -260,6 +270,14 @@ pub fn run(
                     if let Some(notice) = super::password_notice(state, &greeting) {
                         crate::err_line!("chat-client: {notice}");
                     }
+                    if options.until_caught_up && !state.inbox() {
+                        crate::err_line!(
+                            "chat-client: the server keeps no messages for this name \
+                             (that needs a registered name on a server with --store)"
+                        );
+                        state.fail();
+                        return Err(SendEnd::DrainTimedOut);
+                    }
                 }
                 Some(Login::V1) => {}
             }
@@ -283,7 +301,8 @@ pub fn run(
             }
             input_done.set(true);
             if options.follow {
-                return Err(wait_for_signal().await);
+                let signal = signal.unwrap_or_else(crate::signals::termination);
+                return Err(wait_for_signal(signal).await);
             }
             if let Some(ledger) = sender.ledger {
                 // The drain timeout bounds the silence between receipts,
@@ -495,8 +514,10 @@ fn encode_line<'a>(
         .map_err(|e| e.to_string())
 }
 
-async fn wait_for_signal() -> SendEnd {
-    match crate::signals::termination() {
+async fn wait_for_signal(
+    signal: std::io::Result<impl std::future::Future<Output = ()>>,
+) -> SendEnd {
+    match signal {
         Ok(signal) => signal.await,
         Err(e) => {
             crate::err_line!("chat-client: cannot watch for signals: {e}");

@@ -19,6 +19,7 @@ use crate::wire::v1::validate_username;
 /// `chat-client: error: TEXT`.
 #[derive(Debug, Parser)]
 #[command(
+    group(clap::ArgGroup::new("following").args(["follow", "until_caught_up"]).multiple(true)),
     name = "chat-client",
     version,
     after_long_help = "\
@@ -139,6 +140,21 @@ pub struct ClientArgs {
     #[arg(long, value_name = "N", requires = "follow",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+
+    /// With --follow on a server that keeps messages for registered names
+    /// (chat-server --store): where to start the replay of your log
+    /// instead of your cursor (the id of the last message this device
+    /// printed, kept in the state directory): after message id CURSOR (as
+    /// --json shows it), `all` for everything the server keeps, or a
+    /// duration (`90m`, `2d`) for what came in that long ago since.
+    #[arg(long, value_name = "CURSOR|all|DURATION", requires = "following", value_parser = parse_since)]
+    pub since: Option<Since>,
+
+    /// Print what the server kept for you after your cursor (or --since),
+    /// then exit 0, moving the cursor: for cron jobs. Implies --follow;
+    /// exit status 1 if the server keeps no messages for the name.
+    #[arg(long, conflicts_with = "interactive")]
+    pub until_caught_up: bool,
 
     /// With --follow: when the connection is lost (the server restarted,
     /// the network dropped), connect again with capped exponential back-off
@@ -321,6 +337,7 @@ impl ClientArgs {
             self.command = words.collect();
         }
         self.username = parse_username(&self.username)?;
+        self.follow |= self.until_caught_up;
         let alone = self.follow || self.interactive || !self.files.is_empty();
         if !self.command.is_empty() && alone {
             return Err(
@@ -363,6 +380,41 @@ impl ClientArgs {
             })?;
         Some(state_dir.join("pmchat"))
     }
+}
+
+/// Where `--since` starts the replay of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// Everything the server keeps.
+    All,
+    /// After this message id.
+    Cursor(u64),
+    /// What was logged within this long before now.
+    Ago(Duration),
+}
+
+fn parse_since(text: &str) -> Result<Since, String> {
+    if text == "all" {
+        return Ok(Since::All);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Since::Cursor)
+            .map_err(|_| format!("'{text}' is not a message id"));
+    }
+    let hours = |n: &str, per: u64| n.parse::<u64>().ok().map(|n| Duration::from_secs(n * per));
+    let age = match text.as_bytes().last() {
+        Some(b'h') => {
+            hours(&text[..text.len() - 1], 3600).ok_or_else(|| "not a number of hours".into())
+        }
+        Some(b'd') => {
+            hours(&text[..text.len() - 1], 86_400).ok_or_else(|| "not a number of days".into())
+        }
+        _ => parse_duration(text),
+    };
+    age.map(Since::Ago)
+        .map_err(|e| format!("'{text}' is not a message id, 'all' or a duration ({e})"))
 }
 
 /// A non-empty environment variable.

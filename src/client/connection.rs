@@ -196,9 +196,16 @@ pub async fn receive(
         loop {
             match input.next_frame() {
                 Ok(Some(frame)) => {
-                    let message = matches!(frame, ServerFrame::Message { .. });
+                    let message = matches!(
+                        frame,
+                        ServerFrame::Message { .. }
+                            | ServerFrame::Entry {
+                                direction: b'r' | b's',
+                                ..
+                            }
+                    );
                     frames.handle(frame, sink, state);
-                    if message && counted_down(messages_left) {
+                    if (message && counted_down(messages_left)) || sink.finished() {
                         return match sink.flush().await {
                             Err(e) => output_failed(e),
                             Ok(()) => Received::Enough,

@@ -39,12 +39,46 @@ pub trait Sink {
     /// The server refused a message we sent, for the reason in `code`
     /// (empty from a server without codes) and `text`.
     fn refused(&mut self, sent: &Sent, code: &[u8], text: &[u8]);
+    /// A message of the user's log (feature `inbox`). By default an
+    /// incoming one is shown as a message, a copy of one sent from
+    /// another device not at all.
+    fn entry(&mut self, entry: &LogEntry<'_>) {
+        if !entry.sent {
+            self.message(entry.peer, entry.content);
+        }
+    }
+    /// The server stored a message we sent for its recipient, who is not
+    /// connected (receipts with `stored`). By default, as accepted.
+    fn stored(&mut self, sent: &Sent) {
+        self.accepted(sent);
+    }
+    /// The log was replayed (`replayed` messages); live ones follow.
+    fn caught_up(&mut self, _replayed: u64) {}
+    /// True when the session has shown all it was asked for
+    /// (`--until-caught-up`, once the log was replayed).
+    fn finished(&self) -> bool {
+        false
+    }
     /// Bytes rendered and not yet written.
     fn pending(&self) -> usize;
     /// Writes what is pending, waiting while the destination is full.
     fn flush(&mut self) -> impl Future<Output = io::Result<()>>;
     /// Completes when the destination went away (stdout closed).
     fn gone(&self) -> impl Future<Output = ()> + 'static;
+}
+
+/// A message of the user's log, as an ENTRY frame carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEntry<'a> {
+    /// Its id: the cursor.
+    pub id: u64,
+    /// When the server logged it, in milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// Sent by one of the user's (other) devices to `peer`, not received
+    /// from `peer`.
+    pub sent: bool,
+    pub peer: &'a [u8],
+    pub content: &'a [u8],
 }
 
 /// How the server answered our HELLO.
@@ -190,6 +224,7 @@ impl FrameHandler {
                     v1::welcome_authenticated(limits),
                     v1::lists_word(limits, v1::FEATURE_RECEIPTS),
                 );
+                state.set_inbox(v1::lists_word(limits, v1::FEATURE_INBOX));
                 if let Some(token) = v1::welcome_value(limits, v1::WELCOME_TOKEN) {
                     state.device_token_issued(token);
                 }
@@ -204,20 +239,35 @@ impl FrameHandler {
                 state.presence(joined, &String::from_utf8_lossy(name));
                 sink.presence(joined, name);
             }
-            // Only sent to a client that asked for `inbox` or `stored`,
-            // which this one does not yet.
             ServerFrame::Entry {
+                id,
+                ts_ms,
                 direction,
                 peer,
                 content,
-                ..
             } => {
-                if direction != b'o' {
+                let sent = direction == b'o';
+                if !sent {
                     state.received_from(&String::from_utf8_lossy(peer));
-                    sink.message(peer, content);
                 }
+                let entry = LogEntry {
+                    id,
+                    ts_ms,
+                    sent,
+                    peer,
+                    content,
+                };
+                sink.entry(&entry);
             }
-            ServerFrame::Stored { .. } => {}
+            ServerFrame::Stored { first, last } => {
+                // Those before `first` were accepted (the server accounts
+                // in order), then `first..=last` were stored.
+                if let Some(before) = first.checked_sub(1) {
+                    state.ledger().accepted(before, |sent| sink.accepted(sent));
+                }
+                state.ledger().stored(first, last, |sent| sink.stored(sent));
+            }
+            ServerFrame::CaughtUp { replayed } => sink.caught_up(replayed),
             ServerFrame::Accepted { through } => {
                 state.ledger().accepted(through, |sent| sink.accepted(sent));
             }

@@ -12,6 +12,8 @@
 //!   that notices its reader left while nothing is written.
 //! - [`state`]: what the receiving side tells the command side.
 //! - [`receipts`]: messages in flight until the server accounts for them.
+//! - `cursor`: the inbox cursor (`--follow` on a server with `--store`),
+//!   kept per server and name in the state directory.
 //! - `device`: the device tokens servers gave this client, kept per server
 //!   and name in the state directory.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
@@ -24,6 +26,7 @@ pub mod cli;
 mod command;
 pub mod config;
 mod connection;
+mod cursor;
 mod device;
 mod frames;
 mod output;
@@ -233,7 +236,9 @@ fn connect_and_run(
     // The REPL wants presence for completion; a batch run only shows it
     // in JSON.
     let presence = (interactive || args.json) && args.wire == ClientWire::V1;
-    let login = || {
+    // `inbox`: with --follow, ask for the log, starting where these
+    // words say (empty: where the name's last device left).
+    let login = |inbox: Option<&str>| {
         // Read at every login: a reconnection sends the token the last
         // login was given.
         let token = password.and(state.device_token());
@@ -243,6 +248,7 @@ fn connect_and_run(
             presence,
             password,
             token.as_deref(),
+            inbox,
         )
         .map(|bytes| Greeting {
             presence,
@@ -252,12 +258,32 @@ fn connect_and_run(
             ..bytes
         })
     };
-    // Checked once: every later greeting is the same.
-    if let Err(e) = login() {
+    // Checked once: every later greeting is the same but for where the
+    // inbox starts.
+    if let Err(e) = login(None) {
         crate::err_line!("chat-client: {e}");
         return Status::Usage;
     }
-    let greeting = || login().unwrap_or_default();
+    let server = format!("{}:{}", args.host, args.port);
+    let cursor_file = || {
+        let dir = args.state_dir().filter(|_| args.follow)?;
+        Some(cursor::CursorFile::new(dir, &server, &args.username))
+    };
+    // --since applies to the first connection; reconnections go on from
+    // the cursor.
+    let since = std::cell::Cell::new(args.since);
+    let inbox_start = || {
+        let saved = cursor_file().and_then(|file| file.load());
+        match (since.take(), saved) {
+            (Some(since), _) => inbox_words(since),
+            (None, Some(cursor)) => format!("{}={cursor}", v1::HELLO_AFTER),
+            (None, None) => String::new(),
+        }
+    };
+    let greeting = || {
+        let start = args.follow.then(inbox_start);
+        login(start.as_deref()).unwrap_or_default()
+    };
     match script {
         None => {
             let options = repl::ReplOptions {
@@ -289,6 +315,7 @@ fn connect_and_run(
                 security,
                 renderer,
                 greeting: &greeting,
+                cursor: &cursor_file,
             };
             connector.run(stream, state, script)
         }
@@ -331,6 +358,7 @@ fn greeting(
     presence: bool,
     password: Option<&[u8]>,
     token: Option<&str>,
+    inbox: Option<&str>,
 ) -> Result<Greeting, v1::FieldTooLong> {
     let mut bytes = Vec::new();
     v1::encode_handshake(username.as_bytes(), &mut bytes)?;
@@ -353,6 +381,16 @@ fn greeting(
     features.push_str(v1::FEATURE_RECEIPTS);
     features.push(' ');
     features.push_str(v1::FEATURE_CODES);
+    features.push(' ');
+    features.push_str(v1::FEATURE_STORED);
+    if let Some(start) = inbox {
+        features.push(' ');
+        features.push_str(v1::FEATURE_INBOX);
+        if !start.is_empty() {
+            features.push(' ');
+            features.push_str(start);
+        }
+    }
     v1::encode_hello(&features, &mut bytes)?;
     let token = token.unwrap_or_default().as_bytes();
     v1::encode_auth(token, password.unwrap_or_default(), &mut bytes)?;
@@ -361,6 +399,22 @@ fn greeting(
         v1_answers: 2,
         ..Greeting::default()
     })
+}
+
+/// HELLO's words for where the replay of the log starts, as `--since`
+/// says.
+fn inbox_words(since: cli::Since) -> String {
+    match since {
+        cli::Since::All => format!("{}=0", v1::HELLO_AFTER),
+        cli::Since::Cursor(cursor) => format!("{}={cursor}", v1::HELLO_AFTER),
+        cli::Since::Ago(ago) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let from = now.saturating_sub(ago).as_millis();
+            format!("{}={from}", v1::HELLO_AFTER_TIME)
+        }
+    }
 }
 
 /// What to say once the login is confirmed about how it was proved, if

@@ -6,10 +6,11 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::frames::Sink;
+use super::cursor::CursorFile;
+use super::frames::{LogEntry, Sink};
 use super::receipts::Sent;
 use super::render::{Renderer, Stream};
-use super::stdout::StdoutWriter;
+use super::stdout::{Chunk, StdoutWriter};
 use crate::clock::Stamp;
 
 /// Received frames on their way to stdout and stderr: lines pile up in
@@ -27,6 +28,15 @@ pub struct Output {
     stamp: Option<Stamp>,
     /// Started at the first write.
     writer: Option<StdoutWriter>,
+    /// Where `stdout` ends after each log entry, and the entry's id: the
+    /// writer moves the cursor past each once its line is written.
+    marks: Vec<(usize, u64)>,
+    /// The cursor file, until the writer takes it.
+    cursor: Option<CursorFile>,
+    /// End the session once the log is replayed (`--until-caught-up`).
+    until_caught_up: bool,
+    /// The log was replayed.
+    caught_up: bool,
 }
 
 impl Output {
@@ -38,7 +48,31 @@ impl Output {
             stderr: String::new(),
             stamp: None,
             writer: None,
+            marks: Vec::new(),
+            cursor: None,
+            until_caught_up: false,
+            caught_up: false,
         }
+    }
+
+    /// Keeps the inbox cursor in `cursor` as log entries are written;
+    /// with `until_caught_up`, the session ends once the log is replayed.
+    pub fn follow_log(&mut self, cursor: Option<CursorFile>, until_caught_up: bool) {
+        self.cursor = cursor;
+        self.until_caught_up = until_caught_up;
+    }
+
+    /// Queues the line of a log entry, marking where it ends for the
+    /// cursor.
+    pub fn entry(&mut self, entry: &LogEntry<'_>) {
+        self.renderer.entry(entry, &mut self.stdout);
+        self.marks.push((self.stdout.len(), entry.id));
+    }
+
+    /// Queues the report of a message stored for later, if shown.
+    pub fn stored(&mut self, sent: &Sent) {
+        self.renderer
+            .stored(sent, self.stamp.as_ref(), &mut self.stdout);
     }
 
     /// Sets the receive time for the frames that follow.
@@ -138,10 +172,11 @@ impl Output {
         if !self.stdout.is_empty() {
             let writer = match &mut self.writer {
                 Some(writer) => writer,
-                None => self.writer.insert(StdoutWriter::start()?),
+                None => self.writer.insert(StdoutWriter::start(self.cursor.take())?),
             };
-            let chunk = std::mem::take(&mut self.stdout);
-            writer.write(chunk).await?;
+            let text = std::mem::take(&mut self.stdout);
+            let marks = std::mem::take(&mut self.marks);
+            writer.write(Chunk { text, marks }).await?;
         }
         Ok(())
     }
@@ -205,6 +240,22 @@ impl Sink for Output {
 
     fn presence(&mut self, joined: bool, name: &[u8]) {
         Output::presence(self, joined, name);
+    }
+
+    fn entry(&mut self, entry: &LogEntry<'_>) {
+        Output::entry(self, entry);
+    }
+
+    fn stored(&mut self, sent: &Sent) {
+        Output::stored(self, sent);
+    }
+
+    fn caught_up(&mut self, _replayed: u64) {
+        self.caught_up = true;
+    }
+
+    fn finished(&self) -> bool {
+        self.until_caught_up && self.caught_up
     }
 
     fn pending(&self) -> usize {

@@ -139,6 +139,26 @@ impl Ledger {
         Some(sent)
     }
 
+    /// STORED `first..=last`: hands those messages, if in flight, to
+    /// `stored`, in order (the caller accounts for any before `first`
+    /// first, with [`Ledger::accepted`]).
+    pub fn stored(&self, first: u64, last: u64, mut stored: impl FnMut(&Sent)) {
+        let mut queue = self.queue();
+        let mut any = false;
+        while queue.front >= first && queue.front <= last {
+            let Some(sent) = queue.pending.pop_front() else {
+                break;
+            };
+            queue.front += 1;
+            stored(&sent);
+            any = true;
+        }
+        drop(queue);
+        if any {
+            self.progressed();
+        }
+    }
+
     /// The connection ended: every message in flight is taken out (it may
     /// or may not have been delivered), and numbering starts again at 1 for
     /// the next connection.

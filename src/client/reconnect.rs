@@ -38,6 +38,8 @@ pub struct Connector<'a> {
     pub renderer: Renderer,
     /// Builds the greeting for each connection.
     pub greeting: &'a dyn Fn() -> Greeting,
+    /// The inbox cursor's file, for each connection (with --follow).
+    pub cursor: &'a dyn Fn() -> Option<super::cursor::CursorFile>,
 }
 
 impl Connector<'_> {
@@ -70,6 +72,8 @@ impl Connector<'_> {
         let messages_left = args.count.map(|count| Arc::new(AtomicU64::new(count)));
         loop {
             let options = BatchOptions {
+                cursor: (self.cursor)(),
+                until_caught_up: args.until_caught_up,
                 follow: args.follow,
                 reconnect: args.reconnect,
                 retry_taken: reconnecting,

@@ -12,6 +12,7 @@
 
 use owo_colors::OwoColorize;
 
+use super::frames::LogEntry;
 use super::receipts::{preview, Origin, Sent};
 use crate::clock::Stamp;
 use crate::json::push_string;
@@ -104,18 +105,55 @@ impl Renderer {
             out.push_str("}\n");
         } else {
             self.line_start(false, stamp, out);
-            if self.color_stdout {
-                let mut name = String::new();
-                push_escaped(&mut name, from);
-                out.push_str(&name.bold().cyan().to_string());
-            } else {
-                push_escaped(out, from);
-            }
-            out.push_str(": ");
-            push_escaped(out, content);
-            out.push('\n');
+            self.message_body(from, content, out);
         }
         Stream::Stdout
+    }
+
+    /// `from: content` and the newline, escaped, the name coloured where
+    /// asked.
+    fn message_body(&self, from: &[u8], content: &[u8], out: &mut String) {
+        if self.color_stdout {
+            let mut name = String::new();
+            push_escaped(&mut name, from);
+            out.push_str(&name.bold().cyan().to_string());
+        } else {
+            push_escaped(out, from);
+        }
+        out.push_str(": ");
+        push_escaped(out, content);
+        out.push('\n');
+    }
+
+    /// Appends the line for a message of the user's log: as a message
+    /// (`from: content`), or `→ to: content` for a copy of one sent from
+    /// another device; with `--timestamps`, the time the server logged it.
+    /// JSON always carries its `id` (the cursor) and the server's `ts`:
+    /// `{"type":"message","id":7,"ts":…,"from":…,"content":…}`, or
+    /// `"type":"sent"` with `"to"`.
+    pub fn entry(&self, entry: &LogEntry<'_>, out: &mut String) {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.ts_ms);
+        let logged = Stamp::at(time);
+        if self.json {
+            use std::fmt::Write as _;
+            let kind = if entry.sent { "sent" } else { "message" };
+            let _ = write!(
+                out,
+                "{{\"type\":\"{kind}\",\"id\":{},\"ts\":\"{}\"",
+                entry.id, logged.rfc3339
+            );
+            out.push_str(if entry.sent { ",\"to\":" } else { ",\"from\":" });
+            push_string(out, entry.peer);
+            out.push_str(",\"content\":");
+            push_string(out, entry.content);
+            out.push_str("}\n");
+        } else {
+            self.line_start(false, Some(&logged), out);
+            if entry.sent {
+                out.push_str("→ ");
+            }
+            self.message_body(entry.peer, entry.content, out);
+        }
     }
 
     /// Appends the line for a server error to `out`; its trailing newline
@@ -151,6 +189,20 @@ impl Renderer {
             return false;
         }
         self.json_start("accepted", stamp, out);
+        Self::json_sent(sent, out);
+        Self::json_source(sent, out);
+        out.push_str("}\n");
+        true
+    }
+
+    /// Appends the report of a message the server stored for a recipient
+    /// who is not connected: a `stored` object with `--json --receipts`,
+    /// nothing otherwise.
+    pub fn stored(&self, sent: &Sent, stamp: Option<&Stamp>, out: &mut String) -> bool {
+        if !(self.json && self.receipts) {
+            return false;
+        }
+        self.json_start("stored", stamp, out);
         Self::json_sent(sent, out);
         Self::json_source(sent, out);
         out.push_str("}\n");

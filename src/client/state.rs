@@ -62,6 +62,8 @@ pub struct ChatState {
     authenticated: AtomicBool,
     /// WELCOME granted receipts: every message sent goes in `ledger`.
     receipts: AtomicBool,
+    /// WELCOME granted the inbox: messages come as log entries.
+    inbox: AtomicBool,
     /// Messages sent and not yet accounted for, with receipts.
     ledger: Ledger,
     /// The wire this session speaks.
@@ -302,6 +304,16 @@ impl ChatState {
         self.authenticated.store(authenticated, Ordering::SeqCst);
         self.receipts.store(receipts, Ordering::SeqCst);
         self.extended.store(true, Ordering::SeqCst);
+    }
+
+    /// Records whether WELCOME granted the inbox.
+    pub fn set_inbox(&self, granted: bool) {
+        self.inbox.store(granted, Ordering::SeqCst);
+    }
+
+    /// True if the server feeds this session from the user's log.
+    pub fn inbox(&self) -> bool {
+        self.inbox.load(Ordering::SeqCst)
     }
 
     /// True if the server said the login was proved with a password.

@@ -19,17 +19,26 @@ use std::time::Duration;
 use event_listener::{listener, Event};
 use rustix::event::{PollFd, PollFlags};
 
+use super::cursor::CursorFile;
 use crate::runtime::timeout;
 
 /// Chunks handed to the stdout thread and not yet written; with
 /// [`FLUSH_AT`](super::frames::FLUSH_AT) this bounds what a blocked stdout can make us hold.
 const STDOUT_CHUNKS: usize = 2;
 
+/// Text for stdout, and where in it each log entry's line ends, with the
+/// entry's id: the cursor moves past each once its line is written.
+#[derive(Debug, Default)]
+pub(super) struct Chunk {
+    pub(super) text: String,
+    pub(super) marks: Vec<(usize, u64)>,
+}
+
 /// Standard output through a thread of its own, so a blocked reader (a
 /// full pipe) stalls only the caller that waits for room, never the
 /// thread's other tasks, and a dead one is reported as `BrokenPipe`.
 pub(super) struct StdoutWriter {
-    chunks: Option<async_channel::Sender<String>>,
+    chunks: Option<async_channel::Sender<Chunk>>,
     /// Closed when the thread has ended (written everything, or failed).
     finished: async_channel::Receiver<()>,
     /// The last write failed: stdout is gone.
@@ -37,8 +46,11 @@ pub(super) struct StdoutWriter {
 }
 
 impl StdoutWriter {
-    pub(super) fn start() -> io::Result<StdoutWriter> {
-        let (chunks, queued) = async_channel::bounded::<String>(STDOUT_CHUNKS);
+    /// Starts the thread; with a `cursor`, it moves the cursor past each
+    /// log entry as soon as the entry's line is written (one write and one
+    /// cursor update per entry: a crash repeats at most one).
+    pub(super) fn start(mut cursor: Option<CursorFile>) -> io::Result<StdoutWriter> {
+        let (chunks, queued) = async_channel::bounded::<Chunk>(STDOUT_CHUNKS);
         let (done, finished) = async_channel::bounded::<()>(1);
         let broken = Arc::new(AtomicBool::new(false));
         let failed = Arc::clone(&broken);
@@ -48,11 +60,7 @@ impl StdoutWriter {
                 let _done = done;
                 let mut stdout = io::stdout();
                 while let Ok(chunk) = queued.recv_blocking() {
-                    if stdout
-                        .write_all(chunk.as_bytes())
-                        .and_then(|()| stdout.flush())
-                        .is_err()
-                    {
+                    if write_chunk(&mut stdout, &chunk, &mut cursor).is_err() {
                         failed.store(true, Ordering::SeqCst);
                         return;
                     }
@@ -66,7 +74,7 @@ impl StdoutWriter {
     }
 
     /// Hands `chunk` to the thread, waiting while it is behind.
-    pub(super) async fn write(&mut self, chunk: String) -> io::Result<()> {
+    pub(super) async fn write(&mut self, chunk: Chunk) -> io::Result<()> {
         let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
         if self.broken.load(Ordering::SeqCst) {
             return Err(gone());
@@ -97,6 +105,32 @@ impl StdoutWriter {
         let done = timeout(bound, self.finished.recv()).await.is_some();
         done && !self.broken.load(Ordering::SeqCst)
     }
+}
+
+/// Writes a chunk; with a cursor, one entry's line at a time, each
+/// followed by the cursor's move. A cursor that cannot be kept is reported
+/// once and dropped (the next run then repeats what this one printed).
+fn write_chunk(
+    stdout: &mut io::Stdout,
+    chunk: &Chunk,
+    cursor: &mut Option<CursorFile>,
+) -> io::Result<()> {
+    let mut at = 0;
+    if let Some(file) = cursor {
+        for &(end, id) in &chunk.marks {
+            let line = chunk.text.get(at..end).unwrap_or_default();
+            stdout.write_all(line.as_bytes())?;
+            stdout.flush()?;
+            at = end;
+            if let Err(e) = file.save(id) {
+                crate::err_line!("chat-client: cannot keep the inbox cursor: {e}");
+                *cursor = None;
+                break;
+            }
+        }
+    }
+    stdout.write_all(chunk.text.get(at..).unwrap_or_default().as_bytes())?;
+    stdout.flush()
 }
 
 /// Set by the watcher thread when stdout's reader is gone.

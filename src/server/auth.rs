@@ -62,6 +62,8 @@ pub(crate) struct HelloRequest {
     pub(crate) inbox: bool,
     /// `after=ID`: the cursor of the client's device.
     pub(crate) after: Option<u64>,
+    /// `after_time=MS`: replay what was logged from then on instead.
+    pub(crate) after_time: Option<u64>,
     /// With receipts, STORED for messages stored for later.
     pub(crate) stored: bool,
 }
@@ -80,12 +82,15 @@ impl HelloRequest {
                 f if f == v1::FEATURE_INBOX.as_bytes() => request.inbox = true,
                 f if f == v1::FEATURE_STORED.as_bytes() => request.stored = true,
                 f => {
-                    if let Some(after) = f
-                        .strip_prefix(v1::HELLO_AFTER.as_bytes())
-                        .and_then(|rest| rest.strip_prefix(b"="))
-                    {
-                        request.after =
-                            std::str::from_utf8(after).ok().and_then(|n| n.parse().ok());
+                    let number = |key: &str| {
+                        let value = f.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+                        std::str::from_utf8(value).ok()?.parse().ok()
+                    };
+                    if let Some(after) = number(v1::HELLO_AFTER) {
+                        request.after = Some(after);
+                    }
+                    if let Some(time) = number(v1::HELLO_AFTER_TIME) {
+                        request.after_time = Some(time);
                     }
                 }
             }
@@ -527,6 +532,11 @@ mod tests {
         assert_eq!(inbox.after, Some(42));
         assert_eq!(HelloRequest::parse(b"inbox after=x").after, None);
         assert_eq!(HelloRequest::parse(b"inbox after").after, None);
+        assert_eq!(
+            HelloRequest::parse(b"inbox after_time=5").after_time,
+            Some(5)
+        );
+        assert_eq!(HelloRequest::parse(b"inbox after_time=5").after, None);
         assert_eq!(
             HelloRequest::parse(b"pmchat/1 passwords"),
             HelloRequest::default()

@@ -91,14 +91,21 @@ pub(crate) async fn serve(shared: &Shared, admitted: Box<Admitted<'_>>) {
     // A session fed from its inbox: its feeder runs beside the reader, in
     // this task. Polled after the reader (`or` polls in order), which
     // queues WELCOME on its first poll: the replay comes after it.
-    let after = proven.as_ref().and_then(|p| p.hello.after);
+    let start = match proven.as_ref().map(|p| p.hello) {
+        Some(hello) => match (hello.after, hello.after_time) {
+            (Some(after), _) => super::inbox::Start::After(after),
+            (None, Some(time)) => super::inbox::Start::AfterTime(time),
+            (None, None) => super::inbox::Start::Mark,
+        },
+        None => super::inbox::Start::Mark,
+    };
     let feeder = async {
         if let (Some(inboxes), true) = (&shared.inboxes, session.is_inbox()) {
             if let Some(inbox) = inboxes.get(session.name().as_bytes()) {
                 let patience = shared.config.slow_consumer_timeout;
                 // Boxed: sessions without an inbox carry no room for it.
                 Box::pin(super::inbox::feed(
-                    inboxes, inbox, &session, after, patience,
+                    inboxes, inbox, &session, start, patience,
                 ))
                 .await;
             }

@@ -186,7 +186,9 @@ impl Inbox {
     /// Makes the device live if its feeder, having queued everything up
     /// to `cursor` and found nothing more up to `done`, has caught up with
     /// the log (see the module doc).
-    fn try_go_live(&self, mailbox: &Arc<Mailbox>, cursor: u64, done: u64) -> bool {
+    /// It then queues CAUGHT-UP (saying `replayed` entries came before),
+    /// under the lock, so that no live entry can come before it.
+    fn try_go_live(&self, mailbox: &Arc<Mailbox>, cursor: u64, done: u64, replayed: u64) -> bool {
         let mut state = self.lock();
         if state.last_id > done {
             return false;
@@ -195,6 +197,10 @@ impl Inbox {
             device.live = true;
             device.sent_up_to = cursor;
         }
+        let mut frame = Vec::with_capacity(v1::MESSAGE_HEADER_LEN + 8);
+        v1::encode_caught_up(replayed, &mut frame);
+        // A few bytes past the bound at most: the replay waited for room.
+        let _ = mailbox.outbound().push_unbounded(&frame);
         true
     }
 
@@ -271,21 +277,37 @@ fn push_live(
     queued
 }
 
-/// Feeds one device of `inbox` from the log: catches up after `cursor`
-/// (with `None`, after the owner's mark: what no device was sent), goes
-/// live, and catches up again whenever it falls behind. Returns when the
-/// session closes, or when a slow device is disconnected.
+/// Where a device's replay of the log starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Start {
+    /// After this id: the device's cursor (`after=`).
+    After(u64),
+    /// With what was logged from this time on (`after_time=`, ms).
+    AfterTime(u64),
+    /// After the owner's mark: what no device of the owner was sent.
+    Mark,
+}
+
+/// Feeds one device of `inbox` from the log: catches up from `start`,
+/// goes live, and catches up again whenever it falls behind. Returns when
+/// the session closes, or when a slow device is disconnected.
 pub(crate) async fn feed(
     inboxes: &Inboxes,
     inbox: Arc<Inbox>,
     mailbox: &Arc<Mailbox>,
-    cursor: Option<u64>,
+    start: Start,
     patience: std::time::Duration,
 ) {
     let store = Arc::clone(inboxes.store());
-    let mut cursor = match cursor {
-        Some(cursor) => cursor,
-        None => {
+    let mut cursor = match start {
+        Start::After(cursor) => cursor,
+        Start::AfterTime(ms) => {
+            let (store, name) = (Arc::clone(&store), inbox.name.clone());
+            smol::unblock(move || store.last_before(&name, ms))
+                .await
+                .unwrap_or(0)
+        }
+        Start::Mark => {
             let (store, name) = (Arc::clone(&store), inbox.name.clone());
             smol::unblock(move || store.mark(&name))
                 .await
@@ -302,6 +324,7 @@ pub(crate) async fn feed(
     };
     loop {
         // Catching up.
+        let mut replayed = 0;
         loop {
             let done = store.done();
             let page = {
@@ -321,12 +344,15 @@ pub(crate) async fn feed(
                     return;
                 }
                 cursor = entry.id;
+                replayed += 1;
             }
-            write_out(mailbox);
             if page.len() == PAGE {
+                write_out(mailbox);
                 continue;
             }
-            if inbox.try_go_live(mailbox, cursor, done) {
+            let live = inbox.try_go_live(mailbox, cursor, done, replayed);
+            write_out(mailbox);
+            if live {
                 break;
             }
             store.wait_done(inbox.last_id()).await;

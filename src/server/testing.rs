@@ -48,6 +48,8 @@ pub(crate) enum Out {
     Entry(u64, u8, String, String),
     /// STORED: first, last.
     Stored(u64, u64),
+    /// CAUGHT-UP: entries replayed.
+    CaughtUp(u64),
 }
 
 /// Everything queued for `session` and not yet written, decoded.
@@ -89,6 +91,7 @@ pub(crate) fn queued(session: &Mailbox) -> Vec<Out> {
                 ..
             } => Out::Entry(id, direction, text(peer), text(content)),
             ServerFrame::Stored { first, last } => Out::Stored(first, last),
+            ServerFrame::CaughtUp { replayed } => Out::CaughtUp(replayed),
         });
         rest = &rest[used..];
     }

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use redb::ReadableTableMetadata;
 
-use super::entry::{decode_value, Direction, Entry};
+use super::entry::{decode_value, value_ts, Direction, Entry};
 use super::{read_mark, Store, StoreError, COUNTS, LOG};
 
 fn read_error(e: impl std::fmt::Display) -> StoreError {
@@ -90,6 +90,23 @@ impl Store {
             Some(item) => Ok(item.map_err(read_error)?.0.value().1),
             None => Ok(0),
         }
+    }
+
+    /// The id of `owner`'s newest entry logged before `ts_ms`, 0 if none:
+    /// a replay after it starts at that time.
+    pub fn last_before(&self, owner: &str, ts_ms: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let log = txn.open_table(LOG).map_err(read_error)?;
+        let range = log
+            .range((owner, 0)..=(owner, u64::MAX))
+            .map_err(read_error)?;
+        for item in range.rev() {
+            let (key, value) = item.map_err(read_error)?;
+            if value_ts(value.value()).is_some_and(|ts| ts < ts_ms) {
+                return Ok(key.value().1);
+            }
+        }
+        Ok(0)
     }
 
     /// `owner`'s mark (see [`Store::set_mark`]), if one was ever set.

@@ -15,6 +15,7 @@ const OP_ACCEPTED: u16 = 6;
 const OP_REFUSED: u16 = 7;
 const OP_ENTRY: u16 = 10;
 const OP_STORED: u16 = 11;
+const OP_CAUGHT_UP: u16 = 12;
 
 /// A directory of its own, removed at the end.
 struct TempDir(PathBuf);
@@ -102,6 +103,30 @@ fn entry(client: &mut RawClient) -> Entry {
     }
 }
 
+/// The next ENTRY, past any CAUGHT-UP.
+fn next_entry(client: &mut RawClient) -> Entry {
+    loop {
+        let (opcode, a, b) = client.pair_frame();
+        if opcode == OP_CAUGHT_UP {
+            continue;
+        }
+        assert_eq!(opcode, OP_ENTRY, "expected ENTRY, got opcode {opcode}");
+        return Entry {
+            id: u64::from_be_bytes(a[..8].try_into().unwrap()),
+            direction: a[16],
+            peer: String::from_utf8(a[17..].to_vec()).unwrap(),
+            content: String::from_utf8(b).unwrap(),
+        };
+    }
+}
+
+/// Reads CAUGHT-UP: how many entries were replayed.
+fn caught_up(client: &mut RawClient) -> u64 {
+    let (opcode, a, b) = client.pair_frame();
+    assert_eq!((opcode, a.len()), (OP_CAUGHT_UP, 0), "expected CAUGHT-UP");
+    ordinal(&b)
+}
+
 fn ordinal(field: &[u8]) -> u64 {
     u64::from_be_bytes(field[..8].try_into().unwrap())
 }
@@ -130,6 +155,7 @@ fn a_message_to_a_registered_name_nobody_holds_is_stored_and_replayed_at_its_log
     );
     assert_eq!(second.content, "and another");
     assert!(first.id < second.id);
+    assert_eq!(caught_up(&mut bob), 2);
     // Live now: the next one comes at once, numbered after them.
     alice.send("bob", "live");
     let live = entry(&mut bob);
@@ -143,6 +169,7 @@ fn a_message_to_a_registered_name_nobody_holds_is_stored_and_replayed_at_its_log
     // A device without a cursor of its own starts where the last one
     // left: nothing is replayed twice.
     let mut bob = log_in(&server, "bob", "inbox");
+    assert_eq!(caught_up(&mut bob), 0);
     bob.expect_silence(Duration::from_millis(300));
     // With a cursor, what came after it.
     drop(bob);
@@ -150,6 +177,7 @@ fn a_message_to_a_registered_name_nobody_holds_is_stored_and_replayed_at_its_log
     let mut bob = log_in(&server, "bob", &format!("inbox after={}", first.id));
     assert_eq!(entry(&mut bob).content, "and another");
     assert_eq!(entry(&mut bob).content, "live");
+    assert_eq!(caught_up(&mut bob), 2);
     bob.expect_silence(Duration::from_millis(300));
 }
 
@@ -211,6 +239,7 @@ fn stored_messages_survive_a_restart_and_a_kill_9() {
             }
         );
         cursor = got.id;
+        assert_eq!(caught_up(&mut bob), 1);
         bob.expect_silence(Duration::from_millis(300));
     }
 }
@@ -244,7 +273,7 @@ fn a_device_resuming_from_its_cursor_during_a_flood_misses_nothing_and_repeats_n
         assert!(Instant::now() < deadline, "only {seen} of {TOTAL} arrived");
         let mut bob = log_in(&server, "bob", &format!("inbox after={cursor}"));
         for _ in 0..(TOTAL - seen).min(700) {
-            let got = entry(&mut bob);
+            let got = next_entry(&mut bob);
             assert_eq!(got.content, format!("m{seen}"), "after id {cursor}");
             assert!(got.id > cursor);
             cursor = got.id;

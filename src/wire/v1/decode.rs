@@ -183,6 +183,7 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             | OP_CODED_ERROR
             | OP_ENTRY
             | OP_STORED
+            | OP_CAUGHT_UP
     ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
@@ -220,6 +221,12 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             return Err(FrameError::Malformed {
                 frame: "STORED",
                 why: "it must carry two 8-byte ordinals",
+            })
+        }
+        OP_CAUGHT_UP if len_a != 0 || len_b != ORDINAL_LEN => {
+            return Err(FrameError::Malformed {
+                frame: "CAUGHT-UP",
+                why: "it must carry an empty field and an 8-byte count",
             })
         }
         OP_PENDING if len_b != ORDINAL_LEN || len_a > MAX_WORD => {
@@ -263,6 +270,9 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             direction: a[16],
             peer: &a[ENTRY_HEAD_LEN..],
             content: b,
+        },
+        OP_CAUGHT_UP => ServerFrame::CaughtUp {
+            replayed: ordinal(b),
         },
         OP_STORED => ServerFrame::Stored {
             first: ordinal(a),

@@ -130,6 +130,12 @@ pub fn encode_stored(first: u64, last: u64, out: &mut Vec<u8>) {
     let _ = encode_pair(OP_STORED, &first.to_be_bytes(), &last.to_be_bytes(), out);
 }
 
+/// Appends CAUGHT-UP: `replayed` entries were replayed, live ones follow.
+pub fn encode_caught_up(replayed: u64, out: &mut Vec<u8>) {
+    // Both fields fit: empty and 8 bytes.
+    let _ = encode_pair(OP_CAUGHT_UP, b"", &replayed.to_be_bytes(), out);
+}
+
 /// Encoded size of an ENTRY frame.
 pub fn entry_len(peer: &[u8], content: &[u8]) -> usize {
     MESSAGE_HEADER_LEN + ENTRY_HEAD_LEN + peer.len() + content.len()

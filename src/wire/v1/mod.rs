@@ -102,6 +102,9 @@ pub const OP_ENTRY: u16 = 10;
 /// Opcode of STORED (server → client, receipts with feature `stored`):
 /// messages `first..=last` were stored for recipients not connected.
 pub const OP_STORED: u16 = 11;
+/// Opcode of CAUGHT-UP (server → client, feature `inbox`): everything the
+/// log held after the device's cursor has been sent; live entries follow.
+pub const OP_CAUGHT_UP: u16 = 12;
 
 /// Bytes before the peer's name in ENTRY's first field: id, time,
 /// direction.
@@ -168,6 +171,9 @@ pub const FEATURE_CODES: &str = "codes";
 pub const FEATURE_INBOX: &str = "inbox";
 /// The HELLO word that carries an inbox cursor: `after=ID`.
 pub const HELLO_AFTER: &str = "after";
+/// The HELLO word that starts the replay at a time instead:
+/// `after_time=MS` (milliseconds since the Unix epoch).
+pub const HELLO_AFTER_TIME: &str = "after_time";
 /// Feature: with receipts, STORED says which messages were stored for a
 /// recipient not connected (without it, ACCEPTED covers them).
 pub const FEATURE_STORED: &str = "stored";
@@ -262,6 +268,9 @@ pub enum ServerFrame<'a> {
     /// Messages `first..=last` were stored (durably) for recipients not
     /// connected.
     Stored { first: u64, last: u64 },
+    /// The replay of the log is complete: `replayed` entries were sent
+    /// since the device logged in (or fell behind).
+    CaughtUp { replayed: u64 },
 }
 
 /// A frame that breaks the protocol; the connection cannot go on.

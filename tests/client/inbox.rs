@@ -1,0 +1,205 @@
+//! The client on a server that keeps messages (`chat-server --store`):
+//! stored receipts, `--until-caught-up`, `--since`, `--json` ids, and a
+//! `--follow` pipeline that resumes from its cursor across restarts of
+//! itself and of the server.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::accounts::accounts_file;
+use crate::common::{client_command, lines_of, run_client, ClientOutput, ServerProcess, TIMEOUT};
+use crate::interactive::TempDir;
+
+fn server(dir: &Path) -> ServerProcess {
+    let accounts = accounts_file(dir, &[("alice", "pw"), ("bob", "pw")]);
+    let store = dir.join("store.redb");
+    // History enough for a whole flood: a follower stopped for a moment
+    // must find everything it missed (past --history-max the oldest go).
+    ServerProcess::start(&[
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+        "--store",
+        store.to_str().unwrap(),
+        "--history-max",
+        "1000000",
+    ])
+}
+
+/// `chat-client … NAME` logging in with its password, its state in `dir`.
+fn client(server: &ServerProcess, dir: &Path, name: &str) -> Command {
+    let mut command = client_command(server.port, name);
+    command
+        .env("PMCHAT_PASSWORD", "pw")
+        .env("XDG_STATE_HOME", dir.join(format!("state-{name}")))
+        .arg("--allow-plaintext-password");
+    command
+}
+
+fn send(server: &ServerProcess, dir: &Path, lines: &str, extra: &[&str]) -> ClientOutput {
+    let mut command = client(server, dir, "alice");
+    command.args(extra);
+    run_client(command, lines.as_bytes())
+}
+
+fn caught_up(server: &ServerProcess, dir: &Path, extra: &[&str]) -> ClientOutput {
+    let mut command = client(server, dir, "bob");
+    command.arg("--until-caught-up").args(extra);
+    let out = run_client(command, b"");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    out
+}
+
+#[test]
+fn messages_stored_while_away_are_printed_once_across_client_and_server_restarts() {
+    let dir = TempDir::new("inbox-catch-up");
+    let mut server = server(&dir.0);
+    // Stored, not refused: the script's lines are all accounted for.
+    let sent = send(&server, &dir.0, "send bob one\nsend bob two\n", &[]);
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let json = send(
+        &server,
+        &dir.0,
+        "send bob three\n",
+        &["--json", "--receipts"],
+    );
+    assert!(
+        json.stdout.contains("\"type\":\"stored\""),
+        "{}",
+        json.stdout
+    );
+
+    let out = caught_up(&server, &dir.0, &[]);
+    assert_eq!(out.stdout, "alice: one\nalice: two\nalice: three\n");
+    // The cursor moved: nothing twice.
+    assert_eq!(caught_up(&server, &dir.0, &[]).stdout, "");
+
+    send(&server, &dir.0, "send bob four\n", &[]);
+    server.signal("TERM");
+    server.wait_exit();
+    let server = self::server(&dir.0);
+    assert_eq!(caught_up(&server, &dir.0, &[]).stdout, "alice: four\n");
+
+    // --since overrides the cursor; JSON carries ids and times.
+    let all = caught_up(&server, &dir.0, &["--since", "all", "--json"]);
+    let lines: Vec<&str> = all.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", all.stdout);
+    assert!(
+        lines[0].starts_with("{\"type\":\"message\",\"id\":"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[3].contains("\"from\":\"alice\",\"content\":\"four\""));
+    assert!(lines[0].contains("\"ts\":\"20"), "{}", lines[0]);
+    let second_id: String = lines[1]
+        .split("\"id\":")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let after = caught_up(&server, &dir.0, &["--since", &second_id]);
+    assert_eq!(after.stdout, "alice: three\nalice: four\n");
+    // A duration: what came in within the last hour.
+    assert_eq!(
+        caught_up(&server, &dir.0, &["--since", "1h"])
+            .stdout
+            .lines()
+            .count(),
+        4
+    );
+}
+
+#[test]
+fn until_caught_up_on_a_name_without_an_inbox_fails_clearly() {
+    let dir = TempDir::new("inbox-none");
+    let server = server(&dir.0);
+    let mut command = client_command(server.port, "carol");
+    command
+        .env("XDG_STATE_HOME", dir.0.join("state-carol"))
+        .arg("--until-caught-up");
+    let out = run_client(command, b"");
+    assert_eq!(
+        out.status, 1,
+        "stdout: {} stderr: {}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stderr.contains("keeps no messages"), "{}", out.stderr);
+}
+
+#[test]
+fn a_follower_stopped_and_restarted_20_times_during_a_flood_prints_every_message_exactly_once() {
+    let dir = TempDir::new("inbox-flood");
+    let mut server = server(&dir.0);
+    const TOTAL: usize = 100_000;
+    const RESTARTS: usize = 20;
+    let script: String = (0..TOTAL).map(|i| format!("send bob m{i}\n")).collect();
+    let port = server.port;
+    let flood_dir = dir.0.clone();
+    let flood = std::thread::spawn(move || {
+        let mut command = client_command(port, "alice");
+        command
+            .env("PMCHAT_PASSWORD", "pw")
+            .env("XDG_STATE_HOME", flood_dir.join("state-alice"))
+            .arg("--allow-plaintext-password");
+        run_client(command, script.as_bytes())
+    });
+    let mut printed: Vec<String> = Vec::new();
+    let deadline = Instant::now() + TIMEOUT * 12;
+    let mut runs = 0;
+    // Each run prints part of the flood and is stopped with SIGTERM while
+    // messages keep coming; the next resumes from the cursor.
+    while printed.len() < TOTAL {
+        runs += 1;
+        let mut command = client(&server, &dir.0, "bob");
+        command
+            .arg("--follow")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().unwrap();
+        let lines = lines_of(child.stdout.take().unwrap());
+        let want = (printed.len() + TOTAL / RESTARTS).min(TOTAL);
+        // At least one line first: a SIGTERM before the client is up
+        // would end it by the signal (and prove nothing).
+        let first = printed.len() + 1;
+        while printed.len() < want.max(first) {
+            if Instant::now() > deadline {
+                let wrong = printed
+                    .iter()
+                    .enumerate()
+                    .find(|(i, l)| **l != format!("alice: m{i}"));
+                panic!(
+                    "{} of {TOTAL} printed in run {runs}; first out of order: {wrong:?}",
+                    printed.len()
+                );
+            }
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                printed.push(line);
+            }
+        }
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "run {runs}: {status:?}");
+        // Lines written before it stopped count too.
+        while let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            printed.push(line);
+        }
+        // One session per name (for now): the next run waits until the
+        // server let this one go.
+        server.wait_offline("bob");
+    }
+    assert!(runs > RESTARTS / 2, "only {runs} runs");
+    // Nothing is left over, and nothing came twice.
+    assert_eq!(caught_up(&server, &dir.0, &[]).stdout, "");
+    let sent = flood.join().unwrap();
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    assert_eq!(printed.len(), TOTAL);
+    for (i, line) in printed.iter().enumerate() {
+        assert_eq!(line, &format!("alice: m{i}"));
+    }
+}
