@@ -9,7 +9,7 @@ use clap::Parser;
 use pmchat::exit_codes::Status;
 use pmchat::net::workers::Workers;
 use pmchat::server::accounts::{self, Accounts};
-use pmchat::server::cli::{PasswdArgs, ServerArgs};
+use pmchat::server::cli::{HistoryAction, HistoryArgs, PasswdArgs, ServerArgs};
 use pmchat::server::{self, Server};
 
 fn main() -> ExitCode {
@@ -21,6 +21,12 @@ fn main() -> ExitCode {
         .is_some_and(|first| first == "passwd")
     {
         return passwd(PasswdArgs::parse_from(std::env::args_os().skip(1)));
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "history")
+    {
+        return history(HistoryArgs::parse_from(std::env::args_os().skip(1)));
     }
     let args = ServerArgs::parse();
     pmchat::logging::init(args.verbosity(), args.color.enabled_for(&std::io::stderr()));
@@ -191,6 +197,40 @@ fn passwd(args: PasswdArgs) -> ExitCode {
             Status::Success.into()
         }
         Err(e) => fail(&format!("password not set: {e}")),
+    }
+}
+
+/// `chat-server history export|purge FILE NAME`.
+fn history(args: HistoryArgs) -> ExitCode {
+    let (file, name) = match &args.action {
+        HistoryAction::Export { file, name } | HistoryAction::Purge { file, name } => (file, name),
+    };
+    if !file.exists() {
+        return fail(&format!("{}: no such store", file.display()));
+    }
+    let store = match pmchat::store::Store::open(file, pmchat::store::Retention::default()) {
+        Ok(store) => store,
+        Err(e) => return fail(&format!("cannot use the store: {e}")),
+    };
+    let done = match &args.action {
+        HistoryAction::Export { .. } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = store.export(name, &mut out);
+            let flushed = std::io::Write::flush(&mut out);
+            written.map_err(|e| e.to_string()).and_then(|count| {
+                flushed.map_err(|e| e.to_string())?;
+                pmchat::err_line!("chat-server: {count} message(s) of '{name}' exported");
+                Ok(())
+            })
+        }
+        HistoryAction::Purge { .. } => store.purge(name).map_err(|e| e.to_string()).map(|count| {
+            pmchat::err_line!("chat-server: {count} message(s) of '{name}' deleted");
+        }),
+    };
+    store.close();
+    match done {
+        Ok(()) => Status::Success.into(),
+        Err(e) => fail(&e),
     }
 }
 

@@ -33,6 +33,7 @@ use super::cluster::ClaimError;
 use super::mailbox::Mailbox;
 use super::pending::bounded_login_step;
 use super::refusal::{Refusal, Step};
+use super::registry::DeviceRefused;
 use super::wire::{refusal_wire, InputDecoder, Wire};
 use super::{tls, ConnectionSlot, Shared};
 use crate::net::socket::Socket;
@@ -320,9 +321,22 @@ async fn log_in(
             return refused_in_their_wire(shared, transport, input, error).await;
         }
     }
-    if shared.registry.insert(&mailbox).is_err() {
-        info!(%peer, user = mailbox.name(), "rejected: username is taken");
-        let error = ErrorText::of(Code::NameTaken);
+    // A registered name fed from its inbox may have several devices.
+    let inserted = match mailbox.is_inbox() {
+        true => shared
+            .registry
+            .insert_device(&mailbox, shared.config.max_devices),
+        false => shared
+            .registry
+            .insert(&mailbox)
+            .map_err(|_| DeviceRefused::Taken),
+    };
+    if let Err(refused) = inserted {
+        let error = match refused {
+            DeviceRefused::Taken => ErrorText::of(Code::NameTaken),
+            DeviceRefused::TooMany => ErrorText::new(Code::TooManyDevices, mailbox.name()),
+        };
+        info!(%peer, user = mailbox.name(), "rejected: {}", error.text().trim_end());
         return refused_in_their_wire(shared, transport, input, error).await;
     }
     info!(

@@ -148,6 +148,13 @@ pub struct ServerArgs {
     )]
     pub store: Option<PathBuf>,
 
+    /// Sessions one registered name may have at once with --store (its
+    /// devices): each gets every message to the name and a copy of what
+    /// the others send. Unregistered names stay unique.
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "store",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_devices: u16,
+
     /// Messages of history kept per registered name; the oldest go first.
     #[arg(long, value_name = "N", default_value_t = 10_000, requires = "store",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -251,6 +258,7 @@ impl ServerArgs {
             queue_bytes,
             require_tls: self.require_tls,
             registered_only: self.registered_only,
+            max_devices: usize::from(self.max_devices),
             allow_plaintext_passwords: self.allow_plaintext_passwords,
             cluster: self.cluster.clone(),
             cluster_key_file: self.cluster_key_file.clone(),
@@ -295,6 +303,43 @@ impl ServerArgs {
     pub fn verbosity(&self) -> i8 {
         i8::try_from(self.verbose).unwrap_or(i8::MAX) - i8::try_from(self.quiet).unwrap_or(i8::MAX)
     }
+}
+
+/// Reads or deletes a registered name's history in a store file (made by
+/// `chat-server --store FILE`), while no server has it open.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-server history",
+    override_usage = "chat-server history export <FILE> <NAME>\n       chat-server history purge <FILE> <NAME>",
+    after_long_help = "\
+Examples:
+  chat-server history export messages.redb bob > bob.jsonl
+  chat-server history purge messages.redb bob
+
+Exit status: 0 on success, 1 if the store cannot be opened (in use by a
+running server, or not a store), 2 for a usage error."
+)]
+pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub action: HistoryAction,
+}
+
+/// What `chat-server history` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum HistoryAction {
+    /// Print NAME's history as JSON lines, oldest first: id, ts
+    /// (milliseconds since the epoch), dir (in or out), peer, content.
+    Export {
+        /// The store file (as given to --store).
+        file: PathBuf,
+        name: String,
+    },
+    /// Delete NAME's history (its messages not yet delivered with it).
+    Purge {
+        /// The store file (as given to --store).
+        file: PathBuf,
+        name: String,
+    },
 }
 
 /// Sets a registered name's password in an accounts file.

@@ -42,6 +42,8 @@ pub struct Config {
     pub registered_only: bool,
     /// The store of messages that wait (`--store`), already open.
     pub store: Option<Arc<crate::store::Store>>,
+    /// Sessions a registered name fed from its inbox may have at once.
+    pub max_devices: usize,
     /// Check passwords sent over plain TCP too (normally refused unseen).
     pub allow_plaintext_passwords: bool,
     /// The Redis that makes this node one of several (`--cluster`).
@@ -73,6 +75,7 @@ impl Default for Config {
             accounts: None,
             registered_only: false,
             store: None,
+            max_devices: 8,
             allow_plaintext_passwords: false,
             cluster: None,
             cluster_key_file: None,

@@ -181,17 +181,20 @@ pub(crate) fn execute(text: &str, handle: &ServerHandle, color: bool) -> Reply {
         ConsoleCommand::Accounts => match handle.accounts() {
             None => "no accounts file (start the server with --accounts FILE)".to_string(),
             Some(accounts) => {
-                let online = accounts.iter().filter(|(_, on)| *on).count();
+                let online = accounts.iter().filter(|a| a.online).count();
                 let mut reply = format!("{} registered, {online} online", accounts.len());
-                for (name, on) in accounts {
+                for account in accounts {
                     reply.push_str("\n  ");
                     if color {
-                        reply.push_str(&name.bold().to_string());
+                        reply.push_str(&account.name.bold().to_string());
                     } else {
-                        reply.push_str(&name);
+                        reply.push_str(&account.name);
                     }
-                    if on {
+                    if account.online {
                         reply.push_str(" (online)");
+                    }
+                    if let Some(stored) = account.stored {
+                        reply.push_str(&format!(" {stored} stored"));
                     }
                 }
                 reply

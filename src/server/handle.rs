@@ -32,6 +32,15 @@ pub struct ClusterState {
     pub rejected: u64,
 }
 
+/// A registered name, as the console's `accounts` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub online: bool,
+    /// Messages kept in its history (with `--store`).
+    pub stored: Option<u64>,
+}
+
 impl ServerHandle {
     pub(super) fn new(shared: Arc<Shared>) -> ServerHandle {
         ServerHandle { shared }
@@ -83,11 +92,19 @@ impl ServerHandle {
             }
             return asked;
         };
-        self.shared.registry.remove(&session);
-        if session.close_with_error(&ErrorText::of(Code::Kicked)) {
-            info!(peer = %session.peer(), user = name, "kicked by the operator");
+        // Every device of the name: the next stands for it once the
+        // one before is removed.
+        let mut session = session;
+        loop {
+            self.shared.registry.remove(&session);
+            if session.close_with_error(&ErrorText::of(Code::Kicked)) {
+                info!(peer = %session.peer(), user = name, "kicked by the operator");
+            }
+            match self.shared.registry.get(name.as_bytes()) {
+                Some(next) if !Arc::ptr_eq(&next, &session) => session = next,
+                _ => return true,
+            }
         }
-        true
     }
 
     /// Keeps `name` out for `duration` (`None`: until [`ServerHandle::unban`]),
@@ -180,15 +197,19 @@ impl ServerHandle {
 
     /// Registered names, sorted, each with whether it is online now;
     /// `None` without `--accounts`.
-    pub fn accounts(&self) -> Option<Vec<(String, bool)>> {
+    pub fn accounts(&self) -> Option<Vec<Account>> {
         let auth = self.shared.auth.as_ref()?;
         let table = auth.accounts.table();
+        let store = self.shared.config.store.as_ref();
         Some(
             table
                 .names()
-                .map(|name| {
-                    let online = self.shared.registry.get(name.as_bytes()).is_some();
-                    (name.to_string(), online)
+                .map(|name| Account {
+                    name: name.to_string(),
+                    online: self.shared.registry.get(name.as_bytes()).is_some(),
+                    // Read on the console's thread; a store that cannot
+                    // be read shows no count.
+                    stored: store.and_then(|store| store.count(name).ok()),
                 })
                 .collect(),
         )

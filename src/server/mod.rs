@@ -82,7 +82,7 @@ use tracing::{info, warn};
 use crate::net::workers::Workers;
 use admission::Admission;
 pub use config::Config;
-pub use handle::{ClusterState, ServerHandle};
+pub use handle::{Account, ClusterState, ServerHandle};
 use registry::Registry;
 pub use terminal::restore as restore_terminal;
 pub use terminal::start as start_console;

@@ -26,6 +26,17 @@ use crate::wire::v1;
 #[error("username is taken")]
 pub struct NameTaken;
 
+/// Why a device of a registered name was not added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceRefused {
+    /// The name is held by a session not fed from its inbox.
+    #[error("username is taken")]
+    Taken,
+    /// The name has `--max-devices` sessions already.
+    #[error("too many devices")]
+    TooMany,
+}
+
 /// The online list.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -40,6 +51,10 @@ pub struct Registry {
 struct Inner {
     /// Logged-in sessions by username.
     sessions: HashMap<Box<str>, Arc<Mailbox>>,
+    /// A registered name's further devices (`--store`: sessions fed from
+    /// its inbox), beside the one in `sessions`, which stands for the
+    /// name: presence, `who` and lookups see one user.
+    devices: HashMap<Box<str>, Vec<Arc<Mailbox>>>,
     /// Sessions that receive joined/left events.
     watchers: Vec<Arc<Mailbox>>,
     /// Set at shutdown, when everyone leaving at once is not news.
@@ -129,18 +144,65 @@ impl Registry {
         Ok(())
     }
 
+    /// Adds a session fed from its inbox: as [`Registry::insert`] for
+    /// the name's first, then as a further device of the name, up to `max`
+    /// in all. The name joins with its first device and leaves with its
+    /// last.
+    pub fn insert_device(&self, session: &Arc<Mailbox>, max: usize) -> Result<(), DeviceRefused> {
+        let mut inner = self.write();
+        let name = session.name();
+        let holder_is_device = inner
+            .sessions
+            .get(name)
+            .map(|holder| holder.is_inbox() && session.is_inbox());
+        match holder_is_device {
+            None => {
+                drop(inner);
+                return self.insert(session).map_err(|_| DeviceRefused::Taken);
+            }
+            Some(false) => return Err(DeviceRefused::Taken),
+            Some(true) => {}
+        }
+        let devices = inner.devices.entry(name.into()).or_default();
+        if 1 + devices.len() >= max {
+            return Err(DeviceRefused::TooMany);
+        }
+        devices.push(Arc::clone(session));
+        Ok(())
+    }
+
     /// Removes `session`, but only if its name still maps to it (a new
-    /// session with the same name must not be evicted by an old one).
+    /// session with the same name must not be evicted by an old one). A
+    /// name with further devices stays online: one of them stands for it.
     pub fn remove(&self, session: &Arc<Mailbox>) {
         let mut inner = self.write();
         inner.watchers.retain(|w| !Arc::ptr_eq(w, session));
-        if inner
+        let name = session.name();
+        if !inner
             .sessions
-            .get(session.name())
+            .get(name)
             .is_some_and(|current| Arc::ptr_eq(current, session))
         {
-            inner.sessions.remove(session.name());
-            inner.announce(false, session.name());
+            if let Some(devices) = inner.devices.get_mut(name) {
+                devices.retain(|d| !Arc::ptr_eq(d, session));
+                if devices.is_empty() {
+                    inner.devices.remove(name);
+                }
+            }
+            return;
+        }
+        let next = inner.devices.get_mut(name).and_then(Vec::pop);
+        if inner.devices.get(name).is_some_and(Vec::is_empty) {
+            inner.devices.remove(name);
+        }
+        match next {
+            Some(next) => {
+                inner.sessions.insert(name.into(), next);
+            }
+            None => {
+                inner.sessions.remove(name);
+                inner.announce(false, name);
+            }
         }
     }
 
@@ -173,7 +235,12 @@ impl Registry {
     /// Calls `f` on every logged-in session, under the read lock (so `f`
     /// must be quick and must not touch the registry).
     pub(crate) fn for_each(&self, f: impl FnMut(&Arc<Mailbox>)) {
-        self.read().sessions.values().for_each(f);
+        let inner = self.read();
+        inner
+            .sessions
+            .values()
+            .chain(inner.devices.values().flatten())
+            .for_each(f);
     }
 
     /// Online usernames, here and on the cluster's other nodes, sorted.
@@ -303,6 +370,52 @@ mod tests {
         shared.registry.remove(&bob);
         assert!(shared.registry.get(b"bob").is_none());
         assert_eq!(shared.registry.insert(&impostor), Ok(()));
+    }
+
+    #[test]
+    fn devices_of_a_name_join_once_leave_with_the_last_and_are_bounded() {
+        let shared = shared();
+        let (watcher, _c0) = session(&shared, "carol");
+        shared.registry.insert(&watcher).unwrap();
+        shared.registry.watch(&watcher, b"");
+        let devices: Vec<_> = (0..3).map(|_| session(&shared, "bob")).collect();
+        for (device, _) in &devices {
+            device.set_inbox();
+        }
+        let (plain, _c4) = session(&shared, "bob");
+        assert_eq!(shared.registry.insert_device(&devices[0].0, 2), Ok(()));
+        assert_eq!(shared.registry.insert_device(&devices[1].0, 2), Ok(()));
+        assert_eq!(
+            shared.registry.insert_device(&devices[2].0, 2),
+            Err(DeviceRefused::TooMany)
+        );
+        // A session not fed from the inbox cannot join the devices.
+        assert_eq!(
+            shared.registry.insert_device(&plain, 2),
+            Err(DeviceRefused::Taken)
+        );
+        let mut seen = 0;
+        shared.registry.for_each(|_| seen += 1);
+        assert_eq!(seen, 3, "carol and both of bob's devices");
+        // The first leaves: the second stands for the name, no news.
+        shared.registry.remove(&devices[0].0);
+        assert!(shared
+            .registry
+            .get(b"bob")
+            .is_some_and(|s| Arc::ptr_eq(&s, &devices[1].0)));
+        shared.registry.remove(&devices[1].0);
+        assert!(shared.registry.get(b"bob").is_none());
+        let events: Vec<_> = queued(&watcher)
+            .into_iter()
+            .filter(|out| matches!(out, Out::Presence(..)))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                Out::Presence(true, "bob".into()),
+                Out::Presence(false, "bob".into())
+            ]
+        );
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum Code {
     /// The recipient is not connected and the store cannot take the
     /// message just now (a full disk, a disk not keeping up).
     StoreUnavailable,
+    /// A registered name is logged in on `--max-devices` devices already.
+    TooManyDevices,
 }
 
 /// Each code with its word and the template of its text, where `{}`
@@ -161,6 +163,11 @@ const CATALOGUE: &[(Code, &str, &str)] = &[
         "store-unavailable",
         "cannot store messages right now; message to '{}' not delivered\n",
     ),
+    (
+        Code::TooManyDevices,
+        "too-many-devices",
+        "'{}' is logged in on as many devices as this server allows\n",
+    ),
 ];
 
 impl Code {
@@ -238,6 +245,7 @@ impl Code {
                 | Code::WrongPassword
                 | Code::NotRegistered
                 | Code::ServerFull
+                | Code::TooManyDevices
         )
     }
 

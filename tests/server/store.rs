@@ -320,3 +320,123 @@ fn a_store_in_use_by_another_server_is_refused_at_start() {
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty(), "it announced a port");
 }
+
+#[test]
+fn history_export_and_purge_work_on_a_closed_store_and_the_console_counts() {
+    let dir = TempDir::new("export");
+    let mut server = server(&dir.0);
+    let mut alice = log_in(&server, "alice", "receipts stored");
+    alice.send("bob", "for \"bob\"");
+    alice.send("bob", "again");
+    let (opcode, ..) = alice.pair_frame();
+    assert_eq!(opcode, OP_STORED);
+    server.console("accounts");
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("bob")) {
+        lines.push(server.stdout_line());
+    }
+    let bob = lines.iter().find(|l| l.contains("bob")).unwrap();
+    assert!(bob.ends_with(" 2 stored"), "{bob}");
+    // Refused while the server has it open.
+    let store = dir.0.join("store.redb");
+    let history = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .arg("history")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let busy = history(&["export", store.to_str().unwrap(), "bob"]);
+    assert_eq!(busy.status.code(), Some(1));
+    server.signal("TERM");
+    server.wait_exit();
+
+    let export = history(&["export", store.to_str().unwrap(), "bob"]);
+    assert_eq!(export.status.code(), Some(0));
+    let text = String::from_utf8(export.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("\"dir\":\"in\",\"peer\":\"alice\",\"content\":\"for \\\"bob\\\"\""));
+    // alice's own log has the copies she sent.
+    let sent = history(&["export", store.to_str().unwrap(), "alice"]);
+    assert!(String::from_utf8(sent.stdout)
+        .unwrap()
+        .contains("\"dir\":\"out\",\"peer\":\"bob\""));
+    assert_eq!(
+        history(&["purge", store.to_str().unwrap(), "bob"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let after = history(&["export", store.to_str().unwrap(), "bob"]);
+    assert!(after.stdout.is_empty());
+    let missing = history(&["export", dir.0.join("nothing").to_str().unwrap(), "bob"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn two_devices_of_one_name_get_every_message_and_each_others_sent_copies() {
+    let dir = TempDir::new("devices");
+    let accounts = accounts(&dir.0);
+    let store = dir.0.join("store.redb");
+    let mut server = ServerProcess::start(&[
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+        "--store",
+        store.to_str().unwrap(),
+        "--max-devices",
+        "2",
+    ]);
+    // A presence watcher: bob joins with his first device, leaves with
+    // his last.
+    let mut carol = server.connect("carol");
+    carol.hello("pmchat/1 presence");
+    assert_eq!(carol.pair_frame().0, OP_HELLO);
+    assert_eq!(carol.pair_frame().0, 3, "the online list");
+    let mut first = log_in(&server, "bob", "inbox");
+    assert_eq!(caught_up(&mut first), 0);
+    assert_eq!(carol.pair_frame(), (4, b"joined".to_vec(), b"bob".to_vec()));
+    let mut second = log_in(&server, "bob", "inbox");
+    assert_eq!(caught_up(&mut second), 0);
+    // A third is one too many.
+    let mut third = server.connect("bob");
+    third.hello("pmchat/1 password inbox");
+    third.write(&[0, 5, 0, 0, 0, 2, b'p', b'w']);
+    assert_eq!(
+        third.frame(),
+        crate::common::Frame::err("'bob' is logged in on as many devices as this server allows\n")
+    );
+    third.expect_closed();
+
+    let mut alice = log_in(&server, "alice", "receipts");
+    assert_eq!(
+        carol.pair_frame(),
+        (4, b"joined".to_vec(), b"alice".to_vec())
+    );
+    alice.send("bob", "to both");
+    assert_eq!(alice.pair_frame().0, OP_ACCEPTED);
+    for device in [&mut first, &mut second] {
+        let got = entry(device);
+        assert_eq!((got.direction, got.content.as_str()), (b'r', "to both"));
+    }
+    // What one device sends, the other sees as sent; the sender does not
+    // get its own copy.
+    first.send("alice", "from the first");
+    assert_eq!(
+        alice.frame(),
+        crate::common::Frame::msg("bob", "from the first")
+    );
+    let copy = entry(&mut second);
+    assert_eq!(
+        (copy.direction, copy.peer.as_str(), copy.content.as_str()),
+        (b'o', "alice", "from the first")
+    );
+    first.expect_silence(Duration::from_millis(200));
+    // Still online while one device is.
+    drop(first);
+    carol.expect_silence(Duration::from_millis(300));
+    assert!(server.users().iter().any(|n| n == "bob"));
+    drop(second);
+    assert_eq!(carol.pair_frame(), (4, b"left".to_vec(), b"bob".to_vec()));
+}
