@@ -1,4 +1,4 @@
-//! Process-level helpers: the open-files limit, and CPU time and resident
+//! Process-level helpers: the open-files limit, SIGXFSZ, and CPU time and resident
 //! memory read from `/proc` (Linux) for the benchmark's reports.
 
 use std::io;
@@ -31,6 +31,18 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         }
     }
     Ok(limit.current.unwrap_or(u64::MAX))
+}
+
+/// Ignores SIGXFSZ: a write past the file-size limit (`RLIMIT_FSIZE`)
+/// then fails with `EFBIG`, which the caller reports, instead of the
+/// signal's default action ending the process.
+pub fn ignore_file_size_signal() {
+    // SAFETY: SIG_IGN is a disposition, not a handler: no code runs on the
+    // signal, so nothing here can be unsafe to run in a signal context, and
+    // `signal` itself is safe to call from any thread.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// CPU time (user + system) a process has used, in seconds.

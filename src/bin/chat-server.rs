@@ -82,6 +82,10 @@ fn main() -> ExitCode {
     // The store opens after the accounts (it serves registered names
     // only) and before the port is announced.
     if let Some(path) = &args.store {
+        // A file-size limit (RLIMIT_FSIZE) or a quota then makes the
+        // store's writes fail with EFBIG, which it reports and recovers
+        // from, instead of the signal killing the server.
+        pmchat::sys::ignore_file_size_signal();
         match pmchat::store::Store::open(path, args.retention()) {
             Ok(store) => {
                 tracing::info!(

@@ -33,7 +33,7 @@ mod writer;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -113,7 +113,9 @@ struct Pending {
 /// The durable conversation logs. See the module doc.
 pub struct Store {
     path: PathBuf,
-    db: Database,
+    /// The database; `None` while the writer reopens it after a failed
+    /// write (redb refuses everything after one until it is reopened).
+    db: RwLock<Option<Database>>,
     pending: Mutex<Pending>,
     /// Wakes the writer.
     wake: Condvar,
@@ -145,7 +147,7 @@ impl Store {
             path: path.to_owned(),
             detail,
         };
-        let db = match Database::builder().set_cache_size(16 << 20).create(path) {
+        let db = match open_database(path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked {
@@ -191,7 +193,7 @@ impl Store {
         })?;
         let store = Arc::new(Store {
             path: path.to_owned(),
-            db,
+            db: RwLock::new(Some(db)),
             pending: Mutex::new(Pending {
                 buf: Vec::new(),
                 next_id: start,
@@ -215,6 +217,36 @@ impl Store {
         };
         *store.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
         Ok(store)
+    }
+
+    /// The database, for one read or one transaction: held, it keeps the
+    /// writer from reopening it underneath.
+    fn db(&self) -> Result<Db<'_>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(StoreError::Read(
+                "the store is being reopened after a failed write".into(),
+            ));
+        }
+        Ok(Db(guard))
+    }
+
+    /// Closes and opens the database again after a failed write; false
+    /// if it cannot be opened yet (the next batch tries again).
+    fn reopen(&self) -> bool {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Dropped first: it holds the file's lock.
+        *slot = None;
+        match open_database(&self.path) {
+            Ok(db) => {
+                *slot = Some(db);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(store = %self.path.display(), "cannot reopen the store yet: {e}");
+                false
+            }
+        }
     }
 
     /// The file the store lives in.
@@ -310,6 +342,27 @@ impl Store {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.join();
+        }
+    }
+}
+
+/// Opens (or creates) the database file.
+fn open_database(path: &Path) -> Result<Database, DatabaseError> {
+    Database::builder().set_cache_size(16 << 20).create(path)
+}
+
+/// A read guard on an open database (see [`Store::db`]).
+struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        match self.0.as_ref() {
+            Some(db) => db,
+            // `Store::db` makes a `Db` only of an open database, and the
+            // guard keeps it open.
+            None => unreachable!("a Db guard on a closed database"),
         }
     }
 }

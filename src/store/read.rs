@@ -26,7 +26,8 @@ impl Store {
         if after >= up_to {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(read_error)?;
         let log = txn.open_table(LOG).map_err(read_error)?;
         let mut entries = Vec::new();
         for item in log
@@ -53,7 +54,8 @@ impl Store {
         before: u64,
         max: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(read_error)?;
         let log = txn.open_table(LOG).map_err(read_error)?;
         let mut entries = Vec::new();
         if before == 0 {
@@ -81,7 +83,8 @@ impl Store {
 
     /// The id of `owner`'s newest committed entry, 0 if none.
     pub fn last_id(&self, owner: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(read_error)?;
         let log = txn.open_table(LOG).map_err(read_error)?;
         let mut range = log
             .range((owner, 0)..=(owner, u64::MAX))
@@ -95,7 +98,8 @@ impl Store {
     /// The id of `owner`'s newest entry logged before `ts_ms`, 0 if none:
     /// a replay after it starts at that time.
     pub fn last_before(&self, owner: &str, ts_ms: u64) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(read_error)?;
         let log = txn.open_table(LOG).map_err(read_error)?;
         let range = log
             .range((owner, 0)..=(owner, u64::MAX))
@@ -111,12 +115,13 @@ impl Store {
 
     /// `owner`'s mark (see [`Store::set_mark`]), if one was ever set.
     pub fn mark(&self, owner: &str) -> Result<Option<u64>, StoreError> {
-        read_mark(&self.db, owner).map_err(read_error)
+        read_mark(&*self.db()?, owner).map_err(read_error)
     }
 
     /// Entries kept for `owner`.
     pub fn count(&self, owner: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(read_error)?;
         let counts = txn.open_table(COUNTS).map_err(read_error)?;
         let count = counts
             .get(owner)
@@ -127,7 +132,8 @@ impl Store {
 
     /// Entries kept in all.
     pub fn total(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(read_error)?;
         let log = txn.open_table(LOG).map_err(read_error)?;
         log.len().map_err(read_error)
     }
@@ -135,7 +141,8 @@ impl Store {
     /// Writes `owner`'s log as JSON lines, oldest first: `id`, `ts` (ms
     /// since the epoch), `dir` (`in` or `out`), `peer`, `content`. How many.
     pub fn export(&self, owner: &str, out: &mut impl Write) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(read_error)?;
         let log = txn.open_table(LOG).map_err(read_error)?;
         let mut written = 0;
         let mut line = String::new();
@@ -158,7 +165,8 @@ impl Store {
 
     /// Removes every entry of `owner`'s log; how many went.
     pub fn purge(&self, owner: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().map_err(read_error)?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(read_error)?;
         let purged = {
             let mut log = txn.open_table(LOG).map_err(read_error)?;
             let purged = log

@@ -60,6 +60,9 @@ pub(super) fn run(store: &Store) {
                 if let Some(first) = first {
                     store.note_failure(first, last);
                 }
+                // After a failed write redb refuses everything until it is
+                // opened again; what it had committed is intact.
+                store.reopen();
             }
         }
         batch.clear();
@@ -77,7 +80,14 @@ fn commit(
     reserve: Option<u64>,
     prune: bool,
 ) -> Result<(), redb::Error> {
-    let mut txn = store.db.begin_write()?;
+    let Ok(db) = store.db() else {
+        // Closed after a failure and not reopened yet: try again now.
+        if !store.reopen() {
+            return Err(redb::Error::PreviousIo);
+        }
+        return commit(store, batch, marks, reserve, prune);
+    };
+    let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     insert_entries(&txn, batch, store.retention)?;
     if !marks.is_empty() {

@@ -440,3 +440,107 @@ fn two_devices_of_one_name_get_every_message_and_each_others_sent_copies() {
     drop(second);
     assert_eq!(carol.pair_frame(), (4, b"left".to_vec(), b"bob".to_vec()));
 }
+
+/// Sets the file-size limit (`RLIMIT_FSIZE`) of a running process.
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to read, and a null
+    // old-limit pointer asks for nothing back.
+    let done = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_full_disk_refuses_stored_messages_clearly_live_ones_go_on_and_it_recovers() {
+    let dir = TempDir::new("full-disk");
+    let mut server = server(&dir.0);
+    let store = dir.0.join("store.redb");
+    // The disk is "full" a little past what the store holds now.
+    let size = std::fs::metadata(&store).unwrap().len();
+    limit_file_size(server.pid(), Some(size + 256 * 1024));
+    let mut carol = server.login("carol");
+    let mut alice = log_in(&server, "alice", "receipts codes stored");
+    let content = "x".repeat(1000);
+    let mut stored = 0;
+    let mut refused = None;
+    let mut ordinal = 0;
+    while refused.is_none() {
+        assert!(ordinal < 20_000, "the limit never bit");
+        for _ in 0..50 {
+            alice.send("bob", &content);
+        }
+        ordinal += 50;
+        // Every one of them accounted for: stored or refused, in order.
+        let mut accounted = ordinal - 50;
+        while accounted < ordinal {
+            let (opcode, a, b) = alice.pair_frame();
+            match opcode {
+                OP_STORED => {
+                    let (first, last) = (ordinal_of(&a), ordinal_of(&b));
+                    assert_eq!(first, accounted + 1);
+                    stored += last - first + 1;
+                    accounted = last;
+                }
+                OP_REFUSED => {
+                    assert_eq!(ordinal_of(&a), accounted + 1);
+                    assert_eq!(&a[8..], b"store-unavailable");
+                    assert!(String::from_utf8_lossy(&b).contains("cannot store messages right now"));
+                    refused.get_or_insert(accounted + 1);
+                    accounted += 1;
+                }
+                OP_ACCEPTED => accounted = ordinal_of(&b).max(accounted),
+                other => panic!("unexpected opcode {other}"),
+            }
+        }
+    }
+    assert!(stored > 0, "nothing was stored before the limit");
+    // Live delivery goes on.
+    alice.send("carol", "still here");
+    assert_eq!(alice.pair_frame().0, OP_ACCEPTED);
+    assert_eq!(
+        carol.frame(),
+        crate::common::Frame::msg("alice", "still here")
+    );
+    // Space returns: storing works again.
+    limit_file_size(server.pid(), None);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        alice.send("bob", "after");
+        let (opcode, _, _) = alice.pair_frame();
+        if opcode == OP_STORED {
+            break;
+        }
+        assert_eq!(opcode, OP_REFUSED);
+        assert!(Instant::now() < deadline, "storing never recovered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Everything whose receipt said stored arrives.
+    let mut bob = log_in(&server, "bob", "inbox");
+    let mut got = 0;
+    loop {
+        let (opcode, _, b) = bob.pair_frame();
+        if opcode == OP_CAUGHT_UP {
+            break;
+        }
+        assert_eq!(opcode, OP_ENTRY);
+        got += 1;
+        if got > stored {
+            assert_eq!(b, b"after");
+        }
+    }
+    assert_eq!(got, stored + 1);
+}
+
+fn ordinal_of(field: &[u8]) -> u64 {
+    ordinal(field)
+}
