@@ -247,6 +247,30 @@ throughput "throughput, 10 pairs, 1 KiB" --pairs 10 --messages 200000 --size 102
 # The senders ask for receipts and read them: their cost on the hot path.
 throughput "throughput, 1 pair, 32 B, receipts" --pairs 1 --messages 5000000 --size 32 --receipts
 throughput "throughput, 100 pairs, 32 B, receipts" --pairs 100 --messages 100000 --size 32 --receipts
+# Messages to registered names nobody is logged in to, on a server with
+# --store: each counted once its STORED receipt came, which the server
+# sends after the commit and its fsync. A fresh store and accounts file
+# for every run (chat-bench writes the recipients into the accounts file,
+# which the server reads again within a second).
+stored() {
+    local name=$1; shift
+    server_args=(--accounts "$work/accounts" --store "$work/store.redb")
+    runs=()
+    for i in 1 2 3; do
+        rm -f "$work/store.redb"
+        echo "# chat-bench stored" > "$work/accounts"
+        bench "$name (run $i)" stored --accounts-file "$work/accounts" "$@"
+        cp "$work/result.json" "$work/stored-$i.json"
+        runs+=("$work/stored-$i.json")
+    done
+    server_args=()
+    mapfile -t runs < <(python3 -c 'import json,sys; [print(f) for f in sorted(sys.argv[1:], key=lambda f: json.load(open(f))["msgs_per_s"])]' "${runs[@]}")
+    local r=${runs[1]}
+    row "$name" "$(fmt "$(json "$r" msgs_per_s)" ',.0f') msgs/s stored (fsynced); 3 runs: $(range msgs_per_s 1e6 .2f "${runs[@]}") M" \
+        "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" \
+        "$(fmt "$(json "$r" bench_cpu_s)" .2f)" "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"
+}
+stored "stored for offline registered names, 100 pairs, 32 B" --pairs 100 --messages 10000 --size 32
 latency "latency, 10 pairs, 10,000 msgs/s" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
 # The same workload on NATS and Redis publish/subscribe (Debian's
 # nats-server and redis-server), measured in the same run.

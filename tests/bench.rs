@@ -231,3 +231,38 @@ fn latency_against_a_peer_that_is_not_one_fails_cleanly() {
         .expect("run chat-bench");
     assert!(!output.status.success());
 }
+
+#[test]
+fn stored_counts_messages_the_store_committed_for_offline_names() {
+    let dir = std::env::temp_dir().join(format!("pmchat-bench-stored-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let accounts = dir.join("accounts");
+    std::fs::write(&accounts, "# none yet\n").unwrap();
+    let store = dir.join("store.redb");
+    let server = ServerProcess::start(&[
+        "-q",
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let report = bench(
+        &server,
+        &[
+            "stored",
+            "--accounts-file",
+            accounts.to_str().unwrap(),
+            "--pairs",
+            "3",
+            "--messages",
+            "500",
+            "--window",
+            "64",
+        ],
+    );
+    assert_eq!(report["stored"], 1500);
+    assert_eq!(report["refused"], 0);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

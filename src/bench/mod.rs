@@ -15,6 +15,7 @@ mod conns;
 mod latency;
 pub mod peers;
 mod report;
+mod stored;
 mod throughput;
 
 use crate::exit_codes::Status;
@@ -50,6 +51,9 @@ pub enum Case {
     Latency(LatencyArgs),
     /// Many idle logged-in connections; the server's memory per connection.
     Conns(ConnsArgs),
+    /// Senders to registered names nobody is logged in to, on a server with
+    /// --store: messages stored (committed and fsynced) per second.
+    Stored(StoredArgs),
 }
 
 /// Options every case shares.
@@ -137,6 +141,29 @@ impl Target {
     }
 }
 
+/// `chat-bench stored`.
+#[derive(Debug, Args)]
+pub struct StoredArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The accounts file the server was started with (`--accounts`): the
+    /// recipients' names are written into it (what it held is replaced).
+    #[arg(long, value_name = "FILE")]
+    pub accounts_file: std::path::PathBuf,
+    /// Senders, each to a recipient of its own.
+    #[arg(long, default_value_t = 1)]
+    pub pairs: usize,
+    /// Messages each sender sends.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Content bytes per message (at least 16: the sequence number).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(16..))]
+    pub size: u16,
+    /// Messages in flight (sent, not yet accounted for) per sender.
+    #[arg(long, default_value_t = 16_384)]
+    pub window: u64,
+}
+
 /// `chat-bench throughput`.
 #[derive(Debug, Args)]
 pub struct ThroughputArgs {
@@ -217,6 +244,7 @@ pub fn run(args: BenchArgs) -> Status {
         Case::Throughput(a) => &a.common,
         Case::Latency(a) => &a.common,
         Case::Conns(a) => &a.common,
+        Case::Stored(a) => &a.common,
     };
     let target = match Target::new(common) {
         Ok(target) => target,
@@ -241,6 +269,7 @@ pub fn run(args: BenchArgs) -> Status {
             Case::Throughput(a) => throughput::run(&ex, &target, a).await,
             Case::Latency(a) => latency::run(&ex, &target, a).await,
             Case::Conns(a) => conns::run(&ex, target.addr, a).await,
+            Case::Stored(a) => stored::run(&ex, &target, a).await,
         }
     });
     match outcome {

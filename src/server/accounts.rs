@@ -167,6 +167,9 @@ impl FileStamp {
 pub struct Accounts {
     path: PathBuf,
     table: RwLock<Arc<AccountTable>>,
+    /// Bumped whenever `table` is replaced: what was learnt from one
+    /// table (a name registered or not) holds while this stays the same.
+    version: std::sync::atomic::AtomicU64,
     /// The version last read (even if it did not parse, so a bad file is
     /// reported once, not at every check).
     seen: Mutex<Option<FileStamp>>,
@@ -180,6 +183,7 @@ impl Accounts {
         Ok(Accounts {
             path: path.to_path_buf(),
             table: RwLock::new(Arc::new(table)),
+            version: std::sync::atomic::AtomicU64::new(0),
             seen: Mutex::new(stamp),
         })
     }
@@ -187,6 +191,11 @@ impl Accounts {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Changes whenever the table does.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The accounts as last read.
@@ -217,6 +226,8 @@ impl Accounts {
             });
         }
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(Reloaded {
             count: after,
             added,

@@ -55,16 +55,22 @@ impl Inboxes {
         &self.store
     }
 
-    /// The inbox of `name`, if it is a registered name. Kept for the
+    /// The accounts' version (see [`Accounts::version`]): an answer of
+    /// [`Inboxes::get`] holds while it stays the same.
+    pub(crate) fn accounts_version(&self) -> u64 {
+        self.accounts.version()
+    }
+
+    /// The inbox of `name`, if it is a registered name now. Kept for the
     /// server's life once made (at most one per account): every entry of
     /// a log must pass through the one inbox that numbers it.
     pub(crate) fn get(&self, name: &[u8]) -> Option<Arc<Inbox>> {
         let name = std::str::from_utf8(name).ok()?;
+        self.accounts.table().hash_of(name)?;
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(inbox) = users.get(name) {
             return Some(Arc::clone(inbox));
         }
-        self.accounts.table().hash_of(name)?;
         let inbox = Arc::new(Inbox {
             name: name.into(),
             state: Mutex::new(InboxState::default()),

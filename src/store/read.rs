@@ -4,13 +4,21 @@
 
 use std::io::Write;
 
-use redb::ReadableTableMetadata;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::entry::{decode_value, value_ts, Direction, Entry};
-use super::{read_mark, Store, StoreError, COUNTS, LOG};
+use super::{key_id, log_key, owner_keys, read_mark, Store, StoreError, COUNTS, LOG, OWNERS};
 
 fn read_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Read(e.to_string())
+}
+
+/// `owner`'s number in the log's keys; `None`: nothing was ever logged
+/// for it.
+fn owner_number(txn: &redb::ReadTransaction, owner: &str) -> Result<Option<u64>, StoreError> {
+    let owners = txn.open_table(OWNERS).map_err(read_error)?;
+    let number = owners.get(owner).map_err(read_error)?.map(|v| v.value());
+    Ok(number)
 }
 
 impl Store {
@@ -28,14 +36,15 @@ impl Store {
         }
         let db = self.db()?;
         let txn = db.begin_read().map_err(read_error)?;
+        let Some(number) = owner_number(&txn, owner)? else {
+            return Ok(Vec::new());
+        };
         let log = txn.open_table(LOG).map_err(read_error)?;
+        let range = log_key(number, after + 1)..=log_key(number, up_to);
         let mut entries = Vec::new();
-        for item in log
-            .range((owner, after + 1)..=(owner, up_to))
-            .map_err(read_error)?
-        {
+        for item in log.range(range).map_err(read_error)? {
             let (key, value) = item.map_err(read_error)?;
-            if let Some(entry) = decode_value(key.value().1, value.value()) {
+            if let Some(entry) = decode_value(key_id(key.value()), value.value()) {
                 entries.push(entry);
             }
             if entries.len() >= max {
@@ -56,17 +65,15 @@ impl Store {
     ) -> Result<Vec<Entry>, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(read_error)?;
-        let log = txn.open_table(LOG).map_err(read_error)?;
         let mut entries = Vec::new();
-        if before == 0 {
+        let Some(number) = owner_number(&txn, owner)?.filter(|_| before > 0) else {
             return Ok(entries);
-        }
-        let range = log
-            .range((owner, 0)..=(owner, before - 1))
-            .map_err(read_error)?;
-        for item in range.rev() {
+        };
+        let log = txn.open_table(LOG).map_err(read_error)?;
+        let range = log_key(number, 0)..=log_key(number, before - 1);
+        for item in log.range(range).map_err(read_error)?.rev() {
             let (key, value) = item.map_err(read_error)?;
-            let Some(entry) = decode_value(key.value().1, value.value()) else {
+            let Some(entry) = decode_value(key_id(key.value()), value.value()) else {
                 continue;
             };
             if peer.is_some_and(|peer| entry.peer != peer) {
@@ -85,12 +92,13 @@ impl Store {
     pub fn last_id(&self, owner: &str) -> Result<u64, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(read_error)?;
+        let Some(number) = owner_number(&txn, owner)? else {
+            return Ok(0);
+        };
         let log = txn.open_table(LOG).map_err(read_error)?;
-        let mut range = log
-            .range((owner, 0)..=(owner, u64::MAX))
-            .map_err(read_error)?;
+        let mut range = log.range(owner_keys(number)).map_err(read_error)?;
         match range.next_back() {
-            Some(item) => Ok(item.map_err(read_error)?.0.value().1),
+            Some(item) => Ok(key_id(item.map_err(read_error)?.0.value())),
             None => Ok(0),
         }
     }
@@ -100,14 +108,14 @@ impl Store {
     pub fn last_before(&self, owner: &str, ts_ms: u64) -> Result<u64, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(read_error)?;
+        let Some(number) = owner_number(&txn, owner)? else {
+            return Ok(0);
+        };
         let log = txn.open_table(LOG).map_err(read_error)?;
-        let range = log
-            .range((owner, 0)..=(owner, u64::MAX))
-            .map_err(read_error)?;
-        for item in range.rev() {
+        for item in log.range(owner_keys(number)).map_err(read_error)?.rev() {
             let (key, value) = item.map_err(read_error)?;
             if value_ts(value.value()).is_some_and(|ts| ts < ts_ms) {
-                return Ok(key.value().1);
+                return Ok(key_id(key.value()));
             }
         }
         Ok(0)
@@ -143,15 +151,15 @@ impl Store {
     pub fn export(&self, owner: &str, out: &mut impl Write) -> Result<u64, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(read_error)?;
-        let log = txn.open_table(LOG).map_err(read_error)?;
         let mut written = 0;
+        let Some(number) = owner_number(&txn, owner)? else {
+            return Ok(written);
+        };
+        let log = txn.open_table(LOG).map_err(read_error)?;
         let mut line = String::new();
-        for item in log
-            .range((owner, 0)..=(owner, u64::MAX))
-            .map_err(read_error)?
-        {
+        for item in log.range(owner_keys(number)).map_err(read_error)? {
             let (key, value) = item.map_err(read_error)?;
-            let Some(entry) = decode_value(key.value().1, value.value()) else {
+            let Some(entry) = decode_value(key_id(key.value()), value.value()) else {
                 continue;
             };
             line.clear();
@@ -168,9 +176,20 @@ impl Store {
         let db = self.db()?;
         let txn = db.begin_write().map_err(read_error)?;
         let purged = {
+            let number = txn
+                .open_table(OWNERS)
+                .map_err(read_error)?
+                .get(owner)
+                .map_err(read_error)?
+                .map(|v| v.value());
             let mut log = txn.open_table(LOG).map_err(read_error)?;
+            let Some(number) = number else {
+                drop(log);
+                txn.abort().map_err(read_error)?;
+                return Ok(0);
+            };
             let purged = log
-                .extract_from_if((owner, 0)..=(owner, u64::MAX), |_, _| true)
+                .extract_from_if(owner_keys(number), |_, _| true)
                 .map_err(read_error)?
                 .count() as u64;
             txn.open_table(COUNTS)

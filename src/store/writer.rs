@@ -13,13 +13,21 @@ use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use tracing::warn;
 
 use super::entry::{pending_entries, value_ts};
-use super::{now_ms, Retention, Store, COUNTS, LOG, MARKS, META, PRUNE_EVERY, RESERVE};
+use super::{
+    log_key, now_ms, owner_keys, Retention, Store, COUNTS, LOG, MARKS, META, OWNERS, PRUNE_EVERY,
+    RESERVE,
+};
+
+/// Owners' numbers in the log's keys, as committed (see [`super::OWNERS`]):
+/// the writer's own cache, so that an entry costs no lookup in the file.
+type OwnerNumbers = HashMap<Box<str>, u64>;
 
 /// Runs until [`Store::close`]: see the module doc of [`super`].
 pub(super) fn run(store: &Store) {
     let mut batch = Vec::new();
     let mut marks = Vec::new();
     let mut last_prune = Instant::now();
+    let mut owners = OwnerNumbers::new();
     loop {
         let (first, last, reserved) = {
             let mut pending = store.lock_pending();
@@ -49,7 +57,7 @@ pub(super) fn run(store: &Store) {
         // A reservation well ahead of what was handed out, written with
         // the entries that use it up.
         let reserve = (last + RESERVE / 2 > reserved).then_some(last + RESERVE);
-        match commit(store, &batch, &marks, reserve, prune) {
+        match commit(store, &batch, &marks, reserve, prune, &mut owners) {
             Ok(()) => {
                 if let Some(reserved) = reserve {
                     store.lock_pending().reserved = reserved;
@@ -61,7 +69,9 @@ pub(super) fn run(store: &Store) {
                     store.note_failure(first, last);
                 }
                 // After a failed write redb refuses everything until it is
-                // opened again; what it had committed is intact.
+                // opened again; what it had committed is intact (numbers
+                // given to new owners in the failed batch were not).
+                owners.clear();
                 store.reopen();
             }
         }
@@ -79,17 +89,18 @@ fn commit(
     marks: &[(Box<str>, u64)],
     reserve: Option<u64>,
     prune: bool,
+    owners: &mut OwnerNumbers,
 ) -> Result<(), redb::Error> {
     let Ok(db) = store.db() else {
         // Closed after a failure and not reopened yet: try again now.
         if !store.reopen() {
             return Err(redb::Error::PreviousIo);
         }
-        return commit(store, batch, marks, reserve, prune);
+        return commit(store, batch, marks, reserve, prune, owners);
     };
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
-    insert_entries(&txn, batch, store.retention)?;
+    insert_entries(&txn, batch, store.retention, owners)?;
     if !marks.is_empty() {
         let mut table = txn.open_table(MARKS)?;
         for (owner, id) in marks {
@@ -100,7 +111,7 @@ fn commit(
         txn.open_table(META)?.insert("reserved", reserved)?;
     }
     if prune {
-        prune_old(&txn, store.retention)?;
+        prune_old(&txn, store.retention, owners)?;
     }
     txn.commit()?;
     Ok(())
@@ -112,63 +123,113 @@ fn insert_entries(
     txn: &WriteTransaction,
     batch: &[u8],
     retention: Retention,
+    owners: &mut OwnerNumbers,
 ) -> Result<(), redb::Error> {
     if batch.is_empty() {
         return Ok(());
     }
     let mut log = txn.open_table(LOG)?;
     let mut counts = txn.open_table(COUNTS)?;
-    let mut added: HashMap<&str, u64> = HashMap::new();
+    // Per owner: its number and how many entries it got. Entries come in
+    // runs of one owner (a read batch of one sender to one recipient):
+    // the map is consulted once per run.
+    let mut added: HashMap<&str, (u64, u64)> = HashMap::new();
+    let mut run: Option<(&str, u64, u64)> = None;
     for entry in pending_entries(batch) {
-        log.insert((entry.owner, entry.id), entry.value)?;
-        *added.entry(entry.owner).or_default() += 1;
+        let number = match run {
+            Some((owner, number, _)) if owner == entry.owner => number,
+            _ => {
+                if let Some((owner, number, n)) = run.take() {
+                    added.entry(owner).or_insert((number, 0)).1 += n;
+                }
+                owner_number(txn, owners, entry.owner)?
+            }
+        };
+        log.insert(log_key(number, entry.id), entry.value)?;
+        run = match run {
+            Some((owner, number, n)) => Some((owner, number, n + 1)),
+            None => Some((entry.owner, number, 1)),
+        };
     }
-    for (owner, added) in added {
+    if let Some((owner, number, n)) = run {
+        added.entry(owner).or_insert((number, 0)).1 += n;
+    }
+    for (owner, (number, added)) in added {
         let count = counts.get(owner)?.map_or(0, |v| v.value()) + added;
         let excess = count.saturating_sub(retention.max_entries);
         if excess > 0 {
-            drop_oldest(&mut log, owner, excess, |_| true)?;
+            drop_oldest(&mut log, number, excess, |_| true)?;
         }
         counts.insert(owner, count - excess)?;
     }
     Ok(())
 }
 
+/// `owner`'s number, given now if it has none.
+fn owner_number(
+    txn: &WriteTransaction,
+    owners: &mut OwnerNumbers,
+    owner: &str,
+) -> Result<u64, redb::Error> {
+    if let Some(&number) = owners.get(owner) {
+        return Ok(number);
+    }
+    let mut table = txn.open_table(OWNERS)?;
+    let known = table.get(owner)?.map(|v| v.value());
+    let number = match known {
+        Some(number) => number,
+        None => {
+            let mut meta = txn.open_table(META)?;
+            let number = meta.get("owners")?.map_or(0, |v| v.value()) + 1;
+            meta.insert("owners", number)?;
+            table.insert(owner, number)?;
+            number
+        }
+    };
+    owners.insert(owner.into(), number);
+    Ok(number)
+}
+
 /// Removes up to `most` of `owner`'s oldest entries, stopping at the first
 /// one `take` does not accept; how many went.
 fn drop_oldest(
-    log: &mut Table<(&str, u64), &[u8]>,
-    owner: &str,
+    log: &mut Table<u128, &[u8]>,
+    owner: u64,
     most: u64,
     mut take: impl FnMut(&[u8]) -> bool,
 ) -> Result<u64, redb::Error> {
-    let mut ids = Vec::new();
-    for item in log.range((owner, 0)..=(owner, u64::MAX))? {
+    let mut keys = Vec::new();
+    for item in log.range(owner_keys(owner))? {
         let (key, value) = item?;
-        if ids.len() as u64 >= most || !take(value.value()) {
+        if keys.len() as u64 >= most || !take(value.value()) {
             break;
         }
-        ids.push(key.value().1);
+        keys.push(key.value());
     }
-    for id in &ids {
-        log.remove((owner, *id))?;
+    for key in &keys {
+        log.remove(*key)?;
     }
-    Ok(ids.len() as u64)
+    Ok(keys.len() as u64)
 }
 
 /// Drops entries older than `--history-days` from every log.
-fn prune_old(txn: &WriteTransaction, retention: Retention) -> Result<(), redb::Error> {
+fn prune_old(
+    txn: &WriteTransaction,
+    retention: Retention,
+    owners: &mut OwnerNumbers,
+) -> Result<(), redb::Error> {
     let cutoff = now_ms().saturating_sub(retention.max_days.saturating_mul(86_400_000));
     let mut log = txn.open_table(LOG)?;
     let mut counts = txn.open_table(COUNTS)?;
-    let owners: Vec<(String, u64)> = counts
+    let logs: Vec<(String, u64)> = counts
         .iter()?
         .filter_map(|item| item.ok())
         .map(|(owner, count)| (owner.value().to_owned(), count.value()))
         .collect();
-    for (owner, count) in owners {
+    for (owner, count) in logs {
         let old = |value: &[u8]| value_ts(value).is_some_and(|ts| ts < cutoff);
-        let dropped = drop_oldest(&mut log, &owner, count, old)?;
+        let number = owner_number(txn, owners, &owner)?;
+        let dropped = drop_oldest(&mut log, number, count, old)?;
         if dropped > 0 {
             counts.insert(owner.as_str(), count - dropped)?;
         }

@@ -544,3 +544,38 @@ fn a_full_disk_refuses_stored_messages_clearly_live_ones_go_on_and_it_recovers()
 fn ordinal_of(field: &[u8]) -> u64 {
     ordinal(field)
 }
+
+#[test]
+fn a_name_registered_while_a_sender_is_connected_gets_its_messages_stored() {
+    let dir = TempDir::new("registered-later");
+    let server = server(&dir.0);
+    let mut alice = log_in(&server, "alice", "receipts stored");
+    alice.send("dave", "before");
+    let (opcode, a, _) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&a)), (OP_REFUSED, 1));
+    // dave is registered: the server reads the accounts again within a
+    // second, and the same sender's next message to dave is stored.
+    let text = std::fs::read_to_string(dir.0.join("accounts")).unwrap();
+    let bob = text.lines().find(|l| l.starts_with("bob:")).unwrap();
+    let dave = bob.replacen("bob:", "dave:", 1);
+    let updated = dir.0.join("accounts.new");
+    std::fs::write(&updated, format!("{text}{dave}\n")).unwrap();
+    std::fs::rename(&updated, dir.0.join("accounts")).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut ordinal_now = 1;
+    loop {
+        ordinal_now += 1;
+        alice.send("dave", "after");
+        let (opcode, a, _) = alice.pair_frame();
+        assert_eq!(ordinal(&a), ordinal_now);
+        if opcode == OP_STORED {
+            break;
+        }
+        assert_eq!(opcode, OP_REFUSED);
+        assert!(
+            Instant::now() < deadline,
+            "dave's messages were never stored"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -30,8 +30,9 @@ pub(super) struct StoreRoute {
     pub(super) stored_receipts: bool,
 }
 
-/// A recipient's name and its inbox, if it is registered.
-type RecipientInbox = (Box<[u8]>, Option<Arc<Inbox>>);
+/// A recipient's name and its inbox, if it is registered, as of a version
+/// of the accounts.
+type RecipientInbox = (Box<[u8]>, Option<Arc<Inbox>>, u64);
 
 /// Where a message to a possibly registered name went.
 pub(super) enum ToInbox {
@@ -56,11 +57,13 @@ impl Router<'_> {
         content: &[u8],
     ) -> ToInbox {
         let route = self.store.get_or_insert_with(Box::default);
+        // Registered or not, until the accounts change.
+        let version = inboxes.accounts_version();
         let inbox = match &route.last {
-            Some((name, inbox)) if **name == *to => inbox.clone(),
+            Some((name, inbox, seen)) if **name == *to && *seen == version => inbox.clone(),
             _ => {
                 let inbox = inboxes.get(to);
-                route.last = Some((to.into(), inbox.clone()));
+                route.last = Some((to.into(), inbox.clone(), version));
                 inbox
             }
         };
