@@ -56,6 +56,8 @@ pub struct BatchOptions {
     pub cursor: Option<super::cursor::CursorFile>,
     /// Leave once the log is replayed.
     pub until_caught_up: bool,
+    /// `--exec CMD`.
+    pub exec: Option<String>,
     /// A lost connection will be reconnected: say nothing about it here.
     pub reconnect: bool,
     /// This connection is a reconnection: a name still held (by our own
@@ -70,6 +72,11 @@ pub struct BatchOptions {
     /// every connection of the run.
     pub messages_left: Option<Arc<AtomicU64>>,
 }
+
+/// How long `--until-caught-up --exec` waits for the command to get
+/// through what was received before it leaves anyway (the cursor stays
+/// before what it did not get to).
+const EXEC_DRAIN: Duration = Duration::from_secs(3600);
 
 /// Bytes of encoded frames gathered before a write even if the script
 /// still has lines buffered.
@@ -225,6 +232,9 @@ pub fn run(
     smol::block_on(async {
         let mut output = Output::new(options.renderer);
         output.follow_log(options.cursor, options.until_caught_up);
+        if let Some(command) = options.exec {
+            output.exec(super::exec::Exec::new(command));
+        }
         // Following, SIGINT and SIGTERM end the run cleanly (what was
         // received is written, the cursor kept) from the start, not only
         // once the script is sent: messages may be printed before that.
@@ -341,7 +351,16 @@ pub fn run(
         }
         // Whatever was received is written before we go, unless stdout
         // stays blocked for longer than we would wait for the server.
-        output.finish(options.drain_timeout).await;
+        // --until-caught-up --exec: every message received is run before
+        // the run counts as caught up.
+        let bound = match options.until_caught_up && output.has_exec() {
+            true => EXEC_DRAIN,
+            false => options.drain_timeout,
+        };
+        output.finish(bound).await;
+        if output.exec_failed() {
+            state.fail();
+        }
         let status = super::exit_status(state, received, expected);
         if lost {
             let notice = match notice.or(unanswered) {

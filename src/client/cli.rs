@@ -19,7 +19,7 @@ use crate::wire::v1::validate_username;
 /// `chat-client: error: TEXT`.
 #[derive(Debug, Parser)]
 #[command(
-    group(clap::ArgGroup::new("following").args(["follow", "until_caught_up"]).multiple(true)),
+    group(clap::ArgGroup::new("following").args(["follow", "until_caught_up", "exec"]).multiple(true)),
     name = "chat-client",
     version,
     after_long_help = "\
@@ -155,6 +155,17 @@ pub struct ClientArgs {
     /// exit status 1 if the server keeps no messages for the name.
     #[arg(long, conflicts_with = "interactive")]
     pub until_caught_up: bool,
+
+    /// Run CMD (through sh -c) for each message instead of printing it:
+    /// the content on its stdin, the sender, id and time in PMCHAT_FROM,
+    /// PMCHAT_ID and PMCHAT_TS. On a server that keeps messages the cursor
+    /// moves past a message only once CMD exited 0 for it, so each is
+    /// processed effectively once across restarts; a failing CMD is run
+    /// again with back-off, and after 5 failures the client stops with
+    /// exit status 1, the next run starting with that message. Implies
+    /// --follow.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["interactive", "json"])]
+    pub exec: Option<String>,
 
     /// With --follow: when the connection is lost (the server restarted,
     /// the network dropped), connect again with capped exponential back-off
@@ -337,7 +348,7 @@ impl ClientArgs {
             self.command = words.collect();
         }
         self.username = parse_username(&self.username)?;
-        self.follow |= self.until_caught_up;
+        self.follow |= self.until_caught_up || self.exec.is_some();
         let alone = self.follow || self.interactive || !self.files.is_empty();
         if !self.command.is_empty() && alone {
             return Err(

@@ -14,6 +14,8 @@
 //! - [`receipts`]: messages in flight until the server accounts for them.
 //! - `cursor`: the inbox cursor (`--follow` on a server with `--store`),
 //!   kept per server and name in the state directory.
+//! - `exec`: `--exec CMD`, each message handed to a command, effectively
+//!   once.
 //! - `device`: the device tokens servers gave this client, kept per server
 //!   and name in the state directory.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
@@ -28,6 +30,7 @@ pub mod config;
 mod connection;
 mod cursor;
 mod device;
+mod exec;
 mod frames;
 mod output;
 mod receipts;

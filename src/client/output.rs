@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use super::cursor::CursorFile;
+use super::exec::{Exec, Job};
 use super::frames::{LogEntry, Sink};
 use super::receipts::Sent;
 use super::render::{Renderer, Stream};
@@ -35,6 +36,13 @@ pub struct Output {
     cursor: Option<CursorFile>,
     /// End the session once the log is replayed (`--until-caught-up`).
     until_caught_up: bool,
+    /// `--exec`: messages go to this command instead of stdout, until the
+    /// writer takes it.
+    exec: Option<Exec>,
+    /// Messages for the command, not yet handed to the writer.
+    jobs: Vec<Job>,
+    /// Bytes of content in `jobs`.
+    job_bytes: usize,
     /// The log was replayed.
     caught_up: bool,
 }
@@ -52,7 +60,30 @@ impl Output {
             cursor: None,
             until_caught_up: false,
             caught_up: false,
+            exec: None,
+            jobs: Vec::new(),
+            job_bytes: 0,
         }
+    }
+
+    /// Hands every message to `exec` instead of printing it.
+    pub fn exec(&mut self, exec: Exec) {
+        self.exec = Some(exec);
+    }
+
+    /// True with `--exec`.
+    pub fn has_exec(&self) -> bool {
+        self.exec.is_some() || self.writer.as_ref().is_some_and(StdoutWriter::has_exec)
+    }
+
+    /// True if `--exec`'s command kept failing: the run ends in error.
+    pub fn exec_failed(&self) -> bool {
+        self.writer.as_ref().is_some_and(StdoutWriter::exec_failed)
+    }
+
+    fn push_job(&mut self, job: Job) {
+        self.job_bytes += job.content.len() + job.from.len();
+        self.jobs.push(job);
     }
 
     /// Keeps the inbox cursor in `cursor` as log entries are written;
@@ -65,6 +96,16 @@ impl Output {
     /// Queues the line of a log entry, marking where it ends for the
     /// cursor.
     pub fn entry(&mut self, entry: &LogEntry<'_>) {
+        if self.exec.is_some() {
+            self.push_job(Job {
+                id: Some(entry.id),
+                ts_ms: Some(entry.ts_ms),
+                from: String::from_utf8_lossy(entry.peer).into_owned(),
+                content: entry.content.to_vec(),
+                run: !entry.sent,
+            });
+            return;
+        }
         self.renderer.entry(entry, &mut self.stdout);
         self.marks.push((self.stdout.len(), entry.id));
     }
@@ -80,8 +121,19 @@ impl Output {
         self.stamp = Some(stamp);
     }
 
-    /// Queues a message line.
+    /// Queues a message line (or, with `--exec`, the message for the
+    /// command).
     pub fn message(&mut self, from: &[u8], content: &[u8]) {
+        if self.exec.is_some() {
+            self.push_job(Job {
+                id: None,
+                ts_ms: None,
+                from: String::from_utf8_lossy(from).into_owned(),
+                content: content.to_vec(),
+                run: true,
+            });
+            return;
+        }
         self.renderer
             .message(from, content, self.stamp.as_ref(), &mut self.stdout);
     }
@@ -157,7 +209,7 @@ impl Output {
 
     /// Bytes waiting to be written.
     pub fn pending(&self) -> usize {
-        self.stdout.len() + self.stderr.len()
+        self.stdout.len() + self.stderr.len() + self.job_bytes
     }
 
     /// Writes what is pending, waiting while stdout is full. A closed
@@ -169,14 +221,18 @@ impl Output {
             let _ = io::stderr().write_all(self.stderr.as_bytes());
             self.stderr.clear();
         }
-        if !self.stdout.is_empty() {
+        if !self.stdout.is_empty() || !self.jobs.is_empty() {
             let writer = match &mut self.writer {
                 Some(writer) => writer,
-                None => self.writer.insert(StdoutWriter::start(self.cursor.take())?),
+                None => self
+                    .writer
+                    .insert(StdoutWriter::start(self.cursor.take(), self.exec.take())?),
             };
             let text = std::mem::take(&mut self.stdout);
             let marks = std::mem::take(&mut self.marks);
-            writer.write(Chunk { text, marks }).await?;
+            let jobs = std::mem::take(&mut self.jobs);
+            self.job_bytes = 0;
+            writer.write(Chunk { text, marks, jobs }).await?;
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ impl Connector<'_> {
             let options = BatchOptions {
                 cursor: (self.cursor)(),
                 until_caught_up: args.until_caught_up,
+                exec: args.exec.clone(),
                 follow: args.follow,
                 reconnect: args.reconnect,
                 retry_taken: reconnecting,

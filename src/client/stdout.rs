@@ -20,6 +20,7 @@ use event_listener::{listener, Event};
 use rustix::event::{PollFd, PollFlags};
 
 use super::cursor::CursorFile;
+use super::exec::{Exec, Job};
 use crate::runtime::timeout;
 
 /// Chunks handed to the stdout thread and not yet written; with
@@ -32,6 +33,8 @@ const STDOUT_CHUNKS: usize = 2;
 pub(super) struct Chunk {
     pub(super) text: String,
     pub(super) marks: Vec<(usize, u64)>,
+    /// With `--exec`: the messages for the command, after `text`.
+    pub(super) jobs: Vec<Job>,
 }
 
 /// Standard output through a thread of its own, so a blocked reader (a
@@ -43,17 +46,28 @@ pub(super) struct StdoutWriter {
     finished: async_channel::Receiver<()>,
     /// The last write failed: stdout is gone.
     broken: Arc<AtomicBool>,
+    /// `--exec`'s command kept failing: the thread stopped.
+    exec_failed: Arc<AtomicBool>,
+    /// The thread runs `--exec`'s command.
+    exec: bool,
 }
 
 impl StdoutWriter {
     /// Starts the thread; with a `cursor`, it moves the cursor past each
     /// log entry as soon as the entry's line is written (one write and one
     /// cursor update per entry: a crash repeats at most one).
-    pub(super) fn start(mut cursor: Option<CursorFile>) -> io::Result<StdoutWriter> {
+    /// With `exec`, it also runs the command for each job, moving the
+    /// cursor past a message once the command exited 0 for it.
+    pub(super) fn start(
+        mut cursor: Option<CursorFile>,
+        exec: Option<Exec>,
+    ) -> io::Result<StdoutWriter> {
         let (chunks, queued) = async_channel::bounded::<Chunk>(STDOUT_CHUNKS);
         let (done, finished) = async_channel::bounded::<()>(1);
         let broken = Arc::new(AtomicBool::new(false));
-        let failed = Arc::clone(&broken);
+        let exec_failed = Arc::new(AtomicBool::new(false));
+        let (failed, gave_up) = (Arc::clone(&broken), Arc::clone(&exec_failed));
+        let has_exec = exec.is_some();
         std::thread::Builder::new()
             .name(crate::runtime::thread_name("out"))
             .spawn(move || {
@@ -64,13 +78,42 @@ impl StdoutWriter {
                         failed.store(true, Ordering::SeqCst);
                         return;
                     }
+                    let Some(exec) = &exec else { continue };
+                    for job in &chunk.jobs {
+                        if job.run {
+                            if let Err(e) = exec.run(job) {
+                                crate::err_line!("chat-client: {e}");
+                                gave_up.store(true, Ordering::SeqCst);
+                                failed.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                        if let (Some(file), Some(id)) = (cursor.as_mut(), job.id) {
+                            if let Err(e) = file.save(id) {
+                                crate::err_line!("chat-client: cannot keep the inbox cursor: {e}");
+                                cursor = None;
+                            }
+                        }
+                    }
                 }
             })?;
         Ok(StdoutWriter {
             chunks: Some(chunks),
             finished,
             broken,
+            exec_failed,
+            exec: has_exec,
         })
+    }
+
+    /// True if the thread runs `--exec`'s command.
+    pub(super) fn has_exec(&self) -> bool {
+        self.exec
+    }
+
+    /// True if `--exec`'s command kept failing and the thread stopped.
+    pub(super) fn exec_failed(&self) -> bool {
+        self.exec_failed.load(Ordering::SeqCst)
     }
 
     /// Hands `chunk` to the thread, waiting while it is behind.

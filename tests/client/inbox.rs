@@ -203,3 +203,49 @@ fn a_follower_stopped_and_restarted_20_times_during_a_flood_prints_every_message
         assert_eq!(line, &format!("alice: m{i}"));
     }
 }
+
+#[test]
+fn exec_runs_a_command_once_per_message_retrying_one_that_fails() {
+    let dir = TempDir::new("inbox-exec");
+    let server = server(&dir.0);
+    let sent = send(
+        &server,
+        &dir.0,
+        "send bob one\nsend bob two\nsend bob three\n",
+        &[],
+    );
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let out = dir.0.join("out");
+    let count = dir.0.join("count");
+    // Fails twice on "two", then succeeds.
+    let script = format!(
+        "content=$(cat); n=$(cat {count} 2>/dev/null || echo 0); \
+         if [ \"$content\" = two ] && [ \"$n\" -lt 2 ]; then echo $((n + 1)) > {count}; exit 1; fi; \
+         echo \"$PMCHAT_FROM $content ${{PMCHAT_ID:+id}} ${{PMCHAT_TS:+ts}}\" >> {out}",
+        count = count.display(),
+        out = out.display()
+    );
+    let run = caught_up(&server, &dir.0, &["--exec", &script]);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "alice one id ts\nalice two id ts\nalice three id ts\n"
+    );
+    assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "2");
+    // Each exactly once: a second run has nothing to do.
+    caught_up(&server, &dir.0, &["--exec", &script]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+
+    // A command that keeps failing stops the run (exit 1) before the
+    // message, which the next run processes.
+    send(&server, &dir.0, "send bob four\n", &[]);
+    let mut command = client(&server, &dir.0, "bob");
+    command.args(["--until-caught-up", "--exec", "exit 3"]);
+    let failed = run_client(command, b"");
+    assert_eq!(failed.status, 1, "stderr: {}", failed.stderr);
+    assert!(failed.stderr.contains("stopping"), "{}", failed.stderr);
+    caught_up(&server, &dir.0, &["--exec", &script]);
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .ends_with("alice four id ts\n"));
+}
