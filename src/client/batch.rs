@@ -320,7 +320,7 @@ pub fn run(
                 if !ledger.wait_below(1, options.drain_timeout).await {
                     return Err(SendEnd::DrainTimedOut);
                 }
-                if !state.who_expected() {
+                if !state.who_expected() && !state.history_expected() {
                     return Err(SendEnd::Settled);
                 }
             }
@@ -517,6 +517,16 @@ fn encode_line<'a>(
                 return Ok(Flow::Continue);
             }
         },
+        Some(Command::History { peer, count }) => {
+            if !state.inbox() {
+                return Err(command::HISTORY_UNSUPPORTED.into());
+            }
+            let peer = peer.unwrap_or_default();
+            state.history_requested(peer);
+            // A checked name and a fixed-size request: it fits.
+            let _ = v1::encode_history(peer.as_bytes(), 0, count, out);
+            return Ok(Flow::Continue);
+        }
         // Borrowed: a million-line script allocates nothing per line.
         Some(Command::Send { to, message }) => (Cow::Borrowed(to), message),
         Some(Command::Reply { message }) => {

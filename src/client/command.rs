@@ -25,7 +25,17 @@ pub enum Command<'a> {
     /// `/query USER`: send every line that is not a command to `USER`;
     /// `/query` alone: back to commands (the editor only).
     Query { to: Option<&'a str> },
+    /// `history [USER] [N]`: the N messages (default 20) before those
+    /// shown last, with USER only if given (needs the inbox).
+    History { peer: Option<&'a str>, count: u16 },
 }
+
+/// Messages `history` shows when not told how many.
+pub const HISTORY_PAGE: u16 = 20;
+
+/// What `history` says without the inbox.
+pub const HISTORY_UNSUPPORTED: &str = "history needs the inbox: a registered name on a server \
+     that keeps messages (chat-server --store), in the editor or with --follow";
 
 /// The answer to `who` on a server without extensions.
 pub const WHO_UNSUPPORTED: &str = "who is not supported by this server";
@@ -59,13 +69,17 @@ pub enum CommandError {
     /// `/query` with more than a name.
     #[error("usage: /query [<user>]")]
     QueryUsage,
+    /// `history` with something else than a name and a count.
+    #[error("usage: history [<user>] [<count, 1 to 1000>]")]
+    HistoryUsage,
 }
 
 /// The commands, for `help` and for completion.
-pub const COMMANDS: [&str; 11] = [
+pub const COMMANDS: [&str; 12] = [
     "send",
     "reply",
     "who",
+    "history",
     "help",
     "reconnect",
     "exit",
@@ -90,6 +104,8 @@ commands:
   send <user> <message>   send a private message (the rest of the line, verbatim)
   reply <message>         answer whoever last messaged you
   who                     list who is online (pmchat servers only)
+  history [user] [n]      the n messages (20) before those shown last, with user
+                          only if given (a registered name, chat-server --store)
   help                    show this list
   reconnect               connect again after the connection was lost (the editor)
   exit, quit              leave (batch scripts end here too)
@@ -137,6 +153,7 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
             Ok(Some(Command::Reply { message }))
         }
         "who" | "/who" => no_arguments("who", Command::Who),
+        "history" | "/history" => parse_history(rest, limits),
         "help" => no_arguments("help", Command::Help),
         "reconnect" => no_arguments("reconnect", Command::Reconnect),
         "exit" => no_arguments("exit", Command::Exit),
@@ -151,6 +168,32 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
         },
         other => Err(CommandError::Unknown(escape(other.as_bytes()))),
     }
+}
+
+/// `history [USER] [N]`'s arguments.
+fn parse_history<'a>(
+    rest: Option<&'a str>,
+    limits: &Limits,
+) -> Result<Option<Command<'a>>, CommandError> {
+    let words: Vec<&str> = rest.unwrap_or_default().split_whitespace().collect();
+    let count = |word: &str| {
+        word.parse::<u16>()
+            .ok()
+            .filter(|n| (1..=crate::wire::v1::MAX_HISTORY_PAGE).contains(n))
+            .ok_or(CommandError::HistoryUsage)
+    };
+    let numeric = |word: &str| word.bytes().all(|b| b.is_ascii_digit());
+    let (peer, count) = match words.as_slice() {
+        [] => (None, HISTORY_PAGE),
+        [n] if numeric(n) => (None, count(n)?),
+        [peer] => (Some(*peer), HISTORY_PAGE),
+        [peer, n] => (Some(*peer), count(n)?),
+        _ => return Err(CommandError::HistoryUsage),
+    };
+    if let Some(peer) = peer {
+        check_recipient(peer, limits)?;
+    }
+    Ok(Some(Command::History { peer, count }))
 }
 
 /// Parses a line typed while talking to `peer` (`--to`, `/query`): a line
@@ -328,6 +371,14 @@ mod tests {
         assert_eq!(p("reply"), Err(CommandError::ReplyUsage));
         assert_eq!(p("help"), Ok(Some(Command::Help)));
         assert_eq!(p("who"), Ok(Some(Command::Who)));
+        let history = |peer, count| Ok(Some(Command::History { peer, count }));
+        assert_eq!(p("history"), history(None, HISTORY_PAGE));
+        assert_eq!(p("history 50"), history(None, 50));
+        assert_eq!(p("history bob"), history(Some("bob"), HISTORY_PAGE));
+        assert_eq!(p("history bob 7"), history(Some("bob"), 7));
+        assert_eq!(p("history bob 0"), Err(CommandError::HistoryUsage));
+        assert_eq!(p("history bob 1001"), Err(CommandError::HistoryUsage));
+        assert_eq!(p("history bob 7 more"), Err(CommandError::HistoryUsage));
         assert_eq!(p("exit"), Ok(Some(Command::Exit)));
         assert_eq!(p("quit "), Ok(Some(Command::Exit)));
         assert_eq!(p("exit now"), Err(CommandError::NoArguments("exit")));

@@ -54,6 +54,10 @@ pub trait Sink {
     }
     /// The log was replayed (`replayed` messages); live ones follow.
     fn caught_up(&mut self, _replayed: u64) {}
+    /// An entry of the answer to our `history`.
+    fn history_entry(&mut self, _entry: &LogEntry<'_>) {}
+    /// The end of the answer to our `history`: `count` entries came.
+    fn history_end(&mut self, _count: u64) {}
     /// True when the session has shown all it was asked for
     /// (`--until-caught-up`, once the log was replayed).
     fn finished(&self) -> bool {
@@ -268,6 +272,26 @@ impl FrameHandler {
                 state.ledger().stored(first, last, |sent| sink.stored(sent));
             }
             ServerFrame::CaughtUp { replayed } => sink.caught_up(replayed),
+            ServerFrame::HistoryEntry {
+                id,
+                ts_ms,
+                direction,
+                peer,
+                content,
+            } => {
+                let entry = LogEntry {
+                    id,
+                    ts_ms,
+                    sent: direction == b'o',
+                    peer,
+                    content,
+                };
+                sink.history_entry(&entry);
+            }
+            ServerFrame::HistoryEnd { count } => {
+                state.history_ended();
+                sink.history_end(count);
+            }
             ServerFrame::Accepted { through } => {
                 state.ledger().accepted(through, |sent| sink.accepted(sent));
             }

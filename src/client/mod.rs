@@ -283,8 +283,14 @@ fn connect_and_run(
             (None, None) => String::new(),
         }
     };
+    // The editor asks for the inbox too, without a cursor of its own: it
+    // shows what came while none of the name's devices was connected.
     let greeting = || {
-        let start = args.follow.then(inbox_start);
+        let start = match () {
+            _ if args.follow => Some(inbox_start()),
+            _ if interactive => Some(String::new()),
+            _ => None,
+        };
         login(start.as_deref()).unwrap_or_default()
     };
     match script {

@@ -310,6 +310,16 @@ impl Sink for Output {
         self.caught_up = true;
     }
 
+    fn history_entry(&mut self, entry: &LogEntry<'_>) {
+        self.renderer.history(entry, &mut self.stdout);
+    }
+
+    fn history_end(&mut self, count: u64) {
+        if count == 0 {
+            self.notice("no more history");
+        }
+    }
+
     fn finished(&self) -> bool {
         self.until_caught_up && self.caught_up
     }

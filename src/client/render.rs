@@ -132,11 +132,25 @@ impl Renderer {
     /// `{"type":"message","id":7,"ts":…,"from":…,"content":…}`, or
     /// `"type":"sent"` with `"to"`.
     pub fn entry(&self, entry: &LogEntry<'_>, out: &mut String) {
+        self.log_line(entry, false, out);
+    }
+
+    /// Appends a line of a `history` answer: as [`Renderer::entry`], always
+    /// with its time; JSON `"type":"history"` with `"from"` or `"to"`.
+    pub fn history(&self, entry: &LogEntry<'_>, out: &mut String) {
+        self.log_line(entry, true, out);
+    }
+
+    fn log_line(&self, entry: &LogEntry<'_>, history: bool, out: &mut String) {
         let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.ts_ms);
         let logged = Stamp::at(time);
         if self.json {
             use std::fmt::Write as _;
-            let kind = if entry.sent { "sent" } else { "message" };
+            let kind = match (history, entry.sent) {
+                (true, _) => "history",
+                (false, true) => "sent",
+                (false, false) => "message",
+            };
             let _ = write!(
                 out,
                 "{{\"type\":\"{kind}\",\"id\":{},\"ts\":\"{}\"",
@@ -148,7 +162,12 @@ impl Renderer {
             push_string(out, entry.content);
             out.push_str("}\n");
         } else {
-            self.line_start(false, Some(&logged), out);
+            if history {
+                out.push_str(&logged.clock);
+                out.push(' ');
+            } else {
+                self.line_start(false, Some(&logged), out);
+            }
             if entry.sent {
                 out.push_str("→ ");
             }

@@ -64,6 +64,8 @@ pub struct ChatState {
     receipts: AtomicBool,
     /// WELCOME granted the inbox: messages come as log entries.
     inbox: AtomicBool,
+    /// Where each `history` pages on from.
+    history: Mutex<HistoryPaging>,
     /// Messages sent and not yet accounted for, with receipts.
     ledger: Ledger,
     /// The wire this session speaks.
@@ -76,6 +78,13 @@ pub struct ChatState {
 }
 
 /// A bounded set of names that forgets the oldest first.
+/// `history` requests whose answers have not ended yet.
+#[derive(Debug, Default)]
+struct HistoryPaging {
+    /// Conversations asked for, oldest request first (`""`: all).
+    requested: VecDeque<String>,
+}
+
 #[derive(Debug, Default)]
 struct KnownUsers {
     names: BTreeSet<String>,
@@ -304,6 +313,26 @@ impl ChatState {
         self.authenticated.store(authenticated, Ordering::SeqCst);
         self.receipts.store(receipts, Ordering::SeqCst);
         self.extended.store(true, Ordering::SeqCst);
+    }
+
+    /// Records a `history` request for `peer` (`""`: every conversation).
+    /// The server pages on from where its last answer for that
+    /// conversation ended.
+    pub fn history_requested(&self, peer: &str) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.requested.push_back(peer.to_string());
+    }
+
+    /// True while a `history` answer is awaited.
+    pub fn history_expected(&self) -> bool {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        !history.requested.is_empty()
+    }
+
+    /// A `history` answer ended.
+    pub fn history_ended(&self) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.requested.pop_front();
     }
 
     /// Records whether WELCOME granted the inbox.

@@ -258,6 +258,17 @@ async fn read_loop(
                     return ReadEnd::Protocol(FrameError::UnknownOpcode(v1::OP_WHO));
                 }
                 ClientFrame::Who => router.who().await,
+                // History is the user's log: a session fed from it only.
+                ClientFrame::History { .. } if !session.is_inbox() => {
+                    return ReadEnd::Protocol(FrameError::Unexpected {
+                        frame: "HISTORY",
+                        why: "it needs the inbox (a registered name on a server with --store)",
+                    });
+                }
+                ClientFrame::History { peer, before, max } => {
+                    // Boxed: sessions that never ask carry no room for it.
+                    Box::pin(router.history(peer, before, max)).await
+                }
             };
             if routed.is_err() {
                 return ReadEnd::Closed;

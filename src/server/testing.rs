@@ -92,6 +92,14 @@ pub(crate) fn queued(session: &Mailbox) -> Vec<Out> {
             } => Out::Entry(id, direction, text(peer), text(content)),
             ServerFrame::Stored { first, last } => Out::Stored(first, last),
             ServerFrame::CaughtUp { replayed } => Out::CaughtUp(replayed),
+            ServerFrame::HistoryEntry {
+                id,
+                direction,
+                peer,
+                content,
+                ..
+            } => Out::Entry(id, direction, text(peer), text(content)),
+            ServerFrame::HistoryEnd { count } => Out::CaughtUp(count),
         });
         rest = &rest[used..];
     }

@@ -4,6 +4,8 @@
 //! itself and of the server.
 
 use std::path::Path;
+
+use expectrl::Expect;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -248,4 +250,85 @@ fn exec_runs_a_command_once_per_message_retrying_one_that_fails() {
     assert!(std::fs::read_to_string(&out)
         .unwrap()
         .ends_with("alice four id ts\n"));
+}
+
+#[test]
+fn history_pages_back_through_a_conversation() {
+    let dir = TempDir::new("inbox-history");
+    let server = server(&dir.0);
+    let sent = send(
+        &server,
+        &dir.0,
+        "send bob one\nsend bob two\nsend bob three\n",
+        &[],
+    );
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let mut command = client(&server, &dir.0, "bob");
+    command
+        .args(["--follow", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let lines = lines_of(child.stdout.take().unwrap());
+    let errors = lines_of(child.stderr.take().unwrap());
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(
+        &mut input,
+        b"history alice 2\nhistory alice 2\nhistory alice 2\n",
+    )
+    .unwrap();
+    let mut history = Vec::new();
+    let mut messages = 0;
+    while history.len() < 3 || messages < 3 {
+        let line = lines.recv_timeout(TIMEOUT).expect("a line");
+        let content = line
+            .split("\"content\":")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        if line.starts_with("{\"type\":\"history\"") {
+            assert!(line.contains("\"from\":\"alice\""), "{line}");
+            history.push(content);
+        } else {
+            messages += 1;
+        }
+    }
+    // The newest two first, then the one before them; then no more.
+    assert_eq!(history, ["\"two\"}", "\"three\"}", "\"one\"}"]);
+    let notice = errors.recv_timeout(TIMEOUT).expect("a notice");
+    assert!(notice.contains("no more history"), "{notice}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_editor_shows_what_came_while_you_were_away_then_pages_back() {
+    let dir = TempDir::new("inbox-editor");
+    let server = server(&dir.0);
+    let sent = send(
+        &server,
+        &dir.0,
+        "send bob one\nsend bob two\nsend bob three\n",
+        &[],
+    );
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let mut command = client(&server, &dir.0, "bob");
+    command.arg("--interactive");
+    let mut bob = crate::interactive::spawn_in_pty(command, &dir);
+    bob.expect("* 3 messages while you were away").unwrap();
+    // With the times the server logged them.
+    bob.expect(expectrl::Regex(r"\d\d:\d\d:\d\d alice: one"))
+        .unwrap();
+    bob.expect("alice: three").unwrap();
+    bob.send_line("history alice 1").unwrap();
+    bob.expect(expectrl::Regex(r"\d\d:\d\d:\d\d alice: three"))
+        .unwrap();
+    // The page before it, oldest first.
+    bob.send_line("history alice 5").unwrap();
+    bob.expect("alice: one").unwrap();
+    bob.expect("alice: two").unwrap();
+    bob.send_line("history alice").unwrap();
+    bob.expect("* no more history").unwrap();
+    bob.send_line("exit").unwrap();
 }

@@ -47,7 +47,10 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
         && matches!(
             parsed,
             Ok(Some(
-                Command::Send { .. } | Command::Reply { .. } | Command::Who
+                Command::Send { .. }
+                    | Command::Reply { .. }
+                    | Command::Who
+                    | Command::History { .. }
             ))
         )
     {
@@ -85,6 +88,19 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
                     let _ = frames.send_blocking(frame);
                 }
             }
+            return Handled::Done;
+        }
+        Ok(Some(Command::History { peer, count })) => {
+            if !state.inbox() {
+                local_error(command::HISTORY_UNSUPPORTED);
+                return Handled::Done;
+            }
+            let peer = peer.unwrap_or_default();
+            state.history_requested(peer);
+            let mut frame = Vec::new();
+            // A checked name and a fixed-size request: it fits.
+            let _ = v1::encode_history(peer.as_bytes(), 0, count, &mut frame);
+            let _ = frames.send_blocking(frame);
             return Handled::Done;
         }
         Ok(Some(Command::Send { to, message })) => (to.to_string(), message),

@@ -48,7 +48,14 @@ pub(super) struct ReplSink {
     /// The names messaged on this server: one is recorded once a message
     /// to it is accepted.
     recipients: Option<Arc<Mutex<Recipients>>>,
+    /// Messages of the log replayed at login, held until CAUGHT-UP so that
+    /// the count of them comes first (at most [`AWAY_HELD`]; past that
+    /// they are shown as they come).
+    away: Option<Vec<String>>,
 }
+
+/// Replayed lines held back at login before they are shown anyway.
+const AWAY_HELD: usize = 10_000;
 
 impl ReplSink {
     /// A sink printing through `printer` when there is one (messages too,
@@ -68,6 +75,7 @@ impl ReplSink {
             show_presence,
             stamp: None,
             recipients,
+            away: Some(Vec::new()),
         }
     }
 
@@ -177,6 +185,46 @@ impl Sink for ReplSink {
             .renderer
             .refused(sent, code, text, self.stamp(), &mut line);
         self.route(stream, line);
+    }
+
+    fn entry(&mut self, entry: &crate::client::frames::LogEntry<'_>) {
+        let mut line = String::new();
+        match &mut self.away {
+            // Replayed at login: held, shown with their times.
+            Some(away) if away.len() < AWAY_HELD => {
+                self.renderer.history(entry, &mut line);
+                away.push(line);
+            }
+            _ => {
+                self.renderer.entry(entry, &mut line);
+                self.route(Stream::Stdout, line);
+            }
+        }
+    }
+
+    fn caught_up(&mut self, replayed: u64) {
+        let Some(away) = self.away.take() else {
+            return;
+        };
+        if replayed > 0 {
+            let s = if replayed == 1 { "" } else { "s" };
+            self.notice(&format!("{replayed} message{s} while you were away"));
+        }
+        for line in away {
+            self.route(Stream::Stdout, line);
+        }
+    }
+
+    fn history_entry(&mut self, entry: &crate::client::frames::LogEntry<'_>) {
+        let mut line = String::new();
+        self.renderer.history(entry, &mut line);
+        self.route(Stream::Stdout, line);
+    }
+
+    fn history_end(&mut self, count: u64) {
+        if count == 0 {
+            self.notice("no more history");
+        }
     }
 
     fn pending(&self) -> usize {

@@ -16,6 +16,9 @@ use crate::store::now_ms;
 use crate::wire::texts::{Code, ErrorText};
 use crate::wire::v1;
 
+/// The most bytes of entries one HISTORY answer carries.
+const HISTORY_PAGE_BYTES: usize = 1 << 20;
+
 /// What a sender's router remembers for the store.
 #[derive(Default)]
 pub(super) struct StoreRoute {
@@ -28,6 +31,11 @@ pub(super) struct StoreRoute {
     last: Option<RecipientInbox>,
     /// The client asked for STORED.
     pub(super) stored_receipts: bool,
+    /// Per conversation asked for (`""`: all), the oldest id HISTORY
+    /// answered with on this connection: a request with `before` 0 goes
+    /// on from there, so pages asked for back to back need no answer in
+    /// between.
+    history_oldest: std::collections::HashMap<Box<[u8]>, u64>,
 }
 
 /// A recipient's name and its inbox, if it is registered, as of a version
@@ -113,6 +121,65 @@ impl Router<'_> {
                 &mut self.to_flush,
             );
         }
+    }
+
+    /// Answers HISTORY: up to `max` entries of the sender's log before id
+    /// `before` (0: before the previous page of that conversation on this
+    /// connection, or the newest), with `peer` only unless it is empty,
+    /// then HISTORY-END with how many came. A page stops short of
+    /// [`HISTORY_PAGE_BYTES`]; the client pages on from the oldest it got.
+    pub(crate) async fn history(
+        &mut self,
+        peer: &[u8],
+        before: u64,
+        max: u16,
+    ) -> Result<(), SenderClosed> {
+        let Some(inboxes) = &self.shared.inboxes else {
+            return Ok(());
+        };
+        let store = Arc::clone(inboxes.store());
+        let owner: Box<str> = self.me.name().into();
+        let route = self.store.get_or_insert_with(Box::default);
+        let before = match before {
+            0 => route.history_oldest.get(peer).copied().unwrap_or(u64::MAX),
+            before => before,
+        };
+        let conversation: Box<[u8]> = peer.into();
+        let peer = (!peer.is_empty()).then(|| String::from_utf8_lossy(peer).into_owned());
+        let max = usize::from(max.min(v1::MAX_HISTORY_PAGE));
+        let page = smol::unblock(move || store.before(&owner, peer.as_deref(), before, max)).await;
+        // A store that cannot be read answers an empty page.
+        let page = page.unwrap_or_default();
+        let mut frames = Vec::new();
+        let mut sent = 0;
+        // Newest first within the byte budget, then oldest first on the
+        // wire, as the log reads.
+        let mut from = page.len();
+        let mut bytes = 0;
+        while from > 0 {
+            let entry = &page[from - 1];
+            bytes += v1::entry_len(entry.peer.as_bytes(), &entry.content);
+            if bytes > HISTORY_PAGE_BYTES && from < page.len() {
+                break;
+            }
+            from -= 1;
+        }
+        for entry in &page[from..] {
+            v1::encode_history_entry(
+                entry.id,
+                entry.ts_ms,
+                entry.direction.wire_byte(),
+                entry.peer.as_bytes(),
+                &entry.content,
+                &mut frames,
+            );
+            sent += 1;
+        }
+        v1::encode_history_end(sent, &mut frames);
+        if let (Some(oldest), Some(route)) = (page.get(from), &mut self.store) {
+            route.history_oldest.insert(conversation, oldest.id);
+        }
+        self.reply(&frames).await
     }
 
     /// True if messages kept for later wait to be reported; `unaccounted`

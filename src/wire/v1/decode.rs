@@ -66,7 +66,10 @@ pub fn decode_client_frame<'a>(
         });
     }
     let opcode = be16(buf, 0);
-    if !matches!(opcode, OP_MESSAGE | OP_HELLO | OP_WHO | OP_AUTH) {
+    if !matches!(
+        opcode,
+        OP_MESSAGE | OP_HELLO | OP_WHO | OP_AUTH | OP_HISTORY
+    ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
     let Some((_, len_a, len_b)) = header(buf) else {
@@ -105,6 +108,14 @@ pub fn decode_client_frame<'a>(
                 });
             }
         }
+        OP_HISTORY => {
+            if len_a > usize::from(limits.max_username) || len_b != HISTORY_REQUEST_LEN {
+                return Err(FrameError::Malformed {
+                    frame: "HISTORY",
+                    why: "it must carry a name and a 10-byte page request",
+                });
+            }
+        }
         OP_AUTH => {
             if len_a > MAX_DEVICE_TOKEN {
                 return Err(FrameError::Malformed {
@@ -139,6 +150,11 @@ pub fn decode_client_frame<'a>(
         OP_AUTH => ClientFrame::Auth {
             token: a,
             password: b,
+        },
+        OP_HISTORY => ClientFrame::History {
+            peer: a,
+            before: ordinal(&b[..8]),
+            max: u16::from_be_bytes([b[8], b[9]]),
         },
         _ => ClientFrame::Who,
     };
@@ -184,6 +200,8 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             | OP_ENTRY
             | OP_STORED
             | OP_CAUGHT_UP
+            | OP_HISTORY_ENTRY
+            | OP_HISTORY_END
     ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
@@ -211,10 +229,16 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
                 why: "its code must be 1 to 32 bytes",
             })
         }
-        OP_ENTRY if len_a < ENTRY_HEAD_LEN => {
+        OP_ENTRY | OP_HISTORY_ENTRY if len_a < ENTRY_HEAD_LEN => {
             return Err(FrameError::Malformed {
                 frame: "ENTRY",
                 why: "its first field must hold an id, a time and a direction",
+            })
+        }
+        OP_HISTORY_END if len_a != 0 || len_b != ORDINAL_LEN => {
+            return Err(FrameError::Malformed {
+                frame: "HISTORY-END",
+                why: "it must carry an empty field and an 8-byte count",
             })
         }
         OP_STORED if len_a != ORDINAL_LEN || len_b != ORDINAL_LEN => {
@@ -274,6 +298,14 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
         OP_CAUGHT_UP => ServerFrame::CaughtUp {
             replayed: ordinal(b),
         },
+        OP_HISTORY_ENTRY => ServerFrame::HistoryEntry {
+            id: ordinal(&a[..8]),
+            ts_ms: ordinal(&a[8..16]),
+            direction: a[16],
+            peer: &a[ENTRY_HEAD_LEN..],
+            content: b,
+        },
+        OP_HISTORY_END => ServerFrame::HistoryEnd { count: ordinal(b) },
         OP_STORED => ServerFrame::Stored {
             first: ordinal(a),
             last: ordinal(b),

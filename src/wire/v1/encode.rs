@@ -152,7 +152,52 @@ pub fn encode_entry(
     content: &[u8],
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(&OP_ENTRY.to_be_bytes());
+    encode_entry_as(OP_ENTRY, id, ts_ms, direction, peer, content, out);
+}
+
+/// Appends an entry of a HISTORY answer (ENTRY's layout).
+pub fn encode_history_entry(
+    id: u64,
+    ts_ms: u64,
+    direction: u8,
+    peer: &[u8],
+    content: &[u8],
+    out: &mut Vec<u8>,
+) {
+    encode_entry_as(OP_HISTORY_ENTRY, id, ts_ms, direction, peer, content, out);
+}
+
+/// Appends the end of a HISTORY answer: `count` entries came.
+pub fn encode_history_end(count: u64, out: &mut Vec<u8>) {
+    // Both fields fit: empty and 8 bytes.
+    let _ = encode_pair(OP_HISTORY_END, b"", &count.to_be_bytes(), out);
+}
+
+/// Appends HISTORY: up to `max` entries of the log before id `before`
+/// (0: the newest), with `peer` only unless it is empty.
+pub fn encode_history(
+    peer: &[u8],
+    before: u64,
+    max: u16,
+    out: &mut Vec<u8>,
+) -> Result<(), FieldTooLong> {
+    let mut request = [0; HISTORY_REQUEST_LEN];
+    request[..8].copy_from_slice(&before.to_be_bytes());
+    request[8..].copy_from_slice(&max.to_be_bytes());
+    encode_pair(OP_HISTORY, peer, &request, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_entry_as(
+    opcode: u16,
+    id: u64,
+    ts_ms: u64,
+    direction: u8,
+    peer: &[u8],
+    content: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&opcode.to_be_bytes());
     out.extend_from_slice(&((ENTRY_HEAD_LEN + peer.len()) as u16).to_be_bytes());
     out.extend_from_slice(&(content.len() as u16).to_be_bytes());
     out.extend_from_slice(&id.to_be_bytes());

@@ -105,6 +105,18 @@ pub const OP_STORED: u16 = 11;
 /// Opcode of CAUGHT-UP (server → client, feature `inbox`): everything the
 /// log held after the device's cursor has been sent; live entries follow.
 pub const OP_CAUGHT_UP: u16 = 12;
+/// Opcode of HISTORY (client → server, with the inbox): a page of the
+/// user's log before an id, with one peer or all.
+pub const OP_HISTORY: u16 = 10;
+/// Opcode of a HISTORY answer's entries (server → client): ENTRY's layout,
+/// but history, not news (no cursor moves for it).
+pub const OP_HISTORY_ENTRY: u16 = 13;
+/// Opcode of the end of a HISTORY answer (server → client).
+pub const OP_HISTORY_END: u16 = 14;
+/// Most entries one HISTORY asks for.
+pub const MAX_HISTORY_PAGE: u16 = 1000;
+/// Bytes of HISTORY's second field: the id to page back from, the count.
+pub const HISTORY_REQUEST_LEN: usize = 10;
 
 /// Bytes before the peer's name in ENTRY's first field: id, time,
 /// direction.
@@ -220,6 +232,13 @@ pub enum ClientFrame<'a> {
     Hello { features: &'a [u8] },
     /// A request for the online list.
     Who,
+    /// A page of the user's log: up to `max` entries before id `before`
+    /// (0: the newest), with `peer` only unless it is empty.
+    History {
+        peer: &'a [u8],
+        before: u64,
+        max: u16,
+    },
     /// The password that proves the login (empty: the client has none).
     Auth {
         /// A device token the server issued, or empty.
@@ -271,6 +290,16 @@ pub enum ServerFrame<'a> {
     /// The replay of the log is complete: `replayed` entries were sent
     /// since the device logged in (or fell behind).
     CaughtUp { replayed: u64 },
+    /// One entry of a HISTORY answer (ENTRY's fields).
+    HistoryEntry {
+        id: u64,
+        ts_ms: u64,
+        direction: u8,
+        peer: &'a [u8],
+        content: &'a [u8],
+    },
+    /// The end of a HISTORY answer: `count` entries came.
+    HistoryEnd { count: u64 },
 }
 
 /// A frame that breaks the protocol; the connection cannot go on.
