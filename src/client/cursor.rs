@@ -4,8 +4,9 @@
 //! resumes where it stopped, neither missing nor repeating a message.
 //!
 //! The cursor moves only after the message's line was written to stdout
-//! (see `stdout`): a crash between the two repeats that one message, never
-//! loses one. The file holds the id as 20 digits and a newline, rewritten
+//! (see `stdout`, which moves it once per write): a crash between the two
+//! repeats the messages of that write, never loses one; a clean stop
+//! repeats none. The file holds the id as 20 digits and a newline, rewritten
 //! in place with one `pwrite`, so it is never seen half written.
 
 use std::fs::File;

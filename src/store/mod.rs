@@ -26,6 +26,7 @@
 //! meant for `smol::unblock` or plain threads: redb's read transactions
 //! see the last commit and never wait for the writer.
 
+mod chunk;
 mod entry;
 mod read;
 mod writer;
@@ -42,8 +43,8 @@ use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 
 pub use entry::{now_ms, Direction, Entry};
 
-/// The logs: [`log_key`]`(owner's number, id)` to `ts, direction, peer,
-/// content`. An integer key: compared without decoding, the hot loop of
+/// The logs: [`log_key`]`(owner's number, first id)` to a chunk of
+/// entries (see [`chunk`]), each `ts, direction, peer, content`. An integer key: compared without decoding, the hot loop of
 /// every insert (a `(&str, u64)` key spent a sixth of the writer's time
 /// checking UTF-8).
 const LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("log");
@@ -361,11 +362,6 @@ fn log_key(owner: u64, id: u64) -> u128 {
 /// Every key of owner number `owner`'s log.
 fn owner_keys(owner: u64) -> std::ops::RangeInclusive<u128> {
     log_key(owner, 0)..=log_key(owner, u64::MAX)
-}
-
-/// The id in a log key.
-fn key_id(key: u128) -> u64 {
-    key as u64
 }
 
 /// Opens (or creates) the database file.

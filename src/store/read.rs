@@ -4,10 +4,10 @@
 
 use std::io::Write;
 
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 
 use super::entry::{decode_value, value_ts, Direction, Entry};
-use super::{key_id, log_key, owner_keys, read_mark, Store, StoreError, COUNTS, LOG, OWNERS};
+use super::{chunk, log_key, owner_keys, read_mark, Store, StoreError, COUNTS, LOG, OWNERS};
 
 fn read_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Read(e.to_string())
@@ -40,15 +40,30 @@ impl Store {
             return Ok(Vec::new());
         };
         let log = txn.open_table(LOG).map_err(read_error)?;
-        let range = log_key(number, after + 1)..=log_key(number, up_to);
+        // From the chunk holding `after + 1`, if one does.
+        let start = log
+            .range(log_key(number, 0)..=log_key(number, after + 1))
+            .map_err(read_error)?
+            .next_back()
+            .transpose()
+            .map_err(read_error)?
+            .map_or(log_key(number, 0), |(key, _)| key.value());
         let mut entries = Vec::new();
-        for item in log.range(range).map_err(read_error)? {
-            let (key, value) = item.map_err(read_error)?;
-            if let Some(entry) = decode_value(key_id(key.value()), value.value()) {
-                entries.push(entry);
-            }
-            if entries.len() >= max {
-                break;
+        'chunks: for item in log
+            .range(start..=log_key(number, up_to))
+            .map_err(read_error)?
+        {
+            let (_, value) = item.map_err(read_error)?;
+            for (_, id, bytes) in chunk::entries(value.value()) {
+                if id <= after {
+                    continue;
+                }
+                if id > up_to || entries.len() >= max {
+                    break 'chunks;
+                }
+                if let Some(entry) = decode_value(id, bytes) {
+                    entries.push(entry);
+                }
             }
         }
         Ok(entries)
@@ -70,18 +85,23 @@ impl Store {
             return Ok(entries);
         };
         let log = txn.open_table(LOG).map_err(read_error)?;
-        let range = log_key(number, 0)..=log_key(number, before - 1);
-        for item in log.range(range).map_err(read_error)?.rev() {
-            let (key, value) = item.map_err(read_error)?;
-            let Some(entry) = decode_value(key_id(key.value()), value.value()) else {
-                continue;
-            };
-            if peer.is_some_and(|peer| entry.peer != peer) {
-                continue;
-            }
-            entries.push(entry);
-            if entries.len() >= max {
-                break;
+        let range = log_key(number, 0)..log_key(number, before);
+        'chunks: for item in log.range(range).map_err(read_error)?.rev() {
+            let (_, value) = item.map_err(read_error)?;
+            for (_, id, bytes) in chunk::entries(value.value()).rev() {
+                if id >= before {
+                    continue;
+                }
+                let Some(entry) = decode_value(id, bytes) else {
+                    continue;
+                };
+                if peer.is_some_and(|peer| entry.peer != peer) {
+                    continue;
+                }
+                entries.push(entry);
+                if entries.len() >= max {
+                    break 'chunks;
+                }
             }
         }
         entries.reverse();
@@ -98,7 +118,11 @@ impl Store {
         let log = txn.open_table(LOG).map_err(read_error)?;
         let mut range = log.range(owner_keys(number)).map_err(read_error)?;
         match range.next_back() {
-            Some(item) => Ok(key_id(item.map_err(read_error)?.0.value())),
+            Some(item) => {
+                let (_, value) = item.map_err(read_error)?;
+                let last = chunk::entries(value.value()).next_back().map_or(0, |e| e.1);
+                Ok(last)
+            }
             None => Ok(0),
         }
     }
@@ -113,9 +137,11 @@ impl Store {
         };
         let log = txn.open_table(LOG).map_err(read_error)?;
         for item in log.range(owner_keys(number)).map_err(read_error)?.rev() {
-            let (key, value) = item.map_err(read_error)?;
-            if value_ts(value.value()).is_some_and(|ts| ts < ts_ms) {
-                return Ok(key_id(key.value()));
+            let (_, value) = item.map_err(read_error)?;
+            for (_, id, bytes) in chunk::entries(value.value()).rev() {
+                if value_ts(bytes).is_some_and(|ts| ts < ts_ms) {
+                    return Ok(id);
+                }
             }
         }
         Ok(0)
@@ -138,14 +164,6 @@ impl Store {
         Ok(count)
     }
 
-    /// Entries kept in all.
-    pub fn total(&self) -> Result<u64, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read().map_err(read_error)?;
-        let log = txn.open_table(LOG).map_err(read_error)?;
-        log.len().map_err(read_error)
-    }
-
     /// Writes `owner`'s log as JSON lines, oldest first: `id`, `ts` (ms
     /// since the epoch), `dir` (`in` or `out`), `peer`, `content`. How many.
     pub fn export(&self, owner: &str, out: &mut impl Write) -> Result<u64, StoreError> {
@@ -158,15 +176,17 @@ impl Store {
         let log = txn.open_table(LOG).map_err(read_error)?;
         let mut line = String::new();
         for item in log.range(owner_keys(number)).map_err(read_error)? {
-            let (key, value) = item.map_err(read_error)?;
-            let Some(entry) = decode_value(key_id(key.value()), value.value()) else {
-                continue;
-            };
-            line.clear();
-            entry_json(&entry, &mut line);
-            line.push('\n');
-            out.write_all(line.as_bytes()).map_err(read_error)?;
-            written += 1;
+            let (_, value) = item.map_err(read_error)?;
+            for (_, id, bytes) in chunk::entries(value.value()) {
+                let Some(entry) = decode_value(id, bytes) else {
+                    continue;
+                };
+                line.clear();
+                entry_json(&entry, &mut line);
+                line.push('\n');
+                out.write_all(line.as_bytes()).map_err(read_error)?;
+                written += 1;
+            }
         }
         Ok(written)
     }
@@ -191,7 +211,9 @@ impl Store {
             let purged = log
                 .extract_from_if(owner_keys(number), |_, _| true)
                 .map_err(read_error)?
-                .count() as u64;
+                .filter_map(Result::ok)
+                .map(|(_, value)| chunk::entries(value.value()).count() as u64)
+                .sum();
             txn.open_table(COUNTS)
                 .map_err(read_error)?
                 .remove(owner)

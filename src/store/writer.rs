@@ -12,6 +12,7 @@ use std::time::Instant;
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use tracing::warn;
 
+use super::chunk;
 use super::entry::{pending_entries, value_ts};
 use super::{
     log_key, now_ms, owner_keys, Retention, Store, COUNTS, LOG, MARKS, META, OWNERS, PRUNE_EVERY,
@@ -117,7 +118,8 @@ fn commit(
     Ok(())
 }
 
-/// Inserts the batch's entries and drops what each log holds past
+/// Inserts the batch's entries, a chunk per run of one owner's entries
+/// (see [`super::chunk`]), and drops what each log holds past
 /// `--history-max`.
 fn insert_entries(
     txn: &WriteTransaction,
@@ -130,37 +132,45 @@ fn insert_entries(
     }
     let mut log = txn.open_table(LOG)?;
     let mut counts = txn.open_table(COUNTS)?;
-    // Per owner: its number and how many entries it got. Entries come in
-    // runs of one owner (a read batch of one sender to one recipient):
-    // the map is consulted once per run.
+    // Per owner: its number and how many entries it got.
     let mut added: HashMap<&str, (u64, u64)> = HashMap::new();
-    let mut run: Option<(&str, u64, u64)> = None;
+    // The chunk being filled: its owner, the owner's number, its first id
+    // and how many entries it holds.
+    let mut open: Option<(&str, u64, u64, usize)> = None;
+    let mut bytes = Vec::with_capacity(chunk::MAX_BYTES + 256);
     for entry in pending_entries(batch) {
-        let number = match run {
-            Some((owner, number, _)) if owner == entry.owner => number,
-            _ => {
-                if let Some((owner, number, n)) = run.take() {
-                    added.entry(owner).or_insert((number, 0)).1 += n;
-                }
-                owner_number(txn, owners, entry.owner)?
+        let fits = open.is_some_and(|(owner, _, _, n)| {
+            owner == entry.owner && n < chunk::MAX_ENTRIES && bytes.len() < chunk::MAX_BYTES
+        });
+        if !fits {
+            if let Some((owner, number, first, n)) = open.take() {
+                log.insert(log_key(number, first), bytes.as_slice())?;
+                added.entry(owner).or_insert((number, 0)).1 += n as u64;
+                bytes.clear();
             }
-        };
-        log.insert(log_key(number, entry.id), entry.value)?;
-        run = match run {
-            Some((owner, number, n)) => Some((owner, number, n + 1)),
-            None => Some((entry.owner, number, 1)),
-        };
+            let number = match added.get(entry.owner) {
+                Some(&(number, _)) => number,
+                None => owner_number(txn, owners, entry.owner)?,
+            };
+            open = Some((entry.owner, number, entry.id, 0));
+        }
+        chunk::push(&mut bytes, entry.id, entry.value);
+        if let Some((_, _, _, n)) = &mut open {
+            *n += 1;
+        }
     }
-    if let Some((owner, number, n)) = run {
-        added.entry(owner).or_insert((number, 0)).1 += n;
+    if let Some((owner, number, first, n)) = open {
+        log.insert(log_key(number, first), bytes.as_slice())?;
+        added.entry(owner).or_insert((number, 0)).1 += n as u64;
     }
     for (owner, (number, added)) in added {
         let count = counts.get(owner)?.map_or(0, |v| v.value()) + added;
         let excess = count.saturating_sub(retention.max_entries);
-        if excess > 0 {
-            drop_oldest(&mut log, number, excess, |_| true)?;
-        }
-        counts.insert(owner, count - excess)?;
+        let dropped = match excess {
+            0 => 0,
+            excess => trim_front(&mut log, number, excess, |_| true)?,
+        };
+        counts.insert(owner, count - dropped)?;
     }
     Ok(())
 }
@@ -190,26 +200,47 @@ fn owner_number(
     Ok(number)
 }
 
-/// Removes up to `most` of `owner`'s oldest entries, stopping at the first
-/// one `take` does not accept; how many went.
-fn drop_oldest(
+/// Removes up to `most` of owner number `owner`'s oldest entries,
+/// stopping at the first whose value `drop` does not accept; how many went.
+/// Whole chunks go; of the chunk where it stops, what is left is kept
+/// under the key of its new first entry.
+fn trim_front(
     log: &mut Table<u128, &[u8]>,
     owner: u64,
     most: u64,
-    mut take: impl FnMut(&[u8]) -> bool,
+    mut drop: impl FnMut(&[u8]) -> bool,
 ) -> Result<u64, redb::Error> {
-    let mut keys = Vec::new();
+    let mut dropped = 0;
+    let mut whole = Vec::new();
+    let mut rest: Option<(u128, u64, Vec<u8>)> = None;
     for item in log.range(owner_keys(owner))? {
         let (key, value) = item?;
-        if keys.len() as u64 >= most || !take(value.value()) {
-            break;
+        let bytes = value.value();
+        let mut stop = None;
+        for (at, id, entry) in chunk::entries(bytes) {
+            if dropped >= most || !drop(entry) {
+                stop = Some((at, id));
+                break;
+            }
+            dropped += 1;
         }
-        keys.push(key.value());
+        match stop {
+            None => whole.push(key.value()),
+            Some((0, _)) => break,
+            Some((at, id)) => {
+                rest = Some((key.value(), id, bytes[at..].to_vec()));
+                break;
+            }
+        }
     }
-    for key in &keys {
-        log.remove(*key)?;
+    for key in whole {
+        log.remove(key)?;
     }
-    Ok(keys.len() as u64)
+    if let Some((old, first, bytes)) = rest {
+        log.remove(old)?;
+        log.insert(log_key(owner, first), bytes.as_slice())?;
+    }
+    Ok(dropped)
 }
 
 /// Drops entries older than `--history-days` from every log.
@@ -229,7 +260,7 @@ fn prune_old(
     for (owner, count) in logs {
         let old = |value: &[u8]| value_ts(value).is_some_and(|ts| ts < cutoff);
         let number = owner_number(txn, owners, &owner)?;
-        let dropped = drop_oldest(&mut log, number, count, old)?;
+        let dropped = trim_front(&mut log, number, count, old)?;
         if dropped > 0 {
             counts.insert(owner.as_str(), count - dropped)?;
         }

@@ -263,12 +263,13 @@ fn assert_small_after(flood: impl FnOnce(&mut TcpStream) + Send + 'static) {
     let mut client = spawn_follower(port, "victim", &[], Stdio::piped(), Stdio::null());
     let stdout = BufReader::new(client.0.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
+    // Reads on after the last line: a reader that went away would make
+    // the client leave (its stdout closed) before its memory is read.
     thread::spawn(move || {
         for line in stdout.split(b'\n') {
             let Ok(line) = line else { break };
             if line == b"evil: done" {
                 let _ = tx.send(());
-                break;
             }
         }
     });
