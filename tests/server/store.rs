@@ -52,15 +52,22 @@ fn accounts(dir: &Path) -> PathBuf {
 
 /// A server with the accounts and the store in `dir`.
 fn server(dir: &Path) -> ServerProcess {
+    server_with(dir, &[])
+}
+
+/// The same, with `extra` options.
+fn server_with(dir: &Path, extra: &[&str]) -> ServerProcess {
     let accounts = accounts(dir);
     let store = dir.join("store.redb");
-    ServerProcess::start(&[
+    let mut args = vec![
         "--accounts",
         accounts.to_str().unwrap(),
         "--allow-plaintext-passwords",
         "--store",
         store.to_str().unwrap(),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    ServerProcess::start(&args)
 }
 
 /// One entry of a user's log, as ENTRY carries it.
@@ -578,4 +585,88 @@ fn a_name_registered_while_a_sender_is_connected_gets_its_messages_stored() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_server_killed_during_a_flood_keeps_every_message_it_said_was_stored() {
+    let dir = TempDir::new("kill-flood");
+    // History enough for the whole flood: retention must not be what
+    // drops a message here.
+    let keep_all = ["--history-max", "1000000"];
+    let mut server = server_with(&dir.0, &keep_all);
+    let port = server.port;
+    // alice floods bob (offline) and records which messages came back
+    // STORED; the server is killed with SIGKILL in the middle.
+    let flood = std::thread::spawn(move || {
+        let mut alice = RawClient::open(port);
+        alice.handshake(b"alice");
+        alice.hello("pmchat/1 password receipts stored");
+        alice.write(&[0, 5, 0, 0, 0, 2, b'p', b'w']);
+        assert_eq!(alice.pair_frame().0, OP_HELLO);
+        let writer = alice.stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut writer = writer;
+            for i in 0..200_000 {
+                let frame = crate::common::message(b"bob", format!("m{i}").as_bytes());
+                if std::io::Write::write_all(&mut writer, &frame).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut stored = std::collections::BTreeSet::new();
+        loop {
+            let mut head = [0u8; 6];
+            if std::io::Read::read_exact(&mut alice.stream, &mut head).is_err() {
+                break;
+            }
+            let len_a = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            let len_b = usize::from(u16::from_be_bytes([head[4], head[5]]));
+            let mut body = vec![0u8; len_a + len_b];
+            if std::io::Read::read_exact(&mut alice.stream, &mut body).is_err() {
+                break;
+            }
+            if u16::from_be_bytes([head[0], head[1]]) == OP_STORED {
+                let (first, last) = (ordinal(&body[..8]), ordinal(&body[8..]));
+                stored.extend(first..=last);
+            }
+        }
+        let _ = sender.join();
+        stored
+    });
+    // Let some be stored, then kill it.
+    let deadline = Instant::now() + TIMEOUT;
+    while std::fs::metadata(dir.0.join("store.redb")).map_or(0, |m| m.len()) < 4 << 20 {
+        assert!(Instant::now() < deadline, "nothing was stored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.signal("KILL");
+    server.wait_exit();
+    let stored = flood.join().unwrap();
+    assert!(!stored.is_empty(), "no STORED receipt before the kill");
+
+    // Every message whose receipt said stored arrives after the restart,
+    // none twice.
+    let server = server_with(&dir.0, &keep_all);
+    let mut bob = log_in(&server, "bob", "inbox after=0");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_id = 0;
+    loop {
+        let (opcode, a, b) = bob.pair_frame();
+        if opcode == OP_CAUGHT_UP {
+            break;
+        }
+        assert_eq!(opcode, OP_ENTRY);
+        let id = ordinal(&a[..8]);
+        assert!(id > last_id, "ids out of order");
+        last_id = id;
+        let text = String::from_utf8(b).unwrap();
+        let n: u64 = text.trim_start_matches('m').parse().unwrap();
+        assert!(seen.insert(n + 1), "message {text} twice");
+    }
+    let missing: Vec<_> = stored.difference(&seen).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "stored but lost: {missing:?} of {}",
+        stored.len()
+    );
 }
