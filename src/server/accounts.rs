@@ -52,7 +52,7 @@ pub enum AccountsError {
 }
 
 /// What a reload changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reloaded {
     /// Names registered now.
     pub count: usize,
@@ -60,7 +60,12 @@ pub struct Reloaded {
     pub added: usize,
     /// Names that are no longer registered.
     pub removed: usize,
+    /// The first of them (at most [`REMOVED_LISTED`]), sorted.
+    pub removed_names: Vec<String>,
 }
+
+/// Unregistered names a reload lists by name.
+pub const REMOVED_LISTED: usize = 100;
 
 /// Registered names and their PHC hashes, as parsed from one version of
 /// the file.
@@ -225,6 +230,12 @@ impl Accounts {
                 removed,
             });
         }
+        let removed_names = old
+            .names()
+            .filter(|n| table.hash_of(n).is_none())
+            .take(REMOVED_LISTED)
+            .map(str::to_string)
+            .collect();
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -232,6 +243,7 @@ impl Accounts {
             count: after,
             added,
             removed,
+            removed_names,
         })
     }
 
@@ -416,16 +428,36 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     written
 }
 
-/// Logs what a reload of the accounts file (`why`: who asked) did.
-pub(crate) fn log_reload(reloaded: &Result<Reloaded, AccountsError>, why: &str) {
+/// Logs what a reload of the accounts file (`why`: who asked) did. With
+/// a store, each name no longer registered gets a line offering to purge
+/// what the store keeps for it (its history stays until then).
+pub(crate) fn log_reload(
+    reloaded: &Result<Reloaded, AccountsError>,
+    why: &str,
+    store: Option<&crate::store::Store>,
+) {
     match reloaded {
         Ok(Reloaded {
             count,
             added,
             removed,
-        }) => info!(
-            "accounts reloaded ({why}): {count} registered name(s), {added} added, {removed} removed"
-        ),
+            removed_names,
+        }) => {
+            info!(
+                "accounts reloaded ({why}): {count} registered name(s), {added} added, {removed} removed"
+            );
+            for name in removed_names {
+                let Some(store) = store else { break };
+                let kept = store.count(name).unwrap_or(0);
+                if kept > 0 {
+                    warn!(
+                        "'{name}' is no longer registered; the store keeps its {kept} message(s) \
+                         until `chat-server history purge {} {name}` (with the server stopped)",
+                        store.path().display()
+                    );
+                }
+            }
+        }
         Err(e) => warn!("accounts not reloaded ({why}), keeping the previous ones: {e}"),
     }
 }

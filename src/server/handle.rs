@@ -191,7 +191,8 @@ impl ServerHandle {
     ) -> Option<Result<accounts::Reloaded, accounts::AccountsError>> {
         let auth = self.shared.auth.as_ref()?;
         let reloaded = auth.accounts.reload(force);
-        accounts::log_reload(&reloaded, if force { "forced" } else { "asked to" });
+        let why = if force { "forced" } else { "asked to" };
+        accounts::log_reload(&reloaded, why, self.shared.config.store.as_deref());
         Some(reloaded)
     }
 

@@ -357,7 +357,8 @@ impl Server {
                     // A stat per period: `chat-server passwd` takes effect
                     // within half a second, without a signal.
                     if let Some(reloaded) = auth.accounts.reload_if_changed() {
-                        accounts::log_reload(&reloaded, "changed on disk");
+                        let store = shared.config.store.as_deref();
+                        accounts::log_reload(&reloaded, "changed on disk", store);
                     }
                     if ticks % 25 == 0 {
                         auth.backoff.forget_stale(std::time::Instant::now());
