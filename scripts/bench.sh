@@ -271,6 +271,51 @@ stored() {
         "$(fmt "$(json "$r" bench_cpu_s)" .2f)" "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"
 }
 stored "stored for offline registered names, 100 pairs, 32 B" --pairs 100 --messages 10000 --size 32
+# The same workload on Redis Streams (XADD; AOF with appendfsync always,
+# then everysec) and NATS JetStream (file storage; nats-server syncs on its
+# own schedule, not per acknowledgement), a fresh data directory per run;
+# a message counts once acknowledged.
+stored_peer() {
+    local name=$1 kind=$2; shift 2
+    local server=redis-server
+    [ "$kind" = jetstream ] && server=nats-server
+    if ! command -v "$server" > /dev/null; then
+        row "$name" "not installed (apt install $server)" "" "" "" ""
+        return
+    fi
+    runs=()
+    for i in 1 2 3; do
+        echo "== $name (run $i)" >&2
+        rm -rf "$work/peer-data"
+        mkdir -p "$work/peer-data"
+        port=$(free_port)
+        case $kind in
+            jetstream) nats-server -p "$port" -a 127.0.0.1 -js -sd "$work/peer-data" > "$work/peer.log" 2>&1 & ;;
+            *) redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes \
+                   --appendfsync "${kind#redis-}" --dir "$work/peer-data" > "$work/peer.log" 2>&1 & ;;
+        esac
+        server_pid=$!
+        for _ in $(seq 200); do
+            python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.1)' \
+                "$port" 2> /dev/null && break
+            sleep 0.05
+        done
+        local driver=redis-streams
+        [ "$kind" = jetstream ] && driver=jetstream
+        "$bin/chat-bench" stored --peer "$driver" --addr "127.0.0.1:$port" --pid "$server_pid" "$@" > "$work/result.json"
+        stop_server
+        cp "$work/result.json" "$work/stored-peer-$i.json"
+        runs+=("$work/stored-peer-$i.json")
+    done
+    mapfile -t runs < <(python3 -c 'import json,sys; [print(f) for f in sorted(sys.argv[1:], key=lambda f: json.load(open(f))["msgs_per_s"])]' "${runs[@]}")
+    local r=${runs[1]}
+    row "$name" "$(fmt "$(json "$r" msgs_per_s)" ',.0f') msgs/s acknowledged; 3 runs: $(range msgs_per_s 1e6 .2f "${runs[@]}") M" \
+        "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" \
+        "$(fmt "$(json "$r" bench_cpu_s)" .2f)" "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"
+}
+stored_peer "stored, same workload, Redis Streams (appendfsync always)" redis-always --pairs 100 --messages 10000 --size 32
+stored_peer "stored, same workload, Redis Streams (appendfsync everysec)" redis-everysec --pairs 100 --messages 10000 --size 32
+stored_peer "stored, same workload, NATS JetStream (file)" jetstream --pairs 100 --messages 10000 --size 32
 latency "latency, 10 pairs, 10,000 msgs/s" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
 # The same workload on NATS and Redis publish/subscribe (Debian's
 # nats-server and redis-server), measured in the same run.

@@ -266,3 +266,21 @@ fn stored_counts_messages_the_store_committed_for_offline_names() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn stored_drives_redis_streams_with_the_same_workload() {
+    crate::require_redis!();
+    let redis = common::RedisProcess::start();
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["stored", "--peer", "redis-streams"])
+        .args(["--addr", &format!("127.0.0.1:{}", redis.port)])
+        .args(["--pairs", "3", "--messages", "400", "--window", "32"])
+        .output()
+        .expect("run chat-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chat-bench failed:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).expect("JSON");
+    assert_eq!(report["stored"], 1200, "{report}");
+    assert_eq!(report["refused"], 0, "{report}");
+}

@@ -3,6 +3,9 @@
 //! - [`throughput`]: sender → receiver pairs, as fast as a window allows.
 //! - [`latency`]: a fixed aggregate rate, one-way latency percentiles.
 //! - [`conns`]: many idle connections, and the server's memory for them.
+//! - [`stored`]: messages to offline registered names on a server with
+//!   `--store`, counted once stored; [`durable`]: the same workload on
+//!   Redis Streams and NATS JetStream.
 //!
 //! The generator must not be the bottleneck: frames are built from a
 //! pre-encoded template (only the sequence digits change), written and read
@@ -12,6 +15,7 @@
 //! stdout.
 
 mod conns;
+mod durable;
 mod latency;
 pub mod peers;
 mod report;
@@ -148,8 +152,13 @@ pub struct StoredArgs {
     pub common: Common,
     /// The accounts file the server was started with (`--accounts`): the
     /// recipients' names are written into it (what it held is replaced).
-    #[arg(long, value_name = "FILE")]
-    pub accounts_file: std::path::PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "peer")]
+    pub accounts_file: Option<std::path::PathBuf>,
+    /// Drive this other server with the same workload instead: XADD to
+    /// Redis Streams, or publications to a NATS JetStream file stream,
+    /// each counted once acknowledged.
+    #[arg(long, value_name = "PEER", value_enum)]
+    pub peer: Option<durable::DurablePeer>,
     /// Senders, each to a recipient of its own.
     #[arg(long, default_value_t = 1)]
     pub pairs: usize,
@@ -269,7 +278,10 @@ pub fn run(args: BenchArgs) -> Status {
             Case::Throughput(a) => throughput::run(&ex, &target, a).await,
             Case::Latency(a) => latency::run(&ex, &target, a).await,
             Case::Conns(a) => conns::run(&ex, target.addr, a).await,
-            Case::Stored(a) => stored::run(&ex, &target, a).await,
+            Case::Stored(a) => match a.peer {
+                Some(peer) => durable::run(&ex, target.addr, peer, a).await,
+                None => stored::run(&ex, &target, a).await,
+            },
         }
     });
     match outcome {

@@ -203,6 +203,24 @@ impl PeerStream {
         self.stream.write_all(bytes).await
     }
 
+    /// The payload of the next message (a NATS `MSG`, a Redis bulk
+    /// reply), waiting for it; other output is skipped, pings answered.
+    pub async fn next_message(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            match self.next().await? {
+                Delivery::Message(range) => return Ok(self.input[range].to_vec()),
+                Delivery::Ping => self.stream.write_all(b"PONG\r\n").await?,
+                Delivery::Other => {}
+            }
+        }
+    }
+
+    /// A second handle on the connection, to write on while this one
+    /// reads.
+    pub fn writer(&self) -> io::Result<Async<TcpStream>> {
+        Async::new(self.stream.get_ref().try_clone()?)
+    }
+
     /// A task that reads and drops whatever the peer answers a publisher
     /// (Redis's receiver counts), so its replies never fill the socket,
     /// through a second handle on the connection.
@@ -216,7 +234,7 @@ impl PeerStream {
 }
 
 /// Appends a RESP array of bulk strings.
-fn resp_command(parts: &[&[u8]], out: &mut Vec<u8>) {
+pub(crate) fn resp_command(parts: &[&[u8]], out: &mut Vec<u8>) {
     out.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
     for part in parts {
         out.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
@@ -311,6 +329,18 @@ pub fn parse(peer: Peer, input: &[u8]) -> Result<Option<(Delivery, usize)>, Stri
                     Ok(Some((Delivery::Other, at)))
                 }
             }
+            // A bulk reply (to XADD: the entry's id): counted as a
+            // message. A subscriber never gets one.
+            Some(b'$') => {
+                let size = number(&line[1..])?;
+                if input.len() < after + size + 2 {
+                    return Ok(None);
+                }
+                Ok(Some((
+                    Delivery::Message(after..after + size),
+                    after + size + 2,
+                )))
+            }
             Some(b':' | b'+') => Ok(Some((Delivery::Other, after))),
             Some(b'-') => Err(String::from_utf8_lossy(line).into_owned()),
             _ => Err(format!("not RESP: {:?}", String::from_utf8_lossy(line))),
@@ -360,5 +390,9 @@ mod tests {
             parse(Peer::Redis, b":1\r\n").unwrap().unwrap().0
         );
         assert!(parse(Peer::Redis, b"$99999999999\r\n").is_err());
+        let (reply, used) = parse(Peer::Redis, b"$15\r\n1700000000000-0\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((reply, used), (Delivery::Message(5..20), 22));
     }
 }

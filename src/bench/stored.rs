@@ -46,7 +46,10 @@ pub async fn run(
     let recipients: Vec<String> = (0..args.pairs)
         .map(|i| format!("bench-stored-{i}"))
         .collect();
-    write_accounts(&args.accounts_file, &recipients)?;
+    let Some(accounts) = &args.accounts_file else {
+        return Err(io::Error::other("--accounts-file FILE is needed"));
+    };
+    write_accounts(accounts, &recipients)?;
     let mut senders = Vec::new();
     for i in 0..args.pairs {
         let s = login(target, &format!("t{tag}w{i}")).await?;
