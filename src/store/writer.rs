@@ -267,3 +267,57 @@ fn prune_old(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Direction, Store};
+    use super::*;
+
+    #[test]
+    fn entries_older_than_history_days_go_at_the_prune_and_newer_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("pmchat-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let retention = Retention {
+            max_entries: 1000,
+            max_days: 30,
+        };
+        let store = Store::open(&dir.join("store.redb"), retention).unwrap();
+        let day = 86_400_000;
+        let now = now_ms();
+        let mut last = 0;
+        for (age_days, text) in [
+            (40, "old"),
+            (31, "older than 30 days"),
+            (29, "recent"),
+            (0, "now"),
+        ] {
+            last = store
+                .append(
+                    "bob",
+                    now - age_days * day,
+                    Direction::Stored,
+                    b"alice",
+                    text.as_bytes(),
+                )
+                .unwrap();
+        }
+        smol::block_on(store.wait_done(last));
+        {
+            let db = store.db().unwrap();
+            let txn = db.begin_write().unwrap();
+            prune_old(&txn, retention, &mut OwnerNumbers::new()).unwrap();
+            txn.commit().unwrap();
+        }
+        let kept: Vec<_> = store
+            .after("bob", 0, u64::MAX, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8(e.content).unwrap())
+            .collect();
+        assert_eq!(kept, ["recent", "now"]);
+        assert_eq!(store.count("bob").unwrap(), 2);
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
