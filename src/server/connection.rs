@@ -265,9 +265,10 @@ async fn read_loop(
                         why: "it needs the inbox (a registered name on a server with --store)",
                     });
                 }
-                ClientFrame::History { peer, before, max } => {
-                    // Boxed: sessions that never ask carry no room for it.
-                    Box::pin(router.history(peer, before, max)).await
+                // Boxed: sessions that never ask carry no room for it.
+                ClientFrame::History { peer, request } => {
+                    let (before, max) = v1::history_request(request);
+                    router.history(peer, before, max).await
                 }
             };
             if routed.is_err() {

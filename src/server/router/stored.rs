@@ -100,6 +100,7 @@ impl Router<'_> {
 
     /// Logs a message the sender sent to `to` in the sender's own log, if
     /// its name is registered, for its other devices and its history.
+    #[inline(never)]
     pub(super) fn log_sent(&mut self, inboxes: &Inboxes, to: &[u8], content: &[u8]) {
         self.log_sent_at(inboxes, now_ms(), to, content);
     }
@@ -128,7 +129,21 @@ impl Router<'_> {
     /// connection, or the newest), with `peer` only unless it is empty,
     /// then HISTORY-END with how many came. A page stops short of
     /// [`HISTORY_PAGE_BYTES`]; the client pages on from the oldest it got.
-    pub(crate) async fn history(
+    ///
+    /// Boxed and out of line: the reading loop that awaits it is the hot
+    /// path of every message and carries no room for this.
+    #[inline(never)]
+    pub(crate) fn history<'b>(
+        &'b mut self,
+        peer: &'b [u8],
+        before: u64,
+        max: u16,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SenderClosed>> + Send + 'b>>
+    {
+        Box::pin(self.history_page(peer, before, max))
+    }
+
+    async fn history_page(
         &mut self,
         peer: &[u8],
         before: u64,

@@ -108,14 +108,6 @@ pub fn decode_client_frame<'a>(
                 });
             }
         }
-        OP_HISTORY => {
-            if len_a > usize::from(limits.max_username) || len_b != HISTORY_REQUEST_LEN {
-                return Err(FrameError::Malformed {
-                    frame: "HISTORY",
-                    why: "it must carry a name and a 10-byte page request",
-                });
-            }
-        }
         OP_AUTH => {
             if len_a > MAX_DEVICE_TOKEN {
                 return Err(FrameError::Malformed {
@@ -127,6 +119,14 @@ pub fn decode_client_frame<'a>(
                 return Err(FrameError::Malformed {
                     frame: "AUTH",
                     why: "password over 1024 bytes",
+                });
+            }
+        }
+        OP_HISTORY => {
+            if len_a > usize::from(limits.max_username) || len_b != HISTORY_REQUEST_LEN {
+                return Err(FrameError::Malformed {
+                    frame: "HISTORY",
+                    why: "it must carry a name and a 10-byte page request",
                 });
             }
         }
@@ -153,8 +153,7 @@ pub fn decode_client_frame<'a>(
         },
         OP_HISTORY => ClientFrame::History {
             peer: a,
-            before: ordinal(&b[..8]),
-            max: u16::from_be_bytes([b[8], b[9]]),
+            request: b,
         },
         _ => ClientFrame::Who,
     };

@@ -118,6 +118,19 @@ pub const MAX_HISTORY_PAGE: u16 = 1000;
 /// Bytes of HISTORY's second field: the id to page back from, the count.
 pub const HISTORY_REQUEST_LEN: usize = 10;
 
+/// HISTORY's request: up to `max` entries before id `before` (0: the
+/// newest, or where the previous page ended). The decoder checked its
+/// length; anything else reads as an empty request.
+pub fn history_request(request: &[u8]) -> (u64, u16) {
+    match (request.get(..8), request.get(8..10)) {
+        (Some(before), Some(max)) => (
+            u64::from_be_bytes(before.try_into().unwrap_or_default()),
+            u16::from_be_bytes([max[0], max[1]]),
+        ),
+        _ => (0, 0),
+    }
+}
+
 /// Bytes before the peer's name in ENTRY's first field: id, time,
 /// direction.
 pub const ENTRY_HEAD_LEN: usize = 17;
@@ -232,13 +245,13 @@ pub enum ClientFrame<'a> {
     Hello { features: &'a [u8] },
     /// A request for the online list.
     Who,
-    /// A page of the user's log: up to `max` entries before id `before`
-    /// (0: the newest), with `peer` only unless it is empty.
-    History {
-        peer: &'a [u8],
-        before: u64,
-        max: u16,
-    },
+    /// A page of the user's log, with `peer` only unless it is empty;
+    /// `request` (10 bytes, checked) says which: see
+    /// [`history_request`]. Two slices, like a message: with a `u64` and
+    /// a `u16` instead, every decoded frame was copied through a stalled
+    /// 16-byte load, which cost about a tenth of the throughput between
+    /// 100 pairs.
+    History { peer: &'a [u8], request: &'a [u8] },
     /// The password that proves the login (empty: the client has none).
     Auth {
         /// A device token the server issued, or empty.
