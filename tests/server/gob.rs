@@ -414,3 +414,21 @@ fn a_gob_user_that_does_not_read_is_a_slow_consumer_like_any_other() {
     drop(alice);
     let _ = flood.join();
 }
+
+#[test]
+fn a_gob_user_messaging_an_offline_registered_name_sees_no_error_and_it_is_stored() {
+    use crate::store::{entry, log_in, server, TempDir};
+    let dir = TempDir::new("gob-sender");
+    let mut server = server(&dir.0);
+    let mut gopher = GobClient::ready(&mut server, "gopher");
+    gopher.send("bob", "kept for bob");
+    // The next thing the gob user hears is about this one, not the first.
+    gopher.send("nobody", "lost");
+    eqnice!(error("'nobody' is not connected\n"), gopher.message());
+    let mut bob = log_in(&server, "bob", "inbox");
+    let got = entry(&mut bob);
+    eqnice!(
+        ("gopher", "kept for bob"),
+        (got.peer.as_str(), got.content.as_str())
+    );
+}

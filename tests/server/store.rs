@@ -18,10 +18,10 @@ const OP_STORED: u16 = 11;
 const OP_CAUGHT_UP: u16 = 12;
 
 /// A directory of its own, removed at the end.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("pmchat-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -51,7 +51,7 @@ fn accounts(dir: &Path) -> PathBuf {
 }
 
 /// A server with the accounts and the store in `dir`.
-fn server(dir: &Path) -> ServerProcess {
+pub(crate) fn server(dir: &Path) -> ServerProcess {
     server_with(dir, &[])
 }
 
@@ -72,16 +72,16 @@ fn server_with(dir: &Path, extra: &[&str]) -> ServerProcess {
 
 /// One entry of a user's log, as ENTRY carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    id: u64,
-    direction: u8,
-    peer: String,
-    content: String,
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    pub(crate) direction: u8,
+    pub(crate) peer: String,
+    pub(crate) content: String,
 }
 
 /// Logs in a registered name with `features` (and `password`, AUTH),
 /// and reads its WELCOME.
-fn log_in(server: &ServerProcess, name: &str, features: &str) -> RawClient {
+pub(crate) fn log_in(server: &ServerProcess, name: &str, features: &str) -> RawClient {
     let mut client = server.connect(name);
     client.hello(&format!("pmchat/1 password {features}"));
     let mut auth = vec![0, 5, 0, 0, 0, 2];
@@ -99,7 +99,7 @@ fn log_in(server: &ServerProcess, name: &str, features: &str) -> RawClient {
     client
 }
 
-fn entry(client: &mut RawClient) -> Entry {
+pub(crate) fn entry(client: &mut RawClient) -> Entry {
     let (opcode, a, b) = client.pair_frame();
     assert_eq!(opcode, OP_ENTRY, "expected ENTRY, got opcode {opcode}");
     Entry {
