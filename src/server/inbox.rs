@@ -222,6 +222,12 @@ impl Inbox {
         self.lock().last_id
     }
 
+    /// The newest id a device that left (since the server started) had
+    /// been sent.
+    fn mark(&self) -> u64 {
+        self.lock().mark
+    }
+
     /// Removes a device; the owner's mark, moved on to the newest id it
     /// was sent.
     fn detach(&self, mailbox: &Arc<Mailbox>) -> Option<u64> {
@@ -315,11 +321,14 @@ pub(crate) async fn feed(
         }
         Start::Mark => {
             let (store, name) = (Arc::clone(&store), inbox.name.clone());
-            smol::unblock(move || store.mark(&name))
+            let kept = smol::unblock(move || store.mark(&name))
                 .await
                 .ok()
                 .flatten()
-                .unwrap_or(0)
+                .unwrap_or(0);
+            // A device that left moments ago moved the mark in memory
+            // before the store has it on disk.
+            kept.max(inbox.mark())
         }
     };
     let behind = inbox.attach(mailbox, cursor);
