@@ -11,27 +11,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_listener::{listener, Event};
 use smol::Executor;
 
 use super::report::{Report, Usage};
-use super::{login, FrameTemplate, StoredArgs, Target};
+use super::{login, throughput, FrameTemplate, StoredArgs, Target};
 use crate::client::wire::ClientWire;
 use crate::net::transport::Transport;
 use crate::wire::framing::FrameReader;
 use crate::wire::v1::{self, ServerFrame};
 
-/// Bytes of frames per sender write.
-const WRITE_BATCH: usize = 64 * 1024;
-
-/// What a sender's receipt reader tells it and the summary.
+/// What a sender's receipt reader tells it (the sender waits on
+/// `window`: messages accounted for, stored, accepted or refused) and the
+/// summary.
 #[derive(Default)]
 struct Progress {
-    /// Messages accounted for (stored, accepted or refused).
-    accounted: AtomicU64,
+    window: Arc<throughput::Progress>,
     stored: AtomicU64,
     refused: AtomicU64,
-    moved: Event,
 }
 
 /// Runs the case.
@@ -81,12 +77,13 @@ pub async fn run(
         let reader = read_receipts(s.clone(), probes, args.messages, Arc::clone(&p));
         tasks.push(ex.spawn(reader));
         let template = FrameTemplate::new(to, usize::from(args.size), ClientWire::V1);
-        ex.spawn(send(
+        let window = Arc::clone(&p.window);
+        ex.spawn(throughput::send(
             s,
             template,
             args.messages,
             args.window,
-            Arc::clone(&p),
+            window,
         ))
         .detach();
         progress.push(p);
@@ -182,41 +179,6 @@ async fn await_storing(stream: &Transport, to: &str, timeout: Duration) -> io::R
     }
 }
 
-/// Sends `messages` copies of `template`, keeping at most `window` not
-/// accounted for.
-async fn send(
-    stream: Transport,
-    template: FrameTemplate,
-    messages: u64,
-    window: u64,
-    progress: Arc<Progress>,
-) -> io::Result<()> {
-    let per_write = (WRITE_BATCH / template.len()).max(1) as u64;
-    let mut batch = Vec::with_capacity(WRITE_BATCH + template.len());
-    let mut sent = 0;
-    while sent < messages {
-        let room = loop {
-            let in_flight = sent - progress.accounted.load(Ordering::Acquire);
-            if in_flight < window {
-                break window - in_flight;
-            }
-            listener!(progress.moved => moved);
-            if sent - progress.accounted.load(Ordering::Acquire) < window {
-                continue;
-            }
-            moved.await;
-        };
-        let n = room.min(messages - sent).min(per_write);
-        batch.clear();
-        for seq in sent..sent + n {
-            template.push(&mut batch, &[seq]);
-        }
-        stream.write_all(&batch).await?;
-        sent += n;
-    }
-    Ok(())
-}
-
 /// Reads a sender's receipts until its `messages`, numbered after the
 /// `probes`, are accounted for.
 async fn read_receipts(
@@ -242,8 +204,8 @@ async fn read_receipts(
             progress.stored.fetch_add(stored, Ordering::Relaxed);
             progress.refused.fetch_add(refused, Ordering::Relaxed);
         }
-        progress.accounted.store(accounted, Ordering::Release);
-        progress.moved.notify(usize::MAX);
+        progress.window.received.store(accounted, Ordering::Release);
+        progress.window.moved.notify(usize::MAX);
     }
     Ok(())
 }

@@ -23,13 +23,14 @@ use crate::wire::v1::{self, ServerFrame};
 /// Bytes of frames per sender write.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// What a pair's receiver tells its sender and the summary.
+/// What the far end of a sender tells it: its receiver here, its
+/// receipts reader in the `stored` case.
 #[derive(Default)]
-struct Progress {
-    /// Messages received so far.
-    received: AtomicU64,
+pub(super) struct Progress {
+    /// Messages received (or otherwise accounted for) so far.
+    pub(super) received: AtomicU64,
     /// Wakes the sender when `received` moves.
-    moved: Event,
+    pub(super) moved: Event,
 }
 
 /// A receiver's final counts.
@@ -156,7 +157,7 @@ fn report(args: &ThroughputArgs, tally: &Tally, sender_errors: u64, elapsed: f64
 
 /// Sends `messages` copies of `template` numbered 0.., keeping at most
 /// `window` in flight.
-async fn send(
+pub(super) async fn send(
     stream: Transport,
     template: FrameTemplate,
     messages: u64,

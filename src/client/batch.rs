@@ -522,7 +522,7 @@ fn encode_line<'a>(
                 return Err(command::HISTORY_UNSUPPORTED.into());
             }
             let peer = peer.unwrap_or_default();
-            state.history_requested(peer);
+            state.history_requested();
             // A checked name and a fixed-size request: it fits.
             let _ = v1::encode_history(peer.as_bytes(), 0, count, out);
             return Ok(Flow::Continue);

@@ -64,8 +64,9 @@ pub struct ChatState {
     receipts: AtomicBool,
     /// WELCOME granted the inbox: messages come as log entries.
     inbox: AtomicBool,
-    /// Where each `history` pages on from.
-    history: Mutex<HistoryPaging>,
+    /// `history` requests whose answers have not ended yet (like
+    /// `who_pending`).
+    history_pending: AtomicU32,
     /// Messages sent and not yet accounted for, with receipts.
     ledger: Ledger,
     /// The wire this session speaks.
@@ -78,13 +79,6 @@ pub struct ChatState {
 }
 
 /// A bounded set of names that forgets the oldest first.
-/// `history` requests whose answers have not ended yet.
-#[derive(Debug, Default)]
-struct HistoryPaging {
-    /// Conversations asked for, oldest request first (`""`: all).
-    requested: VecDeque<String>,
-}
-
 #[derive(Debug, Default)]
 struct KnownUsers {
     names: BTreeSet<String>,
@@ -315,24 +309,22 @@ impl ChatState {
         self.extended.store(true, Ordering::SeqCst);
     }
 
-    /// Records a `history` request for `peer` (`""`: every conversation).
-    /// The server pages on from where its last answer for that
-    /// conversation ended.
-    pub fn history_requested(&self, peer: &str) {
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        history.requested.push_back(peer.to_string());
+    /// Records a `history` request (the server pages on from where its
+    /// last answer for that conversation ended).
+    pub fn history_requested(&self) {
+        self.history_pending.fetch_add(1, Ordering::SeqCst);
     }
 
     /// True while a `history` answer is awaited.
     pub fn history_expected(&self) -> bool {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        !history.requested.is_empty()
+        self.history_pending.load(Ordering::SeqCst) > 0
     }
 
     /// A `history` answer ended.
     pub fn history_ended(&self) {
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        history.requested.pop_front();
+        let _ = self
+            .history_pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Records whether WELCOME granted the inbox.

@@ -50,6 +50,8 @@ pub(crate) enum Out {
     Stored(u64, u64),
     /// CAUGHT-UP: entries replayed.
     CaughtUp(u64),
+    /// HISTORY-END: entries in the page.
+    HistoryEnd(u64),
 }
 
 /// Everything queued for `session` and not yet written, decoded.
@@ -99,7 +101,7 @@ pub(crate) fn queued(session: &Mailbox) -> Vec<Out> {
                 content,
                 ..
             } => Out::Entry(id, direction, text(peer), text(content)),
-            ServerFrame::HistoryEnd { count } => Out::CaughtUp(count),
+            ServerFrame::HistoryEnd { count } => Out::HistoryEnd(count),
         });
         rest = &rest[used..];
     }

@@ -34,11 +34,6 @@ impl Direction {
             _ => None,
         }
     }
-
-    /// True for a message to the owner (received live or stored).
-    pub fn is_incoming(self) -> bool {
-        self != Direction::Sent
-    }
 }
 
 /// An entry read back from a log.

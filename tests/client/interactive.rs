@@ -1,7 +1,6 @@
 //! Interactive mode in a pseudo-terminal: prompt, completion, messages
 //! arriving mid-line, history, and leaving when the server goes away.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,23 +10,7 @@ use expectrl::Expect;
 use crate::common::{Frame, ServerProcess};
 use crate::eqnice;
 
-/// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("pmchat-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use crate::common::TempDir;
 
 /// `chat-client` as `name` in a pseudo-terminal, history in `dir`.
 pub fn repl(server: &ServerProcess, name: &str, dir: &TempDir) -> OsSession {

@@ -418,7 +418,7 @@ fn a_gob_user_that_does_not_read_is_a_slow_consumer_like_any_other() {
 #[test]
 fn a_gob_user_messaging_an_offline_registered_name_sees_no_error_and_it_is_stored() {
     use crate::store::{entry, log_in, server, TempDir};
-    let dir = TempDir::new("gob-sender");
+    let dir = TempDir::new("store-gob-sender");
     let mut server = server(&dir.0);
     let mut gopher = GobClient::ready(&mut server, "gopher");
     gopher.send("bob", "kept for bob");

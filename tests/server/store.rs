@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 
+pub(crate) use crate::common::TempDir;
 use crate::common::{RawClient, ServerProcess, TIMEOUT};
 
 const OP_HELLO: u16 = 2;
@@ -16,24 +17,6 @@ const OP_REFUSED: u16 = 7;
 const OP_ENTRY: u16 = 10;
 const OP_STORED: u16 = 11;
 const OP_CAUGHT_UP: u16 = 12;
-
-/// A directory of its own, removed at the end.
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("pmchat-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `alice` and `bob` registered (password `pw`), hashed at a tiny cost.
 fn accounts(dir: &Path) -> PathBuf {
@@ -140,7 +123,7 @@ fn ordinal(field: &[u8]) -> u64 {
 
 #[test]
 fn a_message_to_a_registered_name_nobody_holds_is_stored_and_replayed_at_its_login() {
-    let dir = TempDir::new("offline");
+    let dir = TempDir::new("store-offline");
     let mut server = server(&dir.0);
     let mut alice = log_in(&server, "alice", "receipts codes stored");
     alice.send("bob", "while you were away");
@@ -190,7 +173,7 @@ fn a_message_to_a_registered_name_nobody_holds_is_stored_and_replayed_at_its_log
 
 #[test]
 fn a_v1_sender_to_an_offline_registered_name_sees_no_error() {
-    let dir = TempDir::new("v1-sender");
+    let dir = TempDir::new("store-v1-sender");
     let mut server = server(&dir.0);
     let mut carol = server.login("carol");
     carol.send("bob", "from v1");
@@ -209,7 +192,7 @@ fn a_v1_sender_to_an_offline_registered_name_sees_no_error() {
 
 #[test]
 fn stored_messages_survive_a_restart_and_a_kill_9() {
-    let dir = TempDir::new("restart");
+    let dir = TempDir::new("store-restart");
     // The cursor of bob's device: exact across restarts (a device without
     // one starts from a mark written when a device leaves, which a killed
     // server may not have written).
@@ -253,7 +236,7 @@ fn stored_messages_survive_a_restart_and_a_kill_9() {
 
 #[test]
 fn a_device_resuming_from_its_cursor_during_a_flood_misses_nothing_and_repeats_nothing() {
-    let dir = TempDir::new("flood");
+    let dir = TempDir::new("store-flood");
     let mut server = server(&dir.0);
     const TOTAL: usize = 20_000;
     let port = server.port;
@@ -296,7 +279,7 @@ fn a_device_resuming_from_its_cursor_during_a_flood_misses_nothing_and_repeats_n
 
 #[test]
 fn a_file_that_is_not_a_store_is_refused_at_start_and_left_as_it_is() {
-    let dir = TempDir::new("corrupt");
+    let dir = TempDir::new("store-corrupt");
     let accounts = accounts(&dir.0);
     let store = dir.0.join("store.redb");
     let junk = b"not a store at all\n".repeat(200);
@@ -315,7 +298,7 @@ fn a_file_that_is_not_a_store_is_refused_at_start_and_left_as_it_is() {
 
 #[test]
 fn a_store_in_use_by_another_server_is_refused_at_start() {
-    let dir = TempDir::new("locked");
+    let dir = TempDir::new("store-locked");
     let _first = server(&dir.0);
     let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .args(["0", "--bind", "127.0.0.1", "--accounts"])
@@ -330,7 +313,7 @@ fn a_store_in_use_by_another_server_is_refused_at_start() {
 
 #[test]
 fn history_export_and_purge_work_on_a_closed_store_and_the_console_counts() {
-    let dir = TempDir::new("export");
+    let dir = TempDir::new("store-export");
     let mut server = server(&dir.0);
     let mut alice = log_in(&server, "alice", "receipts stored");
     alice.send("bob", "for \"bob\"");
@@ -383,7 +366,7 @@ fn history_export_and_purge_work_on_a_closed_store_and_the_console_counts() {
 
 #[test]
 fn two_devices_of_one_name_get_every_message_and_each_others_sent_copies() {
-    let dir = TempDir::new("devices");
+    let dir = TempDir::new("store-devices");
     let accounts = accounts(&dir.0);
     let store = dir.0.join("store.redb");
     let mut server = ServerProcess::start(&[
@@ -469,7 +452,7 @@ fn limit_file_size(pid: u32, bytes: Option<u64>) {
 
 #[test]
 fn a_full_disk_refuses_stored_messages_clearly_live_ones_go_on_and_it_recovers() {
-    let dir = TempDir::new("full-disk");
+    let dir = TempDir::new("store-full-disk");
     let mut server = server(&dir.0);
     let store = dir.0.join("store.redb");
     // The disk is "full" a little past what the store holds now.
@@ -554,7 +537,7 @@ fn ordinal_of(field: &[u8]) -> u64 {
 
 #[test]
 fn a_name_registered_while_a_sender_is_connected_gets_its_messages_stored() {
-    let dir = TempDir::new("registered-later");
+    let dir = TempDir::new("store-registered-later");
     let server = server(&dir.0);
     let mut alice = log_in(&server, "alice", "receipts stored");
     alice.send("dave", "before");
@@ -589,7 +572,7 @@ fn a_name_registered_while_a_sender_is_connected_gets_its_messages_stored() {
 
 #[test]
 fn a_server_killed_during_a_flood_keeps_every_message_it_said_was_stored() {
-    let dir = TempDir::new("kill-flood");
+    let dir = TempDir::new("store-kill-flood");
     // History enough for the whole flood: retention must not be what
     // drops a message here.
     let keep_all = ["--history-max", "1000000"];

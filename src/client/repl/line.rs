@@ -96,7 +96,7 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
                 return Handled::Done;
             }
             let peer = peer.unwrap_or_default();
-            state.history_requested(peer);
+            state.history_requested();
             let mut frame = Vec::new();
             // A checked name and a fixed-size request: it fits.
             let _ = v1::encode_history(peer.as_bytes(), 0, count, &mut frame);
