@@ -93,7 +93,7 @@ pub(crate) struct Shared {
     /// Settings, fixed for the server's life.
     pub(crate) config: Config,
     /// Who is online.
-    pub(crate) registry: Registry,
+    pub(crate) registry: Arc<Registry>,
     /// Runs the sessions: each connection is handed to one worker.
     pub(crate) workers: Arc<Workers>,
     /// Fires once when the server begins to stop.
@@ -103,7 +103,7 @@ pub(crate) struct Shared {
     /// Registered names: the accounts, the password checker, the back-off.
     pub(crate) auth: Option<auth::AuthState>,
     /// This node's part in a cluster (`--cluster`).
-    pub(crate) cluster: Option<cluster::Cluster>,
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     /// Names the operator keeps out.
     pub(crate) bans: bans::Bans,
     /// Registered users' inboxes, with `--store`.
@@ -280,12 +280,20 @@ impl Server {
             };
             auth::AuthState::new(Arc::clone(accounts), tokens)
         });
+        let registry = Arc::new(Registry::default());
         let cluster = config
             .cluster
             .as_deref()
             .map(|url| {
+                let local = cluster::Local {
+                    registry: Arc::clone(&registry),
+                    limits: config.limits,
+                    slow_consumer_timeout: config.slow_consumer_timeout,
+                    queue_bytes: config.queue_bytes,
+                };
                 let lease = config.cluster_lease;
-                cluster::Cluster::new(url, key, config.cluster_ca.as_deref(), lease)
+                let ca = config.cluster_ca.as_deref();
+                cluster::Cluster::new(url, key, ca, lease, local).map(Arc::new)
             })
             .transpose()?;
         let inboxes = match (&config.store, &config.accounts) {
@@ -299,7 +307,7 @@ impl Server {
                 inboxes,
                 auth,
                 config,
-                registry: Registry::default(),
+                registry,
                 workers,
                 shutdown: ShutdownSignal::default(),
                 connections: ConnectionCount::default(),
@@ -376,14 +384,10 @@ impl Server {
         // On the background thread, where the Redis connections' drivers
         // run too: a message crossing nodes then wakes one thread fewer on
         // each side. Dropped (cancelled) at shutdown.
-        let in_cluster = shared.cluster.is_some().then(|| {
-            let shared = Arc::clone(shared);
-            crate::runtime::spawn_background(async move {
-                if let Some(cluster) = &shared.cluster {
-                    cluster.run(&shared).await;
-                }
-            })
-        });
+        let in_cluster = shared
+            .cluster
+            .clone()
+            .map(|cluster| crate::runtime::spawn_background(async move { cluster.run().await }));
         accept_loop
             .or(housekeeping)
             .or(shutdown)
@@ -407,8 +411,7 @@ impl Server {
             );
         }
         if let Some(cluster) = &shared.cluster {
-            let leaving =
-                crate::runtime::timeout(shared.config.flush_timeout, cluster.leave(shared));
+            let leaving = crate::runtime::timeout(shared.config.flush_timeout, cluster.leave());
             if leaving.await.is_none() {
                 warn!("cluster: could not give the names up in time; their leases run out");
             }

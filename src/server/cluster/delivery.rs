@@ -16,7 +16,7 @@ use crate::sanitize::Escaped;
 use crate::server::mailbox::flush_all;
 use crate::server::mailbox::Mailbox;
 use crate::server::outbound::PushError;
-use crate::server::Shared;
+use crate::server::registry::Registry;
 use crate::wire::texts::{Code, ErrorText};
 use crate::wire::v1::Limits;
 
@@ -49,7 +49,7 @@ impl Cluster {
 
     /// Acts on a batch from another node's outbox; acknowledges it if a
     /// sender with receipts waits on it.
-    pub(super) async fn deliver(&self, shared: &Arc<Shared>, payload: &[u8]) {
+    pub(super) async fn deliver(self: &Arc<Self>, payload: &[u8]) {
         let body = match &self.key {
             None => payload,
             Some(key) => match split_tag(payload) {
@@ -95,8 +95,8 @@ impl Cluster {
             self.reject("a batch published again (a replay)");
             return;
         }
-        let limits = &shared.config.limits;
-        let patience = shared.config.slow_consumer_timeout;
+        let limits = &self.local.limits;
+        let patience = self.local.slow_consumer_timeout;
         let mut touched: Vec<Arc<Mailbox>> = Vec::new();
         // The acknowledgement's list of refused records, if one is owed.
         let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
@@ -124,7 +124,7 @@ impl Cluster {
                     // Borrowed from the batch's table: no reference count
                     // touched per message (its line is shared with the
                     // recipient's own worker).
-                    let delivered = match recipients.get(shared, to) {
+                    let delivered = match recipients.get(&self.local.registry, to) {
                         Some(session) => {
                             if index >= one_by_one_until {
                                 // The messages to the same recipient that
@@ -142,7 +142,7 @@ impl Cluster {
                                 }
                                 one_by_one_until = end;
                             }
-                            match self.deliver_message(shared, &origin, session, from, content) {
+                            match self.deliver_message(&origin, session, from, content) {
                                 Delivered::Queued => {
                                     touched.push(Arc::clone(session));
                                     continue;
@@ -174,7 +174,7 @@ impl Cluster {
                     }
                 }
                 Record::Error { to, code, text } => {
-                    if let Some(session) = shared.registry.get(to) {
+                    if let Some(session) = self.local.registry.get(to) {
                         // Both checked by `valid_record`.
                         let code = Code::from_byte(code).unwrap_or(Code::NotConnected);
                         let text = String::from_utf8_lossy(text).into_owned();
@@ -188,8 +188,8 @@ impl Cluster {
                     }
                 }
                 Record::Kick { name } => {
-                    if let Some(session) = shared.registry.get(name) {
-                        shared.registry.remove(&session);
+                    if let Some(session) = self.local.registry.get(name) {
+                        self.local.registry.remove(&session);
                         if session.close_with_error(&ErrorText::of(Code::Kicked)) {
                             info!(
                                 user = session.name(),
@@ -248,8 +248,7 @@ impl Cluster {
     /// Puts one message from another node into its recipient's queue (or
     /// behind its backlog).
     fn deliver_message(
-        &self,
-        shared: &Arc<Shared>,
+        self: &Arc<Self>,
         origin: &Arc<str>,
         session: &Arc<Mailbox>,
         from: &[u8],
@@ -269,7 +268,7 @@ impl Cluster {
         };
         // Behind the messages already waiting for it, if any: order is
         // kept, and this task never waits.
-        match self.join_backlog(shared, session, waiting) {
+        match self.join_backlog(session, waiting) {
             Joined::Queued => return Delivered::Waiting,
             Joined::QueuedPause => return Delivered::WaitingPause,
             Joined::Refused => {
@@ -285,7 +284,7 @@ impl Cluster {
             // for the slow-consumer timeout, on a task of its own.
             Err(PushError::Full) => {
                 let first = waiting();
-                self.start_backlog(shared, Arc::clone(session), first);
+                self.start_backlog(Arc::clone(session), first);
                 Delivered::Waiting
             }
         }
@@ -354,14 +353,14 @@ impl Default for Recipients {
 const RECIPIENT_SLOTS: usize = 64;
 
 impl Recipients {
-    fn get(&mut self, shared: &Shared, to: &[u8]) -> Option<&Arc<Mailbox>> {
+    fn get(&mut self, registry: &Registry, to: &[u8]) -> Option<&Arc<Mailbox>> {
         // FNV-1a: a few cycles a byte on names of a few bytes.
         let hash = to.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
         let slot = &mut self.slots[hash as usize & (RECIPIENT_SLOTS - 1)];
         if slot.as_ref().is_none_or(|m| m.name().as_bytes() != to) {
-            *slot = Some(shared.registry.get(to)?);
+            *slot = Some(registry.get(to)?);
         }
         slot.as_ref()
     }

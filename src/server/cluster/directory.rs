@@ -19,7 +19,6 @@ use super::commands::Commands;
 use super::keys::{names_key, node_key, release_script, NODES_KEY};
 use super::trust::{valid_name, valid_node_id};
 use super::{Cluster, MAX_NODES};
-use crate::server::Shared;
 
 /// How often each node reads the whole directory again from Redis: the
 /// bound on how long any drift from a missed presence event lasts. It costs
@@ -32,7 +31,7 @@ const HEARD_WHILE_LOADING: usize = 65_536;
 
 impl Cluster {
     /// Acts on an event from the presence channel.
-    pub(super) fn presence_event(&self, shared: &Shared, event: &[u8]) {
+    pub(super) fn presence_event(&self, event: &[u8]) {
         if let Some(heard) = self
             .loading
             .lock()
@@ -43,17 +42,13 @@ impl Cluster {
                 heard.push(event.into());
             }
         }
-        self.apply_presence(shared, event);
+        self.apply_presence(event);
     }
 
     /// Reads the directory from Redis and replaces the registry's picture
     /// of the other nodes with it, then applies again the presence events
     /// heard meanwhile (they may be newer than what was read).
-    pub(super) async fn load_directory(
-        &self,
-        shared: &Shared,
-        connection: &mut Commands,
-    ) -> redis::RedisResult<()> {
+    pub(super) async fn load_directory(&self, connection: &mut Commands) -> redis::RedisResult<()> {
         *self.loading.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
         let read = self.read_directory(connection).await;
         let heard = self
@@ -63,11 +58,11 @@ impl Cluster {
             .take()
             .unwrap_or_default();
         let (live, directory) = read?;
-        self.replace_live(shared, live);
+        self.replace_live(live);
         let directory = directory
             .into_iter()
             .filter(|(name, node)| {
-                let valid = valid_name(&shared.config.limits, name.as_bytes())
+                let valid = valid_name(&self.local.limits, name.as_bytes())
                     && valid_node_id(node.as_bytes());
                 if !valid {
                     self.reject("a directory entry with an invalid name");
@@ -75,9 +70,9 @@ impl Cluster {
                 valid
             })
             .collect();
-        let drift = shared.registry.replace_remote(directory);
+        let drift = self.local.registry.replace_remote(directory);
         for event in heard {
-            self.apply_presence(shared, &event);
+            self.apply_presence(&event);
         }
         if drift > 0 {
             warn!("cluster: directory repaired from Redis: {drift} name(s) were out of date");
@@ -89,7 +84,7 @@ impl Cluster {
 impl Cluster {
     /// The live nodes are `live` (read from Redis), at most
     /// [`MAX_NODES`]; the outboxes of the others are dropped.
-    fn replace_live(&self, shared: &Shared, live: Vec<String>) {
+    fn replace_live(&self, live: Vec<String>) {
         let live: HashSet<Arc<str>> = live
             .into_iter()
             .filter(|node| valid_node_id(node.as_bytes()))
@@ -103,12 +98,12 @@ impl Cluster {
             gone
         };
         for node in gone {
-            self.drop_outbox(shared, &node);
+            self.drop_outbox(&node);
         }
     }
 
     /// Forgets `node`, which has no lease any more: its names, its outbox.
-    fn forget(&self, shared: &Shared, node: &str) -> usize {
+    fn forget(&self, node: &str) -> usize {
         self.live
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -117,18 +112,14 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(node);
-        self.drop_outbox(shared, node);
-        shared.registry.forget_node(node)
+        self.drop_outbox(node);
+        self.local.registry.forget_node(node)
     }
 
     /// Checks the lease of every node tracked (live, or holding names in
     /// the directory) and forgets those whose lease ran out (they died).
-    pub(super) async fn check_nodes(
-        &self,
-        shared: &Shared,
-        connection: &mut Commands,
-    ) -> redis::RedisResult<()> {
-        let mut nodes = shared.registry.remote_nodes();
+    pub(super) async fn check_nodes(&self, connection: &mut Commands) -> redis::RedisResult<()> {
+        let mut nodes = self.local.registry.remote_nodes();
         for node in self.live.read().unwrap_or_else(|e| e.into_inner()).iter() {
             if !nodes.contains(node) {
                 nodes.push(Arc::clone(node));
@@ -140,7 +131,7 @@ impl Cluster {
                 .query_async(connection)
                 .await?;
             if alive == 0 {
-                let forgotten = self.forget(shared, &node);
+                let forgotten = self.forget(&node);
                 if forgotten > 0 {
                     info!(
                         node = &*node,
@@ -154,7 +145,7 @@ impl Cluster {
     }
 
     /// Acts on `+NODE NAME` or `-NODE NAME` from the presence channel.
-    fn apply_presence(&self, shared: &Shared, event: &[u8]) {
+    fn apply_presence(&self, event: &[u8]) {
         let Some(event) = self.verified_presence(event) else {
             self.reject("a presence event without a valid signature");
             return;
@@ -166,7 +157,7 @@ impl Cluster {
         if node == &*self.node {
             return;
         }
-        if !valid_node_id(node.as_bytes()) || !valid_name(&shared.config.limits, name.as_bytes()) {
+        if !valid_node_id(node.as_bytes()) || !valid_name(&self.local.limits, name.as_bytes()) {
             self.reject("a presence event with an invalid node id or name");
             return;
         }
@@ -175,9 +166,9 @@ impl Cluster {
                 self.reject("a presence event from one node too many");
                 return;
             }
-            shared.registry.remote_joined(name, node);
+            self.local.registry.remote_joined(name, node);
         } else {
-            shared.registry.remote_left(name, node);
+            self.local.registry.remote_left(name, node);
         }
     }
 }

@@ -8,7 +8,6 @@ use super::pause::{BACKLOG_BYTES, PAUSE_AT};
 use super::Cluster;
 use crate::server::mailbox::Mailbox;
 use crate::server::outbound::PushError;
-use crate::server::Shared;
 use crate::wire::texts::{Code, ErrorText};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -19,7 +18,6 @@ impl Cluster {
     /// Queues a message behind `session`'s backlog if it has one.
     pub(super) fn join_backlog(
         &self,
-        shared: &Shared,
         session: &Arc<Mailbox>,
         waiting: impl FnOnce() -> Waiting,
     ) -> Joined {
@@ -34,7 +32,7 @@ impl Cluster {
             return Joined::NoBacklog;
         };
         let waiting = waiting();
-        if backlog.bytes + waiting.frame.len() > BACKLOG_BYTES.max(shared.config.queue_bytes) {
+        if backlog.bytes + waiting.frame.len() > BACKLOG_BYTES.max(self.local.queue_bytes) {
             return Joined::Refused;
         }
         backlog.bytes += waiting.frame.len();
@@ -52,12 +50,7 @@ impl Cluster {
 
     /// Starts a backlog for `session`, whose queue is full, with `first`,
     /// and the task that feeds it into the queue as room appears.
-    pub(super) fn start_backlog(
-        &self,
-        shared: &Arc<Shared>,
-        session: Arc<Mailbox>,
-        first: Waiting,
-    ) {
+    pub(super) fn start_backlog(self: &Arc<Self>, session: Arc<Mailbox>, first: Waiting) {
         let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
         backlogs.insert(
             session_key(&session),
@@ -69,11 +62,9 @@ impl Cluster {
         );
         self.backlog_count.store(backlogs.len(), Ordering::Release);
         drop(backlogs);
-        let shared = Arc::clone(shared);
+        let cluster = Arc::clone(self);
         crate::runtime::spawn_background(async move {
-            if let Some(cluster) = &shared.cluster {
-                cluster.drain_backlog(&shared, &session).await;
-            }
+            cluster.drain_backlog(&session).await;
         })
         .detach();
     }
@@ -82,7 +73,7 @@ impl Cluster {
     /// the slow-consumer timeout for room; a recipient that never makes room
     /// is disconnected as a slow consumer, and the senders of what was still
     /// waiting are told.
-    async fn drain_backlog(&self, shared: &Shared, session: &Arc<Mailbox>) {
+    async fn drain_backlog(&self, session: &Arc<Mailbox>) {
         let key = session_key(session);
         loop {
             let next = {
@@ -111,7 +102,7 @@ impl Cluster {
                     return;
                 }
             };
-            let deadline = Instant::now() + shared.config.slow_consumer_timeout;
+            let deadline = Instant::now() + self.local.slow_consumer_timeout;
             let frame = &next.frame;
             let pushed = session
                 .outbound()
@@ -134,16 +125,16 @@ impl Cluster {
             }
             // Their next messages are refused at once, without waiting.
             self.resume_senders(session, paused).await;
-            let limit = shared.config.slow_consumer_timeout;
+            let limit = self.local.slow_consumer_timeout;
             if pushed == Err(PushError::Full)
                 && session.disconnect_slow(format_args!(
                     "outbound queue stayed full for {limit:?} (messages from another node)"
                 ))
             {
-                shared.registry.remove(session);
+                self.local.registry.remove(session);
             }
             let error = ErrorText::new(Code::SlowConsumer, session.name());
-            self.refuse(shared, dropped, &error).await;
+            self.refuse(dropped, &error).await;
             return;
         }
     }
@@ -163,14 +154,14 @@ impl Cluster {
 
     /// Tells the senders of `dropped` (on whichever node) that their
     /// messages were not delivered, because of `error`.
-    pub(super) async fn refuse(&self, shared: &Shared, dropped: Vec<Waiting>, error: &ErrorText) {
+    pub(super) async fn refuse(&self, dropped: Vec<Waiting>, error: &ErrorText) {
         for waiting in dropped {
             let record = Record::Error {
                 to: &waiting.from,
                 code: error.code().to_byte(),
                 text: error.text().as_bytes(),
             };
-            let patience = shared.config.slow_consumer_timeout;
+            let patience = self.local.slow_consumer_timeout;
             let _ = self.send(&waiting.origin, &record, patience).await;
         }
     }

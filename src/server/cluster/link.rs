@@ -16,17 +16,16 @@ use super::inbound::Inbound;
 use super::keys::{inbox, PRESENCE_CHANNEL};
 use super::Cluster;
 use crate::server::redis_io::NodeConnection;
-use crate::server::Shared;
 
 impl Cluster {
     /// Keeps this node in the cluster until the server stops: connects,
     /// loads the directory, then serves the inbox, the presence channel,
     /// the publisher and the leases; reconnects with back-off whenever
     /// Redis fails.
-    pub(crate) async fn run(&self, shared: &Arc<Shared>) {
+    pub(crate) async fn run(self: &Arc<Self>) {
         let mut backoff = crate::backoff::Backoff::default();
         loop {
-            match self.serve(shared, &mut backoff).await {
+            match self.serve(&mut backoff).await {
                 Ok(()) => {}
                 Err(e) if backoff.attempt == 0 => {
                     let why = if refused_credentials(&e) {
@@ -40,7 +39,7 @@ impl Cluster {
             }
             self.set_connection(None);
             // What waited for this connection will not go out on it.
-            self.fail_outboxes(shared);
+            self.fail_outboxes();
             let delay = backoff.next_delay();
             debug!("cluster: reconnecting in {delay:?}");
             Timer::after(delay).await;
@@ -84,8 +83,7 @@ impl Cluster {
     /// One connection's worth of [`Cluster::run`]; returns when Redis
     /// fails.
     async fn serve(
-        &self,
-        shared: &Arc<Shared>,
+        self: &Arc<Self>,
         backoff: &mut crate::backoff::Backoff,
     ) -> redis::RedisResult<()> {
         let (pushed, pushes) = Inbound::new();
@@ -102,8 +100,8 @@ impl Cluster {
         // said again, for nodes that lost track of them; then everyone
         // else's.
         let _ = self.renew(&mut connection).await?;
-        self.reclaim(shared, &mut connection).await?;
-        self.load_directory(shared, &mut connection).await?;
+        self.reclaim(&mut connection).await?;
+        self.load_directory(&mut connection).await?;
         self.set_connection(Some(connection.clone()));
         if backoff.attempt > 0 {
             // The window runs from the directory's reading on.
@@ -123,9 +121,9 @@ impl Cluster {
                             continue;
                         };
                         if channel == PRESENCE_CHANNEL.as_bytes() {
-                            self.presence_event(shared, payload);
+                            self.presence_event(payload);
                         } else {
-                            self.deliver(shared, payload).await;
+                            self.deliver(payload).await;
                         }
                         // Behind on a flood, every await above can finish
                         // at once and this loop would never give the
@@ -156,14 +154,14 @@ impl Cluster {
                     // Other nodes may have taken its names, and forgotten
                     // it: it joins again.
                     warn!("cluster: this node's lease ran out; claiming its names again");
-                    self.reclaim(shared, &mut connection).await?;
+                    self.reclaim(&mut connection).await?;
                 }
-                self.check_nodes(shared, &mut connection).await?;
+                self.check_nodes(&mut connection).await?;
                 // After a lapse the presence events of the pause are of no
                 // use (the names this node held and lost are on other nodes
                 // now); and every while, whatever was missed.
                 if lapsed || reconciled.elapsed() >= RECONCILE_EVERY {
-                    self.load_directory(shared, &mut connection).await?;
+                    self.load_directory(&mut connection).await?;
                     reconciled = Instant::now();
                 }
                 // A command that timed out marked Redis unreachable; it
@@ -174,7 +172,7 @@ impl Cluster {
                 }
             }
         };
-        let publisher = self.publish(shared, &connection);
+        let publisher = self.publish(&connection);
         inbound.or(leases).or(publisher).await
     }
 }

@@ -97,7 +97,8 @@ use self::backlog::Backlog;
 use self::commands::{Backend, Commands};
 use self::keys::{ban_key, names_key, new_node_id, node_key, swap_script, NODES_KEY};
 use self::outbox::Outbox;
-use super::Shared;
+use super::registry::Registry;
+use crate::wire::v1::Limits;
 
 use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
@@ -123,10 +124,27 @@ pub(crate) enum ClaimError {
     Unavailable,
 }
 
+/// What the cluster uses of the node it belongs to, handed over when the
+/// node starts: the registry it mirrors the directory into and delivers
+/// through, and the rules it applies to what other nodes send.
+pub(crate) struct Local {
+    /// Who is online, here and (as the directory) elsewhere.
+    pub(crate) registry: Arc<Registry>,
+    /// What a valid name is, for names read from Redis.
+    pub(crate) limits: Limits,
+    /// How long a message from another node may wait for room in a full
+    /// local queue before its recipient counts as a slow consumer.
+    pub(crate) slow_consumer_timeout: Duration,
+    /// A local recipient's queue limit, which its backlog may reach.
+    pub(crate) queue_bytes: usize,
+}
+
 /// This node's part in the cluster.
 pub(crate) struct Cluster {
     /// This node's id, random per start.
     node: Arc<str>,
+    /// What it uses of this node.
+    local: Local,
     backend: Backend,
     /// The connection for commands; `None` while Redis is unreachable.
     commands: RwLock<Option<Commands>>,
@@ -196,6 +214,7 @@ impl Cluster {
         key: Option<ClusterKey>,
         ca: Option<&std::path::Path>,
         lease: Duration,
+        local: Local,
     ) -> Result<Cluster, String> {
         let bad = |e: redis::RedisError| format!("bad --cluster URL: {e}");
         // TLS to Redis is ours to set up (the crate's own needs a TLS
@@ -240,6 +259,7 @@ impl Cluster {
         };
         Ok(Cluster {
             node: new_node_id().into(),
+            local,
             backend,
             commands: RwLock::new(None),
             connected: AtomicBool::new(false),
@@ -426,8 +446,8 @@ impl Cluster {
 
     /// Leaves the cluster at shutdown: gives up every name and this node's
     /// own lease at once, rather than letting them run out.
-    pub(crate) async fn leave(&self, shared: &Shared) {
-        for name in shared.registry.local_names() {
+    pub(crate) async fn leave(&self) {
+        for name in self.local.registry.local_names() {
             self.release(&name).await;
         }
         if let Some(mut connection) = self.connection() {

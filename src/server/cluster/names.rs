@@ -9,7 +9,6 @@ use super::keys::{
     ban_key, name_key, names_key, node_key, release_script, NODES_KEY, PRESENCE_CHANNEL,
 };
 use super::{ClaimError, Cluster};
-use crate::server::Shared;
 use crate::wire::texts::{Code, ErrorText};
 
 impl Cluster {
@@ -142,18 +141,14 @@ impl Cluster {
     /// out while it could not reach Redis), and tells the other nodes about
     /// them again (they may have lost track); closes the sessions whose
     /// names another node took meanwhile.
-    pub(super) async fn reclaim(
-        &self,
-        shared: &Shared,
-        connection: &mut Commands,
-    ) -> redis::RedisResult<()> {
+    pub(super) async fn reclaim(&self, connection: &mut Commands) -> redis::RedisResult<()> {
         // Listed among the live nodes first, so that others load its names.
         let _: i64 = redis::cmd("SADD")
             .arg(NODES_KEY)
             .arg(&*self.node)
             .query_async(connection)
             .await?;
-        for name in shared.registry.local_names() {
+        for name in self.local.registry.local_names() {
             let claimed = self.claim_on(connection, &name).await?;
             if claimed {
                 let event = self.presence_text(true, &name);
@@ -162,12 +157,12 @@ impl Cluster {
                     .arg(event)
                     .query_async(connection)
                     .await?;
-            } else if let Some(session) = shared.registry.get(name.as_bytes()) {
+            } else if let Some(session) = self.local.registry.get(name.as_bytes()) {
                 warn!(
                     user = name.as_str(),
                     "cluster: name taken by another node meanwhile"
                 );
-                shared.registry.remove(&session);
+                self.local.registry.remove(&session);
                 session.close_with_error(&ErrorText::new(Code::NameLost, &name));
             }
             if !claimed {

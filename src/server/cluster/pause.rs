@@ -45,8 +45,14 @@ impl Paused {
 
     /// `name`'s node asks its senders here to pause.
     pub(super) fn pause(&self, name: &[u8]) {
+        self.pause_at(name, Instant::now());
+    }
+
+    /// [`Paused::pause`] as of `now`: the clock is the caller's, so that
+    /// a test can see a pause run out without waiting for it.
+    fn pause_at(&self, name: &[u8], now: Instant) {
         let mut until = self.lock();
-        until.insert(name.into(), Instant::now() + PAUSE_LASTS);
+        until.insert(name.into(), now + PAUSE_LASTS);
         self.count.store(until.len(), Ordering::Relaxed);
     }
 
@@ -67,12 +73,17 @@ impl Paused {
 
     /// True while `name` is paused.
     pub(super) fn is_paused(&self, name: &[u8]) -> bool {
+        self.is_paused_at(name, Instant::now())
+    }
+
+    /// [`Paused::is_paused`] as of `now`.
+    fn is_paused_at(&self, name: &[u8], now: Instant) -> bool {
         if self.count.load(Ordering::Relaxed) == 0 {
             return false;
         }
         let mut until = self.lock();
         match until.get(name) {
-            Some(&end) if Instant::now() < end => true,
+            Some(&end) if now < end => true,
             Some(_) => {
                 until.remove(name);
                 self.count.store(until.len(), Ordering::Relaxed);
@@ -123,5 +134,17 @@ mod tests {
         paused.resume(b"bob");
         assert!(smol::block_on(paused.wait(b"bob", soon)));
         assert_eq!(paused.count.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_pause_whose_go_on_was_lost_ends_by_itself() {
+        let paused = Paused::default();
+        let start = Instant::now();
+        paused.pause_at(b"bob", start);
+        assert!(paused.is_paused_at(b"bob", start + PAUSE_LASTS - Duration::from_millis(1)));
+        assert!(!paused.is_paused_at(b"bob", start + PAUSE_LASTS));
+        // Forgotten once seen to have run out: the next message pays one
+        // load again, not a lock.
+        assert!(!paused.any());
     }
 }

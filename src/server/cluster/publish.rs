@@ -9,7 +9,7 @@ use super::outbox::{Forward, Outbox, Route, Ticket, Unreachable, OUTBOX_BYTES};
 use super::Cluster;
 use crate::sanitize::Escaped;
 use crate::server::mailbox::flush_all;
-use crate::server::Shared;
+use crate::server::registry::Registry;
 use crate::wire::texts::{Code, ErrorText};
 use event_listener::listener;
 use smol::future::FutureExt;
@@ -30,12 +30,12 @@ struct Taken {
 
 impl Taken {
     /// The batch did not go out: its senders are told.
-    fn lost(self, shared: &Shared) {
+    fn lost(self, registry: &Registry) {
         let bytes = self.batch.len();
         self.outbox
             .acks
             .published(self.seq, bytes, false, self.wants_ack);
-        refuse_batch(shared, &self.batch);
+        refuse_batch(registry, &self.batch);
     }
 }
 
@@ -46,7 +46,7 @@ const PUBLISH_DEPTH: usize = 4;
 /// The batches published and not yet answered, oldest first: each with its
 /// length before the signature, and the task waiting for Redis's answer.
 struct InFlight<'a> {
-    shared: &'a Shared,
+    registry: &'a Registry,
     batches: VecDeque<(Taken, usize, smol::Task<redis::RedisResult<i64>>)>,
 }
 
@@ -78,7 +78,7 @@ impl Drop for InFlight<'_> {
     /// senders are told they were not delivered, never left to wonder.
     fn drop(&mut self) {
         for (taken, _, _) in self.batches.drain(..) {
-            taken.lost(self.shared);
+            taken.lost(self.registry);
         }
     }
 }
@@ -289,13 +289,9 @@ impl Cluster {
     /// next batch goes out while the last one's answer is still coming.
     /// Returns when Redis fails; every batch that had not been answered is
     /// then refused to its senders, as it is when this is cancelled.
-    pub(super) async fn publish(
-        &self,
-        shared: &Shared,
-        connection: &Commands,
-    ) -> redis::RedisResult<()> {
+    pub(super) async fn publish(&self, connection: &Commands) -> redis::RedisResult<()> {
         let mut flight = InFlight {
-            shared,
+            registry: &self.local.registry,
             batches: VecDeque::new(),
         };
         loop {
@@ -348,12 +344,12 @@ impl Cluster {
                 // Nobody listens on that node's inbox (it is gone, or has
                 // not subscribed again since Redis came back): the batch
                 // is lost unless its senders are told.
-                Ok(_) => taken.lost(shared),
+                Ok(_) => taken.lost(&self.local.registry),
                 Err(e) => {
                     // Nothing is lost silently: each sender hears of each
                     // message that did not go out, this batch's and those
                     // still in flight (dropping `flight` tells them).
-                    taken.lost(shared);
+                    taken.lost(&self.local.registry);
                     return Err(e);
                 }
             }
@@ -363,10 +359,10 @@ impl Cluster {
     /// Refuses everything waiting in every outbox, and every batch still
     /// waiting for an acknowledgement: Redis is unreachable, so none of it
     /// will go out, or be acknowledged, on this connection.
-    pub(super) fn fail_outboxes(&self, shared: &Shared) {
+    pub(super) fn fail_outboxes(&self) {
         for taken in self.take_batches() {
             taken.outbox.room.notify(usize::MAX);
-            taken.lost(shared);
+            taken.lost(&self.local.registry);
         }
         let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
         for outbox in outboxes.values() {
@@ -376,7 +372,7 @@ impl Cluster {
     }
 
     /// Drops the outbox of `node` (gone), refusing what waited in it.
-    pub(super) fn drop_outbox(&self, shared: &Shared, node: &str) {
+    pub(super) fn drop_outbox(&self, node: &str) {
         let removed = self
             .outboxes
             .write()
@@ -392,7 +388,7 @@ impl Cluster {
         drop(gathering);
         outbox.room.notify(usize::MAX);
         if let Some((batch, _, _)) = left {
-            refuse_batch(shared, &batch);
+            refuse_batch(&self.local.registry, &batch);
         }
         outbox.acks.lose_unsettled(taken);
     }
@@ -425,7 +421,7 @@ impl Cluster {
 /// Tells the senders without receipts of the messages in a batch that
 /// could not be published that they were not delivered (those with
 /// receipts hear it as REFUSED, through the ticket their router holds).
-fn refuse_batch(shared: &Shared, batch: &[u8]) {
+fn refuse_batch(registry: &Registry, batch: &[u8]) {
     let Some(batch) = decode_batch(batch) else {
         return;
     };
@@ -440,7 +436,7 @@ fn refuse_batch(shared: &Shared, batch: &[u8]) {
         else {
             continue;
         };
-        let Some(sender) = shared.registry.get(from) else {
+        let Some(sender) = registry.get(from) else {
             continue;
         };
         let error = ErrorText::new(Code::Unreachable, Escaped(to));
