@@ -289,8 +289,23 @@ async fn log_in(
     });
     // A registered name that asked for its inbox is fed from it (granted
     // in WELCOME).
-    if shared.inboxes.is_some() && proven.as_ref().is_some_and(|p| p.hello.inbox) {
+    if shared.has_inboxes() && proven.as_ref().is_some_and(|p| p.hello.inbox) {
         mailbox.set_inbox();
+    }
+    // Across nodes every session of a registered name is fed from its log;
+    // one that did not ask for its inbox from where the log is now, before
+    // the name is claimed and senders see it online.
+    if let (Some(logs), Some(proven)) = (&shared.stream_inboxes, &mut proven) {
+        if !proven.hello.inbox {
+            match logs.cluster().log_last_id(mailbox.name()).await {
+                Ok(last) => proven.hello.after = Some(last),
+                Err(_) => {
+                    let error = ErrorText::of(Code::Unavailable);
+                    info!(%peer, user = mailbox.name(), "rejected: {}", error.text().trim_end());
+                    return refused_in_their_wire(shared, transport, input, error).await;
+                }
+            }
+        }
     }
     // In a cluster the name is claimed across every node first; a client
     // that sent HELLO hears at once if that takes a while.

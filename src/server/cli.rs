@@ -151,17 +151,17 @@ pub struct ServerArgs {
     /// Sessions one registered name may have at once with --store (its
     /// devices): each gets every message to the name and a copy of what
     /// the others send. Unregistered names stay unique.
-    #[arg(long, value_name = "N", default_value_t = 8, requires = "store",
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "accounts",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_devices: u16,
 
     /// Messages of history kept per registered name; the oldest go first.
-    #[arg(long, value_name = "N", default_value_t = 10_000, requires = "store",
+    #[arg(long, value_name = "N", default_value_t = 10_000, requires = "accounts",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max: u64,
 
     /// Days of history kept; older messages go.
-    #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "store",
+    #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "accounts",
           value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub history_days: u64,
 
@@ -259,6 +259,7 @@ impl ServerArgs {
             require_tls: self.require_tls,
             registered_only: self.registered_only,
             max_devices: usize::from(self.max_devices),
+            retention: self.retention(),
             allow_plaintext_passwords: self.allow_plaintext_passwords,
             cluster: self.cluster.clone(),
             cluster_key_file: self.cluster_key_file.clone(),

@@ -42,6 +42,9 @@ pub struct Config {
     pub registered_only: bool,
     /// The store of messages that wait (`--store`), already open.
     pub store: Option<Arc<crate::store::Store>>,
+    /// How much of each registered user's log is kept, in the store or,
+    /// with `--cluster`, in Redis.
+    pub retention: crate::store::Retention,
     /// Sessions a registered name fed from its inbox may have at once.
     pub max_devices: usize,
     /// Check passwords sent over plain TCP too (normally refused unseen).
@@ -75,6 +78,7 @@ impl Default for Config {
             accounts: None,
             registered_only: false,
             store: None,
+            retention: crate::store::Retention::default(),
             max_devices: 8,
             allow_plaintext_passwords: false,
             cluster: None,

@@ -99,8 +99,12 @@ pub(crate) async fn serve(shared: &Shared, admitted: Box<Admitted<'_>>) {
         },
         None => super::inbox::Start::Mark,
     };
+    let log_fed = proven.is_some();
     let feeder = async {
-        if let (Some(inboxes), true) = (&shared.inboxes, session.is_inbox()) {
+        if let (Some(logs), true) = (&shared.stream_inboxes, log_fed) {
+            let patience = shared.config.slow_consumer_timeout;
+            Box::pin(super::stream_inbox::feed(logs, &session, start, patience)).await;
+        } else if let (Some(inboxes), true) = (&shared.inboxes, session.is_inbox()) {
             if let Some(inbox) = inboxes.get(session.name().as_bytes()) {
                 let patience = shared.config.slow_consumer_timeout;
                 // Boxed: sessions without an inbox carry no room for it.

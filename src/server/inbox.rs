@@ -400,7 +400,11 @@ pub(crate) async fn feed(
 
 /// Queues one entry of the log, waiting for room like any sender; false
 /// if the session is gone (or was just disconnected as a slow consumer).
-async fn queue_entry(mailbox: &Mailbox, entry: &Entry, patience: std::time::Duration) -> bool {
+pub(super) async fn queue_entry(
+    mailbox: &Mailbox,
+    entry: &Entry,
+    patience: std::time::Duration,
+) -> bool {
     let len = v1::entry_len(entry.peer.as_bytes(), &entry.content);
     let encode = |out: &mut Vec<u8>| {
         v1::encode_entry(
@@ -412,6 +416,17 @@ async fn queue_entry(mailbox: &Mailbox, entry: &Entry, patience: std::time::Dura
             out,
         )
     };
+    queue_encoded(mailbox, len, encode, patience).await
+}
+
+/// Queues `len` bytes that `encode` writes, waiting for room for up to
+/// `patience`, as [`queue_entry`] does.
+pub(super) async fn queue_encoded(
+    mailbox: &Mailbox,
+    len: usize,
+    encode: impl Fn(&mut Vec<u8>) + Copy,
+    patience: std::time::Duration,
+) -> bool {
     match mailbox.outbound().try_push_deferred(len, encode) {
         // Written at the end of the page.
         Ok(_) => {}
@@ -436,7 +451,7 @@ async fn queue_entry(mailbox: &Mailbox, entry: &Entry, patience: std::time::Dura
 
 /// Writes what is queued for `mailbox`: directly when nobody is writing
 /// it, else by waking its writer.
-fn write_out(mailbox: &Mailbox) {
+pub(super) fn write_out(mailbox: &Mailbox) {
     match mailbox.connection() {
         Some(connection) => mailbox.outbound().flush_direct(&connection),
         None => mailbox.outbound().wake_writer(),

@@ -62,6 +62,7 @@ mod redis_io;
 mod refusal;
 mod registry;
 mod router;
+mod stream_inbox;
 mod terminal;
 #[cfg(test)]
 mod testing;
@@ -108,6 +109,16 @@ pub(crate) struct Shared {
     pub(crate) bans: bans::Bans,
     /// Registered users' inboxes, with `--store`.
     pub(crate) inboxes: Option<inbox::Inboxes>,
+    /// Registered users' inboxes on the cluster's Redis, with `--cluster`
+    /// and `--accounts`.
+    pub(crate) stream_inboxes: Option<stream_inbox::StreamInboxes>,
+}
+
+impl Shared {
+    /// True if registered names have inboxes, in the store or in Redis.
+    pub(crate) fn has_inboxes(&self) -> bool {
+        self.inboxes.is_some() || self.stream_inboxes.is_some()
+    }
 }
 
 /// A one-shot broadcast: "stop now".
@@ -290,6 +301,7 @@ impl Server {
                     limits: config.limits,
                     slow_consumer_timeout: config.slow_consumer_timeout,
                     queue_bytes: config.queue_bytes,
+                    retention: config.retention,
                 };
                 let lease = config.cluster_lease;
                 let ca = config.cluster_ca.as_deref();
@@ -302,9 +314,17 @@ impl Server {
             }
             _ => None,
         };
+        let stream_inboxes = match (&cluster, &config.accounts) {
+            (Some(cluster), Some(accounts)) => Some(stream_inbox::StreamInboxes::new(
+                Arc::clone(cluster),
+                Arc::clone(accounts),
+            )),
+            _ => None,
+        };
         Ok(Server {
             shared: Arc::new(Shared {
                 inboxes,
+                stream_inboxes,
                 auth,
                 config,
                 registry,

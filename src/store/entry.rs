@@ -26,7 +26,7 @@ impl Direction {
         }
     }
 
-    fn from_byte(byte: u8) -> Option<Direction> {
+    pub fn from_wire_byte(byte: u8) -> Option<Direction> {
         match byte {
             b'r' => Some(Direction::Received),
             b's' => Some(Direction::Stored),
@@ -119,7 +119,7 @@ pub(super) fn pending_entries(mut buf: &[u8]) -> impl Iterator<Item = PendingEnt
 /// content_len u16, content`); `None` if it is not one.
 pub(super) fn decode_value(id: u64, value: &[u8]) -> Option<Entry> {
     let ts_ms = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
-    let direction = Direction::from_byte(*value.get(8)?)?;
+    let direction = Direction::from_wire_byte(*value.get(8)?)?;
     let peer_len = usize::from(*value.get(9)?);
     let peer = std::str::from_utf8(value.get(10..10 + peer_len)?).ok()?;
     let content = value.get(10 + peer_len + 2..)?;

@@ -12,14 +12,14 @@ pub(crate) use crate::common::TempDir;
 use crate::common::{RawClient, ServerProcess, TIMEOUT};
 
 const OP_HELLO: u16 = 2;
-const OP_ACCEPTED: u16 = 6;
-const OP_REFUSED: u16 = 7;
+pub(crate) const OP_ACCEPTED: u16 = 6;
+pub(crate) const OP_REFUSED: u16 = 7;
 const OP_ENTRY: u16 = 10;
-const OP_STORED: u16 = 11;
+pub(crate) const OP_STORED: u16 = 11;
 const OP_CAUGHT_UP: u16 = 12;
 
 /// `alice` and `bob` registered (password `pw`), hashed at a tiny cost.
-fn accounts(dir: &Path) -> PathBuf {
+pub(crate) fn accounts(dir: &Path) -> PathBuf {
     let params = argon2::Params::new(64, 1, 1, None).unwrap();
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"pmchat-test-salt").unwrap();
@@ -94,7 +94,7 @@ pub(crate) fn entry(client: &mut RawClient) -> Entry {
 }
 
 /// The next ENTRY, past any CAUGHT-UP.
-fn next_entry(client: &mut RawClient) -> Entry {
+pub(crate) fn next_entry(client: &mut RawClient) -> Entry {
     loop {
         let (opcode, a, b) = client.pair_frame();
         if opcode == OP_CAUGHT_UP {
@@ -111,13 +111,13 @@ fn next_entry(client: &mut RawClient) -> Entry {
 }
 
 /// Reads CAUGHT-UP: how many entries were replayed.
-fn caught_up(client: &mut RawClient) -> u64 {
+pub(crate) fn caught_up(client: &mut RawClient) -> u64 {
     let (opcode, a, b) = client.pair_frame();
     assert_eq!((opcode, a.len()), (OP_CAUGHT_UP, 0), "expected CAUGHT-UP");
     ordinal(&b)
 }
 
-fn ordinal(field: &[u8]) -> u64 {
+pub(crate) fn ordinal(field: &[u8]) -> u64 {
     u64::from_be_bytes(field[..8].try_into().unwrap())
 }
 

@@ -42,6 +42,9 @@ pub(super) enum Record<'a> {
     Pause { name: &'a [u8] },
     /// `G`: `name` caught up: go on.
     Go { name: &'a [u8] },
+    /// `L`: the log of the receiving node's user `name` has entries up to
+    /// `id` (a hint for its feeders; see `watch`).
+    Logged { name: &'a [u8], id: u64 },
 }
 
 /// The header: the sending node's id, the receiving node's, the batch's
@@ -132,6 +135,11 @@ impl Record<'_> {
                 out.push(b'G');
                 put_short(out, name);
             }
+            Record::Logged { name, id } => {
+                out.push(b'L');
+                put_short(out, name);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
             Record::Ack { seq, refusals } => {
                 out.push(b'A');
                 out.extend_from_slice(&seq.to_be_bytes());
@@ -151,6 +159,7 @@ impl Record<'_> {
                 1 + 1 + name.len()
             }
             Record::Ack { refusals, .. } => 1 + 8 + 4 + refusals.len(),
+            Record::Logged { name, .. } => 1 + 1 + name.len() + 8,
         }
     }
 }
@@ -220,6 +229,10 @@ fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
         b'G' => Record::Go {
             name: take_short(rest)?,
         },
+        b'L' => Record::Logged {
+            name: take_short(rest)?,
+            id: take_u64(rest)?,
+        },
         b'A' => {
             let seq = take_u64(rest)?;
             let len = take(rest, 4)?;
@@ -288,6 +301,10 @@ mod tests {
             Record::Kick { name: b"dave" },
             Record::Pause { name: b"bob" },
             Record::Go { name: b"bob" },
+            Record::Logged {
+                name: b"bob",
+                id: 1 << 40,
+            },
             Record::Ack {
                 seq: 41,
                 refusals: &refusals,

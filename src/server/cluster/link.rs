@@ -40,6 +40,7 @@ impl Cluster {
             self.set_connection(None);
             // What waited for this connection will not go out on it.
             self.fail_outboxes();
+            self.fail_appends();
             let delay = backoff.next_delay();
             debug!("cluster: reconnecting in {delay:?}");
             Timer::after(delay).await;
@@ -102,6 +103,8 @@ impl Cluster {
         let _ = self.renew(&mut connection).await?;
         self.reclaim(&mut connection).await?;
         self.load_directory(&mut connection).await?;
+        // Loaded on every shard before the first append names it.
+        self.append_script.load_async(&mut connection).await?;
         self.set_connection(Some(connection.clone()));
         if backoff.attempt > 0 {
             // The window runs from the directory's reading on.
@@ -173,7 +176,8 @@ impl Cluster {
             }
         };
         let publisher = self.publish(&connection);
-        inbound.or(leases).or(publisher).await
+        let appender = self.append_runs(&connection);
+        inbound.or(leases).or(publisher).or(appender).await
     }
 }
 

@@ -66,6 +66,7 @@
 //! - `backlog`: messages from other nodes waiting for a full local queue
 //!   (data only); `drain` empties them.
 
+mod appender;
 mod backlog;
 mod batch;
 mod commands;
@@ -76,6 +77,7 @@ mod inbound;
 mod key;
 mod keys;
 mod link;
+mod log;
 mod names;
 mod outbox;
 mod pause;
@@ -83,6 +85,7 @@ mod publish;
 mod signed;
 mod ticket;
 mod trust;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -100,6 +103,7 @@ use self::outbox::Outbox;
 use super::registry::Registry;
 use crate::wire::v1::Limits;
 
+pub(crate) use self::appender::Appended;
 use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
 #[cfg(doc)]
@@ -137,6 +141,9 @@ pub(crate) struct Local {
     pub(crate) slow_consumer_timeout: Duration,
     /// A local recipient's queue limit, which its backlog may reach.
     pub(crate) queue_bytes: usize,
+    /// How much of each registered user's log is kept (`--history-max`,
+    /// `--history-days`).
+    pub(crate) retention: crate::store::Retention,
 }
 
 /// This node's part in the cluster.
@@ -195,6 +202,12 @@ pub(crate) struct Cluster {
     latest_batch: Mutex<HashMap<Arc<str>, u64>>,
     /// Recipients on other nodes whose senders here must wait.
     paused: pause::Paused,
+    /// Entries for registered users' logs, gathered for the appender.
+    appends: appender::Appends,
+    /// The logs this node's feeders watch.
+    watches: watch::Watches,
+    /// The append script, whose hash the appender's calls name.
+    append_script: redis::Script,
 }
 
 /// The most other nodes one node keeps track of: what a Redis writer
@@ -276,6 +289,9 @@ impl Cluster {
             batches: AtomicU64::new(0),
             latest_batch: Mutex::new(HashMap::new()),
             paused: pause::Paused::default(),
+            appends: appender::Appends::default(),
+            watches: watch::Watches::default(),
+            append_script: keys::append_script(),
             swap_script: swap_script(),
             lease,
         })
@@ -297,6 +313,8 @@ impl Cluster {
         drop(commands);
         if reachable {
             self.reachable.notify(usize::MAX);
+            // What the feeders missed while Redis was away is in the logs.
+            self.watches.wake_all();
         }
     }
 

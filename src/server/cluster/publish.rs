@@ -107,7 +107,7 @@ impl Cluster {
     /// Queues `record` for `node` if its outbox has room now; returns
     /// where it went. `Err(None)`: the outbox is full (try [`Cluster::send`],
     /// which waits); `Err(Some(Unreachable))`: it never will be.
-    fn try_send(
+    pub(super) fn try_send(
         &self,
         node: &Arc<str>,
         record: &Record<'_>,

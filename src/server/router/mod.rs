@@ -23,6 +23,8 @@ use tracing::debug;
 
 mod across;
 mod cross_node;
+mod logged;
+mod receipts;
 mod stored;
 
 use self::cross_node::CrossNode;
@@ -201,7 +203,7 @@ impl<'a> Router<'a> {
             limits.push(' ');
             limits.push_str(v1::FEATURE_INBOX);
         }
-        if request.stored && request.receipts && self.shared.inboxes.is_some() {
+        if request.stored && request.receipts && self.shared.has_inboxes() {
             limits.push(' ');
             limits.push_str(v1::FEATURE_STORED);
             self.store.get_or_insert_with(Box::default).stored_receipts = true;
@@ -273,6 +275,15 @@ impl<'a> Router<'a> {
                     return self.refuse(&error).await;
                 }
             }
+        } else if let Some(logs) = &self.shared.stream_inboxes {
+            match self.route_to_log(logs, to, content).await {
+                logged::ToLog::NotRegistered => {}
+                logged::ToLog::Appended => return Ok(()),
+                logged::ToLog::Unavailable => {
+                    let error = ErrorText::new(Code::StoreUnavailable, Escaped(to));
+                    return self.refuse(&error).await;
+                }
+            }
         }
         let me = self.me.name().as_bytes();
         // To the user on another node the last message went to, while
@@ -317,6 +328,8 @@ impl<'a> Router<'a> {
                 Ok(()) => {
                     if let Some(inboxes) = &self.shared.inboxes {
                         self.log_sent(inboxes, to, content);
+                    } else if let Some(logs) = &self.shared.stream_inboxes {
+                        self.log_sent_to_redis(logs, to, content);
                     }
                     debug!(
                         "{} -> {}: {}",

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::receipts::Receipts;
 use super::{Router, SenderClosed, ACK_EVERY};
 use crate::sanitize::Escaped;
 use crate::server::inbox::{Inbox, Inboxes};
@@ -36,6 +37,8 @@ pub(super) struct StoreRoute {
     /// on from there, so pages asked for back to back need no answer in
     /// between.
     history_oldest: std::collections::HashMap<Box<[u8]>, u64>,
+    /// Across nodes, what the logs in Redis need.
+    pub(super) logged: super::logged::LogRoute,
 }
 
 /// A recipient's name and its inbox, if it is registered, as of a version
@@ -149,10 +152,6 @@ impl Router<'_> {
         before: u64,
         max: u16,
     ) -> Result<(), SenderClosed> {
-        let Some(inboxes) = &self.shared.inboxes else {
-            return Ok(());
-        };
-        let store = Arc::clone(inboxes.store());
         let owner: Box<str> = self.me.name().into();
         let route = self.store.get_or_insert_with(Box::default);
         let before = match before {
@@ -162,9 +161,19 @@ impl Router<'_> {
         let conversation: Box<[u8]> = peer.into();
         let peer = (!peer.is_empty()).then(|| String::from_utf8_lossy(peer).into_owned());
         let max = usize::from(max.min(v1::MAX_HISTORY_PAGE));
-        let page = smol::unblock(move || store.before(&owner, peer.as_deref(), before, max)).await;
-        // A store that cannot be read answers an empty page.
-        let page = page.unwrap_or_default();
+        // A log that cannot be read answers an empty page.
+        let page = if let Some(logs) = &self.shared.stream_inboxes {
+            let read = logs
+                .cluster()
+                .log_before(&owner, peer.as_deref(), before, max);
+            read.await.unwrap_or_default()
+        } else if let Some(inboxes) = &self.shared.inboxes {
+            let store = Arc::clone(inboxes.store());
+            let read = smol::unblock(move || store.before(&owner, peer.as_deref(), before, max));
+            read.await.unwrap_or_default()
+        } else {
+            return Ok(());
+        };
         let mut frames = Vec::new();
         let mut sent = 0;
         // Newest first within the byte budget, then oldest first on the
@@ -201,8 +210,8 @@ impl Router<'_> {
     /// and `idle` as in [`Router::finish_batch`].
     pub(super) fn stored_to_settle(&self, idle: bool, unaccounted: u64) -> bool {
         self.store.as_ref().is_some_and(|route| {
-            !route.pending.is_empty()
-                && (idle || unaccounted >= ACK_EVERY || route.pending.len() as u64 >= ACK_EVERY)
+            let pending = route.pending.len() + route.logged.pending_len();
+            pending > 0 && (idle || unaccounted >= ACK_EVERY || pending as u64 >= ACK_EVERY)
         })
     }
 
@@ -211,6 +220,13 @@ impl Router<'_> {
     /// committed (to a client that asked; for others the next ACCEPTED
     /// covers them), REFUSED (or an error frame) for those that were not.
     pub(super) async fn settle_stored(&mut self) -> Result<(), SenderClosed> {
+        if self
+            .store
+            .as_ref()
+            .is_some_and(|route| route.logged.has_pending())
+        {
+            return self.settle_logged().await;
+        }
         let (Some(inboxes), Some(route)) = (&self.shared.inboxes, &mut self.store) else {
             return Ok(());
         };
@@ -219,49 +235,18 @@ impl Router<'_> {
         };
         let store = inboxes.store();
         store.wait_done(last_id).await;
-        let mut frames = Vec::new();
-        // A run of consecutive ordinals stored, not written yet.
-        let mut run: Option<(u64, u64)> = None;
         let stored_receipts = route.stored_receipts && self.receipts;
+        let mut receipts = Receipts::new(self.accounted, self.receipts, stored_receipts);
         for (ordinal, id, inbox) in route.pending.drain(..) {
             if !store.failed(id) {
-                if stored_receipts {
-                    run = match run {
-                        Some((first, last)) if last + 1 == ordinal => Some((first, ordinal)),
-                        Some((first, last)) => {
-                            v1::encode_stored(first, last, &mut frames);
-                            self.accounted = last;
-                            Some((ordinal, ordinal))
-                        }
-                        None => Some((ordinal, ordinal)),
-                    };
-                    if ordinal - 1 > self.accounted && run == Some((ordinal, ordinal)) {
-                        v1::encode_accepted(ordinal - 1, &mut frames);
-                        self.accounted = ordinal - 1;
-                    }
-                }
+                receipts.stored(ordinal);
                 continue;
             }
-            if let Some((first, last)) = run.take() {
-                v1::encode_stored(first, last, &mut frames);
-                self.accounted = last;
-            }
             let error = ErrorText::new(Code::StoreUnavailable, Escaped(inbox.name().as_bytes()));
-            let code = self.me.wire().code_of(&error);
-            if self.receipts {
-                if ordinal - 1 > self.accounted {
-                    v1::encode_accepted(ordinal - 1, &mut frames);
-                }
-                v1::encode_refused(ordinal, code, error.text(), &mut frames);
-                self.accounted = ordinal;
-            } else {
-                frames.extend_from_slice(&self.me.wire().error_frame(&error));
-            }
+            receipts.refused(ordinal, self.me.wire(), &error);
         }
-        if let Some((first, last)) = run {
-            v1::encode_stored(first, last, &mut frames);
-            self.accounted = last;
-        }
+        let (accounted, frames) = receipts.finish();
+        self.accounted = accounted;
         if frames.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,233 @@
+//! Registered users' logs on Redis Streams (`--cluster` with
+//! `--accounts`): reading them back. Each user's log is one stream
+//! (`keys::log_key`) whose entries are numbered by a counter of the user's
+//! own, contiguous from 1: the number is the cursor a client keeps, the
+//! same on every node and across restarts. Appending is the appender's
+//! (`appender`).
+//!
+//! What is read from Redis is checked like everything else that comes from
+//! it (see `trust`): an entry with a bad number, time, direction, peer or
+//! content is dropped and counted, never shown.
+
+use redis::Value;
+
+use super::keys::{last_before_script, log_key, log_meta_key, mark_script};
+use super::trust::{valid_content, valid_name};
+use super::Cluster;
+use crate::store::{Direction, Entry};
+
+/// Redis cannot be reached, or did not answer as a log would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogUnavailable;
+
+/// Entries read per command when a read has to skip (history filtered by
+/// peer).
+const SCAN_PAGE: usize = 1000;
+
+impl Cluster {
+    /// Up to `max` entries of `owner`'s log after number `cursor`, oldest
+    /// first.
+    pub(crate) async fn log_after(
+        &self,
+        owner: &str,
+        cursor: u64,
+        max: usize,
+    ) -> Result<Vec<Entry>, LogUnavailable> {
+        let mut connection = self.connection().ok_or(LogUnavailable)?;
+        let read: redis::RedisResult<Value> = redis::cmd("XRANGE")
+            .arg(log_key(owner))
+            .arg(format!("{}-0", cursor.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut connection)
+            .await;
+        let read = read.map_err(|e| {
+            self.lost(e);
+            LogUnavailable
+        })?;
+        Ok(self.entries(read))
+    }
+
+    /// Up to `max` entries of `owner`'s log before number `before`, with
+    /// `peer` only if given, oldest first (the newest `max` of them).
+    pub(crate) async fn log_before(
+        &self,
+        owner: &str,
+        peer: Option<&str>,
+        before: u64,
+        max: usize,
+    ) -> Result<Vec<Entry>, LogUnavailable> {
+        let mut connection = self.connection().ok_or(LogUnavailable)?;
+        let key = log_key(owner);
+        let mut found: Vec<Entry> = Vec::new();
+        let mut below = before;
+        // Bounded: at most as many entries as the log keeps are looked at.
+        let mut budget = self
+            .local
+            .retention
+            .max_entries
+            .saturating_add(SCAN_PAGE as u64);
+        while found.len() < max && below > 1 && budget > 0 {
+            let want = if peer.is_some() {
+                SCAN_PAGE
+            } else {
+                max - found.len()
+            };
+            let read: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+                .arg(&key)
+                .arg(format!("{}-0", below - 1))
+                .arg("-")
+                .arg("COUNT")
+                .arg(want)
+                .query_async(&mut connection)
+                .await;
+            let read = read.map_err(|e| {
+                self.lost(e);
+                LogUnavailable
+            })?;
+            let page = self.entries(read);
+            let Some(oldest) = page.last() else {
+                break;
+            };
+            below = oldest.id;
+            budget = budget.saturating_sub(page.len() as u64);
+            let short = page.len() < want;
+            for entry in page {
+                if found.len() < max && peer.is_none_or(|peer| entry.peer == peer) {
+                    found.push(entry);
+                }
+            }
+            if short {
+                break;
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
+
+    /// The number of the newest entry of `owner`'s log logged before `ms`
+    /// (a cursor that replays everything from `ms` on).
+    pub(crate) async fn log_last_before(
+        &self,
+        owner: &str,
+        ms: u64,
+    ) -> Result<u64, LogUnavailable> {
+        let mut connection = self.connection().ok_or(LogUnavailable)?;
+        let found: redis::RedisResult<i64> = last_before_script()
+            .key(log_key(owner))
+            .arg(ms)
+            .invoke_async(&mut connection)
+            .await;
+        found.map(|n| n.max(0) as u64).map_err(|e| {
+            self.lost(e);
+            LogUnavailable
+        })
+    }
+
+    /// The number of the newest entry of `owner`'s log (0: none yet).
+    pub(crate) async fn log_last_id(&self, owner: &str) -> Result<u64, LogUnavailable> {
+        let mut connection = self.connection_soon().await.ok_or(LogUnavailable)?;
+        let read: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+            .arg(log_key(owner))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut connection)
+            .await;
+        let read = read.map_err(|e| {
+            self.lost(e);
+            LogUnavailable
+        })?;
+        Ok(self.entries(read).first().map_or(0, |entry| entry.id))
+    }
+
+    /// How far `owner`'s devices had been sent when the last one left.
+    pub(crate) async fn log_mark(&self, owner: &str) -> Result<u64, LogUnavailable> {
+        let mut connection = self.connection().ok_or(LogUnavailable)?;
+        let mark: redis::RedisResult<Option<u64>> = redis::cmd("HGET")
+            .arg(log_meta_key(owner))
+            .arg("m")
+            .query_async(&mut connection)
+            .await;
+        mark.map(Option::unwrap_or_default).map_err(|e| {
+            self.lost(e);
+            LogUnavailable
+        })
+    }
+
+    /// Moves `owner`'s mark on to `id` (never back).
+    pub(crate) async fn set_log_mark(&self, owner: &str, id: u64) {
+        let Some(mut connection) = self.connection() else {
+            return;
+        };
+        let set: redis::RedisResult<i64> = mark_script()
+            .key(log_meta_key(owner))
+            .arg(id)
+            .invoke_async(&mut connection)
+            .await;
+        if let Err(e) = set {
+            self.lost(e);
+        }
+    }
+
+    /// The entries of an `XRANGE`/`XREVRANGE` answer, in its order; those
+    /// that break a rule are dropped (and counted).
+    fn entries(&self, read: Value) -> Vec<Entry> {
+        let Value::Array(items) = read else {
+            self.reject("a log read that is not a list");
+            return Vec::new();
+        };
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            match self.entry(item) {
+                Some(entry) => entries.push(entry),
+                None => self.reject("a log entry that breaks a rule"),
+            }
+        }
+        entries
+    }
+
+    fn entry(&self, item: Value) -> Option<Entry> {
+        let Value::Array(mut pair) = item else {
+            return None;
+        };
+        if pair.len() != 2 {
+            return None;
+        }
+        let fields = pair.pop()?;
+        let id = match pair.pop()? {
+            Value::BulkString(id) => id,
+            Value::SimpleString(id) => id.into_bytes(),
+            _ => return None,
+        };
+        let id = std::str::from_utf8(&id).ok()?.strip_suffix("-0")?;
+        let id: u64 = id.parse().ok().filter(|&id| id > 0)?;
+        let Value::Array(fields) = fields else {
+            return None;
+        };
+        let (mut ts, mut direction, mut peer, mut content) = (None, None, None, None);
+        let mut fields = fields.into_iter();
+        while let (Some(Value::BulkString(name)), Some(Value::BulkString(value))) =
+            (fields.next(), fields.next())
+        {
+            match name.as_slice() {
+                b"t" => ts = std::str::from_utf8(&value).ok()?.parse::<u64>().ok(),
+                b"d" => direction = Direction::from_wire_byte(*value.first()?),
+                b"p" => peer = Some(value),
+                b"c" => content = Some(value),
+                _ => return None,
+            }
+        }
+        let peer = peer.filter(|p| valid_name(&self.local.limits, p))?;
+        let content = content.filter(|c| valid_content(&self.local.limits, c))?;
+        Some(Entry {
+            id,
+            ts_ms: ts?,
+            direction: direction?,
+            peer: String::from_utf8(peer).ok()?,
+            content,
+        })
+    }
+}

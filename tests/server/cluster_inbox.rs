@@ -1,0 +1,122 @@
+//! Messages that wait, across nodes (`--cluster` with `--accounts`):
+//! registered users' logs on Redis Streams, replayed to a device on
+//! whichever node it logs in on, through the real binaries, on one Redis
+//! and on a Redis Cluster.
+
+use std::time::Duration;
+
+use crate::common::{Frame, ServerProcess, TempDir};
+use crate::store::{
+    accounts, caught_up, entry, log_in, ordinal, OP_ACCEPTED, OP_REFUSED, OP_STORED,
+};
+
+/// `count` nodes on the Redis at `url`, sharing the accounts in `dir`.
+fn nodes(url: &str, dir: &TempDir, count: usize) -> Vec<ServerProcess> {
+    let accounts = accounts(&dir.0);
+    let args = [
+        "--cluster",
+        url,
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+    ];
+    (0..count).map(|_| ServerProcess::start(&args)).collect()
+}
+
+crate::on_both!(
+    a_message_to_an_offline_name_is_replayed_on_another_node,
+    a_session_that_did_not_ask_for_its_inbox_gets_plain_messages_from_another_node,
+    ;
+);
+
+fn a_message_to_an_offline_name_is_replayed_on_another_node(url: &str) {
+    let dir = TempDir::new("cluster-inbox-offline");
+    let mut nodes = nodes(url, &dir, 2);
+    let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
+    alice.send("bob", "while you were away");
+    alice.send("bob", "and another");
+    let (opcode, a, b) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&a), ordinal(&b)), (OP_STORED, 1, 2));
+    // Not a registered name, and nobody holds it: refused as before.
+    alice.send("carol", "hi");
+    let (opcode, a, _) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&a)), (OP_REFUSED, 3));
+    assert_eq!(&a[8..], b"not-connected");
+
+    let mut bob = log_in(&nodes[1], "bob", "inbox");
+    let first = entry(&mut bob);
+    let second = entry(&mut bob);
+    assert_eq!(
+        (first.direction, first.peer.as_str(), first.content.as_str()),
+        (b's', "alice", "while you were away")
+    );
+    assert_eq!(second.content, "and another");
+    assert_eq!(second.id, first.id + 1);
+    assert_eq!(caught_up(&mut bob), 2);
+    // Live now, from the other node: numbered after them, received.
+    nodes[0].wait_online("bob");
+    alice.send("bob", "live");
+    let live = entry(&mut bob);
+    assert_eq!((live.direction, live.content.as_str()), (b'r', "live"));
+    assert_eq!(live.id, second.id + 1);
+    let (opcode, a, _) = alice.pair_frame();
+    assert_eq!((opcode, a.len()), (OP_ACCEPTED, 0));
+    drop(bob);
+    nodes[1].wait_offline("bob");
+    nodes[0].wait_offline("bob");
+
+    // A device without a cursor starts where the last one left, on any
+    // node: nothing is replayed twice.
+    let mut bob = log_in(&nodes[0], "bob", "inbox");
+    assert_eq!(caught_up(&mut bob), 0);
+    bob.expect_silence(Duration::from_millis(300));
+    drop(bob);
+    nodes[0].wait_offline("bob");
+    nodes[1].wait_offline("bob");
+    // With a cursor, what came after it.
+    let mut bob = log_in(&nodes[1], "bob", &format!("inbox after={}", first.id));
+    assert_eq!(entry(&mut bob).content, "and another");
+    assert_eq!(entry(&mut bob).content, "live");
+    assert_eq!(caught_up(&mut bob), 2);
+    bob.expect_silence(Duration::from_millis(300));
+
+    // Alice's own log holds what she sent, for her other devices.
+    drop(alice);
+    nodes[0].wait_offline("alice");
+    nodes[1].wait_offline("alice");
+    let mut alice = log_in(&nodes[1], "alice", "inbox after=0");
+    let sent: Vec<(u8, String, String)> = (0..3)
+        .map(|_| {
+            let e = entry(&mut alice);
+            (e.direction, e.peer, e.content)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (b'o', "bob".into(), "while you were away".into()),
+            (b'o', "bob".into(), "and another".into()),
+            (b'o', "bob".into(), "live".into()),
+        ]
+    );
+    assert_eq!(caught_up(&mut alice), 3);
+}
+
+fn a_session_that_did_not_ask_for_its_inbox_gets_plain_messages_from_another_node(url: &str) {
+    let dir = TempDir::new("cluster-inbox-plain");
+    let mut nodes = nodes(url, &dir, 2);
+    let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
+    alice.send("bob", "stored, not for a plain session");
+    let (opcode, _, _) = alice.pair_frame();
+    assert_eq!(opcode, OP_STORED);
+    let mut bob = log_in(&nodes[1], "bob", "codes");
+    nodes[0].wait_online("bob");
+    alice.send("bob", "hello bob");
+    assert_eq!(bob.frame(), Frame::msg("alice", "hello bob"));
+    let (opcode, a, _) = alice.pair_frame();
+    assert_eq!((opcode, a.len()), (OP_ACCEPTED, 0));
+    // What bob sends reaches alice as a plain message too.
+    bob.send("alice", "hi alice");
+    assert_eq!(alice.frame(), Frame::msg("bob", "hi alice"));
+    bob.expect_silence(Duration::from_millis(300));
+}
