@@ -93,7 +93,7 @@ pub(crate) async fn feed(
     leave.cursor = loop {
         let found = match start {
             Start::After(cursor) => Ok(cursor),
-            Start::AfterTime(ms) => cluster.log_last_before(owner, ms).await,
+            Start::AfterTime(ms) => Ok(cluster.log_before_time(ms)),
             Start::Mark => cluster.log_mark(owner).await,
         };
         match found {

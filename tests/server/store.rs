@@ -20,11 +20,16 @@ const OP_CAUGHT_UP: u16 = 12;
 
 /// `alice` and `bob` registered (password `pw`), hashed at a tiny cost.
 pub(crate) fn accounts(dir: &Path) -> PathBuf {
+    accounts_of(dir, &["alice", "bob"])
+}
+
+/// `names` registered (password `pw`), hashed at a tiny cost.
+pub(crate) fn accounts_of(dir: &Path, names: &[&str]) -> PathBuf {
     let params = argon2::Params::new(64, 1, 1, None).unwrap();
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"pmchat-test-salt").unwrap();
     let mut text = String::new();
-    for name in ["alice", "bob"] {
+    for name in names {
         let hash = argon.hash_password(b"pw", &salt).unwrap();
         text.push_str(&format!("{name}:{hash}\n"));
     }

@@ -1,12 +1,13 @@
 //! Appending to registered users' logs on Redis Streams: senders' routers
 //! hand entries over ([`Cluster::log_append`]), gathered per owner into
-//! runs; the appender sends each run as one call of the append script
-//! (`keys::append_script`), several calls in flight on the one
-//! connection, so that Redis sees one command per run of an owner's
-//! entries, not per entry. Redis numbers a run's entries contiguously; the
-//! senders wait on the run's [`RunOutcome`] for their receipts, and the
-//! feeders watching the log, here or on the node where the owner is
-//! logged in, are told it grew.
+//! runs (a copy into a buffer, on the sender's worker); the appender
+//! sends everything gathered as one pipeline of `XADD`s (and one `XTRIM`
+//! per run for the age limit), several pipelines in flight on the one
+//! connection, so that Redis reads many entries per write and, with
+//! `appendfsync always`, syncs once for all of them. Redis numbers the
+//! entries; their senders wait on their run's [`RunOutcome`] for their
+//! receipts, and the feeders watching the log, here or on the node where
+//! the owner is logged in, are told it grew.
 //!
 //! One node's entries for one owner reach Redis in the order they were
 //! handed over (one connection, answers in order); entries from several
@@ -22,28 +23,29 @@ use smol::future::FutureExt;
 
 use super::batch::Record;
 use super::commands::Commands;
-use super::keys::{log_key, log_meta_key};
+use super::keys::{entry_number, log_key};
 use super::log::LogUnavailable;
 use super::Cluster;
 use crate::store::Direction;
 
 /// Bytes of entries gathered and not yet sent: past it, senders wait.
-const GATHER_BYTES: usize = 8 << 20;
-/// The most entries one call of the script appends.
-const RUN_ENTRIES: u32 = 256;
-/// Script calls on their way at once.
-const APPEND_DEPTH: usize = 8;
+const GATHER_BYTES: usize = 1 << 20;
+/// Pipelines on their way at once, per connection.
+const APPEND_DEPTH: usize = 4;
+/// Connections the appender spreads the logs over (an owner's always on
+/// the same one, which keeps its entries in order).
+pub(super) const APPEND_CONNECTIONS: usize = 4;
 
-/// What became of one run of entries: the number Redis gave its first
-/// entry, or a failure. Its entries' senders wait on it.
+/// What became of one run of entries: in Redis, or not. Its entries'
+/// senders wait on it.
 pub(crate) struct RunOutcome {
     owner: Box<str>,
-    result: Mutex<Option<Result<u64, LogUnavailable>>>,
+    result: Mutex<Option<Result<(), LogUnavailable>>>,
     settled: Event,
 }
 
 impl RunOutcome {
-    fn settle(&self, result: Result<u64, LogUnavailable>) {
+    fn settle(&self, result: Result<(), LogUnavailable>) {
         let mut slot = self.result.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(result);
@@ -52,7 +54,7 @@ impl RunOutcome {
         }
     }
 
-    fn get(&self) -> Option<Result<u64, LogUnavailable>> {
+    fn get(&self) -> Option<Result<(), LogUnavailable>> {
         *self.result.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -60,7 +62,6 @@ impl RunOutcome {
 /// One entry handed to the appender: where its outcome will be.
 pub(crate) struct Appended {
     run: Arc<RunOutcome>,
-    index: u32,
 }
 
 impl Appended {
@@ -69,32 +70,33 @@ impl Appended {
         &self.run.owner
     }
 
-    /// Waits until Redis has the entry (its number) or cannot take it.
-    pub(crate) async fn settled(&self) -> Result<u64, LogUnavailable> {
+    /// Waits until Redis has the entry, or cannot take it.
+    pub(crate) async fn settled(&self) -> Result<(), LogUnavailable> {
         loop {
             if let Some(result) = self.run.get() {
-                return result.map(|first| first + u64::from(self.index));
+                return result;
             }
             listener!(self.run.settled => settled);
             if let Some(result) = self.run.get() {
-                return result.map(|first| first + u64::from(self.index));
+                return result;
             }
             settled.await;
         }
     }
 }
 
-/// A run being gathered: the script call, built as entries come.
+/// One owner's entries, gathered: each a direction byte, the peer (a
+/// length byte first) and the content (four length bytes first).
 struct Run {
-    command: redis::Cmd,
-    entries: u32,
+    entries: Vec<u8>,
+    count: usize,
     outcome: Arc<RunOutcome>,
 }
 
 #[derive(Default)]
 struct Gathering {
     runs: Vec<Run>,
-    /// The open run of each owner, by index in `runs`.
+    /// The run of each owner, by index in `runs`.
     open: HashMap<Box<str>, usize>,
     bytes: usize,
 }
@@ -156,21 +158,23 @@ impl Cluster {
             return None;
         }
         let mut gathering = self.appends.lock();
-        let len = owner.len() + peer.len() + content.len() + 16;
+        let len = 1 + 1 + peer.len() + 4 + content.len();
         if gathering.bytes > 0 && gathering.bytes + len > GATHER_BYTES {
             return None;
         }
         let was_empty = gathering.runs.is_empty();
-        let open = gathering
-            .open
-            .get(owner)
-            .copied()
-            .filter(|&at| gathering.runs[at].entries < RUN_ENTRIES);
-        let at = match open {
-            Some(at) => at,
+        let at = match gathering.open.get(owner) {
+            Some(&at) => at,
             None => {
-                let run = self.new_run(owner);
-                gathering.runs.push(run);
+                gathering.runs.push(Run {
+                    entries: Vec::new(),
+                    count: 0,
+                    outcome: Arc::new(RunOutcome {
+                        owner: owner.into(),
+                        result: Mutex::new(None),
+                        settled: Event::new(),
+                    }),
+                });
                 let at = gathering.runs.len() - 1;
                 gathering.open.insert(owner.into(), at);
                 at
@@ -178,15 +182,18 @@ impl Cluster {
         };
         gathering.bytes += len;
         let run = &mut gathering.runs[at];
-        run.command
-            .arg(&[direction.wire_byte()][..])
-            .arg(peer)
-            .arg(content);
+        // Names are at most 255 bytes and content under 64 KiB: both
+        // checked before routing.
+        run.entries.push(direction.wire_byte());
+        run.entries.push(peer.len() as u8);
+        run.entries.extend_from_slice(peer);
+        run.entries
+            .extend_from_slice(&(content.len() as u32).to_be_bytes());
+        run.entries.extend_from_slice(content);
+        run.count += 1;
         let appended = Appended {
             run: Arc::clone(&run.outcome),
-            index: run.entries,
         };
-        run.entries += 1;
         drop(gathering);
         if was_empty {
             self.appends.ready.notify(1);
@@ -194,28 +201,57 @@ impl Cluster {
         Some(appended)
     }
 
-    fn new_run(&self, owner: &str) -> Run {
+    /// The pipelines that append `runs`, each with the connection it goes
+    /// on: per run, an `XADD` per entry, then an `XTRIM` to the most
+    /// entries kept and one of what is older than the age kept. One
+    /// pipeline per connection on one Redis; on a Redis Cluster one per
+    /// run, since a pipeline there goes to one shard (a run's keys share a
+    /// slot).
+    fn pipelines_for(&self, runs: &[Run], sharded: bool) -> Vec<(usize, redis::Pipeline)> {
         let retention = &self.local.retention;
         let cutoff = crate::store::now_ms()
             .saturating_sub(retention.max_days.saturating_mul(86_400_000))
             .max(1);
-        let mut command = redis::cmd("EVALSHA");
-        command
-            .arg(self.append_script.get_hash())
-            .arg(2)
-            .arg(log_key(owner))
-            .arg(log_meta_key(owner))
-            .arg(retention.max_entries)
-            .arg(cutoff);
-        Run {
-            command,
-            entries: 0,
-            outcome: Arc::new(RunOutcome {
-                owner: owner.into(),
-                result: Mutex::new(None),
-                settled: Event::new(),
-            }),
+        let mut pipelines: Vec<(usize, redis::Pipeline)> = Vec::new();
+        let mut value = Vec::new();
+        for run in runs {
+            let owner = &run.outcome.owner;
+            let on = connection_of(owner);
+            let at = match pipelines.iter().position(|(c, _)| *c == on && !sharded) {
+                Some(at) => at,
+                None => {
+                    let mut pipeline = redis::pipe();
+                    pipeline.ignore_errors();
+                    pipelines.push((on, pipeline));
+                    pipelines.len() - 1
+                }
+            };
+            let pipeline = &mut pipelines[at].1;
+            let key = log_key(owner);
+            for (direction, peer, content) in GatheredEntries(&run.entries) {
+                value.clear();
+                encode_entry_value(direction, peer, content, &mut value);
+                pipeline
+                    .cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg("e")
+                    .arg(&value[..]);
+            }
+            pipeline
+                .cmd("XTRIM")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(retention.max_entries);
+            pipeline
+                .cmd("XTRIM")
+                .arg(&key)
+                .arg("MINID")
+                .arg("~")
+                .arg(format!("{cutoff}-0"));
         }
+        pipelines
     }
 
     fn take_runs(&self) -> Vec<Run> {
@@ -233,45 +269,46 @@ impl Cluster {
         }
     }
 
-    /// Sends the gathered runs, up to [`APPEND_DEPTH`] at once, for as
-    /// long as the connection lasts; returns when Redis fails (every run
-    /// not answered then fails too, as when this is cancelled).
-    pub(super) async fn append_runs(&self, connection: &Commands) -> redis::RedisResult<()> {
+    /// Sends what is gathered as one pipeline, up to [`APPEND_DEPTH`] at
+    /// once, for as long as the connection lasts; returns when Redis fails
+    /// (every run not answered then fails too, as when this is
+    /// cancelled).
+    pub(super) async fn append_runs(&self, connections: &[Commands]) -> redis::RedisResult<()> {
         let mut flight = RunsInFlight(VecDeque::new());
         loop {
             listener!(self.appends.ready => wake);
             let room = flight.0.len() < APPEND_DEPTH;
             if room {
-                let runs = self.take_runs();
+                let mut runs = self.take_runs();
                 if !runs.is_empty() {
-                    for run in runs {
-                        let mut connection = connection.clone();
-                        let script = self.append_script.clone();
-                        let command = run.command;
-                        let answer = crate::runtime::spawn_background(async move {
-                            let answer = command.query_async::<Value>(&mut connection).await;
-                            match answer {
-                                // Not in this Redis's cache (it restarted,
-                                // or a replica took over): loaded, then
-                                // once more.
-                                Err(e)
-                                    if e.kind()
-                                        == redis::ErrorKind::Server(
-                                            redis::ServerErrorKind::NoScript,
-                                        ) =>
-                                {
-                                    script.load_async(&mut connection).await?;
-                                    command.query_async::<Value>(&mut connection).await
-                                }
-                                other => other,
-                            }
-                        });
-                        flight.0.push_back((run.outcome, run.entries, answer));
-                    }
+                    // In the order their pipelines' answers come back in.
+                    runs.sort_by_cached_key(|run| connection_of(&run.outcome.owner));
+                    let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
+                    // Each pipeline on its way at once (on a Redis Cluster,
+                    // to its shard); their answers gathered in order.
+                    let sent: Vec<_> = self
+                        .pipelines_for(&runs, sharded)
+                        .into_iter()
+                        .map(|(on, pipeline)| {
+                            let mut connection = connections[on % connections.len()].clone();
+                            crate::runtime::spawn_background(async move {
+                                pipeline.query_async::<Vec<Value>>(&mut connection).await
+                            })
+                        })
+                        .collect();
+                    let answer = crate::runtime::spawn_background(async move {
+                        let mut replies = Vec::new();
+                        for answer in sent {
+                            replies.extend(answer.await?);
+                        }
+                        Ok(replies)
+                    });
+                    let runs = runs.into_iter().map(|r| (r.outcome, r.count)).collect();
+                    flight.0.push_back((runs, answer));
                     continue;
                 }
             }
-            let Some((_, _, answer)) = flight.0.front_mut() else {
+            let Some((_, answer)) = flight.0.front_mut() else {
                 wake.await;
                 continue;
             };
@@ -288,25 +325,44 @@ impl Cluster {
             let Some(answer) = answered else {
                 continue;
             };
-            let Some((outcome, entries, _)) = flight.0.pop_front() else {
+            let Some((runs, _)) = flight.0.pop_front() else {
                 continue;
             };
-            match answer.map(|answer| first_number(&answer)) {
-                Ok(Some(first)) => {
-                    outcome.settle(Ok(first));
-                    self.log_grew(&outcome.owner, first + u64::from(entries) - 1);
-                }
-                Ok(None) => {
-                    self.reject("an append answer that is not two numbers");
-                    outcome.settle(Err(LogUnavailable));
-                }
+            let replies = match answer {
+                Ok(replies) => replies,
                 Err(e) => {
-                    outcome.settle(Err(LogUnavailable));
+                    for (outcome, _) in &runs {
+                        outcome.settle(Err(LogUnavailable));
+                    }
                     let broken = e.is_io_error() || e.is_connection_dropped() || e.is_timeout();
                     if broken {
                         return Err(e);
                     }
                     self.lost(e);
+                    continue;
+                }
+            };
+            let mut replies = replies.into_iter();
+            for (outcome, count) in runs {
+                // Its XADDs, then its two XTRIMs (whose failure costs
+                // nothing stored).
+                let mut newest = None;
+                let mut failed = false;
+                for reply in replies.by_ref().take(count) {
+                    match appended_number(&reply) {
+                        Some(number) => newest = Some(number),
+                        None => failed = true,
+                    }
+                }
+                let _trimmed = (replies.next(), replies.next());
+                if failed {
+                    self.reject("an XADD answer that is not a stream id");
+                    outcome.settle(Err(LogUnavailable));
+                } else {
+                    outcome.settle(Ok(()));
+                }
+                if let Some(newest) = newest {
+                    self.log_grew(&outcome.owner, newest);
                 }
             }
         }
@@ -338,28 +394,97 @@ impl Cluster {
     }
 }
 
-/// The script calls sent and not yet answered, oldest first.
+/// The pipelines sent and not yet answered, oldest first, with their runs
+/// (outcome and number of entries).
 #[allow(clippy::type_complexity)]
-struct RunsInFlight(VecDeque<(Arc<RunOutcome>, u32, smol::Task<redis::RedisResult<Value>>)>);
+struct RunsInFlight(
+    VecDeque<(
+        Vec<(Arc<RunOutcome>, usize)>,
+        smol::Task<redis::RedisResult<Vec<Value>>>,
+    )>,
+);
 
 impl Drop for RunsInFlight {
     /// Runs still unanswered when the appender stops may or may not be in
     /// Redis: their senders are told they were not stored, never left to
     /// wonder.
     fn drop(&mut self) {
-        for (outcome, _, _) in self.0.drain(..) {
-            outcome.settle(Err(LogUnavailable));
+        for (runs, _) in self.0.drain(..) {
+            for (outcome, _) in runs {
+                outcome.settle(Err(LogUnavailable));
+            }
         }
     }
 }
 
-/// The first number of an append script's answer (`{first, time}`).
-fn first_number(answer: &Value) -> Option<u64> {
-    let Value::Array(items) = answer else {
-        return None;
-    };
-    match items.first()? {
-        Value::Int(first) if *first > 0 => Some(*first as u64),
+/// The number of the entry an `XADD` appended, from its answer.
+fn appended_number(reply: &Value) -> Option<u64> {
+    match reply {
+        Value::BulkString(id) => entry_number(std::str::from_utf8(id).ok()?),
+        Value::SimpleString(id) => entry_number(id),
         _ => None,
+    }
+}
+
+/// The connection (of [`APPEND_CONNECTIONS`]) `owner`'s entries go on.
+fn connection_of(owner: &str) -> usize {
+    // FNV-1a: any spread will do, the same every time.
+    let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % APPEND_CONNECTIONS as u64) as usize
+}
+
+/// An entry's one field in its stream (`e`): the direction byte, the
+/// peer's length and the peer, then the content. One field, so that
+/// Redis parses, stores and logs to its append-only file as little as
+/// it can per entry.
+pub(super) fn encode_entry_value(direction: u8, peer: &[u8], content: &[u8], out: &mut Vec<u8>) {
+    out.push(direction);
+    out.push(peer.len() as u8);
+    out.extend_from_slice(peer);
+    out.extend_from_slice(content);
+}
+
+/// The entries of a run's buffer: direction byte, peer, content.
+struct GatheredEntries<'a>(&'a [u8]);
+
+impl<'a> Iterator for GatheredEntries<'a> {
+    type Item = (u8, &'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&direction, rest) = self.0.split_first()?;
+        let (&peer_len, rest) = rest.split_first()?;
+        let (peer, rest) = rest.split_at_checked(usize::from(peer_len))?;
+        let (len, rest) = rest.split_first_chunk::<4>()?;
+        let (content, rest) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
+        self.0 = rest;
+        Some((direction, peer, content))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathered_entries_read_back_as_written() {
+        let mut buffer = Vec::new();
+        for (direction, peer, content) in [(b's', &b"alice"[..], &b"hi"[..]), (b'o', b"bob", b"")] {
+            buffer.push(direction);
+            buffer.push(peer.len() as u8);
+            buffer.extend_from_slice(peer);
+            buffer.extend_from_slice(&(content.len() as u32).to_be_bytes());
+            buffer.extend_from_slice(content);
+        }
+        let read: Vec<_> = GatheredEntries(&buffer).collect();
+        assert_eq!(
+            read,
+            [
+                (b's', &b"alice"[..], &b"hi"[..]),
+                (b'o', &b"bob"[..], &b""[..])
+            ]
+        );
+        assert_eq!(GatheredEntries(&buffer[..buffer.len() - 1]).count(), 1);
     }
 }

@@ -31,92 +31,53 @@ pub(super) fn inbox(node: &str) -> String {
     format!("pmchat:inbox:{node}")
 }
 
-/// A registered user's conversation log, a stream whose entries are
-/// numbered `N-0` by a counter of the user's own (see [`append_script`]).
-/// The hash tag keeps a user's keys in one slot of a Redis Cluster.
+/// A registered user's conversation log, a stream whose entries Redis
+/// numbers (`XADD … *`: its clock's milliseconds, then a sequence). The
+/// hash tag keeps a user's keys in one slot of a Redis Cluster.
 pub(crate) fn log_key(name: &str) -> String {
     format!("pmchat:log:{{{name}}}")
 }
 
-/// The log's counter (`n`), the time of its newest entry (`t`) and its
-/// owner's mark (`m`): how far the owner's devices had been sent.
+/// The owner's mark (`m`): how far the owner's devices had been sent.
 pub(crate) fn log_meta_key(name: &str) -> String {
     format!("pmchat:logmeta:{{{name}}}")
 }
 
-/// Appends entries to the log `KEYS[1]` (meta `KEYS[2]`): `ARGV[1]` the
-/// most entries kept, `ARGV[2]` the oldest time kept (ms; 0: any), then
-/// three arguments per entry (direction byte, peer, content). The entries
-/// get the next numbers of the log's counter, contiguous, and the time of
-/// Redis's clock (never before the newest entry's). Returns the first
-/// number and the time.
-///
-/// A counter lost while its log was kept resumes after the log's newest
-/// entry. A time cut is looked for only when the counter passes a multiple
-/// of 64, and trims from the front.
-pub(super) fn append_script() -> redis::Script {
-    redis::Script::new(APPEND)
+/// Bits of an entry's number that hold the sequence of its stream id; the
+/// milliseconds take the 44 above them (until the year 2527).
+const SEQUENCE_BITS: u32 = 20;
+
+/// The number a client sees (ENTRY, cursors) for the stream id `ms-seq`;
+/// `None` for one out of range (only a Redis writer could make one: an
+/// entry takes a millisecond's millionth only if Redis appended a million
+/// to one log within it).
+pub(crate) fn entry_number(stream_id: &str) -> Option<u64> {
+    let (ms, seq) = stream_id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    if ms >= 1 << (64 - SEQUENCE_BITS) || seq >= 1 << SEQUENCE_BITS {
+        return None;
+    }
+    Some(ms << SEQUENCE_BITS | seq)
 }
 
-const APPEND: &str = "
-local count = (#ARGV - 2) / 3
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local newest = tonumber(redis.call('HGET', KEYS[2], 't') or '0')
-if now < newest then now = newest end
-local last = redis.call('HINCRBY', KEYS[2], 'n', count)
-if last == count then
-  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-  if top then
-    local kept = tonumber(string.match(top[1], '^(%d+)'))
-    last = redis.call('HINCRBY', KEYS[2], 'n', kept)
-  end
-end
-local first = last - count + 1
-for i = 0, count - 1 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], string.format('%d-0', first + i),
-    't', now, 'd', ARGV[3 + 3 * i], 'p', ARGV[4 + 3 * i], 'c', ARGV[5 + 3 * i])
-end
-redis.call('HSET', KEYS[2], 't', now)
-local cut = tonumber(ARGV[2])
-if cut > 0 and math.floor(last / 64) ~= math.floor((first - 1) / 64) then
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 64)
-  local keep = nil
-  for _, e in ipairs(oldest) do
-    local ts = 0
-    for j = 1, #e[2], 2 do if e[2][j] == 't' then ts = tonumber(e[2][j + 1]) end end
-    if ts >= cut then keep = e[1] break end
-  end
-  if keep then redis.call('XTRIM', KEYS[1], 'MINID', keep)
-  elseif #oldest > 0 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1)) end
-end
-return {first, now}
-";
-
-/// The number of the newest entry of the log `KEYS[1]` logged before
-/// `ARGV[1]` (ms), found by halving (the numbers between the oldest and
-/// the newest entry are all there, in time order); one less than the
-/// oldest if none is, 0 for an empty log.
-pub(super) fn last_before_script() -> redis::Script {
-    redis::Script::new(
-        "local function num(e) return tonumber(string.match(e[1], '^(%d+)')) end
-         local function ts(e)
-           for j = 1, #e[2], 2 do if e[2][j] == 't' then return tonumber(e[2][j + 1]) end end
-           return 0
-         end
-         local ms = tonumber(ARGV[1])
-         local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-         if not first then return 0 end
-         if ts(first) >= ms then return num(first) - 1 end
-         local lo = num(first)
-         local hi = num(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1])
-         while lo < hi do
-           local mid = math.floor((lo + hi + 1) / 2)
-           local e = redis.call('XRANGE', KEYS[1], mid, mid)[1]
-           if e and ts(e) < ms then lo = mid else hi = mid - 1 end
-         end
-         return lo",
+/// The stream id of an entry's number.
+pub(crate) fn stream_id(number: u64) -> String {
+    format!(
+        "{}-{}",
+        number >> SEQUENCE_BITS,
+        number & ((1 << SEQUENCE_BITS) - 1)
     )
+}
+
+/// The time (ms) an entry's number says it was appended.
+pub(crate) fn entry_time(number: u64) -> u64 {
+    number >> SEQUENCE_BITS
+}
+
+/// The number just before any entry appended at `ms` or later: a cursor
+/// that replays from `ms` on.
+pub(crate) fn before_time(ms: u64) -> u64 {
+    (ms.min((1 << (64 - SEQUENCE_BITS)) - 1) << SEQUENCE_BITS).saturating_sub(1)
 }
 
 /// Moves the mark in `KEYS[1]` (a log's meta) on to `ARGV[1]`, never back.
@@ -166,6 +127,22 @@ pub(super) fn release_script() -> redis::Script {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_numbers_keep_the_stream_order_and_go_back_to_their_ids() {
+        let a = entry_number("1733550000000-0").unwrap();
+        let b = entry_number("1733550000000-7").unwrap();
+        let c = entry_number("1733550000001-0").unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(stream_id(b), "1733550000000-7");
+        assert_eq!(entry_time(c), 1733550000001);
+        assert!(before_time(1733550000001) < c && before_time(1733550000001) >= b);
+        assert_eq!(entry_number("1-2-3"), None);
+        assert_eq!(entry_number("17335500000000000000-0"), None);
+        assert_eq!(entry_number("1-1048576"), None);
+        assert_eq!(entry_number("x-0"), None);
+        assert_eq!(before_time(0), 0);
+    }
 
     #[test]
     fn node_ids_differ() {

@@ -10,6 +10,7 @@ use smol::future::FutureExt;
 use smol::Timer;
 use tracing::{debug, info, warn};
 
+use super::appender::APPEND_CONNECTIONS;
 use super::commands::{Backend, Commands, REDIS_TIMEOUT};
 use super::directory::RECONCILE_EVERY;
 use super::inbound::Inbound;
@@ -45,6 +46,33 @@ impl Cluster {
             debug!("cluster: reconnecting in {delay:?}");
             Timer::after(delay).await;
         }
+    }
+
+    /// Connections for the appender alone (see `appender`): with
+    /// `appendfsync always` Redis syncs once per turn of its loop, in
+    /// which it reads a bounded amount from each connection; entries
+    /// spread over several connections share a sync.
+    async fn append_connections(&self) -> redis::RedisResult<Vec<Commands>> {
+        let mut connections = Vec::with_capacity(APPEND_CONNECTIONS);
+        for _ in 0..APPEND_CONNECTIONS {
+            connections.push(match &self.backend {
+                Backend::Single(info) => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(Some(REDIS_TIMEOUT));
+                    Commands::Single(NodeConnection::open(info, config).await?)
+                }
+                Backend::Sharded(nodes) => {
+                    let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                        .use_protocol(redis::ProtocolVersion::RESP3)
+                        .connection_timeout(REDIS_TIMEOUT)
+                        .response_timeout(REDIS_TIMEOUT)
+                        .build()?;
+                    // As in `connect`.
+                    Commands::Sharded(client.get_async_generic_connection().await?)
+                }
+            });
+        }
+        Ok(connections)
     }
 
     /// A connection to this cluster's Redis whose pushes (subscribed
@@ -103,8 +131,6 @@ impl Cluster {
         let _ = self.renew(&mut connection).await?;
         self.reclaim(&mut connection).await?;
         self.load_directory(&mut connection).await?;
-        // Loaded on every shard before the first append names it.
-        self.append_script.load_async(&mut connection).await?;
         self.set_connection(Some(connection.clone()));
         if backoff.attempt > 0 {
             // The window runs from the directory's reading on.
@@ -176,7 +202,8 @@ impl Cluster {
             }
         };
         let publisher = self.publish(&connection);
-        let appender = self.append_runs(&connection);
+        let appending = self.append_connections().await?;
+        let appender = self.append_runs(&appending);
         inbound.or(leases).or(publisher).or(appender).await
     }
 }

@@ -1,9 +1,9 @@
 //! Registered users' logs on Redis Streams (`--cluster` with
 //! `--accounts`): reading them back. Each user's log is one stream
-//! (`keys::log_key`) whose entries are numbered by a counter of the user's
-//! own, contiguous from 1: the number is the cursor a client keeps, the
-//! same on every node and across restarts. Appending is the appender's
-//! (`appender`).
+//! (`keys::log_key`) whose entries Redis numbers as it appends them: the
+//! stream id, as one number (`keys::entry_number`), is the cursor a client
+//! keeps, the same on every node and across restarts, and says when the
+//! entry was appended. Appending is the appender's (`appender`).
 //!
 //! What is read from Redis is checked like everything else that comes from
 //! it (see `trust`): an entry with a bad number, time, direction, peer or
@@ -11,7 +11,9 @@
 
 use redis::Value;
 
-use super::keys::{last_before_script, log_key, log_meta_key, mark_script};
+use super::keys::{
+    before_time, entry_number, entry_time, log_key, log_meta_key, mark_script, stream_id,
+};
 use super::trust::{valid_content, valid_name};
 use super::Cluster;
 use crate::store::{Direction, Entry};
@@ -36,7 +38,7 @@ impl Cluster {
         let mut connection = self.connection().ok_or(LogUnavailable)?;
         let read: redis::RedisResult<Value> = redis::cmd("XRANGE")
             .arg(log_key(owner))
-            .arg(format!("{}-0", cursor.saturating_add(1)))
+            .arg(format!("({}", stream_id(cursor)))
             .arg("+")
             .arg("COUNT")
             .arg(max)
@@ -106,23 +108,10 @@ impl Cluster {
         Ok(found)
     }
 
-    /// The number of the newest entry of `owner`'s log logged before `ms`
-    /// (a cursor that replays everything from `ms` on).
-    pub(crate) async fn log_last_before(
-        &self,
-        owner: &str,
-        ms: u64,
-    ) -> Result<u64, LogUnavailable> {
-        let mut connection = self.connection().ok_or(LogUnavailable)?;
-        let found: redis::RedisResult<i64> = last_before_script()
-            .key(log_key(owner))
-            .arg(ms)
-            .invoke_async(&mut connection)
-            .await;
-        found.map(|n| n.max(0) as u64).map_err(|e| {
-            self.lost(e);
-            LogUnavailable
-        })
+    /// The cursor that replays `owner`'s log from `ms` on: the entries'
+    /// numbers say when they were appended.
+    pub(crate) fn log_before_time(&self, ms: u64) -> u64 {
+        before_time(ms)
     }
 
     /// The number of the newest entry of `owner`'s log (0: none yet).
@@ -202,32 +191,32 @@ impl Cluster {
             Value::SimpleString(id) => id.into_bytes(),
             _ => return None,
         };
-        let id = std::str::from_utf8(&id).ok()?.strip_suffix("-0")?;
-        let id: u64 = id.parse().ok().filter(|&id| id > 0)?;
+        let id = entry_number(std::str::from_utf8(&id).ok()?).filter(|&id| id > 0)?;
         let Value::Array(fields) = fields else {
             return None;
         };
-        let (mut ts, mut direction, mut peer, mut content) = (None, None, None, None);
         let mut fields = fields.into_iter();
-        while let (Some(Value::BulkString(name)), Some(Value::BulkString(value))) =
-            (fields.next(), fields.next())
-        {
-            match name.as_slice() {
-                b"t" => ts = std::str::from_utf8(&value).ok()?.parse::<u64>().ok(),
-                b"d" => direction = Direction::from_wire_byte(*value.first()?),
-                b"p" => peer = Some(value),
-                b"c" => content = Some(value),
-                _ => return None,
-            }
+        let (Some(Value::BulkString(name)), Some(Value::BulkString(value)), None) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return None;
+        };
+        if name != b"e" {
+            return None;
         }
-        let peer = peer.filter(|p| valid_name(&self.local.limits, p))?;
-        let content = content.filter(|c| valid_content(&self.local.limits, c))?;
+        // As `appender::encode_entry_value` writes it.
+        let (&direction, rest) = value.split_first()?;
+        let (&peer_len, rest) = rest.split_first()?;
+        let (peer, content) = rest.split_at_checked(usize::from(peer_len))?;
+        if !valid_name(&self.local.limits, peer) || !valid_content(&self.local.limits, content) {
+            return None;
+        }
         Some(Entry {
             id,
-            ts_ms: ts?,
-            direction: direction?,
-            peer: String::from_utf8(peer).ok()?,
-            content,
+            ts_ms: entry_time(id),
+            direction: Direction::from_wire_byte(direction)?,
+            peer: String::from_utf8(peer.to_vec()).ok()?,
+            content: content.to_vec(),
         })
     }
 }

@@ -206,8 +206,6 @@ pub(crate) struct Cluster {
     appends: appender::Appends,
     /// The logs this node's feeders watch.
     watches: watch::Watches,
-    /// The append script, whose hash the appender's calls name.
-    append_script: redis::Script,
 }
 
 /// The most other nodes one node keeps track of: what a Redis writer
@@ -291,7 +289,6 @@ impl Cluster {
             paused: pause::Paused::default(),
             appends: appender::Appends::default(),
             watches: watch::Watches::default(),
-            append_script: keys::append_script(),
             swap_script: swap_script(),
             lease,
         })
