@@ -194,6 +194,15 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_lease, requires = "cluster")]
     pub cluster_lease: Duration,
 
+    /// With --accounts: tell a sender its message to a registered name is
+    /// stored only once N of Redis's replicas have it too (Redis's WAIT,
+    /// up to 1 s; with fewer, the message is refused as not stored). 0:
+    /// once Redis itself answered. See the README on what each Redis
+    /// persistence setting guarantees.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "cluster",
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub cluster_wait: u32,
+
     /// With rediss://: trust only the CA certificates in this PEM file for
     /// Redis's certificate (default: the system's trusted roots).
     #[arg(long, value_name = "FILE", requires = "cluster")]
@@ -264,6 +273,7 @@ impl ServerArgs {
             cluster: self.cluster.clone(),
             cluster_key_file: self.cluster_key_file.clone(),
             cluster_lease: self.cluster_lease,
+            cluster_wait: self.cluster_wait,
             cluster_ca: self.cluster_ca.clone(),
             default_wire: match self.default_wire {
                 DefaultWire::V1 => Wire::V1,

@@ -55,6 +55,9 @@ pub struct Config {
     pub cluster_ca: Option<std::path::PathBuf>,
     /// The nodes' shared secret (`--cluster-key-file`).
     pub cluster_key_file: Option<std::path::PathBuf>,
+    /// Replicas that must have a stored message before its sender hears
+    /// so (`--cluster-wait`).
+    pub cluster_wait: u32,
     /// How long a node's names outlive it (`--cluster-lease`).
     pub cluster_lease: std::time::Duration,
     /// What a connection that has sent nothing after its username is
@@ -83,6 +86,7 @@ impl Default for Config {
             allow_plaintext_passwords: false,
             cluster: None,
             cluster_key_file: None,
+            cluster_wait: 0,
             cluster_lease: super::cluster::LEASE,
             cluster_ca: None,
             default_wire: Wire::V1,

@@ -302,6 +302,7 @@ impl Server {
                     slow_consumer_timeout: config.slow_consumer_timeout,
                     queue_bytes: config.queue_bytes,
                     retention: config.retention,
+                    wait_replicas: config.cluster_wait,
                 };
                 let lease = config.cluster_lease;
                 let ca = config.cluster_ca.as_deref();

@@ -1057,3 +1057,40 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A TCP relay on an ephemeral port that hands each new connection to the
+/// next of its backends in turn, as a load balancer in front of several
+/// nodes would: a client that reconnects to one address lands on another
+/// node each time. Its threads end with their connections.
+pub struct RoundRobinRelay {
+    pub port: u16,
+}
+
+impl RoundRobinRelay {
+    pub fn start(backends: Vec<u16>) -> RoundRobinRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a relay");
+        let port = listener.local_addr().expect("its address").port();
+        thread::spawn(move || {
+            for (turn, client) in listener.incoming().enumerate() {
+                let Ok(client) = client else {
+                    continue;
+                };
+                let backend = backends[turn % backends.len()];
+                let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                        let _ = from.shutdown(Shutdown::Read);
+                    });
+                }
+            }
+        });
+        RoundRobinRelay { port }
+    }
+}

@@ -3,33 +3,45 @@
 //! whichever node it logs in on, through the real binaries, on one Redis
 //! and on a Redis Cluster.
 
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::common::{Frame, ServerProcess, TempDir};
+use crate::common::{
+    client_command, lines_of, run_client, Frame, RoundRobinRelay, ServerProcess, TempDir, TIMEOUT,
+};
 use crate::store::{
     accounts, accounts_of, caught_up, entry, log_in, ordinal, OP_ACCEPTED, OP_REFUSED, OP_STORED,
 };
 
 /// `count` nodes on the Redis at `url`, sharing the accounts in `dir`.
 fn nodes(url: &str, dir: &TempDir, count: usize) -> Vec<ServerProcess> {
-    nodes_with(url, accounts(&dir.0), count)
+    nodes_with(url, accounts(&dir.0), count, &[])
 }
 
-/// `count` nodes on the Redis at `url` with the accounts file `accounts`.
-fn nodes_with(url: &str, accounts: std::path::PathBuf, count: usize) -> Vec<ServerProcess> {
-    let args = [
+/// `count` nodes on the Redis at `url` with the accounts file `accounts`
+/// and `extra` options.
+fn nodes_with(
+    url: &str,
+    accounts: std::path::PathBuf,
+    count: usize,
+    extra: &[&str],
+) -> Vec<ServerProcess> {
+    let mut args = vec![
         "--cluster",
         url,
         "--accounts",
         accounts.to_str().unwrap(),
         "--allow-plaintext-passwords",
     ];
+    args.extend_from_slice(extra);
     (0..count).map(|_| ServerProcess::start(&args)).collect()
 }
 
 crate::on_both!(
     a_message_to_an_offline_name_is_replayed_on_another_node,
     messages_to_many_offline_names_are_each_stored_once_for_their_own_owner,
+    a_follower_moving_between_nodes_20_times_during_a_flood_prints_every_message_once_in_order,
     a_session_that_did_not_ask_for_its_inbox_gets_plain_messages_from_another_node,
     ;
 );
@@ -133,7 +145,7 @@ fn messages_to_many_offline_names_are_each_stored_once_for_their_own_owner(url: 
     let mut names: Vec<&str> = owners.iter().map(String::as_str).collect();
     names.push("alice");
     let dir = TempDir::new("cluster-inbox-many");
-    let nodes = nodes_with(url, accounts_of(&dir.0, &names), 2);
+    let nodes = nodes_with(url, accounts_of(&dir.0, &names), 2, &[]);
     let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
     const EACH: usize = 40;
     for round in 0..EACH {
@@ -162,5 +174,90 @@ fn messages_to_many_offline_names_are_each_stored_once_for_their_own_owner(url: 
             previous = got.id;
         }
         assert_eq!(caught_up(&mut device), EACH as u64);
+    }
+}
+
+/// `chat-client` for `name` (password `pw`) on `port`, with its state in
+/// `dir`.
+fn client(port: u16, dir: &Path, name: &str) -> Command {
+    let mut command = client_command(port, name);
+    command
+        .env("PMCHAT_PASSWORD", "pw")
+        .env("XDG_STATE_HOME", dir.join(format!("state-{name}")))
+        .arg("--allow-plaintext-password");
+    command
+}
+
+fn a_follower_moving_between_nodes_20_times_during_a_flood_prints_every_message_once_in_order(
+    url: &str,
+) {
+    let dir = TempDir::new("cluster-inbox-flood");
+    // History enough for the whole flood: a follower stopped for a moment
+    // must find everything it missed.
+    let history = ["--history-max", "1000000"];
+    let mut nodes = nodes_with(url, accounts(&dir.0), 2, &history);
+    // One address for the follower, as behind a load balancer: each run
+    // lands on the other node, and its cursor (kept per address) goes on.
+    let relay = RoundRobinRelay::start(nodes.iter().map(|n| n.port).collect());
+    const TOTAL: usize = 20_000;
+    const RESTARTS: usize = 20;
+    let script: String = (0..TOTAL).map(|i| format!("send bob m{i}\n")).collect();
+    let (port, flood_dir) = (nodes[0].port, dir.0.clone());
+    let flood = std::thread::spawn(move || {
+        run_client(client(port, &flood_dir, "alice"), script.as_bytes())
+    });
+    let mut printed: Vec<String> = Vec::new();
+    let deadline = Instant::now() + TIMEOUT * 12;
+    let mut runs = 0;
+    while printed.len() < TOTAL || runs < RESTARTS {
+        runs += 1;
+        let mut command = client(relay.port, &dir.0, "bob");
+        command
+            .arg("--follow")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().unwrap();
+        let lines = lines_of(child.stdout.take().unwrap());
+        let node = (runs - 1) % nodes.len();
+        if printed.len() < TOTAL {
+            // At least one line first: a SIGTERM before the client is up
+            // would end it by the signal (and prove nothing).
+            let want = if runs < RESTARTS {
+                printed.len() + 1
+            } else {
+                TOTAL
+            };
+            while printed.len() < want {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {TOTAL} printed in run {runs}",
+                    printed.len()
+                );
+                if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                    printed.push(line);
+                }
+            }
+        } else {
+            nodes[node].wait_online("bob");
+        }
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "run {runs}: {status:?}");
+        while let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            printed.push(line);
+        }
+        for node in &mut nodes {
+            node.wait_offline("bob");
+        }
+    }
+    let sent = flood.join().unwrap();
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    assert_eq!(printed.len(), TOTAL, "nothing twice");
+    for (i, line) in printed.iter().enumerate() {
+        assert_eq!(*line, format!("alice: m{i}"), "in order");
     }
 }

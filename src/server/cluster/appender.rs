@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use event_listener::{listener, Event};
 use redis::Value;
 use smol::future::FutureExt;
+use tracing::warn;
 
 use super::batch::Record;
 use super::commands::Commands;
@@ -32,6 +33,9 @@ use crate::store::Direction;
 const GATHER_BYTES: usize = 1 << 20;
 /// Pipelines on their way at once, per connection.
 const APPEND_DEPTH: usize = 4;
+/// How long `WAIT` (`--cluster-wait`) waits for the replicas, in ms:
+/// within the connection's answer timeout.
+const WAIT_MS: u64 = 1000;
 /// Connections the appender spreads the logs over (an owner's always on
 /// the same one, which keeps its entries in order).
 pub(super) const APPEND_CONNECTIONS: usize = 4;
@@ -207,25 +211,26 @@ impl Cluster {
     /// pipeline per connection on one Redis; on a Redis Cluster one per
     /// run, since a pipeline there goes to one shard (a run's keys share a
     /// slot).
-    fn pipelines_for(&self, runs: &[Run], sharded: bool) -> Vec<(usize, redis::Pipeline)> {
+    fn pipelines_for(&self, runs: &[Run], sharded: bool) -> Vec<(usize, redis::Pipeline, usize)> {
         let retention = &self.local.retention;
         let cutoff = crate::store::now_ms()
             .saturating_sub(retention.max_days.saturating_mul(86_400_000))
             .max(1);
-        let mut pipelines: Vec<(usize, redis::Pipeline)> = Vec::new();
+        let mut pipelines: Vec<(usize, redis::Pipeline, usize)> = Vec::new();
         let mut value = Vec::new();
         for run in runs {
             let owner = &run.outcome.owner;
             let on = connection_of(owner);
-            let at = match pipelines.iter().position(|(c, _)| *c == on && !sharded) {
+            let at = match pipelines.iter().position(|(c, _, _)| *c == on && !sharded) {
                 Some(at) => at,
                 None => {
                     let mut pipeline = redis::pipe();
                     pipeline.ignore_errors();
-                    pipelines.push((on, pipeline));
+                    pipelines.push((on, pipeline, 0));
                     pipelines.len() - 1
                 }
             };
+            pipelines[at].2 += 1;
             let pipeline = &mut pipelines[at].1;
             let key = log_key(owner);
             for (direction, peer, content) in GatheredEntries(&run.entries) {
@@ -250,6 +255,12 @@ impl Cluster {
                 .arg("MINID")
                 .arg("~")
                 .arg(format!("{cutoff}-0"));
+        }
+        let wait = self.local.wait_replicas;
+        if wait > 0 {
+            for (_, pipeline, _) in &mut pipelines {
+                pipeline.cmd("WAIT").arg(wait).arg(WAIT_MS);
+            }
         }
         pipelines
     }
@@ -284,12 +295,20 @@ impl Cluster {
                     // In the order their pipelines' answers come back in.
                     runs.sort_by_cached_key(|run| connection_of(&run.outcome.owner));
                     let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
+                    let mut runs = runs.into_iter();
+                    let mut groups = Vec::new();
                     // Each pipeline on its way at once (on a Redis Cluster,
                     // to its shard); their answers gathered in order.
                     let sent: Vec<_> = self
-                        .pipelines_for(&runs, sharded)
+                        .pipelines_for(runs.as_slice(), sharded)
                         .into_iter()
-                        .map(|(on, pipeline)| {
+                        .map(|(on, pipeline, count)| {
+                            let group: Vec<(Arc<RunOutcome>, usize)> = runs
+                                .by_ref()
+                                .take(count)
+                                .map(|r| (r.outcome, r.count))
+                                .collect();
+                            groups.push(group);
                             let mut connection = connections[on % connections.len()].clone();
                             crate::runtime::spawn_background(async move {
                                 pipeline.query_async::<Vec<Value>>(&mut connection).await
@@ -297,14 +316,13 @@ impl Cluster {
                         })
                         .collect();
                     let answer = crate::runtime::spawn_background(async move {
-                        let mut replies = Vec::new();
+                        let mut answers = Vec::with_capacity(sent.len());
                         for answer in sent {
-                            replies.extend(answer.await?);
+                            answers.push(answer.await);
                         }
-                        Ok(replies)
+                        answers
                     });
-                    let runs = runs.into_iter().map(|r| (r.outcome, r.count)).collect();
-                    flight.0.push_back((runs, answer));
+                    flight.0.push_back((groups, answer));
                     continue;
                 }
             }
@@ -322,48 +340,68 @@ impl Cluster {
             } else {
                 Some(answer.await)
             };
-            let Some(answer) = answered else {
+            let Some(answers) = answered else {
                 continue;
             };
-            let Some((runs, _)) = flight.0.pop_front() else {
+            let Some((groups, _)) = flight.0.pop_front() else {
                 continue;
             };
-            let replies = match answer {
-                Ok(replies) => replies,
-                Err(e) => {
-                    for (outcome, _) in &runs {
-                        outcome.settle(Err(LogUnavailable));
-                    }
-                    let broken = e.is_io_error() || e.is_connection_dropped() || e.is_timeout();
-                    if broken {
-                        return Err(e);
-                    }
-                    self.lost(e);
-                    continue;
-                }
-            };
-            let mut replies = replies.into_iter();
-            for (outcome, count) in runs {
-                // Its XADDs, then its two XTRIMs (whose failure costs
-                // nothing stored).
-                let mut newest = None;
-                let mut failed = false;
-                for reply in replies.by_ref().take(count) {
-                    match appended_number(&reply) {
-                        Some(number) => newest = Some(number),
-                        None => failed = true,
+            let mut broken = None;
+            for (group, answer) in groups.into_iter().zip(answers) {
+                match answer {
+                    Ok(replies) => self.settle_group(group, replies),
+                    Err(e) => {
+                        for (outcome, _) in &group {
+                            outcome.settle(Err(LogUnavailable));
+                        }
+                        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                            broken = Some(e);
+                        } else {
+                            self.lost(e);
+                        }
                     }
                 }
-                let _trimmed = (replies.next(), replies.next());
-                if failed {
-                    self.reject("an XADD answer that is not a stream id");
-                    outcome.settle(Err(LogUnavailable));
-                } else {
-                    outcome.settle(Ok(()));
+            }
+            if let Some(e) = broken {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Settles the runs of one pipeline from its replies: per run, its
+    /// `XADD`s, then its two `XTRIM`s (whose failure costs nothing stored);
+    /// with `--cluster-wait`, last, `WAIT`'s count of replicas.
+    fn settle_group(&self, group: Vec<(Arc<RunOutcome>, usize)>, replies: Vec<Value>) {
+        let wait = self.local.wait_replicas;
+        let replicated = wait == 0
+            || matches!(replies.last(), Some(Value::Int(reached)) if *reached >= i64::from(wait));
+        if !replicated {
+            warn!(
+                "cluster: Redis has fewer replicas than --cluster-wait {wait} asks: \
+                 the messages are refused as not stored"
+            );
+        }
+        let mut replies = replies.into_iter();
+        for (outcome, count) in group {
+            let mut newest = None;
+            let mut failed = false;
+            for reply in replies.by_ref().take(count) {
+                match appended_number(&reply) {
+                    Some(number) => newest = Some(number),
+                    None => failed = true,
                 }
-                if let Some(newest) = newest {
-                    self.log_grew(&outcome.owner, newest);
-                }
+            }
+            let _trimmed = (replies.next(), replies.next());
+            if failed {
+                self.reject("an XADD answer that is not a stream id");
+            }
+            outcome.settle(match failed || !replicated {
+                true => Err(LogUnavailable),
+                false => Ok(()),
+            });
+            // Appended all the same: the feeders replay what is there.
+            if let Some(newest) = newest {
+                self.log_grew(&outcome.owner, newest);
             }
         }
     }
@@ -399,8 +437,8 @@ impl Cluster {
 #[allow(clippy::type_complexity)]
 struct RunsInFlight(
     VecDeque<(
-        Vec<(Arc<RunOutcome>, usize)>,
-        smol::Task<redis::RedisResult<Vec<Value>>>,
+        Vec<Vec<(Arc<RunOutcome>, usize)>>,
+        smol::Task<Vec<redis::RedisResult<Vec<Value>>>>,
     )>,
 );
 
@@ -409,8 +447,8 @@ impl Drop for RunsInFlight {
     /// Redis: their senders are told they were not stored, never left to
     /// wonder.
     fn drop(&mut self) {
-        for (runs, _) in self.0.drain(..) {
-            for (outcome, _) in runs {
+        for (groups, _) in self.0.drain(..) {
+            for (outcome, _) in groups.into_iter().flatten() {
                 outcome.settle(Err(LogUnavailable));
             }
         }

@@ -138,6 +138,7 @@ impl Cluster {
             info!("cluster: Redis reachable again");
         } else {
             info!(node = &*self.node, "cluster: joined");
+            self.log_persistence(&mut connection).await;
         }
         backoff.reset();
         let inbound = async {
@@ -205,6 +206,60 @@ impl Cluster {
         let appending = self.append_connections().await?;
         let appender = self.append_runs(&appending);
         inbound.or(leases).or(publisher).or(appender).await
+    }
+}
+
+impl Cluster {
+    /// Says at start what Redis keeps of what it is given (the README's
+    /// "Durability" says what each setting guarantees), where the node
+    /// may ask (`CONFIG` is an admin command, which the recommended ACL
+    /// user lacks).
+    async fn log_persistence(&self, connection: &mut Commands) {
+        let mut settings = Vec::new();
+        for name in ["appendonly", "appendfsync"] {
+            let got: redis::RedisResult<Value> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(connection)
+                .await;
+            match got
+                .as_ref()
+                .ok()
+                .and_then(|value| config_value(value, name))
+            {
+                Some(value) => settings.push(format!("{name} {value}")),
+                None => {
+                    info!("cluster: Redis's persistence settings cannot be read here (CONFIG GET refused); see the README on durability");
+                    return;
+                }
+            }
+        }
+        if settings.first().is_some_and(|s| s == "appendonly no") {
+            warn!("cluster: Redis has appendonly no: stored messages are lost if it restarts (see the README on durability)");
+        } else {
+            info!("cluster: Redis persistence: {}", settings.join(", "));
+        }
+    }
+}
+
+/// The value of `name` in a `CONFIG GET` answer (a map in RESP3, pairs in
+/// RESP2; on a Redis Cluster, the first shard's).
+fn config_value(value: &Value, name: &str) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    match value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k).as_deref() == Some(name))
+            .and_then(|(_, v)| text(v).or_else(|| config_value(v, name))),
+        Value::Array(items) => match items.iter().position(|v| text(v).as_deref() == Some(name)) {
+            Some(at) => items.get(at + 1).and_then(text),
+            None => items.iter().find_map(|v| config_value(v, name)),
+        },
+        _ => None,
     }
 }
 

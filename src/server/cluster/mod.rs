@@ -144,6 +144,9 @@ pub(crate) struct Local {
     /// How much of each registered user's log is kept (`--history-max`,
     /// `--history-days`).
     pub(crate) retention: crate::store::Retention,
+    /// Replicas that must have an entry before its sender hears it is
+    /// stored (`--cluster-wait`; 0: Redis's own answer will do).
+    pub(crate) wait_replicas: u32,
 }
 
 /// This node's part in the cluster.
