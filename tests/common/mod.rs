@@ -880,6 +880,8 @@ impl Drop for RedisProcess {
 /// `redis-cli --cluster create`; stopped on drop.
 pub struct RedisClusterProcess {
     masters: Vec<RedisProcess>,
+    /// With [`RedisClusterProcess::start_replicated`]: one per master.
+    replicas: Vec<RedisProcess>,
     dir: std::path::PathBuf,
 }
 
@@ -900,13 +902,47 @@ impl RedisClusterProcess {
 
     /// Starts one whose masters also take `extra(i)` options.
     pub fn start_with(extra: impl Fn(usize) -> Vec<String>) -> RedisClusterProcess {
+        RedisClusterProcess::create(3, 0, extra)
+    }
+
+    /// Three masters and a replica of each, with append-only files synced
+    /// at every write (`extra` as for [`RedisClusterProcess::start_with`]).
+    pub fn start_replicated() -> RedisClusterProcess {
+        let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+        RedisClusterProcess::create(6, 1, |i| {
+            let mut args: Vec<String> = aof.map(String::from).to_vec();
+            args.extend(["--appendfilename".to_string(), format!("node-{i}.aof")]);
+            args.extend(["--appenddirname".to_string(), format!("aof-{i}")]);
+            args
+        })
+    }
+
+    /// Kills master `i` (kill -9); its replica takes over within the
+    /// cluster's node timeout. Its port.
+    pub fn kill_master(&mut self, i: usize) -> u16 {
+        self.masters[i].stop();
+        self.masters[i].port
+    }
+
+    /// Starts the master killed with [`RedisClusterProcess::kill_master`]
+    /// again: it comes back from its configuration file as a replica of
+    /// the node that took over.
+    pub fn revive_master(&mut self, i: usize) {
+        self.masters[i].restart();
+    }
+
+    fn create(
+        count: usize,
+        replicas: usize,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> RedisClusterProcess {
         let dir = std::env::temp_dir().join(format!(
             "pmchat-redis-cluster-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("a directory for the cluster");
-        let masters: Vec<RedisProcess> = (0..3)
+        let nodes: Vec<RedisProcess> = (0..count)
             .map(|i| {
                 let port = free_cluster_port();
                 let conf = dir.join(format!("nodes-{i}.conf"));
@@ -927,21 +963,39 @@ impl RedisClusterProcess {
                 RedisProcess::spawn(port, &args)
             })
             .collect();
-        let addresses: Vec<String> = masters
+        let addresses: Vec<String> = nodes
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.port))
             .collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("run redis-cli --cluster create");
         assert!(created.success(), "redis-cli --cluster create failed");
-        let cluster = RedisClusterProcess { masters, dir };
+        let (masters, replicas): (Vec<RedisProcess>, Vec<RedisProcess>) =
+            nodes.into_iter().partition(|node| {
+                redis_command(node.port, &[b"ROLE"]).starts_with(b"*3\r\n$6\r\nmaster")
+            });
+        let cluster = RedisClusterProcess {
+            masters,
+            replicas,
+            dir,
+        };
         cluster.wait_until_ok("the Redis Cluster never became ok");
+        if !cluster.replicas.is_empty() {
+            let deadline = Instant::now() + TIMEOUT;
+            while !cluster.replicas.iter().all(|r| {
+                String::from_utf8_lossy(&redis_command(r.port, &[b"INFO", b"replication"]))
+                    .contains("master_link_status:up")
+            }) {
+                assert!(Instant::now() < deadline, "the replicas never synced");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
     }
 
@@ -963,8 +1017,8 @@ impl RedisClusterProcess {
 
 impl Drop for RedisClusterProcess {
     fn drop(&mut self) {
-        for master in &mut self.masters {
-            master.stop();
+        for node in self.masters.iter_mut().chain(&mut self.replicas) {
+            node.stop();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

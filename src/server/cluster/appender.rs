@@ -14,6 +14,7 @@
 //! nodes interleave, numbered in the order Redis ran them.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,6 +114,8 @@ pub(super) struct Appends {
     ready: Event,
     /// Fires when the appender took what was gathered.
     room: Event,
+    /// Pipelines a shard could not take (see [`Cluster::append_failed`]).
+    failures: AtomicU64,
 }
 
 impl Appends {
@@ -346,6 +349,7 @@ impl Cluster {
             let Some((groups, _)) = flight.0.pop_front() else {
                 continue;
             };
+            let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
             let mut broken = None;
             for (group, answer) in groups.into_iter().zip(answers) {
                 match answer {
@@ -354,10 +358,16 @@ impl Cluster {
                         for (outcome, _) in &group {
                             outcome.settle(Err(LogUnavailable));
                         }
-                        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                        let dropped =
+                            e.is_io_error() || e.is_connection_dropped() || e.is_timeout();
+                        if dropped && !sharded {
                             broken = Some(e);
                         } else {
-                            self.lost(e);
+                            // On a Redis Cluster one shard failing (a master
+                            // down until its replica takes over) is that
+                            // shard's: the connection finds the new master
+                            // itself, and the others go on.
+                            self.append_failed(&e);
                         }
                     }
                 }
@@ -365,6 +375,17 @@ impl Cluster {
             if let Some(e) = broken {
                 return Err(e);
             }
+        }
+    }
+
+    /// A shard of a Redis Cluster could not take a pipeline: logged the
+    /// first time and every 1,000th (a failover fails many in a row).
+    fn append_failed(&self, error: &redis::RedisError) {
+        let count = self.appends.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if count == 1 || count % 1000 == 0 {
+            warn!(
+                "cluster: Redis could not take messages to store ({count} times so far): {error}"
+            );
         }
     }
 
