@@ -302,26 +302,37 @@ async fn log_in(
                 Err(_) => {
                     let error = ErrorText::of(Code::Unavailable);
                     info!(%peer, user = mailbox.name(), "rejected: {}", error.text().trim_end());
-                    return refused_in_their_wire(shared, transport, input, error).await;
+                    return refused_after_login(shared, transport, input, &mailbox, true, error)
+                        .await;
                 }
             }
         }
     }
+    // Across nodes every session of a registered name is fed from its log,
+    // so it may have sessions on several nodes: devices, up to
+    // --max-devices across them.
+    let log_fed = shared.stream_inboxes.is_some() && proven.is_some();
     // In a cluster the name is claimed across every node first; a client
     // that sent HELLO hears at once if that takes a while.
     if let Some(cluster) = &shared.cluster {
         let held_here = shared.registry.get(mailbox.name().as_bytes()).is_some();
         let asked = proven.is_some() || sent_hello(input, shared.config.limits);
+        let max = shared.config.max_devices;
         let claimed = match held_here {
-            true => Err(ClaimError::Taken),
+            true if !log_fed => Err(ClaimError::Taken),
             // Boxed, like the password check: a single node's logins
             // carry no room for the claim's state.
-            false => Box::pin(bounded_login_step(
+            _ => Box::pin(bounded_login_step(
                 transport,
                 asked,
                 PendingReason::Cluster,
                 CLAIM_BOUND,
-                cluster.claim(mailbox.name()),
+                async {
+                    match log_fed {
+                        true => cluster.claim_device(mailbox.name(), max).await,
+                        false => cluster.claim(mailbox.name()).await,
+                    }
+                },
             ))
             .await
             .unwrap_or(Err(ClaimError::Unavailable)),
@@ -331,16 +342,27 @@ async fn log_in(
                 ClaimError::Taken => ErrorText::of(Code::NameTaken),
                 ClaimError::Banned => ErrorText::new(Code::Banned, mailbox.name()),
                 ClaimError::Unavailable => ErrorText::of(Code::Unavailable),
+                ClaimError::TooMany => ErrorText::new(Code::TooManyDevices, mailbox.name()),
             };
             info!(%peer, user = mailbox.name(), "rejected: {}", error.text().trim_end());
-            return refused_in_their_wire(shared, transport, input, error).await;
+            return refused_after_login(
+                shared,
+                transport,
+                input,
+                &mailbox,
+                proven.is_some(),
+                error,
+            )
+            .await;
         }
     }
     // A registered name fed from its inbox may have several devices.
-    let inserted = match mailbox.is_inbox() {
+    let inserted = match mailbox.is_inbox() || log_fed {
+        // Across nodes the claim counted every node's devices.
+        true if log_fed => shared.registry.insert_device(&mailbox, usize::MAX, true),
         true => shared
             .registry
-            .insert_device(&mailbox, shared.config.max_devices),
+            .insert_device(&mailbox, shared.config.max_devices, false),
         false => shared
             .registry
             .insert(&mailbox)
@@ -352,7 +374,8 @@ async fn log_in(
             DeviceRefused::TooMany => ErrorText::new(Code::TooManyDevices, mailbox.name()),
         };
         info!(%peer, user = mailbox.name(), "rejected: {}", error.text().trim_end());
-        return refused_in_their_wire(shared, transport, input, error).await;
+        return refused_after_login(shared, transport, input, &mailbox, proven.is_some(), error)
+            .await;
     }
     info!(
         %peer,
@@ -385,6 +408,23 @@ const REFUSAL_WIRE_WAIT: Duration = Duration::from_millis(250);
 /// Refuses a login after the handshake with `error`, in the wire the
 /// client's first bytes choose, the default wire (`--default-wire`) if
 /// none come within [`REFUSAL_WIRE_WAIT`].
+/// Refuses a connection whose wire may be known already: a registered
+/// name's client negotiated it at HELLO (and with `codes`, gets the
+/// refusal's code); any other as [`refused_in_their_wire`].
+async fn refused_after_login<T>(
+    shared: &Shared,
+    transport: &Transport,
+    input: &mut FrameReader<InputDecoder>,
+    mailbox: &Mailbox,
+    proven: bool,
+    error: ErrorText,
+) -> Step<T> {
+    match proven {
+        true => Step::refused(mailbox.wire(), error),
+        false => refused_in_their_wire(shared, transport, input, error).await,
+    }
+}
+
 async fn refused_in_their_wire<T>(
     shared: &Shared,
     transport: &Transport,

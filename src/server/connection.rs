@@ -131,7 +131,10 @@ pub(crate) async fn serve(shared: &Shared, admitted: Box<Admitted<'_>>) {
 
     shared.registry.remove(&session);
     if let Some(cluster) = &shared.cluster {
-        cluster.release(session.name()).await;
+        match shared.stream_inboxes.is_some() && log_fed {
+            true => cluster.release_device(session.name()).await,
+            false => cluster.release(session.name()).await,
+        }
     }
     let we_end_it = match &end {
         ReadEnd::PeerClosed => {

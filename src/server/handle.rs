@@ -70,13 +70,18 @@ impl ServerHandle {
     /// Disconnects `name` with an error frame saying so (asking the node
     /// that holds it, in a cluster); false if nobody by that name is online.
     pub fn kick(&self, name: &str) -> bool {
-        let Some(session) = self.shared.registry.get(name.as_bytes()) else {
-            let (Some(_), Some(node)) = (
-                &self.shared.cluster,
-                self.shared.registry.remote_node(name.as_bytes()),
-            ) else {
-                return false;
-            };
+        // A registered name may have sessions on several nodes too.
+        let mut elsewhere = match &self.shared.cluster {
+            Some(cluster) => cluster.device_nodes(name),
+            None => Vec::new(),
+        };
+        if let Some(node) = self.shared.registry.remote_node(name.as_bytes()) {
+            if !elsewhere.contains(&node) {
+                elsewhere.push(node);
+            }
+        }
+        let mut kicked = false;
+        for node in elsewhere {
             let (owned, holder) = (name.to_string(), Arc::clone(&node));
             let asked = self
                 .on_cluster(move |shared| async move {
@@ -90,7 +95,10 @@ impl ServerHandle {
                     "asked the node holding it to kick it"
                 );
             }
-            return asked;
+            kicked |= asked;
+        }
+        let Some(session) = self.shared.registry.get(name.as_bytes()) else {
+            return kicked;
         };
         // Every device of the name: the next stands for it once the
         // one before is removed.

@@ -147,14 +147,21 @@ impl Registry {
     /// Adds a session fed from its inbox: as [`Registry::insert`] for
     /// the name's first, then as a further device of the name, up to `max`
     /// in all. The name joins with its first device and leaves with its
-    /// last.
-    pub fn insert_device(&self, session: &Arc<Mailbox>, max: usize) -> Result<(), DeviceRefused> {
+    /// last. `log_fed`: every session of the name is fed from its log
+    /// (across nodes), whether it asked for its inbox or not, so any may
+    /// join.
+    pub fn insert_device(
+        &self,
+        session: &Arc<Mailbox>,
+        max: usize,
+        log_fed: bool,
+    ) -> Result<(), DeviceRefused> {
         let mut inner = self.write();
         let name = session.name();
         let holder_is_device = inner
             .sessions
             .get(name)
-            .map(|holder| holder.is_inbox() && session.is_inbox());
+            .map(|holder| log_fed || (holder.is_inbox() && session.is_inbox()));
         match holder_is_device {
             None => {
                 drop(inner);
@@ -383,15 +390,21 @@ mod tests {
             device.set_inbox();
         }
         let (plain, _c4) = session(&shared, "bob");
-        assert_eq!(shared.registry.insert_device(&devices[0].0, 2), Ok(()));
-        assert_eq!(shared.registry.insert_device(&devices[1].0, 2), Ok(()));
         assert_eq!(
-            shared.registry.insert_device(&devices[2].0, 2),
+            shared.registry.insert_device(&devices[0].0, 2, false),
+            Ok(())
+        );
+        assert_eq!(
+            shared.registry.insert_device(&devices[1].0, 2, false),
+            Ok(())
+        );
+        assert_eq!(
+            shared.registry.insert_device(&devices[2].0, 2, false),
             Err(DeviceRefused::TooMany)
         );
         // A session not fed from the inbox cannot join the devices.
         assert_eq!(
-            shared.registry.insert_device(&plain, 2),
+            shared.registry.insert_device(&plain, 2, false),
             Err(DeviceRefused::Taken)
         );
         let mut seen = 0;

@@ -785,9 +785,15 @@ impl RedisProcess {
 
     /// Starts one on `port` with `extra` options.
     fn spawn(port: u16, extra: &[&str]) -> RedisProcess {
+        // A directory of its own: a replica's full sync writes an RDB
+        // file, which every Redis started later in the same directory
+        // would load.
+        let dir = std::env::temp_dir().join(format!("pmchat-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.to_str().expect("a UTF-8 temporary directory")])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -872,6 +878,9 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.stop();
+        let dir =
+            std::env::temp_dir().join(format!("pmchat-redis-{}-{}", std::process::id(), self.port));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

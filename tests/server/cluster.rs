@@ -172,6 +172,7 @@ fn who_presence_and_the_console_cover_every_node(url: &str) {
         watcher.pair_frame()
     );
     nodes[0].wait_online("bob");
+    nodes[1].wait_online("watcher");
     eqnice!(
         vec!["bob".to_string(), "watcher".to_string()],
         nodes[1].users()

@@ -431,13 +431,17 @@ impl Cluster {
     /// it are told, and so is the node `owner` is logged in on, if another.
     fn log_grew(&self, owner: &str, id: u64) {
         self.watches.heard(owner.as_bytes(), id);
-        if let Some(node) = self.local.registry.remote_node(owner.as_bytes()) {
-            let hint = Record::Logged {
-                name: owner.as_bytes(),
-                id,
-            };
-            // A hint that finds no room is made up for by the feeder's
-            // next look (see `watch`).
+        let hint = Record::Logged {
+            name: owner.as_bytes(),
+            id,
+        };
+        // A hint that finds no room is made up for by the feeder's next
+        // look (see `watch`).
+        let mut nodes = self.device_nodes(owner);
+        if nodes.is_empty() {
+            nodes.extend(self.local.registry.remote_node(owner.as_bytes()));
+        }
+        for node in nodes {
             let _ = self.try_send(&node, &hint);
         }
     }

@@ -188,7 +188,13 @@ impl Cluster {
                     }
                 }
                 Record::Kick { name } => {
-                    if let Some(session) = self.local.registry.get(name) {
+                    // Every device of the name here: the next stands for
+                    // it once the one before is removed.
+                    let mut kicked: Option<Arc<Mailbox>> = None;
+                    while let Some(session) = self.local.registry.get(name) {
+                        if kicked.as_ref().is_some_and(|k| Arc::ptr_eq(k, &session)) {
+                            break;
+                        }
                         self.local.registry.remove(&session);
                         if session.close_with_error(&ErrorText::of(Code::Kicked)) {
                             info!(
@@ -196,6 +202,7 @@ impl Cluster {
                                 "kicked by the operator of another node"
                             );
                         }
+                        kicked = Some(session);
                     }
                 }
                 Record::Ack { seq, refusals } => {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::commands::Commands;
-use super::keys::{names_key, node_key, release_script, NODES_KEY};
+use super::keys::{devices_key, names_key, node_key, release_script, NODES_KEY};
 use super::trust::{valid_name, valid_node_id};
 use super::{Cluster, MAX_NODES};
 
@@ -59,7 +59,7 @@ impl Cluster {
             .unwrap_or_default();
         let (live, directory) = read?;
         self.replace_live(live);
-        let directory = directory
+        let directory: Vec<(String, String)> = directory
             .into_iter()
             .filter(|(name, node)| {
                 let valid = valid_name(&self.local.limits, name.as_bytes())
@@ -70,6 +70,11 @@ impl Cluster {
                 valid
             })
             .collect();
+        let nodes: Vec<(String, Arc<str>)> = directory
+            .iter()
+            .map(|(name, node): &(String, String)| (name.clone(), Arc::from(node.as_str())))
+            .collect();
+        self.device_nodes.replace(&nodes);
         let drift = self.local.registry.replace_remote(directory);
         for event in heard {
             self.apply_presence(&event);
@@ -113,6 +118,7 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .remove(node);
         self.drop_outbox(node);
+        self.device_nodes.forget(node);
         self.local.registry.forget_node(node)
     }
 
@@ -162,13 +168,18 @@ impl Cluster {
             return;
         }
         if joined {
-            if self.note_live(node.as_bytes()).is_none() {
+            let Some(node) = self.note_live(node.as_bytes()) else {
                 self.reject("a presence event from one node too many");
                 return;
-            }
-            self.local.registry.remote_joined(name, node);
+            };
+            self.device_nodes.joined(name, &node);
+            self.local.registry.remote_joined(name, &node);
         } else {
             self.local.registry.remote_left(name, node);
+            // Still on another node (a registered name's devices): online.
+            if let Some(other) = self.device_nodes.left(name, node) {
+                self.local.registry.remote_joined(name, &other);
+            }
         }
     }
 }
@@ -249,6 +260,11 @@ impl Cluster {
                 .key(key)
                 .arg(self.holder_value_of(name, node))
                 .invoke_async(connection)
+                .await?;
+            let _: i64 = redis::cmd("HDEL")
+                .arg(devices_key(name))
+                .arg(node)
+                .query_async(connection)
                 .await?;
         }
         let _: i64 = redis::cmd("DEL")

@@ -43,6 +43,11 @@ pub(crate) fn log_meta_key(name: &str) -> String {
     format!("pmchat:logmeta:{{{name}}}")
 }
 
+/// How many sessions of a registered name each node has (see `devices`).
+pub(super) fn devices_key(name: &str) -> String {
+    format!("pmchat:devices:{{{name}}}")
+}
+
 /// Bits of an entry's number that hold the sequence of its stream id; the
 /// milliseconds take the 44 above them (until the year 2527).
 const SEQUENCE_BITS: u32 = 20;

@@ -71,6 +71,7 @@ mod backlog;
 mod batch;
 mod commands;
 mod delivery;
+mod devices;
 mod directory;
 mod drain;
 mod inbound;
@@ -126,6 +127,8 @@ pub(crate) enum ClaimError {
     Banned,
     /// Redis cannot be reached.
     Unavailable,
+    /// A registered name has `--max-devices` sessions across the nodes.
+    TooMany,
 }
 
 /// What the cluster uses of the node it belongs to, handed over when the
@@ -209,6 +212,10 @@ pub(crate) struct Cluster {
     appends: appender::Appends,
     /// The logs this node's feeders watch.
     watches: watch::Watches,
+    /// Which other nodes have sessions of which names.
+    device_nodes: devices::DeviceNodes,
+    /// The registered names with devices on this node, and how many each.
+    devices_here: Mutex<HashMap<Box<str>, usize>>,
 }
 
 /// The most other nodes one node keeps track of: what a Redis writer
@@ -292,6 +299,8 @@ impl Cluster {
             paused: pause::Paused::default(),
             appends: appender::Appends::default(),
             watches: watch::Watches::default(),
+            device_nodes: devices::DeviceNodes::default(),
+            devices_here: Mutex::new(HashMap::new()),
             swap_script: swap_script(),
             lease,
         })

@@ -107,7 +107,7 @@ impl Cluster {
         }
     }
 
-    async fn announce(&self, connection: &mut Commands, sign: char, name: &str) {
+    pub(super) async fn announce(&self, connection: &mut Commands, sign: char, name: &str) {
         let event = self.presence_text(sign == '+', name);
         let published: Result<i64, _> = connection
             .publish(PRESENCE_CHANNEL)
@@ -148,7 +148,20 @@ impl Cluster {
             .arg(&*self.node)
             .query_async(connection)
             .await?;
+        let devices = self.devices_here();
+        for (name, count) in &devices {
+            self.recount_devices(connection, name, *count).await?;
+            let event = self.presence_text(true, name);
+            let _: i64 = connection
+                .publish(PRESENCE_CHANNEL)
+                .arg(event)
+                .query_async(connection)
+                .await?;
+        }
         for name in self.local.registry.local_names() {
+            if devices.iter().any(|(device, _)| *device == name) {
+                continue;
+            }
             let claimed = self.claim_on(connection, &name).await?;
             if claimed {
                 let event = self.presence_text(true, &name);
