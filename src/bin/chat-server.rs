@@ -209,6 +209,9 @@ fn history(args: HistoryArgs) -> ExitCode {
     let (file, name) = match &args.action {
         HistoryAction::Export { file, name } | HistoryAction::Purge { file, name } => (file, name),
     };
+    if let Some(url) = file.to_str().filter(|f| f.starts_with("redis")) {
+        return history_in_redis(url, name, &args.action);
+    }
     if !file.exists() {
         return fail(&format!("{}: no such store", file.display()));
     }
@@ -234,6 +237,25 @@ fn history(args: HistoryArgs) -> ExitCode {
     store.close();
     match done {
         Ok(()) => Status::Success.into(),
+        Err(e) => fail(&e),
+    }
+}
+
+/// `chat-server history export|purge URL NAME`: the log in the cluster's
+/// Redis.
+fn history_in_redis(url: &str, name: &str, action: &HistoryAction) -> ExitCode {
+    let (action, verb) = match action {
+        HistoryAction::Export { .. } => (pmchat::server::LogAction::Export, "exported"),
+        HistoryAction::Purge { .. } => (pmchat::server::LogAction::Purge, "deleted"),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let done = pmchat::server::history_in_redis(url, name, action, &mut out);
+    let flushed = std::io::Write::flush(&mut out).map_err(|e| e.to_string());
+    match done.and_then(|count| flushed.map(|()| count)) {
+        Ok(count) => {
+            pmchat::err_line!("chat-server: {count} message(s) of '{name}' {verb}");
+            Status::Success.into()
+        }
         Err(e) => fail(&e),
     }
 }

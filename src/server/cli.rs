@@ -317,18 +317,21 @@ impl ServerArgs {
 }
 
 /// Reads or deletes a registered name's history in a store file (made by
-/// `chat-server --store FILE`), while no server has it open.
+/// `chat-server --store FILE`), while no server has it open, or in the
+/// Redis of a cluster (the URL given to --cluster), while the nodes run.
 #[derive(Debug, Parser)]
 #[command(
     name = "chat-server history",
-    override_usage = "chat-server history export <FILE> <NAME>\n       chat-server history purge <FILE> <NAME>",
+    override_usage = "chat-server history export <FILE|URL> <NAME>\n       chat-server history purge <FILE|URL> <NAME>",
     after_long_help = "\
 Examples:
   chat-server history export messages.redb bob > bob.jsonl
   chat-server history purge messages.redb bob
+  chat-server history export redis://127.0.0.1:6379 bob > bob.jsonl
 
 Exit status: 0 on success, 1 if the store cannot be opened (in use by a
-running server, or not a store), 2 for a usage error."
+running server, or not a store) or Redis cannot be reached, 2 for a
+usage error."
 )]
 pub struct HistoryArgs {
     #[command(subcommand)]
@@ -341,13 +344,15 @@ pub enum HistoryAction {
     /// Print NAME's history as JSON lines, oldest first: id, ts
     /// (milliseconds since the epoch), dir (in or out), peer, content.
     Export {
-        /// The store file (as given to --store).
+        /// The store file (as given to --store), or the cluster's Redis
+        /// URL (as given to --cluster).
         file: PathBuf,
         name: String,
     },
     /// Delete NAME's history (its messages not yet delivered with it).
     Purge {
-        /// The store file (as given to --store).
+        /// The store file (as given to --store), or the cluster's Redis
+        /// URL (as given to --cluster).
         file: PathBuf,
         name: String,
     },

@@ -210,15 +210,36 @@ impl ServerHandle {
         let auth = self.shared.auth.as_ref()?;
         let table = auth.accounts.table();
         let store = self.shared.config.store.as_ref();
+        let names: Vec<String> = table.names().map(str::to_string).collect();
+        // Across nodes the logs are in Redis: counted there, all at once,
+        // on the background thread (the console waits for the answer).
+        let in_redis: Option<Vec<Option<u64>>> = match &self.shared.stream_inboxes {
+            Some(_) => {
+                let asked = names.clone();
+                self.on_cluster(move |shared| async move {
+                    let cluster = shared.cluster.as_ref()?;
+                    let mut counts = Vec::with_capacity(asked.len());
+                    for name in &asked {
+                        counts.push(cluster.log_count(name).await.ok());
+                    }
+                    Some(counts)
+                })
+            }
+            None => None,
+        };
         Some(
-            table
-                .names()
-                .map(|name| Account {
-                    name: name.to_string(),
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Account {
+                    name: name.clone(),
                     online: self.shared.registry.get(name.as_bytes()).is_some(),
                     // Read on the console's thread; a store that cannot
                     // be read shows no count.
-                    stored: store.and_then(|store| store.count(name).ok()),
+                    stored: match &in_redis {
+                        Some(counts) => counts.get(i).copied().flatten(),
+                        None => store.and_then(|store| store.count(name).ok()),
+                    },
                 })
                 .collect(),
         )

@@ -82,6 +82,7 @@ use tracing::{info, warn};
 
 use crate::net::workers::Workers;
 use admission::Admission;
+pub use cluster::{history_in_redis, LogAction};
 pub use config::Config;
 pub use handle::{Account, ClusterState, ServerHandle};
 use registry::Registry;

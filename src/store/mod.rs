@@ -42,6 +42,7 @@ use event_listener::{listener, Event};
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 
 pub use entry::{now_ms, Direction, Entry};
+pub(crate) use read::entry_json;
 
 /// The logs: [`log_key`]`(owner's number, first id)` to a chunk of
 /// entries (see [`chunk`]), each `ts, direction, peer, content`. An integer key: compared without decoding, the hot loop of

@@ -226,7 +226,7 @@ impl Store {
 }
 
 /// One entry as a JSON object, for export.
-pub(super) fn entry_json(entry: &Entry, out: &mut String) {
+pub(crate) fn entry_json(entry: &Entry, out: &mut String) {
     use std::fmt::Write as _;
     let dir = match entry.direction {
         Direction::Sent => "out",

@@ -46,6 +46,7 @@ crate::on_both!(
     messages_to_many_offline_names_are_each_stored_once_for_their_own_owner,
     a_follower_moving_between_nodes_20_times_during_a_flood_prints_every_message_once_in_order,
     devices_of_one_name_on_two_nodes_each_get_every_message_and_the_limit_holds_across_nodes,
+    history_export_and_purge_and_the_console_work_on_logs_in_redis,
     a_session_that_did_not_ask_for_its_inbox_gets_plain_messages_from_another_node,
     ;
 );
@@ -539,4 +540,54 @@ fn devices_of_one_name_on_two_nodes_each_get_every_message_and_the_limit_holds_a
     nodes[0].wait_online("bob");
     let mut tablet = log_in_when_ready(&nodes[1], "bob", "inbox codes");
     assert_eq!(read_pair(&mut tablet).map(|f| f.0), Some(12));
+}
+
+fn history_export_and_purge_and_the_console_work_on_logs_in_redis(url: &str) {
+    let dir = TempDir::new("cluster-inbox-export");
+    let mut nodes = nodes(url, &dir, 1);
+    let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
+    alice.send("bob", "first");
+    alice.send("bob", "second \"quoted\"");
+    let (opcode, _, b) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&b)), (OP_STORED, 2));
+    nodes[0].console("accounts");
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("bob")) {
+        lines.push(nodes[0].stdout_line());
+    }
+    let bob = lines.iter().find(|l| l.contains("bob")).unwrap();
+    assert!(bob.ends_with(" 2 stored"), "{bob}");
+    let history = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .arg("history")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let export = history(&["export", url, "bob"]);
+    assert!(export.status.success(), "{export:?}");
+    let text = String::from_utf8(export.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains(r#""dir":"in","peer":"alice","content":"first""#),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(r#""content":"second \"quoted\"""#),
+        "{text}"
+    );
+    // Alice's own log holds them as sent.
+    let export = history(&["export", url, "alice"]);
+    assert_eq!(String::from_utf8(export.stdout).unwrap().lines().count(), 2);
+    let purge = history(&["purge", url, "bob"]);
+    assert!(purge.status.success(), "{purge:?}");
+    assert!(String::from_utf8_lossy(&purge.stderr).contains("2 message(s)"));
+    let export = history(&["export", url, "bob"]);
+    assert!(export.status.success());
+    assert!(export.stdout.is_empty());
+    // Nothing listens there: a clear failure.
+    let port = crate::common::free_port();
+    let unreachable = history(&["export", &format!("redis://127.0.0.1:{port}"), "bob"]);
+    assert_eq!(unreachable.status.code(), Some(1));
 }

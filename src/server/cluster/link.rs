@@ -79,7 +79,7 @@ impl Cluster {
     /// messages, disconnections) go to `pushed`. Bounded: a Redis that stops
     /// answering must not hold a login (or the lease) forever; it counts as
     /// unreachable instead.
-    async fn connect(&self, pushed: Inbound) -> redis::RedisResult<Commands> {
+    pub(super) async fn connect(&self, pushed: Inbound) -> redis::RedisResult<Commands> {
         let push = move |info: PushInfo| pushed.push(info);
         match &self.backend {
             Backend::Single(info) => {

@@ -161,6 +161,34 @@ impl Cluster {
         }
     }
 
+    /// How many entries `owner`'s log holds.
+    pub(crate) async fn log_count(&self, owner: &str) -> Result<u64, LogUnavailable> {
+        let mut connection = self.connection().ok_or(LogUnavailable)?;
+        let count: redis::RedisResult<u64> = redis::cmd("XLEN")
+            .arg(log_key(owner))
+            .query_async(&mut connection)
+            .await;
+        count.map_err(|e| {
+            self.lost(e);
+            LogUnavailable
+        })
+    }
+
+    /// Deletes `owner`'s log and its mark; how many entries it held.
+    pub(crate) async fn log_purge(&self, owner: &str) -> Result<u64, LogUnavailable> {
+        let count = self.log_count(owner).await?;
+        let mut connection = self.connection().ok_or(LogUnavailable)?;
+        let deleted: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(log_key(owner))
+            .arg(log_meta_key(owner))
+            .query_async(&mut connection)
+            .await;
+        deleted.map(|_| count).map_err(|e| {
+            self.lost(e);
+            LogUnavailable
+        })
+    }
+
     /// The entries of an `XRANGE`/`XREVRANGE` answer, in its order; those
     /// that break a rule are dropped (and counted).
     fn entries(&self, read: Value) -> Vec<Entry> {

@@ -85,6 +85,7 @@ mod pause;
 mod publish;
 mod signed;
 mod ticket;
+mod tool;
 mod trust;
 mod watch;
 
@@ -110,6 +111,7 @@ pub(crate) use self::key::ClusterKey;
 #[cfg(doc)]
 use self::outbox::OUTBOX_BYTES;
 pub(crate) use self::outbox::{Forward, Route, Ticket, Unreachable};
+pub use self::tool::{history_in_redis, LogAction};
 /// How long a node's lease (and so its names) lasts without renewal, by
 /// default (`--cluster-lease`): a node that dies frees its names within
 /// this.
