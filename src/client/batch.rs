@@ -283,7 +283,7 @@ pub fn run(
                     if options.until_caught_up && !state.inbox() {
                         crate::err_line!(
                             "chat-client: the server keeps no messages for this name \
-                             (that needs a registered name on a server with --store)"
+                             (that needs a registered name on a server with --store, or --cluster and --accounts)"
                         );
                         state.fail();
                         return Err(SendEnd::DrainTimedOut);

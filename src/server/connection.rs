@@ -269,7 +269,7 @@ async fn read_loop(
                 ClientFrame::History { .. } if !session.is_inbox() => {
                     return ReadEnd::Protocol(FrameError::Unexpected {
                         frame: "HISTORY",
-                        why: "it needs the inbox (a registered name on a server with --store)",
+                        why: "it needs the inbox (a registered name on a server with --store, or --cluster and --accounts)",
                     });
                 }
                 // Boxed: sessions that never ask carry no room for it.

@@ -82,7 +82,6 @@ use tracing::{info, warn};
 
 use crate::net::workers::Workers;
 use admission::Admission;
-pub use cluster::{history_in_redis, LogAction};
 pub use config::Config;
 pub use handle::{Account, ClusterState, ServerHandle};
 use registry::Registry;
@@ -113,6 +112,28 @@ pub(crate) struct Shared {
     /// Registered users' inboxes on the cluster's Redis, with `--cluster`
     /// and `--accounts`.
     pub(crate) stream_inboxes: Option<stream_inbox::StreamInboxes>,
+}
+
+/// What `chat-server history` does to a registered name's log in a
+/// cluster's Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogAction {
+    /// Writes the log as JSON lines, oldest first.
+    Export,
+    /// Deletes the log.
+    Purge,
+}
+
+/// `chat-server history export|purge URL NAME`: exports `name`'s log in
+/// the Redis at `url` (as given to `--cluster`) to `out`, or deletes it;
+/// how many entries.
+pub fn history_in_redis(
+    url: &str,
+    name: &str,
+    action: LogAction,
+    out: &mut impl std::io::Write,
+) -> Result<u64, String> {
+    cluster::Cluster::history_in_redis(url, name, action == LogAction::Purge, out)
 }
 
 impl Shared {

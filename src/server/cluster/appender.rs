@@ -26,7 +26,7 @@ use tracing::warn;
 use super::batch::Record;
 use super::commands::Commands;
 use super::keys::{entry_number, log_key};
-use super::log::LogUnavailable;
+use super::outcome::{Appended, LogUnavailable, RunOutcome};
 use super::Cluster;
 use crate::store::Direction;
 
@@ -40,55 +40,6 @@ const WAIT_MS: u64 = 1000;
 /// Connections the appender spreads the logs over (an owner's always on
 /// the same one, which keeps its entries in order).
 pub(super) const APPEND_CONNECTIONS: usize = 4;
-
-/// What became of one run of entries: in Redis, or not. Its entries'
-/// senders wait on it.
-pub(crate) struct RunOutcome {
-    owner: Box<str>,
-    result: Mutex<Option<Result<(), LogUnavailable>>>,
-    settled: Event,
-}
-
-impl RunOutcome {
-    fn settle(&self, result: Result<(), LogUnavailable>) {
-        let mut slot = self.result.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(result);
-            drop(slot);
-            self.settled.notify(usize::MAX);
-        }
-    }
-
-    fn get(&self) -> Option<Result<(), LogUnavailable>> {
-        *self.result.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// One entry handed to the appender: where its outcome will be.
-pub(crate) struct Appended {
-    run: Arc<RunOutcome>,
-}
-
-impl Appended {
-    /// The log's owner.
-    pub(crate) fn owner(&self) -> &str {
-        &self.run.owner
-    }
-
-    /// Waits until Redis has the entry, or cannot take it.
-    pub(crate) async fn settled(&self) -> Result<(), LogUnavailable> {
-        loop {
-            if let Some(result) = self.run.get() {
-                return result;
-            }
-            listener!(self.run.settled => settled);
-            if let Some(result) = self.run.get() {
-                return result;
-            }
-            settled.await;
-        }
-    }
-}
 
 /// One owner's entries, gathered: each a direction byte, the peer (a
 /// length byte first) and the content (four length bytes first).
@@ -176,11 +127,7 @@ impl Cluster {
                 gathering.runs.push(Run {
                     entries: Vec::new(),
                     count: 0,
-                    outcome: Arc::new(RunOutcome {
-                        owner: owner.into(),
-                        result: Mutex::new(None),
-                        settled: Event::new(),
-                    }),
+                    outcome: Arc::new(RunOutcome::new(owner)),
                 });
                 let at = gathering.runs.len() - 1;
                 gathering.open.insert(owner.into(), at);

@@ -14,13 +14,10 @@ use redis::Value;
 use super::keys::{
     before_time, entry_number, entry_time, log_key, log_meta_key, mark_script, stream_id,
 };
+use super::outcome::LogUnavailable;
 use super::trust::{valid_content, valid_name};
 use super::Cluster;
 use crate::store::{Direction, Entry};
-
-/// Redis cannot be reached, or did not answer as a log would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LogUnavailable;
 
 /// Entries read per command when a read has to skip (history filtered by
 /// peer).

@@ -81,6 +81,7 @@ mod link;
 mod log;
 mod names;
 mod outbox;
+mod outcome;
 mod pause;
 mod publish;
 mod signed;
@@ -105,13 +106,12 @@ use self::outbox::Outbox;
 use super::registry::Registry;
 use crate::wire::v1::Limits;
 
-pub(crate) use self::appender::Appended;
 use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
 #[cfg(doc)]
 use self::outbox::OUTBOX_BYTES;
 pub(crate) use self::outbox::{Forward, Route, Ticket, Unreachable};
-pub use self::tool::{history_in_redis, LogAction};
+pub(crate) use self::outcome::Appended;
 /// How long a node's lease (and so its names) lasts without renewal, by
 /// default (`--cluster-lease`): a node that dies frees its names within
 /// this.

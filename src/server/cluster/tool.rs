@@ -11,69 +11,62 @@ use super::inbound::Inbound;
 use super::{Cluster, Local, LEASE};
 use crate::wire::v1::Limits;
 
-/// What `chat-server history` does to a log in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogAction {
-    /// Writes the log as JSON lines, oldest first.
-    Export,
-    /// Deletes the log.
-    Purge,
-}
-
-/// Exports or purges `name`'s log in the Redis at `url` (as given to
-/// `--cluster`); how many entries. Export writes to `out`.
-pub fn history_in_redis(
-    url: &str,
-    name: &str,
-    action: LogAction,
-    out: &mut impl Write,
-) -> Result<u64, String> {
-    let local = Local {
-        registry: Arc::default(),
-        // The widest a node may be configured with: every entry any node
-        // could have written is read.
-        limits: Limits {
-            max_username: u8::MAX,
-            max_message: u16::MAX,
-        },
-        slow_consumer_timeout: std::time::Duration::ZERO,
-        queue_bytes: 0,
-        retention: crate::store::Retention::default(),
-        wait_replicas: 0,
-    };
-    let cluster = Cluster::new(url, None, None, LEASE, local)?;
-    // On the program's main thread: the connection's driver runs on the
-    // background thread, as a node's does.
-    smol::block_on(async {
-        let (pushed, _pushes) = Inbound::new();
-        let connection = cluster
-            .connect(pushed)
-            .await
-            .map_err(|e| format!("cannot reach Redis: {e}"))?;
-        cluster.set_connection(Some(connection));
-        let unavailable = |_| "Redis failed while reading the log".to_string();
-        match action {
-            LogAction::Purge => cluster.log_purge(name).await.map_err(unavailable),
-            LogAction::Export => {
-                let (mut cursor, mut written, mut line) = (0, 0, String::new());
-                loop {
-                    let page = cluster
-                        .log_after(name, cursor, 1000)
-                        .await
-                        .map_err(unavailable)?;
-                    for entry in &page {
-                        line.clear();
-                        crate::store::entry_json(entry, &mut line);
-                        line.push('\n');
-                        out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-                        written += 1;
-                        cursor = entry.id;
-                    }
-                    if page.len() < 1000 {
-                        return Ok(written);
+impl Cluster {
+    /// Exports `name`'s log in the Redis at `url` (as given to `--cluster`)
+    /// to `out`, or with `purge` deletes it; how many entries.
+    pub(crate) fn history_in_redis(
+        url: &str,
+        name: &str,
+        purge: bool,
+        out: &mut impl Write,
+    ) -> Result<u64, String> {
+        let local = Local {
+            registry: Arc::default(),
+            // The widest a node may be configured with: every entry any node
+            // could have written is read.
+            limits: Limits {
+                max_username: u8::MAX,
+                max_message: u16::MAX,
+            },
+            slow_consumer_timeout: std::time::Duration::ZERO,
+            queue_bytes: 0,
+            retention: crate::store::Retention::default(),
+            wait_replicas: 0,
+        };
+        let cluster = Cluster::new(url, None, None, LEASE, local)?;
+        // On the program's main thread: the connection's driver runs on the
+        // background thread, as a node's does.
+        smol::block_on(async {
+            let (pushed, _pushes) = Inbound::new();
+            let connection = cluster
+                .connect(pushed)
+                .await
+                .map_err(|e| format!("cannot reach Redis: {e}"))?;
+            cluster.set_connection(Some(connection));
+            let unavailable = |_| "Redis failed while reading the log".to_string();
+            match purge {
+                true => cluster.log_purge(name).await.map_err(unavailable),
+                false => {
+                    let (mut cursor, mut written, mut line) = (0, 0, String::new());
+                    loop {
+                        let page = cluster
+                            .log_after(name, cursor, 1000)
+                            .await
+                            .map_err(unavailable)?;
+                        for entry in &page {
+                            line.clear();
+                            crate::store::entry_json(entry, &mut line);
+                            line.push('\n');
+                            out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                            written += 1;
+                            cursor = entry.id;
+                        }
+                        if page.len() < 1000 {
+                            return Ok(written);
+                        }
                     }
                 }
             }
-        }
-    })
+        })
+    }
 }
