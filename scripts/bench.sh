@@ -372,6 +372,60 @@ bench_args=()
 cluster_throughput "cluster, same node, 100 pairs, 32 B" --pairs 100 --messages 100000 --size 32
 server_args=()
 stop_cluster
+# Messages that wait across nodes (--cluster with --accounts): registered
+# names' logs are Redis Streams. The stored case as above, through one node
+# and one Redis with appendfsync always (like the Redis Streams row); a
+# receipt comes once Redis answered the XADDs. Then a catch-up of
+# 1,000,000 stored messages by a client on a second node. A fresh Redis
+# (its data directory emptied) for every run.
+stored_across_nodes() {
+    local runs=() catchups=()
+    local aof="$work/redis-aof"
+    for i in 1 2 3; do
+        rm -rf "$aof"; mkdir -p "$aof"
+        redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+            --dir "$aof" > "$work/redis.log" 2>&1 &
+        redis_pid=$!
+        for _ in $(seq 200); do
+            redis-cli -p "$redis_port" ping > /dev/null 2>&1 && break
+            sleep 0.05
+        done
+        echo "# chat-bench stored" > "$work/accounts"
+        server_args=(--cluster "redis://127.0.0.1:$redis_port" --accounts "$work/accounts"
+            --allow-plaintext-passwords --history-max 2000000)
+        bench "stored across nodes (run $i)" stored --accounts-file "$work/accounts" --pairs 100 --messages 10000 --size 32
+        cp "$work/result.json" "$work/stored-across-$i.json"
+        runs+=("$work/stored-across-$i.json")
+        # 1,000,000 to one name through one node, caught up on another.
+        "$bin/chat-server" 0 --bind 127.0.0.1 -q "${server_args[@]}" \
+            < /dev/null > "$work/node-b.out" 2> "$work/node-b.log" &
+        node_b_pid=$!
+        node_b_port=$(listening_port "$work/node-b.out" "$work/node-b.log")
+        start_server "${server_args[@]}"
+        "$bin/chat-bench" stored --accounts-file "$work/accounts" --pairs 1 --messages 1000000 --size 32 \
+            --addr "127.0.0.1:$port" --pid "$server_pid" > /dev/null
+        local t0 t1 count
+        t0=$(date +%s.%N)
+        count=$(PMCHAT_PASSWORD=unused XDG_STATE_HOME="$work/state-$i" "$bin/chat-client" 127.0.0.1 "$node_b_port" \
+            bench-stored-0 --allow-plaintext-password --follow --until-caught-up --since all | wc -l)
+        t1=$(date +%s.%N)
+        catchups+=("$(python3 -c "print(f'{$t1 - $t0:.2f}')")")
+        echo "caught up $count in ${catchups[-1]} s" >&2
+        stop_server
+        stop_cluster
+    done
+    server_args=()
+    mapfile -t runs < <(python3 -c 'import json,sys; [print(f) for f in sorted(sys.argv[1:], key=lambda f: json.load(open(f))["msgs_per_s"])]' "${runs[@]}")
+    local r=${runs[1]}
+    row "stored across nodes, offline registered names, 100 pairs, 32 B, one Redis (appendfsync always)" \
+        "$(fmt "$(json "$r" msgs_per_s)" ',.0f') msgs/s stored (XADD answered); 3 runs: $(range msgs_per_s 1e6 .2f "${runs[@]}") M" \
+        "" "$(fmt "$(json "$r" server_cpu_s)" .2f)" \
+        "$(fmt "$(json "$r" bench_cpu_s)" .2f)" "$(fmt "$(( $(json "$r" server_rss_kib) ))" ',.0f') KiB"
+    row "catch-up of 1,000,000 stored messages on another node (--until-caught-up --since all)" \
+        "3 runs: ${catchups[*]} s" "" "" "" ""
+}
+stored_across_nodes
 conns "10,000 idle connections" 10000
 # What a session keeps once it went quiet after a burst (16 x 2 KiB to
 # itself, then 1 s idle): the same as one that never sent anything.
