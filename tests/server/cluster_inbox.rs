@@ -591,3 +591,51 @@ fn history_export_and_purge_and_the_console_work_on_logs_in_redis(url: &str) {
     let unreachable = history(&["export", &format!("redis://127.0.0.1:{port}"), "bob"]);
     assert_eq!(unreachable.status.code(), Some(1));
 }
+
+#[test]
+fn a_device_connected_through_a_redis_restart_gets_what_comes_after() {
+    crate::require_redis!();
+    let data = TempDir::new("cluster-inbox-restart");
+    let data_dir = data.0.to_str().unwrap();
+    let aof = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        data_dir,
+    ];
+    let mut redis = RedisProcess::start_with(&aof);
+    let dir = TempDir::new("cluster-inbox-restart-nodes");
+    let mut nodes = nodes(&redis.url(), &dir, 2);
+    let mut bob = log_in(&nodes[1], "bob", "inbox codes");
+    assert_eq!(caught_up(&mut bob), 0);
+    nodes[0].wait_online("bob");
+    let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
+    alice.send("bob", "before");
+    assert_eq!(entry(&mut bob).content, "before");
+    let (opcode, _, b) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&b)), (OP_ACCEPTED, 1));
+    redis.restart();
+    // Once the nodes are back, what alice sends reaches bob's device,
+    // which stayed connected to its node throughout.
+    let deadline = Instant::now() + TIMEOUT * 2;
+    let mut ordinal_sent = 1;
+    loop {
+        ordinal_sent += 1;
+        alice.send("bob", &format!("after {ordinal_sent}"));
+        let (opcode, a, b) = alice.pair_frame();
+        if opcode == OP_ACCEPTED || opcode == OP_STORED {
+            assert_eq!(ordinal(&b), ordinal_sent);
+            break;
+        }
+        assert_eq!((opcode, &a[8..]), (OP_REFUSED, &b"store-unavailable"[..]));
+        assert!(
+            Instant::now() < deadline,
+            "Redis never came back for the nodes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = entry(&mut bob);
+    assert_eq!(got.content, format!("after {ordinal_sent}"));
+}
