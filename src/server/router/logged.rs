@@ -49,11 +49,16 @@ pub(super) enum ToLog {
     Appended,
     /// Redis cannot take it now.
     Unavailable,
+    /// The appender has no room now (or Redis is away): see
+    /// [`Router::route_to_log_waiting`].
+    Full,
 }
 
 impl Router<'_> {
-    /// Appends a message to `to`'s log if `to` is a registered name.
-    pub(super) async fn route_to_log(
+    /// Appends a message to `to`'s log if `to` is a registered name and
+    /// the appender has room now. Synchronous, so that the path of every
+    /// message carries no room for waiting (see [`Router::route_to_log_waiting`]).
+    pub(super) fn route_to_log(
         &mut self,
         logs: &StreamInboxes,
         to: &[u8],
@@ -72,32 +77,75 @@ impl Router<'_> {
         let (true, Ok(owner)) = (registered, std::str::from_utf8(to)) else {
             return ToLog::NotRegistered;
         };
-        let online = self.lookup(to).is_some() || self.shared.registry.remote_node(to).is_some();
-        let direction = match online {
+        let direction = self.log_direction(to);
+        match logs
+            .cluster()
+            .try_log_append(owner, direction, self.me.name().as_bytes(), content)
+        {
+            Some(appended) => {
+                self.appended(logs, appended, direction, to, content);
+                ToLog::Appended
+            }
+            None => ToLog::Full,
+        }
+    }
+
+    /// [`Router::route_to_log`] for a message that found no room (or Redis
+    /// away): waits for room as for a full queue. Boxed and out of line,
+    /// like `history`.
+    #[inline(never)]
+    pub(super) fn route_to_log_waiting<'b>(
+        &'b mut self,
+        logs: &'b StreamInboxes,
+        to: &'b [u8],
+        content: &'b [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ToLog> + Send + 'b>> {
+        Box::pin(async move {
+            let Ok(owner) = std::str::from_utf8(to) else {
+                return ToLog::NotRegistered;
+            };
+            self.flush();
+            let direction = self.log_direction(to);
+            let patience = self.shared.config.slow_consumer_timeout;
+            let me = self.me.name().as_bytes();
+            let appended = logs
+                .cluster()
+                .log_append(owner, direction, me, content, patience)
+                .await;
+            match appended {
+                Ok(appended) => {
+                    self.appended(logs, appended, direction, to, content);
+                    ToLog::Appended
+                }
+                Err(_) => ToLog::Unavailable,
+            }
+        })
+    }
+
+    /// Received while a session of `to` is on some node, else stored.
+    fn log_direction(&mut self, to: &[u8]) -> Direction {
+        match self.lookup(to).is_some() || self.shared.registry.remote_node(to).is_some() {
             true => Direction::Received,
             false => Direction::Stored,
-        };
-        let cluster = logs.cluster();
-        let me = self.me.name().as_bytes();
-        // At once if there is room; boxed only when the sender must wait.
-        let appended = match cluster.try_log_append(owner, direction, me, content) {
-            Some(appended) => Ok(appended),
-            None => {
-                self.flush();
-                let patience = self.shared.config.slow_consumer_timeout;
-                Box::pin(cluster.log_append(owner, direction, me, content, patience)).await
-            }
-        };
-        let Ok(appended) = appended else {
-            return ToLog::Unavailable;
-        };
+        }
+    }
+
+    /// Remembers an appended message for its receipt, and appends the
+    /// sender's own copy.
+    fn appended(
+        &mut self,
+        logs: &StreamInboxes,
+        appended: Appended,
+        direction: Direction,
+        to: &[u8],
+        content: &[u8],
+    ) {
         let ordinal = self.ordinal;
         if let Some(route) = &mut self.store {
             let stored = direction == Direction::Stored;
             route.logged.pending.push((ordinal, appended, stored));
         }
         self.log_sent_to_redis(logs, to, content);
-        ToLog::Appended
     }
 
     /// Appends a copy of a message the sender sent to `to` to the sender's

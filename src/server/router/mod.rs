@@ -276,10 +276,14 @@ impl<'a> Router<'a> {
                 }
             }
         } else if let Some(logs) = &self.shared.stream_inboxes {
-            match self.route_to_log(logs, to, content).await {
+            let mut logged = self.route_to_log(logs, to, content);
+            if let logged::ToLog::Full = logged {
+                logged = self.route_to_log_waiting(logs, to, content).await;
+            }
+            match logged {
                 logged::ToLog::NotRegistered => {}
                 logged::ToLog::Appended => return Ok(()),
-                logged::ToLog::Unavailable => {
+                logged::ToLog::Unavailable | logged::ToLog::Full => {
                     let error = ErrorText::new(Code::StoreUnavailable, Escaped(to));
                     return self.refuse(&error).await;
                 }
