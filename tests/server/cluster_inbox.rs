@@ -57,8 +57,15 @@ fn a_message_to_an_offline_name_is_replayed_on_another_node(url: &str) {
     let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
     alice.send("bob", "while you were away");
     alice.send("bob", "and another");
-    let (opcode, a, b) = alice.pair_frame();
-    assert_eq!((opcode, ordinal(&a), ordinal(&b)), (OP_STORED, 1, 2));
+    // One STORED for both, or one each.
+    let (opcode, a, mut b) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&a)), (OP_STORED, 1));
+    if ordinal(&b) == 1 {
+        let (opcode, a, last) = alice.pair_frame();
+        assert_eq!((opcode, ordinal(&a)), (OP_STORED, 2));
+        b = last;
+    }
+    assert_eq!(ordinal(&b), 2);
     // Not a registered name, and nobody holds it: refused as before.
     alice.send("carol", "hi");
     let (opcode, a, _) = alice.pair_frame();
@@ -548,8 +555,14 @@ fn history_export_and_purge_and_the_console_work_on_logs_in_redis(url: &str) {
     let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
     alice.send("bob", "first");
     alice.send("bob", "second \"quoted\"");
-    let (opcode, _, b) = alice.pair_frame();
-    assert_eq!((opcode, ordinal(&b)), (OP_STORED, 2));
+    // One STORED for both, or one each.
+    loop {
+        let (opcode, _, b) = alice.pair_frame();
+        assert_eq!(opcode, OP_STORED);
+        if ordinal(&b) == 2 {
+            break;
+        }
+    }
     nodes[0].console("accounts");
     let mut lines = Vec::new();
     while !lines.iter().any(|l: &String| l.contains("bob")) {

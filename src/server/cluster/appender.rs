@@ -13,8 +13,8 @@
 //! handed over (one connection, answers in order); entries from several
 //! nodes interleave, numbered in the order Redis ran them.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,8 @@ use crate::store::Direction;
 
 /// Bytes of entries gathered and not yet sent: past it, senders wait.
 const GATHER_BYTES: usize = 1 << 20;
-/// Pipelines on their way at once, per connection.
-const APPEND_DEPTH: usize = 4;
+/// Bytes of entries on their way to Redis at once.
+const FLIGHT_BYTES: usize = 8 << 20;
 /// How long `WAIT` (`--cluster-wait`) waits for the replicas, in ms:
 /// within the connection's answer timeout.
 const WAIT_MS: u64 = 1000;
@@ -230,97 +230,79 @@ impl Cluster {
         }
     }
 
-    /// Sends what is gathered as one pipeline, up to [`APPEND_DEPTH`] at
-    /// once, for as long as the connection lasts; returns when Redis fails
-    /// (every run not answered then fails too, as when this is
-    /// cancelled).
-    pub(super) async fn append_runs(&self, connections: &[Commands]) -> redis::RedisResult<()> {
-        let mut flight = RunsInFlight(VecDeque::new());
+    /// Sends what is gathered, for as long as the connection lasts: a
+    /// pipeline per append connection (per run on a Redis Cluster), each
+    /// settling its own runs when Redis answers it, so that a shard slow
+    /// to answer (a master failing) holds up only its own names. At most
+    /// [`FLIGHT_BYTES`] of entries are on their way at once. Returns when
+    /// one Redis fails; a pipeline still unanswered then settles when its
+    /// connection gives up on it.
+    pub(super) async fn append_runs(
+        self: &Arc<Self>,
+        connections: &[Commands],
+    ) -> redis::RedisResult<()> {
+        let flight = Arc::new(Flight::default());
+        let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
         loop {
             listener!(self.appends.ready => wake);
-            let room = flight.0.len() < APPEND_DEPTH;
-            if room {
-                let mut runs = self.take_runs();
-                if !runs.is_empty() {
-                    // In the order their pipelines' answers come back in.
-                    runs.sort_by_cached_key(|run| connection_of(&run.outcome.owner));
-                    let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
-                    let mut runs = runs.into_iter();
-                    let mut groups = Vec::new();
-                    // Each pipeline on its way at once (on a Redis Cluster,
-                    // to its shard); their answers gathered in order.
-                    let sent: Vec<_> = self
-                        .pipelines_for(runs.as_slice(), sharded)
-                        .into_iter()
-                        .map(|(on, pipeline, count)| {
-                            let group: Vec<(Arc<RunOutcome>, usize)> = runs
-                                .by_ref()
-                                .take(count)
-                                .map(|r| (r.outcome, r.count))
-                                .collect();
-                            groups.push(group);
-                            let mut connection = connections[on % connections.len()].clone();
-                            crate::runtime::spawn_background(async move {
-                                pipeline.query_async::<Vec<Value>>(&mut connection).await
-                            })
-                        })
-                        .collect();
-                    let answer = crate::runtime::spawn_background(async move {
-                        let mut answers = Vec::with_capacity(sent.len());
-                        for answer in sent {
-                            answers.push(answer.await);
-                        }
-                        answers
-                    });
-                    flight.0.push_back((groups, answer));
-                    continue;
-                }
+            listener!(flight.landed => landed);
+            if let Some(e) = flight
+                .broken
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                return Err(e);
             }
-            let Some((_, answer)) = flight.0.front_mut() else {
-                wake.await;
+            if flight.bytes.load(Ordering::Acquire) >= FLIGHT_BYTES {
+                landed.await;
                 continue;
-            };
-            let answered = if room {
-                async { Some(answer.await) }
-                    .or(async {
-                        wake.await;
-                        None
-                    })
-                    .await
-            } else {
-                Some(answer.await)
-            };
-            let Some(answers) = answered else {
+            }
+            let mut runs = self.take_runs();
+            if runs.is_empty() {
+                wake.or(landed).await;
                 continue;
-            };
-            let Some((groups, _)) = flight.0.pop_front() else {
-                continue;
-            };
-            let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
-            let mut broken = None;
-            for (group, answer) in groups.into_iter().zip(answers) {
-                match answer {
-                    Ok(replies) => self.settle_group(group, replies),
-                    Err(e) => {
-                        for (outcome, _) in &group {
-                            outcome.settle(Err(LogUnavailable));
-                        }
-                        let dropped =
-                            e.is_io_error() || e.is_connection_dropped() || e.is_timeout();
-                        if dropped && !sharded {
-                            broken = Some(e);
-                        } else {
-                            // On a Redis Cluster one shard failing (a master
-                            // down until its replica takes over) is that
-                            // shard's: the connection finds the new master
-                            // itself, and the others go on.
-                            self.append_failed(&e);
+            }
+            // An owner's runs always on its connection, in order.
+            runs.sort_by_cached_key(|run| connection_of(&run.outcome.owner));
+            let mut runs = runs.into_iter();
+            for (on, pipeline, count) in self.pipelines_for(runs.as_slice(), sharded) {
+                let group: Vec<(Arc<RunOutcome>, usize, usize)> = runs
+                    .by_ref()
+                    .take(count)
+                    .map(|r| (r.outcome, r.count, r.entries.len()))
+                    .collect();
+                let bytes: usize = group.iter().map(|(_, _, bytes)| bytes).sum();
+                flight.bytes.fetch_add(bytes, Ordering::AcqRel);
+                let mut connection = connections[on % connections.len()].clone();
+                let (cluster, flight) = (Arc::clone(self), Arc::clone(&flight));
+                crate::runtime::spawn_background(async move {
+                    let answer = pipeline.query_async::<Vec<Value>>(&mut connection).await;
+                    let group: Vec<(Arc<RunOutcome>, usize)> =
+                        group.into_iter().map(|(o, c, _)| (o, c)).collect();
+                    match answer {
+                        Ok(replies) => cluster.settle_group(group, replies),
+                        Err(e) => {
+                            for (outcome, _) in &group {
+                                outcome.settle(Err(LogUnavailable));
+                            }
+                            let dropped =
+                                e.is_io_error() || e.is_connection_dropped() || e.is_timeout();
+                            if dropped && !sharded {
+                                *flight.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                            } else {
+                                // On a Redis Cluster one shard failing (a
+                                // master down until its replica takes over)
+                                // is that shard's: the connection finds the
+                                // new master itself, and the others go on.
+                                cluster.append_failed(&e);
+                            }
                         }
                     }
-                }
-            }
-            if let Some(e) = broken {
-                return Err(e);
+                    flight.bytes.fetch_sub(bytes, Ordering::AcqRel);
+                    flight.landed.notify(usize::MAX);
+                })
+                .detach();
             }
         }
     }
@@ -404,27 +386,16 @@ impl Cluster {
     }
 }
 
-/// The pipelines sent and not yet answered, oldest first, with their runs
-/// (outcome and number of entries).
-#[allow(clippy::type_complexity)]
-struct RunsInFlight(
-    VecDeque<(
-        Vec<Vec<(Arc<RunOutcome>, usize)>>,
-        smol::Task<Vec<redis::RedisResult<Vec<Value>>>>,
-    )>,
-);
-
-impl Drop for RunsInFlight {
-    /// Runs still unanswered when the appender stops may or may not be in
-    /// Redis: their senders are told they were not stored, never left to
-    /// wonder.
-    fn drop(&mut self) {
-        for (groups, _) in self.0.drain(..) {
-            for (outcome, _) in groups.into_iter().flatten() {
-                outcome.settle(Err(LogUnavailable));
-            }
-        }
-    }
+/// The appender's pipelines on their way.
+#[derive(Default)]
+struct Flight {
+    /// Bytes of entries sent and not answered yet.
+    bytes: AtomicUsize,
+    /// Fires when a pipeline was answered (or failed).
+    landed: Event,
+    /// A connection to one Redis broke: the appender stops, and the node
+    /// reconnects.
+    broken: Mutex<Option<redis::RedisError>>,
 }
 
 /// The number of the entry an `XADD` appended, from its answer.

@@ -66,6 +66,11 @@ impl Cluster {
                         .use_protocol(redis::ProtocolVersion::RESP3)
                         .connection_timeout(REDIS_TIMEOUT)
                         .response_timeout(REDIS_TIMEOUT)
+                        // An XADD is not idempotent: sent again after its
+                        // answer was lost (a master failing), it would be
+                        // appended twice. Refused instead; the next
+                        // pipeline finds the new master.
+                        .retries(0)
                         .build()?;
                     // As in `connect`.
                     Commands::Sharded(client.get_async_generic_connection().await?)
