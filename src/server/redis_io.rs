@@ -191,6 +191,11 @@ impl NodeConnection {
     pub(super) async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
         self.connection.subscribe(channel).await
     }
+
+    /// Ends a subscription of [`NodeConnection::subscribe`].
+    pub(super) async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
+        self.connection.unsubscribe(channel).await
+    }
 }
 
 impl ConnectionLike for NodeConnection {

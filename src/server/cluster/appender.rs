@@ -23,9 +23,8 @@ use redis::Value;
 use smol::future::FutureExt;
 use tracing::warn;
 
-use super::batch::Record;
 use super::commands::Commands;
-use super::keys::{entry_number, log_key};
+use super::keys::{entry_number, hint_channel, log_key};
 use super::outcome::{Appended, LogUnavailable, RunOutcome};
 use super::Cluster;
 use crate::store::Direction;
@@ -205,6 +204,12 @@ impl Cluster {
                 .arg("MINID")
                 .arg("~")
                 .arg(format!("{cutoff}-0"));
+            // After the entries, in the log's slot: a node that hears it
+            // finds them there.
+            pipeline
+                .cmd(if sharded { "SPUBLISH" } else { "PUBLISH" })
+                .arg(hint_channel(owner))
+                .arg("");
         }
         let wait = self.local.wait_replicas;
         if wait > 0 {
@@ -319,8 +324,8 @@ impl Cluster {
     }
 
     /// Settles the runs of one pipeline from its replies: per run, its
-    /// `XADD`s, then its two `XTRIM`s (whose failure costs nothing stored);
-    /// with `--cluster-wait`, last, `WAIT`'s count of replicas.
+    /// `XADD`s, then its two `XTRIM`s and its hint; with `--cluster-wait`,
+    /// last, `WAIT`'s count of replicas.
     fn settle_group(&self, group: Vec<(Arc<RunOutcome>, usize)>, replies: Vec<Value>) {
         let wait = self.local.wait_replicas;
         let replicated = wait == 0
@@ -341,7 +346,9 @@ impl Cluster {
                     None => failed = true,
                 }
             }
-            let _trimmed = (replies.next(), replies.next());
+            // Its two XTRIMs and its hint: their failure costs nothing
+            // stored.
+            let _trimmed_and_hinted = (replies.next(), replies.next(), replies.next());
             if failed {
                 self.reject("an XADD answer that is not a stream id");
             }
@@ -357,32 +364,48 @@ impl Cluster {
     }
 
     /// `owner`'s log has entries up to `id`: the feeders here that watch
-    /// it are told, and so is the node `owner` is logged in on, if another.
+    /// it are told at once (those on other nodes by the hint published
+    /// with the entries).
     fn log_grew(&self, owner: &str, id: u64) {
         self.watches.heard(owner.as_bytes(), id);
-        let hint = Record::Logged {
-            name: owner.as_bytes(),
-            id,
-        };
-        // A hint that finds no room is made up for by the feeder's next
-        // look (see `watch`).
-        let mut nodes = self.device_nodes(owner);
-        if nodes.is_empty() {
-            nodes.extend(self.local.registry.remote_node(owner.as_bytes()));
-        }
-        for node in nodes {
-            let _ = self.try_send(&node, &hint);
-        }
     }
 
-    /// Starts watching `owner`'s log for a feeder on this node.
-    pub(crate) fn watch_log(&self, owner: &str) -> Arc<super::watch::Watched> {
-        self.watches.watch(owner)
+    /// Starts watching `owner`'s log for a feeder on this node, and, for
+    /// the log's first here, its hint channel.
+    pub(crate) fn watch_log(self: &Arc<Self>, owner: &str) -> Arc<super::watch::Watched> {
+        let (watched, first) = self.watches.watch(owner);
+        if first {
+            self.hint_subscription(owner, true);
+        }
+        watched
     }
 
     /// Ends a watch of [`Cluster::watch_log`].
-    pub(crate) fn unwatch_log(&self, owner: &str) {
-        self.watches.unwatch(owner);
+    pub(crate) fn unwatch_log(self: &Arc<Self>, owner: &str) {
+        if self.watches.unwatch(owner) {
+            self.hint_subscription(owner, false);
+        }
+    }
+
+    /// Subscribes to (or leaves) `owner`'s hint channel, on the background
+    /// thread. Without Redis now, the connection loop subscribes to every
+    /// watched log's channel when it connects.
+    fn hint_subscription(self: &Arc<Self>, owner: &str, subscribe: bool) {
+        let Some(mut connection) = self.connection() else {
+            return;
+        };
+        let channel = hint_channel(owner);
+        let cluster = Arc::clone(self);
+        crate::runtime::spawn_background(async move {
+            let done = match subscribe {
+                true => connection.subscribe(&channel).await,
+                false => connection.unsubscribe(&channel).await,
+            };
+            if let Err(e) = done {
+                cluster.lost(e);
+            }
+        })
+        .detach();
     }
 }
 

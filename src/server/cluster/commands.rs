@@ -74,4 +74,12 @@ impl Commands {
             Commands::Sharded(c) => c.ssubscribe(channel).await,
         }
     }
+
+    /// Ends a subscription of [`Commands::subscribe`].
+    pub(super) async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Commands::Single(c) => c.unsubscribe(channel).await,
+            Commands::Sharded(c) => c.sunsubscribe(channel).await,
+        }
+    }
 }

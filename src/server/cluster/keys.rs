@@ -38,6 +38,25 @@ pub(crate) fn log_key(name: &str) -> String {
     format!("pmchat:log:{{{name}}}")
 }
 
+/// The channel that says a registered name's log grew: published in the
+/// pipeline that appends to the log (the hash tag puts it in the log's
+/// slot, which a Redis Cluster pipeline needs), subscribed to by every
+/// node with a device of the name.
+pub(crate) fn hint_channel(name: &str) -> String {
+    format!("{HINT_PREFIX}{{{name}}}")
+}
+
+/// What every hint channel's name starts with.
+pub(super) const HINT_PREFIX: &str = "pmchat:hint:";
+
+/// The name a hint channel stands for.
+pub(super) fn hinted_name(channel: &[u8]) -> Option<&str> {
+    let name = std::str::from_utf8(channel)
+        .ok()?
+        .strip_prefix(HINT_PREFIX)?;
+    name.strip_prefix('{')?.strip_suffix('}')
+}
+
 /// The owner's mark (`m`): how far the owner's devices had been sent.
 pub(crate) fn log_meta_key(name: &str) -> String {
     format!("pmchat:logmeta:{{{name}}}")
@@ -147,6 +166,14 @@ mod tests {
         assert_eq!(entry_number("1-1048576"), None);
         assert_eq!(entry_number("x-0"), None);
         assert_eq!(before_time(0), 0);
+    }
+
+    #[test]
+    fn a_hint_channel_names_its_log_and_shares_its_slot() {
+        assert_eq!(hint_channel("bob"), "pmchat:hint:{bob}");
+        assert_eq!(hinted_name(b"pmchat:hint:{bob}"), Some("bob"));
+        assert_eq!(hinted_name(b"pmchat:inbox:0123"), None);
+        assert_eq!(hinted_name(b"pmchat:hint:bob"), None);
     }
 
     #[test]

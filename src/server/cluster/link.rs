@@ -14,7 +14,7 @@ use super::appender::APPEND_CONNECTIONS;
 use super::commands::{Backend, Commands, REDIS_TIMEOUT};
 use super::directory::RECONCILE_EVERY;
 use super::inbound::Inbound;
-use super::keys::{inbox, PRESENCE_CHANNEL};
+use super::keys::{hint_channel, hinted_name, inbox, PRESENCE_CHANNEL};
 use super::Cluster;
 use crate::server::redis_io::NodeConnection;
 
@@ -130,6 +130,10 @@ impl Cluster {
         }
         connection.subscribe(&inbox(&self.node)).await?;
         connection.subscribe(PRESENCE_CHANNEL).await?;
+        // The logs this node's feeders watch (see `watch`).
+        for owner in self.watches.owners() {
+            connection.subscribe(&hint_channel(&owner)).await?;
+        }
         // Ours first (names held through an outage are kept or lost), and
         // said again, for nodes that lost track of them; then everyone
         // else's.
@@ -157,6 +161,8 @@ impl Cluster {
                         };
                         if channel == PRESENCE_CHANNEL.as_bytes() {
                             self.presence_event(payload);
+                        } else if let Some(owner) = hinted_name(channel) {
+                            self.watches.poke(owner);
                         } else {
                             self.deliver(payload).await;
                         }

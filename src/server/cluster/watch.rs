@@ -1,10 +1,11 @@
 //! Who on this node waits for which user's log to grow: the feeders of
 //! the devices logged in here. The appender tells them when it appended
-//! to a log they watch, and other nodes tell them (`L` records) when they
-//! did; a feeder then reads the log after its cursor. A hint only: the
-//! log itself is what a feeder replays, so a hint lost or out of order
-//! delays a line (until the feeder's next look), never loses or repeats
-//! one.
+//! to a log they watch, and the node that appended publishes on the log's
+//! hint channel (`keys::hint_channel`) in the pipeline that appends, which
+//! this node subscribes to while it watches the log; a feeder then reads
+//! the log after its cursor. A hint only: the log itself is what a feeder
+//! replays, so a hint lost or out of order delays a line (until the
+//! feeder's next look), never loses or repeats one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,23 +48,38 @@ impl Watches {
         self.logs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts watching `owner`'s log.
-    pub(super) fn watch(&self, owner: &str) -> Arc<Watched> {
+    /// Starts watching `owner`'s log; true for its first watch here.
+    pub(super) fn watch(&self, owner: &str) -> (Arc<Watched>, bool) {
         let mut logs = self.lock();
         let (watched, count) = logs.entry(owner.into()).or_default();
         *count += 1;
-        Arc::clone(watched)
+        (Arc::clone(watched), *count == 1)
     }
 
-    /// Stops one watch of `owner`'s log.
-    pub(super) fn unwatch(&self, owner: &str) {
+    /// Stops one watch of `owner`'s log; true if it was the last here.
+    pub(super) fn unwatch(&self, owner: &str) -> bool {
         let mut logs = self.lock();
         if let Some((_, count)) = logs.get_mut(owner) {
             *count -= 1;
             if *count == 0 {
                 logs.remove(owner);
+                return true;
             }
         }
+        false
+    }
+
+    /// `owner`'s log grew, to what number is not said (a hint from
+    /// another node): its feeders look.
+    pub(super) fn poke(&self, owner: &str) {
+        if let Some((watched, _)) = self.lock().get(owner) {
+            watched.grew.notify(usize::MAX);
+        }
+    }
+
+    /// The logs watched here.
+    pub(super) fn owners(&self) -> Vec<String> {
+        self.lock().keys().map(|k| k.to_string()).collect()
     }
 
     /// `owner`'s log has entries up to `id`; true if anyone here watches
@@ -98,18 +114,19 @@ mod tests {
     #[test]
     fn a_watch_hears_growth_until_its_last_watcher_leaves() {
         let watches = Watches::default();
-        let watched = watches.watch("alice");
-        let again = watches.watch("alice");
-        assert!(Arc::ptr_eq(&watched, &again));
+        let (watched, first) = watches.watch("alice");
+        let (again, second) = watches.watch("alice");
+        assert!(Arc::ptr_eq(&watched, &again) && first && !second);
         assert!(watches.heard(b"alice", 7));
         assert_eq!(watched.newest(), 7);
         // Out of order: the newest stays.
         assert!(watches.heard(b"alice", 5));
         assert_eq!(watched.newest(), 7);
         assert!(!watches.heard(b"bob", 1));
-        watches.unwatch("alice");
+        assert!(!watches.unwatch("alice"));
         assert!(watches.heard(b"alice", 8));
-        watches.unwatch("alice");
+        assert_eq!(watches.owners(), ["alice"]);
+        assert!(watches.unwatch("alice"));
         assert!(!watches.heard(b"alice", 9));
     }
 }
