@@ -65,6 +65,12 @@
 //! - `delivery`: acting on a batch from another node.
 //! - `backlog`: messages from other nodes waiting for a full local queue
 //!   (data only); `drain` empties them.
+//! - With `--accounts`, registered users' logs on Redis Streams: `log`
+//!   (reading them), `appender` (the pipelined appends, each ending with
+//!   a hint), `outcome` (what senders wait on; data only), `watch` (this
+//!   node's feeders and the hints they hear), `devices` (a name's
+//!   sessions on several nodes), `tool` (`chat-server history` on
+//!   Redis).
 
 mod appender;
 mod backlog;
