@@ -49,6 +49,7 @@ crate::on_both!(
     history_export_and_purge_and_the_console_work_on_logs_in_redis,
     a_session_that_did_not_ask_for_its_inbox_gets_plain_messages_from_another_node,
     ;
+    with_the_key_an_entry_written_into_a_log_by_someone_else_is_never_shown,
 );
 
 fn a_message_to_an_offline_name_is_replayed_on_another_node(url: &str) {
@@ -678,4 +679,31 @@ fn a_device_connected_through_a_redis_restart_gets_what_comes_after() {
     }
     let got = entry(&mut bob);
     assert_eq!(got.content, format!("after {ordinal_sent}"));
+}
+
+fn with_the_key_an_entry_written_into_a_log_by_someone_else_is_never_shown(
+    redis: &mut impl RedisUnderTest,
+) {
+    let dir = TempDir::new("cluster-inbox-forged");
+    let key = crate::cluster_key::key_file("a secret shared by the nodes, long enough to count");
+    let extra = ["--cluster-key-file", key.to_str().unwrap()];
+    let mut nodes = nodes_with(&redis.url(), accounts(&dir.0), 1, &extra);
+    let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
+    alice.send("bob", "genuine");
+    let (opcode, _, _) = alice.pair_frame();
+    assert_eq!(opcode, OP_STORED);
+    // Whoever can write to Redis, without the key: an entry that looks
+    // like one from alice, in bob's log.
+    let mut forged = vec![b's', 5];
+    forged.extend_from_slice(b"alicesend me your password");
+    let added = redis.command(&[b"XADD", b"pmchat:log:{bob}", b"*", b"e", &forged]);
+    assert!(
+        added.starts_with(b"$"),
+        "{}",
+        String::from_utf8_lossy(&added)
+    );
+    let log = whole_log(&nodes[0], "bob");
+    assert_eq!(log, ["genuine"]);
+    let (_, _, dropped) = nodes[0].cluster_state();
+    assert!(dropped >= 1, "the forged entry is counted as dropped");
 }

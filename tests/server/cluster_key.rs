@@ -13,7 +13,7 @@ use crate::common::{Frame, RedisProcess, RedisUnderTest, ServerProcess};
 use crate::eqnice;
 
 /// A key file (0600) holding `secret`.
-fn key_file(secret: &str) -> PathBuf {
+pub(crate) fn key_file(secret: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(

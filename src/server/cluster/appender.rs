@@ -185,6 +185,10 @@ impl Cluster {
             for (direction, peer, content) in GatheredEntries(&run.entries) {
                 value.clear();
                 encode_entry_value(direction, peer, content, &mut value);
+                if let Some(key) = &self.key {
+                    let tag = key.sign(&signed_entry(owner, &value));
+                    value.extend_from_slice(&tag);
+                }
                 pipeline
                     .cmd("XADD")
                     .arg(&key)
@@ -448,6 +452,18 @@ pub(super) fn encode_entry_value(direction: u8, peer: &[u8], content: &[u8], out
     out.push(peer.len() as u8);
     out.extend_from_slice(peer);
     out.extend_from_slice(content);
+}
+
+/// What the cluster key signs for an entry of `owner`'s log: the log's
+/// name with the entry, so that an entry signed for one log is refused in
+/// another.
+pub(super) fn signed_entry(owner: &str, value: &[u8]) -> Vec<u8> {
+    let mut signed = Vec::with_capacity(5 + owner.len() + value.len());
+    signed.extend_from_slice(b"log:");
+    signed.extend_from_slice(owner.as_bytes());
+    signed.push(0);
+    signed.extend_from_slice(value);
+    signed
 }
 
 /// The entries of a run's buffer: direction byte, peer, content.

@@ -11,6 +11,8 @@
 
 use redis::Value;
 
+use super::appender::signed_entry;
+use super::key::TAG_LEN;
 use super::keys::{
     before_time, entry_number, entry_time, log_key, log_meta_key, mark_script, stream_id,
 };
@@ -45,7 +47,7 @@ impl Cluster {
             self.lost(e);
             LogUnavailable
         })?;
-        Ok(self.entries(read))
+        Ok(self.entries(owner, read))
     }
 
     /// Up to `max` entries of `owner`'s log before number `before`, with
@@ -85,7 +87,7 @@ impl Cluster {
                 self.lost(e);
                 LogUnavailable
             })?;
-            let page = self.entries(read);
+            let page = self.entries(owner, read);
             let Some(oldest) = page.last() else {
                 break;
             };
@@ -126,7 +128,10 @@ impl Cluster {
             self.lost(e);
             LogUnavailable
         })?;
-        Ok(self.entries(read).first().map_or(0, |entry| entry.id))
+        Ok(self
+            .entries(owner, read)
+            .first()
+            .map_or(0, |entry| entry.id))
     }
 
     /// How far `owner`'s devices had been sent when the last one left.
@@ -188,14 +193,14 @@ impl Cluster {
 
     /// The entries of an `XRANGE`/`XREVRANGE` answer, in its order; those
     /// that break a rule are dropped (and counted).
-    fn entries(&self, read: Value) -> Vec<Entry> {
+    fn entries(&self, owner: &str, read: Value) -> Vec<Entry> {
         let Value::Array(items) = read else {
             self.reject("a log read that is not a list");
             return Vec::new();
         };
         let mut entries = Vec::with_capacity(items.len());
         for item in items {
-            match self.entry(item) {
+            match self.entry(owner, item) {
                 Some(entry) => entries.push(entry),
                 None => self.reject("a log entry that breaks a rule"),
             }
@@ -203,7 +208,7 @@ impl Cluster {
         entries
     }
 
-    fn entry(&self, item: Value) -> Option<Entry> {
+    fn entry(&self, owner: &str, item: Value) -> Option<Entry> {
         let Value::Array(mut pair) = item else {
             return None;
         };
@@ -229,7 +234,19 @@ impl Cluster {
         if name != b"e" {
             return None;
         }
-        // As `appender::encode_entry_value` writes it.
+        // As `appender::encode_entry_value` writes it: with the cluster
+        // key, signed for this log (what a Redis writer without the key
+        // puts there is dropped).
+        let value = match &self.key {
+            None => &value[..],
+            Some(key) => {
+                let (body, tag) = value.split_at_checked(value.len().checked_sub(TAG_LEN)?)?;
+                if !key.verify(&signed_entry(owner, body), tag) {
+                    return None;
+                }
+                body
+            }
+        };
         let (&direction, rest) = value.split_first()?;
         let (&peer_len, rest) = rest.split_first()?;
         let (peer, content) = rest.split_at_checked(usize::from(peer_len))?;
