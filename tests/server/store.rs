@@ -133,8 +133,15 @@ fn a_message_to_a_registered_name_nobody_holds_is_stored_and_replayed_at_its_log
     let mut alice = log_in(&server, "alice", "receipts codes stored");
     alice.send("bob", "while you were away");
     alice.send("bob", "and another");
-    let (opcode, a, b) = alice.pair_frame();
-    assert_eq!((opcode, ordinal(&a), ordinal(&b)), (OP_STORED, 1, 2));
+    // One STORED for both, or one each (two reads of the server's).
+    let (opcode, a, mut b) = alice.pair_frame();
+    assert_eq!((opcode, ordinal(&a)), (OP_STORED, 1));
+    if ordinal(&b) == 1 {
+        let (opcode, a, last) = alice.pair_frame();
+        assert_eq!((opcode, ordinal(&a)), (OP_STORED, 2));
+        b = last;
+    }
+    assert_eq!(ordinal(&b), 2);
     // Not a registered name: refused as before.
     alice.send("carol", "hi");
     let (opcode, a, _) = alice.pair_frame();

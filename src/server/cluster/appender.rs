@@ -252,6 +252,8 @@ impl Cluster {
     ) -> redis::RedisResult<()> {
         let flight = Arc::new(Flight::default());
         let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
+        // Runs whose name has a pipeline on its way (Redis Cluster only).
+        let mut held: Vec<Run> = Vec::new();
         loop {
             listener!(self.appends.ready => wake);
             listener!(flight.landed => landed);
@@ -267,7 +269,27 @@ impl Cluster {
                 landed.await;
                 continue;
             }
-            let mut runs = self.take_runs();
+            // Held back first: they are older than what was gathered since.
+            // While they fill a gathering's worth, nothing more is taken:
+            // senders wait, as for a full gathering.
+            let held_bytes: usize = held.iter().map(|run| run.entries.len()).sum();
+            let mut runs = std::mem::take(&mut held);
+            if held_bytes < GATHER_BYTES {
+                runs.extend(self.take_runs());
+            }
+            if sharded {
+                // On a Redis Cluster a pipeline to a master that failed
+                // may be redirected to the new one after a later pipeline
+                // went there directly: one pipeline per name at a time
+                // keeps each log in the order its entries were sent.
+                let mut busy = flight.owners.lock().unwrap_or_else(|e| e.into_inner());
+                let (ready, wait): (Vec<Run>, Vec<Run>) = runs
+                    .into_iter()
+                    .partition(|run| busy.insert(run.outcome.owner.clone()));
+                drop(busy);
+                runs = ready;
+                held = wait;
+            }
             if runs.is_empty() {
                 wake.or(landed).await;
                 continue;
@@ -282,6 +304,10 @@ impl Cluster {
                     .map(|r| (r.outcome, r.count, r.entries.len()))
                     .collect();
                 let bytes: usize = group.iter().map(|(_, _, bytes)| bytes).sum();
+                let owners: Vec<Box<str>> = match sharded {
+                    true => group.iter().map(|(o, _, _)| o.owner.clone()).collect(),
+                    false => Vec::new(),
+                };
                 flight.bytes.fetch_add(bytes, Ordering::AcqRel);
                 let mut connection = connections[on % connections.len()].clone();
                 let (cluster, flight) = (Arc::clone(self), Arc::clone(&flight));
@@ -306,6 +332,12 @@ impl Cluster {
                                 // new master itself, and the others go on.
                                 cluster.append_failed(&e);
                             }
+                        }
+                    }
+                    if sharded {
+                        let mut busy = flight.owners.lock().unwrap_or_else(|e| e.into_inner());
+                        for owner in &owners {
+                            busy.remove(owner);
                         }
                     }
                     flight.bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -423,6 +455,8 @@ struct Flight {
     /// A connection to one Redis broke: the appender stops, and the node
     /// reconnects.
     broken: Mutex<Option<redis::RedisError>>,
+    /// On a Redis Cluster, the names with a pipeline on its way.
+    owners: Mutex<std::collections::HashSet<Box<str>>>,
 }
 
 /// The number of the entry an `XADD` appended, from its answer.
