@@ -1,4 +1,5 @@
-//! Argument types shared by the binaries: durations and the colour choice.
+//! Argument types shared by the binaries: durations, the colour choice,
+//! and `completions SHELL`.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -98,5 +99,42 @@ mod tests {
         for text in ["2s", "250ms", "1.5s", "120s"] {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
+    }
+}
+
+/// `chat-server completions SHELL`, `chat-client completions SHELL`:
+/// prints a completion script for SHELL (bash, zsh, fish, elvish,
+/// powershell), made from the same definitions as `--help`.
+#[derive(Debug, clap::Parser)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+impl CompletionsArgs {
+    /// Writes the completion script of `command` (the program `bin`) to
+    /// stdout.
+    pub fn print(&self, mut command: clap::Command, bin: &str) {
+        clap_complete::generate(self.shell, &mut command, bin, &mut std::io::stdout());
+    }
+}
+
+#[cfg(test)]
+mod completion_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn a_completion_script_names_the_options() {
+        let command = clap::Command::new("demo").arg(clap::Arg::new("verbose").long("verbose"));
+        for shell in ["bash", "zsh", "fish"] {
+            let args = CompletionsArgs::parse_from(["completions", shell]);
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut command.clone(), "demo", &mut out);
+            let script = String::from_utf8(out).unwrap();
+            assert!(script.contains("verbose"), "{shell}: {script}");
+        }
+        assert!(CompletionsArgs::try_parse_from(["completions", "tcsh"]).is_err());
     }
 }

@@ -204,3 +204,26 @@ fn the_protocol_document_lists_every_refusal_code() {
         );
     }
 }
+
+#[test]
+fn both_programs_print_completion_scripts_for_bash_zsh_and_fish() {
+    for (binary, option) in [
+        (env!("CARGO_BIN_EXE_chat-server"), "cluster-wait"),
+        (env!("CARGO_BIN_EXE_chat-client"), "until-caught-up"),
+    ] {
+        for shell in ["bash", "zsh", "fish"] {
+            let out = Command::new(binary)
+                .args(["completions", shell])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{binary} completions {shell}");
+            let script = String::from_utf8(out.stdout).unwrap();
+            assert!(script.contains(option), "{binary} {shell}: no {option}");
+        }
+        let unknown = Command::new(binary)
+            .args(["completions", "tcsh"])
+            .output()
+            .unwrap();
+        assert_eq!(unknown.status.code(), Some(2), "a usage error");
+    }
+}

@@ -8,6 +8,18 @@ use pmchat::client::{self, cli::ClientArgs};
 
 fn main() -> ExitCode {
     pmchat::runtime::set_program("chat-client");
+    // `chat-client completions SHELL`: a completion script, not a host.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "completions")
+    {
+        use clap::CommandFactory;
+        let args = pmchat::args::CompletionsArgs::parse_from(
+            std::iter::once("chat-client completions".into()).chain(std::env::args_os().skip(2)),
+        );
+        args.print(ClientArgs::command(), "chat-client");
+        return ExitCode::SUCCESS;
+    }
     match ClientArgs::parse().resolve() {
         Ok(args) => client::run(args).into(),
         Err(e) => {

@@ -24,6 +24,17 @@ fn main() -> ExitCode {
     }
     if std::env::args_os()
         .nth(1)
+        .is_some_and(|first| first == "completions")
+    {
+        use clap::{CommandFactory, Parser};
+        let args = pmchat::args::CompletionsArgs::parse_from(
+            std::iter::once("chat-server completions".into()).chain(std::env::args_os().skip(2)),
+        );
+        args.print(ServerArgs::command(), "chat-server");
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args_os()
+        .nth(1)
         .is_some_and(|first| first == "history")
     {
         return history(HistoryArgs::parse_from(std::env::args_os().skip(1)));
