@@ -783,6 +783,20 @@ impl RedisProcess {
         RedisProcess::spawn(free_port(), extra)
     }
 
+    /// Starts one with an append-only file in `dir`, synced at every
+    /// write: a restart keeps what it had.
+    pub fn start_durable(dir: &std::path::Path) -> RedisProcess {
+        let dir = dir.to_str().expect("a UTF-8 directory");
+        RedisProcess::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            dir,
+        ])
+    }
+
     /// Starts one on `port` with `extra` options.
     fn spawn(port: u16, extra: &[&str]) -> RedisProcess {
         // A directory of its own: a replica's full sync writes an RDB
@@ -914,16 +928,16 @@ impl RedisClusterProcess {
         RedisClusterProcess::create(3, 0, extra)
     }
 
-    /// Three masters and a replica of each, with append-only files synced
-    /// at every write (`extra` as for [`RedisClusterProcess::start_with`]).
+    /// Three masters and a replica of each, each node with an append-only
+    /// file of its own synced at every write.
     pub fn start_replicated() -> RedisClusterProcess {
-        let aof = ["--appendonly", "yes", "--appendfsync", "always"];
-        RedisClusterProcess::create(6, 1, |i| {
-            let mut args: Vec<String> = aof.map(String::from).to_vec();
-            args.extend(["--appendfilename".to_string(), format!("node-{i}.aof")]);
-            args.extend(["--appenddirname".to_string(), format!("aof-{i}")]);
-            args
-        })
+        RedisClusterProcess::create(6, 1, durable_node)
+    }
+
+    /// Three masters, each with an append-only file of its own synced at
+    /// every write: a restart keeps what they had.
+    pub fn start_durable() -> RedisClusterProcess {
+        RedisClusterProcess::create(3, 0, durable_node)
     }
 
     /// Kills master `i` (kill -9); its replica takes over within the
@@ -1031,6 +1045,23 @@ impl Drop for RedisClusterProcess {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A Redis Cluster node's options for an append-only file of its own
+/// (node `i`, in the cluster's directory), synced at every write.
+fn durable_node(i: usize) -> Vec<String> {
+    [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--appendfilename",
+        &format!("node-{i}.aof"),
+        "--appenddirname",
+        &format!("aof-{i}"),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

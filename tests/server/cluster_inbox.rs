@@ -14,7 +14,8 @@ use crate::common::{
     RedisProcess, RedisUnderTest, RoundRobinRelay, ServerProcess, TempDir, TIMEOUT,
 };
 use crate::store::{
-    accounts, accounts_of, caught_up, entry, log_in, ordinal, OP_ACCEPTED, OP_REFUSED, OP_STORED,
+    accounts, accounts_of, caught_up, entry, log_in, ordinal, stored_through, OP_ACCEPTED,
+    OP_REFUSED, OP_STORED,
 };
 
 /// `count` nodes on the Redis at `url`, sharing the accounts in `dir`.
@@ -58,15 +59,7 @@ fn a_message_to_an_offline_name_is_replayed_on_another_node(url: &str) {
     let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
     alice.send("bob", "while you were away");
     alice.send("bob", "and another");
-    // One STORED for both, or one each.
-    let (opcode, a, mut b) = alice.pair_frame();
-    assert_eq!((opcode, ordinal(&a)), (OP_STORED, 1));
-    if ordinal(&b) == 1 {
-        let (opcode, a, last) = alice.pair_frame();
-        assert_eq!((opcode, ordinal(&a)), (OP_STORED, 2));
-        b = last;
-    }
-    assert_eq!(ordinal(&b), 2);
+    stored_through(&mut alice, 2);
     // Not a registered name, and nobody holds it: refused as before.
     alice.send("carol", "hi");
     let (opcode, a, _) = alice.pair_frame();
@@ -358,37 +351,13 @@ fn with_cluster_wait_nothing_is_said_stored_until_a_replica_has_it() {
 fn a_node_killed_mid_flood_then_redis_restarted_loses_no_stored_message_and_repeats_none() {
     crate::require_redis!();
     let data = TempDir::new("cluster-inbox-aof");
-    let data_dir = data.0.to_str().unwrap();
-    let aof = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        data_dir,
-    ];
-    node_killed_then_redis_restarted(&mut RedisProcess::start_with(&aof));
+    node_killed_then_redis_restarted(&mut RedisProcess::start_durable(&data.0));
 }
 
 #[test]
 fn on_a_redis_cluster_a_node_killed_mid_flood_then_redis_restarted_loses_no_stored_message() {
     crate::require_redis!();
-    // Each master with an append-only file of its own, synced at every
-    // write, in the cluster's directory.
-    let mut redis = RedisClusterProcess::start_with(|i| {
-        [
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--appendfilename",
-            &format!("node-{i}.aof"),
-            "--appenddirname",
-            &format!("aof-{i}"),
-        ]
-        .map(String::from)
-        .to_vec()
-    });
+    let mut redis = RedisClusterProcess::start_durable();
     node_killed_then_redis_restarted(&mut redis);
 }
 
@@ -583,14 +552,7 @@ fn history_export_and_purge_and_the_console_work_on_logs_in_redis(url: &str) {
     let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
     alice.send("bob", "first");
     alice.send("bob", "second \"quoted\"");
-    // One STORED for both, or one each.
-    loop {
-        let (opcode, _, b) = alice.pair_frame();
-        assert_eq!(opcode, OP_STORED);
-        if ordinal(&b) == 2 {
-            break;
-        }
-    }
+    stored_through(&mut alice, 2);
     nodes[0].console("accounts");
     let mut lines = Vec::new();
     while !lines.iter().any(|l: &String| l.contains("bob")) {
@@ -637,16 +599,7 @@ fn history_export_and_purge_and_the_console_work_on_logs_in_redis(url: &str) {
 fn a_device_connected_through_a_redis_restart_gets_what_comes_after() {
     crate::require_redis!();
     let data = TempDir::new("cluster-inbox-restart");
-    let data_dir = data.0.to_str().unwrap();
-    let aof = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        data_dir,
-    ];
-    let mut redis = RedisProcess::start_with(&aof);
+    let mut redis = RedisProcess::start_durable(&data.0);
     let dir = TempDir::new("cluster-inbox-restart-nodes");
     let mut nodes = nodes(&redis.url(), &dir, 2);
     let mut bob = log_in(&nodes[1], "bob", "inbox codes");

@@ -42,9 +42,6 @@ pub(super) enum Record<'a> {
     Pause { name: &'a [u8] },
     /// `G`: `name` caught up: go on.
     Go { name: &'a [u8] },
-    /// `L`: the log of the receiving node's user `name` has entries up to
-    /// `id` (a hint for its feeders; see `watch`).
-    Logged { name: &'a [u8], id: u64 },
 }
 
 /// The header: the sending node's id, the receiving node's, the batch's
@@ -135,11 +132,6 @@ impl Record<'_> {
                 out.push(b'G');
                 put_short(out, name);
             }
-            Record::Logged { name, id } => {
-                out.push(b'L');
-                put_short(out, name);
-                out.extend_from_slice(&id.to_be_bytes());
-            }
             Record::Ack { seq, refusals } => {
                 out.push(b'A');
                 out.extend_from_slice(&seq.to_be_bytes());
@@ -159,7 +151,6 @@ impl Record<'_> {
                 1 + 1 + name.len()
             }
             Record::Ack { refusals, .. } => 1 + 8 + 4 + refusals.len(),
-            Record::Logged { name, .. } => 1 + 1 + name.len() + 8,
         }
     }
 }
@@ -229,10 +220,6 @@ fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
         b'G' => Record::Go {
             name: take_short(rest)?,
         },
-        b'L' => Record::Logged {
-            name: take_short(rest)?,
-            id: take_u64(rest)?,
-        },
         b'A' => {
             let seq = take_u64(rest)?;
             let len = take(rest, 4)?;
@@ -301,10 +288,6 @@ mod tests {
             Record::Kick { name: b"dave" },
             Record::Pause { name: b"bob" },
             Record::Go { name: b"bob" },
-            Record::Logged {
-                name: b"bob",
-                id: 1 << 40,
-            },
             Record::Ack {
                 seq: 41,
                 refusals: &refusals,

@@ -210,9 +210,6 @@ impl Cluster {
                 }
                 Record::Pause { name } => self.paused.pause(name),
                 Record::Go { name } => self.paused.resume(name),
-                Record::Logged { name, id } => {
-                    self.watches.heard(name, id);
-                }
             }
         }
         flush_all(&mut touched);
@@ -406,10 +403,9 @@ fn valid_record<'a>(limits: &Limits, record: &Record<'a>, names: &mut CheckedNam
         Record::Error { to, code, text } => {
             names.valid(limits, to) && Code::from_byte(code).is_some() && valid_error_text(text)
         }
-        Record::Kick { name }
-        | Record::Pause { name }
-        | Record::Go { name }
-        | Record::Logged { name, .. } => names.valid(limits, name),
+        Record::Kick { name } | Record::Pause { name } | Record::Go { name } => {
+            names.valid(limits, name)
+        }
         Record::Ack { refusals, .. } => Refusals(refusals)
             .all(|(_, code, text)| Code::from_byte(code).is_some() && valid_error_text(text)),
     }

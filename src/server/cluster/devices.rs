@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::commands::Commands;
-use super::keys::{ban_key, devices_key, names_key, node_key};
+use super::keys::{devices_key, names_key, node_key};
 use super::{ClaimError, Cluster};
 
 /// Forgets the nodes `ARGV[3..]` (dead), then adds a device of node
@@ -103,18 +103,7 @@ impl Cluster {
     /// Claims a device of the registered `name` on this node, up to `max`
     /// across every node; tells the others if it is the name's first here.
     pub(crate) async fn claim_device(&self, name: &str, max: usize) -> Result<(), ClaimError> {
-        let mut connection = self
-            .connection_soon()
-            .await
-            .ok_or(ClaimError::Unavailable)?;
-        let ban: Option<String> = redis::cmd("GET")
-            .arg(ban_key(name))
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| self.lost(e))?;
-        if ban.is_some_and(|value| self.genuine_ban(name, &value)) {
-            return Err(ClaimError::Banned);
-        }
+        let mut connection = self.connection_unless_banned(name).await?;
         let added = self
             .add_device(&mut connection, name, max)
             .await

@@ -43,10 +43,7 @@ impl Cluster {
             .arg(max)
             .query_async(&mut connection)
             .await;
-        let read = read.map_err(|e| {
-            self.lost(e);
-            LogUnavailable
-        })?;
+        let read = read.map_err(|e| self.log_lost(e))?;
         Ok(self.entries(owner, read))
     }
 
@@ -83,10 +80,7 @@ impl Cluster {
                 .arg(want)
                 .query_async(&mut connection)
                 .await;
-            let read = read.map_err(|e| {
-                self.lost(e);
-                LogUnavailable
-            })?;
+            let read = read.map_err(|e| self.log_lost(e))?;
             let page = self.entries(owner, read);
             let Some(oldest) = page.last() else {
                 break;
@@ -124,10 +118,7 @@ impl Cluster {
             .arg(1)
             .query_async(&mut connection)
             .await;
-        let read = read.map_err(|e| {
-            self.lost(e);
-            LogUnavailable
-        })?;
+        let read = read.map_err(|e| self.log_lost(e))?;
         Ok(self
             .entries(owner, read)
             .first()
@@ -142,10 +133,8 @@ impl Cluster {
             .arg("m")
             .query_async(&mut connection)
             .await;
-        mark.map(Option::unwrap_or_default).map_err(|e| {
-            self.lost(e);
-            LogUnavailable
-        })
+        mark.map(Option::unwrap_or_default)
+            .map_err(|e| self.log_lost(e))
     }
 
     /// Moves `owner`'s mark on to `id` (never back).
@@ -170,10 +159,7 @@ impl Cluster {
             .arg(log_key(owner))
             .query_async(&mut connection)
             .await;
-        count.map_err(|e| {
-            self.lost(e);
-            LogUnavailable
-        })
+        count.map_err(|e| self.log_lost(e))
     }
 
     /// Deletes `owner`'s log and its mark; how many entries it held.
@@ -185,10 +171,13 @@ impl Cluster {
             .arg(log_meta_key(owner))
             .query_async(&mut connection)
             .await;
-        deleted.map(|_| count).map_err(|e| {
-            self.lost(e);
-            LogUnavailable
-        })
+        deleted.map(|_| count).map_err(|e| self.log_lost(e))
+    }
+
+    /// A command on a log failed: as [`Cluster::lost`] has it.
+    fn log_lost(&self, error: redis::RedisError) -> LogUnavailable {
+        self.lost(error);
+        LogUnavailable
     }
 
     /// The entries of an `XRANGE`/`XREVRANGE` answer, in its order; those

@@ -16,6 +16,24 @@ impl Cluster {
     /// tells the others. `name` must not be held by a local session (the
     /// caller checks): the claim succeeds when no live node holds it.
     pub(crate) async fn claim(&self, name: &str) -> Result<(), ClaimError> {
+        let mut connection = self.connection_unless_banned(name).await?;
+        let claimed = self
+            .claim_on(&mut connection, name)
+            .await
+            .map_err(|e| self.lost(e))?;
+        if !claimed {
+            return Err(ClaimError::Taken);
+        }
+        self.announce(&mut connection, '+', name).await;
+        Ok(())
+    }
+
+    /// The command connection (waiting a moment for one), if `name` is not
+    /// banned: the first step of every claim.
+    pub(super) async fn connection_unless_banned(
+        &self,
+        name: &str,
+    ) -> Result<Commands, ClaimError> {
         let mut connection = self
             .connection_soon()
             .await
@@ -28,15 +46,7 @@ impl Cluster {
         if ban.is_some_and(|value| self.genuine_ban(name, &value)) {
             return Err(ClaimError::Banned);
         }
-        let claimed = self
-            .claim_on(&mut connection, name)
-            .await
-            .map_err(|e| self.lost(e))?;
-        if !claimed {
-            return Err(ClaimError::Taken);
-        }
-        self.announce(&mut connection, '+', name).await;
-        Ok(())
+        Ok(connection)
     }
 
     /// Claims `name` unless a live node other than this one holds it: the
