@@ -14,9 +14,25 @@ use std::io::{self, Write};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for people: time, level, message, fields.
+    #[default]
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `fields` with the
+    /// `message`, `span`…), for log shippers; never coloured.
+    Json,
+}
+
 /// Sends log events to stderr. `RUST_LOG`, when set, decides the filter;
 /// otherwise `verbosity` moves the level from `info` (positive: more).
 pub fn init(verbosity: i8, color: bool) {
+    init_as(verbosity, color, LogFormat::Text);
+}
+
+/// [`init`] in the given format.
+pub fn init_as(verbosity: i8, color: bool, format: LogFormat) {
     let level = match verbosity {
         i8::MIN..=-3 => "off",
         -2 => "error",
@@ -26,16 +42,18 @@ pub fn init(verbosity: i8, color: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    // A second init (tests) keeps the first subscriber; that is fine.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LossyStderr)
         // Its report of a failed write would go to the same dead stderr,
         // through `eprintln!`, which panics.
         .log_internal_errors(false)
-        .with_ansi(color)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // A second init (tests) keeps the first subscriber; that is fine.
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(color).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Stderr for the log: a failed write is reported as done and dropped.

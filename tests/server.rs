@@ -27,5 +27,7 @@ mod lifecycle;
 mod limits;
 #[path = "server/routing.rs"]
 mod routing;
+#[path = "server/service.rs"]
+mod service;
 #[path = "server/store.rs"]
 mod store;

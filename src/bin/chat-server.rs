@@ -40,7 +40,11 @@ fn main() -> ExitCode {
         return history(HistoryArgs::parse_from(std::env::args_os().skip(1)));
     }
     let args = ServerArgs::parse();
-    pmchat::logging::init(args.verbosity(), args.color.enabled_for(&std::io::stderr()));
+    pmchat::logging::init_as(
+        args.verbosity(),
+        args.color.enabled_for(&std::io::stderr()),
+        args.log_format,
+    );
 
     match pmchat::sys::raise_open_files_limit() {
         Ok(limit) => tracing::debug!("open files limit: {limit}"),

@@ -10,6 +10,7 @@ use super::config::Config;
 use super::tls::{self, SelfSigned, ServerTls, TlsError, TlsFiles};
 use super::wire::Wire;
 use crate::args::{parse_duration, ColorChoice};
+use crate::logging::LogFormat;
 use crate::wire::v1::Limits;
 
 /// A private-message chat server speaking the pmchat v1 protocol.
@@ -227,6 +228,11 @@ pub struct ServerArgs {
     /// Colour the log and console output.
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+
+    /// How log lines on stderr are written: text, or json (one object a
+    /// line: timestamp, level, fields with the message; for log shippers).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The wire of a connection that has sent nothing yet (`--default-wire`).
