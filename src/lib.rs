@@ -37,6 +37,8 @@
 //! - [`secret`]: passwords read without echo, from a pipe, a file or the
 //!   environment, never from the command line.
 //! - [`signals`]: SIGINT/SIGTERM as a future.
+//! - [`systemd`]: readiness notifications and socket activation under
+//!   systemd (`NOTIFY_SOCKET`, `LISTEN_FDS`).
 //! - [`sys`]: process limits and `/proc` readings (open files, CPU, RSS).
 //! - [`store`]: the durable conversation logs of `--store` (redb), with
 //!   their writer thread and group commit.
@@ -71,4 +73,5 @@ pub mod server;
 pub mod signals;
 pub mod store;
 pub mod sys;
+pub mod systemd;
 pub mod wire;

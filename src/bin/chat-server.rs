@@ -113,13 +113,21 @@ fn main() -> ExitCode {
         }
     }
     let store = config.store.clone();
-    let addr = match args.listen_addr() {
-        Ok(addr) => addr,
+    // Under systemd's socket activation the socket is already bound (and
+    // PORT and --bind are not used); otherwise bind as asked.
+    let listener = match pmchat::systemd::inherited_listener() {
+        Ok(Some(listener)) => listener,
+        Ok(None) => {
+            let addr = match args.listen_addr() {
+                Ok(addr) => addr,
+                Err(e) => return fail(&e),
+            };
+            match pmchat::runtime::bind(addr) {
+                Ok(listener) => listener,
+                Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
+            }
+        }
         Err(e) => return fail(&e),
-    };
-    let listener = match pmchat::runtime::bind(addr) {
-        Ok(listener) => listener,
-        Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };
     let local = match listener.get_ref().local_addr() {
         Ok(local) => local,
@@ -139,7 +147,6 @@ fn main() -> ExitCode {
         .threads
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let reloadable = config.tls.is_some() || config.accounts.is_some();
     let workers = match Workers::start(threads) {
         Ok(workers) => workers,
         Err(e) => return fail(&format!("cannot start the worker threads: {e}")),
@@ -156,25 +163,28 @@ fn main() -> ExitCode {
     // reason not to serve.
     let _ = pmchat::out_line!("listening on {local}");
     tracing::info!("listening on {local}");
+    pmchat::systemd::ready();
     let console_color = args.color.enabled_for(&std::io::stdout());
     if let Err(e) = pmchat::server::start_console(server.handle(), console_color) {
         return fail(&format!("cannot start the console: {e}"));
     }
-    if reloadable {
-        // Operators renew certificates, edit the accounts and send SIGHUP.
-        match pmchat::signals::Hangups::new() {
-            Ok(mut hangups) => {
-                let handle = server.handle();
-                workers.spawn(async move {
-                    loop {
-                        hangups.next().await;
-                        let _ = handle.reload_tls();
-                        let _ = handle.reload_accounts(false);
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("cannot watch for SIGHUP: {e}"),
+    // Operators renew certificates, edit the accounts and send SIGHUP
+    // (systemd's ExecReload too); with nothing to reload it is a no-op
+    // rather than the end of the server.
+    match pmchat::signals::Hangups::new() {
+        Ok(mut hangups) => {
+            let handle = server.handle();
+            workers.spawn(async move {
+                loop {
+                    hangups.next().await;
+                    pmchat::systemd::reloading();
+                    let _ = handle.reload_tls();
+                    let _ = handle.reload_accounts(false);
+                    pmchat::systemd::ready();
+                }
+            });
         }
+        Err(e) => tracing::warn!("cannot watch for SIGHUP: {e}"),
     }
     // This thread accepts connections (handing each to a worker), runs
     // the housekeeping and drives async-io's reactor: timers, the console,

@@ -436,6 +436,7 @@ impl Server {
             .or(shutdown)
             .or(shared.shutdown.wait())
             .await;
+        crate::systemd::stopping();
         drop(in_cluster);
         drop(listener);
         shared.registry.go_quiet();

@@ -27,3 +27,107 @@ fn json_logs_are_one_object_a_line() {
         );
     }
 }
+
+/// `chat-server ARGS…` started as systemd starts it with socket
+/// activation: `fd` as descriptor 3, `LISTEN_FDS=1` and `LISTEN_PID` its
+/// own pid (set by the shell that then becomes it).
+fn activated(fd: std::os::fd::RawFd, args: &[&str]) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_chat-server"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe; it only copies a descriptor the
+    // parent keeps open to where systemd puts the first socket.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// The next notification the server sent, as text.
+fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn under_systemd_it_serves_the_socket_passed_and_says_ready_reloading_stopping() {
+    let dir = TempDir::new("systemd");
+    let notify_path = dir.0.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    use std::os::fd::AsRawFd;
+    // A port and an address the server must not bind: it has its socket.
+    let mut command = activated(listener.as_raw_fd(), &["1", "--bind", "192.0.2.1"]);
+    command.env("NOTIFY_SOCKET", &notify_path);
+    let mut server = ServerProcess::spawn(command);
+    assert_eq!(server.port, port, "it announces the socket it was given");
+    assert_eq!(notification(&notify), "READY=1\n");
+    // Only the server accepts from here on.
+    drop(listener);
+
+    let mut alice = RawClient::open(port);
+    alice.handshake(b"alice");
+    let mut bob = RawClient::open(port);
+    bob.handshake(b"bob");
+    server.wait_online("alice");
+    server.wait_online("bob");
+    alice.send("bob", "through the socket systemd made");
+    assert_eq!(
+        bob.frame(),
+        Frame::msg("alice", "through the socket systemd made")
+    );
+
+    server.signal("HUP");
+    let reloading = notification(&notify);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(notification(&notify), "READY=1\n");
+    assert!(server.is_running(), "SIGHUP reloads, it does not stop");
+
+    server.signal("TERM");
+    assert_eq!(notification(&notify), "STOPPING=1\n");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn a_socket_that_is_not_listening_is_refused_not_served() {
+    let dir = TempDir::new("systemd-bad");
+    let notify_path = dir.0.join("notify");
+    let _notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    // A bound TCP socket nobody called listen() on.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    let mut command = activated(socket.as_raw_fd(), &["0"]);
+    command.env("NOTIFY_SOCKET", &notify_path);
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(output.stdout.is_empty(), "it never says it listens");
+}
