@@ -67,6 +67,18 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Descriptors this process has open (entries of `/proc/self/fd`).
+pub fn open_files() -> Option<u64> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    // The directory being read holds one descriptor of its own.
+    Some((entries.count() as u64).saturating_sub(1))
+}
+
+/// The most descriptors this process may open (`RLIMIT_NOFILE`).
+pub fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,6 +158,30 @@ fn main() -> ExitCode {
             return fail(&e);
         }
     };
+    let metrics = match args.metrics_addr() {
+        Ok(None) => None,
+        Ok(Some(addr)) => match server.metrics_endpoint(addr) {
+            Ok(endpoint) => Some(endpoint),
+            Err(e) => {
+                workers.stop();
+                return fail(&format!("cannot serve metrics on {addr}: {e}"));
+            }
+        },
+        Err(e) => {
+            workers.stop();
+            return fail(&e);
+        }
+    };
+    if let Some(endpoint) = metrics {
+        match endpoint.local_addr() {
+            Ok(addr) => tracing::info!("metrics at http://{addr}/metrics"),
+            Err(e) => tracing::warn!("metrics: {e}"),
+        }
+        if let Err(e) = endpoint.spawn() {
+            workers.stop();
+            return fail(&format!("cannot start the metrics thread: {e}"));
+        }
+    }
     // Scripts and tests read the real port from this first line (once
     // nothing can stop the server from starting). Nobody reading it is no
     // reason not to serve.

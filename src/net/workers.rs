@@ -157,6 +157,11 @@ impl Workers {
         next + next / self.workers.len()
     }
 
+    /// How many worker threads there are.
+    pub fn count(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Runs `future` on the next worker in turn, to its end.
     pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
         self.spawn_on(self.next_index(), future).detach();

@@ -320,6 +320,13 @@ pub(crate) struct AuthState {
     tokens: DeviceTokens,
 }
 
+impl AuthState {
+    /// Password checks waiting for the checker thread.
+    pub(crate) fn checks_waiting(&self) -> usize {
+        self.verifier.checks.len()
+    }
+}
+
 /// A login proved with its password: its HELLO, still to be answered, and
 /// the device token to give it.
 pub(crate) struct Proven {

@@ -225,6 +225,13 @@ pub struct ServerArgs {
     #[arg(long, value_name = "WIRE", value_enum, default_value_t = DefaultWire::V1)]
     pub default_wire: DefaultWire,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example
+    /// 127.0.0.1:9090; keep it off public addresses): connections, logins
+    /// by outcome, messages routed, refused by code, stored and replayed,
+    /// bytes, slow consumers, queues, Redis, memory and descriptors.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
     /// Colour the log and console output.
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -256,6 +263,18 @@ impl ServerArgs {
             .map_err(|e| format!("cannot resolve --bind {}: {e}", self.bind))?
             .next()
             .ok_or_else(|| format!("--bind {} resolves to no address", self.bind))
+    }
+
+    /// The address `--metrics` names, resolved; `None` without it.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let Some(addr) = &self.metrics else {
+            return Ok(None);
+        };
+        addr.to_socket_addrs()
+            .map_err(|e| format!("cannot resolve --metrics {addr}: {e}"))?
+            .next()
+            .map(Some)
+            .ok_or_else(|| format!("--metrics {addr} resolves to no address"))
     }
 
     /// The server settings these options describe.

@@ -35,6 +35,7 @@ use super::auth::{HelloRequest, Proven};
 use super::mailbox::Mailbox;
 use super::refusal::linger;
 use super::router::Router;
+use super::stats::Hot;
 use super::wire::{starts_gob, InputDecoder, Wire};
 use super::Shared;
 use crate::net::transport::Transport;
@@ -301,7 +302,9 @@ async fn read_loop(
                 let _ = router.finish_batch(true).await;
                 return ReadEnd::PeerClosed;
             }
-            Ok(_) => {
+            Ok(read) => {
+                // Once per read (a syscall), never per frame.
+                shared.stats.add(router.slot(), Hot::BytesIn, read as u64);
                 // A client that never lets the socket run dry must not keep
                 // this worker thread from its other tasks.
                 if reads.count % 16 == 0 {

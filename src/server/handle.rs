@@ -245,6 +245,11 @@ impl ServerHandle {
         )
     }
 
+    /// Everything the server counts and measures, now (`stats`).
+    pub fn stats(&self) -> super::Snapshot {
+        super::metrics::snapshot(&self.shared)
+    }
+
     /// Starts a shutdown, as `exit` on the console or SIGTERM does.
     pub fn shutdown(&self) {
         self.shared.shutdown.trigger();

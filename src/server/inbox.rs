@@ -29,6 +29,7 @@ use tracing::warn;
 use super::accounts::Accounts;
 use super::mailbox::Mailbox;
 use super::outbound::PushError;
+use super::stats::Hot;
 use crate::store::{Direction, Entry, Store, Unavailable};
 use crate::wire::v1;
 
@@ -446,6 +447,8 @@ pub(super) async fn queue_encoded(
             }
         }
     }
+    let stats = mailbox.outbound().stats();
+    stats.add(stats.slot(), Hot::Replayed, 1);
     true
 }
 

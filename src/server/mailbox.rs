@@ -49,7 +49,7 @@ impl Mailbox {
             name,
             peer,
             wire: AtomicU8::new(Wire::V1 as u8),
-            outbound: OutboundQueue::new(shared.config.queue_bytes),
+            outbound: OutboundQueue::counted(shared.config.queue_bytes, Arc::clone(&shared.stats)),
             inbox: AtomicBool::new(false),
             worker: crate::net::workers::current_index(),
             connection: transport.downgrade(),
@@ -137,6 +137,7 @@ impl Mailbox {
         if !self.outbound.abort() {
             return false;
         }
+        self.outbound.stats().slow_consumer();
         tracing::warn!(peer = %self.peer, user = self.name(), "disconnected slow consumer: {waiting}");
         true
     }

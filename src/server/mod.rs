@@ -30,7 +30,9 @@
 //!   online, presence), `outbound` (the bounded queue);
 //! - operating: `config`/`cli` (settings), `handle` (what the operator may
 //!   ask of a running server), `console` (the operator on stdin;
-//!   `terminal` when it is a terminal);
+//!   `terminal` when it is a terminal), `stats` (what the server counts),
+//!   `metrics` (`--metrics`: Prometheus's text at `GET /metrics`),
+//!   `admin` (`--admin-socket`: the console's commands on a Unix socket);
 //! - `cluster` (several nodes as one server, through Redis:
 //!   `cluster/mod.rs` lists its parts), `redis_io` (the sockets under its
 //!   Redis connections).
@@ -56,12 +58,14 @@ mod device;
 mod handle;
 mod inbox;
 mod mailbox;
+mod metrics;
 mod outbound;
 mod pending;
 mod redis_io;
 mod refusal;
 mod registry;
 mod router;
+pub mod stats;
 mod stream_inbox;
 mod terminal;
 #[cfg(test)]
@@ -84,6 +88,7 @@ use crate::net::workers::Workers;
 use admission::Admission;
 pub use config::Config;
 pub use handle::{Account, ClusterState, ServerHandle};
+pub use metrics::{MetricsEndpoint, Snapshot};
 use registry::Registry;
 pub use terminal::restore as restore_terminal;
 pub use terminal::start as start_console;
@@ -112,6 +117,8 @@ pub(crate) struct Shared {
     /// Registered users' inboxes on the cluster's Redis, with `--cluster`
     /// and `--accounts`.
     pub(crate) stream_inboxes: Option<stream_inbox::StreamInboxes>,
+    /// What the server counts (`--metrics`, `stats`).
+    pub(crate) stats: Arc<stats::Stats>,
 }
 
 /// What `chat-server history` does to a registered name's log in a
@@ -137,6 +144,11 @@ pub fn history_in_redis(
 }
 
 impl Shared {
+    /// Connections open now (logged in or still being admitted).
+    pub(crate) fn open_connections(&self) -> usize {
+        self.connections.open.load(Ordering::Acquire)
+    }
+
     /// True if registered names have inboxes, in the store or in Redis.
     pub(crate) fn has_inboxes(&self) -> bool {
         self.inboxes.is_some() || self.stream_inboxes.is_some()
@@ -314,6 +326,7 @@ impl Server {
             auth::AuthState::new(Arc::clone(accounts), tokens)
         });
         let registry = Arc::new(Registry::default());
+        let stats = Arc::new(stats::Stats::new(workers.count()));
         let cluster = config
             .cluster
             .as_deref()
@@ -325,6 +338,7 @@ impl Server {
                     queue_bytes: config.queue_bytes,
                     retention: config.retention,
                     wait_replicas: config.cluster_wait,
+                    stats: Arc::clone(&stats),
                 };
                 let lease = config.cluster_lease;
                 let ca = config.cluster_ca.as_deref();
@@ -356,8 +370,15 @@ impl Server {
                 connections: ConnectionCount::default(),
                 cluster,
                 bans: bans::Bans::default(),
+                stats,
             }),
         })
+    }
+
+    /// Binds `addr` for `--metrics` (its thread starts with
+    /// [`MetricsEndpoint::spawn`]).
+    pub fn metrics_endpoint(&self, addr: SocketAddr) -> std::io::Result<MetricsEndpoint> {
+        MetricsEndpoint::bind(addr, Arc::clone(&self.shared))
     }
 
     /// A handle for listing and kicking users and for stopping the server.
@@ -475,9 +496,15 @@ impl Server {
                 // Boxed: the state of admission's steps is large.
                 let admission = Box::pin(admission::admit(&shared, stream, peer)).await;
                 match admission {
-                    Admission::Admitted(admitted) => connection::serve(&shared, admitted),
+                    Admission::Admitted(admitted) => {
+                        shared.stats.accepted(admitted.transport.is_tls());
+                        shared.stats.login(None);
+                        connection::serve(&shared, admitted)
+                    }
                     // The one place a refusal is sent.
                     Admission::Refused(transport, refusal) => {
+                        shared.stats.accepted(transport.is_tls());
+                        shared.stats.login(Some(refusal.error.code()));
                         refusal.send(&transport, shared.config.linger).await;
                         return;
                     }

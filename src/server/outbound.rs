@@ -20,11 +20,12 @@
 //! disconnects the recipient as a slow consumer; `cluster/drain` for
 //! messages from other nodes).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use event_listener::{listener, Event};
 
+use super::stats::{Hot, Stats};
 use crate::net::socket::Written;
 use crate::net::transport::Transport;
 use crate::runtime::until;
@@ -86,11 +87,20 @@ pub struct OutboundQueue {
     /// Most bytes queued at once (a single frame larger than this is still
     /// accepted into an empty queue, so it can never wait forever).
     max_bytes: usize,
+    /// Where the bytes written are counted.
+    stats: Arc<Stats>,
 }
 
 impl OutboundQueue {
-    /// An empty open queue with the given bounds.
+    /// An empty open queue with the given bounds, counting on its own.
+    #[cfg(test)]
     pub fn new(max_bytes: usize) -> Self {
+        OutboundQueue::counted(max_bytes, Arc::new(Stats::new(0)))
+    }
+
+    /// An empty open queue with the given bounds, whose writes are counted
+    /// in `stats` (once per write, never per frame).
+    pub(crate) fn counted(max_bytes: usize, stats: Arc<Stats>) -> Self {
         OutboundQueue {
             state: Mutex::new(State {
                 bytes: Vec::new(),
@@ -104,7 +114,18 @@ impl OutboundQueue {
             room: Event::new(),
             closed: Event::new(),
             max_bytes,
+            stats,
         }
+    }
+
+    /// Bytes queued now, not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().bytes.len()
+    }
+
+    /// Where this queue counts.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -188,6 +209,10 @@ impl OutboundQueue {
         self.room.notify(usize::MAX);
 
         let result = connection.write_now(&batch);
+        if let Ok(written) = &result {
+            self.stats
+                .add(self.stats.slot(), Hot::BytesOut, written.taken as u64);
+        }
 
         let mut state = self.lock();
         state.busy = false;
@@ -374,6 +399,8 @@ impl OutboundQueue {
     /// been written; others may write again. The emptied buffer is kept for
     /// the next batch unless it grew large.
     pub fn finish_write(&self, batch: &mut Vec<u8>) {
+        self.stats
+            .add(self.stats.slot(), Hot::BytesOut, batch.len() as u64);
         let mut spare = std::mem::take(batch);
         spare.clear();
         let mut state = self.lock();

@@ -1,6 +1,7 @@
 //! Running the server as a service (#26): JSON logs for log shippers.
 
 use crate::common::*;
+use crate::eqnice;
 
 #[test]
 fn json_logs_are_one_object_a_line() {
@@ -130,4 +131,89 @@ fn a_socket_that_is_not_listening_is_refused_not_served() {
     let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(output.stdout.is_empty(), "it never says it listens");
+}
+
+/// A port nobody listens on now (for a server option that takes one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on `port`: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of one series in Prometheus text, e.g.
+/// `pmchat_messages_refused_total{code="not-connected"}`.
+fn series(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+#[test]
+fn metrics_move_with_the_traffic() {
+    let metrics = free_port();
+    let mut server = ServerProcess::start(&["--metrics", &format!("127.0.0.1:{metrics}")]);
+    let (status, before) = http_get(metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(series(&before, "pmchat_messages_routed_total"), Some(0.0));
+
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    // A second login to a name taken: refused, and counted by its code.
+    let mut impostor = server.connect("bob");
+    eqnice!(Frame::err("Username is taken\n"), impostor.frame());
+    for i in 0..100 {
+        alice.send("bob", &format!("message {i}"));
+    }
+    for i in 0..100 {
+        assert_eq!(bob.frame(), Frame::msg("alice", &format!("message {i}")));
+    }
+    for _ in 0..3 {
+        alice.send("nobody", "hello?");
+        assert!(matches!(alice.frame(), Frame::Error(_)));
+    }
+
+    let (_, after) = http_get(metrics, "/metrics");
+    let value = |name: &str| series(&after, name).unwrap_or_else(|| panic!("no {name}:\n{after}"));
+    assert_eq!(value("pmchat_messages_routed_total"), 103.0);
+    assert_eq!(
+        value(r#"pmchat_messages_refused_total{code="not-connected"}"#),
+        3.0
+    );
+    assert_eq!(value(r#"pmchat_logins_total{outcome="ok"}"#), 2.0);
+    assert_eq!(value(r#"pmchat_logins_total{outcome="name-taken"}"#), 1.0);
+    assert_eq!(
+        value(r#"pmchat_connections_accepted_total{transport="tcp"}"#),
+        3.0
+    );
+    assert_eq!(value("pmchat_users_online"), 2.0);
+    assert!(value("pmchat_received_bytes_total") >= 103.0 * 10.0);
+    assert!(value("pmchat_sent_bytes_total") >= 100.0 * 10.0);
+    assert!(value("process_resident_memory_bytes") > 0.0);
+    assert!(value("process_open_fds") > 0.0);
+    assert_eq!(value("pmchat_slow_consumers_total"), 0.0);
+    // No per-user label anywhere.
+    assert!(
+        !after.contains("alice") && !after.contains("bob"),
+        "{after}"
+    );
+
+    assert_eq!(http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
 }

@@ -158,6 +158,8 @@ pub(crate) struct Local {
     /// Replicas that must have an entry before its sender hears it is
     /// stored (`--cluster-wait`; 0: Redis's own answer will do).
     pub(crate) wait_replicas: u32,
+    /// What the server counts (here: the publish batches).
+    pub(crate) stats: Arc<crate::server::stats::Stats>,
 }
 
 /// This node's part in the cluster.
@@ -416,6 +418,11 @@ impl Cluster {
     /// This node's id.
     pub(crate) fn node_id(&self) -> &str {
         &self.node
+    }
+
+    /// Redis answers (the command connection is up).
+    pub(crate) fn redis_reachable(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 
     /// How many other nodes are known to be live.

@@ -63,10 +63,14 @@ impl InFlight<'_> {
         command.arg(&taken.batch);
         taken.batch.truncate(body);
         let mut connection = connection.clone();
+        let (stats, bytes) = (Arc::clone(&cluster.local.stats), taken.batch.len());
         // A task, so that the command is sent now (the connection is
         // multiplexed: answers come back in order) and waited for later.
         let answer = crate::runtime::spawn_background(async move {
-            command.query_async::<i64>(&mut connection).await
+            let sent = Instant::now();
+            let answer = command.query_async::<i64>(&mut connection).await;
+            stats.publishes.observe(bytes, sent.elapsed());
+            answer
         });
         self.batches.push_back((taken, body, answer));
     }

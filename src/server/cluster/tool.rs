@@ -32,6 +32,7 @@ impl Cluster {
             queue_bytes: 0,
             retention: crate::store::Retention::default(),
             wait_replicas: 0,
+            stats: Arc::new(crate::server::stats::Stats::new(0)),
         };
         let cluster = Cluster::new(url, None, None, LEASE, local)?;
         // On the program's main thread: the connection's driver runs on the

@@ -100,6 +100,7 @@ impl Router<'_> {
             if ordinal - 1 > self.accounted {
                 v1::encode_accepted(ordinal - 1, &mut frames);
             }
+            self.shared.stats.refused(error.code());
             let code = self.me.wire().code_of(&error);
             v1::encode_refused(ordinal, code, error.text(), &mut frames);
             self.accounted = ordinal;

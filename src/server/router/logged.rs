@@ -189,6 +189,7 @@ impl Router<'_> {
             }
             let error =
                 ErrorText::new(Code::StoreUnavailable, Escaped(appended.owner().as_bytes()));
+            self.shared.stats.refused(error.code());
             receipts.refused(ordinal, self.me.wire(), &error);
         }
         let (accounted, frames) = receipts.finish();

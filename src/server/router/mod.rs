@@ -31,6 +31,7 @@ use self::cross_node::CrossNode;
 use super::auth::HelloRequest;
 use super::mailbox::Mailbox;
 use super::outbound::PushError;
+use super::stats::Hot;
 use super::Shared;
 use crate::sanitize::Escaped;
 use crate::wire::texts::{Code, ErrorText};
@@ -61,6 +62,10 @@ pub(crate) struct Router<'a> {
     receipts: bool,
     /// Message frames read since login: the ordinal of the latest.
     ordinal: u64,
+    /// How many of them [`Stats`](super::stats::Stats) was told of, and
+    /// the slot of this worker it counts them in.
+    counted: u64,
+    slot: usize,
     /// The highest ordinal the client was told about.
     accounted: u64,
     /// Messages to other nodes: the route of the last one and, with
@@ -106,6 +111,8 @@ impl<'a> Router<'a> {
             receipts: false,
             ordinal: 0,
             accounted: 0,
+            counted: 0,
+            slot: shared.stats.slot(),
             cross: None,
             store: None,
         }
@@ -119,6 +126,12 @@ impl<'a> Router<'a> {
     /// [`ACK_EVERY`] messages are unaccounted for, so that a client
     /// sending flat out gets one for many read batches, not one for each.
     pub(crate) async fn finish_batch(&mut self, idle: bool) -> Result<(), SenderClosed> {
+        // Counted once per read batch, not per message.
+        let routed = self.ordinal - self.counted;
+        if routed > 0 {
+            self.counted = self.ordinal;
+            self.shared.stats.add(self.slot, Hot::Routed, routed);
+        }
         let unaccounted = self.ordinal - self.accounted;
         if self.receipts
             && unaccounted > 0
@@ -137,6 +150,11 @@ impl<'a> Router<'a> {
         }
         self.flush();
         Ok(())
+    }
+
+    /// The slot of this worker its counts go to.
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
     }
 
     /// Writes every queue this batch made non-empty straight to its socket.
@@ -269,7 +287,10 @@ impl<'a> Router<'a> {
         if let Some(inboxes) = &self.shared.inboxes {
             match self.route_to_inbox(inboxes, to, content) {
                 stored::ToInbox::NotRegistered | stored::ToInbox::Plain => {}
-                stored::ToInbox::Done => return Ok(()),
+                stored::ToInbox::Done => {
+                    self.shared.stats.add(self.slot, Hot::Stored, 1);
+                    return Ok(());
+                }
                 stored::ToInbox::Unavailable => {
                     let error = ErrorText::new(Code::StoreUnavailable, Escaped(to));
                     return self.refuse(&error).await;
@@ -282,7 +303,10 @@ impl<'a> Router<'a> {
             }
             match logged {
                 logged::ToLog::NotRegistered => {}
-                logged::ToLog::Appended => return Ok(()),
+                logged::ToLog::Appended => {
+                    self.shared.stats.add(self.slot, Hot::Stored, 1);
+                    return Ok(());
+                }
                 logged::ToLog::Unavailable | logged::ToLog::Full => {
                     let error = ErrorText::new(Code::StoreUnavailable, Escaped(to));
                     return self.refuse(&error).await;
@@ -378,6 +402,7 @@ impl<'a> Router<'a> {
     /// error frame, or with receipts an ACCEPTED for the messages before it
     /// (if any are unaccounted) and a REFUSED naming it.
     async fn refuse(&mut self, error: &ErrorText) -> Result<(), SenderClosed> {
+        self.shared.stats.refused(error.code());
         if !self.receipts {
             return self.reply_error(error).await;
         }

@@ -243,6 +243,7 @@ impl Router<'_> {
                 continue;
             }
             let error = ErrorText::new(Code::StoreUnavailable, Escaped(inbox.name().as_bytes()));
+            self.shared.stats.refused(error.code());
             receipts.refused(ordinal, self.me.wire(), &error);
         }
         let (accounted, frames) = receipts.finish();
