@@ -9,7 +9,8 @@ use clap::Parser;
 use pmchat::exit_codes::Status;
 use pmchat::net::workers::Workers;
 use pmchat::server::accounts::{self, Accounts};
-use pmchat::server::cli::{HistoryAction, HistoryArgs, PasswdArgs, ServerArgs};
+use pmchat::server::cli::{AdminArgs, HistoryAction, HistoryArgs, PasswdArgs, ServerArgs};
+use pmchat::server::commands::Outcome;
 use pmchat::server::{self, Server};
 
 fn main() -> ExitCode {
@@ -32,6 +33,12 @@ fn main() -> ExitCode {
         );
         args.print(ServerArgs::command(), "chat-server");
         return ExitCode::SUCCESS;
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "admin")
+    {
+        return admin(AdminArgs::parse_from(std::env::args_os().skip(1)));
     }
     if std::env::args_os()
         .nth(1)
@@ -182,6 +189,26 @@ fn main() -> ExitCode {
             return fail(&format!("cannot start the metrics thread: {e}"));
         }
     }
+    // Made before the port is announced, removed when this goes out of
+    // scope at the end of main.
+    let _admin_socket = match &args.admin_socket {
+        None => None,
+        Some(path) => {
+            let started = pmchat::server::AdminSocket::bind(path).and_then(|mut socket| {
+                socket
+                    .spawn(server.handle())
+                    .map_err(|e| format!("cannot start the control socket's thread: {e}"))?;
+                Ok(socket)
+            });
+            match started {
+                Ok(socket) => Some(socket),
+                Err(e) => {
+                    workers.stop();
+                    return fail(&format!("cannot use the control socket: {e}"));
+                }
+            }
+        }
+    };
     // Scripts and tests read the real port from this first line (once
     // nothing can stop the server from starting). Nobody reading it is no
     // reason not to serve.
@@ -222,6 +249,33 @@ fn main() -> ExitCode {
     // The console's line editor may hold the terminal in raw mode.
     server::restore_terminal();
     Status::Success.into()
+}
+
+/// `chat-server admin PATH COMMAND…`.
+fn admin(args: AdminArgs) -> ExitCode {
+    match pmchat::server::admin_request(&args.socket, &args.command, args.json) {
+        Ok(reply) => match reply.outcome {
+            Outcome::Done => {
+                if !reply.body.is_empty() {
+                    let _ = pmchat::out_line!("{}", reply.body);
+                }
+                Status::Success.into()
+            }
+            Outcome::Failed => {
+                if args.json {
+                    let _ = pmchat::out_line!("{}", reply.body);
+                } else {
+                    pmchat::err_line!("chat-server: {}", reply.body);
+                }
+                Status::Failure.into()
+            }
+            Outcome::Usage => {
+                pmchat::err_line!("chat-server: {}", reply.body);
+                Status::Usage.into()
+            }
+        },
+        Err(e) => fail(&e),
+    }
 }
 
 /// `chat-server passwd FILE NAME`.

@@ -22,7 +22,7 @@ use crate::wire::v1::Limits;
 #[command(
     group(ArgGroup::new("tls_source").args(["tls_cert", "tls_self_signed"])),
     name = "chat-server",
-    override_usage = "chat-server [OPTIONS] <PORT>\n       chat-server passwd <FILE> <NAME>",
+    override_usage = "chat-server [OPTIONS] <PORT>\n       chat-server passwd <FILE> <NAME>\n       chat-server admin [--json] <PATH> <COMMAND>...",
     version,
     after_long_help = "\
 Console commands (typed on stdin):
@@ -35,9 +35,13 @@ Console commands (typed on stdin):
   reload-tls       read the TLS certificate and key again (also on SIGHUP)
   reload-accounts  read the accounts file again (also on SIGHUP); --force
                    loads one that unregisters most names
+  history export NAME
+                   print NAME's stored history as JSON lines
+  stats            what the server counts (the numbers --metrics serves)
   help             list the console commands
   exit             shut down (same as SIGINT or SIGTERM)
-End of stdin does not stop the server.
+End of stdin does not stop the server. With --admin-socket PATH,
+`chat-server admin PATH COMMAND` runs the same commands.
 
 Wires: v1 clients and gob clients (the original Go programs' wire) share
 the port; the first bytes after the handshake tell them apart, and
@@ -225,6 +229,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "WIRE", value_enum, default_value_t = DefaultWire::V1)]
     pub default_wire: DefaultWire,
 
+    /// Take the console's commands on a Unix socket at PATH too, created
+    /// with mode 0600 and removed at exit: `chat-server admin PATH
+    /// COMMAND` runs one.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (for example
     /// 127.0.0.1:9090; keep it off public addresses): connections, logins
     /// by outcome, messages routed, refused by code, stored and replayed,
@@ -381,6 +391,37 @@ pub enum HistoryAction {
         file: PathBuf,
         name: String,
     },
+}
+
+/// Runs one console command on a running server, through its
+/// --admin-socket.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-server admin",
+    bin_name = "chat-server admin",
+    override_usage = "chat-server admin [--json] <PATH> <COMMAND>...",
+    after_long_help = "\
+Commands: users, kick NAME, ban NAME [DURATION], unban NAME, accounts,
+reload-tls, reload-accounts [--force], history export NAME, stats,
+cluster, help, exit (the console's, with the same output).
+
+Examples:
+  chat-server admin /run/pmchat/admin.sock users
+  chat-server admin --json /run/pmchat/admin.sock stats
+
+Exit status: 0 when the command worked, 1 when it did not (nobody by that
+name online, a reload that failed, the server unreachable), 2 for a usage
+error (an unknown command included)."
+)]
+pub struct AdminArgs {
+    /// Print the answer as JSON (one object; JSON lines for an export).
+    #[arg(long)]
+    pub json: bool,
+    /// The server's control socket (its --admin-socket).
+    pub socket: PathBuf,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 /// Sets a registered name's password in an accounts file.

@@ -245,6 +245,40 @@ impl ServerHandle {
         )
     }
 
+    /// `name`'s stored history as JSON lines, oldest first (the format
+    /// of `chat-server history export`), from the store or, across
+    /// nodes, from Redis.
+    pub fn export_history(&self, name: &str) -> Result<String, String> {
+        let mut out = Vec::new();
+        if let Some(store) = &self.shared.config.store {
+            store.export(name, &mut out).map_err(|e| e.to_string())?;
+        } else if let (Some(url), Some(_)) =
+            (&self.shared.config.cluster, &self.shared.stream_inboxes)
+        {
+            // A connection of its own, on a thread of its own: the
+            // export's runtime must not run on the caller's (the console's
+            // or the control socket's) thread.
+            let (url, owned) = (url.clone(), name.to_string());
+            std::thread::Builder::new()
+                .name(crate::runtime::thread_name("exp"))
+                .spawn(move || {
+                    let mut out = Vec::new();
+                    super::history_in_redis(&url, &owned, super::LogAction::Export, &mut out)
+                        .map(|_| out)
+                })
+                .map_err(|e| e.to_string())?
+                .join()
+                .map_err(|_| "the export failed".to_string())?
+                .map(|lines| out = lines)?;
+        } else {
+            return Err(
+                "no stored history (start the server with --store, or --cluster and --accounts)"
+                    .into(),
+            );
+        }
+        String::from_utf8(out).map_err(|e| e.to_string())
+    }
+
     /// Everything the server counts and measures, now (`stats`).
     pub fn stats(&self) -> super::Snapshot {
         super::metrics::snapshot(&self.shared)

@@ -382,3 +382,76 @@ fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std:
     stream.write_all(body.as_bytes())?;
     stream.flush()
 }
+
+/// `(label, value)` lines of a snapshot, the numbers `stats` shows; a
+/// `None` value is one this server does not have (no cluster).
+fn fields(now: &Snapshot) -> Vec<(&'static str, Option<u64>)> {
+    let c = &now.counts;
+    vec![
+        ("connections_open", Some(now.connections_open)),
+        ("connections_accepted_tcp", Some(c.accepted_plain)),
+        ("connections_accepted_tls", Some(c.accepted_tls)),
+        ("users_online", Some(now.users_online)),
+        ("logins_ok", Some(c.logins_ok)),
+        ("messages_routed", Some(c.routed)),
+        ("messages_stored", Some(c.stored)),
+        ("messages_replayed", Some(c.replayed)),
+        ("received_bytes", Some(c.bytes_in)),
+        ("sent_bytes", Some(c.bytes_out)),
+        ("slow_consumers", Some(c.slow_consumers)),
+        ("outbound_queued_bytes", Some(now.queued_bytes)),
+        ("password_checks_waiting", Some(now.password_checks_waiting)),
+        ("redis_up", now.redis_reachable.map(u64::from)),
+        ("cluster_live_nodes", now.live_nodes),
+        ("resident_memory_bytes", now.rss_bytes),
+        ("open_fds", now.open_files),
+    ]
+}
+
+/// A snapshot as the console shows it: one `name value` line each, the
+/// refusals by code after.
+pub(crate) fn as_text(now: &Snapshot) -> String {
+    let mut text = String::new();
+    for (name, value) in fields(now) {
+        if let Some(value) = value {
+            text.push_str(&format!("{name:<26}{value}\n"));
+        }
+    }
+    for (what, by_code) in [
+        ("logins_refused", &now.counts.logins_refused),
+        ("messages_refused", &now.counts.refused),
+    ] {
+        for (code, count) in by_code {
+            text.push_str(&format!(
+                "{:<26}{count}\n",
+                format!("{what} {}", code.as_str())
+            ));
+        }
+    }
+    text.trim_end().to_string()
+}
+
+/// A snapshot as one JSON object (the refusals as objects by code).
+pub(crate) fn as_json(now: &Snapshot) -> String {
+    let mut json = String::from("{");
+    for (name, value) in fields(now) {
+        if let Some(value) = value {
+            json.push_str(&format!("\"{name}\":{value},"));
+        }
+    }
+    for (what, by_code) in [
+        ("logins_refused", &now.counts.logins_refused),
+        ("messages_refused", &now.counts.refused),
+    ] {
+        json.push_str(&format!("\"{what}\":{{"));
+        let codes: Vec<String> = by_code
+            .iter()
+            .map(|(code, count)| format!("\"{}\":{count}", code.as_str()))
+            .collect();
+        json.push_str(&codes.join(","));
+        json.push_str("},");
+    }
+    json.pop();
+    json.push('}');
+    json
+}

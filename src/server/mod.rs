@@ -45,12 +45,14 @@
 //! included) and stop it when they want.
 
 pub mod accounts;
+mod admin;
 mod admission;
 mod auth;
 pub mod bans;
 mod certificate;
 pub mod cli;
 mod cluster;
+pub mod commands;
 pub mod config;
 mod connection;
 pub mod console;
@@ -85,6 +87,7 @@ use smol::{Async, Timer};
 use tracing::{info, warn};
 
 use crate::net::workers::Workers;
+pub use admin::{request as admin_request, AdminReply, AdminSocket};
 use admission::Admission;
 pub use config::Config;
 pub use handle::{Account, ClusterState, ServerHandle};

@@ -217,3 +217,159 @@ fn metrics_move_with_the_traffic() {
 
     assert_eq!(http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
 }
+
+/// `chat-server admin [--json] SOCKET WORDS…`: exit code, stdout.
+fn admin(socket: &std::path::Path, json: bool, words: &[&str]) -> (i32, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command.arg("admin");
+    if json {
+        command.arg("--json");
+    }
+    let output = command.arg(socket).args(words).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_control_socket_runs_the_console_commands_and_says_whether_they_worked() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TempDir::new("admin");
+    let socket = dir.0.join("admin.sock");
+    let accounts = crate::store::accounts_of(&dir.0, &["carol"]);
+    let mut server = ServerProcess::start(&[
+        "--admin-socket",
+        socket.to_str().unwrap(),
+        "--accounts",
+        accounts.to_str().unwrap(),
+    ]);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+
+    let _alice = server.login("alice");
+    let mut bob = server.login("bob");
+    assert_eq!(
+        admin(&socket, false, &["users"]),
+        (0, "2 online\n  alice\n  bob\n".into())
+    );
+    assert_eq!(
+        admin(&socket, true, &["users"]),
+        (0, "{\"online\":[\"alice\",\"bob\"]}\n".into())
+    );
+
+    assert_eq!(admin(&socket, false, &["kick", "bob"]).0, 0);
+    assert!(matches!(bob.frame(), Frame::Error(_)));
+    server.wait_offline("bob");
+    // Nobody by that name online: it did not work.
+    assert_eq!(admin(&socket, false, &["kick", "bob"]).0, 1);
+
+    assert_eq!(admin(&socket, false, &["ban", "mallory", "1h"]).0, 0);
+    let mut mallory = server.connect("mallory");
+    match mallory.frame() {
+        Frame::Error(text) => assert!(text.contains("banned"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A reload that works, then one that does not.
+    let (code, json) = admin(&socket, true, &["reload-accounts"]);
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        json.starts_with("{\"reloaded\":true,\"registered\":1"),
+        "{json}"
+    );
+    std::fs::write(&accounts, "not an accounts file\n").unwrap();
+    assert_eq!(admin(&socket, false, &["reload-accounts"]).0, 1);
+    assert_eq!(admin(&socket, false, &["reload-tls"]).0, 1, "TLS is off");
+
+    let (code, stats) = admin(&socket, true, &["stats"]);
+    assert_eq!(code, 0);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["users_online"], 1);
+    assert_eq!(stats["logins_refused"]["banned"], 1);
+
+    // Not a command: a usage error.
+    assert_eq!(admin(&socket, false, &["dance"]).0, 2);
+
+    assert_eq!(admin(&socket, false, &["exit"]).0, 0);
+    assert!(server.wait_exit().success());
+    assert!(!socket.exists(), "the socket is removed at exit");
+    assert_eq!(admin(&socket, false, &["users"]).0, 1, "nobody answers");
+}
+
+#[test]
+fn another_user_cannot_use_the_control_socket() {
+    let dir = TempDir::new("admin-other");
+    // The other user must be able to reach the directory, so that only
+    // the socket's own mode stops them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.0.join("admin.sock");
+    let mut server = ServerProcess::start(&["--admin-socket", socket.to_str().unwrap()]);
+    let _alice = server.login("alice");
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run as another user; checked only the mode");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["admin", socket.to_str().unwrap(), "kick", "alice"])
+        // nobody
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ermission denied"),
+        "{output:?}"
+    );
+    assert_eq!(
+        server.users(),
+        vec!["alice".to_string()],
+        "alice is still there"
+    );
+}
+
+#[test]
+fn a_file_at_the_control_socket_path_is_never_replaced() {
+    let dir = TempDir::new("admin-file");
+    let path = dir.0.join("admin.sock");
+    std::fs::write(&path, "precious").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["0", "--admin-socket", path.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+}
+
+#[test]
+fn the_control_socket_exports_a_history_from_the_store() {
+    let dir = TempDir::new("admin-history");
+    let socket = dir.0.join("admin.sock");
+    let mut server =
+        crate::store::server_with(&dir.0, &["--admin-socket", socket.to_str().unwrap()]);
+    // To a registered name nobody is logged in to: stored.
+    let mut dave = server.login("dave");
+    dave.send("alice", "kept for later");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let lines = loop {
+        let (code, lines) = admin(&socket, false, &["history", "export", "alice"]);
+        assert_eq!(code, 0);
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let entry: serde_json::Value = serde_json::from_str(lines.trim_end()).unwrap();
+    assert_eq!(entry["peer"], "dave");
+    assert_eq!(entry["content"], "kept for later");
+    assert_eq!(entry["dir"], "in");
+    // Nothing to export without a store: it did not work.
+    let plain = dir.0.join("plain.sock");
+    let _other = ServerProcess::start(&["--admin-socket", plain.to_str().unwrap()]);
+    assert_eq!(admin(&plain, false, &["history", "export", "alice"]).0, 1);
+}

@@ -44,7 +44,7 @@ pub(crate) fn server(dir: &Path) -> ServerProcess {
 }
 
 /// The same, with `extra` options.
-fn server_with(dir: &Path, extra: &[&str]) -> ServerProcess {
+pub(crate) fn server_with(dir: &Path, extra: &[&str]) -> ServerProcess {
     let accounts = accounts(dir);
     let store = dir.join("store.redb");
     let mut args = vec![
