@@ -11,6 +11,7 @@ use pmchat::net::workers::Workers;
 use pmchat::server::accounts::{self, Accounts};
 use pmchat::server::cli::{AdminArgs, HistoryAction, HistoryArgs, PasswdArgs, ServerArgs};
 use pmchat::server::commands::Outcome;
+use pmchat::server::config_file;
 use pmchat::server::{self, Server};
 
 fn main() -> ExitCode {
@@ -46,7 +47,19 @@ fn main() -> ExitCode {
     {
         return history(HistoryArgs::parse_from(std::env::args_os().skip(1)));
     }
-    let args = ServerArgs::parse();
+    // `--config FILE`'s options go before the command line's, which win.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let config_file = match config_file::config_path(&argv) {
+        None => None,
+        Some(path) => match config_file::ConfigFile::load(&path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                pmchat::err_line!("chat-server: {e}");
+                return Status::Usage.into();
+            }
+        },
+    };
+    let args = config_file::parse(&argv, config_file.as_ref()).unwrap_or_else(|e| e.exit());
     pmchat::logging::init_as(
         args.verbosity(),
         args.color.enabled_for(&std::io::stderr()),
@@ -225,10 +238,14 @@ fn main() -> ExitCode {
     match pmchat::signals::Hangups::new() {
         Ok(mut hangups) => {
             let handle = server.handle();
+            let rereader = config_file.map(|file| config_file::Rereader::new(argv, file));
             workers.spawn(async move {
                 loop {
                     hangups.next().await;
                     pmchat::systemd::reloading();
+                    if let Some(rereader) = &rereader {
+                        rereader.reread(&handle);
+                    }
                     let _ = handle.reload_tls();
                     let _ = handle.reload_accounts(false);
                     pmchat::systemd::ready();

@@ -22,6 +22,7 @@
 //! is, or hands the admitted connection to [`super::connection`].
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,8 @@ pub(crate) async fn admit(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
             return Admission::Gone;
         }
     };
-    let Some(slot) = shared.connections.try_open(shared.config.max_clients) else {
+    let max_clients = shared.live.max_clients.load(Ordering::Relaxed);
+    let Some(slot) = shared.connections.try_open(max_clients) else {
         info!(%peer, "rejected: server is full");
         let error = ErrorText::of(Code::ServerFull);
         return refused(Transport::plain(socket), Wire::V1, error);
@@ -271,7 +273,7 @@ async fn log_in(
                 Step::Refused(refusal) => return Step::Refused(refusal),
                 Step::Gone => return Step::Gone,
             }
-        } else if shared.config.registered_only {
+        } else if shared.live.registered_only.load(Ordering::Relaxed) {
             info!(%peer, user = &*name, "rejected: not a registered name");
             let error = ErrorText::new(Code::NotRegistered, &name);
             return refused_in_their_wire(shared, transport, input, error).await;

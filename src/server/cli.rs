@@ -229,6 +229,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "WIRE", value_enum, default_value_t = DefaultWire::V1)]
     pub default_wire: DefaultWire,
 
+    /// Read options from a TOML file, under the same names as these flags
+    /// (`max-clients = 500`, `require-tls = true`); a flag given here
+    /// wins. SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Take the console's commands on a Unix socket at PATH too, created
     /// with mode 0600 and removed at exit: `chat-server admin PATH
     /// COMMAND` runs one.

@@ -279,6 +279,18 @@ impl ServerHandle {
         String::from_utf8(out).map_err(|e| e.to_string())
     }
 
+    /// Changes the settings that may change while the server runs (a
+    /// re-read config file): `--max-clients` and `--registered-only`,
+    /// for new connections and logins.
+    pub fn set_live(&self, max_clients: usize, registered_only: bool) {
+        let live = &self.shared.live;
+        let registered_only = registered_only && self.shared.auth.is_some();
+        live.max_clients
+            .store(max_clients, std::sync::atomic::Ordering::Relaxed);
+        live.registered_only
+            .store(registered_only, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Everything the server counts and measures, now (`stats`).
     pub fn stats(&self) -> super::Snapshot {
         super::metrics::snapshot(&self.shared)

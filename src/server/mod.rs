@@ -28,9 +28,11 @@
 //!   `Mailbox` type), `router` (one sender's routing; `router/across` the
 //!   cross-node side, boxed), `registry` (who is
 //!   online, presence), `outbound` (the bounded queue);
-//! - operating: `config`/`cli` (settings), `handle` (what the operator may
+//! - operating: `config`/`cli` (settings; `config_file` the `--config`
+//!   TOML file and its re-reading), `handle` (what the operator may
 //!   ask of a running server), `console` (the operator on stdin;
-//!   `terminal` when it is a terminal), `stats` (what the server counts),
+//!   `terminal` when it is a terminal; `commands` what both it and the
+//!   control socket run), `stats` (what the server counts),
 //!   `metrics` (`--metrics`: Prometheus's text at `GET /metrics`),
 //!   `admin` (`--admin-socket`: the console's commands on a Unix socket);
 //! - `cluster` (several nodes as one server, through Redis:
@@ -54,6 +56,7 @@ pub mod cli;
 mod cluster;
 pub mod commands;
 pub mod config;
+pub mod config_file;
 mod connection;
 pub mod console;
 mod device;
@@ -122,6 +125,19 @@ pub(crate) struct Shared {
     pub(crate) stream_inboxes: Option<stream_inbox::StreamInboxes>,
     /// What the server counts (`--metrics`, `stats`).
     pub(crate) stats: Arc<stats::Stats>,
+    /// The settings a re-read config file may change while it runs.
+    pub(crate) live: LiveSettings,
+}
+
+/// Settings that may change while the server runs (SIGHUP with
+/// `--config`), read where they apply: the rest of [`Config`] is fixed.
+pub(crate) struct LiveSettings {
+    /// `--max-clients`: new connections past it are refused (open ones
+    /// stay).
+    pub(crate) max_clients: AtomicUsize,
+    /// `--registered-only`: new logins to other names are refused (open
+    /// sessions stay).
+    pub(crate) registered_only: AtomicBool,
 }
 
 /// What `chat-server history` does to a registered name's log in a
@@ -330,6 +346,10 @@ impl Server {
         });
         let registry = Arc::new(Registry::default());
         let stats = Arc::new(stats::Stats::new(workers.count()));
+        let live = LiveSettings {
+            max_clients: AtomicUsize::new(config.max_clients),
+            registered_only: AtomicBool::new(config.registered_only),
+        };
         let cluster = config
             .cluster
             .as_deref()
@@ -374,6 +394,7 @@ impl Server {
                 cluster,
                 bans: bans::Bans::default(),
                 stats,
+                live,
             }),
         })
     }

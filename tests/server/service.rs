@@ -373,3 +373,108 @@ fn the_control_socket_exports_a_history_from_the_store() {
     let _other = ServerProcess::start(&["--admin-socket", plain.to_str().unwrap()]);
     assert_eq!(admin(&plain, false, &["history", "export", "alice"]).0, 1);
 }
+
+/// `chat-server 0 --bind 127.0.0.1 ARGS…` with a notify socket at
+/// `notify` (to hear when a reload is done).
+fn start_notifying(notify: &std::path::Path, args: &[&str]) -> ServerProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command
+        .args(["0", "--bind", "127.0.0.1"])
+        .args(args)
+        .env("NOTIFY_SOCKET", notify)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    ServerProcess::spawn(command)
+}
+
+/// True if a new connection is refused as `server is full` (one that is
+/// let in hears nothing, and leaves).
+fn is_full(port: u16) -> bool {
+    use std::io::Read;
+    let mut client = RawClient::open(port);
+    client.handshake(b"probe");
+    client
+        .stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    match client.stream.read(&mut first) {
+        // Something came: the refusal.
+        Ok(1) => {
+            client.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let rest = client.read_exact(3);
+            let text = client.read_exact(usize::from(u16::from_be_bytes([rest[1], rest[2]])));
+            assert_eq!((first[0], rest[0]), (0, 1), "an error frame");
+            assert_eq!(text, b"server is full\n");
+            true
+        }
+        Ok(_) => panic!("closed without a word"),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn a_config_file_sets_options_the_command_line_wins_and_sighup_rereads_it() {
+    let dir = TempDir::new("config");
+    let notify_path = dir.0.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let config = dir.0.join("server.toml");
+    std::fs::write(&config, "# one client at a time\nmax-clients = 1\n").unwrap();
+    let path = config.to_str().unwrap();
+
+    let mut server = start_notifying(&notify_path, &["--config", path]);
+    assert_eq!(notification(&notify), "READY=1\n");
+    let _alice = server.login("alice");
+    assert!(is_full(server.port), "max-clients = 1 from the file");
+
+    // A flag on the command line wins over the file.
+    let mut wider = ServerProcess::start(&["--config", path, "--max-clients", "2"]);
+    let _bob = wider.login("bob");
+    assert!(!is_full(wider.port));
+
+    // SIGHUP: the file is read again, and max-clients changes live.
+    std::fs::write(&config, "max-clients = 3\n").unwrap();
+    server.signal("HUP");
+    assert!(notification(&notify).starts_with("RELOADING=1"));
+    assert_eq!(notification(&notify), "READY=1\n");
+    let _carol = server.login("carol");
+    // Three now: alice, carol, and one more.
+    assert!(!is_full(server.port));
+
+    // A file broken since: the running settings stay.
+    std::fs::write(&config, "max-clients = \"many\"\n").unwrap();
+    server.signal("HUP");
+    assert!(notification(&notify).starts_with("RELOADING=1"));
+    assert_eq!(notification(&notify), "READY=1\n");
+    let _dave = server.login("dave");
+    assert!(is_full(server.port), "still three");
+    assert!(server.is_running());
+}
+
+#[test]
+fn config_file_errors_name_their_line() {
+    let dir = TempDir::new("config-errors");
+    let config = dir.0.join("server.toml");
+    for (text, line) in [
+        ("max-clients = 10\n\nmax-clinets = 5\n", 3),
+        ("bind = \"::\"\nmax-username-bytes = 300\n", 2),
+        ("require-tls = \"yes\"\n", 1),
+        ("\n\nthreads = [1, 2]\n", 3),
+        ("queue-bytes = \n", 1),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["0", "--config", config.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{text:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let at = format!("{}:{line}: ", config.display());
+        assert!(stderr.contains(&at), "{text:?}: wanted {at:?} in {stderr}");
+        assert!(output.stdout.is_empty(), "it never starts");
+    }
+}
