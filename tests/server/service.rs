@@ -478,3 +478,32 @@ fn config_file_errors_name_their_line() {
         assert!(output.stdout.is_empty(), "it never starts");
     }
 }
+
+#[test]
+fn metrics_across_nodes_show_redis_and_the_publish_batches() {
+    crate::require_redis!();
+    let redis = RedisProcess::start();
+    let metrics = free_port();
+    let mut a = ServerProcess::start(&[
+        "--cluster",
+        &redis.url(),
+        "--metrics",
+        &format!("127.0.0.1:{metrics}"),
+    ]);
+    let mut b = ServerProcess::start(&["--cluster", &redis.url()]);
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    // alice's node knows where bob is, then her message crosses.
+    a.wait_online("bob");
+    alice.send("bob", "across");
+    assert_eq!(bob.frame(), Frame::msg("alice", "across"));
+
+    let (_, scrape) = http_get(metrics, "/metrics");
+    let value =
+        |name: &str| series(&scrape, name).unwrap_or_else(|| panic!("no {name}:\n{scrape}"));
+    assert_eq!(value("pmchat_redis_up"), 1.0);
+    assert_eq!(value("pmchat_cluster_live_nodes"), 1.0);
+    assert!(value("pmchat_cluster_publish_bytes_count") >= 1.0);
+    assert!(value("pmchat_cluster_publish_seconds_count") >= 1.0);
+    assert!(value("pmchat_cluster_publish_seconds_sum") > 0.0);
+}
