@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub connections_open: u64,
     /// Names online on this node.
     pub users_online: u64,
+    /// Sessions on this node by wire: v1, gob.
+    pub sessions_v1: u64,
+    pub sessions_gob: u64,
     /// Bytes queued for clients, not yet written.
     pub queued_bytes: u64,
     /// Password checks waiting for the checker thread.
@@ -60,14 +63,20 @@ pub struct Snapshot {
 
 /// Reads everything now.
 pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
-    let mut queued = 0u64;
-    shared
-        .registry
-        .for_each(|session| queued += session.outbound().queued() as u64);
+    let (mut queued, mut v1, mut gob) = (0u64, 0u64, 0u64);
+    shared.registry.for_each(|session| {
+        queued += session.outbound().queued() as u64;
+        match session.wire() {
+            super::Wire::Gob => gob += 1,
+            super::Wire::V1 | super::Wire::Coded => v1 += 1,
+        }
+    });
     Snapshot {
         counts: shared.stats.read(),
         connections_open: shared.open_connections() as u64,
         users_online: shared.registry.names().len() as u64,
+        sessions_v1: v1,
+        sessions_gob: gob,
         queued_bytes: queued,
         password_checks_waiting: shared
             .auth
@@ -151,6 +160,17 @@ impl Collector for ServerCollector {
             "Names logged in on this node.",
             now.users_online,
         )?;
+        let mut family = e.encode_descriptor(
+            "pmchat_sessions",
+            "Logged-in sessions on this node, by wire.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (wire, count) in [("v1", now.sessions_v1), ("gob", now.sessions_gob)] {
+            let labels = [("wire", wire)];
+            let metric = family.encode_family(&labels)?;
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX)).encode(metric)?;
+        }
         let mut logins = vec![("ok", counts.logins_ok)];
         logins.extend(counts.logins_refused.iter().map(|(c, n)| (c.as_str(), *n)));
         labelled(
@@ -392,6 +412,8 @@ fn fields(now: &Snapshot) -> Vec<(&'static str, Option<u64>)> {
         ("connections_accepted_tcp", Some(c.accepted_plain)),
         ("connections_accepted_tls", Some(c.accepted_tls)),
         ("users_online", Some(now.users_online)),
+        ("sessions_v1", Some(now.sessions_v1)),
+        ("sessions_gob", Some(now.sessions_gob)),
         ("logins_ok", Some(c.logins_ok)),
         ("messages_routed", Some(c.routed)),
         ("messages_stored", Some(c.stored)),

@@ -204,6 +204,8 @@ fn metrics_move_with_the_traffic() {
         3.0
     );
     assert_eq!(value("pmchat_users_online"), 2.0);
+    assert_eq!(value(r#"pmchat_sessions{wire="v1"}"#), 2.0);
+    assert_eq!(value(r#"pmchat_sessions{wire="gob"}"#), 0.0);
     assert!(value("pmchat_received_bytes_total") >= 103.0 * 10.0);
     assert!(value("pmchat_sent_bytes_total") >= 100.0 * 10.0);
     assert!(value("process_resident_memory_bytes") > 0.0);
