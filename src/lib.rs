@@ -41,7 +41,8 @@
 //!   systemd (`NOTIFY_SOCKET`, `LISTEN_FDS`).
 //! - [`sys`]: process limits and `/proc` readings (open files, CPU, RSS).
 //! - [`store`]: the durable conversation logs of `--store` (redb), with
-//!   their writer thread and group commit.
+//!   their writer thread and group commit, and the public keys devices
+//!   publish for end-to-end encryption (`store::keys`).
 //! - [`server`]: the server: listener, registry, sessions, console.
 //! - [`client`]: the client: commands, connection, REPL, batch, output.
 //! - [`bench`](mod@bench): `chat-bench`, the load generator.

@@ -21,6 +21,8 @@ mod gob;
 mod hardening;
 #[path = "server/in_process.rs"]
 mod in_process;
+#[path = "server/keys.rs"]
+mod keys;
 #[path = "server/lifecycle.rs"]
 mod lifecycle;
 #[path = "server/limits.rs"]

@@ -239,6 +239,11 @@ impl FrameHandler {
                 }
             }
             ServerFrame::Online { last, names } => self.online_page(last, names, sink, state),
+            // Answers to the `keys` extension, which this client does not
+            // ask for yet: one that comes anyway is ignored.
+            ServerFrame::KeyCount { .. }
+            | ServerFrame::DeviceKeys { .. }
+            | ServerFrame::KeysEnd { .. } => {}
             ServerFrame::Presence { joined, name } => {
                 state.presence(joined, &String::from_utf8_lossy(name));
                 sink.presence(joined, name);

@@ -66,6 +66,8 @@ pub(crate) struct HelloRequest {
     pub(crate) after_time: Option<u64>,
     /// With receipts, STORED for messages stored for later.
     pub(crate) stored: bool,
+    /// The `keys` extension (a registered name only).
+    pub(crate) keys: bool,
 }
 
 impl HelloRequest {
@@ -81,6 +83,7 @@ impl HelloRequest {
                 f if f == v1::FEATURE_CODES.as_bytes() => request.codes = true,
                 f if f == v1::FEATURE_INBOX.as_bytes() => request.inbox = true,
                 f if f == v1::FEATURE_STORED.as_bytes() => request.stored = true,
+                f if f == v1::FEATURE_KEYS.as_bytes() => request.keys = true,
                 f => {
                     let number = |key: &str| {
                         let value = f.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;

@@ -43,7 +43,7 @@ use crate::runtime::{timeout, until};
 use crate::wire::framing::Decoder;
 use crate::wire::framing::FrameReader;
 use crate::wire::texts::{Code, ErrorText};
-use crate::wire::v1::{self, ClientFrame, FrameError};
+use crate::wire::v1::{self, keys, ClientFrame, FrameError};
 
 /// How the reading side of a session ended.
 #[derive(Debug)]
@@ -273,6 +273,21 @@ async fn read_loop(
                         why: "it needs the inbox (a registered name on a server with --store, or --cluster and --accounts)",
                     });
                 }
+                // Keys are for sessions that negotiated them.
+                ClientFrame::Keys { .. } | ClientFrame::Claim { .. } if !router.keys => {
+                    return ReadEnd::Protocol(FrameError::Unexpected {
+                        frame: "KEYS",
+                        why:
+                            "it needs the keys feature (a registered name, proven by its password)",
+                    });
+                }
+                ClientFrame::Keys { device, records } => match keys::records(records) {
+                    Ok(records) => router.publish_keys(device, records).await,
+                    Err(keys::BadRecords(why)) => {
+                        return ReadEnd::Protocol(FrameError::Malformed { frame: "KEYS", why });
+                    }
+                },
+                ClientFrame::Claim { name } => router.claim_keys(name).await,
                 // Boxed: sessions that never ask carry no room for it.
                 ClientFrame::History { peer, request } => {
                     let (before, max) = v1::history_request(request);

@@ -62,6 +62,7 @@ pub mod console;
 mod device;
 mod handle;
 mod inbox;
+mod keys;
 mod mailbox;
 mod metrics;
 mod outbound;
@@ -127,6 +128,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<stats::Stats>,
     /// The settings a re-read config file may change while it runs.
     pub(crate) live: LiveSettings,
+    /// Registered devices' public keys (the `keys` extension), with
+    /// `--accounts` on a single node.
+    pub(crate) keys: Option<keys::KeyDirectory>,
 }
 
 /// Settings that may change while the server runs (SIGHUP with
@@ -381,8 +385,14 @@ impl Server {
             )),
             _ => None,
         };
+        let keys = match (&config.accounts, &config.store, &cluster) {
+            (Some(_), _, Some(_)) | (None, ..) => None,
+            (Some(_), Some(store), None) => Some(keys::KeyDirectory::Store(Arc::clone(store))),
+            (Some(_), None, None) => Some(keys::KeyDirectory::Memory(Default::default())),
+        };
         Ok(Server {
             shared: Arc::new(Shared {
+                keys,
                 inboxes,
                 stream_inboxes,
                 auth,

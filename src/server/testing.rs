@@ -52,6 +52,9 @@ pub(crate) enum Out {
     CaughtUp(u64),
     /// HISTORY-END: entries in the page.
     HistoryEnd(u64),
+    KeyCount(u64),
+    DeviceKeys(String, Vec<u8>),
+    KeysEnd(u64),
 }
 
 /// Everything queued for `session` and not yet written, decoded.
@@ -102,6 +105,11 @@ pub(crate) fn queued(session: &Mailbox) -> Vec<Out> {
                 ..
             } => Out::Entry(id, direction, text(peer), text(content)),
             ServerFrame::HistoryEnd { count } => Out::HistoryEnd(count),
+            ServerFrame::KeyCount { count, .. } => Out::KeyCount(count),
+            ServerFrame::DeviceKeys { device, records } => {
+                Out::DeviceKeys(text(device), records.to_vec())
+            }
+            ServerFrame::KeysEnd { devices, .. } => Out::KeysEnd(devices),
         });
         rest = &rest[used..];
     }

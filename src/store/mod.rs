@@ -28,6 +28,7 @@
 
 mod chunk;
 mod entry;
+pub mod keys;
 mod read;
 mod writer;
 

@@ -23,6 +23,7 @@ use tracing::debug;
 
 mod across;
 mod cross_node;
+mod keys;
 mod logged;
 mod receipts;
 mod stored;
@@ -60,6 +61,8 @@ pub(crate) struct Router<'a> {
     to_flush: Vec<Arc<Mailbox>>,
     /// The client asked for receipts.
     receipts: bool,
+    /// The session negotiated `keys` (a registered name, proven).
+    pub(crate) keys: bool,
     /// Message frames read since login: the ordinal of the latest.
     ordinal: u64,
     /// How many of them [`Stats`](super::stats::Stats) was told of, and
@@ -109,6 +112,7 @@ impl<'a> Router<'a> {
             auth_expected: false,
             to_flush: Vec::new(),
             receipts: false,
+            keys: false,
             ordinal: 0,
             accounted: 0,
             counted: 0,
@@ -220,6 +224,11 @@ impl<'a> Router<'a> {
         if request.inbox && self.me.is_inbox() {
             limits.push(' ');
             limits.push_str(v1::FEATURE_INBOX);
+        }
+        if request.keys && authenticated && self.shared.keys.is_some() {
+            limits.push(' ');
+            limits.push_str(v1::FEATURE_KEYS);
+            self.keys = true;
         }
         if request.stored && request.receipts && self.shared.has_inboxes() {
             limits.push(' ');

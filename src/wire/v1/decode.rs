@@ -68,7 +68,7 @@ pub fn decode_client_frame<'a>(
     let opcode = be16(buf, 0);
     if !matches!(
         opcode,
-        OP_MESSAGE | OP_HELLO | OP_WHO | OP_AUTH | OP_HISTORY
+        OP_MESSAGE | OP_HELLO | OP_WHO | OP_AUTH | OP_HISTORY | OP_KEYS | OP_CLAIM
     ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
@@ -130,6 +130,22 @@ pub fn decode_client_frame<'a>(
                 });
             }
         }
+        OP_KEYS => {
+            if len_a == 0 || len_a > keys::MAX_DEVICE_ID {
+                return Err(FrameError::Malformed {
+                    frame: "KEYS",
+                    why: "its device id must be 1 to 64 bytes",
+                });
+            }
+        }
+        OP_CLAIM => {
+            if len_a == 0 || len_a > usize::from(limits.max_username) || len_b != 0 {
+                return Err(FrameError::Malformed {
+                    frame: "CLAIM",
+                    why: "it must carry a name and an empty field",
+                });
+            }
+        }
         _ => {
             if len_a != 0 || len_b != 0 {
                 return Err(FrameError::Malformed {
@@ -155,6 +171,11 @@ pub fn decode_client_frame<'a>(
             peer: a,
             request: b,
         },
+        OP_KEYS => ClientFrame::Keys {
+            device: a,
+            records: b,
+        },
+        OP_CLAIM => ClientFrame::Claim { name: a },
         _ => ClientFrame::Who,
     };
     Ok(Decoded::Frame(frame, end))
@@ -201,6 +222,9 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             | OP_CAUGHT_UP
             | OP_HISTORY_ENTRY
             | OP_HISTORY_END
+            | OP_KEY_COUNT
+            | OP_DEVICE_KEYS
+            | OP_KEYS_END
     ) {
         return Err(FrameError::UnknownOpcode(opcode));
     }
@@ -250,6 +274,12 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             return Err(FrameError::Malformed {
                 frame: "CAUGHT-UP",
                 why: "it must carry an empty field and an 8-byte count",
+            })
+        }
+        OP_KEY_COUNT | OP_KEYS_END if len_b != ORDINAL_LEN => {
+            return Err(FrameError::Malformed {
+                frame: "KEY-COUNT",
+                why: "its second field must be an 8-byte count",
             })
         }
         OP_PENDING if len_b != ORDINAL_LEN || len_a > MAX_WORD => {
@@ -305,6 +335,18 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<Decoded<ServerFrame<'_>>, Frame
             content: b,
         },
         OP_HISTORY_END => ServerFrame::HistoryEnd { count: ordinal(b) },
+        OP_KEY_COUNT => ServerFrame::KeyCount {
+            device: a,
+            count: ordinal(b),
+        },
+        OP_DEVICE_KEYS => ServerFrame::DeviceKeys {
+            device: a,
+            records: b,
+        },
+        OP_KEYS_END => ServerFrame::KeysEnd {
+            name: a,
+            devices: ordinal(b),
+        },
         OP_STORED => ServerFrame::Stored {
             first: ordinal(a),
             last: ordinal(b),

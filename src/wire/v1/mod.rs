@@ -113,6 +113,20 @@ pub const OP_HISTORY: u16 = 10;
 pub const OP_HISTORY_ENTRY: u16 = 13;
 /// Opcode of the end of a HISTORY answer (server → client).
 pub const OP_HISTORY_END: u16 = 14;
+/// Opcode of KEYS (client → server, feature `keys`): a device publishes
+/// its public keys (see [`keys`]).
+pub const OP_KEYS: u16 = 15;
+/// Opcode of KEY-COUNT (server → client): one-time keys the server holds
+/// for a device, after its KEYS.
+pub const OP_KEY_COUNT: u16 = 15;
+/// Opcode of CLAIM (client → server, feature `keys`): one key per device
+/// of a user.
+pub const OP_CLAIM: u16 = 16;
+/// Opcode of DEVICE-KEYS (server → client): one device's keys, answering
+/// CLAIM.
+pub const OP_DEVICE_KEYS: u16 = 16;
+/// Opcode of KEYS-END (server → client): the end of a CLAIM's answer.
+pub const OP_KEYS_END: u16 = 17;
 /// Most entries one HISTORY asks for.
 pub const MAX_HISTORY_PAGE: u16 = 1000;
 /// Bytes of HISTORY's second field: the id to page back from, the count.
@@ -199,6 +213,9 @@ pub const HELLO_AFTER: &str = "after";
 /// The HELLO word that starts the replay at a time instead:
 /// `after_time=MS` (milliseconds since the Unix epoch).
 pub const HELLO_AFTER_TIME: &str = "after_time";
+/// Feature: a registered user's devices publish keys and claim others'
+/// (see [`keys`]).
+pub const FEATURE_KEYS: &str = "keys";
 /// Feature: with receipts, STORED says which messages were stored for a
 /// recipient not connected (without it, ACCEPTED covers them).
 pub const FEATURE_STORED: &str = "stored";
@@ -252,6 +269,11 @@ pub enum ClientFrame<'a> {
     /// 16-byte load, which cost about a tenth of the throughput between
     /// 100 pairs.
     History { peer: &'a [u8], request: &'a [u8] },
+    /// A device publishes its keys: `records` unchecked (see
+    /// [`keys::records`]).
+    Keys { device: &'a [u8], records: &'a [u8] },
+    /// A claim of one key per device of `name`.
+    Claim { name: &'a [u8] },
     /// The password that proves the login (empty: the client has none).
     Auth {
         /// A device token the server issued, or empty.
@@ -313,6 +335,12 @@ pub enum ServerFrame<'a> {
     },
     /// The end of a HISTORY answer: `count` entries came.
     HistoryEnd { count: u64 },
+    /// The server holds `count` one-time keys of `device`.
+    KeyCount { device: &'a [u8], count: u64 },
+    /// One device's keys, answering CLAIM: records (see [`keys`]).
+    DeviceKeys { device: &'a [u8], records: &'a [u8] },
+    /// The end of a CLAIM's answer: `devices` DEVICE-KEYS came for `name`.
+    KeysEnd { name: &'a [u8], devices: u64 },
 }
 
 /// A frame that breaks the protocol; the connection cannot go on.
@@ -477,6 +505,7 @@ impl crate::wire::framing::Decoder for ServerDecoder {
 
 mod decode;
 mod encode;
+pub mod keys;
 
 pub use decode::*;
 pub use encode::*;

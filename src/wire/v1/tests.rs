@@ -467,3 +467,57 @@ fn error_text_is_cut_to_fit_a_frame() {
     assert!(text.len() <= 65535);
     assert!(std::str::from_utf8(text).is_ok());
 }
+
+#[test]
+fn key_frames_round_trip_and_their_bounds_hold() {
+    let limits = Limits::default();
+    let mut records = Vec::new();
+    keys::push_record(keys::IDENTITY, b"id", &mut records);
+    let mut out = Vec::new();
+    assert!(keys::encode_keys(b"dev", &records, &mut out));
+    assert!(keys::encode_claim(b"bob", &mut out));
+    let Ok(Decoded::Frame(ClientFrame::Keys { device, records: r }, used)) =
+        decode_client_frame(&out, &limits)
+    else {
+        panic!("not KEYS")
+    };
+    assert_eq!((device, r), (&b"dev"[..], &records[..]));
+    assert_eq!(
+        decode_client_frame(&out[used..], &limits),
+        Ok(Decoded::Frame(
+            ClientFrame::Claim { name: b"bob" },
+            out.len() - used
+        ))
+    );
+    // A device id of 0 or 65 bytes, a CLAIM with content: refused at the
+    // header, before the body arrives.
+    for header in [
+        [0, 15, 0, 0, 0, 1],
+        [0, 15, 0, 65, 0, 0],
+        [0, 16, 0, 3, 0, 1],
+        [0, 16, 0, 0, 0, 0],
+    ] {
+        assert!(
+            matches!(
+                decode_client_frame(&header, &limits),
+                Err(FrameError::Malformed { .. })
+            ),
+            "{header:?}"
+        );
+    }
+    let mut answers = Vec::new();
+    keys::encode_key_count(b"dev", 3, &mut answers);
+    keys::encode_device_keys(b"dev", &records, &mut answers);
+    keys::encode_keys_end(b"bob", 1, &mut answers);
+    let mut rest = &answers[..];
+    let mut seen = Vec::new();
+    while let Ok(Decoded::Frame(frame, used)) = decode_server_frame(rest) {
+        seen.push(format!("{frame:?}"));
+        rest = &rest[used..];
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(matches!(
+        decode_server_frame(&[0, 15, 0, 3, 0, 7]),
+        Err(FrameError::Malformed { .. })
+    ));
+}
