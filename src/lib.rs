@@ -44,7 +44,8 @@
 //!   their writer thread and group commit, and the public keys devices
 //!   publish for end-to-end encryption (`store::keys`).
 //! - [`server`]: the server: listener, registry, sessions, console.
-//! - [`client`]: the client: commands, connection, REPL, batch, output.
+//! - [`client`]: the client: commands, connection, REPL, batch, output;
+//!   `client::e2e` the core of end-to-end encryption (Olm, vodozemac).
 //! - [`bench`](mod@bench): `chat-bench`, the load generator.
 //!
 //! The binaries in `src/bin/` only parse arguments, call into this library

@@ -30,6 +30,7 @@ pub mod config;
 mod connection;
 mod cursor;
 mod device;
+pub mod e2e;
 mod exec;
 mod frames;
 mod output;
