@@ -2,8 +2,8 @@
 //! registered users' devices are kept, behind one seam. With `--store`
 //! they are in the store (durable: a one-time key handed out stays handed
 //! out across restarts); without it, in memory for the server's life
-//! (devices publish again at their next login). Across nodes (`--cluster`)
-//! there is no directory yet, and `keys` is not offered.
+//! (devices publish again at their next login); across nodes
+//! (`--cluster`), in Redis, where every node publishes and claims.
 //!
 //! Only sessions of registered names proven by a password (or a device
 //! token) negotiate `keys`: an unregistered name can be taken by anyone,
@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use super::cluster::Cluster;
 use crate::store::keys::{Claimed, DeviceKeys, PublishError, MAX_DEVICES};
 use crate::store::{now_ms, Store};
 use crate::wire::v1::keys::Record;
@@ -25,6 +26,8 @@ pub(crate) enum KeyDirectory {
     Memory(Mutex<Names>),
     /// In the store's `keys` table.
     Store(Arc<Store>),
+    /// In the cluster's Redis, shared by every node.
+    Redis(Arc<Cluster>),
 }
 
 impl KeyDirectory {
@@ -79,6 +82,9 @@ impl KeyDirectory {
                 })
                 .await
             }
+            KeyDirectory::Redis(cluster) => {
+                cluster.publish_device_keys(name, device, records).await
+            }
         }
     }
 
@@ -102,6 +108,7 @@ impl KeyDirectory {
                 let (store, name) = (Arc::clone(store), name.to_string());
                 smol::unblock(move || store.claim_keys(&name).ok()).await
             }
+            KeyDirectory::Redis(cluster) => cluster.claim_device_keys(name).await,
         }
     }
 }

@@ -386,7 +386,8 @@ impl Server {
             _ => None,
         };
         let keys = match (&config.accounts, &config.store, &cluster) {
-            (Some(_), _, Some(_)) | (None, ..) => None,
+            (None, ..) => None,
+            (Some(_), _, Some(cluster)) => Some(keys::KeyDirectory::Redis(Arc::clone(cluster))),
             (Some(_), Some(store), None) => Some(keys::KeyDirectory::Store(Arc::clone(store))),
             (Some(_), None, None) => Some(keys::KeyDirectory::Memory(Default::default())),
         };

@@ -185,3 +185,69 @@ fn hostile_key_records_close_the_connection() {
     let mut bob = log_in(&server, "bob", "keys");
     assert!(claim(&mut bob, "alice").is_empty());
 }
+
+crate::on_both!(
+    across_nodes_each_one_time_key_is_handed_out_once_to_concurrent_claimers,
+    ;
+);
+
+fn across_nodes_each_one_time_key_is_handed_out_once_to_concurrent_claimers(url: &str) {
+    let dir = TempDir::new("keys-cluster");
+    let accounts = crate::store::accounts_of(&dir.0, &["alice", "bob", "carol"]);
+    let args = [
+        "--cluster",
+        url,
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+    ];
+    let a = ServerProcess::start(&args);
+    let b = ServerProcess::start(&args);
+    let mut alice = log_in(&a, "alice", "keys");
+    let published = [
+        (b'i', &b"alice identity"[..]),
+        (b'o', b"otk-1"),
+        (b'o', b"otk-2"),
+        (b'f', b"fallback"),
+    ];
+    assert_eq!(publish(&mut alice, "phone", &published), 2);
+    // Published again: the keys add up, the identity stays one.
+    assert_eq!(publish(&mut alice, "phone", &[(b'o', b"otk-3")]), 3);
+
+    // Three claimers on two nodes at once: three different keys.
+    let claimers: Vec<_> = [(&a, "bob"), (&b, "carol"), (&b, "alice")]
+        .into_iter()
+        .map(|(node, name)| log_in(node, name, "keys"))
+        .collect();
+    let handles: Vec<_> = claimers
+        .into_iter()
+        .map(|mut client| std::thread::spawn(move || claim(&mut client, "alice")))
+        .collect();
+    let mut keys: Vec<Vec<u8>> = handles
+        .into_iter()
+        .map(|handle| {
+            let devices = handle.join().unwrap();
+            assert_eq!(devices.len(), 1);
+            assert_eq!(devices[0].0, "phone");
+            devices[0].1.clone()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            records(&[(b'i', b"alice identity"), (b'o', b"otk-1")]),
+            records(&[(b'i', b"alice identity"), (b'o', b"otk-2")]),
+            records(&[(b'i', b"alice identity"), (b'o', b"otk-3")]),
+        ]
+    );
+    let mut bob = log_in(&b, "bob", "keys");
+    assert_eq!(
+        claim(&mut bob, "alice"),
+        vec![(
+            "phone".into(),
+            records(&[(b'i', b"alice identity"), (b'f', b"fallback")])
+        )]
+    );
+    assert!(claim(&mut bob, "carol").is_empty());
+}

@@ -62,6 +62,11 @@ pub(crate) fn log_meta_key(name: &str) -> String {
     format!("pmchat:logmeta:{{{name}}}")
 }
 
+/// A registered name's devices' public keys (see `device_keys`).
+pub(super) fn device_keys_key(name: &str) -> String {
+    format!("pmchat:keys:{{{name}}}")
+}
+
 /// How many sessions of a registered name each node has (see `devices`).
 pub(super) fn devices_key(name: &str) -> String {
     format!("pmchat:devices:{{{name}}}")

@@ -77,6 +77,7 @@ mod backlog;
 mod batch;
 mod commands;
 mod delivery;
+mod device_keys;
 mod devices;
 mod directory;
 mod drain;
