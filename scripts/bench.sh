@@ -441,6 +441,20 @@ else
 fi
 batch_client
 
+# The client's end-to-end encryption on one core, no server (#27's
+# target: 50,000 msgs/s at 32 B, encrypt + decrypt).
+crypto_runs=()
+for i in 1 2 3; do
+    echo "== e2e crypto, 32 B (run $i)" >&2
+    "$bin/chat-bench" crypto --messages 200000 --size 32 > "$work/crypto-$i.json"
+    crypto_runs+=("$work/crypto-$i.json")
+done
+mapfile -t crypto_runs < <(python3 -c 'import json,sys; [print(f) for f in sorted(sys.argv[1:], key=lambda f: json.load(open(f))["msgs_per_s"])]' "${crypto_runs[@]}")
+r=${crypto_runs[1]}
+row "e2e crypto, 32 B: encrypt, carry as envelope text, decrypt (client, one core, no server)" \
+    "$(fmt "$(json "$r" msgs_per_s)" ',.0f') msgs/s (encrypt $(fmt "$(json "$r" encrypt_us)" .1f) µs, decrypt $(fmt "$(json "$r" decrypt_us)" .1f) µs); 3 runs: $(range msgs_per_s 1e3 .1f "${crypto_runs[@]}") k" \
+    "" "" "$(fmt "$(json "$r" bench_cpu_s)" .2f)" ""
+
 echo
 echo "| case | result | latency p50 / p99 / p99.9 | server CPU s | bench CPU s | server RSS |"
 echo "|---|---|---|---|---|---|"

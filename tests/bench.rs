@@ -284,3 +284,17 @@ fn stored_drives_redis_streams_with_the_same_workload() {
     assert_eq!(report["stored"], 1200, "{report}");
     assert_eq!(report["refused"], 0, "{report}");
 }
+
+#[test]
+fn crypto_encrypts_and_decrypts_every_message_without_a_server() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["crypto", "--messages", "200", "--size", "32"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["case"], "crypto");
+    assert_eq!(report["messages"], 200);
+    assert!(report["msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["encrypt_us"].as_f64().unwrap() > 0.0);
+}

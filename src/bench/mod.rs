@@ -6,6 +6,8 @@
 //! - [`stored`]: messages to offline registered names on a server with
 //!   `--store`, counted once stored; [`durable`]: the same workload on
 //!   Redis Streams and NATS JetStream.
+//! - [`crypto`]: the client's end-to-end encryption on one core, no
+//!   server.
 //!
 //! The generator must not be the bottleneck: frames are built from a
 //! pre-encoded template (only the sequence digits change), written and read
@@ -15,6 +17,7 @@
 //! stdout.
 
 mod conns;
+mod crypto;
 mod durable;
 mod latency;
 pub mod peers;
@@ -58,6 +61,10 @@ pub enum Case {
     /// Senders to registered names nobody is logged in to, on a server with
     /// --store: messages stored (committed and fsynced) per second.
     Stored(StoredArgs),
+    /// The client's end-to-end encryption, no server: messages encrypted
+    /// by one device, carried as envelope text and decrypted by another,
+    /// on one core.
+    Crypto(crypto::CryptoArgs),
 }
 
 /// Options every case shares.
@@ -250,6 +257,8 @@ pub struct ConnsArgs {
 /// arrived in order).
 pub fn run(args: BenchArgs) -> Status {
     let common = match &args.case {
+        // No server: run here, on this thread.
+        Case::Crypto(crypto) => return finish(crypto::run(crypto)),
         Case::Throughput(a) => &a.common,
         Case::Latency(a) => &a.common,
         Case::Conns(a) => &a.common,
@@ -282,8 +291,14 @@ pub fn run(args: BenchArgs) -> Status {
                 Some(peer) => durable::run(&ex, target.addr, peer, a).await,
                 None => stored::run(&ex, &target, a).await,
             },
+            Case::Crypto(_) => Err(io::Error::other("answered above")),
         }
     });
+    finish(outcome.map_err(|e| e.to_string()))
+}
+
+/// Prints a case's report (or why it failed); its exit status.
+fn finish(outcome: Result<report::Report, String>) -> Status {
     match outcome {
         Ok(report) => {
             crate::err_line!("{}", report.human());
