@@ -6,6 +6,8 @@ mod common;
 mod accounts;
 #[path = "client/batch.rs"]
 mod batch;
+#[path = "client/e2e.rs"]
+mod e2e;
 #[path = "client/extensions.rs"]
 mod extensions;
 #[path = "client/gob.rs"]

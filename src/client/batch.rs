@@ -413,6 +413,22 @@ impl ScriptSender<'_> {
     async fn send(&self, script: &mut Script) -> io::Result<()> {
         let mut out = Vec::new();
         let mut line = Vec::new();
+        // --e2e: this device's keys first.
+        let e2e = self.state.e2e().filter(|e2e| e2e.is_active());
+        if let Some(e2e) = &e2e {
+            if let Err(e) = super::sealed::publish(self.transport, e2e, self.silence).await {
+                crate::err_line!("chat-client: end-to-end encryption is off: {e}");
+                self.state.fail();
+                return Ok(());
+            }
+        } else if self.state.e2e().is_some() {
+            crate::err_line!(
+                "chat-client: the server offers no end-to-end encryption to this login \
+                 (it needs a registered name proven by its password); nothing sent"
+            );
+            self.state.fail();
+            return Ok(());
+        }
         // The previous line's recipient: a script's lines to one user
         // share one name in the ledger.
         let mut last_to: Option<Arc<str>> = None;
@@ -429,11 +445,32 @@ impl ScriptSender<'_> {
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
             let peer = script.peer.as_deref();
+            let sealing = e2e.is_some();
             let flow = std::str::from_utf8(text)
                 .map_err(|_| "line is not valid UTF-8".to_string())
-                .and_then(|text| encode_line(text, &self.limits, self.state, peer, &mut out));
+                .and_then(|text| {
+                    encode_line(text, &self.limits, self.state, peer, sealing, &mut out)
+                });
+            let flow = match (flow, &e2e) {
+                (Ok(Flow::Seal(to, message)), Some(e2e)) => {
+                    // What came before goes first: a claim may wait.
+                    self.transport.write_all(&out).await?;
+                    out.clear();
+                    let sealed = super::sealed::seal_line(
+                        self.transport,
+                        self.state,
+                        e2e,
+                        (&to, message),
+                        &self.limits,
+                        self.silence,
+                        &mut out,
+                    );
+                    sealed.await.map(|copies| (Flow::Sent(to), copies))
+                }
+                (flow, _) => flow.map(|flow| (flow, 1)),
+            };
             match flow {
-                Ok(Flow::Sent(to)) => {
+                Ok((Flow::Sent(to), copies)) => {
                     if let Some(ledger) = self.ledger {
                         let to = match last_to.take() {
                             Some(last) if *last == *to => last,
@@ -444,6 +481,13 @@ impl ScriptSender<'_> {
                             source: script.source(),
                             number: script.line,
                         };
+                        // An envelope per device: each accounted for.
+                        for _ in 1..copies {
+                            ledger.record(Sent {
+                                to: Arc::clone(&to),
+                                origin: origin.clone(),
+                            });
+                        }
                         if ledger.record(Sent { to, origin }) >= WINDOW {
                             self.transport.write_all(&out).await?;
                             out.clear();
@@ -466,8 +510,8 @@ impl ScriptSender<'_> {
                         Timer::after(self.pace).await;
                     }
                 }
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Exit) => break,
+                Ok((Flow::Continue | Flow::Seal(..), _)) => {}
+                Ok((Flow::Exit, _)) => break,
                 Err(why) => {
                     crate::err_line!("{}:{}: {why}", script.source(), script.line);
                     self.state.fail();
@@ -482,6 +526,8 @@ impl ScriptSender<'_> {
 enum Flow<'a> {
     /// A message to this user was encoded.
     Sent(Cow<'a, str>),
+    /// A message to this user is to be sealed (`--e2e`).
+    Seal(Cow<'a, str>, &'a str),
     /// Nothing to send (or a `who`).
     Continue,
     Exit,
@@ -494,6 +540,7 @@ fn encode_line<'a>(
     limits: &Limits,
     state: &ChatState,
     peer: Option<&'a str>,
+    sealing: bool,
     out: &mut Vec<u8>,
 ) -> Result<Flow<'a>, String> {
     let parsed = match peer {
@@ -536,6 +583,9 @@ fn encode_line<'a>(
             (Cow::Owned(to), message)
         }
     };
+    if sealing {
+        return Ok(Flow::Seal(to, message));
+    }
     state
         .wire()
         .encode_message(to.as_bytes(), message.as_bytes(), out)
@@ -566,11 +616,12 @@ mod tests {
         peer: Option<&str>,
     ) -> (Result<String, String>, Vec<u8>) {
         let mut out = Vec::new();
-        let flow = encode_line(text, &Limits::default(), state, peer, &mut out);
+        let flow = encode_line(text, &Limits::default(), state, peer, false, &mut out);
         let flow = flow.map(|flow| match flow {
             Flow::Sent(to) => format!("sent {to}"),
             Flow::Continue => "continue".into(),
             Flow::Exit => "exit".into(),
+            Flow::Seal(to, message) => format!("seal {to} {message}"),
         });
         (flow, out)
     }

@@ -222,6 +222,19 @@ pub struct ClientArgs {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 
+    /// End-to-end encryption (a registered name, with its password): each
+    /// message is encrypted (Olm) for every device of its recipient, so
+    /// the server routes and stores only ciphertext; messages received are
+    /// decrypted. Refuses to send to a user without keys unless
+    /// --allow-plaintext. Batch and --follow runs.
+    #[arg(long)]
+    pub e2e: bool,
+
+    /// With --e2e: send to a user who has published no keys (a v1 peer, an
+    /// unregistered name, a client without --e2e) unencrypted.
+    #[arg(long, requires = "e2e")]
+    pub allow_plaintext: bool,
+
     /// Send the password over a plain (unencrypted) connection too. Anyone
     /// on the path can read it: for trusted networks only.
     #[arg(long)]

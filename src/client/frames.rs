@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use super::e2e::session::{E2e, Opened};
 use super::receipts::Sent;
 use super::state::{ChatState, MAX_ONLINE_USERS};
 use crate::clock::Stamp;
@@ -27,6 +28,11 @@ pub trait Sink {
     fn wants_stamps(&self) -> bool;
     /// A message from `from`.
     fn message(&mut self, from: &[u8], content: &[u8]);
+    /// A message from `from` with `--e2e`'s mark (see
+    /// [`super::render::Renderer::message_marked`]). By default, as any.
+    fn message_marked(&mut self, from: &[u8], content: &[u8], _e2e: bool) {
+        self.message(from, content);
+    }
     /// An error reported by the server, with its code (empty from a
     /// server without codes).
     fn error(&mut self, code: &[u8], text: &[u8]);
@@ -83,6 +89,29 @@ pub struct LogEntry<'a> {
     pub sent: bool,
     pub peer: &'a [u8],
     pub content: &'a [u8],
+    /// With `--e2e`: decrypted (`true`), or plain from a user whose keys
+    /// are pinned (`false`).
+    pub e2e: Option<bool>,
+}
+
+/// A message with `--e2e`: decrypted, marked, or reported unreadable.
+fn open_e2e(e2e: &E2e, from: &[u8], content: &[u8], sink: &mut impl Sink) {
+    match e2e.open_message(&String::from_utf8_lossy(from), content) {
+        Opened::Plain { pinned: false } => sink.message(from, content),
+        Opened::Plain { pinned: true } => sink.message_marked(from, content, false),
+        Opened::Text(text) => sink.message_marked(from, &text, true),
+        Opened::NotForThisDevice => {}
+        Opened::Failed(why) => unreadable(from, &why, sink),
+    }
+}
+
+/// Reports an encrypted message that cannot be read: never its text.
+fn unreadable(from: &[u8], why: &str, sink: &mut impl Sink) {
+    let text = format!(
+        "an encrypted message from '{}' cannot be read: {why}\n",
+        crate::sanitize::escape(from)
+    );
+    sink.error(b"e2e-unreadable", text.as_bytes());
 }
 
 /// How the server answered our HELLO.
@@ -186,7 +215,10 @@ impl FrameHandler {
         match frame {
             ServerFrame::Message { from, content } => {
                 state.received_from(&String::from_utf8_lossy(from));
-                sink.message(from, content);
+                match state.e2e().filter(|e2e| e2e.is_active()) {
+                    Some(e2e) => open_e2e(&e2e, from, content, sink),
+                    None => sink.message(from, content),
+                }
             }
             // A v1 server's answers to HELLO and AUTH: swallowed.
             ServerFrame::Error { text, .. }
@@ -229,6 +261,9 @@ impl FrameHandler {
                     v1::lists_word(limits, v1::FEATURE_RECEIPTS),
                 );
                 state.set_inbox(v1::lists_word(limits, v1::FEATURE_INBOX));
+                if let Some(e2e) = state.e2e() {
+                    e2e.set_active(v1::lists_word(limits, v1::FEATURE_KEYS));
+                }
                 if let Some(token) = v1::welcome_value(limits, v1::WELCOME_TOKEN) {
                     state.device_token_issued(token);
                 }
@@ -239,11 +274,23 @@ impl FrameHandler {
                 }
             }
             ServerFrame::Online { last, names } => self.online_page(last, names, sink, state),
-            // Answers to the `keys` extension, which this client does not
-            // ask for yet: one that comes anyway is ignored.
-            ServerFrame::KeyCount { .. }
-            | ServerFrame::DeviceKeys { .. }
-            | ServerFrame::KeysEnd { .. } => {}
+            // Answers to the `keys` extension, for --e2e (ignored
+            // without it).
+            ServerFrame::KeyCount { count, .. } => {
+                if let Some(e2e) = state.e2e() {
+                    e2e.key_count(count);
+                }
+            }
+            ServerFrame::DeviceKeys { device, records } => {
+                if let Some(e2e) = state.e2e() {
+                    e2e.device_keys(device, records);
+                }
+            }
+            ServerFrame::KeysEnd { .. } => {
+                if let Some(e2e) = state.e2e() {
+                    e2e.keys_end();
+                }
+            }
             ServerFrame::Presence { joined, name } => {
                 state.presence(joined, &String::from_utf8_lossy(name));
                 sink.presence(joined, name);
@@ -259,12 +306,31 @@ impl FrameHandler {
                 if !sent {
                     state.received_from(&String::from_utf8_lossy(peer));
                 }
+                let e2e = state.e2e().filter(|e2e| e2e.is_active());
+                let opened = e2e
+                    .as_ref()
+                    .map(|e2e| e2e.open_message(&String::from_utf8_lossy(peer), content));
+                let (content, mark) = match &opened {
+                    None => (content, None),
+                    Some(Opened::Plain { pinned }) => (content, pinned.then_some(false)),
+                    Some(Opened::Text(text)) => (&text[..], Some(true)),
+                    // A copy for another device of this user (or of what
+                    // another device sent): not this device's to show.
+                    Some(Opened::NotForThisDevice) => return,
+                    Some(Opened::Failed(why)) => {
+                        if !sent {
+                            unreadable(peer, why, sink);
+                        }
+                        return;
+                    }
+                };
                 let entry = LogEntry {
                     id,
                     ts_ms,
                     sent,
                     peer,
                     content,
+                    e2e: mark,
                 };
                 sink.entry(&entry);
             }
@@ -290,6 +356,7 @@ impl FrameHandler {
                     sent: direction == b'o',
                     peer,
                     content,
+                    e2e: None,
                 };
                 sink.history_entry(&entry);
             }

@@ -19,7 +19,9 @@
 //! - `device`: the device tokens servers gave this client, kept per server
 //!   and name in the state directory.
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
-//! - [`batch`]: scripts from stdin or files.
+//! - [`batch`]: scripts from stdin or files; [`sealed`] its `--e2e`
+//!   side (keys published at login, each `send` sealed per device).
+//! - [`e2e`]: end-to-end encryption's core (Olm, vodozemac).
 //! - [`reconnect`]: `--follow --reconnect`.
 //! - [`repl`]: the interactive editor.
 
@@ -38,6 +40,7 @@ mod receipts;
 mod reconnect;
 mod render;
 mod repl;
+mod sealed;
 mod state;
 mod stdout;
 pub mod wire;
@@ -90,6 +93,13 @@ pub fn run(args: ClientArgs) -> Status {
         // A password in the environment is meant for v1 logins.
         password = None;
     }
+    let e2e = match e2e_for(&args, interactive, password.as_deref()) {
+        Ok(e2e) => e2e,
+        Err(e) => {
+            crate::err_line!("chat-client: {e}");
+            return Status::Usage;
+        }
+    };
     // Opened before connecting: a script that cannot be read sends nothing.
     let opened = match () {
         _ if !args.command.is_empty() => Some(Ok(batch::Script::command(args.command.join(" ")))),
@@ -114,6 +124,9 @@ pub fn run(args: ClientArgs) -> Status {
     let mut typed = 0;
     loop {
         let state = Arc::new(ChatState::with_wire(args.wire));
+        if let Some(e2e) = &e2e {
+            state.use_e2e(Arc::clone(e2e));
+        }
         if let Some(dir) = args.state_dir() {
             let server = format!("{}:{}", args.host, args.port);
             state.keep_tokens_in(device::TokenStore::new(dir, server, args.username.clone()));
@@ -177,6 +190,40 @@ pub fn run(args: ClientArgs) -> Status {
             }
         }
     }
+}
+
+/// The e2e state `--e2e` asks for: a registered name's device, its keys
+/// in the state directory under the password.
+fn e2e_for(
+    args: &ClientArgs,
+    interactive: bool,
+    password: Option<&[u8]>,
+) -> Result<Option<Arc<e2e::session::E2e>>, String> {
+    if !args.e2e {
+        return Ok(None);
+    }
+    if interactive {
+        return Err("--e2e works in batch and --follow runs for now, not in the editor".into());
+    }
+    if args.wire == ClientWire::Gob {
+        return Err("--e2e needs the v1 wire".into());
+    }
+    let password = password.ok_or(
+        "--e2e needs a registered name and its password (--password-file or PMCHAT_PASSWORD): \
+         the keys are kept under it",
+    )?;
+    let dir = args
+        .state_dir()
+        .ok_or("--e2e needs a state directory (set XDG_STATE_HOME or HOME)")?;
+    let server = format!("{}:{}", args.host, args.port);
+    e2e::session::E2e::open(
+        &dir,
+        &server,
+        &args.username,
+        password,
+        args.allow_plaintext,
+    )
+    .map(|e2e| Some(Arc::new(e2e)))
 }
 
 /// The password from --password-file, else from PMCHAT_PASSWORD (an empty
@@ -249,7 +296,10 @@ fn connect_and_run(
         greeting(
             &args.username,
             args.wire,
-            presence,
+            Features {
+                presence,
+                keys: args.e2e,
+            },
             password,
             token.as_deref(),
             inbox,
@@ -332,6 +382,15 @@ fn connect_and_run(
     }
 }
 
+/// Optional features a greeting asks for.
+#[derive(Clone, Copy, Default)]
+struct Features {
+    /// The online list and presence events.
+    presence: bool,
+    /// Keys for end-to-end encryption (`--e2e`).
+    keys: bool,
+}
+
 /// The first bytes we send, and how to wait for the answer.
 #[derive(Default)]
 pub struct Greeting {
@@ -365,7 +424,7 @@ pub struct Greeting {
 fn greeting(
     username: &str,
     wire: ClientWire,
-    presence: bool,
+    features: Features,
     password: Option<&[u8]>,
     token: Option<&str>,
     inbox: Option<&str>,
@@ -380,10 +439,15 @@ fn greeting(
             ..Greeting::default()
         });
     }
+    let Features { presence, keys } = features;
     let mut features = v1::FEATURE_BASE.to_string();
     if presence {
         features.push(' ');
         features.push_str(v1::FEATURE_PRESENCE);
+    }
+    if keys {
+        features.push(' ');
+        features.push_str(v1::FEATURE_KEYS);
     }
     features.push(' ');
     features.push_str(v1::FEATURE_PASSWORD);

@@ -278,6 +278,19 @@ impl Sink for Output {
         Output::message(self, from, content);
     }
 
+    fn message_marked(&mut self, from: &[u8], content: &[u8], e2e: bool) {
+        if self.exec.is_some() {
+            return Output::message(self, from, content);
+        }
+        self.renderer.message_marked(
+            from,
+            content,
+            Some(e2e),
+            self.stamp.as_ref(),
+            &mut self.stdout,
+        );
+    }
+
     fn error(&mut self, code: &[u8], text: &[u8]) {
         Output::error(self, code, text);
     }

@@ -96,29 +96,54 @@ impl Renderer {
         stamp: Option<&Stamp>,
         out: &mut String,
     ) -> Stream {
+        self.message_marked(from, content, None, stamp, out)
+    }
+
+    /// [`Renderer::message`] with `--e2e`'s mark: `Some(true)` decrypted
+    /// (JSON `"e2e":true`; the text line as any), `Some(false)` sent
+    /// unencrypted by a user whose keys are pinned (JSON `"e2e":false`,
+    /// `bob (unencrypted): …`).
+    pub fn message_marked(
+        &self,
+        from: &[u8],
+        content: &[u8],
+        e2e: Option<bool>,
+        stamp: Option<&Stamp>,
+        out: &mut String,
+    ) -> Stream {
         if self.json {
             self.json_start("message", stamp, out);
             out.push_str(",\"from\":");
             push_string(out, from);
             out.push_str(",\"content\":");
             push_string(out, content);
+            push_e2e(e2e, out);
             out.push_str("}\n");
         } else {
             self.line_start(false, stamp, out);
-            self.message_body(from, content, out);
+            self.message_body_marked(from, content, e2e, out);
         }
         Stream::Stdout
     }
 
     /// `from: content` and the newline, escaped, the name coloured where
-    /// asked.
-    fn message_body(&self, from: &[u8], content: &[u8], out: &mut String) {
+    /// asked (and marked `(unencrypted)` where `--e2e` says so).
+    fn message_body_marked(
+        &self,
+        from: &[u8],
+        content: &[u8],
+        e2e: Option<bool>,
+        out: &mut String,
+    ) {
         if self.color_stdout {
             let mut name = String::new();
             push_escaped(&mut name, from);
             out.push_str(&name.bold().cyan().to_string());
         } else {
             push_escaped(out, from);
+        }
+        if e2e == Some(false) {
+            out.push_str(" (unencrypted)");
         }
         out.push_str(": ");
         push_escaped(out, content);
@@ -160,6 +185,7 @@ impl Renderer {
             push_string(out, entry.peer);
             out.push_str(",\"content\":");
             push_string(out, entry.content);
+            push_e2e(entry.e2e, out);
             out.push_str("}\n");
         } else {
             if history {
@@ -171,7 +197,7 @@ impl Renderer {
             if entry.sent {
                 out.push_str("→ ");
             }
-            self.message_body(entry.peer, entry.content, out);
+            self.message_body_marked(entry.peer, entry.content, entry.e2e, out);
         }
     }
 
@@ -428,6 +454,15 @@ impl Renderer {
             out.push_str(label);
         }
         out.push_str(": ");
+    }
+}
+
+/// `,"e2e":true` or `,"e2e":false` when `--e2e` marks it.
+fn push_e2e(e2e: Option<bool>, out: &mut String) {
+    match e2e {
+        Some(true) => out.push_str(",\"e2e\":true"),
+        Some(false) => out.push_str(",\"e2e\":false"),
+        None => {}
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::receipts::Ledger;
 use super::wire::ClientWire;
@@ -76,6 +76,8 @@ pub struct ChatState {
     who_pending: AtomicU32,
     /// Where a device token from WELCOME is kept, if anywhere.
     tokens: Mutex<Option<super::device::TokenStore>>,
+    /// End-to-end encryption (`--e2e`).
+    e2e: Mutex<Option<Arc<super::e2e::session::E2e>>>,
 }
 
 /// A bounded set of names that forgets the oldest first.
@@ -256,6 +258,16 @@ impl ChatState {
             wire,
             ..ChatState::default()
         }
+    }
+
+    /// Encrypts and decrypts with `e2e` (`--e2e`).
+    pub fn use_e2e(&self, e2e: Arc<super::e2e::session::E2e>) {
+        *self.e2e.lock().unwrap_or_else(|e| e.into_inner()) = Some(e2e);
+    }
+
+    /// The e2e state, with `--e2e`.
+    pub fn e2e(&self) -> Option<Arc<super::e2e::session::E2e>> {
+        self.e2e.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The wire this session speaks.

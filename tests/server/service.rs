@@ -500,7 +500,17 @@ fn metrics_across_nodes_show_redis_and_the_publish_batches() {
     alice.send("bob", "across");
     assert_eq!(bob.frame(), Frame::msg("alice", "across"));
 
-    let (_, scrape) = http_get(metrics, "/metrics");
+    // The batch's round trip is observed once Redis answered its PUBLISH,
+    // which may be after bob's node delivered it.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let scrape = loop {
+        let (_, scrape) = http_get(metrics, "/metrics");
+        let observed = series(&scrape, "pmchat_cluster_publish_seconds_count").unwrap_or(0.0);
+        if observed >= 1.0 || std::time::Instant::now() > deadline {
+            break scrape;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let value =
         |name: &str| series(&scrape, name).unwrap_or_else(|| panic!("no {name}:\n{scrape}"));
     assert_eq!(value("pmchat_redis_up"), 1.0);

@@ -122,6 +122,7 @@ impl Device {
             to: their.curve25519,
             from: self.account.curve25519_key(),
             message,
+            identity: None,
         })
     }
 

@@ -2,11 +2,14 @@
 //! message (text, so that every server, store and wire carries it as it
 //! carries any line), one per recipient device:
 //!
-//! `pmchat-e2e/1 TO FROM TYPE CIPHERTEXT`
+//! `pmchat-e2e/1 TO FROM TYPE CIPHERTEXT [IDENTITY]`
 //!
 //! `TO` and `FROM` are device ids (Curve25519 keys, base64), `TYPE` is
 //! Olm's message type (`0` a pre-key message that starts a session, `1` a
-//! normal one) and `CIPHERTEXT` its bytes in base64. Anything that starts
+//! normal one) and `CIPHERTEXT` its bytes in base64. A pre-key message
+//! also carries the sender device's signed identity record (base64, see
+//! [`super::records`]), so that its recipient can tell, without asking
+//! the server, that the device is the sender's. Anything that starts
 //! with the prefix and does not parse is reported as a broken envelope,
 //! never shown as text.
 
@@ -22,6 +25,8 @@ pub struct Envelope {
     pub to: Curve25519PublicKey,
     pub from: Curve25519PublicKey,
     pub message: OlmMessage,
+    /// The sender device's identity record (pre-key messages).
+    pub identity: Option<Vec<u8>>,
 }
 
 /// Why a message that claims to be an envelope is not one.
@@ -38,12 +43,17 @@ impl Envelope {
     /// The message content.
     pub fn to_text(&self) -> String {
         let (kind, bytes) = self.message.to_parts();
-        format!(
+        let mut text = format!(
             "{PREFIX}{} {} {kind} {}",
             self.to.to_base64(),
             self.from.to_base64(),
             base64_encode(bytes)
-        )
+        );
+        if let Some(identity) = &self.identity {
+            text.push(' ');
+            text.push_str(&base64_encode(identity));
+        }
+        text
     }
 
     /// Reads a message content that [`is_envelope`].
@@ -51,8 +61,12 @@ impl Envelope {
         let text = std::str::from_utf8(content).map_err(|_| BrokenEnvelope)?;
         let rest = text.strip_prefix(PREFIX).ok_or(BrokenEnvelope)?;
         let fields: Vec<&str> = rest.split(' ').collect();
-        let [to, from, kind, ciphertext] = fields.as_slice() else {
-            return Err(BrokenEnvelope);
+        let (to, from, kind, ciphertext, identity) = match fields.as_slice() {
+            [to, from, kind, ciphertext] => (to, from, kind, ciphertext, None),
+            [to, from, kind, ciphertext, identity] if *kind == "0" => {
+                (to, from, kind, ciphertext, Some(identity))
+            }
+            _ => return Err(BrokenEnvelope),
         };
         let key = |b64: &str| Curve25519PublicKey::from_base64(b64).map_err(|_| BrokenEnvelope);
         let kind: usize = match *kind {
@@ -61,10 +75,15 @@ impl Envelope {
             _ => return Err(BrokenEnvelope),
         };
         let bytes = base64_decode(ciphertext).map_err(|_| BrokenEnvelope)?;
+        let identity = match identity {
+            Some(b64) => Some(base64_decode(b64).map_err(|_| BrokenEnvelope)?),
+            None => None,
+        };
         Ok(Envelope {
             to: key(to)?,
             from: key(from)?,
             message: OlmMessage::from_parts(kind, &bytes).map_err(|_| BrokenEnvelope)?,
+            identity,
         })
     }
 }
@@ -87,6 +106,7 @@ mod tests {
             to: bob.curve25519_key(),
             from: alice.curve25519_key(),
             message: session.encrypt("hi").unwrap(),
+            identity: Some(b"signed identity".to_vec()),
         };
         let text = envelope.to_text();
         assert!(is_envelope(text.as_bytes()));

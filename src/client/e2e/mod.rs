@@ -11,14 +11,15 @@
 //! - [`device`]: this device's account and sessions: encrypt, decrypt;
 //! - [`vault`]: the account and sessions on disk, encrypted under a key
 //!   derived (argon2id) from the user's password;
-//! - [`pins`]: trust on first use, held users, safety codes.
+//! - [`pins`]: trust on first use, held users, safety codes;
+//! - [`session`]: all of it for one run of `chat-client --e2e`, with the
+//!   server's answers to KEYS and CLAIM.
 //!
-//! This is the core; the client's `--e2e` wiring (publishing at login,
-//! claiming before a first message, decrypting what arrives) builds on
-//! it.
+//! `chat-client --e2e` uses it in batch and `--follow` runs.
 
 pub mod device;
 pub mod envelope;
 pub mod pins;
 pub mod records;
+pub mod session;
 pub mod vault;

@@ -125,6 +125,13 @@ impl Pins {
         }
     }
 
+    /// True if `device` is pinned as one of `name`'s.
+    pub fn knows(&self, name: &str, device: &str) -> bool {
+        self.pinned
+            .get(name)
+            .is_some_and(|devices| devices.contains_key(device))
+    }
+
     /// True while `name`'s messages are held (a changed key).
     pub fn is_held(&self, name: &str) -> bool {
         self.held.contains(name)

@@ -1,0 +1,148 @@
+//! A script's sending side of `--e2e`: this device's keys published at
+//! login, and each `send` line sealed into one envelope per device of its
+//! recipient (claiming the recipient's keys the first time), or refused
+//! with its reason: a user without keys (unless `--allow-plaintext`), a
+//! user held for a changed key, an envelope over the server's limit.
+
+use std::time::Duration;
+
+use super::e2e::session::{E2e, Recipient};
+use super::state::ChatState;
+use crate::net::transport::Transport;
+use crate::wire::v1::{self, keys, Limits};
+
+/// What became of a `send` line.
+pub enum Sealed {
+    /// One message content per device of the recipient.
+    Envelopes(Vec<String>),
+    /// The recipient has no keys, and `--allow-plaintext` says send it.
+    Plain,
+}
+
+/// Publishes this device's identity and fallback key, then tops up its
+/// one-time keys; each KEYS answered within `wait`.
+pub async fn publish(transport: &Transport, e2e: &E2e, wait: Duration) -> Result<(), String> {
+    let published = publish_keys(transport, e2e, wait).await;
+    if published.is_err() {
+        e2e.publishing_failed();
+    }
+    published
+}
+
+async fn publish_keys(transport: &Transport, e2e: &E2e, wait: Duration) -> Result<(), String> {
+    let mut frame = Vec::new();
+    e2e.identity_frame(&mut frame);
+    transport
+        .write_all(&frame)
+        .await
+        .map_err(|e| e.to_string())?;
+    let held = e2e
+        .next_count(wait)
+        .await
+        .ok_or("the server did not take this device's keys")?;
+    frame.clear();
+    if e2e.top_up_frame(held, &mut frame) {
+        transport
+            .write_all(&frame)
+            .await
+            .map_err(|e| e.to_string())?;
+        e2e.next_count(wait)
+            .await
+            .ok_or("the server did not take this device's one-time keys")?;
+    }
+    Ok(())
+}
+
+/// Seals `message` for `to`'s devices, claiming their keys on
+/// `transport` the first time; `Err` says why the line is not sent.
+pub async fn seal(
+    transport: &Transport,
+    e2e: &E2e,
+    to: &str,
+    message: &str,
+    limits: &Limits,
+    wait: Duration,
+) -> Result<Sealed, String> {
+    let recipient = match e2e.known(to) {
+        Some(recipient) => recipient,
+        None => claim(transport, e2e, to, wait).await?,
+    };
+    if e2e.is_held(to) {
+        return Err(format!(
+            "a device key of '{to}' changed: messages to {to} are held until `trust {to}`"
+        ));
+    }
+    if recipient.devices.is_empty() {
+        if e2e.allows_plaintext() {
+            return Ok(Sealed::Plain);
+        }
+        return Err(format!(
+            "'{to}' has published no keys (not a registered user with an --e2e client); \
+             not sent (--allow-plaintext sends such messages unencrypted)"
+        ));
+    }
+    let envelopes = e2e.seal(&recipient, message.as_bytes())?;
+    let limit = usize::from(limits.max_message);
+    if envelopes.iter().any(|envelope| envelope.len() > limit) {
+        return Err(format!(
+            "too long to send encrypted: the server takes {limit} bytes a message, \
+             and encryption makes one about half as long again"
+        ));
+    }
+    Ok(Sealed::Envelopes(envelopes))
+}
+
+/// Claims `to`'s keys and checks them (new devices said on stderr).
+async fn claim(
+    transport: &Transport,
+    e2e: &E2e,
+    to: &str,
+    wait: Duration,
+) -> Result<Recipient, String> {
+    let mut frame = Vec::new();
+    if !keys::encode_claim(to.as_bytes(), &mut frame) {
+        return Err("name too long".into());
+    }
+    transport
+        .write_all(&frame)
+        .await
+        .map_err(|e| e.to_string())?;
+    let recipient = e2e
+        .claimed(to, wait)
+        .await
+        .ok_or_else(|| format!("the server did not answer for '{to}''s keys"))?;
+    for notice in &recipient.notices {
+        crate::err_line!("* {notice}");
+    }
+    Ok(recipient)
+}
+
+/// Seals a `send` line `(to, message)` into `out`: how many messages it
+/// became (one per device of `to`, or one plain with
+/// `--allow-plaintext`); `Err` says why the line is not sent.
+pub async fn seal_line(
+    transport: &Transport,
+    state: &ChatState,
+    e2e: &E2e,
+    (to, message): (&str, &str),
+    limits: &Limits,
+    wait: Duration,
+    out: &mut Vec<u8>,
+) -> Result<usize, String> {
+    match seal(transport, e2e, to, message, limits, wait).await? {
+        Sealed::Envelopes(envelopes) => {
+            for envelope in &envelopes {
+                v1::encode_message(to.as_bytes(), envelope.as_bytes(), out)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(envelopes.len())
+        }
+        Sealed::Plain => {
+            state
+                .wire()
+                .encode_message(to.as_bytes(), message.as_bytes(), out)
+                .map_err(|e| e.to_string())?;
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! End-to-end encryption through the real binaries (#27): `--e2e`
+//! clients exchange messages the server routes and stores without
+//! reading them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::accounts::accounts_file;
+use crate::common::{
+    client_command, lines_of, run_client, ClientOutput, RawClient, ServerProcess, TIMEOUT,
+};
+use crate::interactive::TempDir;
+
+const SECRET: &str = "the eagle lands at noon";
+
+fn server(dir: &Path) -> ServerProcess {
+    server_at(dir, 0)
+}
+
+/// The server on `port` (0: any): a restarted server keeps its port, and
+/// clients keep their devices per server address.
+fn server_at(dir: &Path, port: u16) -> ServerProcess {
+    let accounts = accounts_file(dir, &[("alice", "pw"), ("bob", "pw")]);
+    let store = dir.join("store.redb");
+    // -v: the server logs every message it routes, content included.
+    ServerProcess::start_at(
+        "127.0.0.1",
+        port,
+        &[
+            "--accounts",
+            accounts.to_str().unwrap(),
+            "--allow-plaintext-passwords",
+            "--store",
+            store.to_str().unwrap(),
+            "-v",
+        ],
+    )
+}
+
+/// `chat-client … NAME --e2e` with its password, its state in `dir`.
+fn e2e_client(server: &ServerProcess, dir: &Path, name: &str) -> std::process::Command {
+    let mut command = client_command(server.port, name);
+    command
+        .env("PMCHAT_PASSWORD", "pw")
+        .env("XDG_STATE_HOME", dir.join(format!("state-{name}")))
+        .args(["--allow-plaintext-password", "--e2e"]);
+    command
+}
+
+fn send(server: &ServerProcess, dir: &Path, lines: &str) -> ClientOutput {
+    run_client(e2e_client(server, dir, "alice"), lines.as_bytes())
+}
+
+/// bob, once: publishes his keys, prints what waited for him, leaves.
+fn bob_catches_up(server: &ServerProcess, dir: &Path, extra: &[&str]) -> ClientOutput {
+    let mut command = e2e_client(server, dir, "bob");
+    command.args(["--follow", "--until-caught-up"]).args(extra);
+    let out = run_client(command, b"");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    out
+}
+
+#[test]
+fn registered_users_exchange_encrypted_messages_the_server_never_reads() {
+    let dir = TempDir::new("e2e-exchange");
+    let mut server = server(&dir.0);
+    // bob's device publishes its keys.
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    // Stored for bob, encrypted.
+    let out = send(&server, &dir.0, &format!("send bob {SECRET}\n"));
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let out = bob_catches_up(&server, &dir.0, &[]);
+    assert_eq!(
+        out.stdout,
+        format!("alice: {SECRET}\n"),
+        "stderr: {}",
+        out.stderr
+    );
+
+    // Across a server restart, in JSON.
+    let port = server.port;
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let mut server = server_at(&dir.0, port);
+    let out = send(&server, &dir.0, "send bob second secret\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let server = server_at(&dir.0, port);
+    let out = bob_catches_up(&server, &dir.0, &["--json"]);
+    let line: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(line["from"], "alice");
+    assert_eq!(line["content"], "second secret");
+    assert_eq!(line["e2e"], true);
+
+    // Live, to a follower.
+    let mut follower = e2e_client(&server, &dir.0, "bob");
+    follower
+        .arg("--follow")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut follower = crate::common::ChildGuard(follower.spawn().unwrap());
+    let lines = lines_of(follower.0.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let out = send(&server, &dir.0, "send bob live and private\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        lines.recv_timeout(TIMEOUT).unwrap(),
+        "alice: live and private"
+    );
+    drop(follower);
+
+    // Nothing of the text in the server's log or its store.
+    let log = server.stderr();
+    for text in [SECRET, "second secret", "live and private"] {
+        assert!(!log.contains(text), "the server logged {text:?}");
+    }
+    let store = std::fs::read(dir.0.join("store.redb")).unwrap();
+    for text in [SECRET, "second secret", "live and private"] {
+        assert!(
+            !store.windows(text.len()).any(|w| w == text.as_bytes()),
+            "the store holds {text:?}"
+        );
+    }
+    let envelope = b"pmchat-e2e/1 ";
+    assert!(
+        store.windows(envelope.len()).any(|w| w == envelope),
+        "the store holds the envelopes"
+    );
+}
+
+#[test]
+fn an_e2e_sender_refuses_a_user_without_keys_unless_allowed() {
+    let dir = TempDir::new("e2e-no-keys");
+    let mut server = server(&dir.0);
+    let mut dave = server.login("dave");
+    let out = send(&server, &dir.0, "send dave are you there?\n");
+    assert_eq!(out.status, 1, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("no keys"), "{}", out.stderr);
+    dave.expect_silence(Duration::from_millis(300));
+    let mut command = e2e_client(&server, &dir.0, "alice");
+    command.arg("--allow-plaintext");
+    let out = run_client(command, b"send dave in the clear\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        dave.frame(),
+        crate::common::Frame::msg("alice", "in the clear")
+    );
+}
+
+#[test]
+fn a_broken_envelope_is_reported_and_never_printed() {
+    let dir = TempDir::new("e2e-broken");
+    let mut server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let mut mallory: RawClient = server.login("mallory");
+    mallory.send("bob", "pmchat-e2e/1 not an envelope at all");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = bob_catches_up(&server, &dir.0, &[]);
+    assert_eq!(out.stdout, "", "nothing printed as text");
+    assert!(out.stderr.contains("cannot be read"), "{}", out.stderr);
+}
+
+#[test]
+fn e2e_needs_a_password_and_a_script() {
+    let dir = TempDir::new("e2e-usage");
+    let server = server(&dir.0);
+    let mut command = client_command(server.port, "alice");
+    command
+        .env("XDG_STATE_HOME", dir.0.join("state"))
+        .arg("--e2e");
+    let out = run_client(command, b"send bob hi\n");
+    assert_eq!(out.status, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("password"), "{}", out.stderr);
+}
