@@ -21,7 +21,6 @@
 //! [`super::reconnect`]): the script reads on where it was.
 
 use crate::exit_codes::Status;
-use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -35,17 +34,17 @@ use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, BufReader};
 use smol::{Timer, Unblock};
 
-use super::command::{self, Command};
 use super::connection::{receive, Received};
 use super::frames::{await_login, login_channel, Login, Negotiation};
 use super::output::Output;
 use super::receipts::{unconfirmed_notice, Ledger, Origin, Sent, WINDOW};
-use super::render::{Renderer, PROGRAM_MARK};
+use super::render::Renderer;
+use super::script_line::{encode_line, Flow};
 use super::state::ChatState;
 use super::wire::ClientWire;
 use super::Greeting;
 use crate::net::transport::Transport;
-use crate::wire::v1::{self, Limits};
+use crate::wire::v1::Limits;
 
 /// Settings for one batch run.
 pub struct BatchOptions {
@@ -467,6 +466,18 @@ impl ScriptSender<'_> {
                     );
                     sealed.await.map(|copies| (Flow::Sent(to), copies))
                 }
+                (Ok(Flow::Keys(command, user)), Some(e2e)) => {
+                    self.transport.write_all(&out).await?;
+                    out.clear();
+                    let done = super::sealed::keys_command(
+                        self.transport,
+                        e2e,
+                        command,
+                        user,
+                        self.silence,
+                    );
+                    done.await.map(|()| (Flow::Continue, 1))
+                }
                 (flow, _) => flow.map(|flow| (flow, 1)),
             };
             match flow {
@@ -510,7 +521,7 @@ impl ScriptSender<'_> {
                         Timer::after(self.pace).await;
                     }
                 }
-                Ok((Flow::Continue | Flow::Seal(..), _)) => {}
+                Ok((Flow::Continue | Flow::Seal(..) | Flow::Keys(..), _)) => {}
                 Ok((Flow::Exit, _)) => break,
                 Err(why) => {
                     crate::err_line!("{}:{}: {why}", script.source(), script.line);
@@ -520,77 +531,6 @@ impl ScriptSender<'_> {
         }
         self.transport.write_all(&out).await
     }
-}
-
-/// What the script does after a line.
-enum Flow<'a> {
-    /// A message to this user was encoded.
-    Sent(Cow<'a, str>),
-    /// A message to this user is to be sealed (`--e2e`).
-    Seal(Cow<'a, str>, &'a str),
-    /// Nothing to send (or a `who`).
-    Continue,
-    Exit,
-}
-
-/// Appends the frame for one script line to `out`; `Err` says why the line
-/// was refused.
-fn encode_line<'a>(
-    text: &'a str,
-    limits: &Limits,
-    state: &ChatState,
-    peer: Option<&'a str>,
-    sealing: bool,
-    out: &mut Vec<u8>,
-) -> Result<Flow<'a>, String> {
-    let parsed = match peer {
-        Some(peer) => command::message_to(peer, text, limits),
-        None => command::parse(text, limits),
-    };
-    let (to, message) = match parsed.map_err(|e| e.to_string())? {
-        None => return Ok(Flow::Continue),
-        Some(Command::Exit) => return Ok(Flow::Exit),
-        Some(Command::Help) => {
-            crate::err_line!("{}", command::help_text(PROGRAM_MARK));
-            return Ok(Flow::Continue);
-        }
-        Some(Command::Reconnect) => return Err(command::RECONNECT_IN_SCRIPTS.into()),
-        Some(Command::Query { .. }) => return Err(command::QUERY_IN_SCRIPTS.into()),
-        Some(Command::Who) => match state.who_unsupported() {
-            Some(why) => return Err(why.to_string()),
-            None => {
-                v1::encode_who(out);
-                state.who_sent();
-                return Ok(Flow::Continue);
-            }
-        },
-        Some(Command::History { peer, count }) => {
-            if !state.inbox() {
-                return Err(command::HISTORY_UNSUPPORTED.into());
-            }
-            let peer = peer.unwrap_or_default();
-            state.history_requested();
-            // A checked name and a fixed-size request: it fits.
-            let _ = v1::encode_history(peer.as_bytes(), 0, count, out);
-            return Ok(Flow::Continue);
-        }
-        // Borrowed: a million-line script allocates nothing per line.
-        Some(Command::Send { to, message }) => (Cow::Borrowed(to), message),
-        Some(Command::Reply { message }) => {
-            let to = state
-                .last_sender()
-                .ok_or("nobody has sent you a message yet; nothing to reply to")?;
-            (Cow::Owned(to), message)
-        }
-    };
-    if sealing {
-        return Ok(Flow::Seal(to, message));
-    }
-    state
-        .wire()
-        .encode_message(to.as_bytes(), message.as_bytes(), out)
-        .map(|()| Flow::Sent(to))
-        .map_err(|e| e.to_string())
 }
 
 async fn wait_for_signal(
@@ -609,70 +549,6 @@ async fn wait_for_signal(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn encode(
-        text: &str,
-        state: &ChatState,
-        peer: Option<&str>,
-    ) -> (Result<String, String>, Vec<u8>) {
-        let mut out = Vec::new();
-        let flow = encode_line(text, &Limits::default(), state, peer, false, &mut out);
-        let flow = flow.map(|flow| match flow {
-            Flow::Sent(to) => format!("sent {to}"),
-            Flow::Continue => "continue".into(),
-            Flow::Exit => "exit".into(),
-            Flow::Seal(to, message) => format!("seal {to} {message}"),
-        });
-        (flow, out)
-    }
-
-    #[test]
-    fn a_send_line_is_encoded_as_one_frame_and_names_its_recipient() {
-        let state = ChatState::default();
-        let (flow, out) = encode("send bob hello there", &state, None);
-        assert_eq!(Ok("sent bob".to_string()), flow);
-        let mut expected = Vec::new();
-        v1::encode_message(b"bob", b"hello there", &mut expected).unwrap();
-        assert_eq!(expected, out);
-    }
-
-    #[test]
-    fn with_to_every_line_is_a_message_verbatim() {
-        let state = ChatState::default();
-        let (flow, out) = encode("send carol not a command", &state, Some("bob"));
-        assert_eq!(Ok("sent bob".to_string()), flow);
-        let mut expected = Vec::new();
-        v1::encode_message(b"bob", b"send carol not a command", &mut expected).unwrap();
-        assert_eq!(expected, out);
-    }
-
-    #[test]
-    fn lines_that_cannot_be_sent_are_refused_with_a_reason_and_encode_nothing() {
-        let state = ChatState::default();
-        for line in ["reply nobody yet", "reconnect", "send", "frobnicate bob"] {
-            let (flow, out) = encode(line, &state, None);
-            assert!(flow.is_err(), "{line}: {flow:?}");
-            assert!(out.is_empty(), "{line}");
-        }
-        // Too long for the server's limits.
-        let long = format!("send bob {}", "x".repeat(70_000));
-        let (flow, out) = encode(&long, &state, None);
-        assert!(flow.is_err());
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn blank_lines_continue_and_exit_ends_the_script() {
-        let state = ChatState::default();
-        assert_eq!(Ok("continue".to_string()), encode("", &state, None).0);
-        assert_eq!(Ok("exit".to_string()), encode("exit", &state, None).0);
-        // A reply goes to whoever wrote last.
-        state.received_from("dave");
-        assert_eq!(
-            Ok("sent dave".to_string()),
-            encode("reply hi", &state, None).0
-        );
-    }
 
     #[test]
     fn a_missing_script_file_is_an_error_before_anything_is_sent() {

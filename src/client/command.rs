@@ -28,7 +28,17 @@ pub enum Command<'a> {
     /// `history [USER] [N]`: the N messages (default 20) before those
     /// shown last, with USER only if given (needs the inbox).
     History { peer: Option<&'a str>, count: u16 },
+    /// `trust USER` (`--e2e`): pin USER's devices as they are now, and
+    /// send to USER again after a changed key held it.
+    Trust { user: &'a str },
+    /// `verify USER` (`--e2e`): the safety code of USER's and our keys,
+    /// to compare with USER over another channel.
+    Verify { user: &'a str },
 }
+
+/// What `trust` and `verify` say without `--e2e`.
+pub const E2E_ONLY: &str =
+    "trust and verify are for end-to-end encryption: a script run with --e2e";
 
 /// Messages `history` shows when not told how many.
 pub const HISTORY_PAGE: u16 = 20;
@@ -72,14 +82,19 @@ pub enum CommandError {
     /// `history` with something else than a name and a count.
     #[error("usage: history [<user>] [<count, 1 to 1000>]")]
     HistoryUsage,
+    /// `trust` or `verify` without exactly one name.
+    #[error("usage: {0} <user>")]
+    UserUsage(&'static str),
 }
 
 /// The commands, for `help` and for completion.
-pub const COMMANDS: [&str; 12] = [
+pub const COMMANDS: [&str; 14] = [
     "send",
     "reply",
     "who",
     "history",
+    "trust",
+    "verify",
     "help",
     "reconnect",
     "exit",
@@ -106,6 +121,8 @@ commands:
   who                     list who is online (pmchat servers only)
   history [user] [n]      the n messages (20) before those shown last, with user
                           only if given (a registered name, chat-server --store)
+  trust <user>            (--e2e) accept <user>'s devices as they are now
+  verify <user>           (--e2e) the safety code to compare with <user>
   help                    show this list
   reconnect               connect again after the connection was lost (the editor)
   exit, quit              leave (batch scripts end here too)
@@ -154,6 +171,22 @@ pub fn parse<'a>(line: &'a str, limits: &Limits) -> Result<Option<Command<'a>>, 
         }
         "who" | "/who" => no_arguments("who", Command::Who),
         "history" | "/history" => parse_history(rest, limits),
+        word @ ("trust" | "verify") => {
+            let user = rest
+                .map(str::trim)
+                .filter(|r| !r.is_empty() && !r.contains(' '));
+            let user = user.ok_or(CommandError::UserUsage(if word == "trust" {
+                "trust"
+            } else {
+                "verify"
+            }))?;
+            check_recipient(user, limits)?;
+            Ok(Some(if word == "trust" {
+                Command::Trust { user }
+            } else {
+                Command::Verify { user }
+            }))
+        }
         "help" => no_arguments("help", Command::Help),
         "reconnect" => no_arguments("reconnect", Command::Reconnect),
         "exit" => no_arguments("exit", Command::Exit),
@@ -414,5 +447,32 @@ mod tests {
             p("\x1b[2Jboom"),
             Err(CommandError::Unknown("\\x1b[2Jboom".into()))
         );
+    }
+}
+
+#[cfg(test)]
+mod e2e_commands {
+    use super::*;
+
+    #[test]
+    fn trust_and_verify_take_one_user() {
+        let limits = Limits::default();
+        assert_eq!(
+            parse("trust bob", &limits),
+            Ok(Some(Command::Trust { user: "bob" }))
+        );
+        assert_eq!(
+            parse("verify bob ", &limits),
+            Ok(Some(Command::Verify { user: "bob" }))
+        );
+        assert_eq!(
+            parse("trust", &limits),
+            Err(CommandError::UserUsage("trust"))
+        );
+        assert_eq!(
+            parse("verify a b", &limits),
+            Err(CommandError::UserUsage("verify"))
+        );
+        assert!(parse("trust bad:name", &limits).is_err());
     }
 }

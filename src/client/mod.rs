@@ -40,6 +40,7 @@ mod receipts;
 mod reconnect;
 mod render;
 mod repl;
+mod script_line;
 mod sealed;
 mod state;
 mod stdout;

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::e2e::session::{E2e, Recipient};
+use super::script_line::KeysCommand;
 use super::state::ChatState;
 use crate::net::transport::Transport;
 use crate::wire::v1::{self, keys, Limits};
@@ -90,6 +91,36 @@ pub async fn seal(
         ));
     }
     Ok(Sealed::Envelopes(envelopes))
+}
+
+/// `trust USER` or `verify USER`.
+pub async fn keys_command(
+    transport: &Transport,
+    e2e: &E2e,
+    command: KeysCommand,
+    user: &str,
+    wait: Duration,
+) -> Result<(), String> {
+    // The devices as they are now, asked of the server afresh.
+    let recipient = claim(transport, e2e, user, wait).await?;
+    match command {
+        KeysCommand::Trust => {
+            e2e.trust(user, &recipient);
+            crate::err_line!(
+                "* trusted {} device(s) of {user}; messages to {user} go out again",
+                recipient.devices.len()
+            );
+        }
+        KeysCommand::Verify => {
+            // Both users' devices: this user's other devices too.
+            let me = e2e.name().to_string();
+            if me != user {
+                claim(transport, e2e, &me, wait).await?;
+            }
+            let _ = crate::out_line!("safety code of {me} and {user}: {}", e2e.safety_code(user));
+        }
+    }
+    Ok(())
 }
 
 /// Claims `to`'s keys and checks them (new devices said on stderr).

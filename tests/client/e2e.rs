@@ -175,3 +175,149 @@ fn e2e_needs_a_password_and_a_script() {
     assert_eq!(out.status, 2, "{}", out.stderr);
     assert!(out.stderr.contains("password"), "{}", out.stderr);
 }
+
+#[test]
+fn a_second_device_of_the_recipient_reads_the_message_too() {
+    let dir = TempDir::new("e2e-two-devices");
+    let server = server(&dir.0);
+    // bob's phone and laptop: two state directories, two devices.
+    let laptop = |extra: &[&str]| {
+        let mut command = client_command(server.port, "bob");
+        command
+            .env("PMCHAT_PASSWORD", "pw")
+            .env("XDG_STATE_HOME", dir.0.join("state-bob-laptop"))
+            .args([
+                "--allow-plaintext-password",
+                "--e2e",
+                "--follow",
+                "--until-caught-up",
+            ])
+            .args(extra);
+        run_client(command, b"")
+    };
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    assert_eq!(laptop(&[]).stdout, "");
+    let out = send(&server, &dir.0, "send bob to both of you\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        bob_catches_up(&server, &dir.0, &[]).stdout,
+        "alice: to both of you\n"
+    );
+    // The laptop had seen nothing yet (no cursor of its own), and the
+    // phone moved the name's mark past it: the whole log, then.
+    let out = laptop(&["--since", "all"]);
+    assert_eq!(
+        out.stdout, "alice: to both of you\n",
+        "stderr: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn both_sides_verify_the_same_safety_code() {
+    let dir = TempDir::new("e2e-verify");
+    let server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let out = send(&server, &dir.0, "send bob hello\nverify bob\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let alice_code = out.stdout.trim().rsplit(": ").next().unwrap().to_string();
+    let mut command = e2e_client(&server, &dir.0, "bob");
+    command.args(["--follow", "--until-caught-up"]);
+    let out = run_client(command, b"");
+    assert_eq!(out.stdout, "alice: hello\n");
+    let out = run_client(e2e_client(&server, &dir.0, "bob"), b"verify alice\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let bob_code = out.stdout.trim().rsplit(": ").next().unwrap().to_string();
+    assert_eq!(alice_code.len(), 35, "{alice_code:?}");
+    assert_eq!(alice_code, bob_code);
+}
+
+/// Publishes, as `name` through a raw connection, an identity for the
+/// device `curve25519` signed with another signing key: what a server or
+/// a Redis writer swapping a user's key would hand out.
+fn publish_forged_identity(server: &ServerProcess, name: &str, curve25519: &[u8]) {
+    use vodozemac::olm::Account;
+    let forger = Account::new();
+    let mut message = b"pmchat-e2e/1 identity ".to_vec();
+    message.extend_from_slice(name.as_bytes());
+    message.push(0);
+    message.extend_from_slice(curve25519);
+    let signature = forger.sign(&message);
+    let mut identity = forger.ed25519_key().as_bytes().to_vec();
+    identity.extend_from_slice(curve25519);
+    identity.extend_from_slice(&signature.to_bytes());
+    let mut raw = raw_login(server, name);
+    let device = vodozemac::base64_encode(curve25519);
+    let mut records = vec![b'i'];
+    records.extend_from_slice(&(identity.len() as u16).to_be_bytes());
+    records.extend_from_slice(&identity);
+    raw.write(&pair(15, device.as_bytes(), &records));
+    let (opcode, _, _) = next_pair(&mut raw);
+    assert_eq!(opcode, 15, "KEY-COUNT");
+}
+
+/// A raw registered login asking for `keys`.
+fn raw_login(server: &ServerProcess, name: &str) -> RawClient {
+    let mut client = server.connect(name);
+    client.hello("pmchat/1 password keys");
+    client.write(&[0, 5, 0, 0, 0, 2, b'p', b'w']);
+    let (opcode, _, limits) = client.pair_frame();
+    assert_eq!(opcode, 2, "WELCOME");
+    assert!(String::from_utf8(limits).unwrap().contains("keys"));
+    client
+}
+
+fn pair(opcode: u16, a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut frame = opcode.to_be_bytes().to_vec();
+    frame.extend_from_slice(&(a.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    frame.extend_from_slice(a);
+    frame.extend_from_slice(b);
+    frame
+}
+
+/// The next frame that is not CAUGHT-UP.
+fn next_pair(client: &mut RawClient) -> (u16, Vec<u8>, Vec<u8>) {
+    loop {
+        let frame = client.pair_frame();
+        if frame.0 != 12 {
+            return frame;
+        }
+    }
+}
+
+#[test]
+fn a_changed_device_key_holds_messages_until_trust() {
+    let dir = TempDir::new("e2e-changed");
+    let server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let out = send(&server, &dir.0, "send bob first\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    // bob's device id (his Curve25519 key), as a claim shows it.
+    let mut carol = raw_login(&server, "alice");
+    carol.write(&pair(16, b"bob", b""));
+    let (opcode, device, _) = next_pair(&mut carol);
+    assert_eq!(opcode, 16, "DEVICE-KEYS");
+    drop(carol);
+    let curve = vodozemac::base64_decode(std::str::from_utf8(&device).unwrap()).unwrap();
+    publish_forged_identity(&server, "bob", &curve);
+
+    let out = send(&server, &dir.0, "send bob second\n");
+    assert_eq!(out.status, 1, "held: stderr {}", out.stderr);
+    assert!(
+        out.stderr.contains("CHANGED"),
+        "said loudly: {}",
+        out.stderr
+    );
+    // Held across runs until trusted.
+    let out = send(&server, &dir.0, "send bob third\n");
+    assert_eq!(out.status, 1, "stderr: {}", out.stderr);
+    let out = send(&server, &dir.0, "trust bob\nsend bob fourth\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let out = bob_catches_up(&server, &dir.0, &[]);
+    assert_eq!(
+        out.stdout, "alice: first\nalice: fourth\n",
+        "stderr: {}",
+        out.stderr
+    );
+}

@@ -371,6 +371,41 @@ impl E2e {
         Some(recipient)
     }
 
+    /// This user's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `trust NAME`: `recipient`'s devices, as a fresh claim found them,
+    /// become NAME's pinned devices, and messages to NAME go out again.
+    pub fn trust(&self, name: &str, recipient: &Recipient) {
+        let identities: Vec<Identity> = recipient
+            .devices
+            .iter()
+            .map(|(identity, _)| *identity)
+            .collect();
+        let mut pins = lock(&self.pins);
+        pins.trust(name, &identities);
+        if let Err(e) = pins.save() {
+            crate::err_line!("chat-client: cannot save the pinned keys: {e}");
+        }
+        lock(&self.recipients).insert(name.to_string(), recipient.clone());
+    }
+
+    /// `verify NAME`: the safety code of this user's devices (this one
+    /// and those pinned for our name) and NAME's pinned devices.
+    pub fn safety_code(&self, name: &str) -> String {
+        let pins = lock(&self.pins);
+        let mut mine = pins.keys_of(&self.name);
+        let own = lock(&self.device).identity().ed25519.to_base64();
+        if !mine.contains(&own) {
+            mine.push(own);
+            mine.sort();
+        }
+        let theirs = pins.keys_of(name);
+        super::pins::safety_code((&self.name, &mine), (name, &theirs))
+    }
+
     /// True while messages to `to` are held (a changed key).
     pub fn is_held(&self, to: &str) -> bool {
         lock(&self.pins).is_held(to)

@@ -78,6 +78,10 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
             crate::err_line!("{}", command::help_text(NOTICE_MARK));
             return Handled::Done;
         }
+        Ok(Some(Command::Trust { .. } | Command::Verify { .. })) => {
+            local_error(command::E2E_ONLY);
+            return Handled::Done;
+        }
         Ok(Some(Command::Who)) => {
             match state.who_unsupported() {
                 Some(why) => local_error(why),
