@@ -89,7 +89,8 @@ pub struct ClientArgs {
 
     /// The client config file [default: $XDG_CONFIG_HOME/pmchat/client.toml,
     /// else ~/.config/pmchat/client.toml]: named servers with host, port,
-    /// name, tls, tls_ca and password_file, and `default` (see the man page).
+    /// name, tls, tls_ca, password_file and e2e, and `default` (see the man
+    /// page).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -339,6 +340,7 @@ impl ClientArgs {
                 self.tls_ca = entry.tls_ca.clone();
             }
             self.tls |= entry.tls;
+            self.e2e |= entry.e2e;
             if self.password_file.is_none() {
                 self.password_file = entry.password_file.clone();
             }

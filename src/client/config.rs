@@ -13,6 +13,7 @@
 //! tls = true                  # verify against the system's roots
 //! tls_ca = "~/work-ca.pem"    # or trust only this CA (implies TLS)
 //! password_file = "~/.pmchat-password"
+//! e2e = true                  # end-to-end encryption, as --e2e
 //! ```
 //!
 //! so `chat-client work` connects; a command may follow
@@ -57,6 +58,9 @@ pub struct ServerEntry {
     pub tls_ca: Option<PathBuf>,
     /// The password's file, as `--password-file`.
     pub password_file: Option<PathBuf>,
+    /// End-to-end encryption by default, as `--e2e`.
+    #[serde(default)]
+    pub e2e: bool,
 }
 
 /// Where the config file is looked for by default.
@@ -141,6 +145,11 @@ mod tests {
         assert_eq!(work.name.as_deref(), Some("alice"));
         assert_eq!(work.tls_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert_eq!(config.default.as_deref(), Some("work"));
+        assert!(!work.e2e, "off unless asked");
+        let config =
+            ConfigFile::parse("[servers.a]\nhost = \"h\"\nport = 1\ne2e = true\n").unwrap();
+        assert!(config.servers["a"].e2e);
+        assert!(ConfigFile::parse("[servers.a]\nhost = \"h\"\nport = 1\ne2e = \"yes\"\n").is_err());
     }
 
     #[test]
