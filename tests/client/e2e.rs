@@ -321,3 +321,111 @@ fn a_changed_device_key_holds_messages_until_trust() {
         out.stderr
     );
 }
+
+/// A TCP relay to `backend` that keeps every byte it carries, both ways.
+struct RecordingRelay {
+    port: u16,
+    carried: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl RecordingRelay {
+    fn start(backend: u16) -> RecordingRelay {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let carried = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = std::sync::Arc::clone(&carried);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", backend)) else {
+                    return;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let record = std::sync::Arc::clone(&record);
+                    std::thread::spawn(move || {
+                        let mut chunk = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut chunk) {
+                            if n == 0 || to.write_all(&chunk[..n]).is_err() {
+                                break;
+                            }
+                            record.lock().unwrap().extend_from_slice(&chunk[..n]);
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        RecordingRelay { port, carried }
+    }
+
+    fn carried(&self) -> Vec<u8> {
+        self.carried.lock().unwrap().clone()
+    }
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_relay_between_client_and_server_never_carries_the_text() {
+    let dir = TempDir::new("e2e-relay");
+    let server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let relay = RecordingRelay::start(server.port);
+    let mut alice = client_command(relay.port, "alice");
+    alice
+        .env("PMCHAT_PASSWORD", "pw")
+        .env("XDG_STATE_HOME", dir.0.join("state-alice"))
+        .args(["--allow-plaintext-password", "--e2e"]);
+    let out = run_client(alice, format!("send bob {SECRET}\n").as_bytes());
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let carried = relay.carried();
+    assert!(
+        holds(&carried, b"pmchat-e2e/1 "),
+        "the envelope went through"
+    );
+    assert!(!holds(&carried, SECRET.as_bytes()), "the text did not");
+    assert_eq!(
+        bob_catches_up(&server, &dir.0, &[]).stdout,
+        format!("alice: {SECRET}\n")
+    );
+}
+
+#[test]
+fn across_nodes_redis_keeps_only_envelopes() {
+    crate::require_redis!();
+    let redis = crate::common::RedisProcess::start();
+    let dir = TempDir::new("e2e-redis");
+    let accounts = accounts_file(&dir.0, &[("alice", "pw"), ("bob", "pw")]);
+    let args = [
+        "--cluster",
+        &redis.url(),
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+    ];
+    // alice and bob on two nodes of one namespace.
+    let a = ServerProcess::start(&args);
+    let b = ServerProcess::start(&args);
+    assert_eq!(bob_catches_up(&b, &dir.0, &[]).stdout, "");
+    let out = send(&a, &dir.0, &format!("send bob {SECRET}\n"));
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        bob_catches_up(&b, &dir.0, &[]).stdout,
+        format!("alice: {SECRET}\n")
+    );
+    let log =
+        crate::common::redis_command(redis.port, &[b"XRANGE", b"pmchat:log:{bob}", b"-", b"+"]);
+    assert!(
+        holds(&log, b"pmchat-e2e/1 "),
+        "bob's log holds the envelope"
+    );
+    assert!(!holds(&log, SECRET.as_bytes()), "and not the text");
+    let keys = crate::common::redis_command(redis.port, &[b"HGETALL", b"pmchat:keys:{bob}"]);
+    assert!(holds(&keys, b"i:"), "bob's keys are in Redis");
+}
