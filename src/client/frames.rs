@@ -307,9 +307,15 @@ impl FrameHandler {
                     state.received_from(&String::from_utf8_lossy(peer));
                 }
                 let e2e = state.e2e().filter(|e2e| e2e.is_active());
-                let opened = e2e
-                    .as_ref()
-                    .map(|e2e| e2e.open_message(&String::from_utf8_lossy(peer), content));
+                // A copy of what another of our devices sent was sealed
+                // by that device, in our name.
+                let opened = e2e.as_ref().map(|e2e| {
+                    let sender = match sent {
+                        true => e2e.name().to_string(),
+                        false => String::from_utf8_lossy(peer).into_owned(),
+                    };
+                    e2e.open_message(&sender, content)
+                });
                 let (content, mark) = match &opened {
                     None => (content, None),
                     Some(Opened::Plain { pinned }) => (content, pinned.then_some(false)),

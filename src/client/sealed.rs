@@ -82,7 +82,19 @@ pub async fn seal(
              not sent (--allow-plaintext sends such messages unencrypted)"
         ));
     }
-    let envelopes = e2e.seal(&recipient, message.as_bytes())?;
+    // The sender's own other devices get a copy too, sent the same way:
+    // to `to`, so that it is logged as sent to `to` for them, and every
+    // device reads only the envelope for it.
+    let me = e2e.name().to_string();
+    let own = match (me == to, e2e.known(&me)) {
+        (true, _) => None,
+        (false, Some(own)) => Some(own),
+        (false, None) => Some(claim(transport, e2e, &me, wait).await?),
+    };
+    let mut envelopes = e2e.seal(&recipient, message.as_bytes())?;
+    if let Some(own) = own.filter(|own| !own.devices.is_empty()) {
+        envelopes.extend(e2e.seal(&own, message.as_bytes())?);
+    }
     let limit = usize::from(limits.max_message);
     if envelopes.iter().any(|envelope| envelope.len() > limit) {
         return Err(format!(

@@ -429,3 +429,40 @@ fn across_nodes_redis_keeps_only_envelopes() {
     let keys = crate::common::redis_command(redis.port, &[b"HGETALL", b"pmchat:keys:{bob}"]);
     assert!(holds(&keys, b"i:"), "bob's keys are in Redis");
 }
+
+#[test]
+fn the_senders_other_devices_read_what_it_sent() {
+    let dir = TempDir::new("e2e-own-devices");
+    let server = server(&dir.0);
+    // alice's laptop: a second device of hers, which shows what her
+    // phone sends as sent copies.
+    let laptop = |extra: &[&str]| {
+        let mut command = client_command(server.port, "alice");
+        command
+            .env("PMCHAT_PASSWORD", "pw")
+            .env("XDG_STATE_HOME", dir.0.join("state-alice-laptop"))
+            .args([
+                "--allow-plaintext-password",
+                "--e2e",
+                "--follow",
+                "--until-caught-up",
+            ])
+            .args(extra);
+        run_client(command, b"")
+    };
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    assert_eq!(laptop(&[]).stdout, "");
+    let out = send(&server, &dir.0, "send bob from my phone\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        bob_catches_up(&server, &dir.0, &[]).stdout,
+        "alice: from my phone\n",
+        "bob reads his copy only"
+    );
+    let out = laptop(&["--since", "all"]);
+    assert_eq!(
+        out.stdout, "→ bob: from my phone\n",
+        "stderr: {}",
+        out.stderr
+    );
+}
