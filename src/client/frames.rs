@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use super::e2e::envelope::is_envelope;
 use super::e2e::session::{E2e, Opened};
 use super::receipts::Sent;
 use super::state::{ChatState, MAX_ONLINE_USERS};
@@ -217,6 +218,10 @@ impl FrameHandler {
                 state.received_from(&String::from_utf8_lossy(from));
                 match state.e2e().filter(|e2e| e2e.is_active()) {
                     Some(e2e) => open_e2e(&e2e, from, content, sink),
+                    // Ciphertext is never shown as text.
+                    None if is_envelope(content) => {
+                        unreadable(from, "it is encrypted (chat-client --e2e reads it)", sink);
+                    }
                     None => sink.message(from, content),
                 }
             }
@@ -317,6 +322,12 @@ impl FrameHandler {
                     e2e.open_message(&sender, content)
                 });
                 let (content, mark) = match &opened {
+                    None if is_envelope(content) => {
+                        if !sent {
+                            unreadable(peer, "it is encrypted (chat-client --e2e reads it)", sink);
+                        }
+                        return;
+                    }
                     None => (content, None),
                     Some(Opened::Plain { pinned }) => (content, pinned.then_some(false)),
                     Some(Opened::Text(text)) => (&text[..], Some(true)),

@@ -466,3 +466,26 @@ fn the_senders_other_devices_read_what_it_sent() {
         out.stderr
     );
 }
+
+#[test]
+fn a_client_without_e2e_never_shows_ciphertext_as_text() {
+    let dir = TempDir::new("e2e-plain-reader");
+    let server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let out = send(&server, &dir.0, &format!("send bob {SECRET}\n"));
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    // bob on a client without --e2e.
+    let mut plain = client_command(server.port, "bob");
+    plain
+        .env("PMCHAT_PASSWORD", "pw")
+        .env("XDG_STATE_HOME", dir.0.join("state-bob-plain"))
+        .args([
+            "--allow-plaintext-password",
+            "--follow",
+            "--until-caught-up",
+        ])
+        .args(["--since", "all"]);
+    let out = run_client(plain, b"");
+    assert_eq!(out.stdout, "", "nothing printed as text");
+    assert!(out.stderr.contains("--e2e"), "{}", out.stderr);
+}
