@@ -174,6 +174,14 @@ pub enum Received {
     Enough,
 }
 
+/// Keeps what decrypting the frames so far did to the --e2e sessions: once
+/// per read batch, not once per message.
+fn checkpoint(state: &ChatState) {
+    if let Some(e2e) = state.e2e() {
+        e2e.checkpoint();
+    }
+}
+
 /// Reads frames until the server closes the connection, handing each to
 /// `sink` and flushing the sink whenever the socket has nothing more ready
 /// or [`FLUSH_AT`] bytes are pending. A flush that waits (stdout is full)
@@ -210,14 +218,19 @@ pub async fn receive(
                     let publishing = state.e2e().is_some_and(|e2e| e2e.is_publishing());
                     if (message && counted_down(messages_left)) || (sink.finished() && !publishing)
                     {
+                        checkpoint(state);
                         return match sink.flush().await {
                             Err(e) => output_failed(e),
                             Ok(()) => Received::Enough,
                         };
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    checkpoint(state);
+                    break;
+                }
                 Err(error) => {
+                    checkpoint(state);
                     let _ = sink.flush().await;
                     if frames.first {
                         let start = input.buffered();

@@ -85,6 +85,8 @@ pub struct E2e {
     pins: Mutex<Pins>,
     /// WELCOME granted `keys`.
     active: AtomicBool,
+    /// Sessions changed by decrypting since the vault was last written.
+    dirty: AtomicBool,
     /// Where publishing this device's keys stands (see [`Publishing`]),
     /// as the receiving side sees the answers: a run that ends once the
     /// log is replayed waits for it.
@@ -128,6 +130,7 @@ impl E2e {
             device: Mutex::new(device),
             pins: Mutex::new(pins),
             active: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
             publishing: std::sync::atomic::AtomicU8::new(Publishing::NotYet as u8),
             allow_plaintext,
             counts: async_channel::bounded(4),
@@ -263,10 +266,20 @@ impl E2e {
         }
         match device.decrypt(&envelope) {
             Ok(plaintext) => {
-                self.save(&device);
+                // Written once per read batch (see `checkpoint`): a run
+                // that stops before then reads these again from the log,
+                // which the older sessions still decrypt.
+                self.dirty.store(true, Ordering::SeqCst);
                 Opened::Text(plaintext)
             }
             Err(e) => Opened::Failed(e.to_string()),
+        }
+    }
+
+    /// Writes the vault if decrypting changed the sessions since.
+    pub fn checkpoint(&self) {
+        if self.dirty.swap(false, Ordering::SeqCst) {
+            self.save(&lock(&self.device));
         }
     }
 
