@@ -407,6 +407,16 @@ struct ScriptSender<'a> {
 }
 
 impl ScriptSender<'_> {
+    /// Writes `out`; with --e2e, the sessions that sealed it are on disk
+    /// first (a run that stops after a write and before a save would seal
+    /// again with keys already used).
+    async fn write(&self, out: &[u8]) -> io::Result<()> {
+        if let Some(e2e) = self.state.e2e() {
+            e2e.checkpoint();
+        }
+        self.transport.write_all(out).await
+    }
+
     /// Reads, checks and sends every command until the end of the script
     /// or `exit`.
     async fn send(&self, script: &mut Script) -> io::Result<()> {
@@ -435,7 +445,7 @@ impl ScriptSender<'_> {
             // Send what we have before the script may make us wait, so a
             // slow pipe sends each line at once.
             if out.len() >= SEND_BUFFER || (!out.is_empty() && script.nothing_buffered()) {
-                self.transport.write_all(&out).await?;
+                self.write(&out).await?;
                 out.clear();
             }
             if script.next_line(&mut line, self.state).await.is_none() {
@@ -452,9 +462,11 @@ impl ScriptSender<'_> {
                 });
             let flow = match (flow, &e2e) {
                 (Ok(Flow::Seal(to, message)), Some(e2e)) => {
-                    // What came before goes first: a claim may wait.
-                    self.transport.write_all(&out).await?;
-                    out.clear();
+                    // What came before goes first when a claim may wait.
+                    if !e2e.has_claimed(&to) {
+                        self.write(&out).await?;
+                        out.clear();
+                    }
                     let sealed = super::sealed::seal_line(
                         self.transport,
                         self.state,
@@ -467,7 +479,7 @@ impl ScriptSender<'_> {
                     sealed.await.map(|copies| (Flow::Sent(to), copies))
                 }
                 (Ok(Flow::Keys(command, user)), Some(e2e)) => {
-                    self.transport.write_all(&out).await?;
+                    self.write(&out).await?;
                     out.clear();
                     let done = super::sealed::keys_command(
                         self.transport,
@@ -500,7 +512,7 @@ impl ScriptSender<'_> {
                             });
                         }
                         if ledger.record(Sent { to, origin }) >= WINDOW {
-                            self.transport.write_all(&out).await?;
+                            self.write(&out).await?;
                             out.clear();
                             if !ledger.wait_below(WINDOW / 2, self.silence).await {
                                 crate::err_line!(
@@ -516,7 +528,7 @@ impl ScriptSender<'_> {
                     }
                     // Paced: each message goes out alone, then a pause.
                     if !self.pace.is_zero() {
-                        self.transport.write_all(&out).await?;
+                        self.write(&out).await?;
                         out.clear();
                         Timer::after(self.pace).await;
                     }
@@ -529,7 +541,7 @@ impl ScriptSender<'_> {
                 }
             }
         }
-        self.transport.write_all(&out).await
+        self.write(&out).await
     }
 }
 

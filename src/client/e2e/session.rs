@@ -5,9 +5,12 @@
 //! answers over here; the sending side waits for them.
 //!
 //! Both sides use the device (a mutex: the receiving thread decrypts
-//! while the sending side encrypts; neither holds it across a wait), and
-//! the vault is written after every change of its state, so a run that
-//! ends at any moment leaves the sessions as the last message left them.
+//! while the sending side encrypts; neither holds it across a wait; the
+//! device is always locked before the pins). The vault is written before
+//! sealed messages are written to the socket (a key never seals twice)
+//! and once per read batch of decrypted ones (a run that stops before
+//! then reads them again from the log, which the older sessions still
+//! decrypt).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -85,7 +88,8 @@ pub struct E2e {
     pins: Mutex<Pins>,
     /// WELCOME granted `keys`.
     active: AtomicBool,
-    /// Sessions changed by decrypting since the vault was last written.
+    /// Sessions changed (by sealing or decrypting) since the vault was
+    /// last written.
     dirty: AtomicBool,
     /// Where publishing this device's keys stands (see [`Publishing`]),
     /// as the receiving side sees the answers: a run that ends once the
@@ -322,6 +326,13 @@ impl E2e {
             .ok()
     }
 
+    /// True if `to`'s devices and ours were claimed already this run
+    /// (sealing for `to` asks the server nothing).
+    pub fn has_claimed(&self, to: &str) -> bool {
+        let recipients = lock(&self.recipients);
+        recipients.contains_key(to) && (to == self.name || recipients.contains_key(&self.name))
+    }
+
     /// `to`'s devices if claimed already this run.
     pub fn known(&self, to: &str) -> Option<Recipient> {
         lock(&self.recipients).get(to).cloned()
@@ -337,8 +348,9 @@ impl E2e {
             devices: Vec::new(),
             notices: Vec::new(),
         };
-        let mut pins = lock(&self.pins);
+        // The device before the pins, as everywhere (no lock order cycle).
         let me = lock(&self.device).identity();
+        let mut pins = lock(&self.pins);
         for (_, records) in &answer {
             let Ok(records) = keys::records(records) else {
                 recipient
@@ -408,9 +420,9 @@ impl E2e {
     /// `verify NAME`: the safety code of this user's devices (this one
     /// and those pinned for our name) and NAME's pinned devices.
     pub fn safety_code(&self, name: &str) -> String {
+        let own = lock(&self.device).identity().ed25519.to_base64();
         let pins = lock(&self.pins);
         let mut mine = pins.keys_of(&self.name);
-        let own = lock(&self.device).identity().ed25519.to_base64();
         if !mine.contains(&own) {
             mine.push(own);
             mine.sort();
@@ -426,6 +438,8 @@ impl E2e {
 
     /// Encrypts `plaintext` for each of `recipient`'s devices: the
     /// envelopes, as message contents.
+    /// The caller writes them only after [`E2e::checkpoint`]: a key must
+    /// never seal twice.
     pub fn seal(&self, recipient: &Recipient, plaintext: &[u8]) -> Result<Vec<String>, String> {
         let mut device = lock(&self.device);
         let mut envelopes = Vec::with_capacity(recipient.devices.len());
@@ -440,7 +454,7 @@ impl E2e {
             }
             envelopes.push(envelope.to_text());
         }
-        self.save(&device);
+        self.dirty.store(true, Ordering::SeqCst);
         Ok(envelopes)
     }
 }
