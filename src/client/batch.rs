@@ -425,7 +425,8 @@ impl ScriptSender<'_> {
         // --e2e: this device's keys first.
         let e2e = self.state.e2e().filter(|e2e| e2e.is_active());
         if let Some(e2e) = &e2e {
-            if let Err(e) = super::sealed::publish(self.transport, e2e, self.silence).await {
+            let out = super::sealed::Out::Socket(self.transport);
+            if let Err(e) = super::sealed::publish(out, e2e, self.silence).await {
                 crate::err_line!("chat-client: end-to-end encryption is off: {e}");
                 self.state.fail();
                 return Ok(());
@@ -482,7 +483,7 @@ impl ScriptSender<'_> {
                     self.write(&out).await?;
                     out.clear();
                     let done = super::sealed::keys_command(
-                        self.transport,
+                        super::sealed::Out::Socket(self.transport),
                         e2e,
                         command,
                         user,

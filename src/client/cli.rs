@@ -227,7 +227,7 @@ pub struct ClientArgs {
     /// message is encrypted (Olm) for every device of its recipient, so
     /// the server routes and stores only ciphertext; messages received are
     /// decrypted. Refuses to send to a user without keys unless
-    /// --allow-plaintext. Batch and --follow runs.
+    /// --allow-plaintext (the editor asks each time).
     #[arg(long)]
     pub e2e: bool,
 

@@ -37,8 +37,7 @@ pub enum Command<'a> {
 }
 
 /// What `trust` and `verify` say without `--e2e`.
-pub const E2E_ONLY: &str =
-    "trust and verify are for end-to-end encryption: a script run with --e2e";
+pub const E2E_ONLY: &str = "trust and verify are for end-to-end encryption: run with --e2e";
 
 /// Messages `history` shows when not told how many.
 pub const HISTORY_PAGE: u16 = 20;

@@ -94,7 +94,7 @@ pub fn run(args: ClientArgs) -> Status {
         // A password in the environment is meant for v1 logins.
         password = None;
     }
-    let e2e = match e2e_for(&args, interactive, password.as_deref()) {
+    let e2e = match e2e_for(&args, password.as_deref()) {
         Ok(e2e) => e2e,
         Err(e) => {
             crate::err_line!("chat-client: {e}");
@@ -197,14 +197,10 @@ pub fn run(args: ClientArgs) -> Status {
 /// in the state directory under the password.
 fn e2e_for(
     args: &ClientArgs,
-    interactive: bool,
     password: Option<&[u8]>,
 ) -> Result<Option<Arc<e2e::session::E2e>>, String> {
     if !args.e2e {
         return Ok(None);
-    }
-    if interactive {
-        return Err("--e2e works in batch and --follow runs for now, not in the editor".into());
     }
     if args.wire == ClientWire::Gob {
         return Err("--e2e needs the v1 wire".into());

@@ -31,6 +31,9 @@ pub enum Origin {
     /// Typed in the editor: its text, shown once accepted (`→ bob: text`)
     /// and, shortened, in a refusal.
     Typed { text: Box<str> },
+    /// Another envelope of a message typed in the editor (`--e2e`: one
+    /// per device): shown only if refused.
+    Copy { text: Box<str> },
 }
 
 /// Characters of a typed message a refusal quotes.
@@ -189,7 +192,7 @@ pub fn unconfirmed_notice(lost: &[Sent]) -> Option<String> {
     let (first, last) = (lost.first()?, lost.last()?);
     let at = |sent: &Sent| match &sent.origin {
         Origin::Line { source, number } => format!("{source}:{number}"),
-        Origin::Typed { text } => {
+        Origin::Typed { text } | Origin::Copy { text } => {
             format!("your message to {}: \"{}\"", sent.to, preview(text))
         }
     };
@@ -221,7 +224,7 @@ mod tests {
         sent.iter()
             .map(|s| match s.origin {
                 Origin::Line { number, .. } => number,
-                Origin::Typed { .. } => 0,
+                Origin::Typed { .. } | Origin::Copy { .. } => 0,
             })
             .collect()
     }

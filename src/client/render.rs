@@ -314,7 +314,7 @@ impl Renderer {
                 out.push_str(&format!(":{number}: "));
                 push_escaped(out, text);
             }
-            Origin::Typed { text: typed } => {
+            Origin::Typed { text: typed } | Origin::Copy { text: typed } => {
                 self.label(out, "error");
                 push_escaped(out, text);
                 out.push_str(" (your message to ");
@@ -344,7 +344,7 @@ impl Renderer {
                 out.push_str(&format!(",\"line\":{number},\"to\":"));
                 push_string(out, sent.to.as_bytes());
             }
-            Origin::Typed { text } => {
+            Origin::Typed { text } | Origin::Copy { text } => {
                 out.push_str(",\"to\":");
                 push_string(out, sent.to.as_bytes());
                 out.push_str(",\"preview\":");

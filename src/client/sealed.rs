@@ -10,6 +10,26 @@ use super::e2e::session::{E2e, Recipient};
 use super::script_line::KeysCommand;
 use super::state::ChatState;
 use crate::net::transport::Transport;
+
+/// Where this module's frames go: the socket (a script's sender writes
+/// it), or the editor's channel to its network thread.
+#[derive(Clone, Copy)]
+pub enum Out<'a> {
+    Socket(&'a Transport),
+    Channel(&'a async_channel::Sender<Vec<u8>>),
+}
+
+impl Out<'_> {
+    async fn write(&self, frame: Vec<u8>) -> Result<(), String> {
+        match self {
+            Out::Socket(transport) => transport.write_all(&frame).await.map_err(|e| e.to_string()),
+            Out::Channel(frames) => frames
+                .send(frame)
+                .await
+                .map_err(|_| "the connection is closed".to_string()),
+        }
+    }
+}
 use crate::wire::v1::{self, keys, Limits};
 
 /// What became of a `send` line.
@@ -18,35 +38,38 @@ pub enum Sealed {
     Envelopes(Vec<String>),
     /// The recipient has no keys, and `--allow-plaintext` says send it.
     Plain,
+    /// The recipient has no keys, and nothing says send it in the clear.
+    NoKeys,
+}
+
+/// Why a line to a user without keys is not sent.
+pub fn no_keys(to: &str) -> String {
+    format!(
+        "'{to}' has published no keys (not a registered user with an --e2e client); \
+         not sent (--allow-plaintext sends such messages unencrypted)"
+    )
 }
 
 /// Publishes this device's identity and fallback key, then tops up its
 /// one-time keys; each KEYS answered within `wait`.
-pub async fn publish(transport: &Transport, e2e: &E2e, wait: Duration) -> Result<(), String> {
-    let published = publish_keys(transport, e2e, wait).await;
+pub async fn publish(out: Out<'_>, e2e: &E2e, wait: Duration) -> Result<(), String> {
+    let published = publish_keys(out, e2e, wait).await;
     if published.is_err() {
         e2e.publishing_failed();
     }
     published
 }
 
-async fn publish_keys(transport: &Transport, e2e: &E2e, wait: Duration) -> Result<(), String> {
+async fn publish_keys(out: Out<'_>, e2e: &E2e, wait: Duration) -> Result<(), String> {
     let mut frame = Vec::new();
     e2e.identity_frame(&mut frame);
-    transport
-        .write_all(&frame)
-        .await
-        .map_err(|e| e.to_string())?;
+    out.write(std::mem::take(&mut frame)).await?;
     let held = e2e
         .next_count(wait)
         .await
         .ok_or("the server did not take this device's keys")?;
-    frame.clear();
     if e2e.top_up_frame(held, &mut frame) {
-        transport
-            .write_all(&frame)
-            .await
-            .map_err(|e| e.to_string())?;
+        out.write(frame).await?;
         e2e.next_count(wait)
             .await
             .ok_or("the server did not take this device's one-time keys")?;
@@ -57,7 +80,7 @@ async fn publish_keys(transport: &Transport, e2e: &E2e, wait: Duration) -> Resul
 /// Seals `message` for `to`'s devices, claiming their keys on
 /// `transport` the first time; `Err` says why the line is not sent.
 pub async fn seal(
-    transport: &Transport,
+    out: Out<'_>,
     e2e: &E2e,
     to: &str,
     message: &str,
@@ -66,7 +89,7 @@ pub async fn seal(
 ) -> Result<Sealed, String> {
     let recipient = match e2e.known(to) {
         Some(recipient) => recipient,
-        None => claim(transport, e2e, to, wait).await?,
+        None => claim(out, e2e, to, wait).await?,
     };
     if e2e.is_held(to) {
         return Err(format!(
@@ -77,10 +100,7 @@ pub async fn seal(
         if e2e.allows_plaintext() {
             return Ok(Sealed::Plain);
         }
-        return Err(format!(
-            "'{to}' has published no keys (not a registered user with an --e2e client); \
-             not sent (--allow-plaintext sends such messages unencrypted)"
-        ));
+        return Ok(Sealed::NoKeys);
     }
     // The sender's own other devices get a copy too, sent the same way:
     // to `to`, so that it is logged as sent to `to` for them, and every
@@ -89,7 +109,7 @@ pub async fn seal(
     let own = match (me == to, e2e.known(&me)) {
         (true, _) => None,
         (false, Some(own)) => Some(own),
-        (false, None) => Some(claim(transport, e2e, &me, wait).await?),
+        (false, None) => Some(claim(out, e2e, &me, wait).await?),
     };
     let mut envelopes = e2e.seal(&recipient, message.as_bytes())?;
     if let Some(own) = own.filter(|own| !own.devices.is_empty()) {
@@ -107,14 +127,14 @@ pub async fn seal(
 
 /// `trust USER` or `verify USER`.
 pub async fn keys_command(
-    transport: &Transport,
+    out: Out<'_>,
     e2e: &E2e,
     command: KeysCommand,
     user: &str,
     wait: Duration,
 ) -> Result<(), String> {
     // The devices as they are now, asked of the server afresh.
-    let recipient = claim(transport, e2e, user, wait).await?;
+    let recipient = claim(out, e2e, user, wait).await?;
     match command {
         KeysCommand::Trust => {
             e2e.trust(user, &recipient);
@@ -127,7 +147,7 @@ pub async fn keys_command(
             // Both users' devices: this user's other devices too.
             let me = e2e.name().to_string();
             if me != user {
-                claim(transport, e2e, &me, wait).await?;
+                claim(out, e2e, &me, wait).await?;
             }
             let _ = crate::out_line!("safety code of {me} and {user}: {}", e2e.safety_code(user));
         }
@@ -136,20 +156,12 @@ pub async fn keys_command(
 }
 
 /// Claims `to`'s keys and checks them (new devices said on stderr).
-async fn claim(
-    transport: &Transport,
-    e2e: &E2e,
-    to: &str,
-    wait: Duration,
-) -> Result<Recipient, String> {
+async fn claim(out: Out<'_>, e2e: &E2e, to: &str, wait: Duration) -> Result<Recipient, String> {
     let mut frame = Vec::new();
     if !keys::encode_claim(to.as_bytes(), &mut frame) {
         return Err("name too long".into());
     }
-    transport
-        .write_all(&frame)
-        .await
-        .map_err(|e| e.to_string())?;
+    out.write(frame).await?;
     let recipient = e2e
         .claimed(to, wait)
         .await
@@ -172,7 +184,7 @@ pub async fn seal_line(
     wait: Duration,
     out: &mut Vec<u8>,
 ) -> Result<usize, String> {
-    match seal(transport, e2e, to, message, limits, wait).await? {
+    match seal(Out::Socket(transport), e2e, to, message, limits, wait).await? {
         Sealed::Envelopes(envelopes) => {
             for envelope in &envelopes {
                 v1::encode_message(to.as_bytes(), envelope.as_bytes(), out)
@@ -180,6 +192,7 @@ pub async fn seal_line(
             }
             Ok(envelopes.len())
         }
+        Sealed::NoKeys => Err(no_keys(to)),
         Sealed::Plain => {
             state
                 .wire()

@@ -489,3 +489,43 @@ fn a_client_without_e2e_never_shows_ciphertext_as_text() {
     assert_eq!(out.stdout, "", "nothing printed as text");
     assert!(out.stderr.contains("--e2e"), "{}", out.stderr);
 }
+
+#[test]
+fn in_the_editor_messages_are_sealed_and_plaintext_needs_a_yes() {
+    use expectrl::Expect;
+    let dir = TempDir::new("e2e-editor");
+    let mut server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let mut dave = server.login("dave");
+    let mut command = e2e_client(&server, &dir.0, "alice");
+    command
+        .env_remove("HOME")
+        .env("HOME", dir.0.join("home-alice"));
+    let mut alice = crate::interactive::spawn_in_pty(command, &dir);
+    alice.expect("alice> ").unwrap();
+    alice.send_line("send bob sealed in the editor").unwrap();
+    // Echoed as sent once the server accepted it.
+    alice.expect("→ bob: sealed in the editor").unwrap();
+    alice.send_line("send dave in the clear?").unwrap();
+    alice
+        .expect("send this message unencrypted? [y/N]")
+        .unwrap();
+    alice.send_line("n").unwrap();
+    alice.expect("not sent").unwrap();
+    dave.expect_silence(Duration::from_millis(300));
+    alice.send_line("send dave in the clear!").unwrap();
+    alice.expect("[y/N]").unwrap();
+    alice.send_line("y").unwrap();
+    assert_eq!(
+        dave.frame(),
+        crate::common::Frame::msg("alice", "in the clear!")
+    );
+    alice.send_line("exit").unwrap();
+    alice.expect(expectrl::Eof).unwrap();
+    let out = bob_catches_up(&server, &dir.0, &[]);
+    assert_eq!(
+        out.stdout, "alice: sealed in the editor\n",
+        "stderr: {}",
+        out.stderr
+    );
+}

@@ -15,7 +15,7 @@
 //! - [`session`]: all of it for one run of `chat-client --e2e`, with the
 //!   server's answers to KEYS and CLAIM.
 //!
-//! `chat-client --e2e` uses it in batch and `--follow` runs.
+//! `chat-client --e2e` uses it in scripts, `--follow` and the editor.
 
 pub mod device;
 pub mod envelope;

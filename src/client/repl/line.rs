@@ -7,6 +7,7 @@ use super::{local_error, notice, RECONNECT_OFFER};
 use crate::client::command::{self, Command};
 use crate::client::receipts::{Origin, Sent};
 use crate::client::render::{Renderer, NOTICE_MARK};
+use crate::client::script_line::KeysCommand;
 use crate::client::state::ChatState;
 use crate::wire::v1;
 
@@ -78,8 +79,16 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
             crate::err_line!("{}", command::help_text(NOTICE_MARK));
             return Handled::Done;
         }
-        Ok(Some(Command::Trust { .. } | Command::Verify { .. })) => {
-            local_error(command::E2E_ONLY);
+        Ok(Some(command @ (Command::Trust { .. } | Command::Verify { .. }))) => {
+            match (state.e2e().filter(|e2e| e2e.is_active()), command) {
+                (Some(e2e), Command::Trust { user }) => {
+                    super::sealed_line::keys_command(&e2e, frames, KeysCommand::Trust, user);
+                }
+                (Some(e2e), Command::Verify { user }) => {
+                    super::sealed_line::keys_command(&e2e, frames, KeysCommand::Verify, user);
+                }
+                _ => local_error(command::E2E_ONLY),
+            }
             return Handled::Done;
         }
         Ok(Some(Command::Who)) => {
@@ -120,6 +129,12 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
             return Handled::Done;
         }
     };
+    if let Some(e2e) = state.e2e().filter(|e2e| e2e.is_active()) {
+        if !super::sealed_line::send(&e2e, state, frames, &to, message) {
+            return Handled::Done;
+        }
+        return sent(state, echo, to, message);
+    }
     let mut frame = Vec::new();
     let wire = state.wire();
     if let Err(e) = wire.encode_message(to.as_bytes(), message.as_bytes(), &mut frame) {
@@ -139,7 +154,12 @@ pub(super) fn handle_line(line: &str, peer: &mut Option<String>, cx: &LineContex
     }
     // A closed channel means the network thread is ending the process.
     let _ = frames.send_blocking(frame);
-    // Without receipts nothing will say it was accepted: echoed as sent.
+    sent(state, echo, to, message)
+}
+
+/// A message handed on: without receipts nothing will say it was
+/// accepted, so it is echoed as sent now.
+fn sent(state: &ChatState, echo: &Renderer, to: String, message: &str) -> Handled {
     if !state.receipts() {
         let mut line = String::new();
         echo.own_message(&to, message, None, &mut line);

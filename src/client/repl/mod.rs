@@ -22,6 +22,7 @@ mod complete;
 mod history;
 mod line;
 mod network;
+mod sealed_line;
 
 use crate::exit_codes::Status;
 use std::io::{self, IsTerminal};
@@ -232,6 +233,9 @@ impl Link {
         let pending = |reason, wait| notice(&pending_notice(reason, wait));
         let login = smol::block_on(await_login(&outcome, greeting.timeout, pending));
         let editing = greet(login, options, state, &greeting) && phase.start_editing();
+        if let Some(e2e) = state.e2e().filter(|e2e| e2e.is_active() && editing) {
+            sealed_line::publish(&e2e, &frames);
+        }
         Ok(Link {
             frames,
             phase,
