@@ -367,6 +367,11 @@ impl FrameHandler {
                 peer,
                 content,
             } => {
+                // An encrypted message cannot be read again: Olm uses each
+                // key once, when it arrives. Never shown as text.
+                if is_envelope(content) {
+                    return;
+                }
                 let entry = LogEntry {
                     id,
                     ts_ms,

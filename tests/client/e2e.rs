@@ -529,3 +529,39 @@ fn in_the_editor_messages_are_sealed_and_plaintext_needs_a_yes() {
         out.stderr
     );
 }
+
+#[test]
+fn history_never_shows_ciphertext() {
+    let dir = TempDir::new("e2e-history");
+    let mut server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let out = send(&server, &dir.0, &format!("send bob {SECRET}\n"));
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let mut dave = server.login("dave");
+    dave.send("bob", "plain and simple");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut command = e2e_client(&server, &dir.0, "bob");
+    command
+        .args(["--follow", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = crate::common::ChildGuard(command.spawn().unwrap());
+    let lines = lines_of(child.0.stdout.take().unwrap());
+    let mut input = child.0.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, b"history\n").unwrap();
+    let mut shown = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_millis(1500)) {
+        shown.push(line);
+    }
+    let history: Vec<&String> = shown
+        .iter()
+        .filter(|line| line.starts_with("{\"type\":\"history\""))
+        .collect();
+    assert_eq!(history.len(), 1, "{shown:?}");
+    assert!(history[0].contains("plain and simple"), "{shown:?}");
+    assert!(
+        shown.iter().all(|line| !line.contains("pmchat-e2e/1")),
+        "no ciphertext: {shown:?}"
+    );
+}
