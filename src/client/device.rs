@@ -5,7 +5,6 @@
 //! that server, so that someone else guessing the name's password does not
 //! lock this device out.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Where one server's token for one name is kept.
@@ -64,15 +63,8 @@ impl TokenStore {
     /// A token that cannot be kept only costs the next login its
     /// exemption: the error is returned for a notice, nothing more.
     pub fn save(&self, token: &str) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(());
-        }
-        if let Some(dir) = self.path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
         }
         let mut text = String::new();
         for line in self.lines().iter().filter(|line| !self.is_ours(line)) {
@@ -80,20 +72,7 @@ impl TokenStore {
             text.push('\n');
         }
         text.push_str(&format!("{} {} {token}\n", self.server, self.name));
-        // A new file renamed over the old one: a crash leaves one or the
-        // other, never half of each.
-        let mut temporary = self.path.clone().into_os_string();
-        temporary.push(format!(".{}", std::process::id()));
-        let temporary = PathBuf::from(temporary);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &self.path)
+        super::private_file::write(&self.path, text.as_bytes())
     }
 }
 

@@ -17,7 +17,8 @@
 //! - `exec`: `--exec CMD`, each message handed to a command, effectively
 //!   once.
 //! - `device`: the device tokens servers gave this client, kept per server
-//!   and name in the state directory.
+//!   and name in the state directory; `private_file` how such files are
+//!   written (0600, atomically).
 //! - [`wire`]: v1 or the original programs' gob, encoded and decoded.
 //! - [`batch`]: scripts from stdin or files; [`sealed`] its `--e2e`
 //!   side (keys published at login, each `send` sealed per device).
@@ -36,6 +37,7 @@ pub mod e2e;
 mod exec;
 mod frames;
 mod output;
+mod private_file;
 mod receipts;
 mod reconnect;
 mod render;

@@ -252,24 +252,18 @@ impl ServerHandle {
         let mut out = Vec::new();
         if let Some(store) = &self.shared.config.store {
             store.export(name, &mut out).map_err(|e| e.to_string())?;
-        } else if let (Some(url), Some(_)) =
-            (&self.shared.config.cluster, &self.shared.stream_inboxes)
-        {
-            // A connection of its own, on a thread of its own: the
-            // export's runtime must not run on the caller's (the console's
-            // or the control socket's) thread.
-            let (url, owned) = (url.clone(), name.to_string());
-            std::thread::Builder::new()
-                .name(crate::runtime::thread_name("exp"))
-                .spawn(move || {
-                    let mut out = Vec::new();
-                    super::history_in_redis(&url, &owned, super::LogAction::Export, &mut out)
-                        .map(|_| out)
+        } else if self.shared.stream_inboxes.is_some() {
+            // Read where the cluster's connection lives, as the console's
+            // other questions to the cluster are.
+            let owned = name.to_string();
+            out = self
+                .on_cluster(move |shared| async move {
+                    let mut lines = Vec::new();
+                    let cluster = shared.cluster.as_ref()?;
+                    cluster.export_log(&owned, &mut lines).await.ok()?;
+                    Some(lines)
                 })
-                .map_err(|e| e.to_string())?
-                .join()
-                .map_err(|_| "the export failed".to_string())?
-                .map(|lines| out = lines)?;
+                .ok_or("the cluster's Redis is unreachable; try again")?;
         } else {
             return Err(
                 "no stored history (start the server with --store, or --cluster and --accounts)"

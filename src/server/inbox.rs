@@ -362,6 +362,7 @@ pub(crate) async fn feed(
                 cursor = entry.id;
                 replayed += 1;
             }
+            count_replayed(mailbox, page.len());
             if page.len() == PAGE {
                 write_out(mailbox);
                 continue;
@@ -447,9 +448,14 @@ pub(super) async fn queue_encoded(
             }
         }
     }
-    let stats = mailbox.outbound().stats();
-    stats.add(stats.slot(), Hot::Replayed, 1);
     true
+}
+
+/// Counts `entries` replayed to `mailbox` from its log: once per page,
+/// not per entry.
+pub(super) fn count_replayed(mailbox: &Mailbox, entries: usize) {
+    let stats = mailbox.outbound().stats();
+    stats.add(stats.slot(), Hot::Replayed, entries as u64);
 }
 
 /// Writes what is queued for `mailbox`: directly when nobody is writing

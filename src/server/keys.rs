@@ -45,15 +45,9 @@ impl KeyDirectory {
                 let devices = names.entry(name.into()).or_default();
                 let existing = devices.remove(device);
                 let new_device = existing.is_none();
-                let published = match DeviceKeys::published(existing.clone(), records, now_ms()) {
-                    Ok(published) => published,
-                    Err(e) => {
-                        if let Some(existing) = existing {
-                            devices.insert(device.to_vec(), existing);
-                        }
-                        return Err(e);
-                    }
-                };
+                // Only a device with no identity yet can be refused: a
+                // refusal leaves nothing to put back.
+                let published = DeviceKeys::published(existing, records, now_ms())?;
                 while new_device && devices.len() >= MAX_DEVICES {
                     let oldest = devices
                         .iter()

@@ -26,7 +26,7 @@ use tracing::warn;
 
 use super::accounts::Accounts;
 use super::cluster::Cluster;
-use super::inbox::{queue_encoded, queue_entry, write_out, Start};
+use super::inbox::{count_replayed, queue_encoded, queue_entry, write_out, Start};
 use super::mailbox::Mailbox;
 use crate::store::Direction;
 use crate::wire::v1;
@@ -140,6 +140,15 @@ pub(crate) async fn feed(
                 *count += 1;
             }
         }
+        // A plain session was sent what came to the name only.
+        let shown = match plain {
+            true => page
+                .iter()
+                .filter(|e| e.direction != Direction::Sent)
+                .count(),
+            false => page.len(),
+        };
+        count_replayed(mailbox, shown);
         if page.len() == PAGE {
             write_out(mailbox);
             continue;

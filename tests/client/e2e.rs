@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::accounts::accounts_file;
 use crate::common::{
-    client_command, lines_of, run_client, ClientOutput, RawClient, ServerProcess, TIMEOUT,
+    client_command, key_records, lines_of, pair, run_client, ClientOutput, RawClient,
+    ServerProcess, TIMEOUT,
 };
 use crate::interactive::TempDir;
 
@@ -39,12 +40,31 @@ fn server_at(dir: &Path, port: u16) -> ServerProcess {
 
 /// `chat-client … NAME --e2e` with its password, its state in `dir`.
 fn e2e_client(server: &ServerProcess, dir: &Path, name: &str) -> std::process::Command {
-    let mut command = client_command(server.port, name);
+    e2e_device(server.port, dir, name, name)
+}
+
+/// `chat-client 127.0.0.1 PORT NAME --e2e` with its password, as the
+/// device whose state is `dir/state-DEVICE`.
+fn e2e_device(port: u16, dir: &Path, name: &str, device: &str) -> std::process::Command {
+    let mut command = client_command(port, name);
     command
         .env("PMCHAT_PASSWORD", "pw")
-        .env("XDG_STATE_HOME", dir.join(format!("state-{name}")))
+        .env("XDG_STATE_HOME", dir.join(format!("state-{device}")))
         .args(["--allow-plaintext-password", "--e2e"]);
     command
+}
+
+/// The device `device` of `name`, once: publishes its keys, prints what
+/// waited for it, leaves.
+fn device_catches_up(
+    server: &ServerProcess,
+    dir: &Path,
+    (name, device): (&str, &str),
+    extra: &[&str],
+) -> ClientOutput {
+    let mut command = e2e_device(server.port, dir, name, device);
+    command.args(["--follow", "--until-caught-up"]).args(extra);
+    run_client(command, b"")
 }
 
 fn send(server: &ServerProcess, dir: &Path, lines: &str) -> ClientOutput {
@@ -53,9 +73,7 @@ fn send(server: &ServerProcess, dir: &Path, lines: &str) -> ClientOutput {
 
 /// bob, once: publishes his keys, prints what waited for him, leaves.
 fn bob_catches_up(server: &ServerProcess, dir: &Path, extra: &[&str]) -> ClientOutput {
-    let mut command = e2e_client(server, dir, "bob");
-    command.args(["--follow", "--until-caught-up"]).args(extra);
-    let out = run_client(command, b"");
+    let out = device_catches_up(server, dir, ("bob", "bob"), extra);
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
     out
 }
@@ -181,20 +199,7 @@ fn a_second_device_of_the_recipient_reads_the_message_too() {
     let dir = TempDir::new("e2e-two-devices");
     let server = server(&dir.0);
     // bob's phone and laptop: two state directories, two devices.
-    let laptop = |extra: &[&str]| {
-        let mut command = client_command(server.port, "bob");
-        command
-            .env("PMCHAT_PASSWORD", "pw")
-            .env("XDG_STATE_HOME", dir.0.join("state-bob-laptop"))
-            .args([
-                "--allow-plaintext-password",
-                "--e2e",
-                "--follow",
-                "--until-caught-up",
-            ])
-            .args(extra);
-        run_client(command, b"")
-    };
+    let laptop = |extra: &[&str]| device_catches_up(&server, &dir.0, ("bob", "bob-laptop"), extra);
     assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
     assert_eq!(laptop(&[]).stdout, "");
     let out = send(&server, &dir.0, "send bob to both of you\n");
@@ -248,11 +253,9 @@ fn publish_forged_identity(server: &ServerProcess, name: &str, curve25519: &[u8]
     identity.extend_from_slice(&signature.to_bytes());
     let mut raw = raw_login(server, name);
     let device = vodozemac::base64_encode(curve25519);
-    let mut records = vec![b'i'];
-    records.extend_from_slice(&(identity.len() as u16).to_be_bytes());
-    records.extend_from_slice(&identity);
+    let records = key_records(&[(b'i', &identity)]);
     raw.write(&pair(15, device.as_bytes(), &records));
-    let (opcode, _, _) = next_pair(&mut raw);
+    let (opcode, _, _) = raw.pair_frame_past_caught_up();
     assert_eq!(opcode, 15, "KEY-COUNT");
 }
 
@@ -267,25 +270,6 @@ fn raw_login(server: &ServerProcess, name: &str) -> RawClient {
     client
 }
 
-fn pair(opcode: u16, a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut frame = opcode.to_be_bytes().to_vec();
-    frame.extend_from_slice(&(a.len() as u16).to_be_bytes());
-    frame.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    frame.extend_from_slice(a);
-    frame.extend_from_slice(b);
-    frame
-}
-
-/// The next frame that is not CAUGHT-UP.
-fn next_pair(client: &mut RawClient) -> (u16, Vec<u8>, Vec<u8>) {
-    loop {
-        let frame = client.pair_frame();
-        if frame.0 != 12 {
-            return frame;
-        }
-    }
-}
-
 #[test]
 fn a_changed_device_key_holds_messages_until_trust() {
     let dir = TempDir::new("e2e-changed");
@@ -296,7 +280,7 @@ fn a_changed_device_key_holds_messages_until_trust() {
     // bob's device id (his Curve25519 key), as a claim shows it.
     let mut carol = raw_login(&server, "alice");
     carol.write(&pair(16, b"bob", b""));
-    let (opcode, device, _) = next_pair(&mut carol);
+    let (opcode, device, _) = carol.pair_frame_past_caught_up();
     assert_eq!(opcode, 16, "DEVICE-KEYS");
     drop(carol);
     let curve = vodozemac::base64_decode(std::str::from_utf8(&device).unwrap()).unwrap();
@@ -377,11 +361,7 @@ fn a_relay_between_client_and_server_never_carries_the_text() {
     let server = server(&dir.0);
     assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
     let relay = RecordingRelay::start(server.port);
-    let mut alice = client_command(relay.port, "alice");
-    alice
-        .env("PMCHAT_PASSWORD", "pw")
-        .env("XDG_STATE_HOME", dir.0.join("state-alice"))
-        .args(["--allow-plaintext-password", "--e2e"]);
+    let alice = e2e_device(relay.port, &dir.0, "alice", "alice");
     let out = run_client(alice, format!("send bob {SECRET}\n").as_bytes());
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
     let carried = relay.carried();
@@ -436,20 +416,8 @@ fn the_senders_other_devices_read_what_it_sent() {
     let server = server(&dir.0);
     // alice's laptop: a second device of hers, which shows what her
     // phone sends as sent copies.
-    let laptop = |extra: &[&str]| {
-        let mut command = client_command(server.port, "alice");
-        command
-            .env("PMCHAT_PASSWORD", "pw")
-            .env("XDG_STATE_HOME", dir.0.join("state-alice-laptop"))
-            .args([
-                "--allow-plaintext-password",
-                "--e2e",
-                "--follow",
-                "--until-caught-up",
-            ])
-            .args(extra);
-        run_client(command, b"")
-    };
+    let laptop =
+        |extra: &[&str]| device_catches_up(&server, &dir.0, ("alice", "alice-laptop"), extra);
     assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
     assert_eq!(laptop(&[]).stdout, "");
     let out = send(&server, &dir.0, "send bob from my phone\n");

@@ -361,6 +361,17 @@ impl RawClient {
         (u16::from_be_bytes([head[0], head[1]]), a, b)
     }
 
+    /// The next frame of the extensions' shape that is not CAUGHT-UP (an
+    /// inbox device gets one at login, and again after falling behind).
+    pub fn pair_frame_past_caught_up(&mut self) -> (u16, Vec<u8>, Vec<u8>) {
+        loop {
+            let frame = self.pair_frame();
+            if frame.0 != 12 {
+                return frame;
+            }
+        }
+    }
+
     /// Sends a HELLO asking for `features`.
     pub fn hello(&mut self, features: &str) {
         let mut frame = vec![0, 2, 0, 0];
@@ -444,12 +455,29 @@ pub fn flood(mut writer: TcpStream, to: &'static [u8]) -> thread::JoinHandle<()>
 
 /// Encodes a client → server message frame.
 pub fn message(to: &[u8], content: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0];
-    out.extend_from_slice(&(to.len() as u16).to_be_bytes());
-    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-    out.extend_from_slice(to);
-    out.extend_from_slice(content);
+    pair(0, to, content)
+}
+
+/// A frame of the message's (and the extensions') shape: opcode, the two
+/// fields' lengths, the fields.
+pub fn pair(opcode: u16, a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = opcode.to_be_bytes().to_vec();
+    out.extend_from_slice(&(a.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(a);
+    out.extend_from_slice(b);
     out
+}
+
+/// The records of a `keys` frame: `(kind, bytes)` each.
+pub fn key_records(list: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut field = Vec::new();
+    for (kind, bytes) in list {
+        field.push(*kind);
+        field.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        field.extend_from_slice(bytes);
+    }
+    field
 }
 
 /// Decodes a hex string (test vectors).

@@ -9,41 +9,10 @@ const OP_CLAIM: u16 = 16;
 const OP_DEVICE_KEYS: u16 = 16;
 const OP_KEYS_END: u16 = 17;
 
-/// A frame of the extensions' shape.
-fn pair(opcode: u16, a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut frame = opcode.to_be_bytes().to_vec();
-    frame.extend_from_slice(&(a.len() as u16).to_be_bytes());
-    frame.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    frame.extend_from_slice(a);
-    frame.extend_from_slice(b);
-    frame
-}
-
-/// Records: `(kind, bytes)` each.
-fn records(list: &[(u8, &[u8])]) -> Vec<u8> {
-    let mut field = Vec::new();
-    for (kind, bytes) in list {
-        field.push(*kind);
-        field.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-        field.extend_from_slice(bytes);
-    }
-    field
-}
-
-/// The next frame that is not CAUGHT-UP (an inbox device's).
-fn next_pair(client: &mut RawClient) -> (u16, Vec<u8>, Vec<u8>) {
-    loop {
-        let frame = client.pair_frame();
-        if frame.0 != 12 {
-            return frame;
-        }
-    }
-}
-
 /// Publishes and reads KEY-COUNT.
 fn publish(client: &mut RawClient, device: &str, list: &[(u8, &[u8])]) -> u64 {
-    client.write(&pair(OP_KEYS, device.as_bytes(), &records(list)));
-    let (opcode, a, b) = next_pair(client);
+    client.write(&pair(OP_KEYS, device.as_bytes(), &key_records(list)));
+    let (opcode, a, b) = client.pair_frame_past_caught_up();
     assert_eq!((opcode, a), (15, device.as_bytes().to_vec()), "KEY-COUNT");
     u64::from_be_bytes(b.try_into().unwrap())
 }
@@ -53,7 +22,7 @@ fn claim(client: &mut RawClient, name: &str) -> Vec<(String, Vec<u8>)> {
     client.write(&pair(OP_CLAIM, name.as_bytes(), b""));
     let mut devices = Vec::new();
     loop {
-        let (opcode, a, b) = next_pair(client);
+        let (opcode, a, b) = client.pair_frame_past_caught_up();
         match opcode {
             OP_DEVICE_KEYS => devices.push((String::from_utf8(a).unwrap(), b)),
             OP_KEYS_END => {
@@ -93,20 +62,23 @@ fn each_one_time_key_is_handed_out_once_then_the_fallback_even_across_a_restart(
     assert_eq!(
         first,
         vec![
-            ("laptop".to_string(), records(&[(b'i', b"laptop identity")])),
+            (
+                "laptop".to_string(),
+                key_records(&[(b'i', b"laptop identity")])
+            ),
             (
                 "phone".to_string(),
-                records(&[(b'i', b"phone identity"), (b'o', b"otk-1")])
+                key_records(&[(b'i', b"phone identity"), (b'o', b"otk-1")])
             ),
         ]
     );
     assert_eq!(
         claim(&mut bob, "alice")[1].1,
-        records(&[(b'i', b"phone identity"), (b'o', b"otk-2")])
+        key_records(&[(b'i', b"phone identity"), (b'o', b"otk-2")])
     );
     assert_eq!(
         claim(&mut bob, "alice")[1].1,
-        records(&[(b'i', b"phone identity"), (b'f', b"fallback")])
+        key_records(&[(b'i', b"phone identity"), (b'f', b"fallback")])
     );
     // A name with no keys: an empty answer.
     assert!(claim(&mut bob, "carol").is_empty());
@@ -119,7 +91,7 @@ fn each_one_time_key_is_handed_out_once_then_the_fallback_even_across_a_restart(
     let mut bob = log_in(&server, "bob", "keys");
     assert_eq!(
         claim(&mut bob, "alice")[1].1,
-        records(&[(b'i', b"phone identity"), (b'f', b"fallback")])
+        key_records(&[(b'i', b"phone identity"), (b'f', b"fallback")])
     );
 }
 
@@ -137,11 +109,11 @@ fn without_a_store_keys_live_in_memory() {
     let mut bob = log_in(&server, "bob", "keys");
     assert_eq!(
         claim(&mut bob, "alice"),
-        vec![("a1".into(), records(&[(b'i', b"id"), (b'o', b"k")]))]
+        vec![("a1".into(), key_records(&[(b'i', b"id"), (b'o', b"k")]))]
     );
     assert_eq!(
         claim(&mut bob, "alice"),
-        vec![("a1".into(), records(&[(b'i', b"id")]))]
+        vec![("a1".into(), key_records(&[(b'i', b"id")]))]
     );
 }
 
@@ -158,7 +130,7 @@ fn an_unregistered_name_gets_no_keys_and_cannot_publish_any() {
         .split(' ')
         .any(|w| w == "keys"));
     // Publishing under alice's name, or anyone's, is a protocol error.
-    mallory.write(&pair(OP_KEYS, b"evil", &records(&[(b'i', b"forged")])));
+    mallory.write(&pair(OP_KEYS, b"evil", &key_records(&[(b'i', b"forged")])));
     assert!(matches!(mallory.frame(), Frame::Error(_)));
     mallory.drain_until_closed();
     let mut bob = log_in(&server, "bob", "keys");
@@ -236,9 +208,9 @@ fn across_nodes_each_one_time_key_is_handed_out_once_to_concurrent_claimers(url:
     assert_eq!(
         keys,
         vec![
-            records(&[(b'i', b"alice identity"), (b'o', b"otk-1")]),
-            records(&[(b'i', b"alice identity"), (b'o', b"otk-2")]),
-            records(&[(b'i', b"alice identity"), (b'o', b"otk-3")]),
+            key_records(&[(b'i', b"alice identity"), (b'o', b"otk-1")]),
+            key_records(&[(b'i', b"alice identity"), (b'o', b"otk-2")]),
+            key_records(&[(b'i', b"alice identity"), (b'o', b"otk-3")]),
         ]
     );
     let mut bob = log_in(&b, "bob", "keys");
@@ -246,7 +218,7 @@ fn across_nodes_each_one_time_key_is_handed_out_once_to_concurrent_claimers(url:
         claim(&mut bob, "alice"),
         vec![(
             "phone".into(),
-            records(&[(b'i', b"alice identity"), (b'f', b"fallback")])
+            key_records(&[(b'i', b"alice identity"), (b'f', b"fallback")])
         )]
     );
     assert!(claim(&mut bob, "carol").is_empty());

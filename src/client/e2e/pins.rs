@@ -7,7 +7,7 @@
 //! compare over another channel.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::records::Identity;
@@ -72,7 +72,7 @@ impl Pins {
         Ok(pins)
     }
 
-    /// Writes the pins (0600), through a new file renamed over the old.
+    /// Writes the pins (0600, atomically).
     pub fn save(&self) -> std::io::Result<()> {
         let mut text = String::new();
         for (name, devices) in &self.pinned {
@@ -83,22 +83,7 @@ impl Pins {
         for name in &self.held {
             text.push_str(&format!("held {name}\n"));
         }
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let temporary = self.path.with_extension("new");
-        let mut file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?
-        };
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &self.path)
+        crate::client::private_file::write(&self.path, text.as_bytes())
     }
 
     /// Checks `name`'s device `identity` against the pins, pinning what

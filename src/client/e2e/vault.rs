@@ -8,7 +8,7 @@
 //! Layout, one item a line: `pmchat-e2e-vault 1`, `salt HEX`,
 //! `account PICKLE`, then `session DEVICE PICKLE` for each session.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::device::Device;
@@ -118,8 +118,8 @@ impl Vault {
         Ok((vault, device))
     }
 
-    /// Writes `device`'s state: to a new file beside it (0600), then
-    /// renamed over the old one, so a crash leaves the one or the other.
+    /// Writes `device`'s state (0600, atomically: a crash leaves the old
+    /// state or the new one).
     pub fn save(&self, device: &Device) -> Result<(), VaultError> {
         let io = |e| VaultError::Io(self.path.clone(), e);
         let (account, sessions) = device.pickle(&self.key);
@@ -130,32 +130,7 @@ impl Vault {
         for (device, pickle) in sessions {
             text.push_str(&format!("session {device} {pickle}\n"));
         }
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let temporary = self.path.with_extension("new");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_0600()
-            .open(&temporary)
-            .map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&temporary, &self.path).map_err(io)
-    }
-}
-
-/// `OpenOptions::mode(0o600)`, named for what it is.
-trait Private {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Private for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
+        crate::client::private_file::write(&self.path, text.as_bytes()).map_err(io)
     }
 }
 

@@ -44,30 +44,37 @@ impl Cluster {
                 .await
                 .map_err(|e| format!("cannot reach Redis: {e}"))?;
             cluster.set_connection(Some(connection));
-            let unavailable = |_| "Redis failed while reading the log".to_string();
             match purge {
-                true => cluster.log_purge(name).await.map_err(unavailable),
-                false => {
-                    let (mut cursor, mut written, mut line) = (0, 0, String::new());
-                    loop {
-                        let page = cluster
-                            .log_after(name, cursor, 1000)
-                            .await
-                            .map_err(unavailable)?;
-                        for entry in &page {
-                            line.clear();
-                            crate::store::entry_json(entry, &mut line);
-                            line.push('\n');
-                            out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-                            written += 1;
-                            cursor = entry.id;
-                        }
-                        if page.len() < 1000 {
-                            return Ok(written);
-                        }
-                    }
-                }
+                true => cluster
+                    .log_purge(name)
+                    .await
+                    .map_err(|_| "Redis failed while reading the log".to_string()),
+                false => cluster.export_log(name, out).await,
             }
         })
+    }
+
+    /// Writes `name`'s log to `out` as JSON lines, oldest first (the
+    /// format of `chat-server history export`); how many entries.
+    pub(crate) async fn export_log(&self, name: &str, out: &mut impl Write) -> Result<u64, String> {
+        const PAGE: usize = 1000;
+        let (mut cursor, mut written, mut line) = (0, 0, String::new());
+        loop {
+            let page = self
+                .log_after(name, cursor, PAGE)
+                .await
+                .map_err(|_| "Redis failed while reading the log".to_string())?;
+            for entry in &page {
+                line.clear();
+                crate::store::entry_json(entry, &mut line);
+                line.push('\n');
+                out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                written += 1;
+                cursor = entry.id;
+            }
+            if page.len() < PAGE {
+                return Ok(written);
+            }
+        }
     }
 }
