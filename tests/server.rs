@@ -29,6 +29,8 @@ mod lifecycle;
 mod limits;
 #[path = "server/routing.rs"]
 mod routing;
+#[path = "server/sealed.rs"]
+mod sealed;
 #[path = "server/service.rs"]
 mod service;
 #[path = "server/store.rs"]

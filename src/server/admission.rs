@@ -284,8 +284,9 @@ async fn log_in(
     // wire is known before anyone can message it. One that has sent
     // nothing is spoken to in the default wire until it does.
     mailbox.set_wire(match input.buffered().first() {
-        _ if proven.as_ref().is_some_and(|p| p.hello.codes) => Wire::Coded,
-        _ if proven.is_some() => Wire::V1,
+        _ if proven.is_some() => proven
+            .as_ref()
+            .map_or(Wire::V1, |p| Wire::of_hello(p.hello.codes, p.hello.sealed)),
         Some(&first) => Wire::starting_with(first),
         None => shared.config.default_wire,
     });

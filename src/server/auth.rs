@@ -68,6 +68,8 @@ pub(crate) struct HelloRequest {
     pub(crate) stored: bool,
     /// The `keys` extension (a registered name only).
     pub(crate) keys: bool,
+    /// Sealed content (with `codes`).
+    pub(crate) sealed: bool,
 }
 
 impl HelloRequest {
@@ -84,6 +86,7 @@ impl HelloRequest {
                 f if f == v1::FEATURE_INBOX.as_bytes() => request.inbox = true,
                 f if f == v1::FEATURE_STORED.as_bytes() => request.stored = true,
                 f if f == v1::FEATURE_KEYS.as_bytes() => request.keys = true,
+                f if f == v1::FEATURE_SEALED.as_bytes() => request.sealed = true,
                 f => {
                     let number = |key: &str| {
                         let value = f.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;

@@ -263,11 +263,12 @@ fn push_live(
     flush: &mut Vec<Arc<Mailbox>>,
 ) -> bool {
     let mut queued = false;
-    let len = v1::entry_len(peer, content);
     for device in state.devices.iter_mut().filter(|d| d.live) {
         if except.is_some_and(|except| Arc::ptr_eq(except, &device.mailbox)) {
             continue;
         }
+        let content = device.mailbox.wire().shown(content);
+        let len = v1::entry_len(peer, content);
         let encode = |out: &mut Vec<u8>| {
             v1::encode_entry(id, ts_ms, direction.wire_byte(), peer, content, out)
         };
@@ -407,14 +408,15 @@ pub(super) async fn queue_entry(
     entry: &Entry,
     patience: std::time::Duration,
 ) -> bool {
-    let len = v1::entry_len(entry.peer.as_bytes(), &entry.content);
+    let content = mailbox.wire().shown(&entry.content);
+    let len = v1::entry_len(entry.peer.as_bytes(), content);
     let encode = |out: &mut Vec<u8>| {
         v1::encode_entry(
             entry.id,
             entry.ts_ms,
             entry.direction.wire_byte(),
             entry.peer.as_bytes(),
-            &entry.content,
+            content,
             out,
         )
     };

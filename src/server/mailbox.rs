@@ -82,6 +82,7 @@ impl Mailbox {
         match self.wire.load(Ordering::Relaxed) {
             w if w == Wire::Gob as u8 => Wire::Gob,
             w if w == Wire::Coded as u8 => Wire::Coded,
+            w if w == Wire::Sealed as u8 => Wire::Sealed,
             _ => Wire::V1,
         }
     }

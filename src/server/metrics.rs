@@ -68,7 +68,7 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
         queued += session.outbound().queued() as u64;
         match session.wire() {
             super::Wire::Gob => gob += 1,
-            super::Wire::V1 | super::Wire::Coded => v1 += 1,
+            super::Wire::V1 | super::Wire::Coded | super::Wire::Sealed => v1 += 1,
         }
     });
     Snapshot {

@@ -24,7 +24,7 @@
 
 use crate::wire::framing::Decoder;
 use crate::wire::gob::{self, GobDecoder, GobError, GobMessage};
-use crate::wire::texts::ErrorText;
+use crate::wire::texts::{ErrorText, SEALED_NOTICE};
 use crate::wire::v1::{self, ClientDecoder, ClientFrame, Decoded, FrameError, Limits};
 
 /// The wire one session speaks.
@@ -35,15 +35,39 @@ pub enum Wire {
     /// pmchat v1 whose client negotiated `codes`: errors and refusals
     /// carry their code.
     Coded,
+    /// pmchat v1 with `codes` and `sealed`: sealed content (end-to-end
+    /// encrypted envelopes) comes through as it is.
+    Sealed,
     /// `encoding/gob` values of the original programs' `Message` struct.
     Gob,
 }
 
 impl Wire {
+    /// The wire of a v1 session whose HELLO asked for `codes` and
+    /// `sealed` as said (`sealed` only counts with `codes`).
+    pub(crate) fn of_hello(codes: bool, sealed: bool) -> Wire {
+        match (codes, sealed) {
+            (true, true) => Wire::Sealed,
+            (true, false) => Wire::Coded,
+            (false, _) => Wire::V1,
+        }
+    }
+
+    /// What this session is shown of `content`: sealed content only if
+    /// it asked for it, else a notice in its place (a v1 or gob peer never
+    /// sees ciphertext as text).
+    pub(crate) fn shown(self, content: &[u8]) -> &[u8] {
+        if self != Wire::Sealed && v1::is_sealed(content) {
+            return SEALED_NOTICE.as_bytes();
+        }
+        content
+    }
+
     /// Encoded size of a message from `from` to this session's user `to`.
     pub(crate) fn message_len(self, to: &[u8], from: &[u8], content: &[u8]) -> usize {
+        let content = self.shown(content);
         match self {
-            Wire::V1 | Wire::Coded => v1::message_frame_len(from, content),
+            Wire::V1 | Wire::Coded | Wire::Sealed => v1::message_frame_len(from, content),
             Wire::Gob => gob::message_len(&delivery(to, from, content)),
         }
     }
@@ -52,8 +76,9 @@ impl Wire {
     /// names fit: a username is at most 255 bytes and content came from a
     /// 16-bit length field.
     pub(crate) fn encode_message(self, to: &[u8], from: &[u8], content: &[u8], out: &mut Vec<u8>) {
+        let content = self.shown(content);
         match self {
-            Wire::V1 | Wire::Coded => {
+            Wire::V1 | Wire::Coded | Wire::Sealed => {
                 let _ = v1::encode_message(from, content, out);
             }
             Wire::Gob => gob::encode_message(&delivery(to, from, content), out),
@@ -68,7 +93,9 @@ impl Wire {
         let mut frame = Vec::with_capacity(v1::MESSAGE_HEADER_LEN + v1::MAX_WORD + text.len());
         match self {
             Wire::V1 => v1::encode_error(text, &mut frame),
-            Wire::Coded => v1::encode_coded_error(error.code().as_str(), text, &mut frame),
+            Wire::Coded | Wire::Sealed => {
+                v1::encode_coded_error(error.code().as_str(), text, &mut frame)
+            }
             Wire::Gob => gob::encode_error(text, &mut frame),
         }
         frame
@@ -76,13 +103,13 @@ impl Wire {
 
     /// The code a refusal carries to this session, if it negotiated codes.
     pub(crate) fn code_of(self, error: &ErrorText) -> Option<&'static str> {
-        (self == Wire::Coded).then(|| error.code().as_str())
+        matches!(self, Wire::Coded | Wire::Sealed).then(|| error.code().as_str())
     }
 
     /// True if the client may negotiate the extensions (HELLO).
     pub(crate) fn extensions(self) -> bool {
         match self {
-            Wire::V1 | Wire::Coded => true,
+            Wire::V1 | Wire::Coded | Wire::Sealed => true,
             Wire::Gob => false,
         }
     }

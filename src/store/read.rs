@@ -238,6 +238,16 @@ pub(crate) fn entry_json(entry: &Entry, out: &mut String) {
         entry.id, entry.ts_ms
     );
     crate::json::push_string(out, entry.peer.as_bytes());
+    if crate::wire::v1::is_sealed(&entry.content) {
+        // End-to-end encrypted: its bytes as they are, in hex (they are
+        // not text, and only its recipient's device could open them).
+        out.push_str(",\"sealed\":\"");
+        for byte in &entry.content {
+            let _ = write!(out, "{byte:02x}");
+        }
+        out.push_str("\"}");
+        return;
+    }
     out.push_str(",\"content\":");
     crate::json::push_string(out, &entry.content);
     out.push('}');

@@ -255,6 +255,12 @@ impl Code {
     }
 }
 
+/// What a session that did not ask for sealed content (a v1 or gob peer)
+/// is shown in place of an end-to-end encrypted message: never its
+/// ciphertext as text.
+pub const SEALED_NOTICE: &str =
+    "[an end-to-end encrypted message, which this client cannot read: chat-client --e2e can]";
+
 /// A text a server sends, with its code: made only from the catalogue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorText {

@@ -6,7 +6,7 @@
 //! over the limit, an error text with control characters) is dropped and
 //! counted, never delivered.
 
-use crate::wire::v1::{validate_username, Limits};
+use crate::wire::v1::{is_sealed, validate_username, Limits};
 
 /// Longest error text a node sends another (they are short, server-made).
 pub(super) const MAX_ERROR_TEXT: usize = 1024;
@@ -21,9 +21,11 @@ pub(super) fn valid_name(limits: &Limits, name: &[u8]) -> bool {
     validate_username(name, usize::from(limits.max_username)).is_ok()
 }
 
-/// Message content a client could have sent.
+/// Message content a client could have sent: text, or sealed content
+/// (opaque: only its recipient's client can tell whether it opens).
 pub(super) fn valid_content(limits: &Limits, content: &[u8]) -> bool {
-    content.len() <= usize::from(limits.max_message) && std::str::from_utf8(content).is_ok()
+    content.len() <= usize::from(limits.max_message)
+        && (is_sealed(content) || std::str::from_utf8(content).is_ok())
 }
 
 /// An error text as nodes send them: UTF-8, bounded, one line (the final
@@ -49,7 +51,8 @@ mod tests {
             assert!(!valid_name(&limits, forged), "{forged:?}");
         }
         assert!(valid_content(&limits, "hé".as_bytes()));
-        assert!(!valid_content(&limits, b"\xff\xfe"));
+        assert!(!valid_content(&limits, b"\xfe\xff"));
+        assert!(valid_content(&limits, b"\xff\xfe sealed"));
         assert!(!valid_content(&limits, &[b'x'; 60_000]));
         assert!(valid_error_text(b"'bob' is not connected\n"));
         assert!(!valid_error_text(

@@ -202,7 +202,8 @@ impl<'a> Router<'a> {
         self.auth_expected = request.password && !authenticated;
         self.receipts = request.receipts;
         if request.codes {
-            self.me.set_wire(super::wire::Wire::Coded);
+            let wire = super::wire::Wire::of_hello(request.codes, request.sealed);
+            self.me.set_wire(wire);
         }
         let server = concat!("pmchat-server/", env!("CARGO_PKG_VERSION"));
         let mut limits = v1::format_limits(&self.shared.config.limits);
@@ -220,6 +221,10 @@ impl<'a> Router<'a> {
         if request.codes {
             limits.push(' ');
             limits.push_str(v1::FEATURE_CODES);
+        }
+        if request.codes && request.sealed {
+            limits.push(' ');
+            limits.push_str(v1::FEATURE_SEALED);
         }
         if request.inbox && self.me.is_inbox() {
             limits.push(' ');
@@ -288,7 +293,13 @@ impl<'a> Router<'a> {
         // Counted whether or not receipts are on: one add is cheaper than
         // a branch to skip it.
         self.ordinal += 1;
-        if std::str::from_utf8(content).is_err() {
+        // Sealed content (binary) from a session that asked to send it;
+        // text from anyone.
+        let readable = match v1::is_sealed(content) {
+            true => self.me.wire() == super::wire::Wire::Sealed,
+            false => std::str::from_utf8(content).is_ok(),
+        };
+        if !readable {
             let error = ErrorText::new(Code::NotUtf8, Escaped(to));
             return self.refuse(&error).await;
         }

@@ -178,11 +178,12 @@ impl Router<'_> {
         let mut sent = 0;
         // Newest first within the byte budget, then oldest first on the
         // wire, as the log reads.
+        let wire = self.me.wire();
         let mut from = page.len();
         let mut bytes = 0;
         while from > 0 {
             let entry = &page[from - 1];
-            bytes += v1::entry_len(entry.peer.as_bytes(), &entry.content);
+            bytes += v1::entry_len(entry.peer.as_bytes(), wire.shown(&entry.content));
             if bytes > HISTORY_PAGE_BYTES && from < page.len() {
                 break;
             }
@@ -194,7 +195,7 @@ impl Router<'_> {
                 entry.ts_ms,
                 entry.direction.wire_byte(),
                 entry.peer.as_bytes(),
-                &entry.content,
+                wire.shown(&entry.content),
                 &mut frames,
             );
             sent += 1;

@@ -219,6 +219,18 @@ pub const FEATURE_KEYS: &str = "keys";
 /// Feature: with receipts, STORED says which messages were stored for a
 /// recipient not connected (without it, ACCEPTED covers them).
 pub const FEATURE_STORED: &str = "stored";
+/// Feature (with `codes`): message content may be sealed, the binary
+/// envelope of an end-to-end encrypted message (see [`SEALED_MARK`]); the
+/// server carries it as it is, and only to sessions that asked for it.
+pub const FEATURE_SEALED: &str = "sealed";
+/// The first byte of sealed content: never the first byte of UTF-8 text,
+/// so sealed content and text cannot be mistaken for each other.
+pub const SEALED_MARK: u8 = 0xFF;
+
+/// True if `content` is sealed (starts with [`SEALED_MARK`]).
+pub fn is_sealed(content: &[u8]) -> bool {
+    content.first() == Some(&SEALED_MARK)
+}
 
 /// Longest password an AUTH frame may carry.
 pub const MAX_PASSWORD: usize = 1024;
