@@ -35,7 +35,7 @@ use smol::io::{AsyncBufReadExt, BufReader};
 use smol::{Timer, Unblock};
 
 use super::connection::{receive, Received};
-use super::frames::{await_login, login_channel, Login, Negotiation};
+use super::negotiation::{await_login, login_channel, Login, Negotiation};
 use super::output::Output;
 use super::receipts::{unconfirmed_notice, Ledger, Origin, Sent, WINDOW};
 use super::render::Renderer;

@@ -16,7 +16,8 @@ use smol::Async;
 
 use crate::runtime;
 
-use super::frames::{FrameHandler, Negotiation, Sink, FLUSH_AT};
+use super::frames::{FrameHandler, Sink, FLUSH_AT};
+use super::negotiation::Negotiation;
 use super::state::ChatState;
 use crate::clock::Stamp;
 use crate::net::tls::tls_client_config;

@@ -36,6 +36,7 @@ mod device;
 pub mod e2e;
 mod exec;
 mod frames;
+mod negotiation;
 mod output;
 mod private_file;
 mod receipts;

@@ -242,9 +242,7 @@ pub(crate) fn entry_json(entry: &Entry, out: &mut String) {
         // End-to-end encrypted: its bytes as they are, in hex (they are
         // not text, and only its recipient's device could open them).
         out.push_str(",\"sealed\":\"");
-        for byte in &entry.content {
-            let _ = write!(out, "{byte:02x}");
-        }
+        out.push_str(&crate::hex::encode(&entry.content));
         out.push_str("\"}");
         return;
     }

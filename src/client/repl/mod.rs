@@ -41,7 +41,7 @@ use rustyline::{
     KeyEvent, RepeatCount,
 };
 
-use super::frames::{await_login, login_channel, pending_notice, Login, Negotiation};
+use super::negotiation::{await_login, login_channel, pending_notice, Login, Negotiation};
 use super::receipts::unconfirmed_notice;
 use super::render::{Renderer, NOTICE_MARK};
 use super::state::ChatState;

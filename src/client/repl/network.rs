@@ -18,7 +18,8 @@ use smol::future::FutureExt;
 use smol::Timer;
 
 use crate::client::connection::receive;
-use crate::client::frames::{Negotiation, Sink};
+use crate::client::frames::Sink;
+use crate::client::negotiation::Negotiation;
 use crate::client::receipts::{unconfirmed_notice, Origin, Sent};
 use crate::client::state::ChatState;
 use crate::client::{
