@@ -52,6 +52,30 @@ fn throughput_delivers_everything_in_order() {
 }
 
 #[test]
+fn throughput_carries_sealed_envelopes_whole_and_in_order() {
+    let server = ServerProcess::start(&["-q"]);
+    throughput_completes(&server, &["--sealed"]);
+    throughput_completes(&server, &["--sealed", "--receipts"]);
+    let report = bench(
+        &server,
+        &[
+            "throughput",
+            "--pairs",
+            "1",
+            "--messages",
+            "10",
+            "--size",
+            "1024",
+            "--sealed",
+        ],
+    );
+    assert_eq!(report["sealed"], true);
+    // An Olm pre-key message of 1 KiB, its keys and the envelope's head.
+    let bytes = report["content_bytes"].as_u64().unwrap();
+    assert!((1100..1400).contains(&bytes), "{bytes}");
+}
+
+#[test]
 fn latency_reports_percentiles_and_nothing_lost() {
     let server = ServerProcess::start(&["-q"]);
     let report = bench(

@@ -47,25 +47,56 @@ pub async fn run(
     target: &Target,
     args: &ThroughputArgs,
 ) -> io::Result<Report> {
+    if args.sealed && target.wire != ClientWire::V1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--sealed needs the v1 wire",
+        ));
+    }
     let tag = std::process::id() % 100_000;
     let names: Vec<(String, String)> = (0..args.pairs)
         .map(|i| (format!("t{tag}s{i}"), format!("t{tag}r{i}")))
         .collect();
     let timeout = args.common.timeout;
     // Receivers first, each proven registered, then the senders.
+    let hello = |features: &[&str]| {
+        let mut hello = Vec::new();
+        let features = std::iter::once(v1::FEATURE_BASE)
+            .chain(features.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        v1::encode_hello(&features, &mut hello)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok::<_, io::Error>(hello)
+    };
+    let sealed_features = [v1::FEATURE_CODES, v1::FEATURE_SEALED];
+    let mut sender_features = Vec::new();
+    if args.receipts {
+        sender_features.push(v1::FEATURE_RECEIPTS);
+    }
+    if args.sealed {
+        sender_features.extend(sealed_features);
+    }
     let mut pairs = Vec::new();
     for (sender, receiver) in &names {
         let r = login_receiver(target, receiver).await?;
+        if args.sealed {
+            r.write_all(&hello(&sealed_features)?).await?;
+        }
         let s = login(target, sender).await?;
-        if args.receipts {
-            let mut hello = Vec::new();
-            let features = format!("{} {}", v1::FEATURE_BASE, v1::FEATURE_RECEIPTS);
-            v1::encode_hello(&features, &mut hello)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            s.write_all(&hello).await?;
+        if !sender_features.is_empty() {
+            s.write_all(&hello(&sender_features)?).await?;
         }
         pairs.push((s, r));
     }
+    // What each message carries, and where its sequence number goes.
+    let (content, slots_at) = match args.sealed {
+        true => (
+            super::crypto::one_way_envelope(usize::from(args.size)).map_err(io::Error::other)?,
+            super::crypto::SEALED_SLOTS_AT,
+        ),
+        false => (vec![b'x'; usize::from(args.size)], 0),
+    };
     for ((s, r), (sender, receiver)) in pairs.iter().zip(&names) {
         await_registered(r, receiver, target.wire, timeout).await?;
         await_registered(s, sender, target.wire, timeout).await?;
@@ -82,14 +113,14 @@ pub async fn run(
         let wire = target.wire;
         receivers.push(ex.spawn(receive(
             r,
-            sender,
+            (sender, slots_at),
             args.messages,
             wire,
             Arc::clone(&progress),
         )));
         ex.spawn(count_errors(s.clone(), wire, Arc::clone(&sender_errors)))
             .detach();
-        let template = FrameTemplate::new(&receiver, usize::from(args.size), wire);
+        let template = FrameTemplate::with_content(&receiver, &content, slots_at, wire);
         senders.push(ex.spawn(send(s, template, args.messages, args.window, progress)));
     }
     let mut tally = Tally::default();
@@ -105,6 +136,14 @@ pub async fn run(
     drop(senders);
     let sender_errors = sender_errors.load(Ordering::Relaxed);
     let mut report = report(args, &tally, sender_errors, elapsed);
+    report.int("content_bytes", content.len() as u64);
+    if args.sealed {
+        report.line(format!(
+            "each a sealed envelope of {} bytes ({} bytes of plaintext)",
+            content.len(),
+            args.size
+        ));
+    }
     usage.finish(&mut report);
     Ok(report)
 }
@@ -123,6 +162,7 @@ fn report(args: &ThroughputArgs, tally: &Tally, sender_errors: u64, elapsed: f64
     report.int("size", u64::from(args.size));
     report.int("window", args.window);
     report.flag("receipts", args.receipts);
+    report.flag("sealed", args.sealed);
     report.int("delivered", tally.received);
     report.float("elapsed_s", elapsed);
     report.float("msgs_per_s", rate);
@@ -210,10 +250,11 @@ async fn count_errors(stream: Transport, wire: ClientWire, errors: Arc<AtomicU64
     }
 }
 
-/// Receives `messages` from `sender`, checking name and order.
+/// Receives `messages` from `sender`, checking name and order (the
+/// sequence number from byte `slots_at` of the content).
 async fn receive(
     stream: Transport,
-    sender: String,
+    (sender, slots_at): (String, usize),
     messages: u64,
     wire: ClientWire,
     progress: Arc<Progress>,
@@ -231,12 +272,14 @@ async fn receive(
                 Ok(Some(frame)) => match frame {
                     ServerFrame::Message { from, content } => {
                         if from == sender.as_bytes() {
-                            order.arrived(get_hex(content));
+                            order.arrived(content.get(slots_at..).and_then(get_hex));
                         } else {
                             order.errors += 1;
                         }
                         tally.received += 1;
                     }
+                    // The answer to a HELLO asking for sealed content.
+                    ServerFrame::Welcome { .. } => {}
                     _ => tally.error_frames += 1,
                 },
                 Ok(None) => break,

@@ -206,6 +206,7 @@ impl FrameHandler {
                 state.set_inbox(v1::lists_word(limits, v1::FEATURE_INBOX));
                 if let Some(e2e) = state.e2e() {
                     e2e.set_active(v1::lists_word(limits, v1::FEATURE_KEYS));
+                    e2e.set_sealed(v1::lists_word(limits, v1::FEATURE_SEALED));
                 }
                 if let Some(token) = v1::welcome_value(limits, v1::WELCOME_TOKEN) {
                     state.device_token_issued(token);
@@ -333,6 +334,10 @@ impl FrameHandler {
                 text,
             } => {
                 state.fail();
+                if let Some(e2e) = state.e2e() {
+                    // What was refused may have introduced this device.
+                    e2e.refused();
+                }
                 match state.ledger().refused(ordinal, |sent| sink.accepted(sent)) {
                     Some(sent) => sink.refused(&sent, code, text),
                     // Not a message of ours in flight: shown as it is.

@@ -455,6 +455,10 @@ fn greeting(
     features.push_str(v1::FEATURE_RECEIPTS);
     features.push(' ');
     features.push_str(v1::FEATURE_CODES);
+    // Sealed content is always understood: with --e2e opened, without
+    // it reported as encrypted, never shown.
+    features.push(' ');
+    features.push_str(v1::FEATURE_SEALED);
     features.push(' ');
     features.push_str(v1::FEATURE_STORED);
     if let Some(start) = inbox {

@@ -35,7 +35,7 @@ use crate::wire::v1::{self, keys, Limits};
 /// What became of a `send` line.
 pub enum Sealed {
     /// One message content per device of the recipient.
-    Envelopes(Vec<String>),
+    Envelopes(Vec<Vec<u8>>),
     /// The recipient has no keys, and `--allow-plaintext` says send it.
     Plain,
     /// The recipient has no keys, and nothing says send it in the clear.
@@ -119,7 +119,7 @@ pub async fn seal(
     if envelopes.iter().any(|envelope| envelope.len() > limit) {
         return Err(format!(
             "too long to send encrypted: the server takes {limit} bytes a message, \
-             and encryption makes one about half as long again"
+             and encryption adds about 250 bytes (about 400 to a device's first message)"
         ));
     }
     Ok(Sealed::Envelopes(envelopes))
@@ -187,8 +187,7 @@ pub async fn seal_line(
     match seal(Out::Socket(transport), e2e, to, message, limits, wait).await? {
         Sealed::Envelopes(envelopes) => {
             for envelope in &envelopes {
-                v1::encode_message(to.as_bytes(), envelope.as_bytes(), out)
-                    .map_err(|e| e.to_string())?;
+                v1::encode_message(to.as_bytes(), envelope, out).map_err(|e| e.to_string())?;
             }
             Ok(envelopes.len())
         }

@@ -13,6 +13,12 @@ use crate::common::{
 use crate::interactive::TempDir;
 
 const SECRET: &str = "the eagle lands at noon";
+/// What a sealed envelope (the binary form a server that grants `sealed`
+/// carries) starts with.
+const SEALED: &[u8] = b"\xffpe\x01";
+/// What a session that cannot read sealed content is shown instead.
+const NOTICE: &str =
+    "[an end-to-end encrypted message, which this client cannot read: chat-client --e2e can]";
 
 fn server(dir: &Path) -> ServerProcess {
     server_at(dir, 0)
@@ -142,11 +148,7 @@ fn registered_users_exchange_encrypted_messages_the_server_never_reads() {
             "the store holds {text:?}"
         );
     }
-    let envelope = b"pmchat-e2e/1 ";
-    assert!(
-        store.windows(envelope.len()).any(|w| w == envelope),
-        "the store holds the envelopes"
-    );
+    assert!(holds(&store, SEALED), "the store holds the envelopes");
 }
 
 #[test]
@@ -175,10 +177,22 @@ fn a_broken_envelope_is_reported_and_never_printed() {
     assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
     let mut mallory: RawClient = server.login("mallory");
     mallory.send("bob", "pmchat-e2e/1 not an envelope at all");
+    // And in the sealed form, from a session that may send it.
+    let mut sealer = server.connect("sealer");
+    sealer.hello("pmchat/1 codes sealed");
+    assert_eq!(sealer.pair_frame().0, 2, "WELCOME");
+    let mut broken = SEALED.to_vec();
+    broken.extend_from_slice(b"\x01 not an envelope either");
+    sealer.write(&crate::common::message(b"bob", &broken));
     std::thread::sleep(Duration::from_millis(300));
     let out = bob_catches_up(&server, &dir.0, &[]);
     assert_eq!(out.stdout, "", "nothing printed as text");
-    assert!(out.stderr.contains("cannot be read"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("cannot be read").count(),
+        2,
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -365,10 +379,7 @@ fn a_relay_between_client_and_server_never_carries_the_text() {
     let out = run_client(alice, format!("send bob {SECRET}\n").as_bytes());
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
     let carried = relay.carried();
-    assert!(
-        holds(&carried, b"pmchat-e2e/1 "),
-        "the envelope went through"
-    );
+    assert!(holds(&carried, SEALED), "the envelope went through");
     assert!(!holds(&carried, SECRET.as_bytes()), "the text did not");
     assert_eq!(
         bob_catches_up(&server, &dir.0, &[]).stdout,
@@ -401,10 +412,7 @@ fn across_nodes_redis_keeps_only_envelopes() {
     );
     let log =
         crate::common::redis_command(redis.port, &[b"XRANGE", b"pmchat:log:{bob}", b"-", b"+"]);
-    assert!(
-        holds(&log, b"pmchat-e2e/1 "),
-        "bob's log holds the envelope"
-    );
+    assert!(holds(&log, SEALED), "bob's log holds the envelope");
     assert!(!holds(&log, SECRET.as_bytes()), "and not the text");
     let keys = crate::common::redis_command(redis.port, &[b"HGETALL", b"pmchat:keys:{bob}"]);
     assert!(holds(&keys, b"i:"), "bob's keys are in Redis");
@@ -532,4 +540,67 @@ fn history_never_shows_ciphertext() {
         shown.iter().all(|line| !line.contains("pmchat-e2e/1")),
         "no ciphertext: {shown:?}"
     );
+}
+
+#[test]
+fn a_v1_session_of_the_recipient_is_shown_a_notice_never_the_ciphertext() {
+    let dir = TempDir::new("e2e-v1-peer");
+    let mut server = server(&dir.0);
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    // bob again, from a client that knows nothing of sealed content.
+    let mut bob = server.connect("bob");
+    bob.hello("pmchat/1 password");
+    bob.write(&[0, 5, 0, 0, 0, 2, b'p', b'w']);
+    assert_eq!(bob.pair_frame().0, 2, "WELCOME");
+    server.wait_online("bob");
+    let out = send(&server, &dir.0, &format!("send bob {SECRET}\n"));
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(bob.frame(), crate::common::Frame::msg("alice", NOTICE));
+}
+
+/// A client's stderr lines, as they come.
+fn stderr_lines(child: &mut crate::common::ChildGuard) -> std::sync::mpsc::Receiver<String> {
+    lines_of(child.0.stderr.take().unwrap())
+}
+
+#[test]
+fn a_refused_first_message_does_not_leave_the_next_ones_unreadable() {
+    // No store: a message to bob while he is away is refused.
+    let dir = TempDir::new("e2e-refused-first");
+    let accounts = accounts_file(&dir.0, &[("alice", "pw"), ("bob", "pw")]);
+    let mut server = ServerProcess::start(&[
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+    ]);
+    let follow_bob = |server: &mut ServerProcess| {
+        let mut bob = crate::common::spawn_piped({
+            let mut command = e2e_client(server, &dir.0, "bob");
+            command.arg("--follow");
+            command
+        });
+        let lines = lines_of(bob.0.stdout.take().unwrap());
+        server.wait_online("bob");
+        // Its keys published.
+        std::thread::sleep(Duration::from_millis(500));
+        (bob, lines)
+    };
+    let (bob, _) = follow_bob(&mut server);
+    drop(bob);
+    server.wait_offline("bob");
+
+    let mut alice = crate::common::spawn_piped(e2e_client(&server, &dir.0, "alice"));
+    let errors = stderr_lines(&mut alice);
+    let mut input = alice.0.stdin.take().unwrap();
+    // The first message of alice's session with bob's device, the one
+    // that says whose device it is, is refused...
+    std::io::Write::write_all(&mut input, b"send bob one\n").unwrap();
+    let refusal = errors.recv_timeout(TIMEOUT).unwrap();
+    assert!(refusal.contains("not connected"), "{refusal}");
+    // ...so the next one says it again, and bob reads it.
+    let (_bob, lines) = follow_bob(&mut server);
+    std::io::Write::write_all(&mut input, b"send bob two\n").unwrap();
+    drop(input);
+    assert_eq!(lines.recv_timeout(TIMEOUT).unwrap(), "alice: two");
+    assert_eq!(alice.wait().code(), Some(1), "line 1 was refused");
 }

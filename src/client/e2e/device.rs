@@ -4,7 +4,7 @@
 //! a CLAIM handed out for it; decrypting a pre-key message makes the
 //! session. Every primitive is vodozemac's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
 use vodozemac::Curve25519PublicKey;
@@ -32,7 +32,11 @@ pub enum CryptoError {
 /// This device's account and sessions.
 pub struct Device {
     account: Account,
-    sessions: HashMap<String, Vec<Session>>,
+    /// By the other device's Curve25519 key (its base64 in the vault).
+    sessions: HashMap<[u8; 32], Vec<Session>>,
+    /// Devices whose newest session has carried this device's identity
+    /// record since this run began (see [`Device::introduce`]).
+    introduced: HashSet<[u8; 32]>,
 }
 
 impl Default for Device {
@@ -47,6 +51,7 @@ impl Device {
         Device {
             account: Account::new(),
             sessions: HashMap::new(),
+            introduced: HashSet::new(),
         }
     }
 
@@ -89,7 +94,7 @@ impl Device {
     /// True if a session with `their` device exists.
     pub fn has_session(&self, their: &Curve25519PublicKey) -> bool {
         self.sessions
-            .get(&their.to_base64())
+            .get(their.as_bytes())
             .is_some_and(|list| !list.is_empty())
     }
 
@@ -101,14 +106,15 @@ impl Device {
         claimed: Option<Curve25519PublicKey>,
         plaintext: &[u8],
     ) -> Result<Envelope, CryptoError> {
-        let id = their.curve25519.to_base64();
+        let id = their.curve25519.to_bytes();
         if !self.has_session(&their.curve25519) {
             let key = claimed.ok_or(CryptoError::NoKey)?;
             let session = self
                 .account
                 .create_outbound_session(SessionConfig::version_1(), their.curve25519, key)
                 .map_err(|_| CryptoError::BadKey)?;
-            self.sessions.entry(id.clone()).or_default().push(session);
+            self.sessions.entry(id).or_default().push(session);
+            self.introduced.remove(&id);
         }
         let session = self
             .sessions
@@ -126,13 +132,30 @@ impl Device {
         })
     }
 
+    /// True the first time it is asked for `their` device's newest
+    /// session (this run, or since [`Device::forget_introductions`]): the
+    /// message being sealed should carry this device's identity record.
+    /// Its recipient pins the device from that record, then knows it
+    /// without (pre-key messages otherwise carry it until the other side
+    /// answers, which a one-way stream never does: the record is a tenth
+    /// of a 1 KiB message).
+    pub fn introduce(&mut self, their: &Curve25519PublicKey) -> bool {
+        self.introduced.insert(their.to_bytes())
+    }
+
+    /// Every device is introduced again (a message was refused: the one
+    /// that carried the record may have been it).
+    pub fn forget_introductions(&mut self) {
+        self.introduced.clear();
+    }
+
     /// Decrypts an envelope for this device: in a session with its
     /// sender's device, or (a pre-key message) in a new one.
     pub fn decrypt(&mut self, envelope: &Envelope) -> Result<Vec<u8>, CryptoError> {
         if envelope.to != self.account.curve25519_key() {
             return Err(CryptoError::NotForUs);
         }
-        let id = envelope.from.to_base64();
+        let id = envelope.from.to_bytes();
         if let Some(list) = self.sessions.get_mut(&id) {
             // Newest first; the one that works moves to the end.
             for at in (0..list.len()).rev() {
@@ -166,6 +189,7 @@ impl Device {
             .sessions
             .iter()
             .flat_map(|(device, list)| {
+                let device = Curve25519PublicKey::from_bytes(*device).to_base64();
                 list.iter()
                     .map(move |session| (device.clone(), session.pickle().encrypt(key)))
             })
@@ -184,10 +208,12 @@ impl Device {
         let mut device = Device {
             account,
             sessions: HashMap::new(),
+            introduced: HashSet::new(),
         };
         for (id, pickle) in sessions {
+            let id = Curve25519PublicKey::from_base64(id).ok()?.to_bytes();
             let session = Session::from_pickle(SessionPickle::from_encrypted(pickle, key).ok()?);
-            device.sessions.entry(id.clone()).or_default().push(session);
+            device.sessions.entry(id).or_default().push(session);
         }
         Some(device)
     }

@@ -1,23 +1,39 @@
-//! An encrypted message as it travels: the content of an ordinary
-//! message (text, so that every server, store and wire carries it as it
-//! carries any line), one per recipient device:
+//! An encrypted message as it travels, one per recipient device, in one
+//! of two forms: sealed (binary) to a server that granted the `sealed`
+//! extension, text to one that did not (and as older clients wrote it).
 //!
-//! `pmchat-e2e/1 TO FROM TYPE CIPHERTEXT [IDENTITY]`
+//! Sealed (see docs/protocol.md): `ff 'p' 'e' 01`, a flags byte
+//! ([`PRE_KEY`], [`WITH_IDENTITY`]), the recipient device's Curve25519 key
+//! and the sender device's (32 bytes each), with [`WITH_IDENTITY`] the
+//! identity record's length (`u16`) and bytes, then Olm's message bytes.
 //!
-//! `TO` and `FROM` are device ids (Curve25519 keys, base64), `TYPE` is
-//! Olm's message type (`0` a pre-key message that starts a session, `1` a
-//! normal one) and `CIPHERTEXT` its bytes in base64. A pre-key message
-//! also carries the sender device's signed identity record (base64, see
-//! [`super::records`]), so that its recipient can tell, without asking
-//! the server, that the device is the sender's. Anything that starts
-//! with the prefix and does not parse is reported as a broken envelope,
-//! never shown as text.
+//! Text: `pmchat-e2e/1 TO FROM TYPE CIPHERTEXT [IDENTITY]`, the device
+//! ids and the ciphertext in base64, `TYPE` Olm's message type (`0` a
+//! pre-key message that starts a session, `1` a normal one).
+//!
+//! A pre-key message may carry the sender device's signed identity record
+//! (see [`super::records`]), so that its recipient can tell, without
+//! asking the server, that the device is the sender's; the sender adds it
+//! until its recipient can be expected to know the device (see
+//! [`super::device::Device::introduce`]). Anything that claims to be an
+//! envelope and does not parse is reported as a broken envelope, never
+//! shown as text.
 
 use vodozemac::olm::OlmMessage;
 use vodozemac::{base64_decode, base64_encode, Curve25519PublicKey};
 
-/// What every envelope starts with.
+use crate::wire::v1;
+
+/// What every text envelope starts with.
 pub const PREFIX: &str = "pmchat-e2e/1 ";
+/// What every sealed envelope starts with.
+pub const SEALED_PREFIX: [u8; 4] = [v1::SEALED_MARK, b'p', b'e', 1];
+/// Flag: a pre-key message.
+const PRE_KEY: u8 = 1;
+/// Flag: the sender device's identity record follows the keys.
+const WITH_IDENTITY: u8 = 2;
+/// Bytes of a Curve25519 key.
+const KEY_LEN: usize = 32;
 
 /// One device's copy of an encrypted message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,13 +50,52 @@ pub struct Envelope {
 #[error("a broken encrypted message")]
 pub struct BrokenEnvelope;
 
-/// True if `content` claims to be an envelope.
+/// True if `content` claims to be an envelope (sealed content always
+/// does).
 pub fn is_envelope(content: &[u8]) -> bool {
-    content.starts_with(PREFIX.as_bytes())
+    v1::is_sealed(content) || content.starts_with(PREFIX.as_bytes())
 }
 
 impl Envelope {
-    /// The message content.
+    /// The message content: sealed if the server carries sealed content,
+    /// else text.
+    pub fn encode(&self, sealed: bool) -> Vec<u8> {
+        match sealed {
+            true => self.to_sealed(),
+            false => self.to_text().into_bytes(),
+        }
+    }
+
+    /// The sealed form.
+    pub fn to_sealed(&self) -> Vec<u8> {
+        let (kind, bytes) = self.message.to_parts();
+        let identity = self.identity.as_deref().unwrap_or_default();
+        let mut flags = 0;
+        if kind == 0 {
+            flags |= PRE_KEY;
+        }
+        // A record longer than a length field (never one of ours) is left
+        // out rather than cut.
+        let identity_len = u16::try_from(identity.len()).ok().filter(|&n| n > 0);
+        if identity_len.is_some() {
+            flags |= WITH_IDENTITY;
+        }
+        let mut out = Vec::with_capacity(
+            SEALED_PREFIX.len() + 1 + 2 * KEY_LEN + 2 + identity.len() + bytes.len(),
+        );
+        out.extend_from_slice(&SEALED_PREFIX);
+        out.push(flags);
+        out.extend_from_slice(self.to.as_bytes());
+        out.extend_from_slice(self.from.as_bytes());
+        if let Some(len) = identity_len {
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(identity);
+        }
+        out.extend_from_slice(&bytes);
+        out
+    }
+
+    /// The text form.
     pub fn to_text(&self) -> String {
         let (kind, bytes) = self.message.to_parts();
         let mut text = format!(
@@ -56,8 +111,11 @@ impl Envelope {
         text
     }
 
-    /// Reads a message content that [`is_envelope`].
+    /// Reads a message content that [`is_envelope`], in either form.
     pub fn parse(content: &[u8]) -> Result<Envelope, BrokenEnvelope> {
+        if v1::is_sealed(content) {
+            return Envelope::parse_sealed(content);
+        }
         let text = std::str::from_utf8(content).map_err(|_| BrokenEnvelope)?;
         let rest = text.strip_prefix(PREFIX).ok_or(BrokenEnvelope)?;
         let fields: Vec<&str> = rest.split(' ').collect();
@@ -83,6 +141,39 @@ impl Envelope {
             to: key(to)?,
             from: key(from)?,
             message: OlmMessage::from_parts(kind, &bytes).map_err(|_| BrokenEnvelope)?,
+            identity,
+        })
+    }
+}
+
+impl Envelope {
+    fn parse_sealed(content: &[u8]) -> Result<Envelope, BrokenEnvelope> {
+        let rest = content
+            .strip_prefix(&SEALED_PREFIX[..])
+            .ok_or(BrokenEnvelope)?;
+        let (&flags, rest) = rest.split_first().ok_or(BrokenEnvelope)?;
+        if flags & !(PRE_KEY | WITH_IDENTITY) != 0 || flags == WITH_IDENTITY {
+            return Err(BrokenEnvelope);
+        }
+        let key = |bytes: &[u8]| Curve25519PublicKey::from_slice(bytes).map_err(|_| BrokenEnvelope);
+        if rest.len() < 2 * KEY_LEN {
+            return Err(BrokenEnvelope);
+        }
+        let (to, rest) = rest.split_at(KEY_LEN);
+        let (from, mut rest) = rest.split_at(KEY_LEN);
+        let mut identity = None;
+        if flags & WITH_IDENTITY != 0 {
+            let (len, after) = rest.split_at_checked(2).ok_or(BrokenEnvelope)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let (record, after) = after.split_at_checked(len).ok_or(BrokenEnvelope)?;
+            identity = Some(record.to_vec());
+            rest = after;
+        }
+        let kind = usize::from(flags & PRE_KEY == 0);
+        Ok(Envelope {
+            to: key(to)?,
+            from: key(from)?,
+            message: OlmMessage::from_parts(kind, rest).map_err(|_| BrokenEnvelope)?,
             identity,
         })
     }
@@ -126,5 +217,51 @@ mod tests {
             );
         }
         assert!(!is_envelope(b"hello"));
+    }
+
+    #[test]
+    fn a_sealed_envelope_round_trips_with_and_without_identity_and_garbage_is_broken() {
+        let alice = Account::new();
+        let mut bob = Account::new();
+        bob.generate_one_time_keys(1);
+        let key = *bob.one_time_keys().values().next().unwrap();
+        let mut session = alice
+            .create_outbound_session(SessionConfig::version_1(), bob.curve25519_key(), key)
+            .unwrap();
+        let mut envelope = Envelope {
+            to: bob.curve25519_key(),
+            from: alice.curve25519_key(),
+            message: session.encrypt("hi").unwrap(),
+            identity: Some(b"signed identity".to_vec()),
+        };
+        for _ in 0..2 {
+            let sealed = envelope.encode(true);
+            assert!(v1::is_sealed(&sealed) && is_envelope(&sealed));
+            assert_eq!(Envelope::parse(&sealed), Ok(envelope.clone()));
+            // No longer than the text form's ciphertext alone.
+            assert!(sealed.len() < envelope.to_text().len() * 3 / 4);
+            envelope.identity = None;
+        }
+        let sealed = envelope.to_sealed();
+        let mut unknown_flag = sealed.clone();
+        unknown_flag[4] |= 4;
+        let mut identity_without_pre_key = sealed.clone();
+        identity_without_pre_key[4] = WITH_IDENTITY;
+        let mut claims_identity = sealed.clone();
+        claims_identity[4] |= WITH_IDENTITY;
+        claims_identity.truncate(4 + 1 + 64 + 1);
+        for broken in [
+            &[0xff][..],
+            &sealed[..4],
+            &sealed[..40],
+            &sealed[..69],
+            &unknown_flag,
+            &identity_without_pre_key,
+            &claims_identity,
+            b"\xff other",
+        ] {
+            assert!(is_envelope(broken));
+            assert_eq!(Envelope::parse(broken), Err(BrokenEnvelope), "{broken:?}");
+        }
     }
 }

@@ -88,6 +88,10 @@ pub struct E2e {
     pins: Mutex<Pins>,
     /// WELCOME granted `keys`.
     active: AtomicBool,
+    /// WELCOME granted `sealed`: envelopes go as sealed content, not text.
+    sealed: AtomicBool,
+    /// This device's identity record for `name` (signed once).
+    identity_record: Vec<u8>,
     /// Sessions changed (by sealing or decrypting) since the vault was
     /// last written.
     dirty: AtomicBool,
@@ -131,9 +135,11 @@ impl E2e {
         Ok(E2e {
             name: name.to_string(),
             vault,
+            identity_record: device.identity_record(name),
             device: Mutex::new(device),
             pins: Mutex::new(pins),
             active: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             publishing: std::sync::atomic::AtomicU8::new(Publishing::NotYet as u8),
             allow_plaintext,
@@ -153,6 +159,17 @@ impl E2e {
             Publishing::Done
         };
         self.publishing.store(stage as u8, Ordering::SeqCst);
+    }
+
+    /// WELCOME said whether `sealed` was granted.
+    pub fn set_sealed(&self, granted: bool) {
+        self.sealed.store(granted, Ordering::SeqCst);
+    }
+
+    /// A message was refused: the next one to each device carries this
+    /// device's identity again (see [`Device::introduce`]).
+    pub fn refused(&self) {
+        lock(&self.device).forget_introductions();
     }
 
     /// True while this device's keys are on their way to the server.
@@ -440,19 +457,22 @@ impl E2e {
     /// envelopes, as message contents.
     /// The caller writes them only after [`E2e::checkpoint`]: a key must
     /// never seal twice.
-    pub fn seal(&self, recipient: &Recipient, plaintext: &[u8]) -> Result<Vec<String>, String> {
+    pub fn seal(&self, recipient: &Recipient, plaintext: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let sealed = self.sealed.load(Ordering::SeqCst);
         let mut device = lock(&self.device);
         let mut envelopes = Vec::with_capacity(recipient.devices.len());
         for (identity, key) in &recipient.devices {
             let mut envelope = device
                 .encrypt(identity, *key, plaintext)
                 .map_err(|e| e.to_string())?;
-            if matches!(envelope.message, vodozemac::olm::OlmMessage::PreKey(_)) {
-                // Until the other side answers, every message says whose
-                // device sent it (signed, for our name).
-                envelope.identity = Some(device.identity_record(&self.name));
+            if matches!(envelope.message, vodozemac::olm::OlmMessage::PreKey(_))
+                && device.introduce(&identity.curve25519)
+            {
+                // A session's first message says whose device sent it
+                // (signed, for our name).
+                envelope.identity = Some(self.identity_record.clone());
             }
-            envelopes.push(envelope.to_text());
+            envelopes.push(envelope.encode(sealed));
         }
         self.dirty.store(true, Ordering::SeqCst);
         Ok(envelopes)

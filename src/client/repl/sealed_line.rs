@@ -55,7 +55,7 @@ pub(super) fn send(
             return false;
         }
         Ok(Sealed::Envelopes(envelopes)) => envelopes,
-        Ok(Sealed::Plain) => vec![message.to_string()],
+        Ok(Sealed::Plain) => vec![message.as_bytes().to_vec()],
         Ok(Sealed::NoKeys) => {
             if !ask(&format!(
                 "{to} has published no keys: send this message unencrypted? [y/N] "
@@ -63,7 +63,7 @@ pub(super) fn send(
                 notice("not sent");
                 return false;
             }
-            vec![message.to_string()]
+            vec![message.as_bytes().to_vec()]
         }
     };
     // Never on the wire before the sessions that sealed it are on disk.
@@ -73,7 +73,7 @@ pub(super) fn send(
         let mut frame = Vec::new();
         if let Err(e) = state
             .wire()
-            .encode_message(to.as_bytes(), content.as_bytes(), &mut frame)
+            .encode_message(to.as_bytes(), content, &mut frame)
         {
             local_error(&e.to_string());
             return false;
