@@ -119,7 +119,7 @@ pub async fn seal(
     if envelopes.iter().any(|envelope| envelope.len() > limit) {
         return Err(format!(
             "too long to send encrypted: the server takes {limit} bytes a message, \
-             and encryption adds about 250 bytes (about 400 to a device's first message)"
+             and encryption adds about 200 bytes (about 350 to a device's first message)"
         ));
     }
     Ok(Sealed::Envelopes(envelopes))

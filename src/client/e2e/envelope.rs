@@ -4,8 +4,9 @@
 //!
 //! Sealed (see docs/protocol.md): `ff 'p' 'e' 01`, a flags byte
 //! ([`PRE_KEY`], [`WITH_IDENTITY`]), the recipient device's Curve25519 key
-//! and the sender device's (32 bytes each), with [`WITH_IDENTITY`] the
-//! identity record's length (`u16`) and bytes, then Olm's message bytes.
+//! (32 bytes), the sender device's (32 bytes; not in a pre-key message,
+//! which carries it itself), with [`WITH_IDENTITY`] the identity record's
+//! length (`u16`) and bytes, then Olm's message bytes.
 //!
 //! Text: `pmchat-e2e/1 TO FROM TYPE CIPHERTEXT [IDENTITY]`, the device
 //! ids and the ciphertext in base64, `TYPE` Olm's message type (`0` a
@@ -86,7 +87,9 @@ impl Envelope {
         out.extend_from_slice(&SEALED_PREFIX);
         out.push(flags);
         out.extend_from_slice(self.to.as_bytes());
-        out.extend_from_slice(self.from.as_bytes());
+        if kind != 0 {
+            out.extend_from_slice(self.from.as_bytes());
+        }
         if let Some(len) = identity_len {
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(identity);
@@ -156,11 +159,15 @@ impl Envelope {
             return Err(BrokenEnvelope);
         }
         let key = |bytes: &[u8]| Curve25519PublicKey::from_slice(bytes).map_err(|_| BrokenEnvelope);
-        if rest.len() < 2 * KEY_LEN {
-            return Err(BrokenEnvelope);
-        }
-        let (to, rest) = rest.split_at(KEY_LEN);
-        let (from, mut rest) = rest.split_at(KEY_LEN);
+        let pre_key = flags & PRE_KEY != 0;
+        let (to, rest) = rest.split_at_checked(KEY_LEN).ok_or(BrokenEnvelope)?;
+        let (from, mut rest) = match pre_key {
+            true => (None, rest),
+            false => {
+                let (from, rest) = rest.split_at_checked(KEY_LEN).ok_or(BrokenEnvelope)?;
+                (Some(key(from)?), rest)
+            }
+        };
         let mut identity = None;
         if flags & WITH_IDENTITY != 0 {
             let (len, after) = rest.split_at_checked(2).ok_or(BrokenEnvelope)?;
@@ -169,11 +176,17 @@ impl Envelope {
             identity = Some(record.to_vec());
             rest = after;
         }
-        let kind = usize::from(flags & PRE_KEY == 0);
+        let message =
+            OlmMessage::from_parts(usize::from(!pre_key), rest).map_err(|_| BrokenEnvelope)?;
+        let from = match (&message, from) {
+            (OlmMessage::PreKey(message), None) => message.identity_key(),
+            (OlmMessage::Normal(_), Some(from)) => from,
+            _ => return Err(BrokenEnvelope),
+        };
         Ok(Envelope {
             to: key(to)?,
-            from: key(from)?,
-            message: OlmMessage::from_parts(kind, rest).map_err(|_| BrokenEnvelope)?,
+            from,
+            message,
             identity,
         })
     }
@@ -249,12 +262,12 @@ mod tests {
         identity_without_pre_key[4] = WITH_IDENTITY;
         let mut claims_identity = sealed.clone();
         claims_identity[4] |= WITH_IDENTITY;
-        claims_identity.truncate(4 + 1 + 64 + 1);
+        claims_identity.truncate(4 + 1 + 32 + 1);
         for broken in [
             &[0xff][..],
             &sealed[..4],
             &sealed[..40],
-            &sealed[..69],
+            &sealed[..37],
             &unknown_flag,
             &identity_without_pre_key,
             &claims_identity,
@@ -263,5 +276,25 @@ mod tests {
             assert!(is_envelope(broken));
             assert_eq!(Envelope::parse(broken), Err(BrokenEnvelope), "{broken:?}");
         }
+
+        // Once bob answers, a normal message, which names its sender.
+        let OlmMessage::PreKey(pre_key) = &envelope.message else {
+            panic!("a one-way stream sends pre-key messages");
+        };
+        let mut created = bob
+            .create_inbound_session(SessionConfig::version_1(), alice.curve25519_key(), pre_key)
+            .unwrap();
+        let reply = created.session.encrypt("hello").unwrap();
+        session.decrypt(&reply).unwrap();
+        let normal = Envelope {
+            to: bob.curve25519_key(),
+            from: alice.curve25519_key(),
+            message: session.encrypt("again").unwrap(),
+            identity: None,
+        };
+        assert!(matches!(normal.message, OlmMessage::Normal(_)));
+        let sealed = normal.to_sealed();
+        assert_eq!(Envelope::parse(&sealed), Ok(normal));
+        assert_eq!(Envelope::parse(&sealed[..4 + 1 + 40]), Err(BrokenEnvelope));
     }
 }
