@@ -116,13 +116,14 @@ fn forged_batches_and_events_from_redis_are_dropped_counted_and_bounded(
     eqnice!((1, 0), (live, dropped));
     let inbox = format!("pmchat:inbox:{b}");
     // In node A's name: a sender with ':' (which would forge a line), one
-    // with an escape sequence, content that is not UTF-8, and 60,000 bytes
-    // where clients may send 2,048.
+    // with an escape sequence, content that is neither UTF-8 nor sealed
+    // (which starts with 0xff), and 60,000 bytes where clients may send
+    // 2,048.
     let long = vec![b'x'; 60_000];
     let forged: [(&[u8], &[u8], &[u8]); 4] = [
         (b"bob", b"al:ice", b"hi"),
         (b"bob", b"\x1b[2Jeve", b"hi"),
-        (b"bob", b"alice", b"\xff\xfe"),
+        (b"bob", b"alice", b"\xfe\xff"),
         (b"bob", b"alice", &long),
     ];
     for record in forged {

@@ -105,3 +105,32 @@ fn a_stored_sealed_message_is_replayed_as_it_is_to_a_sealed_device_and_as_a_noti
         assert_eq!(contents, [first, b"plain".to_vec()], "{features}");
     }
 }
+
+#[test]
+fn sealed_content_crosses_nodes_whole_and_reaches_a_v1_peer_there_only_as_a_notice() {
+    crate::require_redis!();
+    let redis = RedisProcess::start();
+    let mut nodes = crate::cluster_attacks::nodes(&redis.url(), 2);
+    let (mut alice, _) = extended(&nodes[0], "alice", "pmchat/1 codes sealed");
+    let (mut bob, _) = extended(&nodes[1], "bob", "pmchat/1 codes sealed");
+    let mut carol = nodes[1].login("carol");
+    for name in ["bob", "carol"] {
+        nodes[0].wait_online(name);
+    }
+    alice.write(&message(b"bob", &sealed()));
+    assert_eq!(
+        bob.frame(),
+        Frame::Message {
+            from: b"alice".to_vec(),
+            content: sealed()
+        }
+    );
+    alice.write(&message(b"carol", &sealed()));
+    assert_eq!(
+        carol.frame(),
+        Frame::Message {
+            from: b"alice".to_vec(),
+            content: NOTICE.to_vec()
+        }
+    );
+}
