@@ -158,7 +158,7 @@ pub async fn keys_command(
 /// Claims `to`'s keys and checks them (new devices said on stderr).
 async fn claim(out: Out<'_>, e2e: &E2e, to: &str, wait: Duration) -> Result<Recipient, String> {
     let mut frame = Vec::new();
-    if !keys::encode_claim(to.as_bytes(), &mut frame) {
+    if !keys::encode_claim(to.as_bytes(), &e2e.known_devices(to), &mut frame) {
         return Err("name too long".into());
     }
     out.write(frame).await?;

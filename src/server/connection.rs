@@ -287,7 +287,7 @@ async fn read_loop(
                         return ReadEnd::Protocol(FrameError::Malformed { frame: "KEYS", why });
                     }
                 },
-                ClientFrame::Claim { name } => router.claim_keys(name).await,
+                ClientFrame::Claim { name, known } => router.claim_keys(name, known).await,
                 // Boxed: sessions that never ask carry no room for it.
                 ClientFrame::History { peer, request } => {
                     let (before, max) = v1::history_request(request);

@@ -82,9 +82,10 @@ impl KeyDirectory {
         }
     }
 
-    /// One key per device of `name` (one-time keys handed out for good);
-    /// `None` if the directory cannot be read just now.
-    pub(crate) async fn claim(&self, name: &str) -> Option<Vec<Claimed>> {
+    /// One key per device of `name` (one-time keys handed out for good),
+    /// but none for the devices in `known`, which the claimer has sessions
+    /// with; `None` if the directory cannot be read just now.
+    pub(crate) async fn claim(&self, name: &str, known: Vec<Vec<u8>>) -> Option<Vec<Claimed>> {
         match self {
             KeyDirectory::Memory(names) => {
                 let mut names = names.lock().unwrap_or_else(|e| e.into_inner());
@@ -94,15 +95,15 @@ impl KeyDirectory {
                 Some(
                     devices
                         .iter_mut()
-                        .map(|(device, keys)| keys.claim(device))
+                        .map(|(device, keys)| keys.claim(device, known.iter().any(|k| k == device)))
                         .collect(),
                 )
             }
             KeyDirectory::Store(store) => {
                 let (store, name) = (Arc::clone(store), name.to_string());
-                smol::unblock(move || store.claim_keys(&name).ok()).await
+                smol::unblock(move || store.claim_keys(&name, &known).ok()).await
             }
-            KeyDirectory::Redis(cluster) => cluster.claim_device_keys(name).await,
+            KeyDirectory::Redis(cluster) => cluster.claim_device_keys(name, &known).await,
         }
     }
 }

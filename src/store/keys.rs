@@ -82,11 +82,15 @@ impl DeviceKeys {
     }
 
     /// Hands out one key: the oldest one-time key (gone for good), else
-    /// the fallback key (kept).
-    pub fn claim(&mut self, device: &[u8]) -> Claimed {
-        let key = match self.one_time.pop_front() {
-            Some(key) => Some((keys::ONE_TIME, key)),
-            None => self.fallback.clone().map(|key| (keys::FALLBACK, key)),
+    /// the fallback key (kept); none to a claimer that `knows` the device
+    /// (it has a session with it already).
+    pub fn claim(&mut self, device: &[u8], knows: bool) -> Claimed {
+        let key = match knows {
+            true => None,
+            false => match self.one_time.pop_front() {
+                Some(key) => Some((keys::ONE_TIME, key)),
+                None => self.fallback.clone().map(|key| (keys::FALLBACK, key)),
+            },
         };
         Claimed {
             device: device.to_vec(),
@@ -227,9 +231,10 @@ impl Store {
         publish().unwrap_or(Err(PublishError::Unavailable))
     }
 
-    /// Hands out one key per device of `name`, durably (see
-    /// [`DeviceKeys::claim`]). Blocks: call it off the workers.
-    pub fn claim_keys(&self, name: &str) -> Result<Vec<Claimed>, StoreError> {
+    /// Hands out one key per device of `name` but those in `known`,
+    /// durably (see [`DeviceKeys::claim`]). Blocks: call it off the
+    /// workers.
+    pub fn claim_keys(&self, name: &str, known: &[Vec<u8>]) -> Result<Vec<Claimed>, StoreError> {
         let db = self.db()?;
         let txn = db.begin_write().map_err(read_error)?;
         let claimed = {
@@ -250,7 +255,7 @@ impl Store {
                     continue;
                 };
                 let device = &key[prefix.len()..];
-                let taken = device_keys.claim(device);
+                let taken = device_keys.claim(device, known.iter().any(|k| k == device));
                 if taken
                     .key
                     .as_ref()
@@ -286,7 +291,10 @@ mod tests {
             record(keys::FALLBACK, b"fb"),
         ];
         let mut device = DeviceKeys::published(None, &records, 5).unwrap();
-        let claimed: Vec<_> = (0..4).map(|_| device.claim(b"d").key).collect();
+        // A claimer that knows the device gets its identity alone.
+        let known = device.claim(b"d", true);
+        assert_eq!((known.key, known.identity), (None, b"id".to_vec()));
+        let claimed: Vec<_> = (0..4).map(|_| device.claim(b"d", false).key).collect();
         assert_eq!(
             claimed,
             vec![
@@ -339,7 +347,7 @@ mod tests {
                 store.publish_keys("bobby", b"c", &[record(keys::IDENTITY, b"x")]),
                 Ok(0)
             );
-            let claimed = store.claim_keys("bob").unwrap();
+            let claimed = store.claim_keys("bob", &[]).unwrap();
             assert_eq!(claimed.len(), 2);
             assert_eq!(claimed[0].key, Some((keys::ONE_TIME, b"k1".to_vec())));
             assert_eq!(claimed[1].key, Some((keys::FALLBACK, b"fb".to_vec())));
@@ -347,10 +355,10 @@ mod tests {
         }
         // Across a restart: k1 stays handed out.
         let store = Store::open(&path, super::super::Retention::default()).unwrap();
-        let claimed = store.claim_keys("bob").unwrap();
+        let claimed = store.claim_keys("bob", &[]).unwrap();
         assert_eq!(claimed[0].identity, b"id-a");
         assert_eq!(claimed[0].key, None);
-        assert!(store.claim_keys("nobody").unwrap().is_empty());
+        assert!(store.claim_keys("nobody", &[]).unwrap().is_empty());
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -367,7 +375,7 @@ mod tests {
                 .publish_keys("bob", device.as_bytes(), &[record(keys::IDENTITY, b"id")])
                 .unwrap();
         }
-        assert_eq!(store.claim_keys("bob").unwrap().len(), MAX_DEVICES);
+        assert_eq!(store.claim_keys("bob", &[]).unwrap().len(), MAX_DEVICES);
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -414,8 +414,22 @@ fn across_nodes_redis_keeps_only_envelopes() {
         crate::common::redis_command(redis.port, &[b"XRANGE", b"pmchat:log:{bob}", b"-", b"+"]);
     assert!(holds(&log, SEALED), "bob's log holds the envelope");
     assert!(!holds(&log, SECRET.as_bytes()), "and not the text");
-    let keys = crate::common::redis_command(redis.port, &[b"HGETALL", b"pmchat:keys:{bob}"]);
-    assert!(holds(&keys, b"i:"), "bob's keys are in Redis");
+    let one_time_keys = || {
+        let keys = crate::common::redis_command(redis.port, &[b"HGETALL", b"pmchat:keys:{bob}"]);
+        assert!(holds(&keys, b"i:"), "bob's keys are in Redis");
+        // RESP: `$LEN`, `n:DEVICE`, `$LEN`, the count.
+        let lines: Vec<&[u8]> = keys.split(|&b| b == b'\n').collect();
+        let at = lines.iter().position(|l| l.starts_with(b"n:")).unwrap();
+        String::from_utf8_lossy(lines[at + 2]).trim().to_string()
+    };
+    // 50 published, one handed out to alice's first message.
+    assert_eq!(one_time_keys(), "49");
+    // A second run of alice's: her session with bob's device goes on, and
+    // its claim uses up none of his one-time keys.
+    let out = send(&a, &dir.0, "send bob once more\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(bob_catches_up(&b, &dir.0, &[]).stdout, "alice: once more\n");
+    assert_eq!(one_time_keys(), "49");
 }
 
 #[test]

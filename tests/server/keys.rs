@@ -19,7 +19,13 @@ fn publish(client: &mut RawClient, device: &str, list: &[(u8, &[u8])]) -> u64 {
 
 /// Claims `name`'s keys: `(device, records)` per device.
 fn claim(client: &mut RawClient, name: &str) -> Vec<(String, Vec<u8>)> {
-    client.write(&pair(OP_CLAIM, name.as_bytes(), b""));
+    claim_knowing(client, name, "")
+}
+
+/// Claims `name`'s keys as a claimer with sessions with the devices
+/// `known` (ids, one a line) already.
+fn claim_knowing(client: &mut RawClient, name: &str, known: &str) -> Vec<(String, Vec<u8>)> {
+    client.write(&pair(OP_CLAIM, name.as_bytes(), known.as_bytes()));
     let mut devices = Vec::new();
     loop {
         let (opcode, a, b) = client.pair_frame_past_caught_up();
@@ -58,6 +64,21 @@ fn each_one_time_key_is_handed_out_once_then_the_fallback_even_across_a_restart(
     );
 
     let mut bob = log_in(&server, "bob", "keys");
+    // A claimer with a session with the phone already: its identity
+    // alone, and none of its keys used up (otk-1 comes next).
+    assert_eq!(
+        claim_knowing(&mut bob, "alice", "phone"),
+        vec![
+            (
+                "laptop".to_string(),
+                key_records(&[(b'i', b"laptop identity")])
+            ),
+            (
+                "phone".to_string(),
+                key_records(&[(b'i', b"phone identity")])
+            ),
+        ]
+    );
     let first = claim(&mut bob, "alice");
     assert_eq!(
         first,
@@ -107,6 +128,12 @@ fn without_a_store_keys_live_in_memory() {
     let mut alice = log_in(&server, "alice", "keys");
     assert_eq!(publish(&mut alice, "a1", &[(b'i', b"id"), (b'o', b"k")]), 1);
     let mut bob = log_in(&server, "bob", "keys");
+    // A claimer that has a session with a1 already: its identity alone,
+    // and no key used up.
+    assert_eq!(
+        claim_knowing(&mut bob, "alice", "a0\na1"),
+        vec![("a1".into(), key_records(&[(b'i', b"id")]))]
+    );
     assert_eq!(
         claim(&mut bob, "alice"),
         vec![("a1".into(), key_records(&[(b'i', b"id"), (b'o', b"k")]))]
@@ -185,6 +212,11 @@ fn across_nodes_each_one_time_key_is_handed_out_once_to_concurrent_claimers(url:
     assert_eq!(publish(&mut alice, "phone", &published), 2);
     // Published again: the keys add up, the identity stays one.
     assert_eq!(publish(&mut alice, "phone", &[(b'o', b"otk-3")]), 3);
+    // A claimer that has a session with the phone: none of its keys.
+    assert_eq!(
+        claim_knowing(&mut alice, "alice", "phone"),
+        vec![("phone".into(), key_records(&[(b'i', b"alice identity")]))]
+    );
 
     // Three claimers on two nodes at once: three different keys.
     let claimers: Vec<_> = [(&a, "bob"), (&b, "carol"), (&b, "alice")]

@@ -117,6 +117,14 @@ impl Pins {
             .is_some_and(|devices| devices.contains_key(device))
     }
 
+    /// The ids of `name`'s pinned devices.
+    pub fn devices_of(&self, name: &str) -> Vec<String> {
+        self.pinned
+            .get(name)
+            .map(|devices| devices.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// True while `name`'s messages are held (a changed key).
     pub fn is_held(&self, name: &str) -> bool {
         self.held.contains(name)

@@ -355,6 +355,21 @@ impl E2e {
         lock(&self.recipients).get(to).cloned()
     }
 
+    /// The ids of `to`'s pinned devices this device has a session with:
+    /// a CLAIM names them, so that none of their one-time keys is used up
+    /// for nothing.
+    pub fn known_devices(&self, to: &str) -> Vec<String> {
+        // The device before the pins, as everywhere.
+        let device = lock(&self.device);
+        let pins = lock(&self.pins);
+        pins.devices_of(to)
+            .into_iter()
+            .filter(|id| {
+                Curve25519PublicKey::from_base64(id).is_ok_and(|key| device.has_session(&key))
+            })
+            .collect()
+    }
+
     /// Takes the answer of a CLAIM for `to` (sent by the caller), checks
     /// and pins its devices; `None` if none came within `wait`.
     pub async fn claimed(&self, to: &str, wait: std::time::Duration) -> Option<Recipient> {

@@ -56,12 +56,15 @@ fn publish_script() -> redis::Script {
     )
 }
 
-/// KEYS[1] the name's hash: for each device, its id, identity, the kind
-/// of key handed out (`o`, `f` or empty) and the key; the one-time key
-/// handed out is gone.
+/// KEYS[1] the name's hash; ARGV the devices the claimer knows. For each
+/// device, its id, identity, the kind of key handed out (`o`, `f` or
+/// empty: none to a known device) and the key; the one-time key handed
+/// out is gone.
 fn claim_script() -> redis::Script {
     redis::Script::new(
         "local h = KEYS[1]
+         local known = {}
+         for i = 1, #ARGV do known[ARGV[i]] = true end
          local out = {}
          local fields = redis.call('HGETALL', h)
          for i = 1, #fields, 2 do
@@ -69,7 +72,9 @@ fn claim_script() -> redis::Script {
              local d = string.sub(fields[i], 3)
              local blob = redis.call('HGET', h, 'o:' .. d) or ''
              local kind, key = '', ''
-             if #blob >= 2 then
+             if known[d] then
+               -- a session exists: its identity alone
+             elseif #blob >= 2 then
                local len = struct.unpack('>H', blob)
                key = string.sub(blob, 3, 2 + len)
                kind = 'o'
@@ -127,11 +132,20 @@ impl Cluster {
         u64::try_from(kept).map_err(|_| PublishError::NoIdentity)
     }
 
-    /// One key per device of `name`; `None` when Redis cannot be asked.
-    pub(crate) async fn claim_device_keys(&self, name: &str) -> Option<Vec<Claimed>> {
+    /// One key per device of `name` but those in `known`; `None` when
+    /// Redis cannot be asked.
+    pub(crate) async fn claim_device_keys(
+        &self,
+        name: &str,
+        known: &[Vec<u8>],
+    ) -> Option<Vec<Claimed>> {
         let mut connection = self.connection()?;
-        let flat: Vec<Vec<u8>> = claim_script()
-            .key(device_keys_key(name))
+        let script = claim_script();
+        let mut invocation = script.key(device_keys_key(name));
+        for device in known {
+            invocation.arg(device.as_slice());
+        }
+        let flat: Vec<Vec<u8>> = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(|e| self.lost(e))

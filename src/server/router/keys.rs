@@ -39,16 +39,18 @@ impl Router<'_> {
         })
     }
 
-    /// Answers CLAIM: one key per device of `name` (none for a name
-    /// without keys, or when the directory cannot be read).
+    /// Answers CLAIM: one key per device of `name` but those in `known`
+    /// (none for a name without keys, or when the directory cannot be
+    /// read).
     #[inline(never)]
-    pub(crate) fn claim_keys<'b>(&'b mut self, name: &'b [u8]) -> Boxed<'b> {
+    pub(crate) fn claim_keys<'b>(&'b mut self, name: &'b [u8], known: &'b [u8]) -> Boxed<'b> {
         Box::pin(async move {
             let Some(directory) = &self.shared.keys else {
                 return Ok(());
             };
+            let known = keys::known_devices(known).map(<[u8]>::to_vec).collect();
             let claimed = match std::str::from_utf8(name) {
-                Ok(name) => directory.claim(name).await.unwrap_or_default(),
+                Ok(name) => directory.claim(name, known).await.unwrap_or_default(),
                 Err(_) => Vec::new(),
             };
             let mut frames = Vec::new();

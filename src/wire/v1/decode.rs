@@ -139,10 +139,13 @@ pub fn decode_client_frame<'a>(
             }
         }
         OP_CLAIM => {
-            if len_a == 0 || len_a > usize::from(limits.max_username) || len_b != 0 {
+            if len_a == 0
+                || len_a > usize::from(limits.max_username)
+                || len_b > keys::MAX_CLAIM_KNOWN
+            {
                 return Err(FrameError::Malformed {
                     frame: "CLAIM",
-                    why: "it must carry a name and an empty field",
+                    why: "it must carry a name and at most 32 known device ids",
                 });
             }
         }
@@ -175,7 +178,7 @@ pub fn decode_client_frame<'a>(
             device: a,
             records: b,
         },
-        OP_CLAIM => ClientFrame::Claim { name: a },
+        OP_CLAIM => ClientFrame::Claim { name: a, known: b },
         _ => ClientFrame::Who,
     };
     Ok(Decoded::Frame(frame, end))

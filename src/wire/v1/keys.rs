@@ -29,6 +29,12 @@ pub const MAX_IDENTITY: usize = 1024;
 pub const MAX_KEY: usize = 256;
 /// One-time keys one KEYS frame may carry.
 pub const MAX_KEYS_PER_FRAME: usize = 100;
+/// Device ids a CLAIM may name as known (a name has at most this many
+/// devices on the server).
+pub const MAX_KNOWN: usize = 32;
+/// The longest second field of a CLAIM: [`MAX_KNOWN`] device ids, one a
+/// line.
+pub const MAX_CLAIM_KNOWN: usize = MAX_KNOWN * (MAX_DEVICE_ID + 1);
 
 /// One record of a KEYS or DEVICE-KEYS frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,9 +103,32 @@ pub fn encode_keys(device: &[u8], records: &[u8], out: &mut Vec<u8>) -> bool {
     encode_pair(OP_KEYS, device, records, out).is_ok()
 }
 
-/// Appends CLAIM: one key per device of `name`.
-pub fn encode_claim(name: &[u8], out: &mut Vec<u8>) -> bool {
-    encode_pair(super::OP_CLAIM, name, b"", out).is_ok()
+/// Appends CLAIM: one key per device of `name`, except the devices in
+/// `known` (ids the claimer has sessions with already), which are listed
+/// with their identity alone; no key of theirs is used up. At most
+/// [`MAX_KNOWN`] of them are sent.
+pub fn encode_claim<S: AsRef<[u8]>>(name: &[u8], known: &[S], out: &mut Vec<u8>) -> bool {
+    let mut field = Vec::new();
+    for id in known.iter().take(MAX_KNOWN) {
+        let id = id.as_ref();
+        if id.is_empty() || id.len() > MAX_DEVICE_ID || id.contains(&b'\n') {
+            continue;
+        }
+        if !field.is_empty() {
+            field.push(b'\n');
+        }
+        field.extend_from_slice(id);
+    }
+    encode_pair(super::OP_CLAIM, name, &field, out).is_ok()
+}
+
+/// The device ids of a CLAIM's second field (checked by the decoder to be
+/// at most [`MAX_CLAIM_KNOWN`] bytes; empty lines are skipped).
+pub fn known_devices(field: &[u8]) -> impl Iterator<Item = &[u8]> {
+    field
+        .split(|&b| b == b'\n')
+        .filter(|id| !id.is_empty())
+        .take(MAX_KNOWN)
 }
 
 /// Appends KEY-COUNT: the server holds `count` one-time keys of `device`.

@@ -284,8 +284,9 @@ pub enum ClientFrame<'a> {
     /// A device publishes its keys: `records` unchecked (see
     /// [`keys::records`]).
     Keys { device: &'a [u8], records: &'a [u8] },
-    /// A claim of one key per device of `name`.
-    Claim { name: &'a [u8] },
+    /// A claim of one key per device of `name`, but for the devices in
+    /// `known` (see [`keys::known_devices`]).
+    Claim { name: &'a [u8], known: &'a [u8] },
     /// The password that proves the login (empty: the client has none).
     Auth {
         /// A device token the server issued, or empty.

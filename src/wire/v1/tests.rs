@@ -475,7 +475,11 @@ fn key_frames_round_trip_and_their_bounds_hold() {
     keys::push_record(keys::IDENTITY, b"id", &mut records);
     let mut out = Vec::new();
     assert!(keys::encode_keys(b"dev", &records, &mut out));
-    assert!(keys::encode_claim(b"bob", &mut out));
+    assert!(keys::encode_claim(
+        b"bob",
+        &["d1", "", "d\n2", "d3"],
+        &mut out
+    ));
     let Ok(Decoded::Frame(ClientFrame::Keys { device, records: r }, used)) =
         decode_client_frame(&out, &limits)
     else {
@@ -485,16 +489,25 @@ fn key_frames_round_trip_and_their_bounds_hold() {
     assert_eq!(
         decode_client_frame(&out[used..], &limits),
         Ok(Decoded::Frame(
-            ClientFrame::Claim { name: b"bob" },
+            ClientFrame::Claim {
+                name: b"bob",
+                known: b"d1\nd3"
+            },
             out.len() - used
         ))
     );
-    // A device id of 0 or 65 bytes, a CLAIM with content: refused at the
-    // header, before the body arrives.
+    assert_eq!(
+        keys::known_devices(b"d1\n\nd3\n").collect::<Vec<_>>(),
+        [&b"d1"[..], b"d3"]
+    );
+    // A device id of 0 or 65 bytes, a CLAIM without a name or with more
+    // than 32 device ids' worth: refused at the header, before the body
+    // arrives.
+    let too_many = (keys::MAX_CLAIM_KNOWN + 1) as u16;
     for header in [
         [0, 15, 0, 0, 0, 1],
         [0, 15, 0, 65, 0, 0],
-        [0, 16, 0, 3, 0, 1],
+        [0, 16, 0, 3, (too_many >> 8) as u8, too_many as u8],
         [0, 16, 0, 0, 0, 0],
     ] {
         assert!(
