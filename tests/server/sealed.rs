@@ -21,6 +21,17 @@ fn sealed() -> Vec<u8> {
     content
 }
 
+/// The next frame `client` reads is `content` from alice.
+fn expect_from_alice(client: &mut RawClient, content: &[u8]) {
+    assert_eq!(
+        client.frame(),
+        Frame::Message {
+            from: b"alice".to_vec(),
+            content: content.to_vec()
+        }
+    );
+}
+
 /// A logged-in client whose HELLO asked for `features`, past WELCOME.
 fn extended(server: &ServerProcess, name: &str, features: &str) -> (RawClient, String) {
     let mut client = server.connect(name);
@@ -40,22 +51,10 @@ fn sealed_content_reaches_a_sealed_session_byte_for_byte_and_a_v1_peer_only_as_a
     server.wait_online("carol");
 
     alice.write(&message(b"bob", &sealed()));
-    assert_eq!(
-        bob.frame(),
-        Frame::Message {
-            from: b"alice".to_vec(),
-            content: sealed()
-        }
-    );
+    expect_from_alice(&mut bob, &sealed());
     // A v1 peer: never the ciphertext as text.
     alice.write(&message(b"carol", &sealed()));
-    assert_eq!(
-        carol.frame(),
-        Frame::Message {
-            from: b"alice".to_vec(),
-            content: NOTICE.to_vec()
-        }
-    );
+    expect_from_alice(&mut carol, NOTICE);
     // Text still goes to both as it is.
     alice.send("carol", "plain");
     assert_eq!(carol.frame(), Frame::msg("alice", "plain"));
@@ -118,19 +117,7 @@ fn sealed_content_crosses_nodes_whole_and_reaches_a_v1_peer_there_only_as_a_noti
         nodes[0].wait_online(name);
     }
     alice.write(&message(b"bob", &sealed()));
-    assert_eq!(
-        bob.frame(),
-        Frame::Message {
-            from: b"alice".to_vec(),
-            content: sealed()
-        }
-    );
+    expect_from_alice(&mut bob, &sealed());
     alice.write(&message(b"carol", &sealed()));
-    assert_eq!(
-        carol.frame(),
-        Frame::Message {
-            from: b"alice".to_vec(),
-            content: NOTICE.to_vec()
-        }
-    );
+    expect_from_alice(&mut carol, NOTICE);
 }

@@ -195,17 +195,24 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vodozemac::olm::{Account, SessionConfig};
+    use vodozemac::olm::{Account, Session, SessionConfig};
 
-    #[test]
-    fn an_envelope_round_trips_and_garbage_is_broken() {
+    /// alice's and bob's accounts and alice's session with bob, as a
+    /// claimed one-time key starts it.
+    fn started() -> (Account, Account, Session) {
         let alice = Account::new();
         let mut bob = Account::new();
         bob.generate_one_time_keys(1);
         let key = *bob.one_time_keys().values().next().unwrap();
-        let mut session = alice
+        let session = alice
             .create_outbound_session(SessionConfig::version_1(), bob.curve25519_key(), key)
             .unwrap();
+        (alice, bob, session)
+    }
+
+    #[test]
+    fn an_envelope_round_trips_and_garbage_is_broken() {
+        let (alice, bob, mut session) = started();
         let envelope = Envelope {
             to: bob.curve25519_key(),
             from: alice.curve25519_key(),
@@ -234,13 +241,7 @@ mod tests {
 
     #[test]
     fn a_sealed_envelope_round_trips_with_and_without_identity_and_garbage_is_broken() {
-        let alice = Account::new();
-        let mut bob = Account::new();
-        bob.generate_one_time_keys(1);
-        let key = *bob.one_time_keys().values().next().unwrap();
-        let mut session = alice
-            .create_outbound_session(SessionConfig::version_1(), bob.curve25519_key(), key)
-            .unwrap();
+        let (alice, mut bob, mut session) = started();
         let mut envelope = Envelope {
             to: bob.curve25519_key(),
             from: alice.curve25519_key(),
