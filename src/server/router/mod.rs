@@ -383,7 +383,7 @@ impl<'a> Router<'a> {
                         "{} -> {}: {}",
                         self.me.name(),
                         recipient.name(),
-                        Escaped(content)
+                        Logged(content)
                     );
                     return Ok(());
                 }
@@ -478,6 +478,19 @@ impl<'a> Router<'a> {
                 self.disconnect_slow(self.me);
                 Err(SenderClosed)
             }
+        }
+    }
+}
+
+/// A message's content as `-v` logs it: escaped text, or for sealed
+/// content only its size (its bytes mean nothing to anyone reading logs).
+struct Logged<'a>(&'a [u8]);
+
+impl std::fmt::Display for Logged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match v1::is_sealed(self.0) {
+            true => write!(f, "[sealed, {} bytes]", self.0.len()),
+            false => Escaped(self.0).fmt(f),
         }
     }
 }
