@@ -4,13 +4,17 @@
 //! a CLAIM handed out for it; decrypting a pre-key message makes the
 //! session. Every primitive is vodozemac's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
 use vodozemac::Curve25519PublicKey;
 
 use super::envelope::Envelope;
 use super::records::{self, Identity};
+
+/// A session's pre-key messages carry this device's identity record in
+/// the first of every this many (see [`Device::introduce`]).
+const INTRODUCE_EVERY: u32 = 32;
 
 /// Sessions kept per other device: a new one (after the other side lost
 /// its state, or both started one at once) does not lose the last few.
@@ -34,9 +38,9 @@ pub struct Device {
     account: Account,
     /// By the other device's Curve25519 key (its base64 in the vault).
     sessions: HashMap<[u8; 32], Vec<Session>>,
-    /// Devices whose newest session has carried this device's identity
-    /// record since this run began (see [`Device::introduce`]).
-    introduced: HashSet<[u8; 32]>,
+    /// Per device, pre-key messages sealed in its newest session since
+    /// this run began (see [`Device::introduce`]).
+    introduced: HashMap<[u8; 32], u32>,
 }
 
 impl Default for Device {
@@ -51,7 +55,7 @@ impl Device {
         Device {
             account: Account::new(),
             sessions: HashMap::new(),
-            introduced: HashSet::new(),
+            introduced: HashMap::new(),
         }
     }
 
@@ -132,15 +136,21 @@ impl Device {
         })
     }
 
-    /// True the first time it is asked for `their` device's newest
-    /// session (this run, or since [`Device::forget_introductions`]): the
-    /// message being sealed should carry this device's identity record.
-    /// Its recipient pins the device from that record, then knows it
-    /// without (pre-key messages otherwise carry it until the other side
-    /// answers, which a one-way stream never does: the record is a tenth
-    /// of a 1 KiB message).
+    /// Called for each pre-key message sealed for `their` device: true if
+    /// it should carry this device's identity record, which its recipient
+    /// pins the device from and then knows it without. That is the first
+    /// in its newest session this run (or since
+    /// [`Device::forget_introductions`]), then one in every
+    /// [`INTRODUCE_EVERY`], so that a reader that started after the first
+    /// (a device reading the log from a later point) can still tell whose
+    /// device this is. Pre-key messages used to carry it every time until
+    /// the other side answers, which a one-way stream never does; the
+    /// record is a tenth of a 1 KiB message.
     pub fn introduce(&mut self, their: &Curve25519PublicKey) -> bool {
-        self.introduced.insert(their.to_bytes())
+        let sealed = self.introduced.entry(their.to_bytes()).or_default();
+        let introduce = *sealed % INTRODUCE_EVERY == 0;
+        *sealed = sealed.wrapping_add(1);
+        introduce
     }
 
     /// Every device is introduced again (a message was refused: the one
@@ -208,7 +218,7 @@ impl Device {
         let mut device = Device {
             account,
             sessions: HashMap::new(),
-            introduced: HashSet::new(),
+            introduced: HashMap::new(),
         };
         for (id, pickle) in sessions {
             let id = Curve25519PublicKey::from_base64(id).ok()?.to_bytes();
@@ -222,6 +232,18 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_introduces_its_device_first_then_every_so_often_and_after_a_refusal() {
+        let mut device = Device::new();
+        let them = Device::new().identity().curve25519;
+        let introduced: Vec<bool> = (0..70).map(|_| device.introduce(&them)).collect();
+        let at: Vec<usize> = (0..70).filter(|&i| introduced[i]).collect();
+        assert_eq!(at, [0, 32, 64]);
+        device.forget_introductions();
+        assert!(device.introduce(&them));
+        assert!(!device.introduce(&them));
+    }
 
     /// `device`'s first one-time key, as a claim would hand it out.
     fn claimed(device: &mut Device, name: &str) -> (Identity, Curve25519PublicKey) {

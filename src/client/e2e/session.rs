@@ -483,8 +483,8 @@ impl E2e {
             if matches!(envelope.message, vodozemac::olm::OlmMessage::PreKey(_))
                 && device.introduce(&identity.curve25519)
             {
-                // A session's first message says whose device sent it
-                // (signed, for our name).
+                // A session's first message (and one in every so many)
+                // says whose device sent it (signed, for our name).
                 envelope.identity = Some(self.identity_record.clone());
             }
             envelopes.push(envelope.encode(sealed));
