@@ -283,12 +283,10 @@ async fn log_in(
     // A client's first bytes usually come with its handshake: then its
     // wire is known before anyone can message it. One that has sent
     // nothing is spoken to in the default wire until it does.
-    mailbox.set_wire(match input.buffered().first() {
-        _ if proven.is_some() => proven
-            .as_ref()
-            .map_or(Wire::V1, |p| Wire::of_hello(p.hello.codes, p.hello.sealed)),
-        Some(&first) => Wire::starting_with(first),
-        None => shared.config.default_wire,
+    mailbox.set_wire(match (&proven, input.buffered().first()) {
+        (Some(p), _) => Wire::of_hello(p.hello.codes, p.hello.sealed),
+        (None, Some(&first)) => Wire::starting_with(first),
+        (None, None) => shared.config.default_wire,
     });
     // A registered name that asked for its inbox is fed from it (granted
     // in WELCOME).

@@ -119,7 +119,11 @@ pub(crate) async fn feed(
                 continue;
             }
         };
+        // What was sent to the session (a plain one is not sent what the
+        // name sent elsewhere), for the count.
+        let mut shown = 0;
         for entry in &page {
+            let skipped = plain && entry.direction == Direction::Sent;
             let queued = match plain {
                 false => queue_entry(mailbox, entry, patience).await,
                 // What the name sent elsewhere is not for it.
@@ -139,15 +143,8 @@ pub(crate) async fn feed(
             if let Some(count) = &mut replayed {
                 *count += 1;
             }
+            shown += usize::from(!skipped);
         }
-        // A plain session was sent what came to the name only.
-        let shown = match plain {
-            true => page
-                .iter()
-                .filter(|e| e.direction != Direction::Sent)
-                .count(),
-            false => page.len(),
-        };
         count_replayed(mailbox, shown);
         if page.len() == PAGE {
             write_out(mailbox);

@@ -201,8 +201,9 @@ impl<'a> Router<'a> {
         self.extended = true;
         self.auth_expected = request.password && !authenticated;
         self.receipts = request.receipts;
+        // `sealed` counts only with `codes` (`Wire::of_hello`).
+        let wire = super::wire::Wire::of_hello(request.codes, request.sealed);
         if request.codes {
-            let wire = super::wire::Wire::of_hello(request.codes, request.sealed);
             self.me.set_wire(wire);
         }
         let server = concat!("pmchat-server/", env!("CARGO_PKG_VERSION"));
@@ -222,7 +223,7 @@ impl<'a> Router<'a> {
             limits.push(' ');
             limits.push_str(v1::FEATURE_CODES);
         }
-        if request.codes && request.sealed {
+        if wire == super::wire::Wire::Sealed {
             limits.push(' ');
             limits.push_str(v1::FEATURE_SEALED);
         }
