@@ -112,6 +112,43 @@ pub(super) fn use_tls(config: Arc<rustls::ClientConfig>) {
     let _ = REDIS_TLS.set(config);
 }
 
+/// A byte stream to Redis: TCP, TLS over TCP, or a Unix socket.
+pub(super) trait RedisSocket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> RedisSocket for S {}
+
+/// Opens a socket to the Redis at `info`: TLS when [`use_tls`] was called.
+/// Not bounded in time: callers bound it with their handshake.
+pub(super) async fn connect_socket(info: &ConnectionInfo) -> RedisResult<Box<dyn RedisSocket>> {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) => {
+            let socket = TcpStream::connect((host.as_str(), *port)).await?;
+            // A lone message must not wait for the acknowledgement of the
+            // one before it.
+            socket.set_nodelay(true)?;
+            match REDIS_TLS.get() {
+                None => Ok(Box::new(socket)),
+                Some(tls) => {
+                    // The host's name (or address) must be in Redis's
+                    // certificate.
+                    let name = rustls_pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                    let connector = futures_rustls::TlsConnector::from(Arc::clone(tls));
+                    Ok(Box::new(connector.connect(name, socket).await?))
+                }
+            }
+        }
+        ConnectionAddr::Unix(path) => {
+            Ok(Box::new(smol::net::unix::UnixStream::connect(path).await?))
+        }
+        other => Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "unsupported Redis address (TCP or a Unix socket, without TLS)",
+            other.to_string(),
+        ))),
+    }
+}
+
 /// A connection to one Redis server over a [`RedisStream`]: the crate's
 /// multiplexed connection, with the task that drives it, which stops when
 /// the last clone is dropped (as the crate's own connections do).
@@ -129,35 +166,8 @@ impl NodeConnection {
         config: AsyncConnectionConfig,
     ) -> RedisResult<NodeConnection> {
         let handshake = async {
-            match info.addr() {
-                ConnectionAddr::Tcp(host, port) => {
-                    let socket = TcpStream::connect((host.as_str(), *port)).await?;
-                    // A lone message must not wait for the acknowledgement
-                    // of the one before it.
-                    socket.set_nodelay(true)?;
-                    match REDIS_TLS.get() {
-                        None => NodeConnection::over(socket, info, config).await,
-                        Some(tls) => {
-                            // The host's name (or address) must be in
-                            // Redis's certificate.
-                            let name = rustls_pki_types::ServerName::try_from(host.clone())
-                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                            let connector = futures_rustls::TlsConnector::from(Arc::clone(tls));
-                            let stream = connector.connect(name, socket).await?;
-                            NodeConnection::over(stream, info, config).await
-                        }
-                    }
-                }
-                ConnectionAddr::Unix(path) => {
-                    let socket = smol::net::unix::UnixStream::connect(path).await?;
-                    NodeConnection::over(socket, info, config).await
-                }
-                other => Err(RedisError::from((
-                    ErrorKind::InvalidClientConfig,
-                    "unsupported Redis address (TCP or a Unix socket, without TLS)",
-                    other.to_string(),
-                ))),
-            }
+            let socket = connect_socket(info).await?;
+            NodeConnection::over(socket, info, config).await
         };
         let late = async {
             smol::Timer::after(REDIS_TIMEOUT).await;

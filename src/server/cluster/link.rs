@@ -15,6 +15,8 @@ use super::commands::{Backend, Commands, REDIS_TIMEOUT};
 use super::directory::RECONCILE_EVERY;
 use super::inbound::Inbound;
 use super::keys::{hint_channel, hinted_name, inbox, PRESENCE_CHANNEL};
+use super::publish::PublishOn;
+use super::publish_link::PublishLink;
 use super::Cluster;
 use crate::server::redis_io::NodeConnection;
 
@@ -213,7 +215,11 @@ impl Cluster {
                 }
             }
         };
-        let publisher = self.publish(&connection);
+        let publishing = match &self.backend {
+            Backend::Single(info) => PublishOn::Link(PublishLink::open(info).await?),
+            Backend::Sharded(_) => PublishOn::Commands(&connection),
+        };
+        let publisher = self.publish(publishing);
         let appending = self.append_connections().await?;
         let appender = self.append_runs(&appending);
         inbound.or(leases).or(publisher).or(appender).await

@@ -61,7 +61,9 @@
 //! - `batch`: the inter-node batch format.
 //! - `outbox`: a batch for another node being gathered, and the ticket a
 //!   forwarded message gets (data only: no `Cluster`).
-//! - `publish`: forwarding into outboxes, and the publisher.
+//! - `publish`: forwarding into outboxes, and the publisher;
+//!   `publish_link` the connection it publishes on when Redis is one
+//!   server (RESP of its own: no copy of a batch).
 //! - `delivery`: acting on a batch from another node.
 //! - `backlog`: messages from other nodes waiting for a full local queue
 //!   (data only); `drain` empties them.
@@ -91,6 +93,7 @@ mod outbox;
 mod outcome;
 mod pause;
 mod publish;
+mod publish_link;
 mod signed;
 mod ticket;
 mod tool;

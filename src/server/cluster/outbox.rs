@@ -52,6 +52,10 @@ pub(super) struct Gathering {
     pub(super) wants_ack: bool,
     /// Where its header's flags are.
     pub(super) flags: usize,
+    /// The buffer of a batch published before, for the next one: a batch
+    /// of a flood grows to a megabyte, and a fresh one would be faulted
+    /// in page by page again. Dropped when the publisher idles.
+    pub(super) spare: Option<Vec<u8>>,
 }
 
 impl Gathering {
@@ -66,7 +70,12 @@ impl Gathering {
             want_ack(&mut self.batch, self.flags);
             self.wants_ack = true;
         }
-        let taken = (std::mem::take(&mut self.batch), self.seq, self.wants_ack);
+        let next = self.spare.take().unwrap_or_default();
+        let taken = (
+            std::mem::replace(&mut self.batch, next),
+            self.seq,
+            self.wants_ack,
+        );
         self.seq += 1;
         self.records = 0;
         self.wants_ack = false;
@@ -84,6 +93,15 @@ impl Outbox {
             }),
             acks: Acks::starting_at(first),
             ..Outbox::default()
+        }
+    }
+
+    /// Keeps `batch`'s buffer, published, for the next batch.
+    pub(super) fn recycle(&self, mut batch: Vec<u8>) {
+        // Not one that grew past the bound by a lot (an odd record).
+        if batch.capacity() <= 2 * OUTBOX_BYTES {
+            batch.clear();
+            self.lock().spare = Some(batch);
         }
     }
 

@@ -3,9 +3,10 @@
 //! `PUBLISH`, pipelined, within the window of unacknowledged bytes.
 
 use super::batch::{decode_batch, put_header, Record};
-use super::commands::Commands;
+use super::commands::{Commands, REDIS_TIMEOUT};
 use super::keys::inbox;
 use super::outbox::{Forward, Outbox, Route, Ticket, Unreachable, OUTBOX_BYTES};
+use super::publish_link::PublishLink;
 use super::Cluster;
 use crate::sanitize::Escaped;
 use crate::server::mailbox::flush_all;
@@ -43,36 +44,110 @@ impl Taken {
 /// next batch while this node waits for the last one's answer.
 const PUBLISH_DEPTH: usize = 4;
 
-/// The batches published and not yet answered, oldest first: each with its
-/// length before the signature, and the task waiting for Redis's answer.
+/// Where the publisher sends its batches.
+pub(super) enum PublishOn<'a> {
+    /// The crate's connection: on a Redis Cluster, where the crate knows
+    /// which shard holds a channel.
+    Commands(&'a Commands),
+    /// A connection of this node's own, to one Redis (see `publish_link`).
+    Link(PublishLink),
+}
+
+/// Where the answer to a batch's PUBLISH will come from.
+enum Answer {
+    /// Taken, not sent yet.
+    Unsent,
+    /// The task that sent it on the crate's connection and waits.
+    Task(smol::Task<redis::RedisResult<i64>>),
+    /// The publish link, in order, by the deadline.
+    Link { sent: Instant, deadline: Instant },
+}
+
+/// The batches taken and not yet answered, oldest first: each with its
+/// length before the signature, and where its answer comes from. A batch
+/// is in here from the moment it is taken, so that whatever stops the
+/// publisher, its senders hear of it.
 struct InFlight<'a> {
     registry: &'a Registry,
-    batches: VecDeque<(Taken, usize, smol::Task<redis::RedisResult<i64>>)>,
+    batches: VecDeque<(Taken, usize, Answer)>,
 }
 
 impl InFlight<'_> {
-    /// Sends `taken` on its way.
-    fn start(&mut self, cluster: &Cluster, connection: &Commands, mut taken: Taken) {
-        taken.outbox.room.notify(usize::MAX);
-        let body = taken.batch.len();
-        if let Some(key) = &cluster.key {
-            let tag = key.sign(&taken.batch);
-            taken.batch.extend_from_slice(&tag);
+    /// Sends every batch not sent yet on its way; an error if the link
+    /// failed (they stay here, and are refused with the rest).
+    async fn send(&mut self, cluster: &Cluster, on: &mut PublishOn<'_>) -> redis::RedisResult<()> {
+        for (taken, _, answer) in self.batches.iter_mut() {
+            if matches!(answer, Answer::Unsent) {
+                taken.outbox.room.notify(usize::MAX);
+                *answer = send_one(cluster, on, taken).await?;
+            }
         }
-        let mut command = connection.publish(&inbox(&taken.node));
-        command.arg(&taken.batch);
-        taken.batch.truncate(body);
-        let mut connection = connection.clone();
-        let (stats, bytes) = (Arc::clone(&cluster.local.stats), taken.batch.len());
-        // A task, so that the command is sent now (the connection is
-        // multiplexed: answers come back in order) and waited for later.
-        let answer = crate::runtime::spawn_background(async move {
+        Ok(())
+    }
+}
+
+/// Sends `taken` on its way.
+async fn send_one(
+    cluster: &Cluster,
+    on: &mut PublishOn<'_>,
+    taken: &mut Taken,
+) -> redis::RedisResult<Answer> {
+    let body = taken.batch.len();
+    let tag = cluster.key.as_ref().map(|key| key.sign(&taken.batch));
+    let tag = tag.as_ref().map_or(&[][..], |tag| &tag[..]);
+    let channel = inbox(&taken.node);
+    match on {
+        PublishOn::Commands(connection) => {
+            let mut command = connection.publish(&channel);
+            taken.batch.extend_from_slice(tag);
+            command.arg(&taken.batch);
+            taken.batch.truncate(body);
+            let mut connection = (*connection).clone();
+            let stats = Arc::clone(&cluster.local.stats);
+            // A task, so that the command is sent now (the connection is
+            // multiplexed: answers come back in order) and waited for
+            // later.
+            Ok(Answer::Task(crate::runtime::spawn_background(async move {
+                let sent = Instant::now();
+                let answer = command.query_async::<i64>(&mut connection).await;
+                stats.publishes.observe(body, sent.elapsed());
+                answer
+            })))
+        }
+        PublishOn::Link(link) => {
             let sent = Instant::now();
-            let answer = command.query_async::<i64>(&mut connection).await;
+            link.publish(channel.as_bytes(), &[&taken.batch, tag])
+                .await?;
+            Ok(Answer::Link {
+                sent,
+                deadline: sent + REDIS_TIMEOUT,
+            })
+        }
+    }
+}
+
+/// The answer to the oldest batch in flight, `answer`.
+async fn answered(
+    on: &mut PublishOn<'_>,
+    answer: &mut Answer,
+    stats: &crate::server::stats::Stats,
+    bytes: usize,
+) -> redis::RedisResult<i64> {
+    match (answer, on) {
+        (Answer::Task(task), _) => task.await,
+        (Answer::Link { sent, deadline }, PublishOn::Link(link)) => {
+            let answer = link.published(*deadline).await;
             stats.publishes.observe(bytes, sent.elapsed());
             answer
-        });
-        self.batches.push_back((taken, body, answer));
+        }
+        // Not made: a batch is sent before its answer is awaited, and a
+        // link's answers come with the link.
+        (Answer::Unsent, _) | (Answer::Link { .. }, PublishOn::Commands(_)) => {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a batch's answer without its PUBLISH",
+            )))
+        }
     }
 }
 
@@ -293,11 +368,12 @@ impl Cluster {
     /// next batch goes out while the last one's answer is still coming.
     /// Returns when Redis fails; every batch that had not been answered is
     /// then refused to its senders, as it is when this is cancelled.
-    pub(super) async fn publish(&self, connection: &Commands) -> redis::RedisResult<()> {
+    pub(super) async fn publish(&self, mut on: PublishOn<'_>) -> redis::RedisResult<()> {
         let mut flight = InFlight {
             registry: &self.local.registry,
             batches: VecDeque::new(),
         };
+        let stats = &self.local.stats;
         loop {
             // Listening before looking: records queued after the look wake
             // this.
@@ -307,21 +383,34 @@ impl Cluster {
                 let taken = self.take_batches();
                 if !taken.is_empty() {
                     for taken in taken {
-                        flight.start(self, connection, taken);
+                        let body = taken.batch.len();
+                        flight.batches.push_back((taken, body, Answer::Unsent));
                     }
+                    flight.send(self, &mut on).await?;
                     continue;
                 }
             }
-            let Some((_, _, answer)) = flight.batches.front_mut() else {
+            let Some((taken, _, answer)) = flight.batches.front_mut() else {
                 // A full window empties as acknowledgements come (they wake
-                // this), or as they fail to come in time.
-                wake.or(async {
+                // this), or as they fail to come in time. Idle for that
+                // long, the outboxes' spare buffers go back.
+                let woken = async {
+                    wake.await;
+                    true
+                }
+                .or(async {
                     Timer::after(Duration::from_secs(1)).await;
+                    false
                 })
                 .await;
+                if !woken {
+                    self.drop_spares();
+                }
                 continue;
             };
+            let bytes = taken.batch.len();
             // The oldest answer, or (with room for more) new records.
+            let answer = answered(&mut on, answer, stats, bytes);
             let answered = if room {
                 async { Some(answer.await) }
                     .or(async {
@@ -344,6 +433,7 @@ impl Cluster {
                         .outbox
                         .acks
                         .published(taken.seq, body, true, taken.wants_ack);
+                    taken.outbox.recycle(taken.batch);
                 }
                 // Nobody listens on that node's inbox (it is gone, or has
                 // not subscribed again since Redis came back): the batch
@@ -357,6 +447,14 @@ impl Cluster {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Frees the buffers the outboxes keep for their next batches.
+    fn drop_spares(&self) {
+        let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
+        for outbox in outboxes.values() {
+            outbox.lock().spare = None;
         }
     }
 

@@ -1,0 +1,261 @@
+//! The connection a node publishes its batches on when the cluster's Redis
+//! is one server: `PUBLISH` written and its answer read here, in RESP,
+//! rather than by the `redis` crate, so that a batch goes from its outbox's
+//! buffer to the socket as it is. The crate's command builder, packer and
+//! codec copied each batch three times, into buffers allocated afresh
+//! each time (a megabyte each in a flood, so mapped and faulted in page by
+//! page): a third of the publishing thread's time. On a Redis Cluster the
+//! crate stays, since it knows which shard holds a channel.
+//!
+//! Commands are pipelined: the publisher writes the next batch while the
+//! answers of those before it are on their way, and reads the answers in
+//! order.
+
+use std::io::{self, IoSlice};
+use std::time::Instant;
+
+use redis::{ConnectionInfo, ErrorKind, RedisError, RedisResult};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::commands::REDIS_TIMEOUT;
+use crate::server::redis_io::{connect_socket, RedisSocket};
+
+/// The longest answer line read: PUBLISH answers with a number, AUTH with
+/// `+OK` or an error of a few words. Anything longer is a protocol error,
+/// not a reason to buffer without end.
+const MAX_ANSWER: usize = 4096;
+
+/// A connection to one Redis that carries `PUBLISH` commands.
+pub(super) struct PublishLink {
+    socket: Box<dyn RedisSocket>,
+    /// Bytes read and not yet parsed: the start of the next answers.
+    answers: Vec<u8>,
+    /// Where a command's head is put together (reused).
+    head: Vec<u8>,
+}
+
+/// An answer Redis can give to the commands sent here.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// `+…`: a status (AUTH's `OK`).
+    Status,
+    /// `:N`: a number (PUBLISH's count of subscribers that got it).
+    Number(i64),
+}
+
+impl PublishLink {
+    /// Connects to the Redis at `info` and logs in with its credentials,
+    /// if any, within [`REDIS_TIMEOUT`].
+    pub(super) async fn open(info: &ConnectionInfo) -> RedisResult<PublishLink> {
+        let opening = async {
+            let mut link = PublishLink {
+                socket: connect_socket(info).await?,
+                answers: Vec::new(),
+                head: Vec::new(),
+            };
+            let settings = info.redis_settings();
+            if let Some(password) = settings.password() {
+                let mut command: Vec<&[u8]> = vec![b"AUTH"];
+                command.extend(settings.username().map(str::as_bytes));
+                command.push(password.as_bytes());
+                put_command(&mut link.head, &command, 0);
+                let head = std::mem::take(&mut link.head);
+                link.write(&[&head]).await?;
+                link.head = head;
+                match link.answer().await? {
+                    Answer::Status => {}
+                    Answer::Number(_) => return Err(unexpected("a number for AUTH")),
+                }
+            }
+            Ok(link)
+        };
+        crate::runtime::timeout(REDIS_TIMEOUT, opening)
+            .await
+            .unwrap_or_else(|| Err(timed_out()))
+    }
+
+    /// Writes `PUBLISH channel PAYLOAD`, the payload being `parts` one
+    /// after the other, without copying them; its answer is read later by
+    /// [`PublishLink::published`].
+    pub(super) async fn publish(&mut self, channel: &[u8], parts: &[&[u8]]) -> RedisResult<()> {
+        let payload = parts.iter().map(|part| part.len()).sum();
+        let mut head = std::mem::take(&mut self.head);
+        put_command(&mut head, &[b"PUBLISH", channel], payload);
+        let mut slices = Vec::with_capacity(parts.len() + 2);
+        slices.push(&head[..]);
+        slices.extend_from_slice(parts);
+        slices.push(b"\r\n");
+        let written = crate::runtime::timeout(REDIS_TIMEOUT, self.write(&slices)).await;
+        self.head = head;
+        written.unwrap_or_else(|| Err(timed_out()))
+    }
+
+    /// The answer to the oldest `PUBLISH` not answered yet: how many
+    /// subscribers got it. An error once `deadline` passes. Safe to drop
+    /// and call again: what was read stays read.
+    pub(super) async fn published(&mut self, deadline: Instant) -> RedisResult<i64> {
+        match crate::runtime::until(deadline, self.answer()).await {
+            None => Err(timed_out()),
+            Some(Ok(Answer::Number(receivers))) => Ok(receivers),
+            Some(Ok(Answer::Status)) => Err(unexpected("a status for PUBLISH")),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Writes `slices` whole.
+    async fn write(&mut self, slices: &[&[u8]]) -> RedisResult<()> {
+        let mut slices: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let written = self.socket.write_vectored(rest).await?;
+            if written == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+            }
+            IoSlice::advance_slices(&mut rest, written);
+        }
+        self.socket.flush().await?;
+        Ok(())
+    }
+
+    /// The next answer, reading until a whole one is there.
+    async fn answer(&mut self) -> RedisResult<Answer> {
+        loop {
+            if let Some((answer, used)) = parse_answer(&self.answers)? {
+                self.answers.drain(..used);
+                return answer;
+            }
+            let mut chunk = [0u8; 512];
+            let read = self.socket.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+            self.answers.extend_from_slice(&chunk[..read]);
+        }
+    }
+}
+
+/// Puts the head of a RESP command into `out` (cleared first): every
+/// argument of `args`, then the length line of a last argument of
+/// `payload` bytes when it is not zero (its bytes and final CRLF follow,
+/// written by the caller).
+fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: usize) {
+    use std::io::Write;
+    out.clear();
+    let count = args.len() + usize::from(payload > 0);
+    let _ = write!(out, "*{count}\r\n");
+    for arg in args {
+        let _ = write!(out, "${}\r\n", arg.len());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    if payload > 0 {
+        let _ = write!(out, "${payload}\r\n");
+    }
+}
+
+/// The answer at the start of `bytes` and the bytes it takes, `None` when
+/// it is not all there yet. An error answer (`-…`) is the outer `Ok`'s
+/// inner `Err`; a malformed or overlong one is an `Err`: the connection
+/// cannot be read on.
+#[allow(clippy::type_complexity)]
+fn parse_answer(bytes: &[u8]) -> RedisResult<Option<(RedisResult<Answer>, usize)>> {
+    let Some(end) = bytes.windows(2).position(|pair| pair == b"\r\n") else {
+        if bytes.len() > MAX_ANSWER {
+            return Err(unexpected("an answer line without end"));
+        }
+        return Ok(None);
+    };
+    let line = &bytes[..end];
+    let (&kind, rest) = line
+        .split_first()
+        .ok_or_else(|| unexpected("an empty line"))?;
+    let text = String::from_utf8_lossy(rest);
+    let answer = match kind {
+        b'+' => Ok(Answer::Status),
+        b':' => Ok(Answer::Number(
+            text.parse().map_err(|_| unexpected("a malformed number"))?,
+        )),
+        b'-' => {
+            // As the crate reports it: the first word is the kind.
+            let (code, detail) = text.split_once(' ').unwrap_or((&text, ""));
+            let kind = match code {
+                "NOAUTH" | "WRONGPASS" | "NOPERM" => ErrorKind::AuthenticationFailed,
+                _ => ErrorKind::Extension,
+            };
+            Err(RedisError::from((
+                kind,
+                "Redis refused",
+                format!("{code} {detail}"),
+            )))
+        }
+        _ => return Err(unexpected("an answer of an unexpected type")),
+    };
+    Ok(Some((answer, end + 2)))
+}
+
+fn unexpected(what: &'static str) -> RedisError {
+    RedisError::from((
+        ErrorKind::Parse,
+        "unexpected answer from Redis",
+        what.to_string(),
+    ))
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "Redis did not answer in time",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_head_is_resp_with_the_payload_s_length_last() {
+        let mut head = Vec::new();
+        put_command(&mut head, &[b"PUBLISH", b"pmchat:inbox:n1"], 12);
+        assert_eq!(
+            head,
+            b"*3\r\n$7\r\nPUBLISH\r\n$15\r\npmchat:inbox:n1\r\n$12\r\n".to_vec()
+        );
+        put_command(&mut head, &[b"AUTH", b"user", b"secret"], 0);
+        assert_eq!(
+            head,
+            b"*3\r\n$4\r\nAUTH\r\n$4\r\nuser\r\n$6\r\nsecret\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn answers_are_read_one_at_a_time_and_only_once_whole() {
+        let bytes = b":2\r\n+OK\r\n:1";
+        let (first, used) = parse_answer(bytes).unwrap().unwrap();
+        assert_eq!(first.unwrap(), Answer::Number(2));
+        let (second, more) = parse_answer(&bytes[used..]).unwrap().unwrap();
+        assert_eq!(second.unwrap(), Answer::Status);
+        assert!(parse_answer(&bytes[used + more..]).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_error_answer_is_an_error_and_a_refused_password_says_so() {
+        let (answer, _) = parse_answer(b"-WRONGPASS invalid username-password pair\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.unwrap_err().kind(), ErrorKind::AuthenticationFailed);
+        let (answer, _) = parse_answer(b"-ERR unknown command\r\n").unwrap().unwrap();
+        assert_eq!(answer.unwrap_err().kind(), ErrorKind::Extension);
+    }
+
+    #[test]
+    fn a_hostile_redis_cannot_make_an_answer_grow_without_end() {
+        // A line that never ends is refused once it is longer than any
+        // answer could be, not buffered.
+        assert!(parse_answer(&[b'+'; MAX_ANSWER + 1]).is_err());
+        assert!(parse_answer(&[b'+'; 100]).unwrap().is_none());
+        // Anything but a status, a number or an error.
+        assert!(parse_answer(b"$5\r\nhello\r\n").is_err());
+        assert!(parse_answer(b":many\r\n").is_err());
+        assert!(parse_answer(b"\r\n").is_err());
+    }
+}
