@@ -44,7 +44,8 @@ crate::on_both!(
     every_client_kind_works_across_nodes,
     a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile,
     a_ban_on_one_node_keeps_the_name_out_of_every_node,
-    a_sender_follows_a_user_who_moves_between_nodes;
+    a_sender_follows_a_user_who_moves_between_nodes,
+    a_burst_to_two_remote_users_arrives_whole_and_in_order_after_its_sender_left;
     without_redis_local_users_go_on_and_the_rest_is_refused_until_it_returns,
     redis_restarting_mid_traffic_delivers_nothing_twice_and_traffic_resumes,
 );
@@ -73,6 +74,39 @@ fn a_sender_follows_a_user_who_moves_between_nodes(url: &str) {
     let mut bob = nodes[0].login("bob");
     alice.send("bob", "on alice's node");
     eqnice!(Frame::msg("alice", "on alice's node"), bob.frame());
+}
+
+/// A sender's messages to a user on another node are gathered over its
+/// read batch and queued together: each recipient's stay in order across
+/// switches between recipients (and a message too large to gather with
+/// others), and none is lost when the sender closes the moment it has
+/// written them.
+fn a_burst_to_two_remote_users_arrives_whole_and_in_order_after_its_sender_left(url: &str) {
+    let mut nodes = nodes_with(url, 2, &["--max-message-bytes", "30000"]);
+    let mut bob = nodes[1].login("bob");
+    let mut carol = nodes[1].login("carol");
+    nodes[0].wait_online("bob");
+    nodes[0].wait_online("carol");
+    let mut alice = nodes[0].login("alice");
+    let large = "x".repeat(20_000);
+    let content = |i: usize| match i {
+        777 => format!("{i} {large}"),
+        _ => i.to_string(),
+    };
+    let to = |i: usize| if (i / 100) % 2 == 0 { "bob" } else { "carol" };
+    let mut burst = Vec::new();
+    for i in 0..3000 {
+        burst.extend(crate::common::message(
+            to(i).as_bytes(),
+            content(i).as_bytes(),
+        ));
+    }
+    alice.write(&burst);
+    drop(alice);
+    for i in 0..3000 {
+        let reader = if to(i) == "bob" { &mut bob } else { &mut carol };
+        eqnice!(Frame::msg("alice", &content(i)), reader.frame());
+    }
 }
 
 fn messages_cross_nodes_both_ways_in_order(url: &str) {

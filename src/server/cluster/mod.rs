@@ -63,7 +63,9 @@
 //!   forwarded message gets (data only: no `Cluster`).
 //! - `publish`: forwarding into outboxes, and the publisher;
 //!   `publish_link` the connection it publishes on when Redis is one
-//!   server (RESP of its own: no copy of a batch).
+//!   server (RESP of its own: no copy of a batch); `staged` hands a
+//!   sender's messages gathered over its read batch to the outbox under
+//!   one lock.
 //! - `delivery`: acting on a batch from another node.
 //! - `backlog`: messages from other nodes waiting for a full local queue
 //!   (data only); `drain` empties them.
@@ -95,6 +97,7 @@ mod pause;
 mod publish;
 mod publish_link;
 mod signed;
+mod staged;
 mod ticket;
 mod tool;
 mod trust;
@@ -120,7 +123,7 @@ use self::commands::REDIS_TIMEOUT;
 pub(crate) use self::key::ClusterKey;
 #[cfg(doc)]
 use self::outbox::OUTBOX_BYTES;
-pub(crate) use self::outbox::{Forward, Route, Ticket, Unreachable};
+pub(crate) use self::outbox::{Forward, Route, Staged, Ticket, Unreachable};
 pub(crate) use self::outcome::Appended;
 /// How long a node's lease (and so its names) lasts without renewal, by
 /// default (`--cluster-lease`): a node that dies frees its names within

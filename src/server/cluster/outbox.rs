@@ -1,6 +1,7 @@
 //! Messages for other nodes: the bounded outbox gathering one node's next
-//! batch, and the ticket a forwarded message gets. The publisher that
-//! sends each outbox's contents as one batch is `publish`.
+//! batch, the ticket a forwarded message gets, and a sender's messages
+//! staged for an outbox (handed on by `staged`). The publisher that sends
+//! each outbox's contents as one batch is `publish`.
 //!
 //! A message counts as handed on only once its batch is settled (see
 //! `ticket`): a sender with receipts hears ACCEPTED only for messages that
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use event_listener::{listener, Event};
 
-use super::batch::want_ack;
+use super::batch::{want_ack, Record};
 use super::ticket::{Acks, Settled, ACK_BATCH_BYTES};
 
 /// Bytes of messages waiting for one other node before senders wait.
@@ -162,4 +163,55 @@ pub(crate) enum Forward {
     /// The recipient's node asked for a pause that outlasted the sender's
     /// patience: the recipient is not reading.
     NotReading,
+}
+
+/// Records queued together (see `Cluster::append`).
+pub(super) struct Records {
+    /// Their bytes.
+    pub(super) len: usize,
+    pub(super) count: u32,
+    /// One of them is from a sender with receipts.
+    pub(super) receipts: bool,
+}
+
+/// Bytes a sender stages before handing them on, however long its read
+/// batch: a few hundred small messages, one lock.
+pub(crate) const STAGED_BYTES: usize = 16 << 10;
+
+/// One sender's staged messages, encoded as a batch's records.
+#[derive(Default)]
+pub(crate) struct Staged {
+    pub(super) bytes: Vec<u8>,
+    count: u32,
+}
+
+impl Staged {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// How many messages are staged.
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Forgets the staged messages (refused to their sender).
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+
+    /// Encodes `message` after the others.
+    pub(super) fn push(&mut self, message: &Record<'_>) {
+        message.encode(&mut self.bytes);
+        self.count += 1;
+    }
+
+    pub(super) fn records(&self) -> Records {
+        Records {
+            len: self.bytes.len(),
+            count: self.count,
+            receipts: false,
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use super::batch::{decode_batch, put_header, Record};
 use super::commands::{Commands, REDIS_TIMEOUT};
 use super::keys::inbox;
-use super::outbox::{Forward, Outbox, Route, Ticket, Unreachable, OUTBOX_BYTES};
+use super::outbox::{Forward, Outbox, Records, Route, Ticket, Unreachable, OUTBOX_BYTES};
 use super::publish_link::PublishLink;
 use super::Cluster;
 use crate::sanitize::Escaped;
@@ -204,18 +204,38 @@ impl Cluster {
         node: &Arc<str>,
         record: &Record<'_>,
     ) -> Result<(u64, u32), Option<Unreachable>> {
+        let receipts = matches!(record, Record::Message { receipts: true, .. });
+        let records = Records {
+            len: record.len(),
+            count: 1,
+            receipts,
+        };
+        self.append(outbox, node, records, false, |out| record.encode(out))
+    }
+
+    /// Queues `records`, which `encode` writes, in `outbox` (for `node`) if
+    /// there is room, or whatever the room when `force`d (for a sender
+    /// that cannot wait any more): the batch's number and the first one's
+    /// index in it.
+    pub(super) fn append(
+        &self,
+        outbox: &Outbox,
+        node: &Arc<str>,
+        records: Records,
+        force: bool,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(u64, u32), Option<Unreachable>> {
         if !self.available() {
             return Err(Some(Unreachable));
         }
         if outbox.closed.load(Ordering::Relaxed) {
             return Err(Some(Unreachable));
         }
-        let len = record.len();
         let mut gathering = outbox.lock();
-        if !gathering.batch.is_empty() && gathering.batch.len() + len > OUTBOX_BYTES {
+        let first = gathering.batch.is_empty();
+        if !first && !force && gathering.batch.len() + records.len > OUTBOX_BYTES {
             return Err(None);
         }
-        let first = gathering.batch.is_empty();
         if first {
             let seq = gathering.seq;
             gathering.flags = put_header(
@@ -225,10 +245,10 @@ impl Cluster {
                 seq,
             );
         }
-        record.encode(&mut gathering.batch);
+        encode(&mut gathering.batch);
         let (seq, index) = (gathering.seq, gathering.records);
-        gathering.records += 1;
-        gathering.wants_ack |= matches!(record, Record::Message { receipts: true, .. });
+        gathering.records += records.count;
+        gathering.wants_ack |= records.receipts;
         drop(gathering);
         if first {
             self.ready.notify(1);

@@ -35,6 +35,8 @@ impl Router<'_> {
         content: &[u8],
         generation: u64,
     ) -> Result<(), SenderClosed> {
+        // What this sender staged goes first: it was sent first.
+        self.hand_on_staged().await?;
         let me = self.me.name().as_bytes();
         let patience = self.shared.config.slow_consumer_timeout;
         let receipts = self.receipts;
@@ -67,6 +69,52 @@ impl Router<'_> {
         };
         drop(node);
         self.refuse(&ErrorText::new(error, Escaped(to))).await
+    }
+
+    /// Hands the messages this sender staged for another node to its
+    /// outbox if that can be done now (or whatever the room, `force`d):
+    /// `true` when none are left staged.
+    pub(super) fn hand_on_staged_now(&mut self, force: bool) -> bool {
+        let (Some(cluster), Some(cross)) = (&self.shared.cluster, &mut self.cross) else {
+            return true;
+        };
+        match &cross.route {
+            Some(route) => cluster.hand_on(route, &mut cross.staged, force).is_ok(),
+            None => cross.staged.is_empty(),
+        }
+    }
+
+    /// Hands the messages this sender staged for another node to its
+    /// outbox, waiting up to the slow-consumer timeout for room; refuses
+    /// each of them to the sender if they cannot go.
+    pub(super) async fn hand_on_staged(&mut self) -> Result<(), SenderClosed> {
+        if self.hand_on_staged_now(false) {
+            return Ok(());
+        }
+        // Write out what this batch routed so far before waiting.
+        self.flush();
+        let shared = self.shared;
+        let (Some(cluster), Some(cross)) = (&shared.cluster, &mut self.cross) else {
+            return Ok(());
+        };
+        let Some(route) = &cross.route else {
+            return Ok(());
+        };
+        let patience = shared.config.slow_consumer_timeout;
+        let error = match cluster
+            .hand_on_waiting(route, &mut cross.staged, patience)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(Forward::Unreachable) => Code::Unreachable,
+            Err(Forward::NotReading) => Code::NotReading,
+        };
+        let (to, count) = (route.to.clone(), cross.staged.count());
+        cross.staged.clear();
+        for _ in 0..count {
+            self.refuse(&ErrorText::new(error, Escaped(&to))).await?;
+        }
+        Ok(())
     }
 
     /// True when messages sent to other nodes wait for their batches to

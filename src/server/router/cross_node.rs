@@ -1,8 +1,9 @@
 //! What a sender remembers about its messages to other nodes, made on
-//! its first such message: the route of the last one, and the messages
-//! sent with receipts whose batches have not settled yet.
+//! its first such message: the route of the last one, the messages staged
+//! for it, and the messages sent with receipts whose batches have not
+//! settled yet.
 
-use crate::server::cluster::{Route, Ticket};
+use crate::server::cluster::{Route, Staged, Ticket};
 
 /// A sender's state for messages to other nodes: made on its first such
 /// message. The messages sent with receipts whose batches are not yet
@@ -13,6 +14,10 @@ pub(super) struct CrossNode {
     /// Where the last message to another node went, reused while the
     /// registry does not change.
     pub(super) route: Option<Route>,
+    /// Messages to the route's user (from a sender without receipts) not
+    /// yet in its node's outbox: they go in together, under one lock, at
+    /// the end of the read batch or sooner (see `cluster::staged`).
+    pub(super) staged: Staged,
     /// The distinct batches they went into.
     pub(super) tickets: Vec<Ticket>,
     /// Each message: its ordinal, its batch (an index into `tickets`), its

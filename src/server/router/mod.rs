@@ -84,7 +84,9 @@ pub(crate) struct Router<'a> {
 
 impl Drop for Router<'_> {
     fn drop(&mut self) {
-        // Cancelled mid-batch (the session is closing): the writers write.
+        // Cancelled mid-batch (the session is closing): what it staged for
+        // other nodes goes as it is, and the writers write.
+        self.hand_on_staged_now(true);
         for session in self.to_flush.drain(..) {
             session.outbound().wake_writer();
         }
@@ -130,6 +132,9 @@ impl<'a> Router<'a> {
     /// [`ACK_EVERY`] messages are unaccounted for, so that a client
     /// sending flat out gets one for many read batches, not one for each.
     pub(crate) async fn finish_batch(&mut self, idle: bool) -> Result<(), SenderClosed> {
+        if !self.hand_on_staged_now(false) {
+            Box::pin(self.hand_on_staged()).await?;
+        }
         // Counted once per read batch, not per message.
         let routed = self.ordinal - self.counted;
         if routed > 0 {
@@ -163,6 +168,7 @@ impl<'a> Router<'a> {
 
     /// Writes every queue this batch made non-empty straight to its socket.
     pub(crate) fn flush(&mut self) {
+        self.hand_on_staged_now(false);
         for session in self.to_flush.drain(..) {
             match session.connection() {
                 Some(connection) => session.outbound().flush_direct(&connection),
@@ -340,7 +346,17 @@ impl<'a> Router<'a> {
         if let (Some(cluster), Some(cross)) = (&self.shared.cluster, &mut self.cross) {
             if let Some(route) = &cross.route {
                 if *route.to == *to && route.generation == self.shared.registry.generation() {
-                    if let Ok(ticket) = cluster.forward_on(route, me, content, self.receipts) {
+                    if !self.receipts {
+                        // Into the outbox with the rest of this read
+                        // batch's, under one lock.
+                        let staged = &mut cross.staged;
+                        if cluster.stage(route, me, content, staged)
+                            || (cluster.hand_on(route, staged, false).is_ok()
+                                && cluster.stage(route, me, content, staged))
+                        {
+                            return Ok(());
+                        }
+                    } else if let Ok(ticket) = cluster.forward_on(route, me, content, true) {
                         if let Some(ticket) = ticket {
                             cross.add(self.ordinal, to, ticket);
                         }

@@ -1,0 +1,105 @@
+//! Messages a sender without receipts sends to a user on another node,
+//! gathered in the sender's own buffer while its read batch is routed and
+//! put into the node's outbox together, under one lock. Every worker's
+//! senders share that outbox: taking its lock for each message, the two
+//! workers of a flood spent a fifth of the sending node's time passing the
+//! lock and the batch's last cache lines back and forth.
+//!
+//! A sender's staged messages all go to the user its kept route leads to,
+//! in order; they reach the outbox before anything else the sender sends
+//! there (the router hands them on before any other path to another node,
+//! at the end of each read batch, and before it waits).
+
+use std::time::{Duration, Instant};
+
+use event_listener::listener;
+
+use super::batch::Record;
+use super::outbox::{Forward, Route, Staged, Unreachable, OUTBOX_BYTES, STAGED_BYTES};
+use super::Cluster;
+
+impl Cluster {
+    /// Stages a message from `from` to `route`'s user in `staged`, if
+    /// nothing stands in the way now (Redis reachable, the node live, no
+    /// pause for the user) and `staged` has room; `false` otherwise, and
+    /// nothing is staged.
+    pub(crate) fn stage(
+        &self,
+        route: &Route,
+        from: &[u8],
+        content: &[u8],
+        staged: &mut Staged,
+    ) -> bool {
+        let message = Record::Message {
+            to: &route.to,
+            from,
+            content,
+            receipts: false,
+        };
+        // One message alone is staged whatever its size.
+        if (!staged.is_empty() && staged.bytes.len() + message.len() > STAGED_BYTES)
+            || !self.available()
+            || route
+                .outbox
+                .closed
+                .load(std::sync::atomic::Ordering::Relaxed)
+            || (self.paused.any() && self.paused.is_paused(&route.to))
+        {
+            return false;
+        }
+        staged.push(&message);
+        true
+    }
+
+    /// Hands what `staged` holds to `route`'s outbox at once, if there is
+    /// room (whatever the room when `force`d: a sender going away);
+    /// emptied on success. `Err(None)`: no room (see
+    /// [`Cluster::hand_on_waiting`]); `Err(Some)`: it never will go, and
+    /// `staged` keeps the messages for their refusal.
+    pub(crate) fn hand_on(
+        &self,
+        route: &Route,
+        staged: &mut Staged,
+        force: bool,
+    ) -> Result<(), Option<Forward>> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let records = staged.records();
+        let bytes = &staged.bytes;
+        self.append(&route.outbox, &route.node, records, force, |out| {
+            out.extend_from_slice(bytes)
+        })
+        .map_err(|e| e.map(|Unreachable| Forward::Unreachable))?;
+        staged.clear();
+        Ok(())
+    }
+
+    /// [`Cluster::hand_on`], waiting up to `patience` for room and for a
+    /// pause of the user to end. On `Err`, `staged` keeps the messages.
+    pub(crate) async fn hand_on_waiting(
+        &self,
+        route: &Route,
+        staged: &mut Staged,
+        patience: Duration,
+    ) -> Result<(), Forward> {
+        let deadline = Instant::now() + patience;
+        if !self.paused.wait(&route.to, deadline).await {
+            return Err(Forward::NotReading);
+        }
+        loop {
+            match self.hand_on(route, staged, false) {
+                Ok(()) => return Ok(()),
+                Err(Some(why)) => return Err(why),
+                Err(None) => {}
+            }
+            listener!(route.outbox.room => room);
+            if route.outbox.lock().batch.len() + staged.bytes.len() <= OUTBOX_BYTES {
+                continue;
+            }
+            if crate::runtime::until(deadline, room).await.is_none() || !self.available() {
+                return Err(Forward::Unreachable);
+            }
+        }
+    }
+}
