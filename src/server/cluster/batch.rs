@@ -162,37 +162,55 @@ pub(super) struct Batch<'a> {
     /// The sending node waits for an acknowledgement.
     pub(super) wants_ack: bool,
     pub(super) seq: u64,
-    pub(super) records: Vec<Record<'a>>,
-    /// What follows the first malformed record (only a foreign publisher
-    /// could send one); empty for a well-formed batch.
-    pub(super) garbage: &'a [u8],
+    /// Its records, read as they are asked for (no list of them is made:
+    /// a batch of a flood holds tens of thousands).
+    pub(super) records: Records<'a>,
 }
 
-/// Reads a batch: its header, then its records up to the first malformed
-/// one. `None` without a whole header.
+/// The records of a batch, in order, up to the first malformed one, each
+/// with its index in the batch.
+#[derive(Clone)]
+pub(super) struct Records<'a> {
+    rest: &'a [u8],
+    read: usize,
+}
+
+impl<'a> Records<'a> {
+    /// What follows the first malformed record (only a foreign publisher
+    /// could send one), once the records are read; empty for a
+    /// well-formed batch.
+    pub(super) fn garbage(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (usize, Record<'a>);
+
+    fn next(&mut self) -> Option<(usize, Record<'a>)> {
+        let mut rest = self.rest;
+        let record = decode_record(&mut rest)?;
+        self.rest = rest;
+        self.read += 1;
+        Some((self.read - 1, record))
+    }
+}
+
+/// Reads a batch's header; its records are read as they are asked for.
+/// `None` without a whole header.
 pub(super) fn decode_batch(batch: &[u8]) -> Option<Batch<'_>> {
     let mut rest = batch;
     let origin = take_short(&mut rest)?;
     let destination = take_short(&mut rest)?;
     let seq = take_u64(&mut rest)?;
     let flags = *take(&mut rest, 1)?.first()?;
-    let mut records = Vec::new();
-    loop {
-        let before = rest;
-        match decode_record(&mut rest) {
-            Some(record) => records.push(record),
-            None => {
-                return Some(Batch {
-                    origin,
-                    destination,
-                    wants_ack: flags & ACK_WANTED != 0,
-                    seq,
-                    records,
-                    garbage: before,
-                })
-            }
-        }
-    }
+    Some(Batch {
+        origin,
+        destination,
+        wants_ack: flags & ACK_WANTED != 0,
+        seq,
+        records: Records { rest, read: 0 },
+    })
 }
 
 /// The record at the front of `rest`; `None` at the end or at garbage.
@@ -304,19 +322,21 @@ mod tests {
             (&b"node1"[..], &b"node2"[..], 7)
         );
         assert!(decoded.wants_ack);
-        assert_eq!(decoded.records, records);
-        assert!(decoded.garbage.is_empty());
+        let mut read = decoded.records.clone();
+        assert_eq!(read.by_ref().map(|(_, r)| r).collect::<Vec<_>>(), records);
+        assert!(read.garbage().is_empty());
         assert_eq!(
             Refusals(&refusals).collect::<Vec<_>>(),
             vec![(3, carol.code().to_byte(), carol.text().as_bytes())]
         );
         // A truncated record and an unknown kind end the batch.
         batch.extend_from_slice(b"M\x05bo");
-        assert_eq!(decode_batch(&batch).unwrap().records.len(), records.len());
-        assert_eq!(decode_batch(&batch).unwrap().garbage, b"M\x05bo");
+        let mut read = decode_batch(&batch).unwrap().records;
+        assert_eq!(read.by_ref().count(), records.len());
+        assert_eq!(read.garbage(), b"M\x05bo");
         batch.truncate(batch.len() - 4);
         batch.push(b'Z');
-        assert_eq!(decode_batch(&batch).unwrap().records.len(), records.len());
+        assert_eq!(decode_batch(&batch).unwrap().records.count(), records.len());
         assert!(decode_batch(b"\x05node1\x05node2\x00\x00\x00\x00\x00\x00\x00\x07").is_none());
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::backlog::{Joined, Waiting};
-use super::batch::{decode_batch, put_refusal, Record, Refusals};
+use super::batch::{decode_batch, put_refusal, Record, Records, Refusals};
 use super::key::split_tag;
 use super::keys::node_key;
 use super::trust::{valid_content, valid_error_text, valid_name, valid_node_id};
@@ -68,9 +68,6 @@ impl Cluster {
             self.reject("a batch for another node");
             return;
         }
-        if !batch.garbage.is_empty() {
-            self.reject("a batch with a malformed record");
-        }
         if !valid_node_id(batch.origin) {
             self.reject("a batch from an invalid node id");
             return;
@@ -102,74 +99,51 @@ impl Cluster {
         let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
         let mut names = CheckedNames::default();
         let mut recipients = Recipients::default();
-        // Records before this one belong to a run that did not fit its
-        // recipient's queue at once: they go one at a time.
-        let mut one_by_one_until = 0;
-        let records = &batch.records[..];
-        let mut next = 0;
-        while let Some(&record) = records.get(next) {
-            let index = next;
-            next += 1;
+        let mut records = batch.records.clone();
+        // A run of messages to one recipient (and, past it, the record that
+        // ended it, read already): into its queue together if it fits.
+        let mut run: Vec<(usize, Record<'_>)> = Vec::new();
+        let mut ended_run = None;
+        while let Some((index, record)) = ended_run.take().or_else(|| records.next()) {
             if !valid_record(limits, &record, &mut names) {
                 self.reject("a record that breaks the limits");
                 continue;
             }
             match record {
-                Record::Message {
-                    to,
-                    from,
-                    content,
-                    receipts,
-                } => {
+                Record::Message { to, .. } => {
                     // Borrowed from the batch's table: no reference count
                     // touched per message (its line is shared with the
                     // recipient's own worker).
-                    let delivered = match recipients.get(&self.local.registry, to) {
-                        Some(session) => {
-                            if index >= one_by_one_until {
-                                // The messages to the same recipient that
-                                // follow this one go into its queue
-                                // together, under one lock.
-                                let end = run_end(records, index, limits, &mut names);
-                                if let Some(needs_write) =
-                                    self.deliver_run(session, &records[index..end])
-                                {
-                                    if needs_write {
-                                        touched.push(Arc::clone(session));
-                                    }
-                                    next = end;
-                                    continue;
-                                }
-                                one_by_one_until = end;
-                            }
-                            match self.deliver_message(&origin, session, from, content) {
-                                Delivered::Queued => {
-                                    touched.push(Arc::clone(session));
-                                    continue;
-                                }
-                                other => other,
-                            }
-                        }
-                        None => Delivered::Refused(ErrorText::new(Code::NotConnected, Escaped(to))),
+                    let Some(session) = recipients.get(&self.local.registry, to) else {
+                        let error = ErrorText::new(Code::NotConnected, Escaped(to));
+                        let refused = Delivered::Refused(error);
+                        self.answer(&origin, &mut refusals, index, &record, refused)
+                            .await;
+                        continue;
                     };
-                    let error = match delivered {
-                        Delivered::Waiting | Delivered::Queued => continue,
-                        Delivered::WaitingPause => {
-                            let pause = Record::Pause { name: to };
-                            let _ = self.send(&origin, &pause, patience).await;
+                    run.clear();
+                    run.push((index, record));
+                    ended_run = extend_run(&mut run, &mut records, limits, &mut names);
+                    if run.len() > 1 {
+                        if let Some(needs_write) = self.deliver_run(session, &run) {
+                            if needs_write {
+                                touched.push(Arc::clone(session));
+                            }
                             continue;
                         }
-                        Delivered::Refused(error) => error,
-                    };
-                    match &mut refusals {
-                        Some(list) if receipts => put_refusal(list, index as u32, &error),
-                        _ => {
-                            let record = Record::Error {
-                                to: from,
-                                code: error.code().to_byte(),
-                                text: error.text().as_bytes(),
-                            };
-                            let _ = self.send(&origin, &record, patience).await;
+                    }
+                    // One at a time: what does not fit waits behind a
+                    // backlog, in order.
+                    for &(index, record) in &run {
+                        let Record::Message { from, content, .. } = record else {
+                            continue;
+                        };
+                        match self.deliver_message(&origin, session, from, content) {
+                            Delivered::Queued => touched.push(Arc::clone(session)),
+                            delivered => {
+                                self.answer(&origin, &mut refusals, index, &record, delivered)
+                                    .await
+                            }
                         }
                     }
                 }
@@ -212,6 +186,9 @@ impl Cluster {
                 Record::Go { name } => self.paused.resume(name),
             }
         }
+        if !records.garbage().is_empty() {
+            self.reject("a batch with a malformed record");
+        }
         flush_all(&mut touched);
         if let Some(refusals) = refusals {
             let ack = Record::Ack {
@@ -222,16 +199,58 @@ impl Cluster {
         }
     }
 
+    /// Acts on what became of message `index` of a batch from `origin`
+    /// (`record`) when it was not simply queued: a pause asked of its
+    /// node, or a refusal told to its sender (in the acknowledgement
+    /// owed, `refusals`, for a sender with receipts).
+    async fn answer(
+        self: &Arc<Self>,
+        origin: &Arc<str>,
+        refusals: &mut Option<Vec<u8>>,
+        index: usize,
+        record: &Record<'_>,
+        delivered: Delivered,
+    ) {
+        let Record::Message {
+            to, from, receipts, ..
+        } = *record
+        else {
+            return;
+        };
+        let patience = self.local.slow_consumer_timeout;
+        let error = match delivered {
+            Delivered::Waiting | Delivered::Queued => return,
+            Delivered::WaitingPause => {
+                let _ = self
+                    .send(origin, &Record::Pause { name: to }, patience)
+                    .await;
+                return;
+            }
+            Delivered::Refused(error) => error,
+        };
+        match refusals {
+            Some(list) if receipts => put_refusal(list, index as u32, &error),
+            _ => {
+                let record = Record::Error {
+                    to: from,
+                    code: error.code().to_byte(),
+                    text: error.text().as_bytes(),
+                };
+                let _ = self.send(origin, &record, patience).await;
+            }
+        }
+    }
+
     /// Puts a run of valid messages to `session` into its queue at once,
     /// if no backlog stands in the way and all of them fit: whether the
     /// queue needs a write. `None`: they go one at a time instead.
-    fn deliver_run(&self, session: &Mailbox, run: &[Record<'_>]) -> Option<bool> {
+    fn deliver_run(&self, session: &Mailbox, run: &[(usize, Record<'_>)]) -> Option<bool> {
         if run.len() < 2 || self.backlog_count.load(Ordering::Acquire) != 0 {
             return None;
         }
         let (wire, name) = (session.wire(), session.name().as_bytes());
         let messages = || {
-            run.iter().filter_map(|record| match *record {
+            run.iter().filter_map(|(_, record)| match *record {
                 Record::Message { from, content, .. } => Some((from, content)),
                 _ => None,
             })
@@ -298,27 +317,42 @@ impl Cluster {
     }
 }
 
-/// The end of the run of messages that starts at `records[start]` (a
-/// valid message): the index of the first record after it that is not a
-/// valid message to the same recipient, at most [`MAX_RUN`] on.
-fn run_end<'a>(
-    records: &[Record<'a>],
-    start: usize,
+/// Adds to `run` (a valid message, alone) the valid messages to the same
+/// recipient that follow it in `records`, up to [`MAX_RUN`] in all; returns
+/// the record that ended the run, read already, if any.
+fn extend_run<'a>(
+    run: &mut Vec<(usize, Record<'a>)>,
+    records: &mut Records<'a>,
     limits: &Limits,
     names: &mut CheckedNames<'a>,
-) -> usize {
-    let Some(Record::Message { to, .. }) = records.get(start) else {
-        return start;
+) -> Option<(usize, Record<'a>)> {
+    let Some(&(_, Record::Message { to, from, .. })) = run.first() else {
+        return None;
     };
-    let same = |record: &Record<'a>, names: &mut CheckedNames<'a>| {
-        matches!(record, Record::Message { to: other, .. } if other == to)
-            && valid_record(limits, record, names)
-    };
-    let mut end = start + 1;
-    while end < records.len().min(start + MAX_RUN) && same(&records[end], names) {
-        end += 1;
+    // Checked already: the recipient, and the sender of the message
+    // before (usually the same all along).
+    let mut last_from = from;
+    while run.len() < MAX_RUN {
+        let (index, record) = records.next()?;
+        let same = match record {
+            Record::Message {
+                to: other,
+                from,
+                content,
+                ..
+            } if other == to => {
+                let from_ok = from == last_from || names.valid(limits, from);
+                last_from = from;
+                from_ok && valid_content(limits, content)
+            }
+            _ => false,
+        };
+        if !same {
+            return Some((index, record));
+        }
+        run.push((index, record));
     }
-    end
+    None
 }
 
 /// The most messages put into one queue under one lock: the recipient's
@@ -424,13 +458,19 @@ mod tests {
         }
     }
 
+    /// Where the run that starts at `records[start]` ends, read from a
+    /// batch of `records`.
     fn end_of_run(records: &[Record<'_>], start: usize) -> usize {
-        run_end(
-            records,
-            start,
-            &Limits::default(),
-            &mut CheckedNames::default(),
-        )
+        let mut body = Vec::new();
+        crate::server::cluster::batch::put_header(&mut body, b"node1", b"node2", 0);
+        for record in records {
+            record.encode(&mut body);
+        }
+        let mut read = decode_batch(&body).unwrap().records;
+        let mut run = vec![read.nth(start).unwrap()];
+        let limits = Limits::default();
+        extend_run(&mut run, &mut read, &limits, &mut CheckedNames::default());
+        start + run.len()
     }
 
     #[test]

@@ -548,7 +548,7 @@ fn refuse_batch(registry: &Registry, batch: &[u8]) {
         return;
     };
     let mut touched = Vec::new();
-    for record in batch.records {
+    for (_, record) in batch.records {
         let Record::Message {
             to,
             from,
