@@ -6,7 +6,7 @@
 //! over the limit, an error text with control characters) is dropped and
 //! counted, never delivered.
 
-use crate::wire::v1::{is_sealed, validate_username, Limits};
+use crate::wire::v1::{is_sealed, is_text, validate_username, Limits};
 
 /// Longest error text a node sends another (they are short, server-made).
 pub(super) const MAX_ERROR_TEXT: usize = 1024;
@@ -24,8 +24,7 @@ pub(super) fn valid_name(limits: &Limits, name: &[u8]) -> bool {
 /// Message content a client could have sent: text, or sealed content
 /// (opaque: only its recipient's client can tell whether it opens).
 pub(super) fn valid_content(limits: &Limits, content: &[u8]) -> bool {
-    content.len() <= usize::from(limits.max_message)
-        && (is_sealed(content) || std::str::from_utf8(content).is_ok())
+    content.len() <= usize::from(limits.max_message) && (is_sealed(content) || is_text(content))
 }
 
 /// An error text as nodes send them: UTF-8, bounded, one line (the final

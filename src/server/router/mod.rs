@@ -304,7 +304,7 @@ impl<'a> Router<'a> {
         // text from anyone.
         let readable = match v1::is_sealed(content) {
             true => self.me.wire() == super::wire::Wire::Sealed,
-            false => std::str::from_utf8(content).is_ok(),
+            false => v1::is_text(content),
         };
         if !readable {
             let error = ErrorText::new(Code::NotUtf8, Escaped(to));

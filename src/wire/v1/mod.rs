@@ -232,6 +232,15 @@ pub fn is_sealed(content: &[u8]) -> bool {
     content.first() == Some(&SEALED_MARK)
 }
 
+/// True if `content` is text (UTF-8). Checked for every message routed:
+/// ASCII (almost every message) is seen a word at a time, inline; only the
+/// rest takes the full UTF-8 check, a call that costs more than the check
+/// itself on a short message.
+#[inline]
+pub fn is_text(content: &[u8]) -> bool {
+    content.is_ascii() || std::str::from_utf8(content).is_ok()
+}
+
 /// Longest password an AUTH frame may carry.
 pub const MAX_PASSWORD: usize = 1024;
 /// Longest device token in AUTH, in bytes.

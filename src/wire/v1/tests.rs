@@ -534,3 +534,13 @@ fn key_frames_round_trip_and_their_bounds_hold() {
         Err(FrameError::Malformed { .. })
     ));
 }
+
+#[test]
+fn text_is_any_utf8_and_nothing_else() {
+    assert!(is_text(b""));
+    assert!(is_text(b"plain ascii, as almost every message"));
+    assert!(is_text("h\u{e9} \u{1f600}".as_bytes()));
+    assert!(!is_text(b"\xfe\xff"));
+    assert!(!is_text(b"ascii then a lone continuation byte \x80"));
+    assert!(!is_text(&[SEALED_MARK, b'p', b'e', 1]));
+}
