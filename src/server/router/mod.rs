@@ -85,7 +85,9 @@ pub(crate) struct Router<'a> {
 impl Drop for Router<'_> {
     fn drop(&mut self) {
         // Cancelled mid-batch (the session is closing): what it staged for
-        // other nodes goes as it is, and the writers write.
+        // other nodes goes whatever the outbox's room (unless Redis or the
+        // node is gone, when there is nobody left to tell: as for a
+        // message already in the outbox), and the writers write.
         self.hand_on_staged_now(true);
         for session in self.to_flush.drain(..) {
             session.outbound().wake_writer();
