@@ -99,7 +99,7 @@ impl Cluster {
         let mut refusals: Option<Vec<u8>> = batch.wants_ack.then(Vec::new);
         let mut names = CheckedNames::default();
         let mut recipients = Recipients::default();
-        let mut records = batch.records.clone();
+        let mut records = batch.records;
         // A run of messages to one recipient (and, past it, the record that
         // ended it, read already): into its queue together if it fits.
         let mut run: Vec<(usize, Record<'_>)> = Vec::new();
@@ -124,13 +124,11 @@ impl Cluster {
                     run.clear();
                     run.push((index, record));
                     ended_run = extend_run(&mut run, &mut records, limits, &mut names);
-                    if run.len() > 1 {
-                        if let Some(needs_write) = self.deliver_run(session, &run) {
-                            if needs_write {
-                                touched.push(Arc::clone(session));
-                            }
-                            continue;
+                    if let Some(needs_write) = self.deliver_run(session, &run) {
+                        if needs_write {
+                            touched.push(Arc::clone(session));
                         }
+                        continue;
                     }
                     // One at a time: what does not fit waits behind a
                     // backlog, in order.

@@ -59,8 +59,9 @@ enum Answer {
     Unsent,
     /// The task that sent it on the crate's connection and waits.
     Task(smol::Task<redis::RedisResult<i64>>),
-    /// The publish link, in order, by the deadline.
-    Link { sent: Instant, deadline: Instant },
+    /// The publish link, in order, [`REDIS_TIMEOUT`] after it was sent
+    /// at most.
+    Link { sent: Instant },
 }
 
 /// The batches taken and not yet answered, oldest first: each with its
@@ -118,10 +119,7 @@ async fn send_one(
             let sent = Instant::now();
             link.publish(channel.as_bytes(), &[&taken.batch, tag])
                 .await?;
-            Ok(Answer::Link {
-                sent,
-                deadline: sent + REDIS_TIMEOUT,
-            })
+            Ok(Answer::Link { sent })
         }
     }
 }
@@ -135,8 +133,8 @@ async fn answered(
 ) -> redis::RedisResult<i64> {
     match (answer, on) {
         (Answer::Task(task), _) => task.await,
-        (Answer::Link { sent, deadline }, PublishOn::Link(link)) => {
-            let answer = link.published(*deadline).await;
+        (Answer::Link { sent }, PublishOn::Link(link)) => {
+            let answer = link.published(*sent + REDIS_TIMEOUT).await;
             stats.publishes.observe(bytes, sent.elapsed());
             answer
         }

@@ -58,7 +58,7 @@ impl PublishLink {
                 let mut command: Vec<&[u8]> = vec![b"AUTH"];
                 command.extend(settings.username().map(str::as_bytes));
                 command.push(password.as_bytes());
-                put_command(&mut link.head, &command, 0);
+                put_command(&mut link.head, &command, None);
                 let head = std::mem::take(&mut link.head);
                 link.write(&[&head]).await?;
                 link.head = head;
@@ -80,7 +80,7 @@ impl PublishLink {
     pub(super) async fn publish(&mut self, channel: &[u8], parts: &[&[u8]]) -> RedisResult<()> {
         let payload = parts.iter().map(|part| part.len()).sum();
         let mut head = std::mem::take(&mut self.head);
-        put_command(&mut head, &[b"PUBLISH", channel], payload);
+        put_command(&mut head, &[b"PUBLISH", channel], Some(payload));
         let mut slices = Vec::with_capacity(parts.len() + 2);
         slices.push(&head[..]);
         slices.extend_from_slice(parts);
@@ -136,19 +136,19 @@ impl PublishLink {
 
 /// Puts the head of a RESP command into `out` (cleared first): every
 /// argument of `args`, then the length line of a last argument of
-/// `payload` bytes when it is not zero (its bytes and final CRLF follow,
-/// written by the caller).
-fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: usize) {
+/// `payload` bytes, if any (an empty one too; its bytes and final CRLF
+/// follow, written by the caller).
+fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
     use std::io::Write;
     out.clear();
-    let count = args.len() + usize::from(payload > 0);
+    let count = args.len() + usize::from(payload.is_some());
     let _ = write!(out, "*{count}\r\n");
     for arg in args {
         let _ = write!(out, "${}\r\n", arg.len());
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
-    if payload > 0 {
+    if let Some(payload) = payload {
         let _ = write!(out, "${payload}\r\n");
     }
 }
@@ -215,12 +215,12 @@ mod tests {
     #[test]
     fn a_publish_head_is_resp_with_the_payload_s_length_last() {
         let mut head = Vec::new();
-        put_command(&mut head, &[b"PUBLISH", b"pmchat:inbox:n1"], 12);
+        put_command(&mut head, &[b"PUBLISH", b"pmchat:inbox:n1"], Some(12));
         assert_eq!(
             head,
             b"*3\r\n$7\r\nPUBLISH\r\n$15\r\npmchat:inbox:n1\r\n$12\r\n".to_vec()
         );
-        put_command(&mut head, &[b"AUTH", b"user", b"secret"], 0);
+        put_command(&mut head, &[b"AUTH", b"user", b"secret"], None);
         assert_eq!(
             head,
             b"*3\r\n$4\r\nAUTH\r\n$4\r\nuser\r\n$6\r\nsecret\r\n".to_vec()
