@@ -26,7 +26,8 @@
 //!   `timeout`/`until`.
 //! - [`net`]: moving bytes, and who may touch which socket: the server's
 //!   worker threads ([`net::workers`], one run queue and one epoll each;
-//!   the path of a message across them), a socket and its readiness
+//!   the path of a message across them), the server's background thread,
+//!   a worker of its own (`net::background`), a socket and its readiness
 //!   (`net::socket`), the byte stream under a connection, plain TCP or
 //!   TLS (`net::transport`, `net::tls`).
 //! - [`args`]: argument types the binaries share (durations, `--color`).

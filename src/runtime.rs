@@ -1,6 +1,6 @@
 //! Runtime helpers the binaries share: naming threads after their
-//! program, running an executor on several threads, the background thread,
-//! binding a listener, and bounding a future in time.
+//! program, running an executor on several threads, binding a listener,
+//! and bounding a future in time.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -26,33 +26,6 @@ pub fn set_program(name: &'static str) {
 /// name, what `top -H` and `ps -L` show.
 pub fn thread_name(role: &str) -> String {
     format!("{}/{role}", PROGRAM.get().copied().unwrap_or("pmchat"))
-}
-
-/// The background thread's executor: one thread of the program's own,
-/// named `…/bg`, for work that belongs to no connection (the cluster's
-/// connection to Redis, its drivers and backlogs, the console's questions
-/// to the cluster). Started on first use; it runs until the process ends.
-fn background() -> &'static Executor<'static> {
-    static BACKGROUND: OnceLock<&'static Executor<'static>> = OnceLock::new();
-    BACKGROUND.get_or_init(|| {
-        let executor: &'static Executor<'static> = Box::leak(Box::new(Executor::new()));
-        let started = std::thread::Builder::new()
-            .name(thread_name("bg"))
-            .spawn(move || smol::block_on(executor.run(smol::future::pending::<()>())));
-        if let Err(e) = started {
-            // Nothing background would run: say so loudly, once.
-            tracing::error!("could not start the background thread: {e}");
-        }
-        executor
-    })
-}
-
-/// Runs `future` on the background thread (see [`background`]); dropping
-/// the task cancels it.
-pub fn spawn_background<T: Send + 'static>(
-    future: impl Future<Output = T> + Send + 'static,
-) -> smol::Task<T> {
-    background().spawn(future)
 }
 
 /// Runs `future` until it completes or `limit` passes; `None` on time-out.

@@ -5,6 +5,8 @@
 //!
 //! - [`workers`]: the server's worker threads, one run queue and one
 //!   epoll each, and the sockets registered with them.
+//! - [`background`]: the server's background thread, a worker of its
+//!   own for the work of no connection (the cluster's Redis connections).
 //! - [`socket`]: a TCP socket and whoever tracks its readiness (a worker,
 //!   or async-io's reactor off the workers).
 //! - [`transport`]: one connection's byte stream, plain or TLS: reads
@@ -33,6 +35,7 @@
 //! `docs/architecture.md` names every execution context of the programs
 //! and what runs on each.
 
+pub(crate) mod background;
 pub(crate) mod socket;
 pub(crate) mod tls;
 pub(crate) mod transport;

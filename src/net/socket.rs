@@ -1,6 +1,7 @@
 //! A TCP socket and whoever tracks its readiness: async-io's reactor (the
 //! client, the benchmark, the server's in-process tests) or the server
-//! worker the socket was handed to ([`super::workers`]). Everything above
+//! worker the socket was handed to ([`super::workers`]; the background
+//! thread is one, [`super::background`]). Everything above
 //! reads and writes it through [`super::transport::Transport`].
 
 use std::io;
@@ -23,8 +24,9 @@ pub(crate) enum Socket {
 }
 
 impl Socket {
-    /// For a server connection: registered with the worker this thread is,
-    /// or left with async-io's reactor off the workers.
+    /// For a server connection (or one of the background thread's):
+    /// registered with the worker this thread is, or left with async-io's
+    /// reactor off the workers.
     pub(crate) fn adopt(stream: TcpStream) -> io::Result<Socket> {
         if super::workers::current_index().is_none() {
             return Ok(Socket::Reactor(Async::new(stream)?));
@@ -120,6 +122,44 @@ impl AsyncWrite for &Socket {
             Socket::Reactor(stream) => Pin::new(&mut &*stream).poll_close(cx),
             Socket::Worker(stream) => Pin::new(&mut &*stream).poll_close(cx),
         }
+    }
+}
+
+/// An owned socket reads and writes as a shared one does (for streams
+/// that want to own theirs: the Redis connections, TLS over them).
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.get_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.get_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.get_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.get_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.get_mut()).poll_close(cx)
     }
 }
 

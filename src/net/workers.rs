@@ -101,8 +101,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Workers {
-    /// Starts `count` worker threads (at least one).
+    /// Starts `count` worker threads (at least one), named `…/w0`, `…/w1`.
     pub fn start(count: usize) -> io::Result<Arc<Workers>> {
+        Workers::start_named(count, |index| format!("w{index}"))
+    }
+
+    /// Starts `count` worker threads (at least one), worker `i` named
+    /// after its program and `role(i)`.
+    pub(crate) fn start_named(
+        count: usize,
+        role: impl Fn(usize) -> String,
+    ) -> io::Result<Arc<Workers>> {
         let mut workers = Vec::new();
         for index in 0..count.max(1) {
             let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
@@ -127,7 +136,7 @@ impl Workers {
         for worker in &workers {
             let worker = Arc::clone(worker);
             let thread = std::thread::Builder::new()
-                .name(crate::runtime::thread_name(&format!("w{}", worker.index)))
+                .name(crate::runtime::thread_name(&role(worker.index)))
                 .spawn(move || worker.run());
             match thread {
                 Ok(thread) => threads.push(thread),

@@ -153,7 +153,7 @@ impl ServerHandle {
         self.shared.cluster.as_ref()?;
         let future = work(Arc::clone(&self.shared));
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        crate::runtime::spawn_background(async move {
+        crate::net::background::spawn(async move {
             let _ = answer.send(future.await);
         })
         .detach();

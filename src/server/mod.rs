@@ -486,7 +486,7 @@ impl Server {
         let in_cluster = shared
             .cluster
             .clone()
-            .map(|cluster| crate::runtime::spawn_background(async move { cluster.run().await }));
+            .map(|cluster| crate::net::background::spawn(async move { cluster.run().await }));
         accept_loop
             .or(housekeeping)
             .or(shutdown)

@@ -30,6 +30,8 @@ use smol::net::TcpStream;
 use smol::Task;
 use tokio::io::ReadBuf;
 
+use crate::net::socket::Socket;
+
 /// How long a connection attempt or a command may take before Redis counts
 /// as unreachable.
 pub(super) const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -126,6 +128,11 @@ pub(super) async fn connect_socket(info: &ConnectionInfo) -> RedisResult<Box<dyn
             // A lone message must not wait for the acknowledgement of the
             // one before it.
             socket.set_nodelay(true)?;
+            // Connected: on the background thread (a worker), the socket
+            // joins its epoll, so that a push from Redis wakes that thread
+            // alone (see `net::background`); elsewhere it stays with
+            // async-io.
+            let socket = Socket::adopt(into_std(socket)?)?;
             match REDIS_TLS.get() {
                 None => Ok(Box::new(socket)),
                 Some(tls) => {
@@ -147,6 +154,14 @@ pub(super) async fn connect_socket(info: &ConnectionInfo) -> RedisResult<Box<dyn
             other.to_string(),
         ))),
     }
+}
+
+/// The connected socket under `socket`, no longer async-io's.
+fn into_std(socket: TcpStream) -> io::Result<std::net::TcpStream> {
+    let shared: Arc<smol::Async<std::net::TcpStream>> = socket.into();
+    Arc::try_unwrap(shared)
+        .map_err(|_| io::Error::other("the socket is shared"))?
+        .into_inner()
 }
 
 /// A connection to one Redis server over a [`RedisStream`]: the crate's
@@ -193,7 +208,7 @@ impl NodeConnection {
             MultiplexedConnection::new_with_config(info.redis_settings(), stream, config).await?;
         Ok(NodeConnection {
             connection,
-            _driver: Arc::new(crate::runtime::spawn_background(driver)),
+            _driver: Arc::new(crate::net::background::spawn(driver)),
         })
     }
 

@@ -212,7 +212,7 @@ impl Drop for Leave {
                 (Arc::clone(&self.cluster), self.owner.clone(), self.cursor);
             // On the background thread, with the Redis drivers: a drop
             // cannot wait.
-            crate::runtime::spawn_background(async move {
+            crate::net::background::spawn(async move {
                 cluster.set_log_mark(&owner, cursor).await;
             })
             .detach();

@@ -908,6 +908,17 @@ impl RedisProcess {
             && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
+    /// Sends it a signal with kill(1) (`STOP` freezes it: connections stay
+    /// open and nothing is answered).
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("a running redis-server");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Stops it (kill -9: no goodbyes) and waits until it is gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -537,6 +537,37 @@ fn a_node_cut_off_past_its_lease_hands_over_names_taken_meanwhile(url: &str) {
     eqnice!(Frame::msg("alice", "still mine"), again.frame());
 }
 
+/// Frozen (SIGSTOP), Redis keeps its connections open and answers
+/// nothing: a message already written to it in a `PUBLISH` must still be
+/// accounted for, refused to its sender once the answer is overdue,
+/// never left waiting or dropped without a word.
+#[test]
+fn a_message_published_to_a_frozen_redis_is_refused_to_its_sender_in_time() {
+    crate::require_redis!();
+    let redis = crate::common::RedisProcess::start();
+    let mut nodes = nodes(&redis.url(), 2);
+    let mut alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    alice.send("bob", "before");
+    eqnice!(Frame::msg("alice", "before"), bob.frame());
+    redis.signal("STOP");
+    let sent = Instant::now();
+    alice.send("bob", "into a frozen Redis");
+    eqnice!(
+        Frame::err("'bob' is unreachable right now\n"),
+        alice.frame()
+    );
+    // Within the publisher's patience for an answer (2 s) and its tick,
+    // with room for a loaded machine.
+    assert!(
+        sent.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        sent.elapsed()
+    );
+    redis.signal("CONT");
+}
+
 #[test]
 fn a_redis_with_a_password_is_reached_over_tcp_and_over_its_unix_socket() {
     crate::require_redis!();

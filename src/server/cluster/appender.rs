@@ -311,7 +311,7 @@ impl Cluster {
                 flight.bytes.fetch_add(bytes, Ordering::AcqRel);
                 let mut connection = connections[on % connections.len()].clone();
                 let (cluster, flight) = (Arc::clone(self), Arc::clone(&flight));
-                crate::runtime::spawn_background(async move {
+                crate::net::background::spawn(async move {
                     let answer = pipeline.query_async::<Vec<Value>>(&mut connection).await;
                     let group: Vec<(Arc<RunOutcome>, usize)> =
                         group.into_iter().map(|(o, c, _)| (o, c)).collect();
@@ -432,7 +432,7 @@ impl Cluster {
         };
         let channel = hint_channel(owner);
         let cluster = Arc::clone(self);
-        crate::runtime::spawn_background(async move {
+        crate::net::background::spawn(async move {
             let done = match subscribe {
                 true => connection.subscribe(&channel).await,
                 false => connection.unsubscribe(&channel).await,

@@ -63,7 +63,7 @@ impl Cluster {
         self.backlog_count.store(backlogs.len(), Ordering::Release);
         drop(backlogs);
         let cluster = Arc::clone(self);
-        crate::runtime::spawn_background(async move {
+        crate::net::background::spawn(async move {
             cluster.drain_backlog(&session).await;
         })
         .detach();

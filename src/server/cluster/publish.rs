@@ -44,6 +44,13 @@ impl Taken {
 /// next batch while this node waits for the last one's answer.
 const PUBLISH_DEPTH: usize = 4;
 
+/// How often the publisher looks at the time: whether the oldest answer on
+/// the link is late, whether it has been idle for [`SPARES_KEPT`].
+const TICK: Duration = Duration::from_millis(250);
+
+/// Idle for this long, the publisher frees the outboxes' spare buffers.
+const SPARES_KEPT: Duration = Duration::from_secs(1);
+
 /// Where the publisher sends its batches.
 pub(super) enum PublishOn<'a> {
     /// The crate's connection: on a Redis Cluster, where the crate knows
@@ -59,8 +66,8 @@ enum Answer {
     Unsent,
     /// The task that sent it on the crate's connection and waits.
     Task(smol::Task<redis::RedisResult<i64>>),
-    /// The publish link, in order, [`REDIS_TIMEOUT`] after it was sent
-    /// at most.
+    /// The publish link, in order; the publisher gives up on it
+    /// [`REDIS_TIMEOUT`] after it was sent (within a [`TICK`]).
     Link { sent: Instant },
 }
 
@@ -108,7 +115,7 @@ async fn send_one(
             // A task, so that the command is sent now (the connection is
             // multiplexed: answers come back in order) and waited for
             // later.
-            Ok(Answer::Task(crate::runtime::spawn_background(async move {
+            Ok(Answer::Task(crate::net::background::spawn(async move {
                 let sent = Instant::now();
                 let answer = command.query_async::<i64>(&mut connection).await;
                 stats.publishes.observe(body, sent.elapsed());
@@ -134,7 +141,7 @@ async fn answered(
     match (answer, on) {
         (Answer::Task(task), _) => task.await,
         (Answer::Link { sent }, PublishOn::Link(link)) => {
-            let answer = link.published(*sent + REDIS_TIMEOUT).await;
+            let answer = link.published().await;
             stats.publishes.observe(bytes, sent.elapsed());
             answer
         }
@@ -392,6 +399,13 @@ impl Cluster {
             batches: VecDeque::new(),
         };
         let stats = &self.local.stats;
+        // One timer for the life of the publisher, not one per batch: each
+        // timer armed wakes async-io's reactor thread, which at a few
+        // thousand messages a second was two wake-ups of another thread
+        // per message. It bounds the wait for an answer (within a tick of
+        // the deadline) and tells an idle spell.
+        let mut tick = Timer::after(TICK);
+        let mut busy = Instant::now();
         loop {
             // Listening before looking: records queued after the look wake
             // this.
@@ -400,6 +414,7 @@ impl Cluster {
             if room {
                 let taken = self.take_batches();
                 if !taken.is_empty() {
+                    busy = Instant::now();
                     for taken in taken {
                         let body = taken.batch.len();
                         flight.batches.push_back((taken, body, Answer::Unsent));
@@ -410,38 +425,55 @@ impl Cluster {
             }
             let Some((taken, _, answer)) = flight.batches.front_mut() else {
                 // A full window empties as acknowledgements come (they wake
-                // this), or as they fail to come in time. Idle for that
-                // long, the outboxes' spare buffers go back.
+                // this), or as they fail to come in time. Idle for a
+                // second, the outboxes' spare buffers go back.
                 let woken = async {
                     wake.await;
                     true
                 }
                 .or(async {
-                    Timer::after(Duration::from_secs(1)).await;
+                    (&mut tick).await;
                     false
                 })
                 .await;
                 if !woken {
-                    self.drop_spares();
+                    tick.set_after(TICK);
+                    if busy.elapsed() >= SPARES_KEPT {
+                        self.drop_spares();
+                    }
                 }
                 continue;
             };
             let bytes = taken.batch.len();
-            // The oldest answer, or (with room for more) new records.
-            let answer = answered(&mut on, answer, stats, bytes);
-            let answered = if room {
+            let late = matches!(answer, Answer::Link { sent } if sent.elapsed() >= REDIS_TIMEOUT);
+            // The oldest answer, or (with room for more) new records, or
+            // the next tick (to look at the time).
+            let answered = if late {
+                Some(Err(super::publish_link::timed_out()))
+            } else {
+                let answer = answered(&mut on, answer, stats, bytes);
+                let woken = async {
+                    if room {
+                        wake.await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let ticked = async {
+                    (&mut tick).await;
+                    tick.set_after(TICK);
+                };
                 async { Some(answer.await) }
                     .or(async {
-                        wake.await;
+                        woken.or(ticked).await;
                         None
                     })
                     .await
-            } else {
-                Some(answer.await)
             };
             let Some(published) = answered else {
                 continue;
             };
+            busy = Instant::now();
             let Some((taken, body, _)) = flight.batches.pop_front() else {
                 continue;
             };

@@ -12,7 +12,6 @@
 //! order.
 
 use std::io::{self, IoSlice};
-use std::time::Instant;
 
 use redis::{ConnectionInfo, ErrorKind, RedisError, RedisResult};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,14 +90,13 @@ impl PublishLink {
     }
 
     /// The answer to the oldest `PUBLISH` not answered yet: how many
-    /// subscribers got it. An error once `deadline` passes. Safe to drop
-    /// and call again: what was read stays read.
-    pub(super) async fn published(&mut self, deadline: Instant) -> RedisResult<i64> {
-        match crate::runtime::until(deadline, self.answer()).await {
-            None => Err(timed_out()),
-            Some(Ok(Answer::Number(receivers))) => Ok(receivers),
-            Some(Ok(Answer::Status)) => Err(unexpected("a status for PUBLISH")),
-            Some(Err(e)) => Err(e),
+    /// subscribers got it. Unbounded in time: the publisher gives up on it
+    /// (see `publish`). Safe to drop and call again: what was read stays
+    /// read.
+    pub(super) async fn published(&mut self) -> RedisResult<i64> {
+        match self.answer().await? {
+            Answer::Number(receivers) => Ok(receivers),
+            Answer::Status => Err(unexpected("a status for PUBLISH")),
         }
     }
 
@@ -201,7 +199,7 @@ fn unexpected(what: &'static str) -> RedisError {
     ))
 }
 
-fn timed_out() -> RedisError {
+pub(super) fn timed_out() -> RedisError {
     RedisError::from(io::Error::new(
         io::ErrorKind::TimedOut,
         "Redis did not answer in time",
