@@ -119,9 +119,25 @@ pub(super) trait RedisSocket: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> RedisSocket for S {}
 
+/// A socket to Redis, as [`open_socket`] opened it.
+pub(super) enum Opened {
+    /// Plain TCP: it may be shared (see `cluster::flight`).
+    Plain(Socket),
+    /// TLS over TCP, or a Unix socket.
+    Other(Box<dyn RedisSocket>),
+}
+
 /// Opens a socket to the Redis at `info`: TLS when [`use_tls`] was called.
 /// Not bounded in time: callers bound it with their handshake.
 pub(super) async fn connect_socket(info: &ConnectionInfo) -> RedisResult<Box<dyn RedisSocket>> {
+    Ok(match open_socket(info).await? {
+        Opened::Plain(socket) => Box::new(socket),
+        Opened::Other(socket) => socket,
+    })
+}
+
+/// [`connect_socket`], saying whether the socket is plain TCP.
+pub(super) async fn open_socket(info: &ConnectionInfo) -> RedisResult<Opened> {
     match info.addr() {
         ConnectionAddr::Tcp(host, port) => {
             let socket = TcpStream::connect((host.as_str(), *port)).await?;
@@ -134,20 +150,22 @@ pub(super) async fn connect_socket(info: &ConnectionInfo) -> RedisResult<Box<dyn
             // async-io.
             let socket = Socket::adopt(into_std(socket)?)?;
             match REDIS_TLS.get() {
-                None => Ok(Box::new(socket)),
+                None => Ok(Opened::Plain(socket)),
                 Some(tls) => {
                     // The host's name (or address) must be in Redis's
                     // certificate.
                     let name = rustls_pki_types::ServerName::try_from(host.clone())
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                     let connector = futures_rustls::TlsConnector::from(Arc::clone(tls));
-                    Ok(Box::new(connector.connect(name, socket).await?))
+                    Ok(Opened::Other(Box::new(
+                        connector.connect(name, socket).await?,
+                    )))
                 }
             }
         }
-        ConnectionAddr::Unix(path) => {
-            Ok(Box::new(smol::net::unix::UnixStream::connect(path).await?))
-        }
+        ConnectionAddr::Unix(path) => Ok(Opened::Other(Box::new(
+            smol::net::unix::UnixStream::connect(path).await?,
+        ))),
         other => Err(RedisError::from((
             ErrorKind::InvalidClientConfig,
             "unsupported Redis address (TCP or a Unix socket, without TLS)",

@@ -65,7 +65,9 @@
 //!   `publish_link` the connection it publishes on when Redis is one
 //!   server (RESP of its own: no copy of a batch); `staged` hands a
 //!   sender's messages gathered over its read batch to the outbox under
-//!   one lock.
+//!   one lock; `flight` a batch taken from an outbox and what a worker
+//!   shares with the publisher, and `direct` the worker's own write of a
+//!   batch when the publisher is idle on a plain link.
 //! - `delivery`: acting on a batch from another node.
 //! - `backlog`: messages from other nodes waiting for a full local queue
 //!   (data only); `drain` empties them.
@@ -83,8 +85,10 @@ mod commands;
 mod delivery;
 mod device_keys;
 mod devices;
+mod direct;
 mod directory;
 mod drain;
+mod flight;
 mod inbound;
 mod key;
 mod keys;
@@ -186,6 +190,9 @@ pub(crate) struct Cluster {
     outboxes: RwLock<HashMap<Arc<str>, Arc<Outbox>>>,
     /// Fires when an outbox got its first record.
     ready: Event,
+    /// What a worker writing a batch to Redis itself shares with the
+    /// publisher (see `flight`).
+    flight: Mutex<flight::Flight>,
     /// Fires when Redis becomes reachable.
     reachable: Event,
     /// The claim's compare-and-set, compiled once (its hash is sent, not
@@ -303,6 +310,7 @@ impl Cluster {
             connected: AtomicBool::new(false),
             outboxes: RwLock::new(HashMap::new()),
             ready: Event::new(),
+            flight: Mutex::new(flight::Flight::default()),
             reachable: Event::new(),
             backlogs: Mutex::new(HashMap::new()),
             backlog_count: AtomicUsize::new(0),

@@ -2,16 +2,14 @@
 //! (`outbox`), and the publisher that sends each outbox's contents as one
 //! `PUBLISH`, pipelined, within the window of unacknowledged bytes.
 
-use super::batch::{decode_batch, put_header, Record};
+use super::batch::{put_header, Record};
 use super::commands::{Commands, REDIS_TIMEOUT};
+use super::flight::{refuse_batch, Flight, Taken};
 use super::keys::inbox;
 use super::outbox::{Forward, Outbox, Records, Route, Ticket, Unreachable, OUTBOX_BYTES};
 use super::publish_link::PublishLink;
 use super::Cluster;
-use crate::sanitize::Escaped;
-use crate::server::mailbox::flush_all;
 use crate::server::registry::Registry;
-use crate::wire::texts::{Code, ErrorText};
 use event_listener::listener;
 use smol::future::FutureExt;
 use smol::Timer;
@@ -19,26 +17,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A batch the publisher took from an outbox.
-struct Taken {
-    node: Arc<str>,
-    batch: Vec<u8>,
-    seq: u64,
-    wants_ack: bool,
-    outbox: Arc<Outbox>,
-}
-
-impl Taken {
-    /// The batch did not go out: its senders are told.
-    fn lost(self, registry: &Registry) {
-        let bytes = self.batch.len();
-        self.outbox
-            .acks
-            .published(self.seq, bytes, false, self.wants_ack);
-        refuse_batch(registry, &self.batch);
-    }
-}
 
 /// PUBLISH commands on their way at once: enough that Redis always has the
 /// next batch while this node waits for the last one's answer.
@@ -156,6 +134,25 @@ async fn answered(
     }
 }
 
+/// What woke an idle publisher.
+enum Woke {
+    /// Records queued, or room in a window.
+    Ready,
+    /// The link may be read: an answer to a worker's batch, or its end.
+    Readable,
+    /// The tick (see [`TICK`]).
+    Tick,
+}
+
+/// Ends the workers' direct writes however the publisher stops.
+struct Grounded<'a>(&'a Cluster);
+
+impl Drop for Grounded<'_> {
+    fn drop(&mut self) {
+        self.0.flight().ground(&self.0.local.registry);
+    }
+}
+
 impl Drop for InFlight<'_> {
     /// Batches still unanswered when the publisher stops (Redis failed, or
     /// the connection loop ended) may or may not have gone out: their
@@ -255,7 +252,7 @@ impl Cluster {
         gathering.records += records.count;
         gathering.wants_ack |= records.receipts;
         drop(gathering);
-        if first {
+        if first && !self.publish_directly() {
             self.ready.notify(1);
         }
         Ok((seq, index))
@@ -398,6 +395,16 @@ impl Cluster {
             registry: &self.local.registry,
             batches: VecDeque::new(),
         };
+        // Workers may write to a plain link themselves while this waits
+        // with nothing on its way (see `flight`); whatever stops this ends
+        // that, and refuses what they wrote and this had not seen.
+        let _grounded = Grounded(self);
+        // The socket workers may write to, whose answers wake this.
+        let shared_socket = match &on {
+            PublishOn::Link(link) => link.shared_socket(),
+            PublishOn::Commands(_) => None,
+        };
+        self.flight().socket = shared_socket.clone();
         let stats = &self.local.stats;
         // One timer for the life of the publisher, not one per batch: each
         // timer armed wakes async-io's reactor thread, which at a few
@@ -411,35 +418,102 @@ impl Cluster {
             // this.
             listener!(self.ready => wake);
             let room = flight.batches.len() < PUBLISH_DEPTH;
-            if room {
-                let taken = self.take_batches();
-                if !taken.is_empty() {
-                    busy = Instant::now();
-                    for taken in taken {
-                        let body = taken.batch.len();
-                        flight.batches.push_back((taken, body, Answer::Unsent));
-                    }
-                    flight.send(self, &mut on).await?;
-                    continue;
+            // What workers wrote comes first, then what they left, then
+            // what is queued now; none of them writes meanwhile.
+            let (rest, taken) = {
+                let mut shared = self.flight();
+                shared.idle = false;
+                for (taken, body, sent) in shared.sent.drain(..) {
+                    flight
+                        .batches
+                        .push_back((taken, body, Answer::Link { sent }));
+                }
+                for taken in shared.unsent.drain(..) {
+                    let body = taken.batch.len();
+                    flight.batches.push_back((taken, body, Answer::Unsent));
+                }
+                let rest = std::mem::take(&mut shared.rest);
+                let taken = if room {
+                    self.take_batches()
+                } else {
+                    VecDeque::new()
+                };
+                (rest, taken)
+            };
+            if !rest.is_empty() {
+                if let PublishOn::Link(link) = &mut on {
+                    link.write_rest(&rest).await?;
                 }
             }
+            let unsent = flight
+                .batches
+                .iter()
+                .any(|(_, _, answer)| matches!(answer, Answer::Unsent));
+            if !taken.is_empty() || unsent {
+                busy = Instant::now();
+                for taken in taken {
+                    let body = taken.batch.len();
+                    flight.batches.push_back((taken, body, Answer::Unsent));
+                }
+                flight.send(self, &mut on).await?;
+                continue;
+            }
             let Some((taken, _, answer)) = flight.batches.front_mut() else {
-                // A full window empties as acknowledgements come (they wake
-                // this), or as they fail to come in time. Idle for a
-                // second, the outboxes' spare buffers go back.
-                let woken = async {
+                // Nothing on its way: a worker may write the next batch
+                // itself, and its answer wakes this. A full window empties
+                // as acknowledgements come (they wake this), or as they
+                // fail to come in time. Idle for a second, the outboxes'
+                // spare buffers go back.
+                {
+                    let mut shared = self.flight();
+                    if !shared.sent.is_empty() || !shared.unsent.is_empty() {
+                        continue;
+                    }
+                    shared.idle = true;
+                }
+                let answer_coming = async {
+                    match &shared_socket {
+                        Some(socket) => {
+                            let _ = socket.readable().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                let woke = async {
                     wake.await;
-                    true
+                    Woke::Ready
                 }
                 .or(async {
+                    answer_coming.await;
+                    Woke::Readable
+                })
+                .or(async {
                     (&mut tick).await;
-                    false
+                    Woke::Tick
                 })
                 .await;
-                if !woken {
-                    tick.set_after(TICK);
-                    if busy.elapsed() >= SPARES_KEPT {
-                        self.drop_spares();
+                match woke {
+                    Woke::Ready => {}
+                    // An answer to a worker's batch, or the link closed:
+                    // with nothing written, Redis has nothing to say, and
+                    // a link at its end is read as such (it would stay
+                    // readable for good).
+                    Woke::Readable => {
+                        let nothing_sent = {
+                            let shared = self.flight();
+                            shared.sent.is_empty() && shared.unsent.is_empty()
+                        };
+                        if nothing_sent {
+                            if let PublishOn::Link(link) = &mut on {
+                                link.nothing_to_read()?;
+                            }
+                        }
+                    }
+                    Woke::Tick => {
+                        tick.set_after(TICK);
+                        if busy.elapsed() >= SPARES_KEPT {
+                            self.drop_spares();
+                        }
                     }
                 }
                 continue;
@@ -500,6 +574,11 @@ impl Cluster {
         }
     }
 
+    /// The state a worker's direct write shares with the publisher.
+    pub(super) fn flight(&self) -> std::sync::MutexGuard<'_, Flight> {
+        self.flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Frees the buffers the outboxes keep for their next batches.
     fn drop_spares(&self) {
         let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
@@ -545,7 +624,7 @@ impl Cluster {
         outbox.acks.lose_unsettled(taken);
     }
 
-    fn take_batches(&self) -> VecDeque<Taken> {
+    pub(super) fn take_batches(&self) -> VecDeque<Taken> {
         let outboxes = self.outboxes.read().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         outboxes
@@ -568,37 +647,4 @@ impl Cluster {
             })
             .collect()
     }
-}
-
-/// Tells the senders without receipts of the messages in a batch that
-/// could not be published that they were not delivered (those with
-/// receipts hear it as REFUSED, through the ticket their router holds).
-fn refuse_batch(registry: &Registry, batch: &[u8]) {
-    let Some(batch) = decode_batch(batch) else {
-        return;
-    };
-    let mut touched = Vec::new();
-    for (_, record) in batch.records {
-        let Record::Message {
-            to,
-            from,
-            receipts: false,
-            ..
-        } = record
-        else {
-            continue;
-        };
-        let Some(sender) = registry.get(from) else {
-            continue;
-        };
-        let error = ErrorText::new(Code::Unreachable, Escaped(to));
-        let frame = sender.wire().error_frame(&error);
-        if let Ok(true) = sender
-            .outbound()
-            .try_push_deferred(frame.len(), |out| out.extend_from_slice(&frame))
-        {
-            touched.push(sender);
-        }
-    }
-    flush_all(&mut touched);
 }

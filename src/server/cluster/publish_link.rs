@@ -12,12 +12,14 @@
 //! order.
 
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 use redis::{ConnectionInfo, ErrorKind, RedisError, RedisResult};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::commands::REDIS_TIMEOUT;
-use crate::server::redis_io::{connect_socket, RedisSocket};
+use crate::net::socket::Socket;
+use crate::server::redis_io::{open_socket, Opened, RedisSocket};
 
 /// The longest answer line read: PUBLISH answers with a number, AUTH with
 /// `+OK` or an error of a few words. Anything longer is a protocol error,
@@ -26,11 +28,20 @@ const MAX_ANSWER: usize = 4096;
 
 /// A connection to one Redis that carries `PUBLISH` commands.
 pub(super) struct PublishLink {
-    socket: Box<dyn RedisSocket>,
+    socket: LinkSocket,
     /// Bytes read and not yet parsed: the start of the next answers.
     answers: Vec<u8>,
     /// Where a command's head is put together (reused).
     head: Vec<u8>,
+}
+
+/// The socket under a link.
+enum LinkSocket {
+    /// Plain TCP, which a worker may write to while the link is idle (see
+    /// `flight`).
+    Shared(Arc<Socket>),
+    /// TLS, or a Unix socket: the publisher's alone.
+    Owned(Box<dyn RedisSocket>),
 }
 
 /// An answer Redis can give to the commands sent here.
@@ -48,7 +59,10 @@ impl PublishLink {
     pub(super) async fn open(info: &ConnectionInfo) -> RedisResult<PublishLink> {
         let opening = async {
             let mut link = PublishLink {
-                socket: connect_socket(info).await?,
+                socket: match open_socket(info).await? {
+                    Opened::Plain(socket) => LinkSocket::Shared(Arc::new(socket)),
+                    Opened::Other(socket) => LinkSocket::Owned(socket),
+                },
                 answers: Vec::new(),
                 head: Vec::new(),
             };
@@ -100,18 +114,58 @@ impl PublishLink {
         }
     }
 
+    /// The socket a worker may write a batch to itself (plain TCP only).
+    pub(super) fn shared_socket(&self) -> Option<Arc<Socket>> {
+        match &self.socket {
+            LinkSocket::Shared(socket) => Some(Arc::clone(socket)),
+            LinkSocket::Owned(_) => None,
+        }
+    }
+
+    /// Reads what came while nothing was on its way, without waiting: an
+    /// error if the link ended or Redis said something unasked; `Ok` when
+    /// there was nothing to read.
+    pub(super) fn nothing_to_read(&mut self) -> RedisResult<()> {
+        let LinkSocket::Shared(socket) = &self.socket else {
+            return Ok(());
+        };
+        let mut chunk = [0u8; 512];
+        loop {
+            match std::io::Read::read(&mut socket.get_ref(), &mut chunk) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                Ok(_) => return Err(unexpected("an answer to nothing")),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Writes bytes that end a command a worker began.
+    pub(super) async fn write_rest(&mut self, rest: &[u8]) -> RedisResult<()> {
+        crate::runtime::timeout(REDIS_TIMEOUT, self.write(&[rest]))
+            .await
+            .unwrap_or_else(|| Err(timed_out()))
+    }
+
     /// Writes `slices` whole.
     async fn write(&mut self, slices: &[&[u8]]) -> RedisResult<()> {
         let mut slices: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
-            let written = self.socket.write_vectored(rest).await?;
+            let written = match &mut self.socket {
+                LinkSocket::Shared(socket) => (&mut &**socket).write_vectored(rest).await?,
+                LinkSocket::Owned(socket) => socket.write_vectored(rest).await?,
+            };
             if written == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero).into());
             }
             IoSlice::advance_slices(&mut rest, written);
         }
-        self.socket.flush().await?;
+        match &mut self.socket {
+            LinkSocket::Shared(socket) => (&mut &**socket).flush().await?,
+            LinkSocket::Owned(socket) => socket.flush().await?,
+        }
         Ok(())
     }
 
@@ -123,7 +177,10 @@ impl PublishLink {
                 return answer;
             }
             let mut chunk = [0u8; 512];
-            let read = self.socket.read(&mut chunk).await?;
+            let read = match &mut self.socket {
+                LinkSocket::Shared(socket) => (&mut &**socket).read(&mut chunk).await?,
+                LinkSocket::Owned(socket) => socket.read(&mut chunk).await?,
+            };
             if read == 0 {
                 return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
@@ -136,7 +193,7 @@ impl PublishLink {
 /// argument of `args`, then the length line of a last argument of
 /// `payload` bytes, if any (an empty one too; its bytes and final CRLF
 /// follow, written by the caller).
-fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
+pub(super) fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
     use std::io::Write;
     out.clear();
     let count = args.len() + usize::from(payload.is_some());
