@@ -24,10 +24,16 @@ impl Cluster {
         let Some(socket) = shared.socket.clone() else {
             return false;
         };
+        let batches = self.take_batches();
+        if batches.is_empty() {
+            // Nothing it may take (a window full): the publisher looks
+            // again when it is woken.
+            return false;
+        }
         shared.idle = false;
         let mut head = std::mem::take(&mut shared.head);
         let mut whole = true;
-        for taken in self.take_batches() {
+        for taken in batches {
             taken.outbox.room.notify(usize::MAX);
             if !whole {
                 shared.unsent.push(taken);
