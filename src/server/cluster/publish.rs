@@ -499,11 +499,11 @@ impl Cluster {
                     // a link at its end is read as such (it would stay
                     // readable for good).
                     Woke::Readable => {
-                        let nothing_sent = {
-                            let shared = self.flight();
-                            shared.sent.is_empty() && shared.unsent.is_empty()
-                        };
-                        if nothing_sent {
+                        // Under the lock, and no longer idle: a worker's
+                        // answer must not be read here as one to nothing.
+                        let mut shared = self.flight();
+                        shared.idle = false;
+                        if shared.sent.is_empty() && shared.unsent.is_empty() {
                             if let PublishOn::Link(link) = &mut on {
                                 link.nothing_to_read()?;
                             }
