@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::flight::write_now;
+use super::flight::Wrote;
 use super::keys::inbox;
 use super::publish_link::put_command;
 use super::Cluster;
@@ -48,24 +48,16 @@ impl Cluster {
                 &[b"PUBLISH", channel.as_bytes()],
                 Some(body + tag.len()),
             );
-            let parts: [&[u8]; 4] = [&head, &taken.batch, tag, b"\r\n"];
-            let total: usize = parts.iter().map(|part| part.len()).sum();
-            let written = write_now(socket.get_ref(), &parts).unwrap_or(0);
-            if written == 0 {
-                // Nothing went: the publisher sends it as its own.
-                whole = false;
-                shared.unsent.push(taken);
-                continue;
-            }
-            if written < total {
+            match shared.write_command(socket.get_ref(), &[&head, &taken.batch, tag, b"\r\n"]) {
+                Wrote::Whole => {}
                 // Begun: the publisher ends it before anything else (or
                 // fails the link, and with it this batch).
-                whole = false;
-                let mut skip = written;
-                for part in parts {
-                    let from = skip.min(part.len());
-                    shared.rest.extend_from_slice(&part[from..]);
-                    skip -= from;
+                Wrote::Begun => whole = false,
+                Wrote::Nothing => {
+                    // Nothing went: the publisher sends it as its own.
+                    whole = false;
+                    shared.unsent.push(taken);
+                    continue;
                 }
             }
             shared.sent.push((taken, body, Instant::now()));

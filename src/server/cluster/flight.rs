@@ -88,10 +88,50 @@ impl Flight {
     }
 }
 
+/// How much of a command a worker's write put on the link.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Wrote {
+    /// All of it.
+    Whole,
+    /// Its start: the rest is in [`Flight::rest`], for the publisher.
+    Begun,
+    /// None of it (the socket was full, or failed).
+    Nothing,
+}
+
+impl Flight {
+    /// Writes one command, `parts` one after the other, to `socket`
+    /// without waiting; what the socket does not take of a command it
+    /// began goes to [`Flight::rest`].
+    pub(super) fn write_command(&mut self, socket: &TcpStream, parts: &[&[u8]]) -> Wrote {
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        let written = write_now(socket, parts).unwrap_or(0);
+        if written == 0 && total > 0 {
+            return Wrote::Nothing;
+        }
+        if written == total {
+            return Wrote::Whole;
+        }
+        put_rest(&mut self.rest, parts, written);
+        Wrote::Begun
+    }
+}
+
+/// Puts into `out` what follows the first `written` bytes of `parts`
+/// taken one after the other.
+fn put_rest(out: &mut Vec<u8>, parts: &[&[u8]], written: usize) {
+    let mut skip = written;
+    for part in parts {
+        let from = skip.min(part.len());
+        out.extend_from_slice(&part[from..]);
+        skip -= from;
+    }
+}
+
 /// Writes as much of `slices` to `socket` as it takes now, without
 /// waiting: the bytes written (fewer than all when the socket is full or
 /// failed; an error only when nothing was).
-pub(super) fn write_now(socket: &TcpStream, slices: &[&[u8]]) -> io::Result<usize> {
+fn write_now(socket: &TcpStream, slices: &[&[u8]]) -> io::Result<usize> {
     let mut slices: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
     let mut rest = &mut slices[..];
     let mut written = 0;
@@ -172,6 +212,35 @@ mod tests {
             }
         }
         assert!(stopped_short, "a socket that never fills");
+        drop(theirs);
+    }
+
+    #[test]
+    fn a_command_the_socket_takes_in_part_leaves_exactly_its_end_for_the_publisher() {
+        let parts: [&[u8]; 5] = [b"*3\r\n$7\r\nPUBLISH\r\n", b"", b"batch", b"tag", b"\r\n"];
+        let command = parts.concat();
+        for written in 0..=command.len() {
+            let mut rest = Vec::new();
+            put_rest(&mut rest, &parts, written);
+            assert_eq!(rest, &command[written..], "after {written} bytes");
+        }
+    }
+
+    #[test]
+    fn a_command_to_a_full_socket_is_left_whole_or_in_part_never_lost() {
+        let (ours, theirs) = crate::runtime::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        let mut flight = Flight::default();
+        let parts: [&[u8]; 2] = [b"PUBLISH ", b"x"];
+        assert_eq!(flight.write_command(&ours, &parts), Wrote::Whole);
+        let filler = vec![0u8; 64 << 10];
+        while matches!(write_now(&ours, &[&filler]), Ok(n) if n > 0) {}
+        let big = vec![b'y'; 1 << 20];
+        match flight.write_command(&ours, &[b"PUBLISH ", &big]) {
+            Wrote::Whole => panic!("a full socket took a megabyte"),
+            Wrote::Begun => assert!(!flight.rest.is_empty() && flight.rest.len() <= big.len()),
+            Wrote::Nothing => assert!(flight.rest.is_empty()),
+        }
         drop(theirs);
     }
 }
