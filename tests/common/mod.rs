@@ -226,11 +226,7 @@ impl ServerProcess {
 
     /// Sends a signal with kill(1).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        send_signal(self.child.id(), name);
     }
 
     /// Waits for the process to exit, failing after `TIMEOUT`.
@@ -710,6 +706,16 @@ pub trait RedisUnderTest {
     fn subscription(&self) -> (Vec<u16>, &'static str);
 }
 
+/// Sends signal `name` (`STOP`, `CONT`, `TERM`…) to process `pid` with
+/// kill(1).
+fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
 /// Sends one RESP command to the Redis on `port`; its raw reply.
 pub fn redis_command(port: u16, args: &[&[u8]]) -> Vec<u8> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
@@ -912,11 +918,7 @@ impl RedisProcess {
     /// open and nothing is answered).
     pub fn signal(&self, name: &str) {
         let child = self.child.as_ref().expect("a running redis-server");
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        send_signal(child.id(), name);
     }
 
     /// Stops it (kill -9: no goodbyes) and waits until it is gone.

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::flight::Wrote;
 use super::keys::inbox;
-use super::publish_link::put_command;
+use super::publish_link::put_publish;
 use super::Cluster;
 
 impl Cluster {
@@ -43,11 +43,7 @@ impl Cluster {
             let tag = self.key.as_ref().map(|key| key.sign(&taken.batch));
             let tag = tag.as_ref().map_or(&[][..], |tag| &tag[..]);
             let channel = inbox(&taken.node);
-            put_command(
-                &mut head,
-                &[b"PUBLISH", channel.as_bytes()],
-                Some(body + tag.len()),
-            );
+            put_publish(&mut head, channel.as_bytes(), body + tag.len());
             match shared.write_command(socket.get_ref(), &[&head, &taken.batch, tag, b"\r\n"]) {
                 Wrote::Whole => {}
                 // Begun: the publisher ends it before anything else (or
@@ -60,7 +56,7 @@ impl Cluster {
                     continue;
                 }
             }
-            shared.sent.push((taken, body, Instant::now()));
+            shared.sent.push((taken, Instant::now()));
         }
         shared.head = head;
         whole

@@ -60,9 +60,9 @@ pub(super) struct Flight {
     pub(super) socket: Option<Arc<Socket>>,
     /// The publisher waits with nothing on its way: a worker may write.
     pub(super) idle: bool,
-    /// Batches a worker wrote, oldest first: each with its length before
-    /// the signature and when it was written.
-    pub(super) sent: Vec<(Taken, usize, Instant)>,
+    /// Batches a worker wrote, oldest first, each with when it was
+    /// written.
+    pub(super) sent: Vec<(Taken, Instant)>,
     /// Batches a worker took and did not write (the socket was full).
     pub(super) unsent: Vec<Taken>,
     /// The end of the last command a worker began and could not finish.
@@ -79,7 +79,7 @@ impl Flight {
         self.socket = None;
         self.idle = false;
         self.rest.clear();
-        for (taken, _, _) in self.sent.drain(..) {
+        for (taken, _) in self.sent.drain(..) {
             taken.lost(registry);
         }
         for taken in self.unsent.drain(..) {

@@ -423,7 +423,8 @@ impl Cluster {
             let (rest, taken) = {
                 let mut shared = self.flight();
                 shared.idle = false;
-                for (taken, body, sent) in shared.sent.drain(..) {
+                for (taken, sent) in shared.sent.drain(..) {
+                    let body = taken.batch.len();
                     flight
                         .batches
                         .push_back((taken, body, Answer::Link { sent }));

@@ -93,14 +93,14 @@ impl PublishLink {
     pub(super) async fn publish(&mut self, channel: &[u8], parts: &[&[u8]]) -> RedisResult<()> {
         let payload = parts.iter().map(|part| part.len()).sum();
         let mut head = std::mem::take(&mut self.head);
-        put_command(&mut head, &[b"PUBLISH", channel], Some(payload));
+        put_publish(&mut head, channel, payload);
         let mut slices = Vec::with_capacity(parts.len() + 2);
         slices.push(&head[..]);
         slices.extend_from_slice(parts);
         slices.push(b"\r\n");
-        let written = crate::runtime::timeout(REDIS_TIMEOUT, self.write(&slices)).await;
+        let written = self.write(&slices).await;
         self.head = head;
-        written.unwrap_or_else(|| Err(timed_out()))
+        written
     }
 
     /// The answer to the oldest `PUBLISH` not answered yet: how many
@@ -143,13 +143,18 @@ impl PublishLink {
 
     /// Writes bytes that end a command a worker began.
     pub(super) async fn write_rest(&mut self, rest: &[u8]) -> RedisResult<()> {
-        crate::runtime::timeout(REDIS_TIMEOUT, self.write(&[rest]))
+        self.write(&[rest]).await
+    }
+
+    /// Writes `slices` whole, within [`REDIS_TIMEOUT`].
+    async fn write(&mut self, slices: &[&[u8]]) -> RedisResult<()> {
+        crate::runtime::timeout(REDIS_TIMEOUT, self.write_all(slices))
             .await
             .unwrap_or_else(|| Err(timed_out()))
     }
 
     /// Writes `slices` whole.
-    async fn write(&mut self, slices: &[&[u8]]) -> RedisResult<()> {
+    async fn write_all(&mut self, slices: &[&[u8]]) -> RedisResult<()> {
         let mut slices: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
@@ -189,11 +194,17 @@ impl PublishLink {
     }
 }
 
+/// Puts the head of `PUBLISH channel PAYLOAD` into `out`, for a payload of
+/// `payload` bytes (they and the final CRLF follow, written by the caller).
+pub(super) fn put_publish(out: &mut Vec<u8>, channel: &[u8], payload: usize) {
+    put_command(out, &[b"PUBLISH", channel], Some(payload));
+}
+
 /// Puts the head of a RESP command into `out` (cleared first): every
 /// argument of `args`, then the length line of a last argument of
 /// `payload` bytes, if any (an empty one too; its bytes and final CRLF
 /// follow, written by the caller).
-pub(super) fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
+fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
     use std::io::Write;
     out.clear();
     let count = args.len() + usize::from(payload.is_some());
