@@ -1,6 +1,8 @@
-//! The queue between the Redis client, which hands over this node's pushes
-//! (subscribed messages, disconnections), and the task that acts on them,
-//! bounded in bytes.
+//! The queue between the `redis` crate's connection, which hands over this
+//! node's pushes (subscribed messages, disconnections), and the task that
+//! acts on them, bounded in bytes. With one Redis, the inbox and the
+//! presence channel come on a subscription of the node's own instead
+//! (`subscription`), and only the hint channels come through here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use super::inbound::Inbound;
 use super::keys::{hint_channel, hinted_name, inbox, PRESENCE_CHANNEL};
 use super::publish::PublishOn;
 use super::publish_link::PublishLink;
+use super::subscription::Subscription;
 use super::Cluster;
 use crate::server::redis_io::NodeConnection;
 
@@ -130,8 +131,21 @@ impl Cluster {
             // again, so that no router sees it without the window.
             self.start_settling();
         }
-        connection.subscribe(&inbox(&self.node)).await?;
-        connection.subscribe(PRESENCE_CHANNEL).await?;
+        // This node's inbox and the presence channel: on a subscription of
+        // our own when Redis is one server (see `subscription`), on the
+        // crate's connection otherwise. Either way, subscribed before the
+        // directory is read.
+        let inbox = inbox(&self.node);
+        let subscription = match &self.backend {
+            Backend::Single(info) => {
+                Some(Subscription::open(info, &[&inbox, PRESENCE_CHANNEL]).await?)
+            }
+            Backend::Sharded(_) => {
+                connection.subscribe(&inbox).await?;
+                connection.subscribe(PRESENCE_CHANNEL).await?;
+                None
+            }
+        };
         // The logs this node's feeders watch (see `watch`).
         for owner in self.watches.owners() {
             connection.subscribe(&hint_channel(&owner)).await?;
@@ -152,7 +166,7 @@ impl Cluster {
             self.log_persistence(&mut connection).await;
         }
         backoff.reset();
-        let inbound = async {
+        let pushed = async {
             while let Some(push) = pushes.next().await {
                 match push.kind {
                     PushKind::Message | PushKind::SMessage => {
@@ -161,13 +175,7 @@ impl Cluster {
                         else {
                             continue;
                         };
-                        if channel == PRESENCE_CHANNEL.as_bytes() {
-                            self.presence_event(payload);
-                        } else if let Some(owner) = hinted_name(channel) {
-                            self.watches.poke(owner);
-                        } else {
-                            self.deliver(payload).await;
-                        }
+                        self.on_message(channel, payload).await;
                         // Behind on a flood, every await above can finish
                         // at once and this loop would never give the
                         // thread up: the backlog tasks (which disconnect a
@@ -187,6 +195,20 @@ impl Cluster {
                 "the subscription ended",
             )))
         };
+        let subscribed = async {
+            let Some(mut subscription) = subscription else {
+                return smol::future::pending().await;
+            };
+            loop {
+                let message = subscription.next().await?;
+                self.on_message(message.channel, message.payload).await;
+                // As above: a message read without waiting is a flood.
+                if !subscription.waited() {
+                    smol::future::yield_now().await;
+                }
+            }
+        };
+        let inbound = pushed.or(subscribed);
         let leases = async {
             let mut connection = connection.clone();
             let mut reconciled = Instant::now();
@@ -227,6 +249,18 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Acts on a message of a subscribed channel: a batch for this node,
+    /// a presence event, or a hint that a watched log grew.
+    async fn on_message(self: &Arc<Self>, channel: &[u8], payload: &[u8]) {
+        if channel == PRESENCE_CHANNEL.as_bytes() {
+            self.presence_event(payload);
+        } else if let Some(owner) = hinted_name(channel) {
+            self.watches.poke(owner);
+        } else {
+            self.deliver(payload).await;
+        }
+    }
+
     /// Says at start what Redis keeps of what it is given (the README's
     /// "Durability" says what each setting guarantees), where the node
     /// may ask (`CONFIG` is an admin command, which the recommended ACL

@@ -57,7 +57,10 @@
 //! - `link`: the connection loop (connect, join, serve, reconnect).
 //! - `names`: this node's lease, claims and releases of names.
 //! - `directory`: who is online on the other nodes.
-//! - `inbound`: the bounded queue of what Redis pushed to this node.
+//! - `inbound`: the bounded queue of what the `redis` crate's connection
+//!   pushed to this node; `subscription` the connection this node reads
+//!   its inbox and the presence channel on when Redis is one server (RESP
+//!   of its own: a batch is delivered from the buffer it was read into).
 //! - `batch`: the inter-node batch format.
 //! - `outbox`: a batch for another node being gathered, and the ticket a
 //!   forwarded message gets (data only: no `Cluster`).
@@ -102,6 +105,7 @@ mod publish;
 mod publish_link;
 mod signed;
 mod staged;
+mod subscription;
 mod ticket;
 mod tool;
 mod trust;

@@ -36,7 +36,7 @@ pub(super) struct PublishLink {
 }
 
 /// The socket under a link.
-enum LinkSocket {
+pub(super) enum LinkSocket {
     /// Plain TCP, which a worker may write to while the link is idle (see
     /// `flight`).
     Shared(Arc<Socket>),
@@ -112,6 +112,12 @@ impl PublishLink {
             Answer::Number(receivers) => Ok(receivers),
             Answer::Status => Err(unexpected("a status for PUBLISH")),
         }
+    }
+
+    /// The logged-in socket and what was read on it past the last answer,
+    /// for a connection of another use (the subscription).
+    pub(super) fn into_parts(self) -> (LinkSocket, Vec<u8>) {
+        (self.socket, self.answers)
     }
 
     /// The socket a worker may write a batch to itself (plain TCP only).
@@ -204,7 +210,7 @@ pub(super) fn put_publish(out: &mut Vec<u8>, channel: &[u8], payload: usize) {
 /// argument of `args`, then the length line of a last argument of
 /// `payload` bytes, if any (an empty one too; its bytes and final CRLF
 /// follow, written by the caller).
-fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
+pub(super) fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
     use std::io::Write;
     out.clear();
     let count = args.len() + usize::from(payload.is_some());
@@ -241,25 +247,24 @@ fn parse_answer(bytes: &[u8]) -> RedisResult<Option<(RedisResult<Answer>, usize)
         b':' => Ok(Answer::Number(
             text.parse().map_err(|_| unexpected("a malformed number"))?,
         )),
-        b'-' => {
-            // As the crate reports it: the first word is the kind.
-            let (code, detail) = text.split_once(' ').unwrap_or((&text, ""));
-            let kind = match code {
-                "NOAUTH" | "WRONGPASS" | "NOPERM" => ErrorKind::AuthenticationFailed,
-                _ => ErrorKind::Extension,
-            };
-            Err(RedisError::from((
-                kind,
-                "Redis refused",
-                format!("{code} {detail}"),
-            )))
-        }
+        b'-' => Err(refused(&text)),
         _ => return Err(unexpected("an answer of an unexpected type")),
     };
     Ok(Some((answer, end + 2)))
 }
 
-fn unexpected(what: &'static str) -> RedisError {
+/// Redis's error line (after its `-`), as the crate reports it: the first
+/// word is the kind.
+pub(super) fn refused(text: &str) -> RedisError {
+    let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
+    let kind = match code {
+        "NOAUTH" | "WRONGPASS" | "NOPERM" => ErrorKind::AuthenticationFailed,
+        _ => ErrorKind::Extension,
+    };
+    RedisError::from((kind, "Redis refused", format!("{code} {detail}")))
+}
+
+pub(super) fn unexpected(what: &'static str) -> RedisError {
     RedisError::from((
         ErrorKind::Parse,
         "unexpected answer from Redis",
