@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::flight::Wrote;
 use super::keys::inbox;
+use super::publish::PUBLISH_DEPTH;
 use super::publish_link::put_publish;
 use super::Cluster;
 
@@ -18,7 +19,10 @@ impl Cluster {
         let Ok(mut shared) = self.flight.try_lock() else {
             return false;
         };
-        if !shared.idle {
+        // Up to as many batches as the publisher keeps on their way, their
+        // answers not read yet: at a steady trickle the next message must
+        // not wait for the background thread to wake for the last one's.
+        if !shared.idle || shared.sent.len() >= PUBLISH_DEPTH {
             return false;
         }
         let Some(socket) = shared.socket.clone() else {
@@ -30,7 +34,6 @@ impl Cluster {
             // again when it is woken.
             return false;
         }
-        shared.idle = false;
         let mut head = std::mem::take(&mut shared.head);
         let mut whole = true;
         for taken in batches {
@@ -59,6 +62,9 @@ impl Cluster {
             shared.sent.push((taken, Instant::now()));
         }
         shared.head = head;
+        // What a worker left unwritten goes before anything else: the
+        // publisher's (woken by the caller) to write.
+        shared.idle = whole;
         whole
     }
 }

@@ -8,8 +8,11 @@
 //! as a sender writes to an idle local recipient: the background thread is
 //! not woken to send it, only (later) to read Redis's answer. The rules:
 //! - a worker writes only while [`Flight::idle`] is set, under the
-//!   [`Flight`] lock, and clears it: one writer at a time, and the
-//!   publisher's own writes never interleave with a worker's;
+//!   [`Flight`] lock: one writer at a time, and the publisher's own writes
+//!   never interleave with a worker's. Workers may write several batches
+//!   so (up to the publisher's depth) before the publisher has read the
+//!   first one's answer; a worker that leaves a batch unwritten, or
+//!   written in part, clears `idle`;
 //! - whatever a worker wrote is in [`Flight::sent`] before the lock is
 //!   released, oldest first, so the publisher expects the answers in
 //!   order; what it took and could not write is in [`Flight::unsent`],

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// PUBLISH commands on their way at once: enough that Redis always has the
 /// next batch while this node waits for the last one's answer.
-const PUBLISH_DEPTH: usize = 4;
+pub(super) const PUBLISH_DEPTH: usize = 4;
 
 /// How often the publisher looks at the time: whether the oldest answer on
 /// the link is late, whether it has been idle for [`SPARES_KEPT`].
