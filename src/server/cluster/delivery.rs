@@ -102,7 +102,7 @@ impl Cluster {
         let mut records = batch.records;
         // A run of messages to one recipient (and, past it, the record that
         // ended it, read already): into its queue together if it fits.
-        let mut run: Vec<(usize, Record<'_>)> = Vec::new();
+        let mut run = Run::default();
         let mut ended_run = None;
         while let Some((index, record)) = ended_run.take().or_else(|| records.next()) {
             if !valid_record(limits, &record, &mut names) {
@@ -121,8 +121,7 @@ impl Cluster {
                             .await;
                         continue;
                     };
-                    run.clear();
-                    run.push((index, record));
+                    run.start(index, &record);
                     ended_run = extend_run(&mut run, &mut records, limits, &mut names);
                     if let Some(needs_write) = self.deliver_run(session, &run) {
                         if needs_write {
@@ -132,7 +131,7 @@ impl Cluster {
                     }
                     // One at a time: what does not fit waits behind a
                     // backlog, in order.
-                    for &(index, record) in &run {
+                    for (index, record) in run.records() {
                         let Record::Message { from, content, .. } = record else {
                             continue;
                         };
@@ -242,16 +241,15 @@ impl Cluster {
     /// Puts a run of valid messages to `session` into its queue at once,
     /// if no backlog stands in the way and all of them fit: whether the
     /// queue needs a write. `None`: they go one at a time instead.
-    fn deliver_run(&self, session: &Mailbox, run: &[(usize, Record<'_>)]) -> Option<bool> {
-        if run.len() < 2 || self.backlog_count.load(Ordering::Acquire) != 0 {
+    fn deliver_run(&self, session: &Mailbox, run: &Run<'_>) -> Option<bool> {
+        if run.messages.len() < 2 || self.backlog_count.load(Ordering::Acquire) != 0 {
             return None;
         }
         let (wire, name) = (session.wire(), session.name().as_bytes());
         let messages = || {
-            run.iter().filter_map(|(_, record)| match *record {
-                Record::Message { from, content, .. } => Some((from, content)),
-                _ => None,
-            })
+            run.messages
+                .iter()
+                .map(|message| (message.from, message.content))
         };
         let len = messages()
             .map(|(from, content)| wire.message_len(name, from, content))
@@ -315,42 +313,119 @@ impl Cluster {
     }
 }
 
+/// A run of valid messages to one recipient, consecutive in their batch:
+/// what goes into its queue under one lock. Kept compact (the recipient
+/// once, each message's two fields): it is filled and read once per
+/// message.
+#[derive(Default)]
+struct Run<'a> {
+    /// The index in the batch of its first message.
+    first: usize,
+    to: &'a [u8],
+    messages: Vec<RunMessage<'a>>,
+}
+
+#[derive(Clone, Copy)]
+struct RunMessage<'a> {
+    from: &'a [u8],
+    content: &'a [u8],
+    receipts: bool,
+}
+
+impl<'a> Run<'a> {
+    /// Starts a run with `record` (a valid message), message `index` of
+    /// its batch.
+    fn start(&mut self, index: usize, record: &Record<'a>) {
+        self.messages.clear();
+        if let Record::Message {
+            to,
+            from,
+            content,
+            receipts,
+        } = *record
+        {
+            self.first = index;
+            self.to = to;
+            self.messages.push(RunMessage {
+                from,
+                content,
+                receipts,
+            });
+        }
+    }
+
+    /// Its messages as the records they came as, with their indexes.
+    fn records(&self) -> impl Iterator<Item = (usize, Record<'a>)> + '_ {
+        self.messages.iter().enumerate().map(|(i, message)| {
+            let record = Record::Message {
+                to: self.to,
+                from: message.from,
+                content: message.content,
+                receipts: message.receipts,
+            };
+            (self.first + i, record)
+        })
+    }
+}
+
 /// Adds to `run` (a valid message, alone) the valid messages to the same
 /// recipient that follow it in `records`, up to [`MAX_RUN`] in all; returns
 /// the record that ended the run, read already, if any.
 fn extend_run<'a>(
-    run: &mut Vec<(usize, Record<'a>)>,
+    run: &mut Run<'a>,
     records: &mut Records<'a>,
     limits: &Limits,
     names: &mut CheckedNames<'a>,
 ) -> Option<(usize, Record<'a>)> {
-    let Some(&(_, Record::Message { to, from, .. })) = run.first() else {
-        return None;
-    };
+    let to = run.to;
     // Checked already: the recipient, and the sender of the message
     // before (usually the same all along).
-    let mut last_from = from;
-    while run.len() < MAX_RUN {
+    let mut last_from = run.messages.first()?.from;
+    while run.messages.len() < MAX_RUN {
         let (index, record) = records.next()?;
-        let same = match record {
-            Record::Message {
-                to: other,
-                from,
-                content,
-                ..
-            } if other == to => {
-                let from_ok = from == last_from || names.valid(limits, from);
-                last_from = from;
-                from_ok && valid_content(limits, content)
-            }
-            _ => false,
+        let Record::Message {
+            to: other,
+            from,
+            content,
+            receipts,
+        } = record
+        else {
+            return Some((index, record));
         };
+        let same = same_name(other, to)
+            && (same_name(from, last_from) || names.valid(limits, from))
+            && valid_content(limits, content);
         if !same {
             return Some((index, record));
         }
-        run.push((index, record));
+        last_from = from;
+        run.messages.push(RunMessage {
+            from,
+            content,
+            receipts,
+        });
     }
     None
+}
+
+/// Whether two names (short) are equal, without a call to `memcmp`: two
+/// are compared for every message of a run, and the call was most of the
+/// comparison's cost.
+#[inline]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    fn ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
+        a.first_chunk::<N>() == b.first_chunk::<N>() && a.last_chunk::<N>() == b.last_chunk::<N>()
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    // Two overlapping words cover every byte.
+    match a.len() {
+        0..=3 => a == b,
+        4..=7 => ends::<4>(a, b),
+        8..=16 => ends::<8>(a, b),
+        _ => a == b,
+    }
 }
 
 /// The most messages put into one queue under one lock: the recipient's
@@ -465,10 +540,12 @@ mod tests {
             record.encode(&mut body);
         }
         let mut read = decode_batch(&body).unwrap().records;
-        let mut run = vec![read.nth(start).unwrap()];
+        let (index, first) = read.nth(start).unwrap();
+        let mut run = Run::default();
+        run.start(index, &first);
         let limits = Limits::default();
         extend_run(&mut run, &mut read, &limits, &mut CheckedNames::default());
-        start + run.len()
+        start + run.messages.len()
     }
 
     #[test]
@@ -498,6 +575,20 @@ mod tests {
         ];
         assert_eq!(end_of_run(&records, 0), 1);
         assert_eq!(end_of_run(&records, 2), 4);
+    }
+
+    #[test]
+    fn names_compare_as_bytes_do_at_every_length() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + i as u8).collect();
+            assert!(same_name(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same_name(&a, &b), "length {n}, byte {at}");
+            }
+            assert!(!same_name(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
     }
 
     #[test]
