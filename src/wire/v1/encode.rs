@@ -28,10 +28,12 @@ pub fn encode_handshake(name: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLo
 pub fn encode_pair(opcode: u16, a: &[u8], b: &[u8], out: &mut Vec<u8>) -> Result<(), FieldTooLong> {
     let len_a = u16_len(a)?;
     let len_b = u16_len(b)?;
+    let opcode = opcode.to_be_bytes();
+    // The head in one piece: every message delivered is encoded here, and
+    // each piece appended costs its own check of the room left.
+    let head = [opcode[0], opcode[1], len_a[0], len_a[1], len_b[0], len_b[1]];
     out.reserve(MESSAGE_HEADER_LEN + a.len() + b.len());
-    out.extend_from_slice(&opcode.to_be_bytes());
-    out.extend_from_slice(&len_a);
-    out.extend_from_slice(&len_b);
+    out.extend_from_slice(&head);
     out.extend_from_slice(a);
     out.extend_from_slice(b);
     Ok(())
