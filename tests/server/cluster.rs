@@ -568,6 +568,62 @@ fn a_message_published_to_a_frozen_redis_is_refused_to_its_sender_in_time() {
     redis.signal("CONT");
 }
 
+/// With one Redis a node reads its inbox on a connection of its own.
+/// Redis dropping that connection alone (as it drops a subscriber past
+/// its pub/sub output buffer limit) must not leave the node deaf to the
+/// other nodes: it reconnects, and their messages reach its users again.
+#[test]
+fn a_node_whose_subscription_redis_drops_hears_the_other_nodes_again() {
+    use std::io::Write;
+    crate::require_redis!();
+    let redis = crate::common::RedisProcess::start();
+    let mut nodes = nodes(&redis.url(), 2);
+    let alice = nodes[0].login("alice");
+    let mut bob = nodes[1].login("bob");
+    nodes[0].wait_online("bob");
+    let mut writer = alice.stream.try_clone().unwrap();
+    writer
+        .write_all(&crate::common::message(b"bob", b"before"))
+        .unwrap();
+    eqnice!(Frame::msg("alice", "before"), bob.frame());
+    // alice is told bob is unreachable while the nodes come back: read
+    // and dropped.
+    let mut replies = RawClient {
+        stream: alice.stream.try_clone().unwrap(),
+    };
+    thread::spawn(move || {
+        while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replies.frame())).is_ok() {}
+    });
+    let killed = redis.command(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]);
+    assert!(
+        killed.starts_with(b":") && killed != b":0\r\n",
+        "{}",
+        String::from_utf8_lossy(&killed)
+    );
+    // The node's back-off starts at 0.2 s: well within 10 s.
+    bob.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "bob heard nothing from alice's node since Redis dropped the subscriptions"
+        );
+        let content = format!("after {n}");
+        writer
+            .write_all(&crate::common::message(b"bob", content.as_bytes()))
+            .unwrap();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bob.frame())) {
+            Ok(Frame::Message { content, .. }) if content.starts_with(b"after") => break,
+            Ok(other) => panic!("bob got {other:?}"),
+            // Nothing within 300 ms: not back yet.
+            Err(_) => {}
+        }
+    }
+    alice.stream.shutdown(std::net::Shutdown::Both).unwrap();
+}
+
 #[test]
 fn a_redis_with_a_password_is_reached_over_tcp_and_over_its_unix_socket() {
     crate::require_redis!();
