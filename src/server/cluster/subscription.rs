@@ -53,6 +53,12 @@ pub(super) struct Subscription {
     big_used: Instant,
     /// The message handed out last came after a wait for the socket.
     waited: bool,
+    /// The last read did not fill what it was given, so it most likely
+    /// emptied the socket: the next one waits for readiness first rather
+    /// than make a read that would only say EAGAIN (if data came in
+    /// between, readiness fires at once). A syscall per message saved at
+    /// a trickle.
+    short: bool,
 }
 
 /// One message from a subscribed channel, in the subscription's buffer.
@@ -141,6 +147,7 @@ impl Subscription {
             handed: 0,
             big_used: Instant::now(),
             waited: true,
+            short: false,
         }
     }
 
@@ -242,10 +249,16 @@ impl Subscription {
         let into = &mut self.buf[self.end..limit];
         match &mut self.socket {
             LinkSocket::Shared(socket) => {
-                let mut waited = false;
+                let mut waited = std::mem::take(&mut self.short);
+                if waited {
+                    socket.readable().await?;
+                }
                 loop {
                     match socket.get_ref().read(into) {
-                        Ok(read) => return Ok((read, waited)),
+                        Ok(read) => {
+                            self.short = read < into.len();
+                            return Ok((read, waited));
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             socket.readable().await?;
