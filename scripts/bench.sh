@@ -377,6 +377,38 @@ cluster_throughput "cluster, across nodes, 100 pairs, 32 B" --pairs 100 --messag
 latency "cluster, across nodes, latency, 10 pairs, 10,000 msgs/s" --pairs 10 --rate 10000 --duration "${latency_seconds}s"
 bench_args=()
 cluster_throughput "cluster, same node, 100 pairs, 32 B" --pairs 100 --messages 100000 --size 32
+# The across-nodes target is a ratio to one node. This VM's speed drifts
+# between rows minutes apart by more than the work differs, so the two
+# also run interleaved: three pairs of runs, one node (no --cluster) then
+# across nodes; the row gives the medians and each pair's ratio.
+interleaved_ratio() {
+    local name=$1; shift
+    local single=() across=()
+    local cluster_args=("${server_args[@]}")
+    for i in 1 2 3; do
+        server_args=()
+        bench "$name, one node (pair $i)" throughput "$@"
+        cp "$work/result.json" "$work/ratio-single-$i.json"
+        single+=("$work/ratio-single-$i.json")
+        server_args=("${cluster_args[@]}")
+        bench_args=(--receiver-addr "127.0.0.1:$node_b_port")
+        bench "$name, across nodes (pair $i)" throughput "$@"
+        bench_args=()
+        cp "$work/result.json" "$work/ratio-across-$i.json"
+        across+=("$work/ratio-across-$i.json")
+    done
+    row "$name" "$(python3 -c '
+import json, statistics, sys
+n = len(sys.argv[1:]) // 2
+rate = lambda f: json.load(open(f))["msgs_per_s"]
+single = [rate(f) for f in sys.argv[1:n + 1]]
+across = [rate(f) for f in sys.argv[n + 1:]]
+pairs = ", ".join(f"{a / s:.0%}" for s, a in zip(single, across))
+print(f"across {statistics.median(across) / 1e6:.2f} M against one node {statistics.median(single) / 1e6:.2f} M"
+      f" ({statistics.median(across) / statistics.median(single):.0%}); each pair: {pairs}")
+' "${single[@]}" "${across[@]}")" "" "" "" ""
+}
+interleaved_ratio "across nodes against one node, interleaved, 100 pairs, 32 B" --pairs 100 --messages 100000 --size 32
 server_args=()
 stop_cluster
 # Messages that wait across nodes (--cluster with --accounts): registered
