@@ -47,7 +47,7 @@ impl Cluster {
             let tag = tag.as_ref().map_or(&[][..], |tag| &tag[..]);
             let channel = inbox(&taken.node);
             put_publish(&mut head, channel.as_bytes(), body + tag.len());
-            match shared.write_command(socket.get_ref(), &[&head, &taken.batch, tag, b"\r\n"]) {
+            match shared.write_command(socket.get_ref(), [&head, &taken.batch, tag, b"\r\n"]) {
                 Wrote::Whole => {}
                 // Begun: the publisher ends it before anything else (or
                 // fails the link, and with it this batch).

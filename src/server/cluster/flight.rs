@@ -106,7 +106,11 @@ impl Flight {
     /// Writes one command, `parts` one after the other, to `socket`
     /// without waiting; what the socket does not take of a command it
     /// began goes to [`Flight::rest`].
-    pub(super) fn write_command(&mut self, socket: &TcpStream, parts: &[&[u8]]) -> Wrote {
+    pub(super) fn write_command<const N: usize>(
+        &mut self,
+        socket: &TcpStream,
+        parts: [&[u8]; N],
+    ) -> Wrote {
         let total: usize = parts.iter().map(|part| part.len()).sum();
         let written = write_now(socket, parts).unwrap_or(0);
         if written == 0 && total > 0 {
@@ -115,7 +119,7 @@ impl Flight {
         if written == total {
             return Wrote::Whole;
         }
-        put_rest(&mut self.rest, parts, written);
+        put_rest(&mut self.rest, &parts, written);
         Wrote::Begun
     }
 }
@@ -134,8 +138,8 @@ fn put_rest(out: &mut Vec<u8>, parts: &[&[u8]], written: usize) {
 /// Writes as much of `slices` to `socket` as it takes now, without
 /// waiting: the bytes written (fewer than all when the socket is full or
 /// failed; an error only when nothing was).
-fn write_now(socket: &TcpStream, slices: &[&[u8]]) -> io::Result<usize> {
-    let mut slices: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
+fn write_now<const N: usize>(socket: &TcpStream, slices: [&[u8]; N]) -> io::Result<usize> {
+    let mut slices = slices.map(IoSlice::new);
     let mut rest = &mut slices[..];
     let mut written = 0;
     while !rest.is_empty() {
@@ -195,14 +199,14 @@ mod tests {
     fn a_write_that_does_not_wait_takes_what_the_socket_takes_and_says_how_much() {
         let (ours, theirs) = crate::runtime::loopback_pair();
         ours.set_nonblocking(true).unwrap();
-        let written = write_now(&ours, &[b"*3\r\n", b"", b"PUBLISH"]).unwrap();
+        let written = write_now(&ours, [b"*3\r\n", b"", b"PUBLISH"]).unwrap();
         assert_eq!(written, 11);
         // Nobody reads: the socket fills, and a write stops short (or,
         // full to the byte, takes nothing and says so), never waits.
         let big = vec![b'x'; 1 << 20];
         let mut stopped_short = false;
         for _ in 0..1024 {
-            match write_now(&ours, &[&big]) {
+            match write_now(&ours, [&big]) {
                 Ok(n) if n == big.len() => {}
                 Ok(_) => stopped_short = true,
                 Err(e) => {
@@ -235,11 +239,11 @@ mod tests {
         ours.set_nonblocking(true).unwrap();
         let mut flight = Flight::default();
         let parts: [&[u8]; 2] = [b"PUBLISH ", b"x"];
-        assert_eq!(flight.write_command(&ours, &parts), Wrote::Whole);
+        assert_eq!(flight.write_command(&ours, parts), Wrote::Whole);
         let filler = vec![0u8; 64 << 10];
-        while matches!(write_now(&ours, &[&filler]), Ok(n) if n > 0) {}
+        while matches!(write_now(&ours, [&filler]), Ok(n) if n > 0) {}
         let big = vec![b'y'; 1 << 20];
-        match flight.write_command(&ours, &[b"PUBLISH ", &big]) {
+        match flight.write_command(&ours, [b"PUBLISH ", &big]) {
             Wrote::Whole => panic!("a full socket took a megabyte"),
             Wrote::Begun => assert!(!flight.rest.is_empty() && flight.rest.len() <= big.len()),
             Wrote::Nothing => assert!(flight.rest.is_empty()),

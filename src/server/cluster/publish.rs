@@ -49,20 +49,19 @@ enum Answer {
     Link { sent: Instant },
 }
 
-/// The batches taken and not yet answered, oldest first: each with its
-/// length before the signature, and where its answer comes from. A batch
-/// is in here from the moment it is taken, so that whatever stops the
-/// publisher, its senders hear of it.
+/// The batches taken and not yet answered, oldest first, each with where
+/// its answer comes from. A batch is in here from the moment it is taken,
+/// so that whatever stops the publisher, its senders hear of it.
 struct InFlight<'a> {
     registry: &'a Registry,
-    batches: VecDeque<(Taken, usize, Answer)>,
+    batches: VecDeque<(Taken, Answer)>,
 }
 
 impl InFlight<'_> {
     /// Sends every batch not sent yet on its way; an error if the link
     /// failed (they stay here, and are refused with the rest).
     async fn send(&mut self, cluster: &Cluster, on: &mut PublishOn<'_>) -> redis::RedisResult<()> {
-        for (taken, _, answer) in self.batches.iter_mut() {
+        for (taken, answer) in self.batches.iter_mut() {
             if matches!(answer, Answer::Unsent) {
                 taken.outbox.room.notify(usize::MAX);
                 *answer = send_one(cluster, on, taken).await?;
@@ -102,8 +101,7 @@ async fn send_one(
         }
         PublishOn::Link(link) => {
             let sent = Instant::now();
-            link.publish(channel.as_bytes(), &[&taken.batch, tag])
-                .await?;
+            link.publish(channel.as_bytes(), &taken.batch, tag).await?;
             Ok(Answer::Link { sent })
         }
     }
@@ -158,7 +156,7 @@ impl Drop for InFlight<'_> {
     /// the connection loop ended) may or may not have gone out: their
     /// senders are told they were not delivered, never left to wonder.
     fn drop(&mut self) {
-        for (taken, _, _) in self.batches.drain(..) {
+        for (taken, _) in self.batches.drain(..) {
             taken.lost(self.registry);
         }
     }
@@ -423,16 +421,11 @@ impl Cluster {
             let (rest, taken) = {
                 let mut shared = self.flight();
                 shared.idle = false;
-                for (taken, sent) in shared.sent.drain(..) {
-                    let body = taken.batch.len();
-                    flight
-                        .batches
-                        .push_back((taken, body, Answer::Link { sent }));
-                }
-                for taken in shared.unsent.drain(..) {
-                    let body = taken.batch.len();
-                    flight.batches.push_back((taken, body, Answer::Unsent));
-                }
+                let shared = &mut *shared;
+                let sent = shared.sent.drain(..);
+                let sent = sent.map(|(taken, sent)| (taken, Answer::Link { sent }));
+                let unsent = shared.unsent.drain(..).map(|taken| (taken, Answer::Unsent));
+                flight.batches.extend(sent.chain(unsent));
                 let rest = std::mem::take(&mut shared.rest);
                 let taken = if room {
                     self.take_batches()
@@ -449,17 +442,15 @@ impl Cluster {
             let unsent = flight
                 .batches
                 .iter()
-                .any(|(_, _, answer)| matches!(answer, Answer::Unsent));
+                .any(|(_, answer)| matches!(answer, Answer::Unsent));
             if !taken.is_empty() || unsent {
                 busy = Instant::now();
-                for taken in taken {
-                    let body = taken.batch.len();
-                    flight.batches.push_back((taken, body, Answer::Unsent));
-                }
+                let taken = taken.into_iter().map(|taken| (taken, Answer::Unsent));
+                flight.batches.extend(taken);
                 flight.send(self, &mut on).await?;
                 continue;
             }
-            let Some((taken, _, answer)) = flight.batches.front_mut() else {
+            let Some((taken, answer)) = flight.batches.front_mut() else {
                 // Nothing on its way: a worker may write the next batch
                 // itself, and its answer wakes this. A full window empties
                 // as acknowledgements come (they wake this), or as they
@@ -549,9 +540,10 @@ impl Cluster {
                 continue;
             };
             busy = Instant::now();
-            let Some((taken, body, _)) = flight.batches.pop_front() else {
+            let Some((taken, _)) = flight.batches.pop_front() else {
                 continue;
             };
+            let body = taken.batch.len();
             match published {
                 Ok(receivers) if receivers > 0 => {
                     taken

@@ -44,6 +44,37 @@ pub(super) enum LinkSocket {
     Owned(Box<dyn RedisSocket>),
 }
 
+impl LinkSocket {
+    /// Reads what is there, waiting for something.
+    pub(super) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            LinkSocket::Shared(socket) => (&mut &**socket).read(buf).await,
+            LinkSocket::Owned(socket) => socket.read(buf).await,
+        }
+    }
+
+    /// Writes `slices` whole, one after the other (as few syscalls as the
+    /// socket allows, no buffer of its own), and flushes.
+    pub(super) async fn write_all<const N: usize>(&mut self, slices: [&[u8]; N]) -> io::Result<()> {
+        let mut slices = slices.map(IoSlice::new);
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let written = match self {
+                LinkSocket::Shared(socket) => (&mut &**socket).write_vectored(rest).await?,
+                LinkSocket::Owned(socket) => socket.write_vectored(rest).await?,
+            };
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, written);
+        }
+        match self {
+            LinkSocket::Shared(socket) => (&mut &**socket).flush().await,
+            LinkSocket::Owned(socket) => socket.flush().await,
+        }
+    }
+}
+
 /// An answer Redis can give to the commands sent here.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
@@ -71,10 +102,7 @@ impl PublishLink {
                 let mut command: Vec<&[u8]> = vec![b"AUTH"];
                 command.extend(settings.username().map(str::as_bytes));
                 command.push(password.as_bytes());
-                put_command(&mut link.head, &command, None);
-                let head = std::mem::take(&mut link.head);
-                link.write(&[&head]).await?;
-                link.head = head;
+                link.command(&command).await?;
                 match link.answer().await? {
                     Answer::Status => {}
                     Answer::Number(_) => return Err(unexpected("a number for AUTH")),
@@ -87,18 +115,27 @@ impl PublishLink {
             .unwrap_or_else(|| Err(timed_out()))
     }
 
-    /// Writes `PUBLISH channel PAYLOAD`, the payload being `parts` one
-    /// after the other, without copying them; its answer is read later by
-    /// [`PublishLink::published`].
-    pub(super) async fn publish(&mut self, channel: &[u8], parts: &[&[u8]]) -> RedisResult<()> {
-        let payload = parts.iter().map(|part| part.len()).sum();
+    /// Writes `PUBLISH channel PAYLOAD`, the payload being `batch` then
+    /// `tag` (its signature, or nothing), without copying them; its answer
+    /// is read later by [`PublishLink::published`].
+    pub(super) async fn publish(
+        &mut self,
+        channel: &[u8],
+        batch: &[u8],
+        tag: &[u8],
+    ) -> RedisResult<()> {
         let mut head = std::mem::take(&mut self.head);
-        put_publish(&mut head, channel, payload);
-        let mut slices = Vec::with_capacity(parts.len() + 2);
-        slices.push(&head[..]);
-        slices.extend_from_slice(parts);
-        slices.push(b"\r\n");
-        let written = self.write(&slices).await;
+        put_publish(&mut head, channel, batch.len() + tag.len());
+        let written = self.write([&head, batch, tag, b"\r\n"]).await;
+        self.head = head;
+        written
+    }
+
+    /// Writes the command `args` (its answer is for the caller to read).
+    pub(super) async fn command(&mut self, args: &[&[u8]]) -> RedisResult<()> {
+        let mut head = std::mem::take(&mut self.head);
+        put_command(&mut head, args, None);
+        let written = self.write([&head]).await;
         self.head = head;
         written
     }
@@ -149,35 +186,15 @@ impl PublishLink {
 
     /// Writes bytes that end a command a worker began.
     pub(super) async fn write_rest(&mut self, rest: &[u8]) -> RedisResult<()> {
-        self.write(&[rest]).await
+        self.write([rest]).await
     }
 
     /// Writes `slices` whole, within [`REDIS_TIMEOUT`].
-    async fn write(&mut self, slices: &[&[u8]]) -> RedisResult<()> {
-        crate::runtime::timeout(REDIS_TIMEOUT, self.write_all(slices))
-            .await
-            .unwrap_or_else(|| Err(timed_out()))
-    }
-
-    /// Writes `slices` whole.
-    async fn write_all(&mut self, slices: &[&[u8]]) -> RedisResult<()> {
-        let mut slices: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            let written = match &mut self.socket {
-                LinkSocket::Shared(socket) => (&mut &**socket).write_vectored(rest).await?,
-                LinkSocket::Owned(socket) => socket.write_vectored(rest).await?,
-            };
-            if written == 0 {
-                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-            }
-            IoSlice::advance_slices(&mut rest, written);
+    async fn write<const N: usize>(&mut self, slices: [&[u8]; N]) -> RedisResult<()> {
+        match crate::runtime::timeout(REDIS_TIMEOUT, self.socket.write_all(slices)).await {
+            Some(written) => Ok(written?),
+            None => Err(timed_out()),
         }
-        match &mut self.socket {
-            LinkSocket::Shared(socket) => (&mut &**socket).flush().await?,
-            LinkSocket::Owned(socket) => socket.flush().await?,
-        }
-        Ok(())
     }
 
     /// The next answer, reading until a whole one is there.
@@ -188,10 +205,7 @@ impl PublishLink {
                 return answer;
             }
             let mut chunk = [0u8; 512];
-            let read = match &mut self.socket {
-                LinkSocket::Shared(socket) => (&mut &**socket).read(&mut chunk).await?,
-                LinkSocket::Owned(socket) => socket.read(&mut chunk).await?,
-            };
+            let read = self.socket.read(&mut chunk).await?;
             if read == 0 {
                 return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
@@ -210,7 +224,7 @@ pub(super) fn put_publish(out: &mut Vec<u8>, channel: &[u8], payload: usize) {
 /// argument of `args`, then the length line of a last argument of
 /// `payload` bytes, if any (an empty one too; its bytes and final CRLF
 /// follow, written by the caller).
-pub(super) fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
+fn put_command(out: &mut Vec<u8>, args: &[&[u8]], payload: Option<usize>) {
     use std::io::Write;
     out.clear();
     let count = args.len() + usize::from(payload.is_some());

@@ -23,11 +23,10 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use redis::{ConnectionInfo, RedisResult};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::commands::REDIS_TIMEOUT;
 use super::outbox::OUTBOX_BYTES;
-use super::publish_link::{put_command, refused, timed_out, unexpected, LinkSocket, PublishLink};
+use super::publish_link::{refused, timed_out, unexpected, LinkSocket, PublishLink};
 
 /// Bytes read at a time, and the buffer kept between floods.
 const READ_SIZE: usize = 64 << 10;
@@ -115,13 +114,12 @@ impl Subscription {
     /// message published to them reaches this connection.
     pub(super) async fn open(info: &ConnectionInfo, channels: &[&str]) -> RedisResult<Self> {
         let opening = async {
-            let (socket, answers) = PublishLink::open(info).await?.into_parts();
-            let mut subscription = Subscription::over(socket, &answers);
+            let mut link = PublishLink::open(info).await?;
             let mut command: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             command.extend(channels.iter().map(|channel| channel.as_bytes()));
-            let mut head = Vec::new();
-            put_command(&mut head, &command, None);
-            subscription.write(&head).await?;
+            link.command(&command).await?;
+            let (socket, answers) = link.into_parts();
+            let mut subscription = Subscription::over(socket, &answers);
             for _ in channels {
                 let answer = subscription.next_array().await?;
                 if subscription.kind(&answer) != Some(b"subscribe") {
@@ -270,22 +268,8 @@ impl Subscription {
             }
             // Whether a TLS or Unix socket waited is not known: taken as
             // a flood, which only makes the caller yield more often.
-            LinkSocket::Owned(socket) => Ok((socket.read(into).await?, false)),
+            owned => Ok((owned.read(into).await?, false)),
         }
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> RedisResult<()> {
-        match &mut self.socket {
-            LinkSocket::Shared(socket) => {
-                (&mut &**socket).write_all(bytes).await?;
-                (&mut &**socket).flush().await?;
-            }
-            LinkSocket::Owned(socket) => {
-                socket.write_all(bytes).await?;
-                socket.flush().await?;
-            }
-        }
-        Ok(())
     }
 }
 
