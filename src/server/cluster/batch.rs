@@ -4,6 +4,15 @@
 //! [`Record`]), then, with the cluster key, the signature of all that (see
 //! `key`).
 //!
+//! The messages a sender without receipts sends one recipient in a row go
+//! as one series (`S`): the two names once, then each message's content
+//! (see [`put_series_head`]). Read, a series is its messages, one
+//! [`Record::Message`] each, sharing the series' index in the batch: for a
+//! flood of short messages the names were most of each record's bytes,
+//! through Redis twice and both nodes' parsing. All nodes of a cluster run
+//! the same format: a node that did not know a kind would stop reading
+//! the batch at it (see [`Records::garbage`]).
+//!
 //! The numbers of the batches one node sends another only grow (a node's
 //! id is new at every start), so that with the key a batch captured in
 //! Redis and published again is refused as a replay. A batch holding a message from a sender with
@@ -63,6 +72,31 @@ pub(super) fn want_ack(batch: &mut [u8], flags: usize) {
     if let Some(byte) = batch.get_mut(flags) {
         *byte |= ACK_WANTED;
     }
+}
+
+/// Writes the head of a series (`S`): messages without receipts from
+/// `from` to `to`, whose contents, each written by
+/// [`put_series_entry`], take `len` bytes after it. At least one.
+pub(super) fn put_series_head(out: &mut Vec<u8>, to: &[u8], from: &[u8], len: usize) {
+    out.push(b'S');
+    put_short(out, to);
+    put_short(out, from);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+}
+
+/// The bytes [`put_series_head`] writes.
+pub(super) fn series_head_len(to: &[u8], from: &[u8]) -> usize {
+    1 + 1 + to.len() + 1 + from.len() + 4
+}
+
+/// Writes one message of a series: its content.
+pub(super) fn put_series_entry(out: &mut Vec<u8>, content: &[u8]) {
+    put_long(out, content);
+}
+
+/// The bytes [`put_series_entry`] writes.
+pub(super) fn series_entry_len(content: &[u8]) -> usize {
+    2 + content.len()
 }
 
 pub(super) fn put_short(out: &mut Vec<u8>, field: &[u8]) {
@@ -168,11 +202,39 @@ pub(super) struct Batch<'a> {
 }
 
 /// The records of a batch, in order, up to the first malformed one, each
-/// with its index in the batch.
+/// with its index in the batch; a series as its messages.
 #[derive(Clone)]
 pub(super) struct Records<'a> {
     rest: &'a [u8],
     read: usize,
+    /// The series being read: its messages not read yet.
+    series: Option<Series<'a>>,
+}
+
+/// A series' names and its messages' contents (checked whole when its
+/// head was read).
+#[derive(Clone, Copy)]
+struct Series<'a> {
+    to: &'a [u8],
+    from: &'a [u8],
+    entries: &'a [u8],
+}
+
+impl<'a> Series<'a> {
+    fn next(&mut self) -> Option<Record<'a>> {
+        Some(Record::Message {
+            to: self.to,
+            from: self.from,
+            content: take_long(&mut self.entries)?,
+            receipts: false,
+        })
+    }
+}
+
+/// What one record's bytes hold.
+enum Decoded<'a> {
+    One(Record<'a>),
+    Series(Series<'a>),
 }
 
 impl<'a> Records<'a> {
@@ -188,8 +250,22 @@ impl<'a> Iterator for Records<'a> {
     type Item = (usize, Record<'a>);
 
     fn next(&mut self) -> Option<(usize, Record<'a>)> {
+        if let Some(series) = &mut self.series {
+            if let Some(message) = series.next() {
+                return Some((self.read - 1, message));
+            }
+            self.series = None;
+        }
         let mut rest = self.rest;
-        let record = decode_record(&mut rest)?;
+        let record = match decode_record(&mut rest)? {
+            Decoded::One(record) => record,
+            Decoded::Series(mut series) => {
+                // Not empty: checked when decoded.
+                let first = series.next()?;
+                self.series = Some(series);
+                first
+            }
+        };
         self.rest = rest;
         self.read += 1;
         Some((self.read - 1, record))
@@ -209,15 +285,36 @@ pub(super) fn decode_batch(batch: &[u8]) -> Option<Batch<'_>> {
         destination,
         wants_ack: flags & ACK_WANTED != 0,
         seq,
-        records: Records { rest, read: 0 },
+        records: Records {
+            rest,
+            read: 0,
+            series: None,
+        },
     })
 }
 
 /// The record at the front of `rest`; `None` at the end or at garbage.
-fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
+fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Decoded<'a>> {
     let (&kind, tail) = rest.split_first()?;
     *rest = tail;
-    Some(match kind {
+    if kind == b'S' {
+        let (to, from) = (take_short(rest)?, take_short(rest)?);
+        let len = take(rest, 4)?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        let entries = take(rest, usize::try_from(len).ok()?)?;
+        // Whole messages, at least one: a series is read as it is
+        // delivered, and a malformed one must end the batch before any
+        // of it is.
+        let mut walk = entries;
+        if walk.is_empty() {
+            return None;
+        }
+        while !walk.is_empty() {
+            take_long(&mut walk)?;
+        }
+        return Some(Decoded::Series(Series { to, from, entries }));
+    }
+    Some(Decoded::One(match kind {
         b'M' | b'R' => Record::Message {
             to: take_short(rest)?,
             from: take_short(rest)?,
@@ -248,7 +345,7 @@ fn decode_record<'a>(rest: &mut &'a [u8]) -> Option<Record<'a>> {
             }
         }
         _ => return None,
-    })
+    }))
 }
 
 fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -338,5 +435,88 @@ mod tests {
         batch.push(b'Z');
         assert_eq!(decode_batch(&batch).unwrap().records.count(), records.len());
         assert!(decode_batch(b"\x05node1\x05node2\x00\x00\x00\x00\x00\x00\x00\x07").is_none());
+    }
+
+    /// A batch with a message, a series of three from carol to bob, then
+    /// a message with receipts.
+    fn batch_with_a_series() -> Vec<u8> {
+        let mut batch = Vec::new();
+        put_header(&mut batch, b"node1", b"node2", 9);
+        let message = |content: &'static [u8], receipts| Record::Message {
+            to: b"bob",
+            from: b"alice",
+            content,
+            receipts,
+        };
+        message(b"before", false).encode(&mut batch);
+        let mut entries = Vec::new();
+        for content in [&b"one"[..], b"", b"three"] {
+            put_series_entry(&mut entries, content);
+            assert_eq!(series_entry_len(content), 2 + content.len());
+        }
+        let before = batch.len();
+        put_series_head(&mut batch, b"bob", b"carol", entries.len());
+        assert_eq!(batch.len() - before, series_head_len(b"bob", b"carol"));
+        batch.extend_from_slice(&entries);
+        message(b"after", true).encode(&mut batch);
+        batch
+    }
+
+    #[test]
+    fn a_series_reads_as_its_messages_under_one_index() {
+        let batch = batch_with_a_series();
+        let read: Vec<_> = decode_batch(&batch).unwrap().records.collect();
+        let message = |from: &'static [u8], content: &'static [u8], receipts| Record::Message {
+            to: b"bob",
+            from,
+            content,
+            receipts,
+        };
+        assert_eq!(
+            read,
+            vec![
+                (0, message(b"alice", b"before", false)),
+                (1, message(b"carol", b"one", false)),
+                (1, message(b"carol", b"", false)),
+                (1, message(b"carol", b"three", false)),
+                // Counted as the sending node counts it: one record.
+                (2, message(b"alice", b"after", true)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_series_ends_the_batch_before_any_of_it_is_read() {
+        let whole = batch_with_a_series();
+        // The series' head starts after the header (6 + 6 + 8 + 1 bytes)
+        // and the first record (1 + 4 + 6 + 2 + 6); its length field is
+        // after the kind and the two names.
+        let series = 21 + 19;
+        let len_at = series + 1 + 4 + 6;
+        assert_eq!(whole[series], b'S');
+        let read = |batch: &[u8]| {
+            let mut records = decode_batch(batch).unwrap().records;
+            let count = records.by_ref().count();
+            (count, records.garbage().len())
+        };
+        assert_eq!(read(&whole), (5, 0));
+        // Its length one short (the last content cut) or one long (the
+        // next record's kind taken in): neither is whole messages.
+        for delta in [-1i32, 1] {
+            let mut batch = whole.clone();
+            let len = u32::from_be_bytes(batch[len_at..len_at + 4].try_into().unwrap());
+            let len = (len as i32 + delta) as u32;
+            batch[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(read(&batch), (1, whole.len() - series), "{delta}");
+        }
+        // Empty.
+        let mut batch = whole[..series].to_vec();
+        put_series_head(&mut batch, b"bob", b"carol", 0);
+        assert_eq!(read(&batch), (1, series_head_len(b"bob", b"carol")));
+        // Longer than what is left.
+        let mut batch = whole[..series].to_vec();
+        put_series_head(&mut batch, b"bob", b"carol", 100);
+        put_series_entry(&mut batch, b"short");
+        assert_eq!(read(&batch), (1, batch.len() - series));
     }
 }

@@ -315,12 +315,10 @@ impl Cluster {
 
 /// A run of valid messages to one recipient, consecutive in their batch:
 /// what goes into its queue under one lock. Kept compact (the recipient
-/// once, each message's two fields): it is filled and read once per
-/// message.
+/// once, each message's fields in 40 bytes): it is filled and read once
+/// per message.
 #[derive(Default)]
 struct Run<'a> {
-    /// The index in the batch of its first message.
-    first: usize,
     to: &'a [u8],
     messages: Vec<RunMessage<'a>>,
 }
@@ -329,7 +327,22 @@ struct Run<'a> {
 struct RunMessage<'a> {
     from: &'a [u8],
     content: &'a [u8],
+    /// Its record's index in the batch: the messages of a series share
+    /// one, so it is not the run's first plus its place in the run.
+    index: u32,
     receipts: bool,
+}
+
+impl<'a> RunMessage<'a> {
+    fn new(index: usize, from: &'a [u8], content: &'a [u8], receipts: bool) -> Self {
+        RunMessage {
+            from,
+            content,
+            // A batch is bounded far below 4 G records.
+            index: index as u32,
+            receipts,
+        }
+    }
 }
 
 impl<'a> Run<'a> {
@@ -344,26 +357,22 @@ impl<'a> Run<'a> {
             receipts,
         } = *record
         {
-            self.first = index;
             self.to = to;
-            self.messages.push(RunMessage {
-                from,
-                content,
-                receipts,
-            });
+            self.messages
+                .push(RunMessage::new(index, from, content, receipts));
         }
     }
 
     /// Its messages as the records they came as, with their indexes.
     fn records(&self) -> impl Iterator<Item = (usize, Record<'a>)> + '_ {
-        self.messages.iter().enumerate().map(|(i, message)| {
+        self.messages.iter().map(|message| {
             let record = Record::Message {
                 to: self.to,
                 from: message.from,
                 content: message.content,
                 receipts: message.receipts,
             };
-            (self.first + i, record)
+            (message.index as usize, record)
         })
     }
 }
@@ -399,11 +408,8 @@ fn extend_run<'a>(
             return Some((index, record));
         }
         last_from = from;
-        run.messages.push(RunMessage {
-            from,
-            content,
-            receipts,
-        });
+        run.messages
+            .push(RunMessage::new(index, from, content, receipts));
     }
     None
 }
@@ -589,6 +595,51 @@ mod tests {
             }
             assert!(!same_name(&a, &a[..n.saturating_sub(1)]) || n == 0);
         }
+    }
+
+    #[test]
+    fn a_run_across_a_series_keeps_each_records_index_for_its_refusal() {
+        use crate::server::cluster::batch::{put_header, put_series_entry, put_series_head};
+        // carol's series of three (record 0), then dave's message with
+        // receipts (record 1): one run to bob. A refusal of dave's must
+        // name record 1, the one his node's ticket holds.
+        let mut body = Vec::new();
+        put_header(&mut body, b"node1", b"node2", 0);
+        let mut entries = Vec::new();
+        for content in [b"1", b"2", b"3"] {
+            put_series_entry(&mut entries, content);
+        }
+        put_series_head(&mut body, b"bob", b"carol", entries.len());
+        body.extend_from_slice(&entries);
+        Record::Message {
+            to: b"bob",
+            from: b"dave",
+            content: b"4",
+            receipts: true,
+        }
+        .encode(&mut body);
+        let mut read = decode_batch(&body).unwrap().records;
+        let (index, first) = read.next().unwrap();
+        let mut run = Run::default();
+        run.start(index, &first);
+        let limits = Limits::default();
+        assert!(extend_run(&mut run, &mut read, &limits, &mut CheckedNames::default()).is_none());
+        let indexes: Vec<_> = run
+            .records()
+            .map(|(index, record)| match record {
+                Record::Message { from, .. } => (index, from),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            indexes,
+            vec![
+                (0, &b"carol"[..]),
+                (0, b"carol"),
+                (0, b"carol"),
+                (1, b"dave")
+            ]
+        );
     }
 
     #[test]

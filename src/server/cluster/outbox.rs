@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use event_listener::{listener, Event};
 
-use super::batch::{want_ack, Record};
+use super::batch::{put_series_entry, series_head_len, want_ack};
 use super::ticket::{Acks, Settled, ACK_BATCH_BYTES};
 
 /// Bytes of messages waiting for one other node before senders wait.
@@ -178,7 +178,8 @@ pub(super) struct Records {
 /// batch: a few hundred small messages, one lock.
 pub(crate) const STAGED_BYTES: usize = 16 << 10;
 
-/// One sender's staged messages, encoded as a batch's records.
+/// One sender's staged messages, all to one recipient, encoded as a
+/// series' entries (its head is written when they are handed on).
 #[derive(Default)]
 pub(crate) struct Staged {
     pub(super) bytes: Vec<u8>,
@@ -201,16 +202,18 @@ impl Staged {
         self.count = 0;
     }
 
-    /// Encodes `message` after the others.
-    pub(super) fn push(&mut self, message: &Record<'_>) {
-        message.encode(&mut self.bytes);
+    /// Encodes a message's `content` after the others.
+    pub(super) fn push(&mut self, content: &[u8]) {
+        put_series_entry(&mut self.bytes, content);
         self.count += 1;
     }
 
-    pub(super) fn records(&self) -> Records {
+    /// What the staged messages take in a batch as a series from `from`
+    /// to `to`: one record.
+    pub(super) fn records(&self, to: &[u8], from: &[u8]) -> Records {
         Records {
-            len: self.bytes.len(),
-            count: self.count,
+            len: series_head_len(to, from) + self.bytes.len(),
+            count: 1,
             receipts: false,
         }
     }

@@ -6,7 +6,8 @@
 //! lock and the batch's last cache lines back and forth.
 //!
 //! A sender's staged messages all go to the user its kept route leads to,
-//! in order; they reach the outbox before anything else the sender sends
+//! in order, and are handed on as one series (see `batch`): the names
+//! once. They reach the outbox before anything else the sender sends
 //! there (the router hands them on before any other path to another node,
 //! at the end of each read batch, and before it waits).
 
@@ -14,30 +15,18 @@ use std::time::{Duration, Instant};
 
 use event_listener::listener;
 
-use super::batch::Record;
+use super::batch::{put_series_head, series_entry_len, series_head_len};
 use super::outbox::{Forward, Route, Staged, Unreachable, OUTBOX_BYTES, STAGED_BYTES};
 use super::Cluster;
 
 impl Cluster {
-    /// Stages a message from `from` to `route`'s user in `staged`, if
-    /// nothing stands in the way now (Redis reachable, the node live, no
-    /// pause for the user) and `staged` has room; `false` otherwise, and
-    /// nothing is staged.
-    pub(crate) fn stage(
-        &self,
-        route: &Route,
-        from: &[u8],
-        content: &[u8],
-        staged: &mut Staged,
-    ) -> bool {
-        let message = Record::Message {
-            to: &route.to,
-            from,
-            content,
-            receipts: false,
-        };
+    /// Stages a message to `route`'s user in `staged`, if nothing stands
+    /// in the way now (Redis reachable, the node live, no pause for the
+    /// user) and `staged` has room; `false` otherwise, and nothing is
+    /// staged.
+    pub(crate) fn stage(&self, route: &Route, content: &[u8], staged: &mut Staged) -> bool {
         // One message alone is staged whatever its size.
-        if (!staged.is_empty() && staged.bytes.len() + message.len() > STAGED_BYTES)
+        if (!staged.is_empty() && staged.bytes.len() + series_entry_len(content) > STAGED_BYTES)
             || !self.available()
             || route
                 .outbox
@@ -47,27 +36,29 @@ impl Cluster {
         {
             return false;
         }
-        staged.push(&message);
+        staged.push(content);
         true
     }
 
-    /// Hands what `staged` holds to `route`'s outbox at once, if there is
-    /// room (whatever the room when `force`d: a sender going away);
-    /// emptied on success. `Err(None)`: no room (see
+    /// Hands what `staged` holds, sent by `from`, to `route`'s outbox at
+    /// once, if there is room (whatever the room when `force`d: a sender
+    /// going away); emptied on success. `Err(None)`: no room (see
     /// [`Cluster::hand_on_waiting`]); `Err(Some)`: it never will go, and
     /// `staged` keeps the messages for their refusal.
     pub(crate) fn hand_on(
         &self,
         route: &Route,
+        from: &[u8],
         staged: &mut Staged,
         force: bool,
     ) -> Result<(), Option<Forward>> {
         if staged.is_empty() {
             return Ok(());
         }
-        let records = staged.records();
+        let records = staged.records(&route.to, from);
         let bytes = &staged.bytes;
         self.append(&route.outbox, &route.node, records, force, |out| {
+            put_series_head(out, &route.to, from, bytes.len());
             out.extend_from_slice(bytes)
         })
         .map_err(|e| e.map(|Unreachable| Forward::Unreachable))?;
@@ -80,6 +71,7 @@ impl Cluster {
     pub(crate) async fn hand_on_waiting(
         &self,
         route: &Route,
+        from: &[u8],
         staged: &mut Staged,
         patience: Duration,
     ) -> Result<(), Forward> {
@@ -88,13 +80,14 @@ impl Cluster {
             return Err(Forward::NotReading);
         }
         loop {
-            match self.hand_on(route, staged, false) {
+            match self.hand_on(route, from, staged, false) {
                 Ok(()) => return Ok(()),
                 Err(Some(why)) => return Err(why),
                 Err(None) => {}
             }
             listener!(route.outbox.room => room);
-            if route.outbox.lock().batch.len() + staged.bytes.len() <= OUTBOX_BYTES {
+            let len = series_head_len(&route.to, from) + staged.bytes.len();
+            if route.outbox.lock().batch.len() + len <= OUTBOX_BYTES {
                 continue;
             }
             if crate::runtime::until(deadline, room).await.is_none() || !self.available() {

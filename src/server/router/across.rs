@@ -78,8 +78,9 @@ impl Router<'_> {
         let (Some(cluster), Some(cross)) = (&self.shared.cluster, &mut self.cross) else {
             return true;
         };
+        let me = self.me.name().as_bytes();
         match &cross.route {
-            Some(route) => cluster.hand_on(route, &mut cross.staged, force).is_ok(),
+            Some(route) => cluster.hand_on(route, me, &mut cross.staged, force).is_ok(),
             None => cross.staged.is_empty(),
         }
     }
@@ -101,8 +102,9 @@ impl Router<'_> {
             return Ok(());
         };
         let patience = shared.config.slow_consumer_timeout;
+        let me = self.me.name().as_bytes();
         let error = match cluster
-            .hand_on_waiting(route, &mut cross.staged, patience)
+            .hand_on_waiting(route, me, &mut cross.staged, patience)
             .await
         {
             Ok(()) => return Ok(()),

@@ -352,9 +352,9 @@ impl<'a> Router<'a> {
                         // Into the outbox with the rest of this read
                         // batch's, under one lock.
                         let staged = &mut cross.staged;
-                        if cluster.stage(route, me, content, staged)
-                            || (cluster.hand_on(route, staged, false).is_ok()
-                                && cluster.stage(route, me, content, staged))
+                        if cluster.stage(route, content, staged)
+                            || (cluster.hand_on(route, me, staged, false).is_ok()
+                                && cluster.stage(route, content, staged))
                         {
                             return Ok(());
                         }
