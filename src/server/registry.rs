@@ -356,10 +356,45 @@ impl Registry {
     }
 }
 
+/// Whether two names (short) are equal, without a call to `memcmp`: a
+/// sender's router compares the recipient with the last one for every
+/// message, and a receiving node two names for every message of a run;
+/// the call was most of the comparison's cost.
+#[inline]
+pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
+    fn ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
+        a.first_chunk::<N>() == b.first_chunk::<N>() && a.last_chunk::<N>() == b.last_chunk::<N>()
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    // Two overlapping words cover every byte.
+    match a.len() {
+        0..=3 => a == b,
+        4..=7 => ends::<4>(a, b),
+        8..=16 => ends::<8>(a, b),
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{queued, session, shared, Out};
     use super::*;
+
+    #[test]
+    fn names_compare_as_bytes_do_at_every_length() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + i as u8).collect();
+            assert!(same_name(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same_name(&a, &b), "length {n}, byte {at}");
+            }
+            assert!(!same_name(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
 
     #[test]
     fn a_taken_name_is_refused_and_only_its_holder_can_free_it() {

@@ -16,7 +16,7 @@ use crate::sanitize::Escaped;
 use crate::server::mailbox::flush_all;
 use crate::server::mailbox::Mailbox;
 use crate::server::outbound::PushError;
-use crate::server::registry::Registry;
+use crate::server::registry::{same_name, Registry};
 use crate::wire::texts::{Code, ErrorText};
 use crate::wire::v1::Limits;
 
@@ -414,26 +414,6 @@ fn extend_run<'a>(
     None
 }
 
-/// Whether two names (short) are equal, without a call to `memcmp`: two
-/// are compared for every message of a run, and the call was most of the
-/// comparison's cost.
-#[inline]
-fn same_name(a: &[u8], b: &[u8]) -> bool {
-    fn ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
-        a.first_chunk::<N>() == b.first_chunk::<N>() && a.last_chunk::<N>() == b.last_chunk::<N>()
-    }
-    if a.len() != b.len() {
-        return false;
-    }
-    // Two overlapping words cover every byte.
-    match a.len() {
-        0..=3 => a == b,
-        4..=7 => ends::<4>(a, b),
-        8..=16 => ends::<8>(a, b),
-        _ => a == b,
-    }
-}
-
 /// The most messages put into one queue under one lock: the recipient's
 /// worker waits for that lock to write.
 const MAX_RUN: usize = 256;
@@ -581,20 +561,6 @@ mod tests {
         ];
         assert_eq!(end_of_run(&records, 0), 1);
         assert_eq!(end_of_run(&records, 2), 4);
-    }
-
-    #[test]
-    fn names_compare_as_bytes_do_at_every_length() {
-        for n in 0..40 {
-            let a: Vec<u8> = (0..n).map(|i| b'a' + i as u8).collect();
-            assert!(same_name(&a, &a.clone()));
-            for at in 0..n {
-                let mut b = a.clone();
-                b[at] ^= 1;
-                assert!(!same_name(&a, &b), "length {n}, byte {at}");
-            }
-            assert!(!same_name(&a, &a[..n.saturating_sub(1)]) || n == 0);
-        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ use self::cross_node::CrossNode;
 use super::auth::HelloRequest;
 use super::mailbox::Mailbox;
 use super::outbound::PushError;
+use super::registry::same_name;
 use super::stats::Hot;
 use super::Shared;
 use crate::sanitize::Escaped;
@@ -274,7 +275,7 @@ impl<'a> Router<'a> {
 
     fn lookup(&mut self, to: &[u8]) -> Option<Arc<Mailbox>> {
         if let Some(last) = &self.last {
-            if last.name().as_bytes() == to {
+            if same_name(last.name().as_bytes(), to) {
                 return Some(Arc::clone(last));
             }
         }
@@ -347,7 +348,8 @@ impl<'a> Router<'a> {
         // nobody logged in or out anywhere: no lookup at all.
         if let (Some(cluster), Some(cross)) = (&self.shared.cluster, &mut self.cross) {
             if let Some(route) = &cross.route {
-                if *route.to == *to && route.generation == self.shared.registry.generation() {
+                if same_name(&route.to, to) && route.generation == self.shared.registry.generation()
+                {
                     if !self.receipts {
                         // Into the outbox with the rest of this read
                         // batch's, under one lock.
