@@ -13,6 +13,8 @@ mod cluster_attacks;
 mod cluster_inbox;
 #[path = "server/cluster_key.rs"]
 mod cluster_key;
+#[path = "server/cluster_versions.rs"]
+mod cluster_versions;
 #[path = "server/codes.rs"]
 mod codes;
 #[path = "server/gob.rs"]

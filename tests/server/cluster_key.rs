@@ -131,7 +131,7 @@ fn with_the_key_nothing_unsigned_in_redis_is_acted_on(redis: &mut impl RedisUnde
 
 /// Subscribes to `channel` as the nodes do, on whichever master holds it,
 /// and returns the first message published on it.
-fn capture(redis: &impl RedisUnderTest, channel: &str) -> thread::JoinHandle<Vec<u8>> {
+pub(crate) fn capture(redis: &impl RedisUnderTest, channel: &str) -> thread::JoinHandle<Vec<u8>> {
     let (ports, subscribe) = redis.subscription();
     for port in ports {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();

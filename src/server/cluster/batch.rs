@@ -9,9 +9,10 @@
 //! (see [`put_series_head`]). Read, a series is its messages, one
 //! [`Record::Message`] each, sharing the series' index in the batch: for a
 //! flood of short messages the names were most of each record's bytes,
-//! through Redis twice and both nodes' parsing. All nodes of a cluster run
-//! the same format: a node that did not know a kind would stop reading
-//! the batch at it (see [`Records::garbage`]).
+//! through Redis twice and both nodes' parsing. A node that did not know a
+//! kind would stop reading the batch at it (see [`Records::garbage`]), so
+//! a node sends series only to nodes whose lease says they read them
+//! (`keys::BATCH_FORMAT`; pmchat before series wrote 1 there).
 //!
 //! The numbers of the batches one node sends another only grow (a node's
 //! id is new at every start), so that with the key a batch captured in

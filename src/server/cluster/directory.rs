@@ -16,7 +16,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::commands::Commands;
-use super::keys::{devices_key, names_key, node_key, release_script, NODES_KEY};
+use super::keys::{devices_key, format_of, names_key, node_key, release_script, NODES_KEY};
+use super::outbox::Outbox;
 use super::trust::{valid_name, valid_node_id};
 use super::{Cluster, MAX_NODES};
 
@@ -146,6 +147,29 @@ impl Cluster {
                 }
                 self.clean_up_after(&node, connection).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Reads from its lease the batch format of each node whose outbox
+    /// does not know it yet (one made since the last call). A node
+    /// without a lease is gone (`check_nodes` forgets it): the first
+    /// format, which every node reads, until then.
+    pub(super) async fn learn_formats(&self, connection: &mut Commands) -> redis::RedisResult<()> {
+        let unknown: Vec<(Arc<str>, Arc<Outbox>)> = self
+            .outboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, outbox)| outbox.format() == 0)
+            .map(|(node, outbox)| (Arc::clone(node), Arc::clone(outbox)))
+            .collect();
+        for (node, outbox) in unknown {
+            let lease: Option<String> = redis::cmd("GET")
+                .arg(node_key(&node))
+                .query_async(connection)
+                .await?;
+            outbox.set_format(lease.as_deref().map_or(1, format_of));
         }
         Ok(())
     }

@@ -14,6 +14,21 @@ pub(super) fn ban_key(name: &str) -> String {
     format!("pmchat:ban:{name}")
 }
 
+/// What a node's lease holds: the batch format it reads (see `batch`), so
+/// that nodes of two versions can share a cluster while it is upgraded.
+/// 1: a record per message (every pmchat before series, whose leases held
+/// 1); 2: series too.
+pub(super) const BATCH_FORMAT: u32 = 2;
+
+/// The first format with series.
+pub(super) const SERIES_FORMAT: u32 = 2;
+
+/// The format a lease's value says its node reads: the first one for a
+/// value that is not a number.
+pub(super) fn format_of(lease: &str) -> u32 {
+    lease.parse::<u32>().unwrap_or(1).max(1)
+}
+
 pub(super) fn node_key(node: &str) -> String {
     format!("pmchat:node:{node}")
 }

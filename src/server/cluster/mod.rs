@@ -194,6 +194,9 @@ pub(crate) struct Cluster {
     outboxes: RwLock<HashMap<Arc<str>, Arc<Outbox>>>,
     /// Fires when an outbox got its first record.
     ready: Event,
+    /// Fires when an outbox was made for a node whose batch format is not
+    /// known yet (read from its lease by `learn_formats`).
+    format_wanted: Event,
     /// What a worker writing a batch to Redis itself shares with the
     /// publisher (see `flight`).
     flight: Mutex<flight::Flight>,
@@ -314,6 +317,7 @@ impl Cluster {
             connected: AtomicBool::new(false),
             outboxes: RwLock::new(HashMap::new()),
             ready: Event::new(),
+            format_wanted: Event::new(),
             flight: Mutex::new(flight::Flight::default()),
             reachable: Event::new(),
             backlogs: Mutex::new(HashMap::new()),

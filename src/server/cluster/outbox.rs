@@ -10,13 +10,14 @@
 //! inbox any more) is refused to its senders without receipts as error
 //! frames.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use event_listener::{listener, Event};
 
 use super::batch::{put_series_entry, series_head_len, want_ack};
+use super::keys::SERIES_FORMAT;
 use super::ticket::{Acks, Settled, ACK_BATCH_BYTES};
 
 /// Bytes of messages waiting for one other node before senders wait.
@@ -38,6 +39,9 @@ pub(super) struct Outbox {
     /// Set when the node this outbox is for is gone: nothing more is
     /// queued here.
     pub(super) closed: AtomicBool,
+    /// The batch format that node reads, from its lease (see
+    /// `keys::BATCH_FORMAT`); 0 until it is read.
+    format: AtomicU32,
 }
 
 /// The batch being gathered.
@@ -95,6 +99,21 @@ impl Outbox {
             acks: Acks::starting_at(first),
             ..Outbox::default()
         }
+    }
+
+    /// The batch format its node reads; 0 while not known.
+    pub(super) fn format(&self) -> u32 {
+        self.format.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_format(&self, format: u32) {
+        self.format.store(format, Ordering::Relaxed);
+    }
+
+    /// Its node reads series (until that is known, each message goes as
+    /// a record of its own, which every node reads).
+    pub(super) fn reads_series(&self) -> bool {
+        self.format() >= SERIES_FORMAT
     }
 
     /// Keeps `batch`'s buffer, published, for the next batch.

@@ -177,9 +177,11 @@ impl Cluster {
         let node = self.live_node(node.as_bytes())?;
         let mut outboxes = self.outboxes.write().unwrap_or_else(|e| e.into_inner());
         let first = self.batches.load(Ordering::Relaxed);
-        let outbox = outboxes
-            .entry(node)
-            .or_insert_with(|| Arc::new(Outbox::starting_at(first)));
+        let outbox = outboxes.entry(node).or_insert_with(|| {
+            // Records of one message each until the node's format is read.
+            self.format_wanted.notify(1);
+            Arc::new(Outbox::starting_at(first))
+        });
         Some(Arc::clone(outbox))
     }
 
