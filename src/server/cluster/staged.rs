@@ -20,6 +20,14 @@ use super::outbox::{Forward, Route, Staged, Unreachable, OUTBOX_BYTES, STAGED_BY
 use super::Cluster;
 
 impl Cluster {
+    /// Whether messages without receipts to `route`'s node are staged
+    /// and handed on as a series: that node reads series (see
+    /// `keys::BATCH_FORMAT`). Otherwise each goes as a record of its own
+    /// ([`Cluster::forward_on`]).
+    pub(crate) fn stages_for(&self, route: &Route) -> bool {
+        route.outbox.reads_series()
+    }
+
     /// Stages a message to `route`'s user in `staged`, if nothing stands
     /// in the way now (Redis reachable, the node live and known to read
     /// series, no pause for the user) and `staged` has room; `false`

@@ -1,9 +1,10 @@
-//! The cross-node side of a sender's routing: the path that hands a
-//! message to another node's outbox, waiting when it must, and the
-//! receipts of messages sent there, once their batches settle. Reached
-//! only on a cluster, and only boxed, so that a single node's sessions
-//! carry none of its state; what it remembers between messages is
-//! [`super::cross_node::CrossNode`].
+//! The cross-node side of a sender's routing: the kept route (a message
+//! to the same user on another node as the last, without a lookup), the
+//! path that hands a message to another node's outbox, waiting when it
+//! must, and the receipts of messages sent there, once their batches
+//! settle. Reached only on a cluster, and its waiting only boxed, so that
+//! a single node's sessions carry none of its state; what it remembers
+//! between messages is [`super::cross_node::CrossNode`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use super::{Router, SenderClosed};
 use crate::sanitize::Escaped;
 use crate::server::cluster::{Cluster, Forward};
+use crate::server::registry::same_name;
 use crate::wire::texts::{Code, ErrorText};
 use crate::wire::v1;
 
@@ -69,6 +71,45 @@ impl Router<'_> {
         };
         drop(node);
         self.refuse(&ErrorText::new(error, Escaped(to))).await
+    }
+
+    /// Sends a message to the user on another node the last message went
+    /// to, while nobody logged in or out anywhere: no lookup at all. True
+    /// if it went (or was staged); false if something stands in the way
+    /// (no room, a pause, Redis away) or there is no such route, and the
+    /// full path waits or refuses. Inline: the path of almost every
+    /// message across nodes.
+    #[inline]
+    pub(super) fn send_on_kept_route(&mut self, to: &[u8], content: &[u8]) -> bool {
+        let (Some(cluster), Some(cross)) = (&self.shared.cluster, &mut self.cross) else {
+            return false;
+        };
+        let Some(route) = &cross.route else {
+            return false;
+        };
+        if !same_name(&route.to, to) || route.generation != self.shared.registry.generation() {
+            return false;
+        }
+        let me = self.me.name().as_bytes();
+        if !self.receipts && cluster.stages_for(route) {
+            // Into the outbox with the rest of this read batch's, under
+            // one lock.
+            let staged = &mut cross.staged;
+            return cluster.stage(route, content, staged)
+                || (cluster.hand_on(route, me, staged, false).is_ok()
+                    && cluster.stage(route, content, staged));
+        }
+        // With receipts, or to a node that does not read series (nothing
+        // is staged for it then): a record of its own.
+        match cluster.forward_on(route, me, content, self.receipts) {
+            Ok(ticket) => {
+                if let Some(ticket) = ticket {
+                    cross.add(self.ordinal, to, ticket);
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Hands the messages this sender staged for another node to its

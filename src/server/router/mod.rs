@@ -343,34 +343,10 @@ impl<'a> Router<'a> {
                 }
             }
         }
-        let me = self.me.name().as_bytes();
-        // To the user on another node the last message went to, while
-        // nobody logged in or out anywhere: no lookup at all.
-        if let (Some(cluster), Some(cross)) = (&self.shared.cluster, &mut self.cross) {
-            if let Some(route) = &cross.route {
-                if same_name(&route.to, to) && route.generation == self.shared.registry.generation()
-                {
-                    if !self.receipts {
-                        // Into the outbox with the rest of this read
-                        // batch's, under one lock.
-                        let staged = &mut cross.staged;
-                        if cluster.stage(route, content, staged)
-                            || (cluster.hand_on(route, me, staged, false).is_ok()
-                                && cluster.stage(route, content, staged))
-                        {
-                            return Ok(());
-                        }
-                    } else if let Ok(ticket) = cluster.forward_on(route, me, content, true) {
-                        if let Some(ticket) = ticket {
-                            cross.add(self.ordinal, to, ticket);
-                        }
-                        return Ok(());
-                    }
-                    // No room, a pause, Redis away: the full path below
-                    // waits or refuses.
-                }
-            }
+        if self.send_on_kept_route(to, content) {
+            return Ok(());
         }
+        let me = self.me.name().as_bytes();
         // Read before the lookups: a change after them moves it, and the
         // route found is not kept past that.
         let generation = self.shared.registry.generation();
