@@ -717,6 +717,9 @@ fn a_ban_on_one_node_keeps_the_name_out_of_every_node(url: &str) {
         );
     }
     nodes[1].console("unban bob");
+    // Lifted once the console says so (a client started before that could
+    // still find the ban).
+    nodes[1].stdout_line();
     for node in &nodes {
         let run = run_client(client_command(node.port, "bob"), b"");
         eqnice!(0, run.status);
