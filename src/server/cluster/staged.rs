@@ -29,13 +29,13 @@ impl Cluster {
     }
 
     /// Stages a message to `route`'s user in `staged`, if nothing stands
-    /// in the way now (Redis reachable, the node live and known to read
-    /// series, no pause for the user) and `staged` has room; `false`
-    /// otherwise, and nothing is staged.
+    /// in the way now (Redis reachable, the node live, no pause for the
+    /// user) and `staged` has room; `false` otherwise, and nothing is
+    /// staged. Only for a node that reads series: the caller checked
+    /// [`Cluster::stages_for`].
     pub(crate) fn stage(&self, route: &Route, content: &[u8], staged: &mut Staged) -> bool {
         // One message alone is staged whatever its size.
         if (!staged.is_empty() && staged.bytes.len() + series_entry_len(content) > STAGED_BYTES)
-            || !route.outbox.reads_series()
             || !self.available()
             || route
                 .outbox
