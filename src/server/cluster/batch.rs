@@ -22,6 +22,7 @@
 //! sender's node reports ACCEPTED only for messages that reached the
 //! recipient's node, and REFUSED, with the reason, for the others.
 
+use crate::server::registry::same_name;
 use crate::wire::texts::ErrorText;
 
 /// One record of an inbox batch.
@@ -244,6 +245,21 @@ impl<'a> Records<'a> {
     /// well-formed batch.
     pub(super) fn garbage(&self) -> &'a [u8] {
         self.rest
+    }
+
+    /// The sender and the index of the series being read, if it goes to
+    /// `to` and has messages left: they can be taken by
+    /// [`Records::next_in_series`] without a record made for each.
+    pub(super) fn series_to(&self, to: &[u8]) -> Option<(&'a [u8], usize)> {
+        let series = self.series.as_ref()?;
+        (!series.entries.is_empty() && same_name(series.to, to))
+            .then(|| (series.from, self.read - 1))
+    }
+
+    /// The content of the next message of the series being read; `None`
+    /// at its end (the next record is then read as usual).
+    pub(super) fn next_in_series(&mut self) -> Option<&'a [u8]> {
+        take_long(&mut self.series.as_mut()?.entries)
     }
 }
 

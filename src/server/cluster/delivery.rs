@@ -343,6 +343,16 @@ impl<'a> RunMessage<'a> {
             receipts,
         }
     }
+
+    /// The record it came as, to `to`.
+    fn record(&self, to: &'a [u8]) -> Record<'a> {
+        Record::Message {
+            to,
+            from: self.from,
+            content: self.content,
+            receipts: self.receipts,
+        }
+    }
 }
 
 impl<'a> Run<'a> {
@@ -365,15 +375,9 @@ impl<'a> Run<'a> {
 
     /// Its messages as the records they came as, with their indexes.
     fn records(&self) -> impl Iterator<Item = (usize, Record<'a>)> + '_ {
-        self.messages.iter().map(|message| {
-            let record = Record::Message {
-                to: self.to,
-                from: message.from,
-                content: message.content,
-                receipts: message.receipts,
-            };
-            (message.index as usize, record)
-        })
+        self.messages
+            .iter()
+            .map(|message| (message.index as usize, message.record(self.to)))
     }
 }
 
@@ -391,6 +395,24 @@ fn extend_run<'a>(
     // before (usually the same all along).
     let mut last_from = run.messages.first()?.from;
     while run.messages.len() < MAX_RUN {
+        // The rest of a series to the same recipient: its sender checked
+        // once, its messages taken without a record made for each.
+        if let Some((from, index)) = records.series_to(to) {
+            if same_name(from, last_from) || names.valid(limits, from) {
+                last_from = from;
+                while run.messages.len() < MAX_RUN {
+                    let Some(content) = records.next_in_series() else {
+                        break;
+                    };
+                    let message = RunMessage::new(index, from, content, false);
+                    if !valid_content(limits, content) {
+                        return Some((index, message.record(to)));
+                    }
+                    run.messages.push(message);
+                }
+                continue;
+            }
+        }
         let (index, record) = records.next()?;
         let Record::Message {
             to: other,
@@ -606,6 +628,46 @@ mod tests {
                 (1, b"dave")
             ]
         );
+    }
+
+    #[test]
+    fn a_message_of_a_series_that_breaks_the_limits_ends_the_run_and_the_series_goes_on() {
+        use crate::server::cluster::batch::{put_header, put_series_entry, put_series_head};
+        let too_long = vec![b'x'; usize::from(Limits::default().max_message) + 1];
+        let mut body = Vec::new();
+        put_header(&mut body, b"node1", b"node2", 0);
+        let mut entries = Vec::new();
+        for content in [&b"1"[..], &too_long, b"3", b"4"] {
+            put_series_entry(&mut entries, content);
+        }
+        put_series_head(&mut body, b"bob", b"carol", entries.len());
+        body.extend_from_slice(&entries);
+        message(b"bob", b"5").encode(&mut body);
+        let limits = Limits::default();
+        let mut names = CheckedNames::default();
+        let mut read = decode_batch(&body).unwrap().records;
+        let contents = |run: &Run<'_>| -> Vec<Vec<u8>> {
+            run.messages.iter().map(|m| m.content.to_vec()).collect()
+        };
+        let (index, first) = read.next().unwrap();
+        let mut run = Run::default();
+        run.start(index, &first);
+        let ended = extend_run(&mut run, &mut read, &limits, &mut names);
+        assert_eq!(contents(&run), vec![b"1".to_vec()]);
+        let Some((0, Record::Message { content, .. })) = ended else {
+            panic!("the run ended at something else");
+        };
+        assert_eq!(content, &too_long[..]);
+        // What follows it in the series, then alice's message: one run.
+        let (index, next) = read.next().unwrap();
+        run.start(index, &next);
+        assert!(extend_run(&mut run, &mut read, &limits, &mut names).is_none());
+        assert_eq!(
+            contents(&run),
+            vec![b"3".to_vec(), b"4".to_vec(), b"5".to_vec()],
+        );
+        let indexes: Vec<_> = run.records().map(|(index, _)| index).collect();
+        assert_eq!(indexes, vec![0, 0, 1]);
     }
 
     #[test]
