@@ -11,8 +11,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use event_listener::listener;
+use smol::future::FutureExt;
+use smol::Timer;
 use tracing::{info, warn};
 
 use super::commands::Commands;
@@ -151,11 +154,36 @@ impl Cluster {
         Ok(())
     }
 
+    /// Until `due` (the next renewal of the lease), reads the batch format
+    /// of each node newly sent to as soon as its outbox is made: until
+    /// then its messages go one record each.
+    pub(super) async fn learn_formats_until(
+        &self,
+        connection: &mut Commands,
+        due: Instant,
+    ) -> redis::RedisResult<()> {
+        loop {
+            listener!(self.format_wanted => wanted);
+            self.learn_formats(connection).await?;
+            let renewing = async {
+                Timer::at(due).await;
+                true
+            };
+            let woken = async {
+                wanted.await;
+                false
+            };
+            if renewing.or(woken).await {
+                return Ok(());
+            }
+        }
+    }
+
     /// Reads from its lease the batch format of each node whose outbox
     /// does not know it yet (one made since the last call). A node
     /// without a lease is gone (`check_nodes` forgets it): the first
     /// format, which every node reads, until then.
-    pub(super) async fn learn_formats(&self, connection: &mut Commands) -> redis::RedisResult<()> {
+    async fn learn_formats(&self, connection: &mut Commands) -> redis::RedisResult<()> {
         let unknown: Vec<(Arc<str>, Arc<Outbox>)> = self
             .outboxes
             .read()

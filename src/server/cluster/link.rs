@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use event_listener::listener;
 use redis::{PushInfo, PushKind, Value};
 use smol::future::FutureExt;
 use smol::Timer;
@@ -214,27 +213,8 @@ impl Cluster {
             let mut connection = connection.clone();
             let mut reconciled = Instant::now();
             loop {
-                // Until the lease is due, each node newly sent to has its
-                // batch format read at once: until then its messages go
-                // one record each.
                 let due = Instant::now() + self.renew_every();
-                loop {
-                    listener!(self.format_wanted => wanted);
-                    self.learn_formats(&mut connection).await?;
-                    let renewing = async {
-                        Timer::at(due).await;
-                        true
-                    };
-                    if renewing
-                        .or(async {
-                            wanted.await;
-                            false
-                        })
-                        .await
-                    {
-                        break;
-                    }
-                }
+                self.learn_formats_until(&mut connection, due).await?;
                 let lapsed = !self.renew(&mut connection).await?;
                 if lapsed {
                     // Other nodes may have taken its names, and forgotten
