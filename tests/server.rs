@@ -9,6 +9,8 @@ mod certificates;
 mod cluster;
 #[path = "server/cluster_attacks.rs"]
 mod cluster_attacks;
+#[path = "server/cluster_failover.rs"]
+mod cluster_failover;
 #[path = "server/cluster_inbox.rs"]
 mod cluster_inbox;
 #[path = "server/cluster_key.rs"]
