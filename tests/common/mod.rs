@@ -988,6 +988,19 @@ impl RedisClusterProcess {
         self.masters[i].port
     }
 
+    /// Sends master `i` a signal with kill(1) (`STOP` freezes it).
+    pub fn signal_master(&self, i: usize, name: &str) {
+        self.masters[i].signal(name);
+    }
+
+    /// The master that holds `key` (which must exist).
+    pub fn master_holding(&self, key: &str) -> usize {
+        self.masters
+            .iter()
+            .position(|m| redis_command(m.port, &[b"EXISTS", key.as_bytes()]) == b":1\r\n")
+            .expect("a master holding the key")
+    }
+
     /// Starts the master killed with [`RedisClusterProcess::kill_master`]
     /// again: it comes back from its configuration file as a replica of
     /// the node that took over.

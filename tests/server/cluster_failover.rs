@@ -194,3 +194,41 @@ fn a_master_killed_on_a_redis_cluster_loses_nothing_said_stored_with_cluster_wai
         assert!(seen.contains(i), "m{i} was said stored and is gone");
     }
 }
+
+/// On a Redis Cluster the appender holds back an owner's newer entries
+/// while a pipeline of older ones is on its way (one per name at a time,
+/// to keep the log in order). A master failing ends the node's connection
+/// loop at once, with such entries held: their senders must still be told,
+/// not left waiting for a receipt that never comes (and, receipts being in
+/// order, every receipt after it).
+#[test]
+fn a_message_held_back_when_a_master_fails_is_refused_not_forgotten() {
+    crate::require_redis!();
+    let mut redis = RedisClusterProcess::start();
+    let dir = TempDir::new("cluster-failover-held");
+    let names = ["alice", "carol", "bob"];
+    let nodes = nodes_with(&redis.url(), accounts_of(&dir.0, &names), 1, &[]);
+    let mut alice = log_in(&nodes[0], "alice", "receipts codes stored");
+    let mut carol = log_in(&nodes[0], "carol", "receipts codes stored");
+    carol.send("bob", "first");
+    assert_eq!(read_pair(&mut carol).map(|(op, _, _)| op), Some(OP_STORED));
+    // Bob's shard frozen: carol's next message to him hangs there, and
+    // alice's, after it, is held back behind it.
+    let bobs = redis.master_holding("pmchat:log:{bob}");
+    redis.signal_master(bobs, "STOP");
+    carol.send("bob", "on its way");
+    std::thread::sleep(Duration::from_millis(300));
+    alice.send("bob", "held back");
+    std::thread::sleep(Duration::from_millis(300));
+    // Another master dies: the node's connection loop ends at once.
+    redis.kill_master((bobs + 1) % 3);
+    std::thread::sleep(Duration::from_millis(300));
+    redis.signal_master(bobs, "CONT");
+    for (name, client) in [("carol", &mut carol), ("alice", &mut alice)] {
+        let receipt = read_pair(client).map(|(op, _, _)| op);
+        assert!(
+            matches!(receipt, Some(OP_STORED | OP_REFUSED)),
+            "{name}'s receipt: {receipt:?}"
+        );
+    }
+}

@@ -253,7 +253,7 @@ impl Cluster {
         let flight = Arc::new(Flight::default());
         let sharded = matches!(connections.first(), Some(Commands::Sharded(_)));
         // Runs whose name has a pipeline on its way (Redis Cluster only).
-        let mut held: Vec<Run> = Vec::new();
+        let mut held = Held(Vec::new());
         loop {
             listener!(self.appends.ready => wake);
             listener!(flight.landed => landed);
@@ -272,8 +272,8 @@ impl Cluster {
             // Held back first: they are older than what was gathered since.
             // While they fill a gathering's worth, nothing more is taken:
             // senders wait, as for a full gathering.
-            let held_bytes: usize = held.iter().map(|run| run.entries.len()).sum();
-            let mut runs = std::mem::take(&mut held);
+            let held_bytes: usize = held.0.iter().map(|run| run.entries.len()).sum();
+            let mut runs = std::mem::take(&mut held.0);
             if held_bytes < GATHER_BYTES {
                 runs.extend(self.take_runs());
             }
@@ -288,7 +288,7 @@ impl Cluster {
                     .partition(|run| busy.insert(run.outcome.owner.clone()));
                 drop(busy);
                 runs = ready;
-                held = wait;
+                held.0 = wait;
             }
             if runs.is_empty() {
                 wake.or(landed).await;
@@ -442,6 +442,20 @@ impl Cluster {
             }
         })
         .detach();
+    }
+}
+
+/// Runs the appender holds back (see [`Cluster::append_runs`]). The
+/// appender is dropped when the connection loop ends (a master failing
+/// ends it at once): what it held never reaches Redis, and its senders,
+/// who wait for its outcome, are told so.
+struct Held(Vec<Run>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for run in self.0.drain(..) {
+            run.outcome.settle(Err(LogUnavailable));
+        }
     }
 }
 
