@@ -15,6 +15,7 @@
 //! decode yields ([`Decoded`]) and the size limits it checks ([`Limits`]),
 //! lives here too, below every wire, so that no wire imports another's.
 
+use std::cell::RefCell;
 use std::io::{self, Read};
 
 use smol::io::{AsyncRead, AsyncReadExt};
@@ -208,15 +209,46 @@ pub const READ_CHUNK: usize = 32 * 1024;
 /// not cost a full-size allocation.
 pub const FIRST_READ: usize = 1024;
 
+/// Full-size buffers kept per thread for readers that wake: at most this
+/// many ([`READ_CHUNK`] each).
+const SPARES_PER_THREAD: usize = 8;
+
+thread_local! {
+    /// Full-size read buffers released by readers that went idle on this
+    /// thread, taken by the next that wakes here. A worker serving many
+    /// connections that each wake for a few frames would otherwise
+    /// allocate, zero and free a buffer at every wake; an idle connection
+    /// still holds none. Their bytes are stale input, never read: a reader
+    /// reads only what it filled.
+    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A full-size buffer released on this thread, if one is kept.
+fn take_spare() -> Option<Vec<u8>> {
+    SPARES.with(|spares| spares.borrow_mut().pop())
+}
+
+/// Keeps a released full-size buffer for the next reader that wakes on
+/// this thread, unless [`SPARES_PER_THREAD`] are kept already.
+fn keep_spare(data: Vec<u8>) {
+    SPARES.with(|spares| {
+        let mut spares = spares.borrow_mut();
+        if spares.len() < SPARES_PER_THREAD {
+            spares.push(data);
+        }
+    });
+}
+
 /// A reusable input buffer: the socket fills its tail, the decoder consumes
 /// whole frames from its head, and a partial frame is moved to the front only
 /// when room is needed.
 ///
 /// It holds no memory while empty ([`ReadBuffer::release`]), so an idle
-/// connection costs nothing here. The first read after that gets a small
-/// allocation; a read that fills it grows the buffer to full size, which is
-/// never more than `max(read size, max_frame)`, because the decoder refuses
-/// any header that promises a bigger frame.
+/// connection costs nothing here. The first read after that gets a
+/// full-size buffer another reader on this thread released, if one is kept,
+/// or else a small allocation; a read that fills it grows the buffer to full
+/// size, which is never more than `max(read size, max_frame)`, because the
+/// decoder refuses any header that promises a bigger frame.
 #[derive(Debug)]
 struct ReadBuffer {
     /// Backing storage; `data[start..end]` is unread input.
@@ -270,7 +302,10 @@ impl ReadBuffer {
     /// largest frame.
     fn unfilled(&mut self) -> &mut [u8] {
         if self.data.is_empty() {
-            self.data = vec![0; FIRST_READ.min(self.capacity)];
+            self.data = match self.capacity >= READ_CHUNK {
+                true => take_spare().unwrap_or_else(|| vec![0; FIRST_READ]),
+                false => vec![0; FIRST_READ.min(self.capacity)],
+            };
         }
         if self.end == self.data.len() && self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
@@ -294,7 +329,10 @@ impl ReadBuffer {
     /// read buffer).
     fn release(&mut self) {
         if self.is_empty() {
-            self.data = Vec::new();
+            let data = std::mem::take(&mut self.data);
+            if data.len() == READ_CHUNK {
+                keep_spare(data);
+            }
             self.start = 0;
             self.end = 0;
             self.grow = false;
@@ -313,7 +351,10 @@ impl ReadBuffer {
         } else if pending <= FIRST_READ / 2 && self.data.len() > FIRST_READ {
             let mut small = vec![0; FIRST_READ];
             small[..pending].copy_from_slice(&self.data[self.start..self.end]);
-            self.data = small;
+            let full = std::mem::replace(&mut self.data, small);
+            if full.len() == READ_CHUNK {
+                keep_spare(full);
+            }
             self.start = 0;
             self.end = pending;
             self.grow = false;
@@ -335,6 +376,40 @@ mod tests {
         ServerDecoder,
     };
     use proptest::prelude::*;
+
+    /// A reader whose reads filled it to full size, all of it unread.
+    fn full_reader() -> ReadBuffer {
+        let mut buf = ReadBuffer::new(16, READ_CHUNK);
+        while buf.data().len() < READ_CHUNK {
+            let room = buf.unfilled().len();
+            buf.filled(room);
+        }
+        assert_eq!(buf.allocated(), READ_CHUNK);
+        buf
+    }
+
+    /// Reads everything `buf` holds and lets it go idle.
+    fn drain_and_release(buf: &mut ReadBuffer) {
+        buf.consume(buf.data().len());
+        buf.release();
+        assert_eq!(buf.allocated(), 0);
+    }
+
+    #[test]
+    fn a_full_size_buffer_released_is_the_next_waking_readers_and_few_are_kept() {
+        let mut first = full_reader();
+        let kept = first.data().as_ptr();
+        drain_and_release(&mut first);
+        // The next reader to wake on this thread reads into it, whole.
+        let mut next = ReadBuffer::new(16, READ_CHUNK);
+        let room = next.unfilled();
+        assert_eq!((room.as_ptr(), room.len()), (kept, READ_CHUNK));
+        // Many readers going idle at once keep only a few buffers.
+        let mut readers: Vec<ReadBuffer> =
+            (0..SPARES_PER_THREAD + 4).map(|_| full_reader()).collect();
+        readers.iter_mut().for_each(drain_and_release);
+        assert_eq!(SPARES.with(|s| s.borrow().len()), SPARES_PER_THREAD);
+    }
 
     #[test]
     fn read_buffer_starts_small_and_grows_when_reads_fill_it() {
@@ -365,7 +440,9 @@ mod tests {
         buf.consume(2);
         buf.release();
         assert_eq!(buf.allocated(), 0);
-        // A short read does not grow it.
+        // A short read does not grow it (with no full-size buffer kept on
+        // this thread to start from).
+        while take_spare().is_some() {}
         buf.unfilled();
         buf.filled(5);
         buf.consume(5);
