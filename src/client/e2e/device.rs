@@ -167,11 +167,15 @@ impl Device {
         }
         let id = envelope.from.to_bytes();
         if let Some(list) = self.sessions.get_mut(&id) {
-            // Newest first; the one that works moves to the end.
+            // Newest first; the one that works moves to the end (a
+            // session is a few KiB: not moved when it is there already,
+            // as it is for every message of a conversation but its first).
             for at in (0..list.len()).rev() {
                 if let Ok(plaintext) = list[at].decrypt(&envelope.message) {
-                    let session = list.remove(at);
-                    list.push(session);
+                    if at + 1 != list.len() {
+                        let session = list.remove(at);
+                        list.push(session);
+                    }
                     return Ok(plaintext);
                 }
             }
