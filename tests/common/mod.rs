@@ -229,9 +229,31 @@ impl ServerProcess {
         send_signal(self.child.id(), name);
     }
 
-    /// Waits for the process to exit, failing after `TIMEOUT`.
+    /// Waits for the process to exit, failing after `TIMEOUT`; then all
+    /// it logged is in [`ServerProcess::stderr`].
     pub fn wait_exit(&mut self) -> ExitStatus {
-        wait_within(&mut self.child, "chat-server")
+        let status = wait_within(&mut self.child, "chat-server");
+        // Its stderr ends with it: the collecting thread has it all once
+        // it has seen the end.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+
+    /// What the server logged so far, once it holds `needle`: the thread
+    /// collecting stderr may be behind the server's other output on a
+    /// loaded machine. Fails after `TIMEOUT`.
+    pub fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "{needle:?} never logged:\n{log}");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The server's process id.

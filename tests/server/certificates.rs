@@ -96,11 +96,7 @@ fn a_certificate_that_expires_soon_is_served_and_warned_about() {
     ]);
     assert!(server.port > 0);
     // The operator is told about that file at start.
-    assert!(
-        server.stderr().contains(cert.to_str().unwrap()),
-        "{}",
-        server.stderr()
-    );
+    server.log_with(cert.to_str().unwrap());
     let _ = std::fs::remove_dir_all(dir);
 }
 
