@@ -136,7 +136,11 @@ fn registered_users_exchange_encrypted_messages_the_server_never_reads() {
     );
     drop(follower);
 
-    // Nothing of the text in the server's log or its store.
+    // Nothing of the text in the server's log or its store: all of both,
+    // once it has stopped.
+    let mut server = server;
+    server.console("exit");
+    server.wait_exit();
     let log = server.stderr();
     for text in [SECRET, "second secret", "live and private"] {
         assert!(!log.contains(text), "the server logged {text:?}");
