@@ -19,7 +19,7 @@ use smol::Timer;
 use tracing::{info, warn};
 
 use super::commands::Commands;
-use super::keys::{devices_key, format_of, names_key, node_key, release_script, NODES_KEY};
+use super::keys::{devices_key, names_key, node_key, release_script, NODES_KEY};
 use super::outbox::Outbox;
 use super::trust::{valid_name, valid_node_id};
 use super::{Cluster, MAX_NODES};
@@ -197,7 +197,7 @@ impl Cluster {
                 .arg(node_key(&node))
                 .query_async(connection)
                 .await?;
-            outbox.set_format(lease.as_deref().map_or(1, format_of));
+            outbox.set_format(lease.map_or(1, |value| self.lease_format(&node, &value)));
         }
         Ok(())
     }

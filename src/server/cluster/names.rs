@@ -6,8 +6,7 @@ use tracing::warn;
 
 use super::commands::Commands;
 use super::keys::{
-    ban_key, name_key, names_key, node_key, release_script, BATCH_FORMAT, NODES_KEY,
-    PRESENCE_CHANNEL,
+    ban_key, name_key, names_key, node_key, release_script, NODES_KEY, PRESENCE_CHANNEL,
 };
 use super::{ClaimError, Cluster};
 use crate::wire::texts::{Code, ErrorText};
@@ -137,7 +136,7 @@ impl Cluster {
     pub(super) async fn renew(&self, connection: &mut Commands) -> redis::RedisResult<bool> {
         let before: Option<String> = redis::cmd("SET")
             .arg(node_key(&self.node))
-            .arg(BATCH_FORMAT)
+            .arg(self.lease_value())
             .arg("PX")
             .arg(self.lease.as_millis() as u64)
             .arg("GET")

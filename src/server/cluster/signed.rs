@@ -1,10 +1,11 @@
 //! The text values a node writes to Redis for the others, signed with the
 //! cluster key when there is one (see `key`): a name's holder, a node's
-//! entries in its set of names, presence events and bans. Without a key
+//! entries in its set of names, presence events, bans and the batch
+//! format a node's lease announces. Without a key
 //! they are the plain values; with one, each carries its signature, and
 //! one that does not verify counts as absent.
 
-use super::keys::name_key;
+use super::keys::{format_of, name_key, BATCH_FORMAT};
 use super::Cluster;
 
 impl Cluster {
@@ -87,6 +88,39 @@ impl Cluster {
         let (event, signature) = text.rsplit_once(' ')?;
         key.verify_hex(format!("presence:{event}").as_bytes(), signature)
             .then_some(event.as_bytes())
+    }
+
+    /// What this node writes as its lease's value: the batch format it
+    /// reads.
+    pub(super) fn lease_value(&self) -> String {
+        match &self.key {
+            None => BATCH_FORMAT.to_string(),
+            Some(key) => format!(
+                "{BATCH_FORMAT} {}",
+                key.sign_hex(format!("lease:{}:{BATCH_FORMAT}", self.node).as_bytes())
+            ),
+        }
+    }
+
+    /// The batch format `node`'s lease value says it reads. With the key,
+    /// a format past the first counts only if `node` signed it: a forged
+    /// one would have this node send series to a node of the first format,
+    /// which cannot read them. Anything else is the first, which every node
+    /// reads.
+    pub(super) fn lease_format(&self, node: &str, value: &str) -> u32 {
+        let (format, signature) = match value.split_once(' ') {
+            Some((format, signature)) => (format_of(format), Some(signature)),
+            None => (format_of(value), None),
+        };
+        match (&self.key, signature) {
+            (None, _) => format,
+            (Some(key), Some(signature))
+                if key.verify_hex(format!("lease:{node}:{format}").as_bytes(), signature) =>
+            {
+                format
+            }
+            (Some(_), _) => 1,
+        }
     }
 
     /// The value of a ban on `name`.
