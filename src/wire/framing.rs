@@ -228,9 +228,13 @@ fn take_spare() -> Option<Vec<u8>> {
     SPARES.with(|spares| spares.borrow_mut().pop())
 }
 
-/// Keeps a released full-size buffer for the next reader that wakes on
-/// this thread, unless [`SPARES_PER_THREAD`] are kept already.
+/// Keeps a released buffer for the next reader that wakes on this thread
+/// if it is full-size and fewer than [`SPARES_PER_THREAD`] are kept;
+/// frees it otherwise.
 fn keep_spare(data: Vec<u8>) {
+    if data.len() != READ_CHUNK {
+        return;
+    }
     SPARES.with(|spares| {
         let mut spares = spares.borrow_mut();
         if spares.len() < SPARES_PER_THREAD {
@@ -329,10 +333,7 @@ impl ReadBuffer {
     /// read buffer).
     fn release(&mut self) {
         if self.is_empty() {
-            let data = std::mem::take(&mut self.data);
-            if data.len() == READ_CHUNK {
-                keep_spare(data);
-            }
+            keep_spare(std::mem::take(&mut self.data));
             self.start = 0;
             self.end = 0;
             self.grow = false;
@@ -351,10 +352,7 @@ impl ReadBuffer {
         } else if pending <= FIRST_READ / 2 && self.data.len() > FIRST_READ {
             let mut small = vec![0; FIRST_READ];
             small[..pending].copy_from_slice(&self.data[self.start..self.end]);
-            let full = std::mem::replace(&mut self.data, small);
-            if full.len() == READ_CHUNK {
-                keep_spare(full);
-            }
+            keep_spare(std::mem::replace(&mut self.data, small));
             self.start = 0;
             self.end = pending;
             self.grow = false;

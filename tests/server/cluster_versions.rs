@@ -61,10 +61,10 @@ fn a_node_beside(redis: &impl RedisUnderTest, lease: &str, keyed: bool) -> Serve
     redis.command(&[b"SADD", b"pmchat:nodes", OTHER.as_bytes()]);
     redis.command(&[b"SET", b"pmchat:name:bob", holder.as_bytes()]);
     redis.command(&[b"SADD", names.as_bytes(), member.as_bytes()]);
-    let key = key_file(SECRET);
+    let key = keyed.then(|| key_file(SECRET));
     let url = redis.url();
     let mut args = vec!["--cluster", &url];
-    if keyed {
+    if let Some(key) = &key {
         args.extend(["--cluster-key-file", key.to_str().unwrap()]);
     }
     let mut node = ServerProcess::start(&args);
