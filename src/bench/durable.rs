@@ -105,7 +105,6 @@ pub async fn run(
     for reader in readers {
         let _ = crate::runtime::until(deadline, reader).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let acked: u64 = progress
         .iter()
         .map(|p| p.acked.load(Ordering::Relaxed))
@@ -114,27 +113,8 @@ pub async fn run(
         .iter()
         .map(|p| p.refused.load(Ordering::Relaxed))
         .sum();
-    let expected = args.messages * args.pairs as u64;
-    let rate = acked as f64 / elapsed;
-    let mut report = Report::new("stored");
-    report.ok = acked == expected && refused == 0;
-    report.int("pairs", args.pairs as u64);
-    report.int("messages", args.messages);
-    report.int("size", u64::from(args.size));
-    report.int("window", args.window);
-    report.int("stored", acked);
-    report.int("delivered", acked);
-    report.int("refused", refused);
-    report.float("elapsed_s", elapsed);
-    report.float("msgs_per_s", rate);
-    report.float("mb_per_s", rate * f64::from(args.size) / 1e6);
-    report.line(format!(
-        "stored on {peer:?}: {} senders x {} messages of {} bytes (window {})",
-        args.pairs, args.messages, args.size, args.window
-    ));
-    report.line(format!(
-        "acknowledged {acked}/{expected} in {elapsed:.3} s: {rate:.0} msgs/s, {refused} refused"
-    ));
+    let to = format!("to {peer:?} ");
+    let mut report = super::stored::summary(args, started, acked, refused, &to, "acknowledged");
     usage.finish(&mut report);
     Ok(report)
 }

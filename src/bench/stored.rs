@@ -92,7 +92,6 @@ pub async fn run(
     for task in tasks {
         let _ = crate::runtime::until(deadline, task).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let stored: u64 = progress
         .iter()
         .map(|p| p.stored.load(Ordering::Relaxed))
@@ -101,29 +100,52 @@ pub async fn run(
         .iter()
         .map(|p| p.refused.load(Ordering::Relaxed))
         .sum();
+    let mut report = summary(
+        args,
+        started,
+        stored,
+        refused,
+        "to offline registered names ",
+        "stored (fsynced)",
+    );
+    usage.finish(&mut report);
+    Ok(report)
+}
+
+/// The case's report, for pmchat's store and the durable peers alike:
+/// `kept` messages acknowledged as kept and `refused` refused since
+/// `started`. `to` says where they went, `kept_as` what counted them.
+pub(super) fn summary(
+    args: &StoredArgs,
+    started: Instant,
+    kept: u64,
+    refused: u64,
+    to: &str,
+    kept_as: &str,
+) -> Report {
+    let elapsed = started.elapsed().as_secs_f64();
     let expected = args.messages * args.pairs as u64;
-    let rate = stored as f64 / elapsed;
+    let rate = kept as f64 / elapsed;
     let mut report = Report::new("stored");
-    report.ok = stored == expected && refused == 0;
+    report.ok = kept == expected && refused == 0;
     report.int("pairs", args.pairs as u64);
     report.int("messages", args.messages);
     report.int("size", u64::from(args.size));
     report.int("window", args.window);
-    report.int("stored", stored);
-    report.int("delivered", stored);
+    report.int("stored", kept);
+    report.int("delivered", kept);
     report.int("refused", refused);
     report.float("elapsed_s", elapsed);
     report.float("msgs_per_s", rate);
     report.float("mb_per_s", rate * f64::from(args.size) / 1e6);
     report.line(format!(
-        "stored: {} senders x {} messages of {} bytes to offline registered names (window {})",
+        "stored: {} senders x {} messages of {} bytes {to}(window {})",
         args.pairs, args.messages, args.size, args.window
     ));
     report.line(format!(
-        "stored (fsynced) {stored}/{expected} in {elapsed:.3} s: {rate:.0} msgs/s, {refused} refused"
+        "{kept_as} {kept}/{expected} in {elapsed:.3} s: {rate:.0} msgs/s, {refused} refused"
     ));
-    usage.finish(&mut report);
-    Ok(report)
+    report
 }
 
 /// Writes the accounts file: the recipients, all with one throwaway
