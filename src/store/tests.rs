@@ -1,3 +1,7 @@
+//! The store on a real file: order, cursors and ids across reopens, the
+//! history limit, paging, locking, refusing a file that is not a store,
+//! export and purge.
+
 use super::*;
 
 /// A fresh store file in a directory of its own, removed at the end.
