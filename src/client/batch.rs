@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,6 +231,10 @@ pub fn run(
     smol::block_on(async {
         let mut output = Output::new(options.renderer);
         output.follow_log(options.cursor, options.until_caught_up);
+        // --until-caught-up ends once the log is replayed and the script
+        // is out with every line accounted for, whichever comes last.
+        let script_sent = Arc::new(AtomicBool::new(false));
+        let caught_up = output.end_after_script(Arc::clone(&script_sent));
         if let Some(command) = options.exec {
             output.exec(super::exec::Exec::new(command));
         }
@@ -309,7 +313,20 @@ pub fn run(
                 return Err(SendEnd::DrainTimedOut);
             }
             input_done.set(true);
+            script_sent.store(true, Ordering::SeqCst);
             if options.follow {
+                if options.until_caught_up {
+                    if let Some(ledger) = sender.ledger {
+                        if !ledger.wait_below(1, options.drain_timeout).await {
+                            return Err(SendEnd::DrainTimedOut);
+                        }
+                    }
+                    // Caught up before the last receipt came: the receiver,
+                    // waiting for more, does not end the run, so this does.
+                    if caught_up.load(Ordering::SeqCst) {
+                        return Err(SendEnd::Settled);
+                    }
+                }
                 let signal = signal.unwrap_or_else(crate::signals::termination);
                 return Err(wait_for_signal(signal).await);
             }

@@ -112,7 +112,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "USER", value_parser = parse_username)]
     pub to: Option<String>,
 
-    /// Interactive editor even if stdin is not a terminal.
+    /// Interactive editor even if stdin is not a terminal (on a terminal it
+    /// is the default, except with --until-caught-up, --exec or --count).
     #[arg(long, conflicts_with = "batch")]
     pub interactive: bool,
 
@@ -152,8 +153,11 @@ pub struct ClientArgs {
     pub since: Option<Since>,
 
     /// Print what the server kept for you after your cursor (or --since),
-    /// then exit 0, moving the cursor: for cron jobs. Implies --follow;
-    /// exit status 1 if the server keeps no messages for the name.
+    /// then exit 0, moving the cursor: for cron jobs. A script's lines
+    /// (stdin, --file) are sent too, and the run ends only once each is
+    /// accounted for. Implies --follow; exit status 1 if the server keeps
+    /// no messages for the name. On a terminal, as with --exec and
+    /// --count, no editor: nothing is read from it (unless --batch).
     #[arg(long, conflicts_with = "interactive")]
     pub until_caught_up: bool,
 

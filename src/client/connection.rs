@@ -217,8 +217,9 @@ pub async fn receive(
                     // A run that ends once the log is replayed first lets
                     // its keys reach the server (--e2e).
                     let publishing = state.e2e().is_some_and(|e2e| e2e.is_publishing());
-                    if (message && counted_down(messages_left)) || (sink.finished() && !publishing)
-                    {
+                    // ...and the script's lines are accounted for first.
+                    let settled = !publishing && state.ledger().in_flight() == 0;
+                    if (message && counted_down(messages_left)) || (sink.finished() && settled) {
                         checkpoint(state);
                         return match sink.flush().await {
                             Err(e) => output_failed(e),

@@ -62,11 +62,15 @@ use wire::ClientWire;
 
 /// Runs the client as the command line asks; returns the exit status.
 pub fn run(args: ClientArgs) -> Status {
-    let interactive = args.interactive
-        || (!args.batch
-            && args.files.is_empty()
-            && args.command.is_empty()
-            && io::stdin().is_terminal());
+    // --until-caught-up, --exec and --count are for runs nobody attends:
+    // on a terminal too they act on what arrives and exit as they say,
+    // reading no commands from it (unless --batch), not the editor.
+    let unattended = args.until_caught_up || args.exec.is_some() || args.count.is_some();
+    let on_terminal = !args.batch
+        && args.files.is_empty()
+        && args.command.is_empty()
+        && io::stdin().is_terminal();
+    let interactive = args.interactive || (on_terminal && !unattended);
     let renderer = Renderer {
         json: args.json,
         color_stdout: args.color.enabled_for(&io::stdout()),
@@ -108,6 +112,7 @@ pub fn run(args: ClientArgs) -> Status {
     let opened = match () {
         _ if !args.command.is_empty() => Some(Ok(batch::Script::command(args.command.join(" ")))),
         _ if interactive => None,
+        _ if on_terminal => Some(Ok(batch::Script::command(String::new()))),
         _ => Some(batch::Script::open(&args.files)),
     };
     let mut script = match opened {

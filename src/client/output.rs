@@ -4,6 +4,8 @@
 //! ([`super::stdout`]).
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::cursor::CursorFile;
@@ -43,8 +45,12 @@ pub struct Output {
     jobs: Vec<Job>,
     /// Bytes of content in `jobs`.
     job_bytes: usize,
-    /// The log was replayed.
-    caught_up: bool,
+    /// The log was replayed (shared: the script's sender ends the run
+    /// when its lines are accounted for after that).
+    caught_up: Arc<AtomicBool>,
+    /// Set once the whole script was handed to the socket: with
+    /// `--until-caught-up` the run ends only after that.
+    script_sent: Option<Arc<AtomicBool>>,
 }
 
 impl Output {
@@ -59,7 +65,8 @@ impl Output {
             marks: Vec::new(),
             cursor: None,
             until_caught_up: false,
-            caught_up: false,
+            caught_up: Arc::new(AtomicBool::new(false)),
+            script_sent: None,
             exec: None,
             jobs: Vec::new(),
             job_bytes: 0,
@@ -91,6 +98,14 @@ impl Output {
     pub fn follow_log(&mut self, cursor: Option<CursorFile>, until_caught_up: bool) {
         self.cursor = cursor;
         self.until_caught_up = until_caught_up;
+    }
+
+    /// With `until_caught_up`: the run does not end when the log is
+    /// replayed until `sent` is set (the script is out); the flag returned
+    /// says the log was replayed.
+    pub fn end_after_script(&mut self, sent: Arc<AtomicBool>) -> Arc<AtomicBool> {
+        self.script_sent = Some(sent);
+        Arc::clone(&self.caught_up)
     }
 
     /// Queues the line of a log entry, marking where it ends for the
@@ -320,7 +335,7 @@ impl Sink for Output {
     }
 
     fn caught_up(&mut self, _replayed: u64) {
-        self.caught_up = true;
+        self.caught_up.store(true, Ordering::SeqCst);
     }
 
     fn history_entry(&mut self, entry: &LogEntry<'_>) {
@@ -334,7 +349,12 @@ impl Sink for Output {
     }
 
     fn finished(&self) -> bool {
-        self.until_caught_up && self.caught_up
+        self.until_caught_up
+            && self.caught_up.load(Ordering::SeqCst)
+            && self
+                .script_sent
+                .as_ref()
+                .is_none_or(|sent| sent.load(Ordering::SeqCst))
     }
 
     fn pending(&self) -> usize {

@@ -342,3 +342,48 @@ fn the_editor_shows_what_came_while_you_were_away_then_pages_back() {
     bob.expect("* no more history").unwrap();
     bob.send_line("exit").unwrap();
 }
+
+#[test]
+fn a_script_given_to_until_caught_up_is_sent_before_the_run_ends() {
+    let dir = TempDir::new("inbox-caught-up-script");
+    let server = server(&dir.0);
+    let sent = send(&server, &dir.0, "send bob waiting\n", &[]);
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    // bob catches up and answers in one run: the replay ends long before
+    // the answers are accounted for, and they must not be dropped then.
+    let mut bob = client(&server, &dir.0, "bob");
+    bob.arg("--until-caught-up");
+    let out = run_client(bob, b"send alice noted\nsend alice noted again\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    // (The replay may also show bob's answers, as sent, when they reach
+    // his log before it ends.)
+    let received: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("→ "))
+        .collect();
+    assert_eq!(received, ["alice: waiting"], "{}", out.stdout);
+    let mut alice = client(&server, &dir.0, "alice");
+    alice.arg("--until-caught-up");
+    let out = run_client(alice, b"");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, "→ bob: waiting\nbob: noted\nbob: noted again\n");
+}
+
+#[test]
+fn until_caught_up_on_a_terminal_prints_and_exits_instead_of_opening_the_editor() {
+    let dir = TempDir::new("inbox-caught-up-terminal");
+    let server = server(&dir.0);
+    let sent = send(&server, &dir.0, "send bob waiting\n", &[]);
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let mut command = client(&server, &dir.0, "bob");
+    command.arg("--until-caught-up");
+    let mut bob = crate::interactive::spawn_in_pty(command, &dir);
+    bob.expect("alice: waiting").unwrap();
+    bob.expect(expectrl::Eof).unwrap();
+    use expectrl::process::unix::WaitStatus;
+    match bob.get_process().wait().expect("wait") {
+        WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("the client did not exit normally: {other:?}"),
+    }
+}
