@@ -622,3 +622,47 @@ fn a_refused_first_message_does_not_leave_the_next_ones_unreadable() {
     assert_eq!(lines.recv_timeout(TIMEOUT).unwrap(), "alice: two");
     assert_eq!(alice.wait().code(), Some(1), "line 1 was refused");
 }
+
+#[test]
+fn a_device_added_while_the_sender_runs_is_sealed_for_once_it_wrote() {
+    let dir = TempDir::new("e2e-new-device");
+    let mut server = server(&dir.0);
+    // bob's phone publishes its keys, then follows.
+    assert_eq!(bob_catches_up(&server, &dir.0, &[]).stdout, "");
+    let mut phone = crate::common::spawn_piped({
+        let mut command = e2e_client(&server, &dir.0, "bob");
+        command.arg("--follow");
+        command
+    });
+    let phone_lines = lines_of(phone.0.stdout.take().unwrap());
+    server.wait_online("bob");
+
+    // alice runs on: her first message is sealed for the phone alone.
+    let mut alice = crate::common::spawn_piped(e2e_client(&server, &dir.0, "alice"));
+    let alice_lines = lines_of(alice.0.stdout.take().unwrap());
+    let mut input = alice.0.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, b"send bob one\n").unwrap();
+    assert_eq!(phone_lines.recv_timeout(TIMEOUT).unwrap(), "alice: one");
+
+    // bob's new laptop writes to alice, who reads it...
+    let mut laptop = e2e_device(server.port, &dir.0, "bob", "bob-laptop");
+    laptop.args(["--follow", "--until-caught-up"]);
+    let out = run_client(laptop, b"send alice hello from the laptop\n");
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(
+        alice_lines.recv_timeout(TIMEOUT).unwrap(),
+        "bob: hello from the laptop"
+    );
+    // ...and seals her next message for it too, still running.
+    std::io::Write::write_all(&mut input, b"send bob two\n").unwrap();
+    drop(input);
+    assert_eq!(alice.wait().code(), Some(0));
+    // (The phone also has a copy of what the laptop sent.)
+    assert_eq!(
+        phone_lines.recv_timeout(TIMEOUT).unwrap(),
+        "→ alice: hello from the laptop"
+    );
+    assert_eq!(phone_lines.recv_timeout(TIMEOUT).unwrap(), "alice: two");
+    let out = device_catches_up(&server, &dir.0, ("bob", "bob-laptop"), &["--since", "all"]);
+    assert_eq!(out.stdout, "alice: two\n", "stderr: {}", out.stderr);
+}

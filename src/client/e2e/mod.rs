@@ -12,11 +12,14 @@
 //! - [`vault`]: the account and sessions on disk, encrypted under a key
 //!   derived (argon2id) from the user's password;
 //! - [`pins`]: trust on first use, held users, safety codes;
+//! - [`claims`]: the devices of the users this run seals for, claimed
+//!   again once stale;
 //! - [`session`]: all of it for one run of `chat-client --e2e`, with the
 //!   server's answers to KEYS and CLAIM.
 //!
 //! `chat-client --e2e` uses it in scripts, `--follow` and the editor.
 
+pub mod claims;
 pub mod device;
 pub mod envelope;
 pub mod pins;

@@ -12,13 +12,15 @@
 //! then reads them again from the log, which the older sessions still
 //! decrypt).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use vodozemac::Curve25519PublicKey;
 
+use super::claims::Claims;
+pub use super::claims::Recipient;
 use super::device::Device;
 use super::envelope::{is_envelope, Envelope};
 use super::pins::{Pins, Seen};
@@ -56,15 +58,6 @@ fn needs_top_up(held: u64) -> bool {
 
 /// A claim's answer as it came: `(device id, records)` per device.
 type Claim = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// A recipient's devices, as a claim found them.
-#[derive(Clone, Debug)]
-pub struct Recipient {
-    /// Its devices that checked out, each with the key handed out for it.
-    pub devices: Vec<(Identity, Option<Curve25519PublicKey>)>,
-    /// Lines about them for the user (a new device, a bad record).
-    pub notices: Vec<String>,
-}
 
 /// What became of an incoming message.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,8 +98,8 @@ pub struct E2e {
     claims: (async_channel::Sender<Claim>, async_channel::Receiver<Claim>),
     /// DEVICE-KEYS of the claim being answered.
     claiming: Mutex<Claim>,
-    /// Recipients claimed this run.
-    recipients: Mutex<HashMap<String, Recipient>>,
+    /// Recipients claimed this run, and when.
+    recipients: Mutex<Claims>,
 }
 
 impl std::fmt::Debug for E2e {
@@ -146,7 +139,7 @@ impl E2e {
             counts: async_channel::bounded(4),
             claims: async_channel::bounded(4),
             claiming: Mutex::new(Vec::new()),
-            recipients: Mutex::new(HashMap::new()),
+            recipients: Mutex::new(Claims::default()),
         })
     }
 
@@ -287,6 +280,9 @@ impl E2e {
         }
         match device.decrypt(&envelope) {
             Ok(plaintext) => {
+                // A device of `from` this run has not sealed for yet (a
+                // new one): the next message to `from` is sealed for it.
+                lock(&self.recipients).heard_from(from, &envelope.from);
                 // Written once per read batch (see `checkpoint`): a run
                 // that stops before then reads these again from the log,
                 // which the older sessions still decrypt.
@@ -343,16 +339,18 @@ impl E2e {
             .ok()
     }
 
-    /// True if `to`'s devices and ours were claimed already this run
+    /// True if `to`'s devices and ours were claimed recently enough
     /// (sealing for `to` asks the server nothing).
     pub fn has_claimed(&self, to: &str) -> bool {
+        let now = Instant::now();
         let recipients = lock(&self.recipients);
-        recipients.contains_key(to) && (to == self.name || recipients.contains_key(&self.name))
+        recipients.get(to, now).is_some()
+            && (to == self.name || recipients.get(&self.name, now).is_some())
     }
 
-    /// `to`'s devices if claimed already this run.
+    /// `to`'s devices if claimed recently enough (see [`Claims`]).
     pub fn known(&self, to: &str) -> Option<Recipient> {
-        lock(&self.recipients).get(to).cloned()
+        lock(&self.recipients).get(to, Instant::now()).cloned()
     }
 
     /// The ids of `to`'s pinned devices this device has a session with:
@@ -424,7 +422,7 @@ impl E2e {
                 .notices
                 .push(format!("cannot save the pinned keys: {e}"));
         }
-        lock(&self.recipients).insert(to.to_string(), recipient.clone());
+        lock(&self.recipients).insert(to, recipient.clone(), Instant::now());
         Some(recipient)
     }
 
@@ -446,7 +444,7 @@ impl E2e {
         if let Err(e) = pins.save() {
             crate::err_line!("chat-client: cannot save the pinned keys: {e}");
         }
-        lock(&self.recipients).insert(name.to_string(), recipient.clone());
+        lock(&self.recipients).insert(name, recipient.clone(), Instant::now());
     }
 
     /// `verify NAME`: the safety code of this user's devices (this one
