@@ -323,7 +323,7 @@ pub fn run(
                     }
                     // Caught up before the last receipt came: the receiver,
                     // waiting for more, does not end the run, so this does.
-                    if caught_up.load(Ordering::SeqCst) {
+                    if caught_up.load(Ordering::SeqCst) && !state.awaits_answers() {
                         return Err(SendEnd::Settled);
                     }
                 }
@@ -336,7 +336,7 @@ pub fn run(
                 if !ledger.wait_below(1, options.drain_timeout).await {
                     return Err(SendEnd::DrainTimedOut);
                 }
-                if !state.who_expected() && !state.history_expected() {
+                if !state.awaits_answers() {
                     return Err(SendEnd::Settled);
                 }
             }

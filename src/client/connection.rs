@@ -217,8 +217,10 @@ pub async fn receive(
                     // A run that ends once the log is replayed first lets
                     // its keys reach the server (--e2e).
                     let publishing = state.e2e().is_some_and(|e2e| e2e.is_publishing());
-                    // ...and the script's lines are accounted for first.
-                    let settled = !publishing && state.ledger().in_flight() == 0;
+                    // ...and the script's lines are accounted for first,
+                    // its `who` and `history` answered.
+                    let settled =
+                        !publishing && state.ledger().in_flight() == 0 && !state.awaits_answers();
                     if (message && counted_down(messages_left)) || (sink.finished() && settled) {
                         checkpoint(state);
                         return match sink.flush().await {

@@ -332,6 +332,11 @@ impl ChatState {
         self.history_pending.load(Ordering::SeqCst) > 0
     }
 
+    /// A `who` or a `history` of the script is not answered yet.
+    pub fn awaits_answers(&self) -> bool {
+        self.who_expected() || self.history_expected()
+    }
+
     /// A `history` answer ended.
     pub fn history_ended(&self) {
         let _ = self

@@ -353,16 +353,16 @@ fn a_script_given_to_until_caught_up_is_sent_before_the_run_ends() {
     // the answers are accounted for, and they must not be dropped then.
     let mut bob = client(&server, &dir.0, "bob");
     bob.arg("--until-caught-up");
-    let out = run_client(bob, b"send alice noted\nsend alice noted again\n");
+    let out = run_client(bob, b"send alice noted\nsend alice noted again\nwho\n");
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
     // (The replay may also show bob's answers, as sent, when they reach
-    // his log before it ends.)
+    // his log before it ends.) The `who` is answered before the end.
     let received: Vec<&str> = out
         .stdout
         .lines()
         .filter(|l| !l.starts_with("→ "))
         .collect();
-    assert_eq!(received, ["alice: waiting"], "{}", out.stdout);
+    assert_eq!(received, ["alice: waiting", "bob"], "{}", out.stdout);
     let mut alice = client(&server, &dir.0, "alice");
     alice.arg("--until-caught-up");
     let out = run_client(alice, b"");
