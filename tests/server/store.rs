@@ -336,13 +336,7 @@ fn history_export_and_purge_work_on_a_closed_store_and_the_console_counts() {
     alice.send("bob", "for \"bob\"");
     alice.send("bob", "again");
     // Both stored: in one receipt, or (committed apart) in two.
-    loop {
-        let (opcode, _, last) = alice.pair_frame();
-        assert_eq!(opcode, OP_STORED);
-        if ordinal(&last) == 2 {
-            break;
-        }
-    }
+    stored_through(&mut alice, 2);
     server.console("accounts");
     let mut lines = Vec::new();
     while !lines.iter().any(|l: &String| l.contains("bob")) {
