@@ -343,16 +343,23 @@ fn the_editor_shows_what_came_while_you_were_away_then_pages_back() {
     bob.send_line("exit").unwrap();
 }
 
+/// A server where alice left bob a message ("waiting"), and bob's
+/// `--until-caught-up` command.
+fn one_waits_for_bob(dir: &Path) -> (ServerProcess, Command) {
+    let server = server(dir);
+    let sent = send(&server, dir, "send bob waiting\n", &[]);
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let mut bob = client(&server, dir, "bob");
+    bob.arg("--until-caught-up");
+    (server, bob)
+}
+
 #[test]
 fn a_script_given_to_until_caught_up_is_sent_before_the_run_ends() {
     let dir = TempDir::new("inbox-caught-up-script");
-    let server = server(&dir.0);
-    let sent = send(&server, &dir.0, "send bob waiting\n", &[]);
-    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
     // bob catches up and answers in one run: the replay ends long before
     // the answers are accounted for, and they must not be dropped then.
-    let mut bob = client(&server, &dir.0, "bob");
-    bob.arg("--until-caught-up");
+    let (server, bob) = one_waits_for_bob(&dir.0);
     let out = run_client(bob, b"send alice noted\nsend alice noted again\nwho\n");
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
     // (The replay may also show bob's answers, as sent, when they reach
@@ -373,11 +380,7 @@ fn a_script_given_to_until_caught_up_is_sent_before_the_run_ends() {
 #[test]
 fn until_caught_up_on_a_terminal_prints_and_exits_instead_of_opening_the_editor() {
     let dir = TempDir::new("inbox-caught-up-terminal");
-    let server = server(&dir.0);
-    let sent = send(&server, &dir.0, "send bob waiting\n", &[]);
-    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
-    let mut command = client(&server, &dir.0, "bob");
-    command.arg("--until-caught-up");
+    let (_server, command) = one_waits_for_bob(&dir.0);
     let mut bob = crate::interactive::spawn_in_pty(command, &dir);
     bob.expect("alice: waiting").unwrap();
     bob.expect(expectrl::Eof).unwrap();
