@@ -214,14 +214,9 @@ pub async fn receive(
                             }
                     );
                     frames.handle(frame, sink, state);
-                    // A run that ends once the log is replayed first lets
-                    // its keys reach the server (--e2e).
-                    let publishing = state.e2e().is_some_and(|e2e| e2e.is_publishing());
-                    // ...and the script's lines are accounted for first,
-                    // its `who` and `history` answered.
-                    let settled =
-                        !publishing && state.ledger().in_flight() == 0 && !state.awaits_answers();
-                    if (message && counted_down(messages_left)) || (sink.finished() && settled) {
+                    if (message && counted_down(messages_left))
+                        || (sink.finished() && settled(state))
+                    {
                         checkpoint(state);
                         return match sink.flush().await {
                             Err(e) => output_failed(e),
@@ -281,6 +276,14 @@ pub async fn receive(
             }
         }
     }
+}
+
+/// True when a run that ends once the log is replayed may end: its keys
+/// reached the server (--e2e), its script's lines are accounted for and
+/// its `who` and `history` answered.
+fn settled(state: &ChatState) -> bool {
+    let publishing = state.e2e().is_some_and(|e2e| e2e.is_publishing());
+    !publishing && state.ledger().in_flight() == 0 && !state.awaits_answers()
 }
 
 /// Counts one message against `--count`; true when it was the last one
