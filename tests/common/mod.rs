@@ -1214,8 +1214,13 @@ macro_rules! on_backend {
 pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
+    /// Its own even when two tests running at once give the same tag (a
+    /// test `on_both!` runs on one Redis and on a Redis Cluster at once):
+    /// numbered within the process.
     pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("pmchat-{tag}-{}", std::process::id()));
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pmchat-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
