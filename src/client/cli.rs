@@ -137,9 +137,10 @@ pub struct ClientArgs {
     #[arg(long, conflicts_with = "interactive")]
     pub follow: bool,
 
-    /// With --follow: exit after N messages have been printed, logging out
-    /// cleanly, like `nats sub --count`.
-    #[arg(long, value_name = "N", requires = "follow",
+    /// With --follow (or --exec, --until-caught-up, which imply it): exit
+    /// after N messages have been printed (or run), logging out cleanly,
+    /// like `nats sub --count`.
+    #[arg(long, value_name = "N", requires = "following",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 

@@ -392,3 +392,23 @@ fn until_caught_up_on_a_terminal_prints_and_exits_instead_of_opening_the_editor(
         other => panic!("the client did not exit normally: {other:?}"),
     }
 }
+
+#[test]
+fn count_works_with_exec_which_implies_follow() {
+    let dir = TempDir::new("inbox-exec-count");
+    let server = server(&dir.0);
+    let sent = send(
+        &server,
+        &dir.0,
+        "send bob one\nsend bob two\nsend bob three\n",
+        &[],
+    );
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let out = dir.0.join("out");
+    let mut bob = client(&server, &dir.0, "bob");
+    let script = format!("cat >> {0}; echo >> {0}", out.display());
+    bob.args(["--exec", &script, "--count", "2"]);
+    let run = run_client(bob, b"");
+    assert_eq!(run.status, 0, "stderr: {}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntwo\n");
+}
