@@ -45,6 +45,19 @@ fn send(server: &ServerProcess, dir: &Path, lines: &str, extra: &[&str]) -> Clie
     run_client(command, lines.as_bytes())
 }
 
+/// A server where alice left bob three messages: one, two, three.
+fn three_wait_for_bob(dir: &Path) -> ServerProcess {
+    let server = server(dir);
+    let sent = send(
+        &server,
+        dir,
+        "send bob one\nsend bob two\nsend bob three\n",
+        &[],
+    );
+    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    server
+}
+
 fn caught_up(server: &ServerProcess, dir: &Path, extra: &[&str]) -> ClientOutput {
     let mut command = client(server, dir, "bob");
     command.arg("--until-caught-up").args(extra);
@@ -219,14 +232,7 @@ fn a_follower_stopped_and_restarted_20_times_during_a_flood_prints_every_message
 #[test]
 fn exec_runs_a_command_once_per_message_retrying_one_that_fails() {
     let dir = TempDir::new("inbox-exec");
-    let server = server(&dir.0);
-    let sent = send(
-        &server,
-        &dir.0,
-        "send bob one\nsend bob two\nsend bob three\n",
-        &[],
-    );
-    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let server = three_wait_for_bob(&dir.0);
     let out = dir.0.join("out");
     let count = dir.0.join("count");
     // Fails twice on "two", then succeeds.
@@ -265,14 +271,7 @@ fn exec_runs_a_command_once_per_message_retrying_one_that_fails() {
 #[test]
 fn history_pages_back_through_a_conversation() {
     let dir = TempDir::new("inbox-history");
-    let server = server(&dir.0);
-    let sent = send(
-        &server,
-        &dir.0,
-        "send bob one\nsend bob two\nsend bob three\n",
-        &[],
-    );
-    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let server = three_wait_for_bob(&dir.0);
     let mut command = client(&server, &dir.0, "bob");
     command
         .args(["--follow", "--json"])
@@ -315,14 +314,7 @@ fn history_pages_back_through_a_conversation() {
 #[test]
 fn the_editor_shows_what_came_while_you_were_away_then_pages_back() {
     let dir = TempDir::new("inbox-editor");
-    let server = server(&dir.0);
-    let sent = send(
-        &server,
-        &dir.0,
-        "send bob one\nsend bob two\nsend bob three\n",
-        &[],
-    );
-    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let server = three_wait_for_bob(&dir.0);
     let mut command = client(&server, &dir.0, "bob");
     command.arg("--interactive");
     let mut bob = crate::interactive::spawn_in_pty(command, &dir);
@@ -396,14 +388,7 @@ fn until_caught_up_on_a_terminal_prints_and_exits_instead_of_opening_the_editor(
 #[test]
 fn count_works_with_exec_which_implies_follow() {
     let dir = TempDir::new("inbox-exec-count");
-    let server = server(&dir.0);
-    let sent = send(
-        &server,
-        &dir.0,
-        "send bob one\nsend bob two\nsend bob three\n",
-        &[],
-    );
-    assert_eq!(sent.status, 0, "stderr: {}", sent.stderr);
+    let server = three_wait_for_bob(&dir.0);
     let out = dir.0.join("out");
     let mut bob = client(&server, &dir.0, "bob");
     let script = format!("cat >> {0}; echo >> {0}", out.display());
