@@ -231,6 +231,7 @@ pub fn run(
     smol::block_on(async {
         let mut output = Output::new(options.renderer);
         output.follow_log(options.cursor, options.until_caught_up);
+        // Set once the whole script has been handed to the socket:
         // --until-caught-up ends once the log is replayed and the script
         // is out with every line accounted for, whichever comes last.
         let script_sent = Arc::new(AtomicBool::new(false));
@@ -242,8 +243,6 @@ pub fn run(
         // received is written, the cursor kept) from the start, not only
         // once the script is sent: messages may be printed before that.
         let signal = options.follow.then(crate::signals::termination);
-        // Set once the whole script has been handed to the socket.
-        let input_done = Cell::new(false);
         let logged_in = Cell::new(None);
         let (told, outcome) = login_channel();
         let negotiation = Negotiation {
@@ -312,7 +311,6 @@ pub fn run(
                 Timer::after(options.drain_timeout).await;
                 return Err(SendEnd::DrainTimedOut);
             }
-            input_done.set(true);
             script_sent.store(true, Ordering::SeqCst);
             if options.follow {
                 if options.until_caught_up {
@@ -345,7 +343,7 @@ pub fn run(
             Err(SendEnd::DrainTimedOut)
         };
         let ended = receiving.or(sending).await;
-        let expected = input_done.get() && !options.follow;
+        let expected = script_sent.load(Ordering::SeqCst) && !options.follow;
         report_unconfirmed(state, &mut output);
         let received = ended.as_ref().ok();
         let unanswered = match &ended {
